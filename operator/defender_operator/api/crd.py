@@ -1,0 +1,145 @@
+"""Generate the AWSConnector CustomResourceDefinition from the pydantic models (the one source of truth).
+
+pydantic emits JSON Schema 2020-12; the API server wants a *structural* OpenAPI v3 schema. The translation inlines
+``$ref``s, turns ``anyOf [X, null]`` into an optional X, drops what structural schemas forbid (``title``,
+``additionalProperties: false`` beside ``properties``, ``propertyNames``, ``const``), and gives every object-valued
+field that has a default model ``default: {}`` so the API server fills in the nested defaults as well.
+"""
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from .names import API_VERSION, CATEGORIES, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from .schema import CEL_KEY
+from .spec import AWSConnectorSpec
+from .status import AWSConnectorStatus
+
+_DROPPED_KEYS = {"title", "propertyNames", "$defs"}
+_OPTIONAL = "x-defender-operator-optional"  # marks an unwrapped `X | None`: absent means "not set", not "{}"
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = _inline(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        siblings = {k: _inline(v, defs) for k, v in node.items() if k != "$ref"}
+        merged = {**target, **siblings}
+        if CEL_KEY in target and CEL_KEY in siblings:
+            merged[CEL_KEY] = target[CEL_KEY] + siblings[CEL_KEY]
+        return merged
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) == 1:
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            merged = _inline({**options[0], **rest}, defs)
+            if merged.get("default", 0) is None:
+                merged.pop("default")
+            merged[_OPTIONAL] = True
+            return merged
+    return {k: _inline(v, defs) for k, v in node.items() if k not in _DROPPED_KEYS}
+
+
+def _structural(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_structural(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _structural(v) for k, v in node.items() if k != _OPTIONAL}
+    if out.get("additionalProperties") is False:
+        del out["additionalProperties"]  # unknown fields are pruned, and rejected by strict field validation
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    if out.get("type") == "object" and "properties" in out:
+        required = set(out.get("required", []))
+        for name, prop in out["properties"].items():
+            if prop.get("type") == "object" and "properties" in prop and name not in required:
+                if not node["properties"][name].get(_OPTIONAL) and "default" not in prop:
+                    prop["default"] = {}
+    return out
+
+
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of a model, as the CRD embeds it."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    schema: dict[str, Any] = _structural(_inline(raw, raw.get("$defs", {})))
+    return schema
+
+
+def _condition_column(name: str, condition: str, field: str, *, priority: int = 0) -> dict[str, Any]:
+    column: dict[str, Any] = {
+        "name": name,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{condition}")].{field}',
+    }
+    if priority:
+        column["priority"] = priority
+    return column
+
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Account", "type": "string", "jsonPath": ".spec.aws.accountId"},
+    {"name": "Interval", "type": "integer", "jsonPath": ".spec.scanIntervalHours", "description": "Scan interval (h)"},
+    {"name": "Plans", "type": "string", "jsonPath": ".status.plans"},
+    _condition_column("Ready", "Ready", "status"),
+    _condition_column("Reason", "Ready", "reason"),
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Connector", "type": "string", "jsonPath": ".status.azure.connectorName", "priority": 1},
+    {"name": "Stack", "type": "string", "jsonPath": ".status.aws.stackName", "priority": 1},
+    {"name": "Stack-Status", "type": "string", "jsonPath": ".status.aws.stackStatus", "priority": 1},
+    _condition_column("Message", "Ready", "message", priority=1),
+]
+
+
+def custom_resource_definition() -> dict[str, Any]:
+    """The complete CRD manifest."""
+    spec_schema = openapi_schema(AWSConnectorSpec)
+    status_schema = openapi_schema(AWSConnectorStatus)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "defender-operator", "app.kubernetes.io/part-of": "defender-operator"},
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": list(CATEGORIES),
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": f"{KIND} ({API_VERSION}) onboards one AWS account, or an AWS Organization "
+                            "through its management account, into Microsoft Defender for Cloud: IAM roles in AWS "
+                            "(CloudFormation) and a Microsoft.Security/securityConnectors resource in Azure.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string", "description": "APIVersion of this object."},
+                                "kind": {"type": "string", "description": "Kind of this object."},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }

@@ -1,0 +1,14 @@
+"""Fixed names of the API (design.md "Names"): changing one is a breaking change for every user."""
+
+GROUP = "defender-operator.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "AWSConnector"
+PLURAL = "awsconnectors"
+SINGULAR = "awsconnector"
+SHORT_NAMES = ("awsc",)
+CATEGORIES = ("defender",)
+
+FINALIZER = f"{GROUP}/finalizer"
+ANNOTATION_PAUSED = f"{GROUP}/paused"
+ANNOTATION_RECONCILE_REQUESTED_AT = f"{GROUP}/reconcile-requested-at"

@@ -1,0 +1,137 @@
+"""The AWSConnector status: what the operator observed, in a shape kstatus, Argo CD and Flux understand.
+
+Conditions follow metav1.Condition. The top-level ``Ready``, ``Reconciling`` and ``Stalled`` conditions are the
+kstatus contract; ``AWSReady``, ``AzureReady`` and ``Healthy`` say which side is not there yet.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints
+
+from .schema import CamelModel
+
+ConditionType = Literal["Ready", "Reconciling", "Stalled", "AWSReady", "AzureReady", "Healthy"]
+# metav1.Condition's reason: CamelCase, 1-1024 characters (k8s.io/apimachinery/pkg/apis/meta/v1/types.go).
+REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+
+class StatusModel(CamelModel):
+    """Status is written only by the operator; it is mutable between passes."""
+
+    model_config = ConfigDict(frozen=False)
+
+
+class Condition(StatusModel):
+    """One observation, in the shape of metav1.Condition."""
+
+    type: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=316)] = Field(
+        description="Condition type: Ready, Reconciling, Stalled, AWSReady, AzureReady or Healthy."
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was computed for."
+    )
+    last_transition_time: str = Field(
+        description="When the status last changed (RFC 3339).", json_schema_extra={"format": "date-time"}
+    )
+    reason: Annotated[str, StringConstraints(pattern=REASON_PATTERN, min_length=1, max_length=1024)] = Field(
+        description="One CamelCase word for the cause; docs/troubleshooting.md explains each."
+    )
+    message: Annotated[str, StringConstraints(max_length=32768)] = Field(
+        default="", description="What happened and what to do, for a person."
+    )
+
+
+class OidcProviderStatus(StatusModel):
+    """The identity provider the roles trust."""
+
+    arn: str = Field(description="ARN of the IAM OIDC identity provider.")
+    owned: bool = Field(
+        description="True when this operator created the provider (it deletes it on cleanup); false when it was "
+        "already there, e.g. from Microsoft Sentinel (only addedAudiences are removed on cleanup)."
+    )
+    added_audiences: list[str] = Field(
+        default_factory=list, description="Audiences this operator added to a provider it does not own."
+    )
+
+
+class AwsStatus(StatusModel):
+    """What the operator observed in AWS."""
+
+    stack_name: str | None = Field(default=None, description="CloudFormation stack name.")
+    stack_id: str | None = Field(default=None, description="CloudFormation stack id.")
+    stack_status: str | None = Field(default=None, description="Last observed stack status.")
+    template_hash: str | None = Field(default=None, description="Hash of the template the stack was last given.")
+    roles: dict[str, str] = Field(default_factory=dict, description="Role ARNs by role (the stack's outputs).")
+    oidc_provider: OidcProviderStatus | None = Field(default=None, description="Microsoft identity provider.")
+    ciem_oidc_provider: OidcProviderStatus | None = Field(
+        default=None, description="Identity provider of your own tenant, for CIEM."
+    )
+
+
+class HealthIssue(StatusModel):
+    """One issue from the connector's Defender health report."""
+
+    key: str = Field(description="Issue key from the health report.")
+    name: str | None = Field(default=None, description="Short name of the issue.")
+    description: str | None = Field(default=None, description="What is wrong.")
+    remediation: str | None = Field(default=None, description="How to fix it, from Defender.")
+
+
+class HealthStatus(StatusModel):
+    """Defender's own view of the connector, from its health reports."""
+
+    status: Literal["Healthy", "NotHealthy", "NotApplicable", "Unknown"] = Field(
+        default="Unknown", description="Worst status over the connector's health reports."
+    )
+    issues: list[HealthIssue] = Field(default_factory=list, description="Issues Defender reports.")
+    last_scanned: str | None = Field(default=None, description="When Defender last evaluated the connector.")
+
+
+class AzureStatus(StatusModel):
+    """What the operator observed in Azure."""
+
+    connector_name: str | None = Field(default=None, description="Name of the security connector.")
+    connector_id: str | None = Field(default=None, description="ARM id of the security connector.")
+    etag: str | None = Field(default=None, description="ETag of the connector as last written or read.")
+    trial_end_date: str | None = Field(
+        default=None, description="End of the 30-day Defender trial for paid plans (hierarchyIdentifierTrialEndDate)."
+    )
+    health: HealthStatus | None = Field(default=None, description="Defender health of the connector.")
+
+
+class MemberAccount(StatusModel):
+    """A member account of the organization and the connector Defender created for it."""
+
+    account_id: str = Field(description="12-digit member account id.")
+    connector_id: str | None = Field(default=None, description="Connector Defender created for it, when it exists.")
+
+
+class OrganizationStatus(StatusModel):
+    """Organization onboarding: the StackSet and the member connectors Defender creates itself."""
+
+    stack_set_id: str | None = Field(default=None, description="StackSet id.")
+    stack_set_status: str | None = Field(default=None, description="Status of the StackSet's last operation.")
+    member_accounts: int = Field(default=0, description="Member accounts with a StackSet instance.")
+    member_connectors: int = Field(default=0, description="Member connectors Defender has created so far.")
+    members: list[MemberAccount] = Field(default_factory=list, description="Member accounts and their connectors.")
+
+
+class AWSConnectorStatus(StatusModel):
+    """Observed state."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation the operator last finished a pass for."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Reconciling, Stalled (kstatus), AWSReady, AzureReady and Healthy.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    plans: str | None = Field(default=None, description="Enabled plans, for kubectl get.")
+    last_handled_reconcile_at: str | None = Field(
+        default=None, description="Value of the defender-operator.io/reconcile-requested-at annotation last handled."
+    )
+    aws: AwsStatus | None = Field(default=None, description="AWS side.")
+    azure: AzureStatus | None = Field(default=None, description="Azure side.")
+    organization: OrganizationStatus | None = Field(default=None, description="Organization onboarding.")

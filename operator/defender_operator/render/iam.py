@@ -1,0 +1,63 @@
+"""The IAM roles one spec needs, as target-neutral documents (trust, inline and managed policies).
+
+CloudFormation and Terraform render the same documents; only the syntax for account-level values differs, so those
+stay as placeholders here (see :mod:`.placeholders`).
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.spec import AWSConnectorSpec
+from .catalog import catalog, required_roles, role_name
+from .placeholders import literals, substitute
+
+# Placeholders only the deploying account can resolve; renderers map each to their own syntax.
+DEFERRED = ("partition", "account", "dnsSuffix", "oidcProvider", "ciemOidcProvider")
+POLICY_VERSION = "2012-10-17"
+MANAGED_BY_TAG = {"Key": "managed-by", "Value": "defender-operator"}
+
+
+@dataclass(frozen=True)
+class RoleDocument:
+    key: str
+    name: str
+    description: str
+    trust: dict[str, Any]
+    inline_policies: dict[str, dict[str, Any]]
+    managed_policy_arns: list[str]
+
+    @property
+    def logical_id(self) -> str:
+        """CloudFormation logical id / Terraform resource name stem: cspmMonitor -> CspmMonitorRole."""
+        return self.key[0].upper() + self.key[1:] + "Role"
+
+
+def _document(statements: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def role_documents(spec: AWSConnectorSpec) -> list[RoleDocument]:
+    known = literals(spec)
+    keep = {name: "{" + name + "}" for name in DEFERRED}
+
+    def fill(value: Any) -> Any:
+        return substitute(value, known, keep, lambda s: s)
+
+    roles = []
+    for key in required_roles(spec):
+        template = catalog().roles[key]
+        roles.append(
+            RoleDocument(
+                key=key,
+                name=role_name(spec, key),
+                description=f"Microsoft Defender for Cloud - {template.description}",
+                trust=_document(fill(template.trust)),
+                inline_policies={
+                    fill(p.name): _document(fill(p.statements)) for p in template.inline_policies(spec.access)
+                },
+                managed_policy_arns=[
+                    "arn:{partition}:iam::aws:policy/" + name for name in template.managed_policy_names(spec.access)
+                ],
+            )
+        )
+    return roles
