@@ -78,6 +78,9 @@ FIXES = [
     "Service trusts (ssm, logs) are limited to this account with aws:SourceAccount / aws:SourceArn.",
     "iam:PassRole for the Containers pipeline also names the configured role names, so renamed roles keep working.",
     "Role and policy names that embedded a region or tenant come from the spec.",
+    "List actions without resource-level permissions (logs:DescribeLogGroups, firehose:ListDeliveryStreams, "
+    "sqs:ListQueues) get Resource '*' (scoped to ARNs they never match).",
+    "ec2:NewInstanceProfile is compared with ArnEquals (it is an ARN).",
 ]
 
 
@@ -93,13 +96,28 @@ def _sub(value: Any, replacements: dict[str, str]) -> Any:
     return value
 
 
+# Actions that support no resource-level permissions (Service Authorization Reference: "Resource types" is empty, so
+# the statement must say "*"). The port scopes them to ARNs, where IAM never matches them.
+UNSCOPED_ACTIONS = {"logs:DescribeLogGroups", "firehose:ListDeliveryStreams", "sqs:ListQueues"}
+
+
 def _dedupe(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
+    unscoped: list[str] = []
     for st in statements:
         st = dict(st)
         if isinstance(st.get("Action"), list):
             st["Action"] = list(dict.fromkeys(st["Action"]))
-        out.append({k: st[k] for k in ("Sid", "Effect", "Action", "Resource", "Condition") if k in st})
+            if st.get("Resource") not in ("*", ["*"]):
+                unscoped += [a for a in st["Action"] if a in UNSCOPED_ACTIONS]
+                st["Action"] = [a for a in st["Action"] if a not in UNSCOPED_ACTIONS]
+        condition = st.get("Condition", {})
+        if "ec2:NewInstanceProfile" in condition.get("StringEquals", {}):
+            condition["ArnEquals"] = {"ec2:NewInstanceProfile": condition.pop("StringEquals")["ec2:NewInstanceProfile"]}
+        if st.get("Action"):
+            out.append({k: st[k] for k in ("Sid", "Effect", "Action", "Resource", "Condition") if k in st})
+    if unscoped:
+        out.append({"Effect": "Allow", "Action": sorted(set(unscoped)), "Resource": "*"})
     return out
 
 

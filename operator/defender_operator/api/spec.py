@@ -177,6 +177,7 @@ class RoleNames(CamelModel):
         default="DefenderForCloud-ArcAutoProvisioning", description="Azure Arc auto-provisioning role (SSM commands)."
     )
     containers_k8s: RoleName = Field(
+        alias="containersK8s",
         default="DefenderForCloud-Containers-K8s", description="Defender for Containers EKS and audit-log role."
     )
     data_collection: RoleName = Field(
@@ -191,6 +192,7 @@ class RoleNames(CamelModel):
         description="Role Kinesis Data Firehose uses to write EKS audit logs to S3.",
     )
     k8s_agentless_discovery: RoleName = Field(
+        alias="k8sAgentlessDiscovery",
         default="MDCContainersAgentlessDiscoveryK8sRole", description="Agentless Kubernetes discovery role."
     )
     image_assessment: RoleName = Field(

@@ -1,0 +1,147 @@
+"""The AWS side as Terraform (JSON syntax, developer.hashicorp.com/terraform/language/syntax/json).
+
+Same roles and policies as the CloudFormation stack. The Microsoft identity provider is created only when
+``oidc_provider_arn`` is empty; pass the ARN of an existing one (Microsoft Sentinel's, say) to keep Terraform from
+owning it. Policy documents are JSON strings in which Terraform interpolates ``${...}``.
+"""
+
+import json
+import re
+from typing import Any
+
+from ..api.spec import AWSConnectorSpec
+from .catalog import catalog
+from .iam import MANAGED_BY_TAG, role_documents
+from .placeholders import ciem_oidc_host, substitute
+from .ssm import ASSOCIATION_NAME, ASSOCIATION_SCHEDULE, automation_document
+
+_PSEUDO = {
+    "partition": "${data.aws_partition.current.partition}",
+    "account": "${data.aws_caller_identity.current.account_id}",
+    "dnsSuffix": "${data.aws_partition.current.dns_suffix}",
+    "oidcProvider": "${local.oidc_provider_arn}",
+    "ciemOidcProvider": "${local.ciem_oidc_provider_arn}",
+}
+_TAGS = {MANAGED_BY_TAG["Key"]: MANAGED_BY_TAG["Value"]}
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+def _fill(value: Any) -> Any:
+    return substitute(value, {}, _PSEUDO, lambda s: s)
+
+
+def _policy_json(document: dict[str, Any]) -> str:
+    return json.dumps(_fill(document), separators=(",", ":"))
+
+
+def _provider(
+    name: str, variable: str, url: str, audiences: list[str], thumbprints: list[str], description: str
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    variable_block = {"type": "string", "default": "", "description": description}
+    resource = {
+        "count": f'${{var.{variable} == "" ? 1 : 0}}',
+        "url": url,
+        "client_id_list": audiences,
+        "thumbprint_list": thumbprints,
+        "tags": _TAGS,
+    }
+    local = f'${{var.{variable} != "" ? var.{variable} : aws_iam_openid_connect_provider.{name}[0].arn}}'
+    return variable_block, resource, local
+
+
+def terraform_configuration(spec: AWSConnectorSpec) -> dict[str, Any]:
+    ms = catalog().microsoft_oidc
+    variables: dict[str, Any] = {}
+    providers: dict[str, Any] = {}
+    locals_: dict[str, Any] = {}
+    variables["oidc_provider_arn"], providers["microsoft"], locals_["oidc_provider_arn"] = _provider(
+        "microsoft",
+        "oidc_provider_arn",
+        ms.url,
+        ms.audiences,
+        ms.thumbprints,
+        f"ARN of an existing identity provider for https://{ms.host} (e.g. Microsoft Sentinel's); empty creates one.",
+    )
+    if spec.plans.cspm.enabled and spec.plans.cspm.ciem.enabled:
+        variables["ciem_oidc_provider_arn"], providers["ciem"], locals_["ciem_oidc_provider_arn"] = _provider(
+            "ciem",
+            "ciem_oidc_provider_arn",
+            "https://" + ciem_oidc_host(spec),
+            [catalog().ciem_audience],
+            catalog().ciem_thumbprints,
+            f"ARN of an existing identity provider for https://{ciem_oidc_host(spec)}; empty creates one.",
+        )
+
+    roles: dict[str, Any] = {}
+    inline: dict[str, Any] = {}
+    attachments: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    for role in role_documents(spec):
+        name = _snake(role.key)
+        roles[name] = {
+            "name": role.name,
+            "description": role.description,
+            "assume_role_policy": _policy_json(role.trust),
+            "tags": _TAGS,
+        }
+        if role.key == "ciemDiscovery":
+            roles[name]["depends_on"] = ["aws_iam_role.ciem_oidc"]
+        for policy_name, document in role.inline_policies.items():
+            inline[f"{name}_{_snake(re.sub(r'[^A-Za-z0-9]', '', policy_name))}"] = {
+                "name": policy_name,
+                "role": f"${{aws_iam_role.{name}.id}}",
+                "policy": _policy_json(document),
+            }
+        for arn in role.managed_policy_arns:
+            attachments[f"{name}_{_snake(arn.rsplit('/', 1)[-1])}"] = {
+                "role": f"${{aws_iam_role.{name}.name}}",
+                "policy_arn": _fill(arn),
+            }
+        outputs[f"{name}_role_arn"] = {"value": f"${{aws_iam_role.{name}.arn}}"}
+
+    resources: dict[str, Any] = {
+        "aws_iam_openid_connect_provider": providers,
+        "aws_iam_role": roles,
+        "aws_iam_role_policy": inline,
+        "aws_iam_role_policy_attachment": attachments,
+    }
+    if "ssm_automation" in roles:
+        resources["aws_ssm_document"] = {
+            "arc_host_management": {
+                "name": f"DefenderForCloud-ArcHostManagement-{spec.aws.account_id}",
+                "document_type": "Automation",
+                "document_format": "JSON",
+                "target_type": "/AWS::EC2::Instance",
+                "content": json.dumps(automation_document()),
+                "tags": _TAGS,
+            }
+        }
+        resources["aws_ssm_association"] = {
+            "arc_host_management": {
+                "association_name": ASSOCIATION_NAME,
+                "name": "${aws_ssm_document.arc_host_management.name}",
+                "automation_target_parameter_name": "InstanceId",
+                "schedule_expression": ASSOCIATION_SCHEDULE,
+                "targets": [{"key": "InstanceIds", "values": ["*"]}],
+                "parameters": {
+                    "AutomationAssumeRole": "${aws_iam_role.ssm_automation.arn}",
+                    "IsPolicyAttachAllowed": "true",
+                },
+            }
+        }
+    return {
+        "//": f"Microsoft Defender for Cloud onboarding of AWS account {spec.aws.account_id}, rendered by "
+        "defender-operator. Apply it in that account; the operator connects Azure once the roles exist.",
+        "terraform": {
+            "required_version": ">= 1.3",
+            "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 5.0"}},
+        },
+        "variable": variables,
+        "data": {"aws_partition": {"current": {}}, "aws_caller_identity": {"current": {}}},
+        "locals": locals_,
+        "resource": resources,
+        "output": outputs,
+    }

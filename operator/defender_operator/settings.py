@@ -1,0 +1,69 @@
+"""Operator configuration: environment variables (DEFENDER_OPERATOR_*), overridden by ``run`` flags.
+
+Cloud SDKs keep their own standard variables (AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AZURE_CLIENT_ID,
+AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST, ...); the settings here are only what the
+operator adds. docs/configuration.md lists every one.
+"""
+
+import argparse
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEFENDER_OPERATOR_", extra="ignore")
+
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty means all.")
+    aws_region: str = Field(default="us-east-1", description="Region for the STS, IAM and CloudFormation clients.")
+    aws_endpoint_url: str | None = Field(
+        default=None, description="AWS endpoint override (e.g. the sandbox's moto); AWS_ENDPOINT_URL works too."
+    )
+    azure_arm_endpoint: str = Field(default="https://management.azure.com", description="Azure Resource Manager URL.")
+    azure_authority_host: str | None = Field(
+        default=None, description="Entra authority (default: the public cloud's); AZURE_AUTHORITY_HOST works too."
+    )
+    azure_ca_bundle: str | None = Field(default=None, description="CA bundle to trust for ARM and Entra (sandbox).")
+    resync_seconds: float = Field(default=300.0, gt=0, description="Interval of the drift-detection pass per object.")
+    resync_jitter: float = Field(default=0.1, ge=0, le=1, description="Random spread of the interval, as a fraction.")
+    in_progress_seconds: float = Field(
+        default=15.0, gt=0, description="How soon to look again while CloudFormation is working."
+    )
+    backoff_base_seconds: float = Field(default=5.0, gt=0, description="First delay after a retryable error.")
+    backoff_max_seconds: float = Field(default=600.0, gt=0, description="Longest delay after repeated errors.")
+    workers: int = Field(default=8, ge=1, description="Objects reconciled at the same time.")
+    probe_port: int = Field(default=8081, ge=0, description="Port of /healthz and /readyz (0 disables).")
+    metrics_port: int = Field(default=8080, ge=0, description="Port of /metrics (0 disables).")
+    log_format: Literal["json", "text"] = Field(default="json", description="Log format.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``defender-operator run``; each overrides the environment variable of the same setting."""
+    parser.add_argument("-n", "--namespace", action="append", dest="namespaces", help="namespace to watch (repeat)")
+    parser.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    parser.add_argument("--aws-region")
+    parser.add_argument("--aws-endpoint-url")
+    parser.add_argument("--azure-arm-endpoint")
+    parser.add_argument("--azure-authority-host")
+    parser.add_argument("--azure-ca-bundle")
+    parser.add_argument("--resync-seconds", type=float)
+    parser.add_argument("--resync-jitter", type=float)
+    parser.add_argument("--in-progress-seconds", type=float)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--probe-port", type=int)
+    parser.add_argument("--metrics-port", type=int)
+    parser.add_argument("--log-format", choices=["json", "text"])
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def settings_from(args: argparse.Namespace | None = None) -> Settings:
+    overrides = {}
+    if args is not None:
+        overrides = {
+            k: v
+            for k, v in vars(args).items()
+            if k in Settings.model_fields and v is not None and not (k == "namespaces" and args.all_namespaces)
+        }
+    return Settings(**overrides)
