@@ -113,7 +113,9 @@ def _dedupe(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 st["Action"] = [a for a in st["Action"] if a not in UNSCOPED_ACTIONS]
         condition = st.get("Condition", {})
         if "ec2:NewInstanceProfile" in condition.get("StringEquals", {}):
-            condition["ArnEquals"] = {"ec2:NewInstanceProfile": condition.pop("StringEquals")["ec2:NewInstanceProfile"]}
+            condition["ArnEquals"] = {
+                "ec2:NewInstanceProfile": condition.pop("StringEquals")["ec2:NewInstanceProfile"]
+            }
         if st.get("Action"):
             out.append({k: st[k] for k in ("Sid", "Effect", "Action", "Resource", "Condition") if k in st})
     if unscoped:
@@ -135,7 +137,10 @@ def _trust(role: dict[str, Any], key: str) -> list[dict[str, Any]]:
                     "Principal": {"Federated": "{oidcProvider}"},
                     "Action": "sts:AssumeRoleWithWebIdentity",
                     "Condition": {
-                        "StringEquals": {"{oidcHost}:aud": aud, "sts:RoleSessionName": "MicrosoftDefenderForClouds_{tenant}"}
+                        "StringEquals": {
+                            "{oidcHost}:aud": aud,
+                            "sts:RoleSessionName": "MicrosoftDefenderForClouds_{tenant}",
+                        }
                     },
                 }
             )
@@ -146,7 +151,10 @@ def _trust(role: dict[str, Any], key: str) -> list[dict[str, Any]]:
                     "Principal": {"Federated": "{ciemOidcProvider}"},
                     "Action": "sts:AssumeRoleWithWebIdentity",
                     "Condition": {
-                        "StringEquals": {"{ciemOidcHost}:aud": "api://mciem-aws-oidc-app", "{ciemOidcHost}:sub": "{oidcSubject}"}
+                        "StringEquals": {
+                            "{ciemOidcHost}:aud": "api://mciem-aws-oidc-app",
+                            "{ciemOidcHost}:sub": "{oidcSubject}",
+                        }
                     },
                 }
             )
@@ -154,12 +162,18 @@ def _trust(role: dict[str, Any], key: str) -> list[dict[str, Any]]:
             service = principal["Service"][0]
             condition: dict[str, Any] = {}
             for c in t["conditions"]:
-                condition.setdefault(c["test"], {})[c["variable"]] = "{account}" if "account_id" in c["values"][0] else c["values"][0]
+                condition.setdefault(c["test"], {})[c["variable"]] = (
+                    "{account}" if "account_id" in c["values"][0] else c["values"][0]
+                )
             if service == "ssm.amazonaws.com":
                 condition.setdefault("StringEquals", {})["aws:SourceAccount"] = "{account}"
             if service == "logs.amazonaws.com":
                 condition.setdefault("StringLike", {})["aws:SourceArn"] = "arn:{partition}:logs:*:{account}:*"
-            st: dict[str, Any] = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+            st: dict[str, Any] = {
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": "sts:AssumeRole",
+            }
             if condition:
                 st["Condition"] = condition
             statements.append(st)
@@ -203,10 +217,18 @@ def main(facts_path: str) -> None:
             if key == "containersK8s":
                 for st in statements:
                     if st["Action"] == ["iam:PassRole"]:
-                        st["Resource"] = [*st["Resource"], *(
-                            "arn:{partition}:iam::{account}:role/{role:%s}" % k for k in ("cloudWatchToKinesis", "kinesisToS3")
-                        )]
-            access = {"default": ["Default"], "leastPrivilege": ["LeastPrivilege"], "both": ["Default", "LeastPrivilege"]}
+                        st["Resource"] = [
+                            *st["Resource"],
+                            *(
+                                "arn:{partition}:iam::{account}:role/{role:" + k + "}"
+                                for k in ("cloudWatchToKinesis", "kinesisToS3")
+                            ),
+                        ]
+            access = {
+                "default": ["Default"],
+                "leastPrivilege": ["LeastPrivilege"],
+                "both": ["Default", "LeastPrivilege"],
+            }
             policies.append({"name": name, "access": access[p["appliesTo"]], "statements": statements})
         managed = {
             "Default": [a.rsplit("/", 1)[-1] for a in role["managedPolicies"]["default"]],
@@ -229,7 +251,10 @@ def main(facts_path: str) -> None:
             "thumbprints": provider["thumbprints"],
             "audiences": provider["clientIdList"],
         },
-        "ciemOidc": {"audience": "api://mciem-aws-oidc-app", "thumbprints": facts["oidcProviders"][1]["thumbprints"]},
+        "ciemOidc": {
+            "audience": "api://mciem-aws-oidc-app",
+            "thumbprints": facts["oidcProviders"][1]["thumbprints"],
+        },
         "roles": roles,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

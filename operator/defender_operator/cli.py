@@ -50,7 +50,11 @@ def load_valid_manifests(paths: Sequence[str]) -> list[Manifest] | None:
 
 
 def _documents(rendered: RenderedConnector, output: str) -> dict[str, str]:
-    wanted = set(FILES) if output == "all" else {output} | ({"member_stackset"} if output == "cloudformation" else set())
+    wanted = (
+        set(FILES)
+        if output == "all"
+        else {output} | ({"member_stackset"} if output == "cloudformation" else set())
+    )
     docs = {}
     for key in FILES:
         doc = getattr(rendered, key)
@@ -63,23 +67,29 @@ def cmd_render(args: argparse.Namespace) -> int:
     manifests = load_valid_manifests(args.filename)
     if manifests is None:
         return 1
+    rendered: dict[str, dict[str, str]] = {}
     for manifest in manifests:
         assert manifest.spec is not None
         docs = _documents(render(manifest.spec), args.output)
         if args.output == "terraform" and not docs:
             print(f"{manifest.name}: Terraform is not available for a management account", file=sys.stderr)
             return 1
-        if args.out_dir:
-            target = Path(args.out_dir) if len(manifests) == 1 else Path(args.out_dir) / manifest.name
+        rendered[manifest.name] = docs
+    if args.out_dir:
+        for name, docs in rendered.items():
+            target = Path(args.out_dir) if len(rendered) == 1 else Path(args.out_dir) / name
             target.mkdir(parents=True, exist_ok=True)
             for key, text in docs.items():
                 (target / FILES[key]).write_text(text)
                 print(f"wrote {target / FILES[key]}", file=sys.stderr)
-        elif len(docs) == 1 and len(manifests) == 1:
-            sys.stdout.write(next(iter(docs.values())))
-        else:
-            combined = {key: json.loads(text) for key, text in docs.items()}
-            sys.stdout.write(json.dumps({manifest.name: combined} if len(manifests) > 1 else combined, indent=2) + "\n")
+    elif len(rendered) == 1 and len(docs) == 1:
+        sys.stdout.write(next(iter(docs.values())))
+    else:
+        combined = {
+            name: {key: json.loads(text) for key, text in docs.items()} for name, docs in rendered.items()
+        }
+        single = next(iter(combined.values())) if len(combined) == 1 else combined
+        sys.stdout.write(json.dumps(single, indent=2) + "\n")
     return 0
 
 
@@ -148,12 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sandbox", help="local control plane (kube-apiserver, etcd) and cloud emulators")
     actions = p.add_subparsers(dest="action", required=True)
     up = actions.add_parser("up", help="start the sandbox (builds kube-apiserver on first use)")
-    up.add_argument("--no-emulators", action="store_true", help="control plane only, no AWS or Azure emulator")
-    up.add_argument("--async-stacks", type=float, default=0.0, help="seconds CloudFormation stays *_IN_PROGRESS")
+    up.add_argument(
+        "--no-emulators", action="store_true", help="control plane only, no AWS or Azure emulator"
+    )
+    up.add_argument(
+        "--async-stacks", type=float, default=0.0, help="seconds CloudFormation stays *_IN_PROGRESS"
+    )
     env = actions.add_parser("env", help="print shell exports for the operator, the SDKs and kubectl")
     env.add_argument("--kubeconfig", action="store_true", help="print only the kubeconfig path")
     actions.add_parser("status", help="show what runs")
     actions.add_parser("down", help="stop everything and remove its state")
+    actions.add_parser("build", help="build (or find in the cache) the kube-apiserver binary")
     p.set_defaults(func=cmd_sandbox)
     return parser
 

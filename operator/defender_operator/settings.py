@@ -16,22 +16,36 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEFENDER_OPERATOR_", extra="ignore")
 
     namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty means all.")
-    aws_region: str = Field(default="us-east-1", description="Region for the STS, IAM and CloudFormation clients.")
+    aws_region: str = Field(
+        default="us-east-1", description="Region for the STS, IAM and CloudFormation clients."
+    )
     aws_endpoint_url: str | None = Field(
-        default=None, description="AWS endpoint override (e.g. the sandbox's moto); AWS_ENDPOINT_URL works too."
+        default=None,
+        description="AWS endpoint override (e.g. the sandbox's moto); AWS_ENDPOINT_URL works too.",
     )
-    azure_arm_endpoint: str = Field(default="https://management.azure.com", description="Azure Resource Manager URL.")
+    azure_arm_endpoint: str = Field(
+        default="https://management.azure.com", description="Azure Resource Manager URL."
+    )
     azure_authority_host: str | None = Field(
-        default=None, description="Entra authority (default: the public cloud's); AZURE_AUTHORITY_HOST works too."
+        default=None,
+        description="Entra authority (default: the public cloud's); AZURE_AUTHORITY_HOST works too.",
     )
-    azure_ca_bundle: str | None = Field(default=None, description="CA bundle to trust for ARM and Entra (sandbox).")
-    resync_seconds: float = Field(default=300.0, gt=0, description="Interval of the drift-detection pass per object.")
-    resync_jitter: float = Field(default=0.1, ge=0, le=1, description="Random spread of the interval, as a fraction.")
+    azure_ca_bundle: str | None = Field(
+        default=None, description="CA bundle to trust for ARM and Entra (sandbox)."
+    )
+    resync_seconds: float = Field(
+        default=300.0, gt=0, description="Interval of the drift-detection pass per object."
+    )
+    resync_jitter: float = Field(
+        default=0.1, ge=0, le=1, description="Random spread of the interval, as a fraction."
+    )
     in_progress_seconds: float = Field(
         default=15.0, gt=0, description="How soon to look again while CloudFormation is working."
     )
     backoff_base_seconds: float = Field(default=5.0, gt=0, description="First delay after a retryable error.")
-    backoff_max_seconds: float = Field(default=600.0, gt=0, description="Longest delay after repeated errors.")
+    backoff_max_seconds: float = Field(
+        default=600.0, gt=0, description="Longest delay after repeated errors."
+    )
     workers: int = Field(default=8, ge=1, description="Objects reconciled at the same time.")
     probe_port: int = Field(default=8081, ge=0, description="Port of /healthz and /readyz (0 disables).")
     metrics_port: int = Field(default=8080, ge=0, description="Port of /metrics (0 disables).")
@@ -41,7 +55,9 @@ class Settings(BaseSettings):
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``defender-operator run``; each overrides the environment variable of the same setting."""
-    parser.add_argument("-n", "--namespace", action="append", dest="namespaces", help="namespace to watch (repeat)")
+    parser.add_argument(
+        "-n", "--namespace", action="append", dest="namespaces", help="namespace to watch (repeat)"
+    )
     parser.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
     parser.add_argument("--aws-region")
     parser.add_argument("--aws-endpoint-url")
@@ -64,6 +80,8 @@ def settings_from(args: argparse.Namespace | None = None) -> Settings:
         overrides = {
             k: v
             for k, v in vars(args).items()
-            if k in Settings.model_fields and v is not None and not (k == "namespaces" and args.all_namespaces)
+            if k in Settings.model_fields
+            and v is not None
+            and not (k == "namespaces" and args.all_namespaces)
         }
     return Settings(**overrides)

@@ -4,4 +4,13 @@ from .names import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from .spec import AWSConnectorSpec
 from .status import AWSConnectorStatus, Condition
 
-__all__ = ["API_VERSION", "GROUP", "KIND", "PLURAL", "VERSION", "AWSConnectorSpec", "AWSConnectorStatus", "Condition"]
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "VERSION",
+    "AWSConnectorSpec",
+    "AWSConnectorStatus",
+    "Condition",
+]

@@ -56,9 +56,14 @@ def _structural(node: Any) -> Any:
     if out.get("type") == "object" and "properties" in out:
         required = set(out.get("required", []))
         for name, prop in out["properties"].items():
-            if prop.get("type") == "object" and "properties" in prop and name not in required:
-                if not node["properties"][name].get(_OPTIONAL) and "default" not in prop:
-                    prop["default"] = {}
+            has_model_default = not node["properties"][name].get(_OPTIONAL) and "default" not in prop
+            if (
+                prop.get("type") == "object"
+                and "properties" in prop
+                and name not in required
+                and has_model_default
+            ):
+                prop["default"] = {}
     return out
 
 
@@ -82,7 +87,12 @@ def _condition_column(name: str, condition: str, field: str, *, priority: int = 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Account", "type": "string", "jsonPath": ".spec.aws.accountId"},
-    {"name": "Interval", "type": "integer", "jsonPath": ".spec.scanIntervalHours", "description": "Scan interval (h)"},
+    {
+        "name": "Interval",
+        "type": "integer",
+        "jsonPath": ".spec.scanIntervalHours",
+        "description": "Scan interval (h)",
+    },
     {"name": "Plans", "type": "string", "jsonPath": ".status.plans"},
     _condition_column("Ready", "Ready", "status"),
     _condition_column("Reason", "Ready", "reason"),
@@ -103,7 +113,10 @@ def custom_resource_definition() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": f"{PLURAL}.{GROUP}",
-            "labels": {"app.kubernetes.io/name": "defender-operator", "app.kubernetes.io/part-of": "defender-operator"},
+            "labels": {
+                "app.kubernetes.io/name": "defender-operator",
+                "app.kubernetes.io/part-of": "defender-operator",
+            },
         },
         "spec": {
             "group": GROUP,

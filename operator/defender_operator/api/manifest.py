@@ -84,7 +84,9 @@ def parse_document(doc: Any, index: int) -> Manifest:
         spec = AWSConnectorSpec.model_validate(doc.get("spec"))
     except ValidationError as exc:
         problems.extend(format_validation_error(exc))
-    return Manifest(name=name or f"document {index}", namespace=namespace, spec=spec, problems=problems, raw=doc)
+    return Manifest(
+        name=name or f"document {index}", namespace=namespace, spec=spec, problems=problems, raw=doc
+    )
 
 
 def load_manifests(text: str) -> list[Manifest]:

@@ -26,7 +26,9 @@ class CamelModel(BaseModel):
     )
 
 
-def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict[str, Any]:
+def cel(
+    rule: str, message: str, *, field_path: str | None = None, reason: str | None = None
+) -> dict[str, Any]:
     """One ``x-kubernetes-validations`` entry (a CEL rule with the message users see)."""
     entry: dict[str, Any] = {"rule": rule, "message": message}
     if field_path:

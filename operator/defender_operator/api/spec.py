@@ -25,7 +25,9 @@ CONNECTOR_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-Za-z0-9_])?$"
 ROLE_NAME_PATTERN = r"^[A-Za-z0-9+=,.@_-]{1,64}$"
 ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
 # sts:ExternalId: 2-1224 characters of [\w+=,.@:/-] (API_AssumeRole.html).
-EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9+=,.@:/_-]{2,1224}$"
+EXTERNAL_ID_PATTERN = (
+    r"^[A-Za-z0-9+=,.@:/_-]+$"  # lengths as constraints: RE2 allows repeat counts up to 1000
+)
 # CloudFormation stack and StackSet names (API_CreateStack.html, API_CreateStackSet.html).
 STACK_NAME_PATTERN = r"^[A-Za-z][-A-Za-z0-9]{0,127}$"
 OU_OR_ROOT_PATTERN = r"^(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}|r-[0-9a-z]{4,32})$"
@@ -34,7 +36,10 @@ ARM_ID_PATTERN = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/[^/]+/.+
 Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]
 AccountId = Annotated[str, StringConstraints(pattern=ACCOUNT_ID_PATTERN)]
 RoleName = Annotated[str, StringConstraints(pattern=ROLE_NAME_PATTERN)]
-TagMap = dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], Annotated[str, StringConstraints(max_length=256)]]
+TagMap = dict[
+    Annotated[str, StringConstraints(min_length=1, max_length=128)],
+    Annotated[str, StringConstraints(max_length=256)],
+]
 
 
 class SecretReference(CamelModel):
@@ -105,7 +110,11 @@ class AwsCredentials(CamelModel):
 
     model_config = ConfigDict(
         json_schema_extra=rules(
-            cel("!has(self.externalId) || has(self.roleArn)", "externalId needs roleArn", field_path=".externalId")
+            cel(
+                "!has(self.externalId) || has(self.roleArn)",
+                "externalId needs roleArn",
+                field_path=".externalId",
+            )
         )
     )
 
@@ -113,9 +122,9 @@ class AwsCredentials(CamelModel):
         default=None,
         description="IAM role in the target account for the operator to assume (sts:AssumeRole) before any call.",
     )
-    external_id: Annotated[str, StringConstraints(pattern=EXTERNAL_ID_PATTERN)] | None = Field(
-        default=None, description="sts:ExternalId to pass when assuming roleArn."
-    )
+    external_id: (
+        Annotated[str, StringConstraints(pattern=EXTERNAL_ID_PATTERN, min_length=2, max_length=1224)] | None
+    ) = Field(default=None, description="sts:ExternalId to pass when assuming roleArn.")
     secret_ref: SecretReference | None = Field(
         default=None,
         description="Secret with keys accessKeyId, secretAccessKey and optionally sessionToken; used as the base "
@@ -171,14 +180,17 @@ class RoleNames(CamelModel):
         default="DefenderForCloud-AgentlessScanner", description="Agentless VM and node scanning role."
     )
     defender_for_servers: RoleName = Field(
-        default="DefenderForCloud-DefenderForServers", description="Defender for Servers (JIT network access) role."
+        default="DefenderForCloud-DefenderForServers",
+        description="Defender for Servers (JIT network access) role.",
     )
     arc_auto_provisioning: RoleName = Field(
-        default="DefenderForCloud-ArcAutoProvisioning", description="Azure Arc auto-provisioning role (SSM commands)."
+        default="DefenderForCloud-ArcAutoProvisioning",
+        description="Azure Arc auto-provisioning role (SSM commands).",
     )
     containers_k8s: RoleName = Field(
         alias="containersK8s",
-        default="DefenderForCloud-Containers-K8s", description="Defender for Containers EKS and audit-log role."
+        default="DefenderForCloud-Containers-K8s",
+        description="Defender for Containers EKS and audit-log role.",
     )
     data_collection: RoleName = Field(
         default="DefenderForCloud-DataCollection", description="Defender for Containers data-collection role."
@@ -193,7 +205,8 @@ class RoleNames(CamelModel):
     )
     k8s_agentless_discovery: RoleName = Field(
         alias="k8sAgentlessDiscovery",
-        default="MDCContainersAgentlessDiscoveryK8sRole", description="Agentless Kubernetes discovery role."
+        default="MDCContainersAgentlessDiscoveryK8sRole",
+        description="Agentless Kubernetes discovery role.",
     )
     image_assessment: RoleName = Field(
         default="MDCContainersImageAssessmentRole", description="Container registry image assessment role."
@@ -202,9 +215,12 @@ class RoleNames(CamelModel):
         default="SensitiveDataDiscovery", description="Sensitive data discovery (S3) role."
     )
     databases_dspm: RoleName = Field(
-        default="DefenderForCloud-DataSecurityPostureDB", description="Data security posture for databases role."
+        default="DefenderForCloud-DataSecurityPostureDB",
+        description="Data security posture for databases role.",
     )
-    ciem_oidc: RoleName = Field(default="DefenderForCloud-OidcCiem", description="CIEM role federated with your tenant.")
+    ciem_oidc: RoleName = Field(
+        default="DefenderForCloud-OidcCiem", description="CIEM role federated with your tenant."
+    )
     ciem_discovery: RoleName = Field(default="DefenderForCloud-Ciem", description="CIEM discovery role.")
     ssm_automation: RoleName = Field(
         default="DefenderForCloud-SSMAutomation",
@@ -242,7 +258,8 @@ class AwsSpec(CamelModel):
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     credentials: AwsCredentials | None = Field(
-        default=None, description="How the operator reaches the account. Default: the operator's own identity."
+        default=None,
+        description="How the operator reaches the account. Default: the operator's own identity.",
     )
     organization: Organization | None = Field(
         default=None,
@@ -250,7 +267,8 @@ class AwsSpec(CamelModel):
         "through a service-managed StackSet and Defender creates their connectors (up to 24 hours later).",
     )
     role_names: RoleNames = Field(
-        default_factory=RoleNames, description="Override IAM role names, e.g. where a default name is already taken."
+        default_factory=RoleNames,
+        description="Override IAM role names, e.g. where a default name is already taken.",
     )
 
     @field_validator("regions")
@@ -290,7 +308,9 @@ class ScanningFeature(CamelModel):
 class ArcAutoProvisioning(CamelModel):
     """Azure Arc auto-provisioning on EC2 through Systems Manager."""
 
-    enabled: bool = Field(default=True, description="Install the Azure Arc agent on EC2 instances automatically.")
+    enabled: bool = Field(
+        default=True, description="Install the Azure Arc agent on EC2 instances automatically."
+    )
     proxy: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] | None = Field(
         default=None, description="HTTP(S) proxy URL the Arc agent uses, e.g. http://proxy.internal:3128."
     )
@@ -305,7 +325,7 @@ class Ciem(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=rules(
             cel(
-                "!self.enabled || has(self.oidcSubject)",
+                "!has(self.enabled) || !self.enabled || has(self.oidcSubject)",
                 "oidcSubject is required when CIEM is enabled",
                 field_path=".oidcSubject",
             )
@@ -337,14 +357,19 @@ class Ciem(CamelModel):
 class DefenderCspmPlan(CamelModel):
     """Defender CSPM (paid). Foundational CSPM is always on and needs no field."""
 
-    enabled: bool = Field(default=False, description="Turn on Defender CSPM (billed per EC2 instance, S3 bucket, RDS).")
+    enabled: bool = Field(
+        default=False, description="Turn on Defender CSPM (billed per EC2 instance, S3 bucket, RDS)."
+    )
     agentless_vm_scanning: ScanningFeature = Field(
-        default_factory=ScanningFeature, description="Agentless scanning of EC2 disks for vulnerabilities and secrets."
+        default_factory=ScanningFeature,
+        description="Agentless scanning of EC2 disks for vulnerabilities and secrets.",
     )
     sensitive_data_discovery: Feature = Field(
         default_factory=Feature, description="Sensitive data discovery in S3 buckets."
     )
-    databases_dspm: Feature = Field(default_factory=Feature, description="Data security posture for RDS databases.")
+    databases_dspm: Feature = Field(
+        default_factory=Feature, description="Data security posture for RDS databases."
+    )
     ciem: Ciem = Field(default_factory=Ciem, description="Permissions management (CIEM).")
     container_image_assessment: Feature = Field(
         default_factory=Feature, description="Vulnerability assessment of images in ECR (registry access)."
@@ -357,7 +382,9 @@ class DefenderCspmPlan(CamelModel):
 class VulnerabilityAssessment(CamelModel):
     """Vulnerability assessment for EC2 machines."""
 
-    enabled: bool = Field(default=True, description="Provision a vulnerability assessment solution automatically.")
+    enabled: bool = Field(
+        default=True, description="Provision a vulnerability assessment solution automatically."
+    )
     provider: Literal["TVM", "Qualys"] = Field(
         default="TVM", description="TVM (Microsoft Defender Vulnerability Management) or Qualys."
     )
@@ -371,7 +398,8 @@ class ServerScanning(CamelModel):
         description="Agentless machine scanning. Unset means on with subPlan P2 and off with P1; true needs P2.",
     )
     exclusion_tags: TagMap = Field(
-        default_factory=dict, description="EC2 tags (key: value) that exclude a machine from agentless scanning."
+        default_factory=dict,
+        description="EC2 tags (key: value) that exclude a machine from agentless scanning.",
     )
 
 
@@ -381,7 +409,8 @@ class ServersPlan(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=rules(
             cel(
-                "!(self.subPlan == 'P1' && has(self.agentlessScanning) && has(self.agentlessScanning.enabled) && "
+                "!(has(self.subPlan) && self.subPlan == 'P1' && has(self.agentlessScanning) && "
+                "has(self.agentlessScanning.enabled) && "
                 "self.agentlessScanning.enabled)",
                 "agentless scanning needs subPlan P2",
                 field_path=".agentlessScanning.enabled",
@@ -390,9 +419,12 @@ class ServersPlan(CamelModel):
     )
 
     enabled: bool = Field(default=True, description="Turn on Defender for Servers.")
-    sub_plan: Literal["P1", "P2"] = Field(default="P2", description="Plan 1 or Plan 2 (the portal's default).")
+    sub_plan: Literal["P1", "P2"] = Field(
+        default="P2", description="Plan 1 or Plan 2 (the portal's default)."
+    )
     arc_auto_provisioning: ArcAutoProvisioning = Field(
-        default_factory=ArcAutoProvisioning, description="Azure Arc auto-provisioning (needs SSM Agent on EC2)."
+        default_factory=ArcAutoProvisioning,
+        description="Azure Arc auto-provisioning (needs SSM Agent on EC2).",
     )
     defender_for_endpoint: Feature = Field(
         default_factory=Feature, description="Provision Microsoft Defender for Endpoint automatically."
@@ -420,7 +452,9 @@ class ServersPlan(CamelModel):
 class AuditLogs(CamelModel):
     """Collection of EKS control-plane audit logs (agentless threat protection)."""
 
-    enabled: bool = Field(default=True, description="Collect EKS audit logs through CloudWatch, Firehose and S3.")
+    enabled: bool = Field(
+        default=True, description="Collect EKS audit logs through CloudWatch, Firehose and S3."
+    )
     retention_days: int = Field(
         default=30, ge=1, le=3653, description="Days the audit logs are kept in CloudWatch Logs (1-3653)."
     )
@@ -434,7 +468,9 @@ class ContainersPlan(CamelModel):
     defender_sensor: Feature = Field(
         default_factory=Feature, description="Auto-provision Defender's sensor on Arc-enabled EKS clusters."
     )
-    policy_agent: Feature = Field(default_factory=Feature, description="Auto-provision Azure Policy for Kubernetes.")
+    policy_agent: Feature = Field(
+        default_factory=Feature, description="Auto-provision Azure Policy for Kubernetes."
+    )
     image_assessment: Feature = Field(
         default_factory=Feature, description="Vulnerability assessment of images in ECR (registry access)."
     )
@@ -444,7 +480,9 @@ class ContainersPlan(CamelModel):
     node_scanning: ScanningFeature = Field(
         default_factory=ScanningFeature, description="Agentless scanning of EKS nodes."
     )
-    data_collection_external_id: Annotated[str, StringConstraints(pattern=EXTERNAL_ID_PATTERN)] | None = Field(
+    data_collection_external_id: (
+        Annotated[str, StringConstraints(pattern=EXTERNAL_ID_PATTERN, min_length=2, max_length=1224)] | None
+    ) = Field(
         default=None,
         description="sts:ExternalId on the data-collection role. Default: a stable id derived from the tenant and "
         "account, unique per onboarding.",
@@ -458,19 +496,27 @@ class DatabasesPlan(CamelModel):
     arc_auto_provisioning: ArcAutoProvisioning = Field(
         default_factory=ArcAutoProvisioning, description="Azure Arc auto-provisioning for SQL servers on EC2."
     )
-    rds: Feature = Field(default_factory=Feature, description="Threat protection for open-source RDS databases.")
+    rds: Feature = Field(
+        default_factory=Feature, description="Threat protection for open-source RDS databases."
+    )
     dspm: Feature = Field(default_factory=Feature, description="Data security posture for databases.")
 
 
 class Plans(CamelModel):
     """Defender plans. Foundational CSPM (free) is always on; the others follow the portal's defaults."""
 
-    cspm: DefenderCspmPlan = Field(default_factory=DefenderCspmPlan, description="Defender CSPM (paid, off by default).")
-    servers: ServersPlan = Field(default_factory=ServersPlan, description="Defender for Servers (on by default).")
+    cspm: DefenderCspmPlan = Field(
+        default_factory=DefenderCspmPlan, description="Defender CSPM (paid, off by default)."
+    )
+    servers: ServersPlan = Field(
+        default_factory=ServersPlan, description="Defender for Servers (on by default)."
+    )
     containers: ContainersPlan = Field(
         default_factory=ContainersPlan, description="Defender for Containers (on by default)."
     )
-    databases: DatabasesPlan = Field(default_factory=DatabasesPlan, description="Defender for Databases (on by default).")
+    databases: DatabasesPlan = Field(
+        default_factory=DatabasesPlan, description="Defender for Databases (on by default)."
+    )
 
 
 class Deployment(CamelModel):
@@ -501,7 +547,8 @@ class AWSConnectorSpec(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=rules(
             cel(
-                "!(has(self.aws.organization) && has(self.deployment) && self.deployment.method == 'Terraform')",
+                "!(has(self.aws.organization) && has(self.deployment) && has(self.deployment.method) && "
+                "self.deployment.method == 'Terraform')",
                 "deployment.method Terraform is not available for a management account (aws.organization)",
                 field_path=".deployment.method",
             ),
@@ -511,7 +558,8 @@ class AWSConnectorSpec(CamelModel):
     azure: AzureSpec = Field(description="Azure side: subscription, resource group, connector name, sign-in.")
     aws: AwsSpec = Field(description="AWS side: account, regions, credentials, organization.")
     scan_interval_hours: Literal[4, 6, 12, 24] = Field(
-        default=4, description="How often Defender scans the account, in hours: 4, 6, 12 or 24 (portal default 4)."
+        default=4,
+        description="How often Defender scans the account, in hours: 4, 6, 12 or 24 (portal default 4).",
     )
     plans: Plans = Field(default_factory=Plans, description="Defender plans and their settings.")
     access: Literal["Default", "LeastPrivilege"] = Field(

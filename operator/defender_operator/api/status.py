@@ -61,8 +61,12 @@ class AwsStatus(StatusModel):
     stack_name: str | None = Field(default=None, description="CloudFormation stack name.")
     stack_id: str | None = Field(default=None, description="CloudFormation stack id.")
     stack_status: str | None = Field(default=None, description="Last observed stack status.")
-    template_hash: str | None = Field(default=None, description="Hash of the template the stack was last given.")
-    roles: dict[str, str] = Field(default_factory=dict, description="Role ARNs by role (the stack's outputs).")
+    template_hash: str | None = Field(
+        default=None, description="Hash of the template the stack was last given."
+    )
+    roles: dict[str, str] = Field(
+        default_factory=dict, description="Role ARNs by role (the stack's outputs)."
+    )
     oidc_provider: OidcProviderStatus | None = Field(default=None, description="Microsoft identity provider.")
     ciem_oidc_provider: OidcProviderStatus | None = Field(
         default=None, description="Identity provider of your own tenant, for CIEM."
@@ -95,7 +99,8 @@ class AzureStatus(StatusModel):
     connector_id: str | None = Field(default=None, description="ARM id of the security connector.")
     etag: str | None = Field(default=None, description="ETag of the connector as last written or read.")
     trial_end_date: str | None = Field(
-        default=None, description="End of the 30-day Defender trial for paid plans (hierarchyIdentifierTrialEndDate)."
+        default=None,
+        description="End of the 30-day Defender trial for paid plans (hierarchyIdentifierTrialEndDate).",
     )
     health: HealthStatus | None = Field(default=None, description="Defender health of the connector.")
 
@@ -104,7 +109,9 @@ class MemberAccount(StatusModel):
     """A member account of the organization and the connector Defender created for it."""
 
     account_id: str = Field(description="12-digit member account id.")
-    connector_id: str | None = Field(default=None, description="Connector Defender created for it, when it exists.")
+    connector_id: str | None = Field(
+        default=None, description="Connector Defender created for it, when it exists."
+    )
 
 
 class OrganizationStatus(StatusModel):
@@ -114,7 +121,9 @@ class OrganizationStatus(StatusModel):
     stack_set_status: str | None = Field(default=None, description="Status of the StackSet's last operation.")
     member_accounts: int = Field(default=0, description="Member accounts with a StackSet instance.")
     member_connectors: int = Field(default=0, description="Member connectors Defender has created so far.")
-    members: list[MemberAccount] = Field(default_factory=list, description="Member accounts and their connectors.")
+    members: list[MemberAccount] = Field(
+        default_factory=list, description="Member accounts and their connectors."
+    )
 
 
 class AWSConnectorStatus(StatusModel):
@@ -130,7 +139,8 @@ class AWSConnectorStatus(StatusModel):
     )
     plans: str | None = Field(default=None, description="Enabled plans, for kubectl get.")
     last_handled_reconcile_at: str | None = Field(
-        default=None, description="Value of the defender-operator.io/reconcile-requested-at annotation last handled."
+        default=None,
+        description="Value of the defender-operator.io/reconcile-requested-at annotation last handled.",
     )
     aws: AwsStatus | None = Field(default=None, description="AWS side.")
     azure: AzureStatus | None = Field(default=None, description="Azure side.")

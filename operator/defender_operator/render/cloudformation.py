@@ -136,7 +136,9 @@ def stack_template(spec: AWSConnectorSpec) -> dict[str, Any]:
     return {**template, "Parameters": parameters}
 
 
-def _provider_resource(url: str, audiences: list[str], thumbprints: list[str], condition: str) -> dict[str, Any]:
+def _provider_resource(
+    url: str, audiences: list[str], thumbprints: list[str], condition: str
+) -> dict[str, Any]:
     return {
         "Type": "AWS::IAM::OIDCProvider",
         "Condition": condition,
@@ -157,7 +159,9 @@ def _provider_reference(condition: str, resource: str, host: str) -> dict[str, A
 def member_template(spec: AWSConnectorSpec) -> dict[str, Any]:
     """The StackSet template for member accounts of an organization."""
     ms = catalog().microsoft_oidc
-    create_default = "false" if spec.aws.organization and spec.aws.organization.member_oidc_provider_exists else "true"
+    create_default = (
+        "false" if spec.aws.organization and spec.aws.organization.member_oidc_provider_exists else "true"
+    )
     parameters: dict[str, Any] = {
         "CreateOidcProvider": {
             "Type": "String",
@@ -167,13 +171,17 @@ def member_template(spec: AWSConnectorSpec) -> dict[str, Any]:
             "(e.g. from Microsoft Sentinel).",
         }
     }
-    conditions: dict[str, Any] = {"CreateOidcProviderCondition": {"Fn::Equals": [{"Ref": "CreateOidcProvider"}, "true"]}}
+    conditions: dict[str, Any] = {
+        "CreateOidcProviderCondition": {"Fn::Equals": [{"Ref": "CreateOidcProvider"}, "true"]}
+    }
     resources = {
         "MicrosoftOidcProvider": _provider_resource(
             ms.url, ms.audiences, ms.thumbprints, "CreateOidcProviderCondition"
         )
     }
-    providers = {"oidcProvider": _provider_reference("CreateOidcProviderCondition", "MicrosoftOidcProvider", ms.host)}
+    providers = {
+        "oidcProvider": _provider_reference("CreateOidcProviderCondition", "MicrosoftOidcProvider", ms.host)
+    }
     if _uses_ciem(spec):
         parameters["CreateCiemOidcProvider"] = {
             "Type": "String",
@@ -181,7 +189,9 @@ def member_template(spec: AWSConnectorSpec) -> dict[str, Any]:
             "Default": "true",
             "Description": f"Create the identity provider for https://{ciem_oidc_host(spec)} (CIEM).",
         }
-        conditions["CreateCiemOidcProviderCondition"] = {"Fn::Equals": [{"Ref": "CreateCiemOidcProvider"}, "true"]}
+        conditions["CreateCiemOidcProviderCondition"] = {
+            "Fn::Equals": [{"Ref": "CreateCiemOidcProvider"}, "true"]
+        }
         resources["CiemOidcProvider"] = _provider_resource(
             "https://" + ciem_oidc_host(spec),
             [catalog().ciem_audience],

@@ -8,7 +8,7 @@ role does not exist then.
 
 from typing import Any
 
-from ..api.spec import AWSConnectorSpec, ArcAutoProvisioning, TagMap
+from ..api.spec import ArcAutoProvisioning, AWSConnectorSpec, TagMap
 from .catalog import required_roles, role_name
 from .placeholders import data_collection_external_id
 
@@ -32,7 +32,10 @@ def _switch(enabled: bool, arn: str | None) -> dict[str, Any]:
 def _vm_scanners(enabled: bool, arn: str | None, exclusion_tags: TagMap) -> dict[str, Any]:
     scanners = _switch(enabled, arn)
     if scanners["enabled"]:
-        scanners["configuration"] = {"scanningMode": "Default", "exclusionTags": dict(sorted(exclusion_tags.items()))}
+        scanners["configuration"] = {
+            "scanningMode": "Default",
+            "exclusionTags": dict(sorted(exclusion_tags.items())),
+        }
     return scanners
 
 
@@ -54,11 +57,17 @@ def _offerings(spec: AWSConnectorSpec, arns: dict[str, str]) -> list[dict[str, A
         cspm: dict[str, Any] = {
             "offeringType": "DefenderCspmAws",
             "vmScanners": _vm_scanners(
-                c.agentless_vm_scanning.enabled, arns.get("agentlessScanner"), c.agentless_vm_scanning.exclusion_tags
+                c.agentless_vm_scanning.enabled,
+                arns.get("agentlessScanner"),
+                c.agentless_vm_scanning.exclusion_tags,
             ),
-            "dataSensitivityDiscovery": _switch(c.sensitive_data_discovery.enabled, arns.get("sensitiveDataDiscovery")),
+            "dataSensitivityDiscovery": _switch(
+                c.sensitive_data_discovery.enabled, arns.get("sensitiveDataDiscovery")
+            ),
             "databasesDspm": _switch(c.databases_dspm.enabled, arns.get("databasesDspm")),
-            "mdcContainersImageAssessment": _switch(c.container_image_assessment.enabled, arns.get("imageAssessment")),
+            "mdcContainersImageAssessment": _switch(
+                c.container_image_assessment.enabled, arns.get("imageAssessment")
+            ),
             "mdcContainersAgentlessDiscoveryK8s": _switch(
                 c.kubernetes_discovery.enabled, arns.get("k8sAgentlessDiscovery")
             ),
@@ -66,7 +75,10 @@ def _offerings(spec: AWSConnectorSpec, arns: dict[str, str]) -> list[dict[str, A
         if c.ciem.enabled:
             cspm["ciem"] = {
                 "ciemDiscovery": {"cloudRoleArn": arns["ciemDiscovery"]},
-                "ciemOidc": {"cloudRoleArn": arns["ciemOidc"], "azureActiveDirectoryAppName": c.ciem.entra_app_name},
+                "ciemOidc": {
+                    "cloudRoleArn": arns["ciemOidc"],
+                    "azureActiveDirectoryAppName": c.ciem.entra_app_name,
+                },
             }
         offerings.append(cspm)
     if p.servers.enabled:

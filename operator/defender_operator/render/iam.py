@@ -56,7 +56,8 @@ def role_documents(spec: AWSConnectorSpec) -> list[RoleDocument]:
                     fill(p.name): _document(fill(p.statements)) for p in template.inline_policies(spec.access)
                 },
                 managed_policy_arns=[
-                    "arn:{partition}:iam::aws:policy/" + name for name in template.managed_policy_names(spec.access)
+                    "arn:{partition}:iam::aws:policy/" + name
+                    for name in template.managed_policy_names(spec.access)
                 ],
             )
         )

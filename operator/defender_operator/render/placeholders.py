@@ -22,7 +22,9 @@ _EXTERNAL_ID_NAMESPACE = uuid.UUID("6c3f4f1e-4a44-5b37-9d8e-2f0d5c1e7a10")
 
 def data_collection_external_id(spec: AWSConnectorSpec) -> str:
     explicit = spec.plans.containers.data_collection_external_id
-    return explicit or str(uuid.uuid5(_EXTERNAL_ID_NAMESPACE, f"{spec.azure.tenant_id}/{spec.aws.account_id}"))
+    return explicit or str(
+        uuid.uuid5(_EXTERNAL_ID_NAMESPACE, f"{spec.azure.tenant_id}/{spec.aws.account_id}")
+    )
 
 
 def ciem_oidc_host(spec: AWSConnectorSpec) -> str:
@@ -56,7 +58,10 @@ def substitute(
     exactly one placeholder named in ``whole`` is replaced by that (non-string) expression.
     """
     if isinstance(value, dict):
-        return {substitute(k, known, {}, str): substitute(v, known, deferred, wrap, whole) for k, v in value.items()}
+        return {
+            substitute(k, known, {}, str): substitute(v, known, deferred, wrap, whole)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [substitute(v, known, deferred, wrap, whole) for v in value]
     if not isinstance(value, str):

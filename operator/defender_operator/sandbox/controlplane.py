@@ -1,0 +1,201 @@
+"""A real Kubernetes control plane on loopback: etcd and kube-apiserver, started the way envtest starts them.
+
+Flags follow controller-runtime's envtest (pkg/internal/testing/controlplane): client-certificate authentication
+against a throw-away CA, RBAC authorization, service-account keys, no admission of service accounts (there is no
+controller-manager). ``--endpoint-reconciler-type=none`` because kube-apiserver refuses to advertise a loopback
+address for the ``kubernetes`` Service otherwise.
+"""
+
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import binaries, processes
+from .pki import CertificateAuthority
+
+READY_TIMEOUT = 60.0
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane did not come up; the message points at the log to read."""
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """Where a running control plane is and how to reach it."""
+
+    state: Path
+    server: str
+    etcd_url: str
+
+    @property
+    def pki(self) -> Path:
+        return self.state / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state / "kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.pki / "serving-ca.crt"
+
+    def issue_user(self, user: str, groups: list[str] | None = None) -> Path:
+        """A kubeconfig for another identity, for acting under real RBAC (e.g. as the operator's ServiceAccount)."""
+        ca = CertificateAuthority.load(
+            (self.pki / "client-ca.crt").read_bytes(), (self.pki / "client-ca.key").read_bytes()
+        )
+        safe = "".join(c if c.isalnum() or c in "-." else "_" for c in user)
+        users = self.state / "users"
+        users.mkdir(exist_ok=True)
+        cert, key = ca.client_cert(user, groups).write(users, safe)
+        return _write_kubeconfig(users / f"{safe}.kubeconfig", self.server, self.ca_file, cert, key, user)
+
+    def to_json(self) -> dict[str, str]:
+        return {"state": str(self.state), "server": self.server, "etcdUrl": self.etcd_url}
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> "ControlPlane":
+        return cls(state=Path(data["state"]), server=data["server"], etcd_url=data["etcdUrl"])
+
+
+def _write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, user: str) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "sandbox", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "contexts": [
+            {"name": "sandbox", "context": {"cluster": "sandbox", "user": user, "namespace": "default"}}
+        ],
+        "current-context": "sandbox",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+def _wait(url: str, context: ssl.SSLContext | None, log: str, what: str, expect: bytes = b"ok") -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=2) as response:
+                body = response.read()
+                if expect in body:
+                    return
+                last = body.decode(errors="replace")[:200]
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise ControlPlaneError(f"{what} not ready after {READY_TIMEOUT:.0f}s ({last}); see {log}")
+
+
+def start(state: Path) -> ControlPlane:
+    """Start etcd and kube-apiserver in ``state`` and return once /readyz answers ok."""
+    apiserver_bin = binaries.kube_apiserver()
+    pki = state / "pki"
+    pki.mkdir(parents=True, exist_ok=True)
+    serving_ca, client_ca, signer = (
+        CertificateAuthority("sandbox-serving-ca"),
+        CertificateAuthority("sandbox-client-ca"),
+        CertificateAuthority("sandbox-service-accounts"),
+    )
+    (pki / "serving-ca.crt").write_bytes(serving_ca.cert_pem)
+    serving_cert, serving_key = serving_ca.serving_cert(["127.0.0.1", "localhost"]).write(pki, "apiserver")
+    client_ca.key_pair.write(pki, "client-ca")
+    sa_cert, sa_key = signer.key_pair.write(pki, "sa-signer")
+    admin_cert, admin_key = client_ca.client_cert("sandbox-admin", ["system:masters"]).write(pki, "admin")
+
+    etcd_port, peer_port, api_port = processes.free_port(), processes.free_port(), processes.free_port()
+    etcd_url = f"http://127.0.0.1:{etcd_port}"
+    peer_url = f"http://127.0.0.1:{peer_port}"
+    etcd = processes.start(
+        state,
+        "etcd",
+        [
+            str(binaries.etcd()),
+            "--name=sandbox",
+            f"--data-dir={state / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=sandbox={peer_url}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ],
+    )
+    _wait(f"{etcd_url}/health", None, etcd.log, "etcd", expect=b'"health":"true"')
+
+    server = f"https://127.0.0.1:{api_port}"
+    apiserver = processes.start(
+        state,
+        "kube-apiserver",
+        [
+            str(apiserver_bin),
+            f"--etcd-servers={etcd_url}",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={serving_cert}",
+            f"--tls-private-key-file={serving_key}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            "--endpoint-reconciler-type=none",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--disable-admission-plugins=ServiceAccount",
+            f"--client-ca-file={pki / 'client-ca.crt'}",
+            f"--service-account-issuer={server}/",
+            f"--service-account-key-file={sa_cert}",
+            f"--service-account-signing-key-file={sa_key}",
+            "--v=1",
+        ],
+    )
+    context = ssl.create_default_context(cafile=str(pki / "serving-ca.crt"))
+    context.load_cert_chain(str(admin_cert), str(admin_key))
+    _wait(f"{server}/readyz", context, apiserver.log, "kube-apiserver")
+    plane = ControlPlane(state=state, server=server, etcd_url=etcd_url)
+    _write_kubeconfig(plane.kubeconfig, server, plane.ca_file, admin_cert, admin_key, "sandbox-admin")
+    return plane
+
+
+def api_request(plane: ControlPlane, method: str, path: str, body: Any = None) -> Any:
+    """A request as the sandbox admin (used to install the CRD without a client library)."""
+    context = ssl.create_default_context(cafile=str(plane.ca_file))
+    context.load_cert_chain(str(plane.pki / "admin.crt"), str(plane.pki / "admin.key"))
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/apply-patch+yaml" if method == "PATCH" else "application/json"}
+    request = urllib.request.Request(plane.server + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        try:
+            detail = json.loads(detail).get("message", detail)
+        except ValueError:
+            pass
+        raise ControlPlaneError(f"{method} {path}: {exc.code} {detail}") from None
+
+
+def install_crd(plane: ControlPlane, crd: dict[str, Any]) -> None:
+    """Server-side apply the CRD and wait until it is Established."""
+    name = crd["metadata"]["name"]
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+    api_request(plane, "PATCH", f"{path}?fieldManager=defender-operator-sandbox&force=true", crd)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        conditions = (api_request(plane, "GET", path).get("status") or {}).get("conditions") or []
+        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            return
+        time.sleep(0.1)
+    raise ControlPlaneError(f"CRD {name} not Established after {READY_TIMEOUT:.0f}s")

@@ -1,0 +1,119 @@
+"""Background processes of the sandbox, recorded on disk so that nothing outlives its owner unnoticed.
+
+Every process is started in its own session (process group) and written to ``<state>/processes.json`` with its
+start time as the kernel reports it. ``stop_recorded`` kills exactly those process groups, also after the owner
+crashed: a pid that was reused by an unrelated process has another start time and is left alone.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import closing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RECORD = "processes.json"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (bind to port 0 and release it, as envtest does)."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat: start time in clock ticks since boot; identifies a process beyond its pid.
+
+    None when the process is gone or a zombie (exited, not yet reaped).
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    name: str
+    pid: int
+    start_time: str
+    log: str
+
+    def alive(self) -> bool:
+        return _start_time(self.pid) == self.start_time
+
+
+def _read(state: Path) -> list[Recorded]:
+    try:
+        return [Recorded(**r) for r in json.loads((state / RECORD).read_text())]
+    except (OSError, ValueError):
+        return []
+
+
+def _write(state: Path, records: list[Recorded]) -> None:
+    tmp = state / (RECORD + ".tmp")
+    tmp.write_text(json.dumps([asdict(r) for r in records], indent=1))
+    tmp.replace(state / RECORD)
+
+
+def start(
+    state: Path, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Recorded:
+    """Start a process in the background, logging to ``<state>/<name>.log``, and record it."""
+    log_path = state / f"{name}.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
+    started = _start_time(proc.pid)
+    record = Recorded(name=name, pid=proc.pid, start_time=started or "", log=str(log_path))
+    _write(state, [*[r for r in _read(state) if r.name != name], record])
+    return record
+
+
+def recorded(state: Path) -> list[Recorded]:
+    return _read(state)
+
+
+def stop_recorded(state: Path, timeout: float = 10.0) -> list[str]:
+    """Stop every recorded process group that is still the one we started; returns the names stopped."""
+    records = [r for r in _read(state) if r.alive()]
+    for record in records:
+        _signal_group(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(r.alive() for r in records):
+        time.sleep(0.05)
+    for record in records:
+        if record.alive():
+            _signal_group(record.pid, signal.SIGKILL)
+    for record in records:
+        _reap(record.pid)
+    if (state / RECORD).exists():
+        _write(state, [])
+    return [r.name for r in records]
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,323 @@
+"""Renderers: hand-checked expectations, then every combination checked by cfn-lint, the schema and parliament."""
+
+import itertools
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.render import render
+from defender_operator.render.catalog import required_roles
+from defender_operator.render.cloudformation import member_template, stack_template
+from defender_operator.render.connector import connector_body
+from defender_operator.render.terraform import terraform_configuration
+from tests.support.checks import cfn_lint_errors, parliament_problems, schema_errors
+from tests.support.manifests import base_manifest
+
+TENANT = "99999999-8888-7777-6666-555555555555"
+
+
+def make(plans: dict[str, Any] | None = None, **spec: Any) -> AWSConnectorSpec:
+    manifest = base_manifest()["spec"]
+    manifest["plans"] = plans or {}
+    manifest.update(spec)
+    return AWSConnectorSpec.model_validate(manifest)
+
+
+NO_PAID_PLANS = {
+    "servers": {"enabled": False},
+    "containers": {"enabled": False},
+    "databases": {"enabled": False},
+}
+
+
+def roles_of(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::IAM::Role"}
+
+
+def test_no_paid_plans_gives_only_the_cspm_role() -> None:
+    spec = make(NO_PAID_PLANS)
+    assert list(roles_of(stack_template(spec))) == ["CspmMonitorRole"]
+    body = connector_body(spec)
+    assert [o["offeringType"] for o in body["properties"]["offerings"]] == ["CspmMonitorAws"]
+    assert body["properties"]["offerings"][0]["nativeCloudConnection"]["cloudRoleArn"] == (
+        "arn:aws:iam::111122223333:role/CspmMonitorAws"
+    )
+
+
+def test_servers_p1_has_no_agentless_scanner_role() -> None:
+    spec = make({**NO_PAID_PLANS, "servers": {"subPlan": "P1"}})
+    assert "AgentlessScannerRole" not in roles_of(stack_template(spec))
+    servers = connector_body(spec)["properties"]["offerings"][1]
+    assert servers["subPlan"] == {"type": "P1"}
+    assert servers["vmScanners"] == {"enabled": False}
+
+
+def test_servers_p2_scans_agentlessly_with_exclusion_tags() -> None:
+    spec = make({**NO_PAID_PLANS, "servers": {"agentlessScanning": {"exclusionTags": {"skip": "yes"}}}})
+    assert "AgentlessScannerRole" in roles_of(stack_template(spec))
+    servers = connector_body(spec)["properties"]["offerings"][1]
+    assert servers["vmScanners"] == {
+        "enabled": True,
+        "cloudRoleArn": "arn:aws:iam::111122223333:role/DefenderForCloud-AgentlessScanner",
+        "configuration": {"scanningMode": "Default", "exclusionTags": {"skip": "yes"}},
+    }
+
+
+def test_least_privilege_has_no_readonlyaccess_and_uses_the_explicit_policy() -> None:
+    default = roles_of(stack_template(make()))["CspmMonitorRole"]
+    least = roles_of(stack_template(make(access="LeastPrivilege")))["CspmMonitorRole"]
+    assert default["ManagedPolicyArns"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/ReadOnlyAccess"}
+    ]
+    assert [p["PolicyName"] for p in default["Policies"]] == ["CspmMonitorAwsDenyPolicy"]
+    assert "ManagedPolicyArns" not in least
+    assert [p["PolicyName"] for p in least["Policies"]] == ["CspmMonitorAwsPolicy"]
+    text = json.dumps(stack_template(make(access="LeastPrivilege")))
+    assert "ReadOnlyAccess" not in text and "PowerUser" not in text
+
+
+def test_trust_is_federated_with_the_provider_parameter_and_checks_tenant_and_audience() -> None:
+    trust = roles_of(stack_template(make()))["CspmMonitorRole"]["AssumeRolePolicyDocument"]["Statement"][0]
+    assert trust["Principal"] == {"Federated": {"Ref": "OidcProviderArn"}}
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert trust["Condition"] == {
+        "StringEquals": {
+            "sts.windows.net/33e01921-4d64-4f8c-a055-5bdaffd5e33d/:aud": "api://4d8bed1f-eee7-4d8e-b0dc-8462049a4479",
+            "sts:RoleSessionName": f"MicrosoftDefenderForClouds_{TENANT}",
+        }
+    }
+
+
+def test_the_identity_provider_is_never_in_the_account_stack() -> None:
+    template = stack_template(make({"cspm": {"enabled": True}}))
+    assert all(r["Type"] != "AWS::IAM::OIDCProvider" for r in template["Resources"].values())
+    assert "OidcProviderArn" in template["Parameters"]
+
+
+def test_containers_data_collection_role_checks_the_external_id() -> None:
+    spec = make()
+    trust = roles_of(stack_template(spec))["DataCollectionRole"]["AssumeRolePolicyDocument"]["Statement"]
+    external_id = trust[0]["Condition"]["StringEquals"]["sts:ExternalId"]
+    containers = next(
+        o
+        for o in connector_body(spec)["properties"]["offerings"]
+        if o["offeringType"] == "DefenderForContainersAws"
+    )
+    assert containers["dataCollectionExternalId"] == external_id
+    assert external_id != connector_body(make(aws={"accountId": "999988887777"}))  # differs per account
+    other = make(aws={"accountId": "999988887777"})
+    other_containers = next(
+        o
+        for o in connector_body(other)["properties"]["offerings"]
+        if o["offeringType"] == "DefenderForContainersAws"
+    )
+    assert other_containers["dataCollectionExternalId"] != external_id
+
+
+def test_role_name_overrides_reach_template_and_connector() -> None:
+    spec = make(aws={"accountId": "111122223333", "roleNames": {"cspmMonitor": "LegacyCspm"}})
+    assert roles_of(stack_template(spec))["CspmMonitorRole"]["RoleName"] == "LegacyCspm"
+    assert connector_body(spec)["properties"]["offerings"][0]["nativeCloudConnection"][
+        "cloudRoleArn"
+    ].endswith(":role/LegacyCspm")
+
+
+def test_ciem_trusts_the_customer_tenant_and_the_discovery_role_waits_for_it() -> None:
+    spec = make({"cspm": {"enabled": True, "ciem": {"enabled": True, "oidcSubject": TENANT}}})
+    template = stack_template(spec)
+    roles = roles_of(template)
+    oidc = roles["CiemOidcRole"]["AssumeRolePolicyDocument"]["Statement"][0]
+    assert oidc["Principal"] == {"Federated": {"Ref": "CiemOidcProviderArn"}}
+    assert oidc["Condition"]["StringEquals"][f"sts.windows.net/{TENANT}/:sub"] == TENANT
+    assert template["Resources"]["CiemDiscoveryRole"]["DependsOn"] == "CiemOidcRole"
+    policy = roles["CiemOidcRole"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+    assert policy["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/DefenderForCloud-Ciem"
+    }
+
+
+def test_arc_brings_the_ssm_host_management() -> None:
+    resources = stack_template(make())["Resources"]
+    assert resources["ArcHostManagementDocument"]["Type"] == "AWS::SSM::Document"
+    association = resources["ArcHostManagementAssociation"]["Properties"]
+    assert association["Parameters"]["AutomationAssumeRole"] == [{"Fn::GetAtt": ["SsmAutomationRole", "Arn"]}]
+    no_arc = make({"servers": {"arcAutoProvisioning": {"enabled": False}}, "databases": {"enabled": False}})
+    assert "ArcHostManagementDocument" not in stack_template(no_arc)["Resources"]
+    content = json.dumps(resources["ArcHostManagementDocument"]["Properties"]["Content"])
+    assert "python3.11" in content and "python3.6" not in content
+
+
+def test_known_bugs_of_microsofts_template_are_not_repeated() -> None:
+    text = json.dumps(
+        stack_template(make({"cspm": {"enabled": True, "ciem": {"enabled": True, "oidcSubject": TENANT}}}))
+    )
+    assert "AttacheRolePolicy" not in text
+    assert "DefenderForCloud-Ciem}" not in text
+    assert '"arn:aws:' not in text.replace('"arn:aws:iam::197857026523:user/azuredefender-eks"', "")
+
+
+def test_organization_member_template_creates_the_provider_unless_told() -> None:
+    spec = make(aws={"accountId": "444455556666", "organization": {"excludedAccountIds": ["777788889999"]}})
+    member = member_template(spec)
+    provider = member["Resources"]["MicrosoftOidcProvider"]
+    assert provider["Type"] == "AWS::IAM::OIDCProvider"
+    assert provider["Condition"] == "CreateOidcProviderCondition"
+    assert member["Parameters"]["CreateOidcProvider"]["Default"] == "true"
+    trust = roles_of(member)["CspmMonitorRole"]["AssumeRolePolicyDocument"]["Statement"][0]
+    assert trust["Principal"]["Federated"]["Fn::If"][1] == {"Ref": "MicrosoftOidcProvider"}
+    told = make(aws={"accountId": "444455556666", "organization": {"memberOidcProviderExists": True}})
+    assert member_template(told)["Parameters"]["CreateOidcProvider"]["Default"] == "false"
+    org = connector_body(spec)["properties"]["environmentData"]["organizationalData"]
+    assert org == {
+        "organizationMembershipType": "Organization",
+        "stacksetName": "DefenderForCloud-Members",
+        "excludedAccountIds": ["777788889999"],
+    }
+
+
+def test_terraform_mirrors_the_stack() -> None:
+    spec = make()
+    tf = terraform_configuration(spec)
+    assert set(tf["resource"]["aws_iam_role"]) == {
+        "cspm_monitor",
+        "agentless_scanner",
+        "defender_for_servers",
+        "arc_auto_provisioning",
+        "ssm_automation",
+        "containers_k8s",
+        "data_collection",
+        "cloud_watch_to_kinesis",
+        "kinesis_to_s3",
+        "k8s_agentless_discovery",
+        "image_assessment",
+        "databases_dspm",
+    }
+    assert len(tf["resource"]["aws_iam_role"]) == len(roles_of(stack_template(spec)))
+    trust = json.loads(tf["resource"]["aws_iam_role"]["cspm_monitor"]["assume_role_policy"])
+    assert trust["Statement"][0]["Principal"] == {"Federated": "${local.oidc_provider_arn}"}
+    assert (
+        tf["resource"]["aws_iam_openid_connect_provider"]["microsoft"]["count"]
+        == '${var.oidc_provider_arn == "" ? 1 : 0}'
+    )
+
+
+def test_output_is_deterministic_and_hash_tracks_changes() -> None:
+    a, b = render(make()), render(make())
+    assert (
+        a.cloudformation.compact == b.cloudformation.compact
+        and a.cloudformation.sha256 == b.cloudformation.sha256
+    )
+    c = render(make(access="LeastPrivilege"))
+    assert c.cloudformation.sha256 != a.cloudformation.sha256
+    regions_only = render(make(aws={"accountId": "111122223333", "regions": ["eu-west-1"]}))
+    assert regions_only.cloudformation.sha256 == a.cloudformation.sha256  # regions live in Azure only
+    assert regions_only.connector.sha256 != a.connector.sha256
+
+
+PLAN_SWITCHES = list(itertools.product([False, True], repeat=4))
+
+
+@pytest.mark.parametrize("organization", [False, True], ids=["account", "organization"])
+@pytest.mark.parametrize("access", ["Default", "LeastPrivilege"])
+@pytest.mark.parametrize(
+    "switches", PLAN_SWITCHES, ids=lambda s: "".join("CSKD"[i] if on else "-" for i, on in enumerate(s))
+)
+def test_every_combination_is_valid_for_aws_and_azure(
+    switches: tuple[bool, bool, bool, bool], access: str, organization: bool
+) -> None:
+    cspm, servers, containers, databases = switches
+    plans = {
+        "cspm": {"enabled": cspm, "ciem": {"enabled": cspm, "oidcSubject": TENANT}},
+        "servers": {"enabled": servers},
+        "containers": {"enabled": containers},
+        "databases": {"enabled": databases},
+    }
+    aws: dict[str, Any] = {"accountId": "111122223333"}
+    if organization:
+        aws["organization"] = {}
+    spec = make(plans, access=access, aws=aws)
+    rendered = render(spec)
+    assert cfn_lint_errors(rendered.cloudformation.content) == []
+    if rendered.member_stackset is not None:
+        assert cfn_lint_errors(rendered.member_stackset.content) == []
+    assert schema_errors(rendered.connector.content) == []
+    assert parliament_problems(spec) == []
+    assert len(rendered.cloudformation.compact) < 51_200, "CloudFormation's TemplateBody limit"
+
+
+def _spec_strategy() -> st.SearchStrategy[dict[str, Any]]:
+    feature = st.fixed_dictionaries({"enabled": st.booleans()})
+    tags = st.dictionaries(st.text("abcxyz-", min_size=1, max_size=8), st.text("01", max_size=3), max_size=2)
+    servers = st.fixed_dictionaries(
+        {
+            "enabled": st.booleans(),
+            "subPlan": st.sampled_from(["P1", "P2"]),
+            "arcAutoProvisioning": st.fixed_dictionaries({"enabled": st.booleans()}),
+            "defenderForEndpoint": feature,
+            "vulnerabilityAssessment": st.fixed_dictionaries(
+                {"enabled": st.booleans(), "provider": st.sampled_from(["TVM", "Qualys"])}
+            ),
+        }
+    )
+    cspm = st.fixed_dictionaries(
+        {
+            "enabled": st.booleans(),
+            "agentlessVmScanning": st.fixed_dictionaries({"enabled": st.booleans(), "exclusionTags": tags}),
+            "sensitiveDataDiscovery": feature,
+            "databasesDspm": feature,
+            "containerImageAssessment": feature,
+            "kubernetesDiscovery": feature,
+        }
+    )
+    containers = st.fixed_dictionaries(
+        {
+            "enabled": st.booleans(),
+            "auditLogs": st.fixed_dictionaries(
+                {"enabled": st.booleans(), "retentionDays": st.integers(1, 3653)}
+            ),
+            "imageAssessment": feature,
+            "kubernetesDiscovery": feature,
+            "nodeScanning": feature,
+        }
+    )
+    databases = st.fixed_dictionaries(
+        {"enabled": st.booleans(), "arcAutoProvisioning": feature, "rds": feature, "dspm": feature}
+    )
+    return st.fixed_dictionaries(
+        {
+            "plans": st.fixed_dictionaries(
+                {"cspm": cspm, "servers": servers, "containers": containers, "databases": databases}
+            ),
+            "access": st.sampled_from(["Default", "LeastPrivilege"]),
+            "scanIntervalHours": st.sampled_from([4, 6, 12, 24]),
+            "regions": st.lists(
+                st.sampled_from(["us-east-1", "eu-west-1", "ap-south-2", "ca-west-1"]), unique=True
+            ),
+        }
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_spec_strategy())
+def test_any_valid_spec_renders_valid_output(drawn: dict[str, Any]) -> None:
+    regions = drawn.pop("regions")
+    spec = make(drawn.pop("plans"), aws={"accountId": "111122223333", "regions": regions}, **drawn)
+    rendered = render(spec)
+    assert schema_errors(rendered.connector.content) == []
+    assert parliament_problems(spec) == []
+    roles = set(roles_of(rendered.cloudformation.content))
+    arns = {
+        o.get("cloudRoleArn")
+        for offering in rendered.connector.content["properties"]["offerings"]
+        for o in offering.values()
+        if isinstance(o, dict)
+    } - {None}
+    # every role the connector names is created by the stack, and nothing else is
+    assert {a.rsplit("/", 1)[-1] for a in arns} <= {
+        r["RoleName"] for r in roles_of(rendered.cloudformation.content).values()
+    }
+    assert len(roles) == len(required_roles(spec))
