@@ -1,0 +1,293 @@
+"""CloudFormation in moto, made faithful where defender-operator depends on it.
+
+- Capabilities: a template with IAM resources needs CAPABILITY_IAM, and CAPABILITY_NAMED_IAM when they have custom
+  names, or CreateStack/UpdateStack fail with InsufficientCapabilitiesException
+  (docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_CreateStack.html, "Capabilities").
+- Failures: a resource that cannot be created does not fail the API call. The stack records the resource's
+  CREATE_FAILED event with its reason, rolls back and ends in ROLLBACK_COMPLETE; a failed update ends in
+  UPDATE_ROLLBACK_COMPLETE with the previous template restored; a failed delete ends in DELETE_FAILED
+  (.../UserGuide/using-cfn-describing-stacks.html, "Stack status codes"). moto raises the resource's error from the
+  API call instead and leaves half-created resources behind.
+- Asynchrony: with a delay configured, create, update and delete stay *_IN_PROGRESS for that long before the
+  resources change, and a stack in progress refuses updates ("... is in UPDATE_IN_PROGRESS state and can not be
+  updated"). moto finishes every operation inside the API call.
+"""
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from moto.cloudformation import parsing
+from moto.cloudformation.exceptions import CloudFormationError, ValidationError
+from moto.cloudformation.models import CloudFormationBackend, Event, Stack
+from moto.cloudformation.responses import CloudFormationResponse
+from moto.cloudformation.utils import yaml_tag_constructor
+
+# One lock for moto's state: requests (see server.py) and the timers below both take it.
+LOCK = threading.RLock()
+
+
+class Settings:
+    async_seconds = 0.0
+    timers: list[threading.Timer] = []
+
+
+def later(action: Callable[[], None]) -> None:
+    """Run now (synchronous mode) or after the configured delay, under the lock."""
+    if Settings.async_seconds <= 0:
+        action()
+        return
+
+    def run() -> None:
+        with LOCK:
+            action()
+
+    timer = threading.Timer(Settings.async_seconds, run)
+    timer.daemon = True
+    Settings.timers.append(timer)
+    timer.start()
+
+
+def cancel_pending() -> None:
+    for timer in Settings.timers:
+        timer.cancel()
+    Settings.timers.clear()
+
+
+class InsufficientCapabilities(CloudFormationError):
+    code = "InsufficientCapabilitiesException"
+
+
+# --- capabilities ----------------------------------------------------------------------------------------------------
+
+_NAME_PROPERTIES = {
+    "AWS::IAM::Role": "RoleName",
+    "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
+    "AWS::IAM::User": "UserName",
+    "AWS::IAM::Group": "GroupName",
+    "AWS::IAM::InstanceProfile": "InstanceProfileName",
+}
+
+
+def _template(body: str) -> dict[str, Any]:
+    yaml.add_multi_constructor("", yaml_tag_constructor)
+    try:
+        parsed: dict[str, Any] = json.loads(body)
+    except ValueError:
+        parsed = yaml.load(body, Loader=yaml.Loader)
+    return parsed
+
+
+def required_capability(body: str | None) -> str | None:
+    if not body:
+        return None
+    resources = _template(body).get("Resources", {}).values()
+    iam = [r for r in resources if str(r.get("Type", "")).startswith("AWS::IAM::")]
+    if any(_NAME_PROPERTIES.get(r["Type"]) in r.get("Properties", {}) for r in iam):
+        return "CAPABILITY_NAMED_IAM"
+    return "CAPABILITY_IAM" if iam else None
+
+
+def _check_capabilities(response: CloudFormationResponse, body: str | None) -> None:
+    needed = required_capability(body)
+    given = set(response._get_param("Capabilities", []) or [])
+    if needed and not (needed in given or "CAPABILITY_NAMED_IAM" in given):
+        raise InsufficientCapabilities(f"Requires capabilities : [{needed}]")
+
+
+def _with_capability_check(name: str) -> None:
+    original = getattr(CloudFormationResponse, name)
+
+    def checked(self: CloudFormationResponse) -> Any:
+        body = self._get_param("TemplateBody")
+        if body is None and self._get_bool_param("UsePreviousTemplate", False):
+            body = self.cloudformation_backend.get_stack(self._get_param("StackName")).template
+        _check_capabilities(self, body)
+        return original(self)
+
+    setattr(CloudFormationResponse, name, checked)
+
+
+# --- failures, rollback and asynchrony -------------------------------------------------------------------------------
+
+_current = threading.local()
+
+
+def _tracking(original: Callable[..., Any]) -> Callable[..., Any]:
+    def create(logical_id: str, resource_json: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        resource_type = resource_json.get("Type", "")
+        name = resource_json.get("Properties", {}).get(_NAME_PROPERTIES.get(resource_type, ""), logical_id)
+        _current.resource = (logical_id, resource_type, name)
+        return original(logical_id, resource_json, *args, **kwargs)
+
+    return create
+
+
+def _failed() -> tuple[str, str, str]:
+    resource: tuple[str, str, str] = getattr(_current, "resource", ("", "", ""))
+    return resource
+
+
+def _reason(exc: Exception, resource_type: str, name: str) -> str:
+    code = getattr(exc, "code", type(exc).__name__)
+    message = getattr(exc, "message", None) or str(exc)
+    if code == "EntityAlreadyExists":
+        # The message CloudFormation's resource handlers give for a name that is taken.
+        return f"Resource of type '{resource_type}' with identifier '{name}' already exists."
+    service = resource_type.split("::")[1] if "::" in resource_type else "CloudFormation"
+    return f"{message} (Service: {service}, Status Code: 400, Error Code: {code})"
+
+
+def _resource_event(stack: Stack, logical_id: str, resource_type: str, status: str, reason: str) -> None:
+    stack.events.append(
+        Event(
+            stack_id=stack.stack_id,
+            stack_name=stack.name,
+            logical_resource_id=logical_id,
+            physical_resource_id="",
+            resource_type=resource_type,
+            resource_status=status,
+            resource_status_reason=reason,
+            resource_properties=None,
+        )
+    )
+
+
+def _create_resources(self: Stack) -> None:
+    self.status = "CREATE_IN_PROGRESS"
+
+    def create() -> None:
+        _current.resource = ("", "", "")
+        try:
+            if self.resource_map.create(self.template_dict):
+                self.mark_creation_complete()
+        except Exception as exc:
+            logical_id, resource_type, name = _failed()
+            _resource_event(
+                self, logical_id, resource_type, "CREATE_FAILED", _reason(exc, resource_type, name)
+            )
+            self.status = "ROLLBACK_IN_PROGRESS"
+            self._add_stack_event(
+                "ROLLBACK_IN_PROGRESS",
+                resource_status_reason=f"The following resource(s) failed to create: [{logical_id}]. "
+                "Rollback requested by user.",
+            )
+            try:
+                self.resource_map.delete()
+            finally:
+                self.status = "ROLLBACK_COMPLETE"
+                self._add_stack_event("ROLLBACK_COMPLETE")
+
+    later(create)
+
+
+_original_update = Stack.update
+
+
+def _update(
+    self: Stack,
+    template: str,
+    role_arn: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    previous_template, previous_parameters = self.template, dict(self.resource_map.input_parameters)
+    self.status = "UPDATE_IN_PROGRESS"
+    self._add_stack_event("UPDATE_IN_PROGRESS", resource_status_reason="User Initiated")
+    if tags is not None:
+        self.tags = tags
+
+    def update() -> None:
+        _current.resource = ("", "", "")
+        try:
+            self.events, events = [], self.events  # moto's update adds its own events; keep ours only
+            try:
+                _original_update(self, template, role_arn, parameters, None)
+                if getattr(self, "revert_drift", False):
+                    from .drift import revert_role_drift
+
+                    revert_role_drift(self)
+            finally:
+                self.events = events
+                self.revert_drift = False
+            self.status = "UPDATE_COMPLETE"
+            self._add_stack_event("UPDATE_COMPLETE")
+        except Exception as exc:
+            logical_id, resource_type, name = _failed()
+            _resource_event(
+                self, logical_id, resource_type, "UPDATE_FAILED", _reason(exc, resource_type, name)
+            )
+            self.status = "UPDATE_ROLLBACK_IN_PROGRESS"
+            self._add_stack_event(
+                "UPDATE_ROLLBACK_IN_PROGRESS",
+                resource_status_reason=f"The following resource(s) failed to update: [{logical_id}].",
+            )
+            try:
+                self.template = previous_template
+                self._parse_template()
+                self.resource_map.update(self.template_dict, previous_parameters)
+                self.output_map = self._create_output_map()
+            finally:
+                self.status = "UPDATE_ROLLBACK_COMPLETE"
+                self._add_stack_event("UPDATE_ROLLBACK_COMPLETE")
+
+    later(update)
+
+
+_original_backend_delete = CloudFormationBackend.delete_stack
+
+
+def _delete_stack(self: CloudFormationBackend, name_or_stack_id: str) -> None:
+    try:
+        stack = self.get_stack(name_or_stack_id)
+    except ValidationError:
+        return  # deleting a stack that does not exist succeeds
+    if stack.status == "DELETE_COMPLETE" or stack.status == "DELETE_IN_PROGRESS":
+        return
+    if stack.status.endswith("_IN_PROGRESS"):
+        raise ValidationError(
+            message=f"Stack {stack.stack_id} is in {stack.status} state and can not be deleted."
+        )
+    stack.status = "DELETE_IN_PROGRESS"
+    stack._add_stack_event("DELETE_IN_PROGRESS", resource_status_reason="User Initiated")
+
+    def delete() -> None:
+        try:
+            stack.resource_map.delete()
+        except Exception as exc:
+            stack.status = "DELETE_FAILED"
+            stack._add_stack_event("DELETE_FAILED", resource_status_reason=str(getattr(exc, "message", exc)))
+            return
+        stack.resource_map._resource_json_map = {}  # nothing left for moto's own delete to do
+        stack.events, events = [], stack.events
+        _original_backend_delete(self, stack.stack_id)
+        stack.events = events
+        stack.status = "DELETE_COMPLETE"
+        stack._add_stack_event("DELETE_COMPLETE")
+
+    later(delete)
+
+
+def _refuse_while_in_progress(self: CloudFormationResponse, stack: Stack) -> None:
+    if stack.status.endswith("_IN_PROGRESS"):
+        raise ValidationError(
+            stack.stack_id,
+            message=f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated.",
+        )
+    _original_validate_status(self, stack)
+
+
+_original_validate_status = CloudFormationResponse._validate_status
+
+
+def apply() -> None:
+    for name in ("create_stack", "update_stack", "create_stack_set", "update_stack_set"):
+        _with_capability_check(name)
+    parsing.parse_and_create_resource = _tracking(parsing.parse_and_create_resource)
+    parsing.parse_and_update_resource = _tracking(parsing.parse_and_update_resource)
+    Stack.create_resources = _create_resources  # type: ignore[method-assign]
+    Stack.update = _update  # type: ignore[method-assign]
+    CloudFormationBackend.delete_stack = _delete_stack  # type: ignore[method-assign]
+    CloudFormationResponse._validate_status = _refuse_while_in_progress  # type: ignore[method-assign]

@@ -1,0 +1,63 @@
+"""Talking to the sandbox's API server as a user would: kubectl, and the Kubernetes Python client."""
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client, config
+
+from defender_operator.sandbox import binaries
+
+T = TypeVar("T")
+
+
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(binaries.kubectl()), "--kubeconfig", str(kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KUBECTL_EXTERNAL_DIFF": ""},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+def apply(kubeconfig: Path, manifest: dict[str, Any] | list[dict[str, Any]], *extra: str) -> subprocess.CompletedProcess[str]:
+    docs = manifest if isinstance(manifest, list) else [manifest]
+    return kubectl(kubeconfig, "apply", "-f", "-", *extra, stdin=yaml.safe_dump_all(docs))
+
+
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def get_object(kubeconfig: Path, namespace: str, name: str) -> dict[str, Any] | None:
+    result = kubectl(kubeconfig, "get", "awsconnector", "-n", namespace, name, "-o", "json")
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll until ``predicate`` returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == kind:
+            return dict(cond)
+    return None
