@@ -106,9 +106,9 @@ def _build(target: Path, progress: Progress) -> None:
         text=True,
     )
     assert proc.stderr is not None
-    compiled, tail, last_report = 0, [], time.monotonic()
-    for line in proc.stderr:
-        compiled += 1
+    tail: list[str] = []
+    last_report = time.monotonic()
+    for compiled, line in enumerate(proc.stderr, start=1):
         tail = [*tail[-40:], line]
         if time.monotonic() - last_report > 30:
             last_report = time.monotonic()

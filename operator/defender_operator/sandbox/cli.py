@@ -8,13 +8,14 @@ from pathlib import Path
 
 from . import Sandbox, binaries, default_state_dir, down, processes, up
 from .controlplane import ControlPlaneError
+from .readiness import NotReady
 
 
 def main(args: argparse.Namespace) -> int:
     state = default_state_dir()
     try:
         return _ACTIONS[args.action](args, state)
-    except (binaries.BinaryError, ControlPlaneError) as exc:
+    except (binaries.BinaryError, ControlPlaneError, NotReady) as exc:
         print(f"sandbox: {exc}", file=sys.stderr)
         return 1
 

@@ -6,6 +6,7 @@ controller-manager). ``--endpoint-reconciler-type=none`` because kube-apiserver 
 address for the ``kubernetes`` Service otherwise.
 """
 
+import contextlib
 import json
 import ssl
 import time
@@ -19,12 +20,11 @@ import yaml
 
 from . import binaries, processes
 from .pki import CertificateAuthority
-
-READY_TIMEOUT = 60.0
+from .readiness import READY_TIMEOUT, wait_ready
 
 
 class ControlPlaneError(RuntimeError):
-    """The control plane did not come up; the message points at the log to read."""
+    """The API server refused a request of the sandbox itself (e.g. installing the CRD)."""
 
 
 @dataclass(frozen=True)
@@ -82,22 +82,6 @@ def _write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, 
     return path
 
 
-def _wait(url: str, context: ssl.SSLContext | None, log: str, what: str, expect: bytes = b"ok") -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, context=context, timeout=2) as response:
-                body = response.read()
-                if expect in body:
-                    return
-                last = body.decode(errors="replace")[:200]
-        except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError) as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise ControlPlaneError(f"{what} not ready after {READY_TIMEOUT:.0f}s ({last}); see {log}")
-
-
 def start(state: Path) -> ControlPlane:
     """Start etcd and kube-apiserver in ``state`` and return once /readyz answers ok."""
     apiserver_bin = binaries.kube_apiserver()
@@ -133,7 +117,7 @@ def start(state: Path) -> ControlPlane:
             "--log-level=warn",
         ],
     )
-    _wait(f"{etcd_url}/health", None, etcd.log, "etcd", expect=b'"health":"true"')
+    wait_ready(etcd, f"{etcd_url}/health", "etcd", expect=b'"health":"true"')
 
     server = f"https://127.0.0.1:{api_port}"
     apiserver = processes.start(
@@ -162,7 +146,7 @@ def start(state: Path) -> ControlPlane:
     )
     context = ssl.create_default_context(cafile=str(pki / "serving-ca.crt"))
     context.load_cert_chain(str(admin_cert), str(admin_key))
-    _wait(f"{server}/readyz", context, apiserver.log, "kube-apiserver")
+    wait_ready(apiserver, f"{server}/readyz", "kube-apiserver", context, expect=b"ok")
     plane = ControlPlane(state=state, server=server, etcd_url=etcd_url)
     _write_kubeconfig(plane.kubeconfig, server, plane.ca_file, admin_cert, admin_key, "sandbox-admin")
     return plane
@@ -180,10 +164,8 @@ def api_request(plane: ControlPlane, method: str, path: str, body: Any = None) -
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
-        try:
+        with contextlib.suppress(ValueError):
             detail = json.loads(detail).get("message", detail)
-        except ValueError:
-            pass
         raise ControlPlaneError(f"{method} {path}: {exc.code} {detail}") from None
 
 

@@ -16,7 +16,7 @@
 import json
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from moto.cloudformation import parsing
@@ -30,8 +30,8 @@ LOCK = threading.RLock()
 
 
 class Settings:
-    async_seconds = 0.0
-    timers: list[threading.Timer] = []
+    async_seconds: ClassVar[float] = 0.0
+    timers: ClassVar[list[threading.Timer]] = []
 
 
 def later(action: Callable[[], None]) -> None:

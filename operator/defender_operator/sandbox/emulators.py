@@ -1,0 +1,118 @@
+"""Starting the cloud emulators (and proxies in front of them) as recorded background processes."""
+
+import dataclasses
+import json
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from . import processes
+from .pki import CertificateAuthority
+from .readiness import wait_ready
+
+
+def start_aws(state: Path, async_stack_seconds: float = 0.0, name: str = "aws-emulator") -> str:
+    port = processes.free_port()
+    record = processes.start(
+        state,
+        name,
+        [
+            sys.executable,
+            "-m",
+            "defender_operator.sandbox.aws.server",
+            "--port",
+            str(port),
+            "--async-stack-seconds",
+            str(async_stack_seconds),
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(record, f"{url}/_sandbox/config", "AWS emulator")
+    return url
+
+
+def arm_certificates(state: Path) -> tuple[Path, Path, Path]:
+    """A CA and a serving certificate for the ARM emulator (and a TLS proxy in front of it)."""
+    pki = state / "pki"
+    pki.mkdir(parents=True, exist_ok=True)
+    ca_file = pki / "arm-ca.crt"
+    if not ca_file.exists():
+        ca = CertificateAuthority("sandbox-arm-ca")
+        ca.serving_cert(["127.0.0.1", "localhost"]).write(pki, "arm")
+        ca_file.write_bytes(ca.cert_pem)
+    return ca_file, pki / "arm.crt", pki / "arm.key"
+
+
+def start_arm(state: Path, page_size: int = 50, name: str = "arm-emulator") -> tuple[str, Path]:
+    ca_file, cert, key = arm_certificates(state)
+    port = processes.free_port()
+    record = processes.start(
+        state,
+        name,
+        [
+            sys.executable,
+            "-m",
+            "defender_operator.sandbox.arm.server",
+            "--port",
+            str(port),
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+            "--page-size",
+            str(page_size),
+        ],
+    )
+    url = f"https://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(ca_file))
+    wait_ready(record, f"{url}/_sandbox/requests", "ARM emulator", context)
+    return url, ca_file
+
+
+def start_proxy(state: Path, name: str, upstream: str, service: str) -> str:
+    """A fault-injecting proxy in front of an emulator (TLS in front of the ARM emulator)."""
+    port = processes.free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "defender_operator.sandbox.proxy",
+        "--port",
+        str(port),
+        "--upstream",
+        upstream,
+        "--service",
+        service,
+    ]
+    context = None
+    scheme = "http"
+    if upstream.startswith("https"):
+        ca_file, cert, key = arm_certificates(state)
+        argv += ["--cert", str(cert), "--key", str(key), "--upstream-ca", str(ca_file)]
+        context = ssl.create_default_context(cafile=str(ca_file))
+        scheme = "https"
+    record = processes.start(state, name, argv)
+    url = f"{scheme}://127.0.0.1:{port}"
+    wait_ready(record, f"{url}/_proxy/stats", f"proxy {name}", context)
+    return url
+
+
+def start_emulators(sandbox: Any, async_stack_seconds: float = 0.0) -> Any:
+    aws = start_aws(sandbox.state, async_stack_seconds)
+    arm, ca_file = start_arm(sandbox.state)
+    return dataclasses.replace(sandbox, aws_endpoint=aws, arm_endpoint=arm, arm_ca_file=str(ca_file))
+
+
+def control(
+    url: str, path: str, payload: Any = None, method: str = "POST", ca_file: str | None = None
+) -> Any:
+    """Call an emulator's or proxy's control endpoint."""
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(
+        url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        return json.loads(response.read() or b"null")

@@ -1,0 +1,67 @@
+"""Fault rules shared by the ARM emulator and the fault-injecting proxy.
+
+A rule matches a request by method and a regular expression on the path (query included) and applies to the next
+``count`` matching requests: an HTTP error (429 with Retry-After, 500, 503, ...), added latency, or a dropped
+connection (the socket is closed without a response).
+"""
+
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FaultRule:
+    method: str = "*"
+    path_pattern: str = ".*"
+    count: int = 1
+    status: int | None = None
+    retry_after: float | None = None
+    latency: float = 0.0
+    drop: bool = False
+    service: str | None = None  # for the proxy: the error body format ("aws-query", "arm")
+    _regex: re.Pattern[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._regex = re.compile(self.path_pattern)
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.count > 0 and self.method in ("*", method) and self._regex.search(path) is not None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "FaultRule":
+        return cls(
+            method=str(data.get("method", "*")).upper(),
+            path_pattern=str(data.get("pathPattern", ".*")),
+            count=int(data.get("count", 1)),
+            status=int(data["status"]) if data.get("status") is not None else None,
+            retry_after=float(data["retryAfter"]) if data.get("retryAfter") is not None else None,
+            latency=float(data.get("latency", 0.0)),
+            drop=bool(data.get("drop", False)),
+            service=data.get("service"),
+        )
+
+
+class FaultTable:
+    """Thread-safe list of rules; each match uses up one of the rule's count."""
+
+    def __init__(self) -> None:
+        self._rules: list[FaultRule] = []
+        self._lock = threading.Lock()
+
+    def add(self, rule: FaultRule) -> None:
+        with self._lock:
+            self._rules.append(rule)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def take(self, method: str, path: str) -> FaultRule | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(method, path):
+                    rule.count -= 1
+                    return rule
+        return None

@@ -1,0 +1,187 @@
+"""A fault-injecting loopback proxy for either emulator, for when the operator runs as a separate process.
+
+Point the operator's endpoint (AWS_ENDPOINT_URL, or the ARM endpoint) at the proxy; it forwards every request to the
+upstream and, when a fault rule matches, answers in that service's own error format instead: AWS query-protocol
+``Throttling`` (HTTP 400, as botocore's retry handler expects: botocore/data/_retry.json), ARM ``429`` with
+``Retry-After``, a 5xx, extra latency, or a reset connection.
+
+Run as ``python -m defender_operator.sandbox.proxy --port N --upstream URL [--service aws|arm] [--cert C --key K
+--upstream-ca CA]``; ``POST|DELETE /_proxy/faults`` manages the rules (see :mod:`.faults`), ``GET /_proxy/stats``
+counts forwarded and faulted requests.
+"""
+
+import argparse
+import json
+import socket
+import ssl
+import struct
+import threading
+import time
+import urllib.parse
+from http.client import HTTPConnection, HTTPSConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .arm.server import TLSServer, tls_context
+from .faults import FaultRule, FaultTable
+
+_AWS_THROTTLE = (
+    '<ErrorResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><Error><Type>Sender</Type>'
+    "<Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+)
+_AWS_SERVER_ERROR = (
+    "<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code><Message>Injected failure</Message>"
+    "</Error><RequestId>{rid}</RequestId></ErrorResponse>"
+)
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+}
+
+
+class ProxyState:
+    def __init__(self, upstream: str, service: str, upstream_ca: str | None) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.service = service
+        self.upstream_context = ssl.create_default_context(cafile=upstream_ca) if upstream_ca else None
+        self.faults = FaultTable()
+        self.stats = {"forwarded": 0, "faulted": 0}
+        self.lock = threading.Lock()
+
+    def connection(self) -> HTTPConnection:
+        host, port = self.upstream.hostname or "127.0.0.1", self.upstream.port
+        if self.upstream.scheme == "https":
+            return HTTPSConnection(host, port, context=self.upstream_context, timeout=60)
+        return HTTPConnection(host, port, timeout=60)
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: ProxyState
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _fault(self, rule: FaultRule) -> bool:
+        time.sleep(rule.latency)
+        if rule.drop:
+            # An abortive close (RST), as a load balancer that drops the connection does.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return True
+        if rule.status is None:
+            return False
+        rid = str(time.time_ns())
+        service = rule.service or self.state.service
+        if service == "aws":
+            template = _AWS_THROTTLE if rule.status in (400, 429) else _AWS_SERVER_ERROR
+            self._reply(
+                rule.status,
+                template.format(rid=rid).encode(),
+                {"Content-Type": "text/xml", "x-amzn-RequestId": rid},
+            )
+        else:
+            code = "TooManyRequests" if rule.status == 429 else "InternalServerError"
+            headers = {"Content-Type": "application/json"}
+            if rule.retry_after is not None:
+                headers["Retry-After"] = f"{rule.retry_after:g}"
+            body = json.dumps({"error": {"code": code, "message": "Injected fault."}}).encode()
+            self._reply(rule.status, body, headers)
+        return True
+
+    def _handle(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.path.startswith("/_proxy/"):
+            self._control(method, body)
+            return
+        action = dict(urllib.parse.parse_qsl(body.decode(errors="ignore"))).get("Action", "") if body else ""
+        target = self.headers.get("X-Amz-Target", "")
+        rule = self.state.faults.take(method, f"{self.path} {action or target}".strip())
+        if rule is not None:
+            with self.state.lock:
+                self.state.stats["faulted"] += 1
+            if self._fault(rule):
+                return
+        upstream = self.state.connection()
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers["Host"] = self.state.upstream.netloc
+        upstream.request(method, self.path, body=body or None, headers=headers)
+        response = upstream.getresponse()
+        data = response.read()
+        upstream.close()
+        with self.state.lock:
+            self.state.stats["forwarded"] += 1
+        out = {k: v for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP | {"content-length"}}
+        self._reply(response.status, data, out)
+
+    def _control(self, method: str, body: bytes) -> None:
+        if self.path == "/_proxy/faults" and method == "POST":
+            self.state.faults.add(FaultRule.from_json(json.loads(body or b"{}")))
+        elif self.path == "/_proxy/faults" and method == "DELETE":
+            self.state.faults.clear()
+        elif self.path == "/_proxy/stats":
+            with self.state.lock:
+                self._reply(200, json.dumps(self.state.stats).encode(), {"Content-Type": "application/json"})
+            return
+        self._reply(200, b'{"ok": true}', {"Content-Type": "application/json"})
+
+    do_GET = lambda self: self._handle("GET")  # noqa: E731
+    do_PUT = lambda self: self._handle("PUT")  # noqa: E731
+    do_PATCH = lambda self: self._handle("PATCH")  # noqa: E731
+    do_POST = lambda self: self._handle("POST")  # noqa: E731
+    do_DELETE = lambda self: self._handle("DELETE")  # noqa: E731
+    do_HEAD = lambda self: self._handle("HEAD")  # noqa: E731
+
+
+def make_proxy(
+    host: str,
+    port: int,
+    upstream: str,
+    service: str,
+    cert: str | None = None,
+    key: str | None = None,
+    upstream_ca: str | None = None,
+) -> ThreadingHTTPServer:
+    handler = type(
+        "BoundProxyHandler", (ProxyHandler,), {"state": ProxyState(upstream, service, upstream_ca)}
+    )
+    if cert and key:
+        return TLSServer((host, port), handler, tls_context(cert, key))
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="fault-injecting proxy in front of an emulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--service", choices=["aws", "arm"], default="aws")
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    parser.add_argument("--upstream-ca")
+    args = parser.parse_args(argv)
+    server = make_proxy(
+        args.host, args.port, args.upstream, args.service, args.cert, args.key, args.upstream_ca
+    )
+    print(f"proxy listening on {args.port} -> {args.upstream}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
