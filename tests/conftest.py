@@ -24,7 +24,7 @@ def sandbox(sandbox_state: Path) -> Iterator[Sandbox]:
     try:
         yield running
     finally:
-        sandbox_module.down(sandbox_state)
+        sandbox_module.down(sandbox_state, keep_logs=sandbox_state.with_name("test-sandbox-logs"))
         assert not [r for r in processes.recorded(sandbox_state) if r.alive()]
 
 

@@ -81,7 +81,9 @@ def test_printer_columns(kubeconfig: Path, namespace: str) -> None:
     out = kubectl(kubeconfig, "get", "awsc", "-n", namespace, "columns", check=True).stdout
     assert out.split("\n")[0].split() == ["NAME", "ACCOUNT", "INTERVAL", "PLANS", "READY", "REASON", "AGE"]
     assert "111122223333" in out
-    wide = kubectl(kubeconfig, "get", "awsconnectors", "-n", namespace, "columns", "-o", "wide", check=True).stdout
+    wide = kubectl(
+        kubeconfig, "get", "awsconnectors", "-n", namespace, "columns", "-o", "wide", check=True
+    ).stdout
     assert {"CONNECTOR", "STACK"} <= set(wide.split("\n")[0].split())
 
 
@@ -91,7 +93,9 @@ def test_explain_teaches_the_fields(kubeconfig: Path) -> None:
     assert "agentlessScanning" in out and "Plan 2" in out
 
 
-def test_status_is_writable_only_through_the_status_subresource(sandbox: Sandbox, kubeconfig: Path, namespace: str) -> None:
+def test_status_is_writable_only_through_the_status_subresource(
+    sandbox: Sandbox, kubeconfig: Path, namespace: str
+) -> None:
     assert apply(kubeconfig, base_manifest("status", namespace)).returncode == 0
     api = client.CustomObjectsApi(api_client(kubeconfig))
     status = {"status": {"plans": "CSPM", "observedGeneration": 1}}

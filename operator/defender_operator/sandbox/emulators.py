@@ -6,6 +6,7 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +101,13 @@ def start_proxy(state: Path, name: str, upstream: str, service: str) -> str:
 
 
 def start_emulators(sandbox: Any, async_stack_seconds: float = 0.0) -> Any:
-    aws = start_aws(sandbox.state, async_stack_seconds)
-    arm, ca_file = start_arm(sandbox.state)
-    return dataclasses.replace(sandbox, aws_endpoint=aws, arm_endpoint=arm, arm_ca_file=str(ca_file))
+    with ThreadPoolExecutor(2) as pool:  # both start at once; each waits for its own readiness
+        aws = pool.submit(start_aws, sandbox.state, async_stack_seconds)
+        arm = pool.submit(start_arm, sandbox.state)
+        arm_url, ca_file = arm.result()
+        return dataclasses.replace(
+            sandbox, aws_endpoint=aws.result(), arm_endpoint=arm_url, arm_ca_file=str(ca_file)
+        )
 
 
 def control(

@@ -87,7 +87,7 @@ class CertificateAuthority:
         self,
         common_name: str,
         organizations: list[str],
-        usage: ExtendedKeyUsageOID,
+        usage: x509.ObjectIdentifier,
         sans: list[x509.GeneralName],
     ) -> KeyPair:
         key = _key()

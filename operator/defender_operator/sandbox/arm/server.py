@@ -80,8 +80,7 @@ class Handler(BaseHTTPRequestHandler):
     # --- plumbing ---------------------------------------------------------------------------------------------------
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._raw
         if not raw:
             return None
         content_type = self.headers.get("Content-Type", "")
@@ -108,6 +107,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         self._status = 0
+        length = int(self.headers.get("Content-Length") or 0)
+        self._raw = self.rfile.read(length) if length else b""  # read first: keep-alive needs it consumed
         parsed = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parsed.query))
         path = parsed.path.rstrip("/") or "/"
@@ -159,8 +160,9 @@ class Handler(BaseHTTPRequestHandler):
     # --- Entra ID -----------------------------------------------------------------------------------------------------
 
     def _base(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"https://{self.headers.get('Host') or f'{host}:{port}'}"
+        port = self.server.server_address[1]  # type: ignore[index]
+        host = self.headers.get("Host") or f"127.0.0.1:{port}"
+        return f"https://{host}"
 
     def _openid(self, tenant: str) -> None:
         base = f"{self._base()}/{tenant}"

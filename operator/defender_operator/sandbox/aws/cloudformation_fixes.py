@@ -155,6 +155,12 @@ def _resource_event(stack: Stack, logical_id: str, resource_type: str, status: s
     )
 
 
+def _forget_outputs(stack: Stack) -> None:
+    """A stack whose resources are gone (rolled back, deleted) has no outputs."""
+    stack.template_dict = {**stack.template_dict, "Outputs": {}}
+    stack.output_map = stack._create_output_map()
+
+
 def _create_resources(self: Stack) -> None:
     self.status = "CREATE_IN_PROGRESS"
 
@@ -177,6 +183,7 @@ def _create_resources(self: Stack) -> None:
             try:
                 self.resource_map.delete()
             finally:
+                _forget_outputs(self)
                 self.status = "ROLLBACK_COMPLETE"
                 self._add_stack_event("ROLLBACK_COMPLETE")
 
@@ -211,7 +218,7 @@ def _update(
                     revert_role_drift(self)
             finally:
                 self.events = events
-                self.revert_drift = False
+                self.revert_drift = False  # type: ignore[attr-defined]
             self.status = "UPDATE_COMPLETE"
             self._add_stack_event("UPDATE_COMPLETE")
         except Exception as exc:
@@ -261,6 +268,7 @@ def _delete_stack(self: CloudFormationBackend, name_or_stack_id: str) -> None:
             stack._add_stack_event("DELETE_FAILED", resource_status_reason=str(getattr(exc, "message", exc)))
             return
         stack.resource_map._resource_json_map = {}  # nothing left for moto's own delete to do
+        _forget_outputs(stack)
         stack.events, events = [], stack.events
         _original_backend_delete(self, stack.stack_id)
         stack.events = events
@@ -270,19 +278,47 @@ def _delete_stack(self: CloudFormationBackend, name_or_stack_id: str) -> None:
     later(delete)
 
 
-def _refuse_while_in_progress(self: CloudFormationResponse, stack: Stack) -> None:
+# Reading a stack must not create its resources: moto's resource map creates a resource when it is first looked
+# up, so DescribeStacks (outputs) or ListStackResources during CREATE_IN_PROGRESS would create everything at once.
+# CloudFormation shows outputs only once the stack is complete, and lists only the resources that exist.
+_NO_OUTPUTS = {
+    "CREATE_PENDING",
+    "CREATE_IN_PROGRESS",
+    "ROLLBACK_IN_PROGRESS",
+    "ROLLBACK_COMPLETE",
+    "DELETE_COMPLETE",
+}
+_original_outputs = Stack.outputs
+
+
+def _outputs(self: Stack) -> Any:
+    return None if self.status in _NO_OUTPUTS else _original_outputs.fget(self)  # type: ignore[attr-defined]
+
+
+def _existing_resources(self: Stack) -> list[Any]:
+    return [
+        r
+        for r in self.resource_map._parsed_resources.values()
+        if not isinstance(r, str) and hasattr(r, "logical_resource_id")
+    ]
+
+
+_original_update_stack = CloudFormationResponse.update_stack
+
+
+def _update_stack(self: CloudFormationResponse) -> Any:
+    """An update of a stack that is still in progress is refused before anything else is checked."""
+    stack = self.cloudformation_backend.get_stack(self._get_param("StackName"))
     if stack.status.endswith("_IN_PROGRESS"):
         raise ValidationError(
             stack.stack_id,
             message=f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated.",
         )
-    _original_validate_status(self, stack)
-
-
-_original_validate_status = CloudFormationResponse._validate_status
+    return _original_update_stack(self)
 
 
 def apply() -> None:
+    CloudFormationResponse.update_stack = _update_stack  # type: ignore[method-assign]
     for name in ("create_stack", "update_stack", "create_stack_set", "update_stack_set"):
         _with_capability_check(name)
     parsing.parse_and_create_resource = _tracking(parsing.parse_and_create_resource)
@@ -290,4 +326,5 @@ def apply() -> None:
     Stack.create_resources = _create_resources  # type: ignore[method-assign]
     Stack.update = _update  # type: ignore[method-assign]
     CloudFormationBackend.delete_stack = _delete_stack  # type: ignore[method-assign]
-    CloudFormationResponse._validate_status = _refuse_while_in_progress  # type: ignore[method-assign]
+    Stack.outputs = property(_outputs)  # type: ignore[method-assign,assignment]
+    Stack.stack_resources = property(_existing_resources)  # type: ignore[method-assign,assignment]

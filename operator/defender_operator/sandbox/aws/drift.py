@@ -163,7 +163,7 @@ def revert_role_drift(stack: Any) -> None:
             role = Role.create_from_cloudformation_json(
                 original.name, resource_json, stack.account_id, stack.region_name
             )
-            role.logical_resource_id = logical_id
+            role.logical_resource_id = logical_id  # type: ignore[attr-defined]
             stack.resource_map._parsed_resources[logical_id] = role
         else:
             Role.update_from_cloudformation_json(
@@ -180,7 +180,7 @@ def _create_change_set(self: CloudFormationResponse) -> ActionResult:
     self._validate_different_update = lambda *args: None  # type: ignore[method-assign]
     result = _original_create_change_set(self)
     change_set = self.cloudformation_backend.change_sets[result.result["Id"]]  # type: ignore[index]
-    change_set.deployment_mode = "REVERT_DRIFT"
+    change_set.deployment_mode = "REVERT_DRIFT"  # type: ignore[attr-defined]
     drifted = [
         d
         for d in resource_drifts(change_set.stack)

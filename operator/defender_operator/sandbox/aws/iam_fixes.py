@@ -174,7 +174,7 @@ def apply() -> None:
     _patch_managed_policy_lookup()
     IamResponse.add_client_id_to_open_id_connect_provider = _add_client_id  # type: ignore[attr-defined]
     IamResponse.remove_client_id_from_open_id_connect_provider = _remove_client_id  # type: ignore[attr-defined]
-    Role.create_from_cloudformation_json = classmethod(_create_role)  # type: ignore[method-assign,assignment]
+    Role.create_from_cloudformation_json = classmethod(_create_role)  # type: ignore[method-assign,assignment,arg-type]
     Role.update_from_cloudformation_json = classmethod(_update_role)  # type: ignore[method-assign,assignment]
     Role.delete_from_cloudformation_json = classmethod(_delete_role)  # type: ignore[method-assign,assignment]
     assert iam_models  # imported for its side effects on registration

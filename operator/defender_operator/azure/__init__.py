@@ -1,0 +1,1 @@
+"""Azure adapters: the ARM pipeline, security connectors and health reports."""

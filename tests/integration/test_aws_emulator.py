@@ -1,0 +1,265 @@
+"""Each fix to moto behaves as the AWS documentation says, through boto3 against the running emulator."""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.render.cloudformation import stack_template
+from defender_operator.render.document import Rendered
+from defender_operator.sandbox import Sandbox, emulators, processes
+from tests.support.clouds import aws_client, aws_control, reset_clouds
+from tests.support.kube import wait_for
+from tests.support.manifests import base_manifest
+
+pytestmark = pytest.mark.integration
+
+MS_PROVIDER_URL = "https://sts.windows.net/33e01921-4d64-4f8c-a055-5bdaffd5e33d/"
+NAMED_IAM = ["CAPABILITY_NAMED_IAM"]
+
+
+@pytest.fixture(autouse=True)
+def clean(sandbox: Sandbox) -> None:
+    reset_clouds(sandbox)
+
+
+def template(**spec: Any) -> str:
+    manifest = base_manifest()["spec"]
+    manifest.update(spec)
+    return Rendered(stack_template(AWSConnectorSpec.model_validate(manifest))).compact
+
+
+def provider(sandbox: Sandbox) -> str:
+    arn: str = aws_client(sandbox, "iam").create_open_id_connect_provider(
+        Url=MS_PROVIDER_URL,
+        ClientIDList=["api://foreign"],
+        ThumbprintList=["626d44e704d1ceabe3bf0d53397464ac8080142c"],
+    )["OpenIDConnectProviderArn"]
+    return arn
+
+
+def create(sandbox: Sandbox, name: str = "s", body: str | None = None, **kwargs: Any) -> str:
+    cf = aws_client(sandbox, "cloudformation")
+    params = [
+        {
+            "ParameterKey": "OidcProviderArn",
+            "ParameterValue": kwargs.pop("provider_arn", None) or provider(sandbox),
+        }
+    ]
+    stack_id: str = cf.create_stack(
+        StackName=name, TemplateBody=body or template(), Parameters=params, Capabilities=NAMED_IAM, **kwargs
+    )["StackId"]
+    return stack_id
+
+
+def status(sandbox: Sandbox, stack: str) -> str:
+    result: str = aws_client(sandbox, "cloudformation").describe_stacks(StackName=stack)["Stacks"][0][
+        "StackStatus"
+    ]
+    return result
+
+
+def test_oidc_provider_audiences_can_be_added_and_removed(sandbox: Sandbox) -> None:
+    iam = aws_client(sandbox, "iam")
+    arn = provider(sandbox)
+    iam.add_client_id_to_open_id_connect_provider(OpenIDConnectProviderArn=arn, ClientID="api://mine")
+    iam.add_client_id_to_open_id_connect_provider(
+        OpenIDConnectProviderArn=arn, ClientID="api://mine"
+    )  # idempotent
+    assert iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arn)["ClientIDList"] == [
+        "api://foreign",
+        "api://mine",
+    ]
+    iam.remove_client_id_from_open_id_connect_provider(OpenIDConnectProviderArn=arn, ClientID="api://mine")
+    iam.remove_client_id_from_open_id_connect_provider(OpenIDConnectProviderArn=arn, ClientID="api://absent")
+    assert iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arn)["ClientIDList"] == ["api://foreign"]
+
+
+def test_named_iam_resources_need_the_capability(sandbox: Sandbox) -> None:
+    cf = aws_client(sandbox, "cloudformation")
+    params = [{"ParameterKey": "OidcProviderArn", "ParameterValue": provider(sandbox)}]
+    with pytest.raises(ClientError) as info:
+        cf.create_stack(StackName="s", TemplateBody=template(), Parameters=params)
+    assert info.value.response["Error"]["Code"] == "InsufficientCapabilitiesException"
+    assert "CAPABILITY_NAMED_IAM" in info.value.response["Error"]["Message"]
+    with pytest.raises(ClientError):
+        cf.create_stack(
+            StackName="s", TemplateBody=template(), Parameters=params, Capabilities=["CAPABILITY_IAM"]
+        )
+
+
+def test_stack_creates_roles_with_managed_and_inline_policies(sandbox: Sandbox) -> None:
+    create(sandbox)
+    iam = aws_client(sandbox, "iam")
+    attached = iam.list_attached_role_policies(RoleName="CspmMonitorAws")["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+    document = iam.get_role_policy(RoleName="CspmMonitorAws", PolicyName="CspmMonitorAwsDenyPolicy")[
+        "PolicyDocument"
+    ]
+    assert document["Statement"][0]["Effect"] == "Deny"
+
+
+def test_update_changes_trust_and_policies_in_place(sandbox: Sandbox) -> None:
+    create(sandbox)
+    cf, iam = aws_client(sandbox, "cloudformation"), aws_client(sandbox, "iam")
+    other_tenant = {
+        "azure": {**base_manifest()["spec"]["azure"], "tenantId": "12345678-1234-1234-1234-123456789012"}
+    }
+    parameters = [{"ParameterKey": "OidcProviderArn", "UsePreviousValue": True}]
+    cf.update_stack(
+        StackName="s",
+        TemplateBody=template(access="LeastPrivilege", **other_tenant),
+        Parameters=parameters,
+        Capabilities=NAMED_IAM,
+    )
+    assert status(sandbox, "s") == "UPDATE_COMPLETE"
+    trust = iam.get_role(RoleName="CspmMonitorAws")["Role"]["AssumeRolePolicyDocument"]
+    assert trust["Statement"][0]["Condition"]["StringEquals"]["sts:RoleSessionName"].endswith("123456789012")
+    assert iam.list_attached_role_policies(RoleName="CspmMonitorAws")["AttachedPolicies"] == []
+    assert iam.list_role_policies(RoleName="CspmMonitorAws")["PolicyNames"] == ["CspmMonitorAwsPolicy"]
+
+
+def test_delete_removes_roles_and_their_policies(sandbox: Sandbox) -> None:
+    stack_id = create(sandbox)
+    cf, iam = aws_client(sandbox, "cloudformation"), aws_client(sandbox, "iam")
+    cf.delete_stack(StackName="s")
+    assert status(sandbox, stack_id) == "DELETE_COMPLETE"
+    assert iam.list_roles()["Roles"] == []
+    assert iam.list_policies(Scope="Local")["Policies"] == []
+
+
+def test_failed_create_rolls_back_with_the_resource_reason(sandbox: Sandbox) -> None:
+    iam = aws_client(sandbox, "iam")
+    iam.create_role(
+        RoleName="CspmMonitorAws",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )
+    stack_id = create(sandbox)
+    assert status(sandbox, stack_id) == "ROLLBACK_COMPLETE"
+    events = aws_client(sandbox, "cloudformation").describe_stack_events(StackName=stack_id)["StackEvents"]
+    failed = [e for e in events if e["ResourceStatus"] == "CREATE_FAILED"]
+    assert failed[0]["LogicalResourceId"] == "CspmMonitorRole"
+    assert "already exists" in failed[0]["ResourceStatusReason"]
+    assert [r["RoleName"] for r in iam.list_roles()["Roles"]] == [
+        "CspmMonitorAws"
+    ]  # nothing of the stack is left
+
+
+def test_asynchronous_mode_shows_in_progress_first(sandbox: Sandbox) -> None:
+    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 1.5})
+    iam = aws_client(sandbox, "iam")
+    started = time.monotonic()
+    create(sandbox)
+    assert status(sandbox, "s") == "CREATE_IN_PROGRESS"
+    assert not [r for r in iam.list_roles()["Roles"] if r["RoleName"] == "CspmMonitorAws"]
+    wait_for(lambda: status(sandbox, "s") == "CREATE_COMPLETE", 10, "CREATE_COMPLETE")
+    assert time.monotonic() - started >= 1.5
+    assert iam.get_role(RoleName="CspmMonitorAws")["Role"]["RoleName"] == "CspmMonitorAws"
+    cf = aws_client(sandbox, "cloudformation")
+    cf.update_stack(
+        StackName="s",
+        TemplateBody=template(access="LeastPrivilege"),
+        Parameters=[{"ParameterKey": "OidcProviderArn", "UsePreviousValue": True}],
+        Capabilities=NAMED_IAM,
+    )
+    assert status(sandbox, "s") == "UPDATE_IN_PROGRESS"
+    with pytest.raises(ClientError) as info:
+        cf.update_stack(
+            StackName="s",
+            TemplateBody=template(),
+            Parameters=[{"ParameterKey": "OidcProviderArn", "UsePreviousValue": True}],
+            Capabilities=NAMED_IAM,
+        )
+    assert "UPDATE_IN_PROGRESS state and can not be updated" in info.value.response["Error"]["Message"]
+    wait_for(lambda: status(sandbox, "s") == "UPDATE_COMPLETE", 10, "UPDATE_COMPLETE")
+    stack_id = cf.describe_stacks(StackName="s")["Stacks"][0]["StackId"]
+    cf.delete_stack(StackName="s")
+    assert status(sandbox, stack_id) == "DELETE_IN_PROGRESS"
+    wait_for(lambda: status(sandbox, stack_id) == "DELETE_COMPLETE", 10, "DELETE_COMPLETE")
+    assert iam.list_roles()["Roles"] == []
+
+
+def test_drift_detection_reports_modified_and_deleted_roles(sandbox: Sandbox) -> None:
+    create(sandbox)
+    cf, iam = aws_client(sandbox, "cloudformation"), aws_client(sandbox, "iam")
+    detection = cf.detect_stack_drift(StackName="s")["StackDriftDetectionId"]
+    assert (
+        cf.describe_stack_drift_detection_status(StackDriftDetectionId=detection)["StackDriftStatus"]
+        == "IN_SYNC"
+    )
+    iam.update_assume_role_policy(
+        RoleName="CspmMonitorAws",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+            }
+        ),
+    )
+    iam.detach_role_policy(RoleName="CspmMonitorAws", PolicyArn="arn:aws:iam::aws:policy/ReadOnlyAccess")
+    for name in iam.list_role_policies(RoleName="DefenderForCloud-DefenderForServers")["PolicyNames"]:
+        iam.delete_role_policy(RoleName="DefenderForCloud-DefenderForServers", PolicyName=name)
+    iam.delete_role(RoleName="DefenderForCloud-DefenderForServers")
+    detection = cf.detect_stack_drift(StackName="s")["StackDriftDetectionId"]
+    result = cf.describe_stack_drift_detection_status(StackDriftDetectionId=detection)
+    assert result["StackDriftStatus"] == "DRIFTED" and result["DriftedStackResourceCount"] == 2
+    drifts = cf.describe_stack_resource_drifts(
+        StackName="s", StackResourceDriftStatusFilters=["MODIFIED", "DELETED"]
+    )
+    by_id = {d["LogicalResourceId"]: d for d in drifts["StackResourceDrifts"]}
+    assert by_id["DefenderForServersRole"]["StackResourceDriftStatus"] == "DELETED"
+    paths = {p["PropertyPath"] for p in by_id["CspmMonitorRole"]["PropertyDifferences"]}
+    assert paths == {"/AssumeRolePolicyDocument", "/ManagedPolicyArns"}
+
+
+def test_drift_aware_change_set_reverts_drift(sandbox: Sandbox) -> None:
+    create(sandbox)
+    cf, iam = aws_client(sandbox, "cloudformation"), aws_client(sandbox, "iam")
+    iam.detach_role_policy(RoleName="CspmMonitorAws", PolicyArn="arn:aws:iam::aws:policy/ReadOnlyAccess")
+    for name in iam.list_role_policies(RoleName="DefenderForCloud-DefenderForServers")["PolicyNames"]:
+        iam.delete_role_policy(RoleName="DefenderForCloud-DefenderForServers", PolicyName=name)
+    iam.delete_role(RoleName="DefenderForCloud-DefenderForServers")
+    change_set = cf.create_change_set(
+        StackName="s",
+        ChangeSetName="repair",
+        ChangeSetType="UPDATE",
+        UsePreviousTemplate=True,
+        DeploymentMode="REVERT_DRIFT",
+        Parameters=[{"ParameterKey": "OidcProviderArn", "UsePreviousValue": True}],
+        Capabilities=NAMED_IAM,
+    )["Id"]
+    assert cf.describe_change_set(ChangeSetName=change_set)["Status"] == "CREATE_COMPLETE"
+    cf.execute_change_set(ChangeSetName=change_set)
+    wait_for(lambda: status(sandbox, "s") == "UPDATE_COMPLETE", 10, "UPDATE_COMPLETE")
+    assert iam.list_attached_role_policies(RoleName="CspmMonitorAws")["AttachedPolicies"]
+    assert iam.get_role(RoleName="DefenderForCloud-DefenderForServers")["Role"]
+    detection = cf.detect_stack_drift(StackName="s")["StackDriftDetectionId"]
+    assert (
+        cf.describe_stack_drift_detection_status(StackDriftDetectionId=detection)["StackDriftStatus"]
+        == "IN_SYNC"
+    )
+
+
+def test_boto3_standard_retries_recover_from_throttling_through_the_proxy(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    assert sandbox.aws_endpoint
+    proxy = emulators.start_proxy(tmp_path, "aws-proxy", sandbox.aws_endpoint, "aws")
+    try:
+        emulators.control(proxy, "/_proxy/faults", {"pathPattern": "ListRoles", "count": 2, "status": 400})
+        emulators.control(
+            proxy, "/_proxy/faults", {"pathPattern": "GetCallerIdentity", "count": 1, "drop": True}
+        )
+        iam = aws_client(sandbox, "iam", endpoint=proxy)
+        response = iam.list_roles()
+        assert response["ResponseMetadata"]["RetryAttempts"] == 2
+        identity = aws_client(sandbox, "sts", endpoint=proxy).get_caller_identity()
+        assert identity["Account"] == "123456789012"
+        stats = emulators.control(proxy, "/_proxy/stats", method="GET")
+        assert stats["faulted"] == 3
+    finally:
+        processes.stop_recorded(tmp_path)
