@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     resync_jitter: float = Field(
         default=0.1, ge=0, le=1, description="Random spread of the interval, as a fraction."
     )
+    drift_check_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often CloudFormation drift detection checks the roles of a stack.",
+    )
     in_progress_seconds: float = Field(
         default=15.0, gt=0, description="How soon to look again while CloudFormation is working."
     )
@@ -67,6 +72,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resync-seconds", type=float)
     parser.add_argument("--resync-jitter", type=float)
     parser.add_argument("--in-progress-seconds", type=float)
+    parser.add_argument("--drift-check-seconds", type=float)
     parser.add_argument("--workers", type=int)
     parser.add_argument("--probe-port", type=int)
     parser.add_argument("--metrics-port", type=int)

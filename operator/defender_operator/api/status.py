@@ -71,6 +71,20 @@ class AwsStatus(StatusModel):
     ciem_oidc_provider: OidcProviderStatus | None = Field(
         default=None, description="Identity provider of your own tenant, for CIEM."
     )
+    failed_template_hash: str | None = Field(
+        default=None,
+        description="Template hash whose deployment failed; it is not retried until the spec changes or a reconcile "
+        "is requested.",
+    )
+    last_drift_check: str | None = Field(
+        default=None, description="When role drift was last checked (RFC 3339)."
+    )
+    drift_detection_id: str | None = Field(
+        default=None, description="CloudFormation drift detection in progress."
+    )
+    repair_change_set_id: str | None = Field(
+        default=None, description="Drift-aware change set that is putting drifted roles back."
+    )
 
 
 class HealthIssue(StatusModel):

@@ -14,6 +14,10 @@ from . import processes
 from .pki import CertificateAuthority
 from .readiness import wait_ready
 
+# The account the sandbox's AWS credentials belong to: the examples' single account. Other accounts are reached
+# by assuming a role in them (spec.aws.credentials.roleArn), which moto honours across accounts.
+SANDBOX_ACCOUNT = "111122223333"
+
 
 def start_aws(state: Path, async_stack_seconds: float = 0.0, name: str = "aws-emulator") -> str:
     port = processes.free_port()
@@ -29,6 +33,7 @@ def start_aws(state: Path, async_stack_seconds: float = 0.0, name: str = "aws-em
             "--async-stack-seconds",
             str(async_stack_seconds),
         ],
+        env={"MOTO_ACCOUNT_ID": SANDBOX_ACCOUNT},
     )
     url = f"http://127.0.0.1:{port}"
     wait_ready(record, f"{url}/_sandbox/config", "AWS emulator")

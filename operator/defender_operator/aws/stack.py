@@ -1,0 +1,218 @@
+"""The CloudFormation stack of one onboarding: observe, create, update, delete, failure reasons, drift.
+
+Calls return at once; CloudFormation works in the background and the next reconcile pass looks again. The template
+hash travels as a stack tag, so one DescribeStacks tells whether the stack already has the desired template.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import AwsClientError, call
+
+HASH_TAG = "defender-operator.io/template-hash"
+OWNER_TAG = "defender-operator.io/owner"
+CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
+FAILED_RESOURCE_STATES = {"CREATE_FAILED", "UPDATE_FAILED", "DELETE_FAILED"}
+
+
+@dataclass(frozen=True)
+class ObservedStack:
+    stack_id: str
+    status: str
+    status_reason: str
+    template_hash: str | None
+    owner: str | None
+    outputs: dict[str, str]
+    parameters: dict[str, str]
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status.endswith("_IN_PROGRESS")
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """A finished drift detection: which resources differ from the template."""
+
+    drifted: bool
+    resources: list[str] = field(default_factory=list)
+
+
+def _idempotency_token(kind: str, owner_uid: str, template_hash: str) -> str:
+    # ClientRequestToken: a retried call with the same token is not applied twice (API_CreateStack.html).
+    return f"defender-operator-{kind}-{template_hash[:16]}-{owner_uid[:8]}"
+
+
+class Stacks:
+    def __init__(self, cloudformation: Any, planned: list[str] | None = None) -> None:
+        """With ``planned``, writes are not made but described there (``defender-operator plan``)."""
+        self.cf, self.planned = cloudformation, planned
+
+    @property
+    def dry_run(self) -> bool:
+        return self.planned is not None
+
+    def observe(self, name: str) -> ObservedStack | None:
+        try:
+            stacks = call(self.cf, "describe_stacks", StackName=name)["Stacks"]
+        except AwsClientError as exc:
+            if exc.code == "ValidationError" and "does not exist" in exc.aws_message:
+                return None
+            raise
+        stack = stacks[0]
+        if stack["StackStatus"] == "DELETE_COMPLETE":
+            return None
+        tags = {t["Key"]: t["Value"] for t in stack.get("Tags", [])}
+        return ObservedStack(
+            stack_id=stack["StackId"],
+            status=stack["StackStatus"],
+            status_reason=stack.get("StackStatusReason", ""),
+            template_hash=tags.get(HASH_TAG),
+            owner=tags.get(OWNER_TAG),
+            outputs={o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs") or []},
+            parameters={
+                p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters") or []
+            },
+        )
+
+    def _tags(self, template_hash: str, owner: str) -> list[dict[str, str]]:
+        return [
+            {"Key": HASH_TAG, "Value": template_hash},
+            {"Key": OWNER_TAG, "Value": owner},
+            {"Key": "managed-by", "Value": "defender-operator"},
+        ]
+
+    def create(
+        self, name: str, body: str, template_hash: str, parameters: dict[str, str], owner: str, owner_uid: str
+    ) -> str:
+        if self.planned is not None:
+            self.planned.append(f"create stack {name} (template {template_hash[:12]})")
+            return ""
+        result = call(
+            self.cf,
+            "create_stack",
+            StackName=name,
+            TemplateBody=body,
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
+            Capabilities=CAPABILITIES,
+            Tags=self._tags(template_hash, owner),
+            ClientRequestToken=_idempotency_token("create", owner_uid, template_hash),
+            OnFailure="ROLLBACK",
+        )
+        return str(result["StackId"])
+
+    def update(
+        self, name: str, body: str, template_hash: str, parameters: dict[str, str], owner: str, owner_uid: str
+    ) -> bool:
+        """Start an update; False when CloudFormation finds nothing to change."""
+        if self.planned is not None:
+            self.planned.append(f"update stack {name} (template {template_hash[:12]})")
+            return True
+        try:
+            call(
+                self.cf,
+                "update_stack",
+                StackName=name,
+                TemplateBody=body,
+                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
+                Capabilities=CAPABILITIES,
+                Tags=self._tags(template_hash, owner),
+                ClientRequestToken=_idempotency_token("update", owner_uid, template_hash),
+            )
+        except AwsClientError as exc:
+            if exc.code == "ValidationError" and "No updates are to be performed" in exc.aws_message:
+                return False
+            raise
+        return True
+
+    def delete(self, name_or_id: str) -> None:
+        if self.planned is not None:
+            self.planned.append(f"delete stack {name_or_id}")
+            return
+        call(self.cf, "delete_stack", StackName=name_or_id)
+
+    def first_failure(self, stack_id: str) -> str:
+        """The reason of the earliest failed resource of the latest operation, as CloudFormation words it."""
+        events = call(self.cf, "describe_stack_events", StackName=stack_id)["StackEvents"]  # newest first
+        failures = []
+        for event in events:
+            if event["ResourceStatus"] in FAILED_RESOURCE_STATES and event["LogicalResourceId"] != event.get(
+                "StackName"
+            ):
+                failures.append(event)
+            if (
+                event["ResourceType"] == "AWS::CloudFormation::Stack"
+                and event["ResourceStatus"]
+                in (
+                    "CREATE_IN_PROGRESS",
+                    "UPDATE_IN_PROGRESS",
+                )
+                and event.get("ResourceStatusReason") == "User Initiated"
+            ):
+                break
+        if not failures:
+            return ""
+        first = failures[-1]
+        return f"{first['LogicalResourceId']}: {first.get('ResourceStatusReason', first['ResourceStatus'])}"
+
+    # --- drift -------------------------------------------------------------------------------------------------------
+
+    def start_drift_detection(self, name: str) -> str:
+        return str(call(self.cf, "detect_stack_drift", StackName=name)["StackDriftDetectionId"])
+
+    def drift_result(self, name: str, detection_id: str) -> DriftResult | None:
+        """None while detection runs."""
+        status = call(self.cf, "describe_stack_drift_detection_status", StackDriftDetectionId=detection_id)
+        if status["DetectionStatus"] == "DETECTION_IN_PROGRESS":
+            return None
+        if status.get("StackDriftStatus") != "DRIFTED":
+            return DriftResult(drifted=False)
+        drifts = call(
+            self.cf,
+            "describe_stack_resource_drifts",
+            StackName=name,
+            StackResourceDriftStatusFilters=["MODIFIED", "DELETED"],
+        )["StackResourceDrifts"]
+        return DriftResult(
+            drifted=True,
+            resources=sorted(
+                f"{d['LogicalResourceId']} ({d['StackResourceDriftStatus'].lower()})" for d in drifts
+            ),
+        )
+
+    def start_drift_repair(self, name: str, parameters: dict[str, str], owner_uid: str, attempt: str) -> str:
+        """A drift-aware change set that puts drifted resources back to the template
+        (docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/drift-aware-change-sets.html)."""
+        result = call(
+            self.cf,
+            "create_change_set",
+            StackName=name,
+            ChangeSetName=f"defender-operator-repair-{attempt}",
+            ChangeSetType="UPDATE",
+            UsePreviousTemplate=True,
+            DeploymentMode="REVERT_DRIFT",
+            Parameters=[{"ParameterKey": k, "UsePreviousValue": True} for k in sorted(parameters)],
+            Capabilities=CAPABILITIES,
+            ClientToken=f"defender-operator-repair-{attempt}-{owner_uid[:8]}",
+        )
+        return str(result["Id"])
+
+    def change_set_status(self, change_set_id: str) -> tuple[str, str]:
+        """(Status, StatusReason) of a change set; ("GONE", "") when it no longer exists."""
+        try:
+            result = call(self.cf, "describe_change_set", ChangeSetName=change_set_id)
+        except AwsClientError as exc:
+            if exc.code in ("ChangeSetNotFound", "ChangeSetNotFoundException", "ValidationError"):
+                return "GONE", ""
+            raise
+        return str(result["Status"]), str(result.get("StatusReason") or "")
+
+    def execute_change_set(self, change_set_id: str) -> None:
+        call(self.cf, "execute_change_set", ChangeSetName=change_set_id)
+
+    def delete_change_set(self, change_set_id: str) -> None:
+        try:
+            call(self.cf, "delete_change_set", ChangeSetName=change_set_id)
+        except AwsClientError as exc:
+            if exc.code not in ("ChangeSetNotFound", "ChangeSetNotFoundException", "ValidationError"):
+                raise

@@ -1,0 +1,221 @@
+"""The Microsoft.Security/securityConnectors resource, sent as raw JSON through the ARM pipeline, and its health.
+
+Observe with GET; PUT only when the live body differs from the desired one (read-only fields ignored), with
+If-Match so a concurrent change is not overwritten blindly; DELETE on cleanup. Health comes from the connector's
+health reports (api-version 2023-05-01-preview, the one azure-mgmt-security 7.0.0 uses).
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.rest import HttpRequest, HttpResponse
+from azure.mgmt.core import ARMPipelineClient
+
+from .. import metrics
+from ..errors import RetryableError, TerminalError
+from ..render.connector import API_VERSION
+
+HEALTH_API_VERSION = "2023-05-01-preview"
+_READ_ONLY = ("id", "name", "type", "systemData", "etag")
+
+
+def connector_id(subscription: str, resource_group: str, name: str) -> str:
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Security/"
+        f"securityConnectors/{name}"
+    )
+
+
+def comparable(body: dict[str, Any]) -> dict[str, Any]:
+    """A connector body without what the service fills in, so a GET can be compared with what we would PUT."""
+    out = {k: v for k, v in json.loads(json.dumps(body)).items() if k not in _READ_ONLY}
+    if not out.get("kind"):
+        out.pop("kind", None)
+    if not out.get("tags"):
+        out.pop("tags", None)
+    props = out.get("properties", {})
+    props.pop("hierarchyIdentifierTrialEndDate", None)
+    env = props.get("environmentData", {})
+    env.pop("accountName", None)
+    if "regions" in env:
+        env["regions"] = sorted(env["regions"])
+    offerings = []
+    for offering in props.get("offerings", []):
+        offering.pop("description", None)
+        offerings.append(offering)
+    props["offerings"] = sorted(offerings, key=lambda o: str(o.get("offeringType")))
+    return out
+
+
+@dataclass(frozen=True)
+class ObservedConnector:
+    id: str
+    etag: str | None
+    body: dict[str, Any]
+
+    @property
+    def trial_end_date(self) -> str | None:
+        value = self.body.get("properties", {}).get("hierarchyIdentifierTrialEndDate")
+        return str(value) if value else None
+
+
+@dataclass(frozen=True)
+class HealthIssueReport:
+    key: str
+    name: str | None
+    description: str | None
+    remediation: str | None
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    status: str  # Healthy | NotHealthy | NotApplicable | Unknown
+    issues: list[HealthIssueReport]
+    last_scanned: str | None
+
+
+def _error_message(response: HttpResponse) -> tuple[str, str]:
+    try:
+        error = response.json().get("error", {})
+        return str(error.get("code", response.status_code)), str(error.get("message", response.reason))
+    except (ValueError, AttributeError):
+        return str(response.status_code), str(response.reason)
+
+
+class Connectors:
+    def __init__(
+        self, pipeline: ARMPipelineClient[Any, Any], subscription: str, planned: list[str] | None = None
+    ) -> None:
+        """With ``planned``, writes are not made but described there (``defender-operator plan``)."""
+        self.pipeline, self.subscription, self.planned = pipeline, subscription, planned
+
+    @property
+    def dry_run(self) -> bool:
+        return self.planned is not None
+
+    def _send(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        api_version: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        request = HttpRequest(
+            method,
+            self.pipeline.format_url(path),
+            params={"api-version": api_version},
+            json=body,
+            headers=headers,
+        )
+        try:
+            response: HttpResponse = self.pipeline.send_request(request)
+        except ClientAuthenticationError as exc:
+            metrics.cloud_call("azure", "security", operation, "AuthenticationFailed")
+            raise TerminalError(
+                "AzureCredentialsRejected", f"Entra ID refused the operator's credentials: {_first_line(exc)}"
+            ) from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            metrics.cloud_call("azure", "security", operation, "ConnectionError")
+            raise RetryableError(
+                "AzureUnavailable", f"could not reach Azure Resource Manager: {_first_line(exc)}"
+            ) from None
+        except HttpResponseError as exc:
+            metrics.cloud_call("azure", "security", operation, "Error")
+            raise RetryableError(
+                "AzureUnavailable", f"Azure Resource Manager failed: {_first_line(exc)}"
+            ) from None
+        outcome = "ok" if response.status_code < 400 else _error_message(response)[0]
+        metrics.cloud_call("azure", "security", operation, outcome, throttled=response.status_code == 429)
+        return response
+
+    def _raise(self, response: HttpResponse, action: str) -> None:
+        code, message = _error_message(response)
+        status = response.status_code
+        text = f"{action} failed: {code}: {message}"
+        if status == 429 or status >= 500 or status == 408:
+            raise RetryableError("AzureUnavailable" if status != 429 else "AzureThrottled", text)
+        if status in (401, 403):
+            raise TerminalError("AzureAccessDenied", text)
+        if status == 409:
+            raise TerminalError("ConnectorConflict", text)
+        if status == 412:
+            raise RetryableError("ConnectorChangedConcurrently", text)
+        if status == 404 and code in ("ResourceGroupNotFound", "SubscriptionNotFound"):
+            raise TerminalError(code, text)
+        raise TerminalError("ConnectorRejected", text)
+
+    def observe(self, resource_group: str, name: str) -> ObservedConnector | None:
+        path = connector_id(self.subscription, resource_group, name)
+        response = self._send("GetSecurityConnector", "GET", path, API_VERSION)
+        if response.status_code == 404 and _error_message(response)[0] in ("ResourceNotFound", "NotFound"):
+            return None
+        if response.status_code != 200:
+            self._raise(response, "reading the connector")
+        body = response.json()
+        return ObservedConnector(id=str(body.get("id", path)), etag=body.get("etag"), body=body)
+
+    def put(
+        self, resource_group: str, name: str, body: dict[str, Any], etag: str | None
+    ) -> ObservedConnector:
+        path = connector_id(self.subscription, resource_group, name)
+        if self.planned is not None:
+            self.planned.append(f"{'update' if etag else 'create'} connector {path}")
+            return ObservedConnector(id=path, etag=etag, body=body)
+        headers = {"If-Match": f'"{etag}"'} if etag else None
+        response = self._send("PutSecurityConnector", "PUT", path, API_VERSION, body, headers)
+        if response.status_code not in (200, 201):
+            self._raise(response, "writing the connector")
+        written = response.json()
+        return ObservedConnector(id=str(written.get("id", path)), etag=written.get("etag"), body=written)
+
+    def delete(self, resource_group: str, name: str) -> None:
+        path = connector_id(self.subscription, resource_group, name)
+        if self.planned is not None:
+            self.planned.append(f"delete connector {path}")
+            return
+        response = self._send("DeleteSecurityConnector", "DELETE", path, API_VERSION)
+        if response.status_code not in (200, 204, 404):
+            self._raise(response, "deleting the connector")
+
+    def health(self, resource_group: str, name: str) -> HealthReport:
+        path = (
+            connector_id(self.subscription, resource_group, name)
+            + "/providers/Microsoft.Security/healthReports"
+        )
+        response = self._send("ListHealthReports", "GET", path, HEALTH_API_VERSION)
+        if response.status_code != 200:
+            self._raise(response, "reading health reports")
+        reports = response.json().get("value", [])
+        if not reports:
+            return HealthReport(status="Unknown", issues=[], last_scanned=None)
+        codes = [str(r.get("properties", {}).get("status", {}).get("code", "Unknown")) for r in reports]
+        worst = next(
+            (c for c in ("NotHealthy", "Unknown", "Healthy", "NotApplicable") if c in codes), "Unknown"
+        )
+        issues = [
+            HealthIssueReport(
+                key=str(i.get("issueKey", "")),
+                name=i.get("issueName"),
+                description=i.get("issueDescription"),
+                remediation=i.get("remediationSteps"),
+            )
+            for r in reports
+            for i in r.get("properties", {}).get("issues") or []
+        ]
+        scanned = [r.get("properties", {}).get("status", {}).get("lastScannedDate") for r in reports]
+        return HealthReport(
+            status=worst, issues=issues, last_scanned=max((s for s in scanned if s), default=None)
+        )
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,43 @@
+"""Structured logs: one JSON object per line (or plain text for a terminal), through the standard logging module
+that Kopf and the SDKs use too."""
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value if isinstance(value, str | int | float | bool | None) else str(value)  # type: ignore[assignment]
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # The SDKs log every request at INFO (azure-core) or DEBUG; keep them at WARNING unless asked.
+    # Kopf logs every handler run; the operator logs each pass itself.
+    for noisy in ("azure", "botocore", "boto3", "urllib3", "kubernetes", "aiohttp.access", "kopf.objects"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,106 @@
+"""``defender-operator run``: logging, the metrics and probe endpoints, then Kopf with this project's handlers.
+
+/healthz answers 200 while the event loop runs (a heartbeat task proves it is not stuck); /readyz answers 200 once
+start-up finished and Kopf is watching. Metrics are served by prometheus-client on their own port.
+"""
+
+import argparse
+import asyncio
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from . import handlers, logs
+from .settings import Settings, settings_from
+
+log = logging.getLogger("defender_operator")
+HEARTBEAT_SECONDS = 5.0
+STALE_AFTER = 30.0
+
+
+class Probes:
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.heartbeat = time.monotonic()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.heartbeat < STALE_AFTER
+
+
+def _probe_server(probes: Probes, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path == "/healthz":
+                ok = probes.alive()
+            elif self.path == "/readyz":
+                ok = probes.ready.is_set() and probes.alive()
+            else:
+                self.send_error(404)
+                return
+            body = b"ok" if ok else b"not ok"
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="probes").start()
+    return server
+
+
+async def _heartbeat(probes: Probes) -> None:
+    while True:
+        probes.heartbeat = time.monotonic()
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings: Settings = settings_from(args)
+    logs.configure(settings.log_format, settings.log_level)
+    probes = Probes()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    if settings.probe_port:
+        _probe_server(probes, settings.probe_port)
+    memo = SimpleNamespace(settings=settings)
+    ready_flag = threading.Event()
+
+    async def main() -> None:
+        heartbeat = asyncio.create_task(_heartbeat(probes))
+        watcher = asyncio.create_task(_mark_ready(ready_flag, probes))
+        try:
+            await kopf.operator(
+                clusterwide=not settings.namespaces,
+                namespaces=settings.namespaces,
+                standalone=True,
+                memo=memo,
+                ready_flag=ready_flag,
+                registry=kopf.get_default_registry(),
+            )
+        finally:
+            heartbeat.cancel()
+            watcher.cancel()
+
+    assert handlers.reconcile_loop is not None  # the handlers register themselves on import
+    log.info(
+        "starting",
+        extra={"namespaces": ",".join(settings.namespaces) or "*", "metricsPort": settings.metrics_port},
+    )
+    asyncio.run(main())
+    return 0
+
+
+async def _mark_ready(flag: threading.Event, probes: Probes) -> None:
+    while not flag.is_set():
+        await asyncio.sleep(0.2)
+    probes.ready.set()

@@ -1,0 +1,385 @@
+"""The AWS side of a pass: identity providers, then the stack, then (on a slower cadence) role drift.
+
+Each step observes first and acts only on a difference, and no step waits for CloudFormation: a stack that is
+``*_IN_PROGRESS`` ends the pass with "look again soon". Role drift is found with CloudFormation drift detection once
+per ``drift_check_seconds`` rather than by reading every role each pass: three CloudFormation calls an hour instead
+of about forty IAM reads every pass for a fully enabled account (docs/design-decisions.md, "Drift").
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import metrics
+from ..api.status import AwsStatus, OidcProviderStatus
+from ..aws.api import AwsClientError, call
+from ..aws.oidc import ObservedProvider, OidcProviders, ProviderSpec
+from ..aws.stack import ObservedStack, Stacks
+from ..errors import TerminalError
+from ..render import render
+from ..render.catalog import catalog
+from ..render.cloudformation import CIEM_OIDC_PARAMETER, OIDC_PARAMETER, output_key
+from ..render.iam import role_documents
+from ..render.placeholders import ciem_oidc_host
+from ..settings import Settings
+from .conditions import Verdict
+from .model import Event, Target
+
+STABLE = {
+    "CREATE_COMPLETE",
+    "UPDATE_COMPLETE",
+    "UPDATE_ROLLBACK_COMPLETE",
+    "IMPORT_COMPLETE",
+    "IMPORT_ROLLBACK_COMPLETE",
+}
+NEEDS_A_PERSON = {"ROLLBACK_FAILED", "DELETE_FAILED", "UPDATE_ROLLBACK_FAILED", "IMPORT_ROLLBACK_FAILED"}
+
+
+@dataclass(frozen=True)
+class AwsAccount:
+    """The adapters of one AWS account, signed in as the credentials of the object say."""
+
+    account: str
+    partition: str
+    stacks: Stacks
+    providers: OidcProviders
+    iam: Any
+
+
+@dataclass
+class AwsResult:
+    verdict: Verdict
+    stalled: Verdict | None = None
+    role_arns: dict[str, str] | None = None
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _provider_status(
+    observed: ObservedProvider, owner: str, added: list[str], previous: OidcProviderStatus | None
+) -> OidcProviderStatus:
+    owned = observed.owner == owner
+    remembered = previous.added_audiences if previous and previous.arn == observed.arn and not owned else []
+    return OidcProviderStatus(
+        arn=observed.arn, owned=owned, added_audiences=sorted(set(remembered) | set(added))
+    )
+
+
+def ensure_provider(
+    providers: OidcProviders,
+    spec: ProviderSpec,
+    owner: str,
+    previous: OidcProviderStatus | None,
+    events: list[Event],
+) -> OidcProviderStatus:
+    """Create the provider, or add the missing audiences to a foreign one (e.g. Microsoft Sentinel's)."""
+    observed = providers.observe(spec)
+    if observed is None:
+        created = providers.create(spec, owner)
+        events.append(
+            Event("Normal", "IdentityProviderCreated", f"created identity provider https://{spec.host}")
+        )
+        return _provider_status(created, owner, [], None)
+    missing = [a for a in spec.audiences if a not in observed.audiences]
+    if missing:
+        providers.add_audiences(observed, missing)
+        events.append(
+            Event(
+                "Normal",
+                "IdentityProviderShared",
+                f"added audiences {', '.join(missing)} to the existing provider {observed.arn}",
+            )
+        )
+    return _provider_status(observed, owner, missing if observed.owner != owner else [], previous)
+
+
+def provider_specs(target: Target) -> dict[str, ProviderSpec]:
+    ms = catalog().microsoft_oidc
+    specs = {"microsoft": ProviderSpec(host=ms.host, audiences=ms.audiences, thumbprints=ms.thumbprints)}
+    cspm = target.spec.plans.cspm
+    if cspm.enabled and cspm.ciem.enabled:
+        specs["ciem"] = ProviderSpec(
+            host=ciem_oidc_host(target.spec),
+            audiences=[catalog().ciem_audience],
+            thumbprints=catalog().ciem_thumbprints,
+        )
+    return specs
+
+
+def role_arns_from_outputs(target: Target, outputs: dict[str, str]) -> dict[str, str] | None:
+    """The ARN of every role the spec needs, from the stack outputs; None if one is missing."""
+    arns = {}
+    for role in role_documents(target.spec):
+        arn = outputs.get(output_key(role))
+        if arn is None:
+            return None
+        arns[role.key] = arn
+    return arns
+
+
+def reconcile_aws(target: Target, account: AwsAccount, status: AwsStatus, settings: Settings) -> AwsResult:
+    events: list[Event] = []
+    owner = target.key
+    specs = provider_specs(target)
+    status.oidc_provider = ensure_provider(
+        account.providers, specs["microsoft"], owner, status.oidc_provider, events
+    )
+    parameters = {OIDC_PARAMETER: status.oidc_provider.arn}
+    if "ciem" in specs:
+        status.ciem_oidc_provider = ensure_provider(
+            account.providers, specs["ciem"], owner, status.ciem_oidc_provider, events
+        )
+        parameters[CIEM_OIDC_PARAMETER] = status.ciem_oidc_provider.arn
+    template = render(target.spec).cloudformation
+    name = target.spec.stack_name
+    status.stack_name = name
+    stack = account.stacks.observe(name)
+    result = _reconcile_stack(
+        target, account.stacks, stack, status, template.compact, template.sha256, parameters, settings
+    )
+    result.events[:0] = events
+    return result
+
+
+def _reconcile_stack(
+    target: Target,
+    stacks: Stacks,
+    stack: ObservedStack | None,
+    status: AwsStatus,
+    body: str,
+    template_hash: str,
+    parameters: dict[str, str],
+    settings: Settings,
+) -> AwsResult:
+    owner, uid = target.key, target.uid
+    if stack is None:
+        events = []
+        if status.stack_id and status.stack_status in STABLE:
+            events.append(
+                Event(
+                    "Warning",
+                    "DriftRepaired",
+                    f"stack {status.stack_name} was deleted outside the operator; recreating it",
+                )
+            )
+            _drift_repaired("stack")
+        status.stack_id = (
+            stacks.create(status.stack_name or "", body, template_hash, parameters, owner, uid) or None
+        )
+        status.stack_status, status.template_hash = "CREATE_IN_PROGRESS", template_hash
+        status.roles, status.failed_template_hash = {}, None
+        events.append(Event("Normal", "StackCreating", f"creating stack {status.stack_name}"))
+        return AwsResult(
+            Verdict("False", "StackCreating", f"CloudFormation is creating stack {status.stack_name}"),
+            events=events,
+            requeue_after=settings.in_progress_seconds,
+        )
+
+    status.stack_id, status.stack_status = stack.stack_id, stack.status
+    if stack.owner not in (None, owner):
+        raise TerminalError(
+            "StackOwnedElsewhere",
+            f"stack {status.stack_name} belongs to {stack.owner}; set spec.deployment.stackName to another name",
+        )
+    if stack.in_progress:
+        return AwsResult(
+            Verdict("False", "StackInProgress", f"stack {status.stack_name} is {stack.status}"),
+            requeue_after=settings.in_progress_seconds,
+        )
+    if stack.status in NEEDS_A_PERSON:
+        reason = stacks.first_failure(stack.stack_id) or stack.status_reason
+        message = f"stack {status.stack_name} is {stack.status}: {reason}. Fix the cause in AWS, then request a reconcile."
+        return AwsResult(
+            Verdict("False", "StackFailed", message), stalled=Verdict("True", "StackFailed", message)
+        )
+    if stack.status == "ROLLBACK_COMPLETE":
+        return _after_failed_create(target, stacks, stack, status, template_hash, settings)
+
+    retry_failed = target.reconcile_requested or status.failed_template_hash != template_hash
+    if (
+        stack.status == "UPDATE_ROLLBACK_COMPLETE"
+        and status.failed_template_hash == template_hash
+        and not retry_failed
+    ):
+        reason = stacks.first_failure(stack.stack_id) or stack.status_reason
+        message = f"updating stack {status.stack_name} failed and was rolled back: {reason}. Fix the cause, then request a reconcile."
+        return AwsResult(
+            Verdict("False", "StackUpdateFailed", message),
+            stalled=Verdict("True", "StackUpdateFailed", message),
+        )
+    if (
+        stack.status == "UPDATE_ROLLBACK_COMPLETE"
+        and status.template_hash == template_hash
+        and stack.template_hash != template_hash
+    ):
+        # The update this operator started was rolled back: remember that this template fails.
+        status.failed_template_hash = template_hash
+        reason = stacks.first_failure(stack.stack_id) or stack.status_reason
+        message = f"updating stack {status.stack_name} failed and was rolled back: {reason}. Fix the cause, then request a reconcile."
+        return AwsResult(
+            Verdict("False", "StackUpdateFailed", message),
+            stalled=Verdict("True", "StackUpdateFailed", message),
+            events=[Event("Warning", "StackUpdateFailed", message)],
+        )
+
+    if stack.template_hash != template_hash or stack.parameters != parameters:
+        if stacks.update(status.stack_name or "", body, template_hash, parameters, owner, uid):
+            status.stack_status, status.template_hash = "UPDATE_IN_PROGRESS", template_hash
+            status.failed_template_hash = None
+            return AwsResult(
+                Verdict("False", "StackUpdating", f"CloudFormation is updating stack {status.stack_name}"),
+                events=[
+                    Event(
+                        "Normal",
+                        "StackUpdating",
+                        f"updating stack {status.stack_name} to template {template_hash[:12]}",
+                    )
+                ],
+                requeue_after=settings.in_progress_seconds,
+            )
+    status.template_hash = template_hash
+    arns = role_arns_from_outputs(target, stack.outputs)
+    if arns is None:
+        raise TerminalError(
+            "StackOutputsMissing",
+            f"stack {status.stack_name} has no output for every role; request a reconcile to redeploy it",
+        )
+    status.roles = arns
+    drift = _check_drift(target, stacks, status, parameters, settings)
+    if drift is not None:
+        return drift
+    return AwsResult(
+        Verdict("True", "StackReady", f"stack {status.stack_name} is {stack.status}"), role_arns=arns
+    )
+
+
+def _after_failed_create(
+    target: Target,
+    stacks: Stacks,
+    stack: ObservedStack,
+    status: AwsStatus,
+    template_hash: str,
+    settings: Settings,
+) -> AwsResult:
+    """ROLLBACK_COMPLETE: nothing of the stack exists any more, so deleting and recreating it is always safe; it is
+    only worth it when something changed (the template, or a person asked for a retry after fixing the cause)."""
+    if stack.template_hash == template_hash and not target.reconcile_requested:
+        reason = stacks.first_failure(stack.stack_id) or stack.status_reason
+        message = (
+            f"creating stack {status.stack_name} failed: {reason}. Fix the cause, then request a reconcile."
+        )
+        status.failed_template_hash = template_hash
+        return AwsResult(
+            Verdict("False", "StackCreateFailed", message),
+            stalled=Verdict("True", "StackCreateFailed", message),
+        )
+    stacks.delete(stack.stack_id)
+    status.stack_status, status.failed_template_hash = "DELETE_IN_PROGRESS", None
+    return AwsResult(
+        Verdict(
+            "False",
+            "StackRecreating",
+            f"deleting the rolled-back stack {status.stack_name} to create it again",
+        ),
+        events=[
+            Event(
+                "Normal",
+                "StackRecreating",
+                f"deleting rolled-back stack {status.stack_name} to create it again",
+            )
+        ],
+        requeue_after=settings.in_progress_seconds,
+    )
+
+
+def _seconds_since(timestamp: str | None) -> float:
+    if not timestamp:
+        return float("inf")
+    return (datetime.now(UTC) - datetime.fromisoformat(timestamp.replace("Z", "+00:00"))).total_seconds()
+
+
+def _check_drift(
+    target: Target, stacks: Stacks, status: AwsStatus, parameters: dict[str, str], settings: Settings
+) -> AwsResult | None:
+    """Advance the drift state machine by one step: detect -> (drifted) repair -> done. None when the stack is fine."""
+    name = status.stack_name or ""
+    if stacks.dry_run:
+        return None
+    if status.repair_change_set_id:
+        state, _why = stacks.change_set_status(status.repair_change_set_id)
+        if state == "CREATE_COMPLETE":
+            stacks.execute_change_set(status.repair_change_set_id)
+            status.repair_change_set_id = None
+            status.stack_status = "UPDATE_IN_PROGRESS"
+            return AwsResult(
+                Verdict("False", "RepairingDrift", f"putting drifted roles of {name} back"),
+                requeue_after=settings.in_progress_seconds,
+            )
+        if state in ("CREATE_PENDING", "CREATE_IN_PROGRESS"):
+            return AwsResult(
+                Verdict("False", "RepairingDrift", f"preparing the repair of {name}"),
+                requeue_after=settings.in_progress_seconds,
+            )
+        if state == "FAILED":
+            stacks.delete_change_set(status.repair_change_set_id)
+        status.repair_change_set_id = None
+        return None
+    if status.drift_detection_id:
+        result = stacks.drift_result(name, status.drift_detection_id)
+        if result is None:
+            return AwsResult(
+                Verdict("True", "StackReady", f"stack {name} is ready; checking role drift"),
+                role_arns=status.roles,
+                requeue_after=settings.in_progress_seconds,
+            )
+        status.drift_detection_id, status.last_drift_check = None, _now()
+        if not result.drifted:
+            return None
+        attempt = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        status.repair_change_set_id = stacks.start_drift_repair(name, parameters, target.uid, attempt)
+        _drift_repaired("role")
+        message = f"roles of stack {name} were changed outside the operator: {', '.join(result.resources)}; putting them back"
+        return AwsResult(
+            Verdict("False", "RepairingDrift", message),
+            events=[Event("Warning", "DriftRepaired", message)],
+            requeue_after=settings.in_progress_seconds,
+        )
+    if target.reconcile_requested or _seconds_since(status.last_drift_check) >= settings.drift_check_seconds:
+        status.drift_detection_id = stacks.start_drift_detection(name)
+        return AwsResult(
+            Verdict("True", "StackReady", f"stack {name} is ready; checking role drift"),
+            role_arns=status.roles,
+            requeue_after=settings.in_progress_seconds,
+        )
+    return None
+
+
+def _drift_repaired(kind: str) -> None:
+    metrics.DRIFT_REPAIRS.labels(kind).inc()
+
+
+def observe_terraform(target: Target, account: AwsAccount, status: AwsStatus) -> AwsResult:
+    """deployment.method Terraform: the user applies the Terraform; the operator only waits for the roles."""
+    arns, missing = {}, []
+    for role in role_documents(target.spec):
+        try:
+            arns[role.key] = str(call(account.iam, "get_role", RoleName=role.name)["Role"]["Arn"])
+        except AwsClientError as exc:
+            if exc.code != "NoSuchEntity":
+                raise
+            missing.append(role.name)
+    if missing:
+        return AwsResult(
+            Verdict(
+                "False",
+                "AwaitingTerraform",
+                f"apply the Terraform from `defender-operator render`; missing roles: {', '.join(missing)}",
+            ),
+            requeue_after=60.0,
+        )
+    status.roles = arns
+    return AwsResult(Verdict("True", "RolesReady", "every role the plans need exists"), role_arns=arns)

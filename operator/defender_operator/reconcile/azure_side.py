@@ -1,0 +1,94 @@
+"""The Azure side of a pass: the connector (after the AWS side is ready) and its health.
+
+The desired body comes from the spec and the stack's role ARNs. One GET per pass; a PUT only when the live body
+differs (read-only fields ignored). A connector that disappeared or changed while the spec did not is drift:
+repaired, and reported as such.
+"""
+
+from dataclasses import dataclass, field
+
+from .. import metrics
+from ..api.status import AzureStatus, HealthIssue, HealthStatus
+from ..azure.connector import Connectors, HealthReport, comparable
+from ..render.connector import connector_body
+from .conditions import Verdict
+from .model import Event, Target
+
+
+@dataclass
+class AzureResult:
+    verdict: Verdict
+    health: Verdict
+    events: list[Event] = field(default_factory=list)
+
+
+def health_verdict(report: HealthReport) -> Verdict:
+    if report.status == "Healthy":
+        return Verdict("True", "Healthy", "Defender reports the connector healthy")
+    if report.status == "NotHealthy":
+        details = "; ".join(
+            f"{i.name or i.key}: {i.description or ''}{' Remediation: ' + i.remediation if i.remediation else ''}".strip()
+            for i in report.issues
+        )
+        return Verdict("False", "NotHealthy", details or "Defender reports the connector not healthy")
+    if report.status == "NotApplicable":
+        return Verdict("True", "NotApplicable", "Defender has no health checks for this connector")
+    return Verdict("Unknown", "NotEvaluated", "Defender has not evaluated the connector yet")
+
+
+def reconcile_azure(
+    target: Target, connectors: Connectors, status: AzureStatus, role_arns: dict[str, str]
+) -> AzureResult:
+    events: list[Event] = []
+    spec, name = target.spec, target.connector_name
+    rg = spec.azure.resource_group
+    desired = connector_body(spec, role_arns)
+    status.connector_name = name
+    observed = connectors.observe(rg, name)
+    in_sync_generation = target.status.observed_generation == target.generation
+    if observed is None:
+        written = connectors.put(rg, name, desired, None)
+        if status.connector_id and in_sync_generation:
+            events.append(
+                Event(
+                    "Warning",
+                    "DriftRepaired",
+                    f"connector {name} was deleted outside the operator; recreated it",
+                )
+            )
+            metrics.DRIFT_REPAIRS.labels("connector").inc()
+        else:
+            events.append(Event("Normal", "ConnectorCreated", f"created security connector {written.id}"))
+        observed = written
+    elif comparable(observed.body) != comparable(desired):
+        written = connectors.put(rg, name, desired, observed.etag)
+        if in_sync_generation and status.connector_id:
+            events.append(
+                Event(
+                    "Warning",
+                    "DriftRepaired",
+                    f"connector {name} was changed outside the operator; put it back",
+                )
+            )
+            metrics.DRIFT_REPAIRS.labels("connector").inc()
+        else:
+            events.append(Event("Normal", "ConnectorUpdated", f"updated security connector {written.id}"))
+        observed = written
+    status.connector_id, status.etag = observed.id, observed.etag
+    status.trial_end_date = observed.trial_end_date or status.trial_end_date
+    if connectors.dry_run:
+        return AzureResult(
+            Verdict("True", "ConnectorReady", f"connector {name}"), Verdict("Unknown", "NotEvaluated"), events
+        )
+    report = connectors.health(rg, name)
+    status.health = HealthStatus(
+        status=report.status,
+        issues=[
+            HealthIssue(key=i.key, name=i.name, description=i.description, remediation=i.remediation)
+            for i in report.issues
+        ],
+        last_scanned=report.last_scanned,
+    )
+    return AzureResult(
+        Verdict("True", "ConnectorReady", f"connector {status.connector_id}"), health_verdict(report), events
+    )

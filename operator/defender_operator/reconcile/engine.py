@@ -1,0 +1,136 @@
+"""One reconcile pass: observe both clouds, act on differences (AWS first, then Azure), and build the status.
+
+Called on create, on spec change, on resume, on a jittered timer and when a reconcile is requested; it trusts
+nothing from memory except what the status records (the durable state of multi-pass work such as drift repair).
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ..api.spec import AWSConnectorSpec
+from ..api.status import AWSConnectorStatus, AwsStatus, AzureStatus
+from ..errors import CloudError, RetryableError
+from ..settings import Settings
+from . import conditions
+from .aws_side import AwsResult, observe_terraform, reconcile_aws
+from .azure_side import AzureResult, reconcile_azure
+from .clouds import Clouds
+from .conditions import Verdict
+from .model import Event, Outcome, Result, Target
+
+WAITING_FOR_AWS = Verdict("Unknown", "WaitingForAWS", "the connector is written once the AWS roles exist")
+NOT_EVALUATED = Verdict("Unknown", "NotEvaluated", "Defender has not evaluated the connector yet")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def plans_summary(spec: AWSConnectorSpec) -> str:
+    p = spec.plans
+    enabled = ["CSPM" if not p.cspm.enabled else "DefenderCSPM"]
+    if p.servers.enabled:
+        enabled.append(f"Servers({p.servers.sub_plan})")
+    if p.containers.enabled:
+        enabled.append("Containers")
+    if p.databases.enabled:
+        enabled.append("Databases")
+    return ",".join(enabled)
+
+
+def _transition_events(before: AWSConnectorStatus, after: AWSConnectorStatus) -> list[Event]:
+    """Events for transitions only (became Ready, became Stalled, health changed), so a steady object is quiet."""
+
+    def pair(type_: str) -> tuple[Any, Any]:
+        return conditions.get(before.conditions, type_), conditions.get(after.conditions, type_)
+
+    events = []
+    old, new = pair("Ready")
+    if new and new.status == "True" and (old is None or old.status != "True"):
+        events.append(Event("Normal", "Ready", new.message))
+    old, new = pair("Stalled")
+    if new and new.status == "True" and (old is None or (old.status, old.reason) != ("True", new.reason)):
+        events.append(Event("Warning", new.reason, new.message))
+    old, new = pair("Healthy")
+    if new and new.status == "False" and (old is None or (old.status, old.message) != ("False", new.message)):
+        events.append(Event("Warning", "NotHealthy", new.message))
+    elif new and new.status == "True" and old is not None and old.status == "False":
+        events.append(Event("Normal", "Healthy", new.message))
+    return events
+
+
+def reconcile(
+    target: Target, clouds: Clouds, settings: Settings, conflict_with: str | None = None
+) -> Outcome:
+    status = target.status.model_copy(deep=True)
+    status.plans = plans_summary(target.spec)
+    if target.paused:
+        return Outcome(
+            status=target.status, events=[], requeue_after=settings.resync_seconds, result="success"
+        )
+
+    events: list[Event] = []
+    aws = AwsResult(Verdict("Unknown", "Observing"))
+    azure: AzureResult | None = None
+    stalled: Verdict | None = None
+    result: Result = "success"
+    requeue = settings.resync_seconds
+    stage = "aws"
+    if conflict_with:
+        message = f"{conflict_with} already onboards AWS account {target.spec.aws.account_id}; nothing is written for this object"
+        stalled = Verdict("True", "ConnectorConflict", message)
+        aws = AwsResult(Verdict("False", "ConnectorConflict", message))
+    else:
+        try:
+            status.aws = status.aws or AwsStatus()
+            if target.spec.deployment.method == "Terraform":
+                aws = observe_terraform(target, clouds.aws(target), status.aws)
+            else:
+                aws = reconcile_aws(target, clouds.aws(target), status.aws, settings)
+            events += aws.events
+            stalled = aws.stalled
+            if aws.requeue_after is not None:
+                requeue, result = aws.requeue_after, "requeue_after"
+            if aws.stalled is None and aws.role_arns is not None:
+                stage = "azure"
+                status.azure = status.azure or AzureStatus()
+                azure = reconcile_azure(target, clouds.azure(target), status.azure, aws.role_arns)
+                events += azure.events
+        except CloudError as exc:
+            verdict = Verdict("False", exc.reason, exc.message)
+            if stage == "aws":
+                aws = AwsResult(verdict)
+            else:
+                azure = AzureResult(verdict, NOT_EVALUATED)
+            if isinstance(exc, RetryableError):
+                result = "error"
+            else:
+                stalled, result = Verdict("True", exc.reason, exc.message), "terminal"
+
+    azure_verdict = azure.verdict if azure else WAITING_FOR_AWS
+    stamp = now()
+    status.conditions = conditions.summarize(
+        status.conditions, aws.verdict, azure_verdict, stalled, target.generation, stamp
+    )
+    status.conditions = conditions.ordered(
+        conditions.put(
+            status.conditions, "Healthy", azure.health if azure else NOT_EVALUATED, target.generation, stamp
+        )
+    )
+    status.observed_generation = target.generation
+    if target.requested_at:
+        status.last_handled_reconcile_at = target.requested_at
+    ready = conditions.get(status.conditions, "Ready")
+    if stalled is not None and result != "error":
+        result, requeue = (
+            "terminal",
+            settings.resync_seconds,
+        )  # look again now and then: the cause may be fixed
+    elif result == "success" and ready is not None and ready.status != "True":
+        result, requeue = "requeue_after", min(requeue, settings.in_progress_seconds)
+    return Outcome(
+        status=status,
+        events=events + _transition_events(target.status, status),
+        requeue_after=requeue,
+        result=result,
+    )
