@@ -7,7 +7,7 @@ what the operator created before; secrets it references are read from the cluste
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, cast
 
 from .api.names import GROUP, PLURAL, VERSION
 from .api.status import AWSConnectorStatus
@@ -47,8 +47,11 @@ def plan(args: argparse.Namespace) -> int:
         if kube is not None:
             read_secret = kube.read_secret
             try:
-                live: dict[str, Any] = kube.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, manifest.namespace, PLURAL, manifest.name
+                live = cast(
+                    dict[str, Any],
+                    kube.custom.get_namespaced_custom_object(
+                        GROUP, VERSION, manifest.namespace, PLURAL, manifest.name
+                    ),
                 )
                 status = AWSConnectorStatus.model_validate(live.get("status") or {})
                 generation = int(live["metadata"].get("generation", 1))

@@ -258,7 +258,7 @@ def test_boto3_standard_retries_recover_from_throttling_through_the_proxy(
         response = iam.list_roles()
         assert response["ResponseMetadata"]["RetryAttempts"] == 2
         identity = aws_client(sandbox, "sts", endpoint=proxy).get_caller_identity()
-        assert identity["Account"] == "123456789012"
+        assert identity["Account"] == emulators.SANDBOX_ACCOUNT
         stats = emulators.control(proxy, "/_proxy/stats", method="GET")
         assert stats["faulted"] == 3
     finally:

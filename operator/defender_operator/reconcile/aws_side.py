@@ -226,21 +226,21 @@ def _reconcile_stack(
             events=[Event("Warning", "StackUpdateFailed", message)],
         )
 
-    if stack.template_hash != template_hash or stack.parameters != parameters:
-        if stacks.update(status.stack_name or "", body, template_hash, parameters, owner, uid):
-            status.stack_status, status.template_hash = "UPDATE_IN_PROGRESS", template_hash
-            status.failed_template_hash = None
-            return AwsResult(
-                Verdict("False", "StackUpdating", f"CloudFormation is updating stack {status.stack_name}"),
-                events=[
-                    Event(
-                        "Normal",
-                        "StackUpdating",
-                        f"updating stack {status.stack_name} to template {template_hash[:12]}",
-                    )
-                ],
-                requeue_after=settings.in_progress_seconds,
-            )
+    changed = stack.template_hash != template_hash or stack.parameters != parameters
+    if changed and stacks.update(status.stack_name or "", body, template_hash, parameters, owner, uid):
+        status.stack_status, status.template_hash = "UPDATE_IN_PROGRESS", template_hash
+        status.failed_template_hash = None
+        return AwsResult(
+            Verdict("False", "StackUpdating", f"CloudFormation is updating stack {status.stack_name}"),
+            events=[
+                Event(
+                    "Normal",
+                    "StackUpdating",
+                    f"updating stack {status.stack_name} to template {template_hash[:12]}",
+                )
+            ],
+            requeue_after=settings.in_progress_seconds,
+        )
     status.template_hash = template_hash
     arns = role_arns_from_outputs(target, stack.outputs)
     if arns is None:

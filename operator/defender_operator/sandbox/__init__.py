@@ -89,8 +89,7 @@ def down(state: Path, keep_logs: Path | None = None) -> list[str]:
     safe to call when nothing runs."""
     stopped = processes.stop_recorded(state) if state.exists() else []
     if keep_logs is not None and state.exists():
-        shutil.rmtree(keep_logs, ignore_errors=True)
-        keep_logs.mkdir(parents=True)
+        keep_logs.mkdir(parents=True, exist_ok=True)
         for log in state.glob("*.log"):
             shutil.copy(log, keep_logs / log.name)
     shutil.rmtree(state, ignore_errors=True)

@@ -32,8 +32,9 @@ def start_aws(state: Path, async_stack_seconds: float = 0.0, name: str = "aws-em
             str(port),
             "--async-stack-seconds",
             str(async_stack_seconds),
+            "--account",
+            SANDBOX_ACCOUNT,
         ],
-        env={"MOTO_ACCOUNT_ID": SANDBOX_ACCOUNT},
     )
     url = f"http://127.0.0.1:{port}"
     wait_ready(record, f"{url}/_sandbox/config", "AWS emulator")

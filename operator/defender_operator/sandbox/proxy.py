@@ -6,8 +6,8 @@ upstream and, when a fault rule matches, answers in that service's own error for
 ``Retry-After``, a 5xx, extra latency, or a reset connection.
 
 Run as ``python -m defender_operator.sandbox.proxy --port N --upstream URL [--service aws|arm] [--cert C --key K
---upstream-ca CA]``; ``POST|DELETE /_proxy/faults`` manages the rules (see :mod:`.faults`), ``GET /_proxy/stats``
-counts forwarded and faulted requests.
+--upstream-ca CA]``; ``POST|DELETE /_proxy/faults`` manages the rules (see :mod:`.faults`), ``GET|DELETE /_proxy/stats``
+counts (or resets the counts of) forwarded and faulted requests, per operation.
 """
 
 import argparse
@@ -50,7 +50,7 @@ class ProxyState:
         self.service = service
         self.upstream_context = ssl.create_default_context(cafile=upstream_ca) if upstream_ca else None
         self.faults = FaultTable()
-        self.stats = {"forwarded": 0, "faulted": 0}
+        self.stats: dict[str, Any] = {"forwarded": 0, "faulted": 0, "operations": {}}
         self.lock = threading.Lock()
 
     def connection(self) -> HTTPConnection:
@@ -125,6 +125,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
         upstream.close()
         with self.state.lock:
             self.state.stats["forwarded"] += 1
+            operation = action or target.rsplit(".", 1)[-1] or f"{method} {self.path.split('?')[0]}"
+            operations = self.state.stats["operations"]
+            operations[operation] = operations.get(operation, 0) + 1
         out = {k: v for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP | {"content-length"}}
         self._reply(response.status, data, out)
 
@@ -133,7 +136,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.state.faults.add(FaultRule.from_json(json.loads(body or b"{}")))
         elif self.path == "/_proxy/faults" and method == "DELETE":
             self.state.faults.clear()
-        elif self.path == "/_proxy/stats":
+        elif self.path == "/_proxy/stats" and method == "DELETE":
+            with self.state.lock:
+                self.state.stats = {"forwarded": 0, "faulted": 0, "operations": {}}
+        elif self.path == "/_proxy/stats" and method == "GET":
             with self.state.lock:
                 self._reply(200, json.dumps(self.state.stats).encode(), {"Content-Type": "application/json"})
             return

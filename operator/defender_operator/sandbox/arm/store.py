@@ -306,7 +306,8 @@ class Store:
                         "status": {
                             "code": health.code,
                             "reason": health.reason,
-                            "lastScannedDate": _now(),
+                            # Defender scans on its own schedule; between scans the date stays put.
+                            "lastScannedDate": health.changed_at,
                             "statusChangeDate": health.changed_at,
                             "firstEvaluationDate": connector.created_at,
                         },

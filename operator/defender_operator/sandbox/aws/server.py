@@ -19,6 +19,19 @@ CONFIG_PATH = "/_sandbox/config"
 StartResponse = Callable[..., Any]
 
 
+def set_default_account(account: str) -> None:
+    """The account that requests with unknown credentials (the sandbox's) belong to.
+
+    moto's ``MOTO_ACCOUNT_ID`` would also force every request into that account, breaking cross-account role
+    assumption (which real AWS supports and the operator uses), so the default is set where moto looks it up.
+    """
+    import moto.core.models
+    import moto.iam.models
+
+    moto.core.models.DEFAULT_ACCOUNT_ID = account
+    moto.iam.models.DEFAULT_ACCOUNT_ID = account  # type: ignore[attr-defined]
+
+
 def apply_fixes(async_stack_seconds: float = 0.0) -> None:
     iam_fixes.apply()
     cloudformation_fixes.apply()
@@ -59,7 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--async-stack-seconds", type=float, default=0.0)
+    parser.add_argument("--account", default="123456789012", help="account of the default credentials")
     args = parser.parse_args(argv)
+    set_default_account(args.account)
     apply_fixes(args.async_stack_seconds)
     server = make_server(args.host, args.port, App(), threaded=True, request_handler=MotoRequestHandler)
     print(f"moto listening on http://{args.host}:{args.port}", flush=True)

@@ -1,0 +1,166 @@
+"""The operator as a real, separate process (`defender-operator run`) against the sandbox, as users run it.
+
+Its AWS traffic goes through the fault-injecting proxy, which also counts every AWS operation it forwards, so tests
+can inject throttling and assert which calls a pass made.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from defender_operator.sandbox import Sandbox, processes
+from defender_operator.sandbox.emulators import control, start_proxy
+
+from .clouds import arm_control, arm_requests
+from .kube import condition, get_object, kubectl, wait_for
+
+
+@dataclass
+class OperatorProcess:
+    sandbox: Sandbox
+    state: Path
+    aws_proxy: str
+    metrics_port: int
+    probe_port: int
+    record: processes.Recorded | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {**self.sandbox.env(), "AWS_ENDPOINT_URL": self.aws_proxy}
+        env.update(
+            {
+                "DEFENDER_OPERATOR_RESYNC_SECONDS": "8",
+                "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "1",
+                "DEFENDER_OPERATOR_BACKOFF_BASE_SECONDS": "1",
+                "DEFENDER_OPERATOR_BACKOFF_MAX_SECONDS": "4",
+                "DEFENDER_OPERATOR_METRICS_PORT": str(self.metrics_port),
+                "DEFENDER_OPERATOR_PROBE_PORT": str(self.probe_port),
+                "DEFENDER_OPERATOR_LOG_LEVEL": "DEBUG" if os.environ.get("OPERATOR_DEBUG") else "INFO",
+            }
+        )
+        return env
+
+    def start(self) -> None:
+        self.record = processes.start(
+            self.state, "operator", [sys.executable, "-m", "defender_operator.cli", "run"], env=self.env()
+        )
+        wait_for(self.ready, 60, "the operator's /readyz")
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.probe_port}/readyz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies."""
+        assert self.record is not None
+        os.killpg(self.record.pid, signal.SIGKILL)
+        wait_for(lambda: not self.record or not self.record.alive(), 10, "the operator to die")
+
+    def stop(self) -> None:
+        processes.stop_recorded(self.state)
+
+    def log(self) -> str:
+        return (self.state / "operator.log").read_text() if (self.state / "operator.log").exists() else ""
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    # --- the AWS calls it makes -------------------------------------------------------------------------------------
+
+    def aws_operations(self) -> dict[str, int]:
+        operations: dict[str, int] = control(self.aws_proxy, "/_proxy/stats", method="GET")["operations"]
+        return operations
+
+    def reset_aws_operations(self) -> None:
+        control(self.aws_proxy, "/_proxy/stats", method="DELETE")
+
+    def inject_aws_fault(self, **rule: Any) -> None:
+        control(self.aws_proxy, "/_proxy/faults", rule)
+
+
+def start_operator(sandbox: Sandbox, state: Path) -> OperatorProcess:
+    assert sandbox.aws_endpoint
+    state.mkdir(parents=True, exist_ok=True)
+    proxy = start_proxy(state, "aws-proxy", sandbox.aws_endpoint, "aws")
+    operator = OperatorProcess(sandbox, state, proxy, processes.free_port(), processes.free_port())
+    operator.start()
+    return operator
+
+
+# --- waiting on what users see ---------------------------------------------------------------------------------------
+
+
+def wait_condition(
+    kubeconfig: Path,
+    namespace: str,
+    name: str,
+    type_: str,
+    status: str,
+    timeout: float = 60,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get_object(kubeconfig, namespace, name)
+        cond = condition(obj, type_)
+        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+            assert obj is not None
+            if obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
+                return obj
+        return None
+
+    result: dict[str, Any] = wait_for(
+        check, timeout, f"{namespace}/{name} {type_}={status}{f' ({reason})' if reason else ''}"
+    )
+    return result
+
+
+def wait_gone(kubeconfig: Path, namespace: str, name: str, timeout: float = 60) -> None:
+    wait_for(
+        lambda: get_object(kubeconfig, namespace, name) is None, timeout, f"{namespace}/{name} to be deleted"
+    )
+
+
+def events(kubeconfig: Path, namespace: str, name: str) -> list[dict[str, Any]]:
+    out = kubectl(
+        kubeconfig,
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={name}",
+        "-o",
+        "json",
+        check=True,
+    )
+    items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+    return items
+
+
+def connector_puts(sandbox: Sandbox, name: str) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in arm_requests(sandbox)
+        if r["method"] in ("PUT", "PATCH", "DELETE") and r["path"].endswith(f"/{name}")
+    ]
+
+
+def set_health(
+    sandbox: Sandbox, connector_id: str, status: str, issues: list[dict[str, str]] | None = None
+) -> None:
+    arm_control(
+        sandbox, "/_sandbox/health", {"connectorId": connector_id, "status": status, "issues": issues or []}
+    )
+
+
+def now_stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f".{time.monotonic_ns()}"
