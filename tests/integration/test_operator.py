@@ -1,18 +1,18 @@
 """The operator end to end: a real process, a real API server, moto and the ARM emulator, driven with kubectl."""
 
 import itertools
+import json
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
-from defender_operator.api.names import (
-    ANNOTATION_RECONCILE_REQUESTED_AT,
-    FINALIZER,
-)
+from defender_operator.api.names import ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT, FINALIZER
 from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render import render
 from defender_operator.sandbox import Sandbox, binaries
@@ -22,15 +22,18 @@ from tests.support.clouds import (
     arm_control,
     arm_requests,
     aws_client,
+    aws_control,
     connector_url,
     send,
 )
-from tests.support.kube import apply, get_object, kubectl, wait_for
+from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.manifests import base_manifest
 from tests.support.operator import (
     OperatorProcess,
+    connector_puts,
     events,
     now_stamp,
+    set_health,
     start_operator,
     wait_condition,
     wait_gone,
@@ -82,7 +85,6 @@ def aws_in(sandbox: Sandbox, account: str, service: str) -> Any:
     creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/test", RoleSessionName="test")[
         "Credentials"
     ]
-    import boto3
 
     return boto3.client(
         service,
@@ -227,3 +229,367 @@ def drift_checked(kubeconfig: Path, namespace: str, name: str = "acme") -> bool:
     return bool(status.get("aws", {}).get("lastDriftCheck")) and not status.get("aws", {}).get(
         "driftDetectionId"
     )
+
+
+def test_spec_changes_update_stack_and_connector(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    apply(kubeconfig, m)
+    first = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    m["spec"].update(
+        {
+            "scanIntervalHours": 12,
+            "access": "LeastPrivilege",
+            "plans": {"cspm": {"enabled": True}, "containers": {"enabled": False}},
+        }
+    )
+    m["spec"]["aws"]["regions"] = ["eu-west-1", "us-east-1"]
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    assert obj["metadata"]["generation"] == 2 == obj["status"]["observedGeneration"]
+    assert obj["status"]["aws"]["templateHash"] != first["status"]["aws"]["templateHash"]
+    assert obj["status"]["aws"]["stackStatus"] == "UPDATE_COMPLETE"
+    iam = aws_in(sandbox, account_of(m), "iam")
+    assert (
+        iam.list_attached_role_policies(RoleName="CspmMonitorAws")["AttachedPolicies"] == []
+    )  # least privilege
+    assert iam.get_role(RoleName="SensitiveDataDiscovery")  # Defender CSPM added a role
+    live = connector(sandbox, m).json()["properties"]
+    assert live["environmentData"]["scanInterval"] == 12 and live["environmentData"]["regions"] == [
+        "eu-west-1",
+        "us-east-1",
+    ]
+    assert {o["offeringType"] for o in live["offerings"]} == {
+        "CspmMonitorAws",
+        "DefenderCspmAws",
+        "DefenderForServersAws",
+        "DefenderForDatabasesAws",
+    }
+    assert "ConnectorUpdated" in {e["reason"] for e in events(kubeconfig, namespace, "acme")}
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_out_of_band_changes_are_repaired(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    apply(kubeconfig, m)
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    account = account_of(m)
+    iam = aws_in(sandbox, account, "iam")
+    # a role's trust is opened up, and another role is deleted
+    iam.update_assume_role_policy(
+        RoleName="CspmMonitorAws",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+            }
+        ),
+    )
+    for policy in iam.list_role_policies(RoleName="DefenderForCloud-DefenderForServers")["PolicyNames"]:
+        iam.delete_role_policy(RoleName="DefenderForCloud-DefenderForServers", PolicyName=policy)
+    iam.delete_role(RoleName="DefenderForCloud-DefenderForServers")
+    request_reconcile(kubeconfig, namespace, "acme")
+    wait_for(
+        lambda: (
+            iam.get_role(RoleName="CspmMonitorAws")["Role"]["AssumeRolePolicyDocument"]["Statement"][0][
+                "Action"
+            ]
+            == "sts:AssumeRoleWithWebIdentity"
+        ),
+        60,
+        "the trust policy to be restored",
+    )
+    wait_for(
+        lambda: "DefenderForCloud-DefenderForServers" in [r["RoleName"] for r in iam.list_roles()["Roles"]],
+        60,
+        "the deleted role to be recreated",
+    )
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    # the connector is deleted, then changed, in Azure
+    send(arm_client(sandbox), "DELETE", connector_url("acme", m["spec"]["azure"]["resourceGroup"]))
+    request_reconcile(kubeconfig, namespace, "acme")
+    wait_for(lambda: connector(sandbox, m).status_code == 200, 60, "the connector to be recreated")
+    send(
+        arm_client(sandbox),
+        "PATCH",
+        connector_url("acme", m["spec"]["azure"]["resourceGroup"]),
+        {"properties": {"environmentData": {"environmentType": "AwsAccount", "scanInterval": 24}}},
+    )
+    request_reconcile(kubeconfig, namespace, "acme")
+    wait_for(
+        lambda: connector(sandbox, m).json()["properties"]["environmentData"]["scanInterval"] == 4,
+        60,
+        "the scan interval to be put back",
+    )
+    # the stack itself is deleted
+    cf = aws_in(sandbox, account, "cloudformation")
+    cf.delete_stack(StackName=f"DefenderForCloud-{account}")
+    request_reconcile(kubeconfig, namespace, "acme")
+    wait_for(
+        lambda: [s["StackStatus"] for s in stacks_of(sandbox, account)] == ["CREATE_COMPLETE"],
+        60,
+        "the stack to be recreated",
+    )
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    drift_events = [e for e in events(kubeconfig, namespace, "acme") if e["reason"] == "DriftRepaired"]
+    assert len(drift_events) >= 4, [e["message"] for e in drift_events]
+    assert 'defender_operator_drift_repairs_total{kind="role"}' in operator.metrics()
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_asynchronous_cloudformation_shows_reconciling_then_ready(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 4})
+    try:
+        m = manifest(namespace)
+        apply(kubeconfig, m)
+        obj = wait_condition(kubeconfig, namespace, "acme", "Reconciling", "True", timeout=30)
+        assert condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
+        assert condition(obj, "Stalled")["status"] == "False"  # type: ignore[index]
+        assert obj["status"]["aws"]["stackStatus"] in ("CREATE_IN_PROGRESS",)
+        assert connector(sandbox, m).status_code == 404  # Azure waits for the roles
+        wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=60)
+        kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+        wait_gone(kubeconfig, namespace, "acme", timeout=90)
+        assert stacks_of(sandbox, account_of(m)) == []
+    finally:
+        aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
+
+
+def test_health_is_reported(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    apply(kubeconfig, m)
+    obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    issue = {
+        "issueKey": "RoleAssumptionFailed",
+        "issueName": "Role cannot be assumed",
+        "issueDescription": "CspmMonitorAws trust policy rejects the token",
+        "remediationSteps": "Redeploy the CloudFormation stack",
+    }
+    set_health(sandbox, obj["status"]["azure"]["connectorId"], "NotHealthy", [issue])
+    request_reconcile(kubeconfig, namespace, "acme")
+    obj = wait_condition(kubeconfig, namespace, "acme", "Healthy", "False")
+    message = condition(obj, "Healthy")["message"]  # type: ignore[index]
+    assert "Role cannot be assumed" in message and "Redeploy the CloudFormation stack" in message
+    assert obj["status"]["azure"]["health"]["issues"][0]["key"] == "RoleAssumptionFailed"
+    assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+    assert "NotHealthy" in {e["reason"] for e in events(kubeconfig, namespace, "acme")}
+    set_health(sandbox, obj["status"]["azure"]["connectorId"], "Healthy")
+    request_reconcile(kubeconfig, namespace, "acme")
+    wait_condition(kubeconfig, namespace, "acme", "Healthy", "True")
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_delete_removes_everything_it_created(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    apply(kubeconfig, m)
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    account = account_of(m)
+    delete(kubeconfig, namespace, "acme")
+    assert connector(sandbox, m).status_code == 404
+    assert stacks_of(sandbox, account) == []
+    iam = aws_in(sandbox, account, "iam")
+    assert iam.list_roles()["Roles"] == []
+    assert iam.list_open_id_connect_providers()["OpenIDConnectProviderList"] == []
+    assert {"ConnectorDeleted", "StackDeleting", "IdentityProviderReleased"} <= {
+        e["reason"] for e in events(kubeconfig, namespace, "acme")
+    }
+
+
+def test_orphan_leaves_both_clouds(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace, deletionPolicy="Orphan")
+    apply(kubeconfig, m)
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    delete(kubeconfig, namespace, "acme")
+    assert connector(sandbox, m).status_code == 200
+    assert [s["StackStatus"] for s in stacks_of(sandbox, account_of(m))] == ["CREATE_COMPLETE"]
+
+
+def test_paused_object_is_left_alone_and_can_still_be_deleted(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    apply(kubeconfig, m)
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    kubectl(kubeconfig, "annotate", "awsc", "-n", namespace, "acme", f"{ANNOTATION_PAUSED}=true", check=True)
+    arm_control(sandbox, "/_sandbox/requests", method="DELETE")
+    m["spec"]["scanIntervalHours"] = 24
+    apply(kubeconfig, m)
+    request_reconcile(kubeconfig, namespace, "acme")
+    unchanged = lambda: connector(sandbox, m).json()["properties"]["environmentData"]["scanInterval"] == 4  # noqa: E731
+    # Nothing may change, so there is no condition to wait for: give the operator time for several passes (it would
+    # act within a second of the spec change), then check that nothing was written.
+    time.sleep(3)
+    assert unchanged() and connector_puts(sandbox, "acme") == []
+    delete(kubeconfig, namespace, "acme")
+    assert connector(sandbox, m).status_code == 200  # paused: cleanup skipped, deletion not blocked
+    assert "PausedNotCleanedUp" in {e["reason"] for e in events(kubeconfig, namespace, "acme")}
+
+
+def test_restart_mid_create_makes_exactly_one_stack_and_connector(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 4})
+    try:
+        m = manifest(namespace)
+        apply(kubeconfig, m)
+        wait_condition(kubeconfig, namespace, "acme", "Ready", "False", timeout=30, reason="StackCreating")
+        operator.kill()
+        operator.start()
+        wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
+        assert len(stacks_of(sandbox, account_of(m))) == 1
+        puts = [
+            r for r in connector_puts(sandbox, "acme") if r["method"] == "PUT" and r["status"] in (200, 201)
+        ]
+        assert len(puts) == 1
+    finally:
+        aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_second_object_for_the_same_account_is_stalled_and_writes_nothing(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    first = manifest(namespace, "first")
+    apply(kubeconfig, first)
+    wait_condition(kubeconfig, namespace, "first", "Ready", "True")
+    second = manifest(namespace, "second", account=account_of(first))
+    apply(kubeconfig, second)
+    obj = wait_condition(kubeconfig, namespace, "second", "Stalled", "True", reason="ConnectorConflict")
+    assert f"{namespace}/first" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert connector_puts(sandbox, "second") == []
+    assert len(stacks_of(sandbox, account_of(first))) == 1
+    delete(kubeconfig, namespace, "second")
+    assert connector(sandbox, first, "first").status_code == 200  # deleting the duplicate touched nothing
+    assert len(stacks_of(sandbox, account_of(first))) == 1
+    delete(kubeconfig, namespace, "first")
+
+
+def test_existing_provider_is_shared_and_left_intact(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    account = account_of(m)
+    iam = aws_in(sandbox, account, "iam")
+    sentinel_audience = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
+    arn = iam.create_open_id_connect_provider(
+        Url=f"https://{MS_PROVIDER}",
+        ClientIDList=[sentinel_audience],
+        ThumbprintList=["626d44e704d1ceabe3bf0d53397464ac8080142c"],
+    )["OpenIDConnectProviderArn"]
+    apply(kubeconfig, m)
+    obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    provider = obj["status"]["aws"]["oidcProvider"]
+    assert provider["arn"] == arn and provider["owned"] is False
+    assert sentinel_audience not in provider["addedAudiences"] and len(provider["addedAudiences"]) == 6
+    assert sentinel_audience in iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arn)["ClientIDList"]
+    delete(kubeconfig, namespace, "acme")
+    assert iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arn)["ClientIDList"] == [
+        sentinel_audience
+    ]
+
+
+def test_bad_credentials_stall_with_a_clear_message(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    kubectl(
+        kubeconfig,
+        "create",
+        "secret",
+        "generic",
+        "azure-onboarding",
+        "-n",
+        namespace,
+        "--from-literal=clientId=onboarding-app",
+        "--from-literal=clientSecret=not-the-secret",
+        check=True,
+    )
+    m = manifest(namespace)
+    m["spec"]["azure"]["credentialsSecretRef"] = {"name": "azure-onboarding"}
+    apply(kubeconfig, m)
+    obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="AzureCredentialsRejected")
+    message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert "AADSTS7000215" in message and "not-the-secret" not in message
+    log = operator.log()
+    assert "not-the-secret" not in log
+    assert "not-the-secret" not in json.dumps(events(kubeconfig, namespace, "acme"))
+    missing = manifest(namespace, "missing-secret")
+    missing["spec"]["azure"]["credentialsSecretRef"] = {"name": "nope"}
+    apply(kubeconfig, missing)
+    obj = wait_condition(
+        kubeconfig, namespace, "missing-secret", "Stalled", "True", reason="CredentialsSecretMissing"
+    )
+    assert "nope" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+    delete(kubeconfig, namespace, "acme")
+    delete(kubeconfig, namespace, "missing-secret")
+
+
+def test_failed_stack_is_stalled_with_the_reason_then_recovers(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    account = account_of(m)
+    iam = aws_in(sandbox, account, "iam")
+    iam.create_role(
+        RoleName="CspmMonitorAws",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )
+    apply(kubeconfig, m)
+    obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="StackCreateFailed")
+    message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert "CspmMonitorRole" in message and "already exists" in message
+    iam.delete_role(RoleName="CspmMonitorAws")  # the person fixes the cause...
+    request_reconcile(kubeconfig, namespace, "acme")  # ...and asks for another try
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_throttling_is_retried(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    operator.inject_aws_fault(pathPattern="CreateStack", count=6, status=400)
+    m = manifest(namespace)
+    apply(kubeconfig, m)
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
+    assert (
+        'defender_operator_cloud_throttled_total{cloud="aws",operation="create_stack",service="cloudformation"}'
+        in operator.metrics()
+    )
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_terraform_method_waits_for_the_roles(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(
+        namespace,
+        plans={
+            "servers": {"enabled": False},
+            "containers": {"enabled": False},
+            "databases": {"enabled": False},
+        },
+        deployment={"method": "Terraform"},
+    )
+    apply(kubeconfig, m)
+    obj = wait_condition(kubeconfig, namespace, "acme", "AWSReady", "False", reason="AwaitingTerraform")
+    assert "CspmMonitorAws" in condition(obj, "AWSReady")["message"]  # type: ignore[index]
+    assert stacks_of(sandbox, account_of(m)) == []
+    iam = aws_in(sandbox, account_of(m), "iam")
+    iam.create_role(
+        RoleName="CspmMonitorAws",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )
+    request_reconcile(kubeconfig, namespace, "acme")
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    delete(kubeconfig, namespace, "acme")
+    assert iam.get_role(RoleName="CspmMonitorAws")  # Terraform's roles are Terraform's to destroy

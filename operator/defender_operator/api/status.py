@@ -112,6 +112,10 @@ class AzureStatus(StatusModel):
     connector_name: str | None = Field(default=None, description="Name of the security connector.")
     connector_id: str | None = Field(default=None, description="ARM id of the security connector.")
     etag: str | None = Field(default=None, description="ETag of the connector as last written or read.")
+    applied_hash: str | None = Field(
+        default=None,
+        description="Hash of the connector body this operator last wrote (tells drift from updates).",
+    )
     trial_end_date: str | None = Field(
         default=None,
         description="End of the 30-day Defender trial for paid plans (hierarchyIdentifierTrialEndDate).",

@@ -309,6 +309,8 @@ def _check_drift(
     name = status.stack_name or ""
     if stacks.dry_run:
         return None
+    if target.reconcile_requested and status.drift_detection_id:
+        status.drift_detection_id = None  # it may predate the request: look again from now
     if status.repair_change_set_id:
         state, _why = stacks.change_set_status(status.repair_change_set_id)
         if state == "CREATE_COMPLETE":

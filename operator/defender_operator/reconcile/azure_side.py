@@ -11,6 +11,7 @@ from .. import metrics
 from ..api.status import AzureStatus, HealthIssue, HealthStatus
 from ..azure.connector import Connectors, HealthReport, comparable
 from ..render.connector import connector_body
+from ..render.document import Rendered
 from .conditions import Verdict
 from .model import Event, Target
 
@@ -43,12 +44,12 @@ def reconcile_azure(
     spec, name = target.spec, target.connector_name
     rg = spec.azure.resource_group
     desired = connector_body(spec, role_arns)
+    desired_hash = Rendered(desired).sha256
     status.connector_name = name
     observed = connectors.observe(rg, name)
-    in_sync_generation = target.status.observed_generation == target.generation
     if observed is None:
         written = connectors.put(rg, name, desired, None)
-        if status.connector_id and in_sync_generation:
+        if status.connector_id:
             events.append(
                 Event(
                     "Warning",
@@ -62,7 +63,7 @@ def reconcile_azure(
         observed = written
     elif comparable(observed.body) != comparable(desired):
         written = connectors.put(rg, name, desired, observed.etag)
-        if in_sync_generation and status.connector_id:
+        if status.applied_hash == desired_hash:  # we had written exactly this: someone else changed it since
             events.append(
                 Event(
                     "Warning",
@@ -74,7 +75,7 @@ def reconcile_azure(
         else:
             events.append(Event("Normal", "ConnectorUpdated", f"updated security connector {written.id}"))
         observed = written
-    status.connector_id, status.etag = observed.id, observed.etag
+    status.connector_id, status.etag, status.applied_hash = observed.id, observed.etag, desired_hash
     status.trial_end_date = observed.trial_end_date or status.trial_end_date
     if connectors.dry_run:
         return AzureResult(
