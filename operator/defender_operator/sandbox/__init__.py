@@ -34,7 +34,12 @@ class Sandbox:
 
     def env(self) -> dict[str, str]:
         """Everything the operator, kubectl and the cloud SDKs need to use this sandbox."""
-        values = {"KUBECONFIG": str(self.control_plane.kubeconfig)}
+        tools = str(binaries.kubectl().parent)  # kubectl of the API server's minor version first on PATH
+        path = os.environ.get("PATH", "")
+        values = {
+            "KUBECONFIG": str(self.control_plane.kubeconfig),
+            "PATH": path if path.split(os.pathsep)[0] == tools else f"{tools}{os.pathsep}{path}",
+        }
         if self.aws_endpoint:
             values.update(
                 {

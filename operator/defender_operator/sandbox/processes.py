@@ -87,9 +87,17 @@ def recorded(state: Path) -> list[Recorded]:
     return _read(state)
 
 
+def stop_recorded_named(state: Path, name: str, timeout: float = 10.0) -> list[str]:
+    """Stop the recorded process called ``name`` (e.g. to restart it)."""
+    return _stop(state, [r for r in _read(state) if r.name == name and r.alive()], timeout)
+
+
 def stop_recorded(state: Path, timeout: float = 10.0) -> list[str]:
     """Stop every recorded process group that is still the one we started; returns the names stopped."""
-    records = [r for r in _read(state) if r.alive()]
+    return _stop(state, [r for r in _read(state) if r.alive()], timeout)
+
+
+def _stop(state: Path, records: list[Recorded], timeout: float) -> list[str]:
     for record in records:
         _signal_group(record.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -100,8 +108,9 @@ def stop_recorded(state: Path, timeout: float = 10.0) -> list[str]:
             _signal_group(record.pid, signal.SIGKILL)
     for record in records:
         _reap(record.pid)
+    stopped = {r.name for r in records}
     if (state / RECORD).exists():
-        _write(state, [])
+        _write(state, [r for r in _read(state) if r.name not in stopped and r.alive()])
     return [r.name for r in records]
 
 
