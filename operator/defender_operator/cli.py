@@ -103,6 +103,13 @@ def crd_yaml() -> str:
     return header + yaml.safe_dump(custom_resource_definition(), sort_keys=False, width=120)
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from .api.reference import reference_markdown
+
+    sys.stdout.write(reference_markdown())
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -141,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crd", help="print the AWSConnector CustomResourceDefinition")
     p.set_defaults(func=cmd_crd)
+
+    p = sub.add_parser("docs", help="print generated documentation (docs/reference.md)")
+    p.add_argument("topic", choices=["reference"])
+    p.set_defaults(func=cmd_docs)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

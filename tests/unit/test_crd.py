@@ -72,3 +72,12 @@ def test_printer_columns_and_names() -> None:
     assert {"Connector", "Stack"} <= set(wide)
     assert version["subresources"] == {"status": {}}
     assert custom_resource_definition()["spec"]["names"]["shortNames"] == ["awsc"]
+
+
+def test_reference_doc_is_current() -> None:
+    from defender_operator.api.reference import reference_markdown
+    from tests.support.paths import REPO
+
+    assert (REPO / "docs" / "reference.md").read_text() == reference_markdown(), (
+        "docs/reference.md is stale: run `defender-operator docs reference > docs/reference.md`"
+    )

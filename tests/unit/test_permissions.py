@@ -1,0 +1,150 @@
+"""The documented permissions of the operator cover everything the code calls, and the docs name every reason."""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.render.cloudformation import stack_template
+from tests.support.manifests import base_manifest
+from tests.support.paths import REPO
+
+PACKAGE = REPO / "operator" / "defender_operator"
+# Which AWS service a client variable in the adapters talks to.
+CLIENT_SERVICES = {"cf": "cloudformation", "cloudformation": "cloudformation", "iam": "iam", "sts": "sts"}
+# What CloudFormation does with the caller's credentials for each resource type the templates use.
+RESOURCE_ACTIONS = {
+    "AWS::IAM::Role": {
+        "iam:CreateRole",
+        "iam:DeleteRole",
+        "iam:GetRole",
+        "iam:UpdateAssumeRolePolicy",
+        "iam:UpdateRoleDescription",
+        "iam:TagRole",
+        "iam:UntagRole",
+        "iam:PutRolePolicy",
+        "iam:DeleteRolePolicy",
+        "iam:GetRolePolicy",
+        "iam:ListRolePolicies",
+        "iam:AttachRolePolicy",
+        "iam:DetachRolePolicy",
+        "iam:ListAttachedRolePolicies",
+    },
+    "AWS::SSM::Document": {
+        "ssm:CreateDocument",
+        "ssm:UpdateDocument",
+        "ssm:DeleteDocument",
+        "ssm:DescribeDocument",
+        "ssm:AddTagsToResource",
+    },
+    "AWS::SSM::Association": {
+        "ssm:CreateAssociation",
+        "ssm:UpdateAssociation",
+        "ssm:DeleteAssociation",
+        "ssm:DescribeAssociation",
+        "iam:PassRole",
+    },
+}
+ARM_ACTIONS = {
+    "GetSecurityConnector": "Microsoft.Security/securityConnectors/read",
+    "PutSecurityConnector": "Microsoft.Security/securityConnectors/write",
+    "DeleteSecurityConnector": "Microsoft.Security/securityConnectors/delete",
+    "ListHealthReports": "Microsoft.Security/healthReports/read",
+}
+
+
+def _camel(operation: str) -> str:
+    special = {"open_id_connect": "OpenIDConnect", "client_id": "ClientID"}
+    for snake, camel in special.items():
+        operation = operation.replace(snake, camel.lower() + "_")
+    words = [w for w in operation.split("_") if w]
+    out = "".join(w[0].upper() + w[1:] for w in words)
+    return out.replace("Openidconnect", "OpenIDConnect").replace("Clientid", "ClientID")
+
+
+def aws_calls() -> set[str]:
+    """Every ``call(<client>, "<operation>")`` in the package, as an IAM action."""
+    actions = set()
+    for path in PACKAGE.rglob("*.py"):
+        if "sandbox" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "call"
+                and len(node.args) >= 2
+            ):
+                target, operation = node.args[0], node.args[1]
+                assert isinstance(operation, ast.Constant), ast.dump(node)
+                name = ast.unparse(target).split(".")[-1]
+                if isinstance(target, ast.Call):  # call(client(session, "sts", ...), ...)
+                    name = target.args[1].value  # type: ignore[attr-defined]
+                actions.add(f"{CLIENT_SERVICES[name]}:{_camel(operation.value)}")
+    return actions
+
+
+def policy_actions() -> set[str]:
+    policy = json.loads((REPO / "docs" / "operator-iam-policy.json").read_text())
+    return {action for statement in policy["Statement"] for action in statement["Action"]}
+
+
+def test_the_iam_policy_covers_every_aws_call() -> None:
+    calls = aws_calls()
+    assert {
+        "sts:GetCallerIdentity",
+        "cloudformation:CreateStack",
+        "iam:AddClientIDToOpenIDConnectProvider",
+    } <= calls
+    assert calls - policy_actions() == set()
+
+
+def test_the_iam_policy_covers_what_cloudformation_does_for_the_templates() -> None:
+    spec = AWSConnectorSpec.model_validate({**base_manifest()["spec"], "plans": {"cspm": {"enabled": True}}})
+    types = {r["Type"] for r in stack_template(spec)["Resources"].values()}
+    assert types <= set(RESOURCE_ACTIONS)
+    needed = set().union(*(RESOURCE_ACTIONS[t] for t in types))
+    assert needed - policy_actions() == set()
+
+
+def test_the_azure_role_covers_every_arm_call() -> None:
+    source = (PACKAGE / "azure" / "connector.py").read_text()
+    operations = set(re.findall(r'self\._send\(\s*"(\w+)"', source))
+    assert operations == set(ARM_ACTIONS)
+    role = json.loads((REPO / "docs" / "operator-azure-role.json").read_text())
+    assert {ARM_ACTIONS[o] for o in operations} == set(role["Actions"])
+
+
+def _reasons() -> set[str]:
+    """Every condition reason the reconciler can set (string literals passed as reasons)."""
+    reasons = set()
+    for path in (PACKAGE / "reconcile").glob("*.py"):
+        reasons |= _reasons_in(path)
+    for path in (PACKAGE / "aws" / "api.py", PACKAGE / "azure" / "connector.py", PACKAGE / "credentials.py"):
+        reasons |= _reasons_in(path)
+    return reasons
+
+
+def _reasons_in(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "id", None)
+        if name == "Verdict" and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+            found.add(node.args[1].value)
+        if (
+            name in ("TerminalError", "RetryableError")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            found.add(node.args[0].value)
+    return found
+
+
+def test_troubleshooting_explains_every_reason() -> None:
+    reasons = _reasons()
+    assert {"StackCreateFailed", "ConnectorConflict", "AccountMismatch", "AWSThrottled"} <= reasons
+    doc = (REPO / "docs" / "troubleshooting.md").read_text()
+    missing = sorted(r for r in reasons if f"`{r}`" not in doc)
+    assert missing == []
