@@ -1,0 +1,43 @@
+{{- define "defender-operator.name" -}}defender-operator{{- end }}
+
+{{- define "defender-operator.fullname" -}}
+{{- if contains "defender-operator" .Release.Name }}{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}{{ printf "%s-defender-operator" .Release.Name | trunc 63 | trimSuffix "-" }}{{ end }}
+{{- end }}
+
+{{- define "defender-operator.labels" -}}
+app.kubernetes.io/name: defender-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{- define "defender-operator.selectorLabels" -}}
+app.kubernetes.io/name: defender-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "defender-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}{{ default (include "defender-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}{{ default "default" .Values.serviceAccount.name }}{{ end }}
+{{- end }}
+
+{{/* The operator's permissions: exactly what it calls (docs/operations.md, "RBAC"). */}}
+{{- define "defender-operator.rules" -}}
+- apiGroups: [defender-operator.io]
+  resources: [awsconnectors]
+  verbs: [get, list, watch, patch]
+- apiGroups: [defender-operator.io]
+  resources: [awsconnectors/status]
+  verbs: [get, patch]
+- apiGroups: [defender-operator.io]
+  resources: [awsconnectors/finalizers]
+  verbs: [update]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
