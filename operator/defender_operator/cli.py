@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--kubeconfig", action="store_true", help="print only the kubeconfig path")
     actions.add_parser("status", help="show what runs")
     actions.add_parser("down", help="stop everything and remove its state")
-    actions.add_parser("build", help="build (or find in the cache) the kube-apiserver binary")
+    actions.add_parser(
+        "build", help="build (or find in the cache) kube-apiserver, and helm for the chart tests"
+    )
     p.set_defaults(func=cmd_sandbox)
     return parser
 

@@ -28,10 +28,16 @@ class OperatorProcess:
     aws_proxy: str
     metrics_port: int
     probe_port: int
+    kubeconfig: Path | None = None  # default: the sandbox admin; tests of RBAC pass a restricted identity
+    namespaces: list[str] | None = None  # default: all
     record: processes.Recorded | None = None
 
     def env(self) -> dict[str, str]:
         env = {**self.sandbox.env(), "AWS_ENDPOINT_URL": self.aws_proxy}
+        if self.kubeconfig is not None:
+            env["KUBECONFIG"] = str(self.kubeconfig)
+        if self.namespaces is not None:
+            env["DEFENDER_OPERATOR_NAMESPACES"] = json.dumps(self.namespaces)
         env.update(
             {
                 "DEFENDER_OPERATOR_RESYNC_SECONDS": "8",
@@ -87,11 +93,15 @@ class OperatorProcess:
         control(self.aws_proxy, "/_proxy/faults", rule)
 
 
-def start_operator(sandbox: Sandbox, state: Path) -> OperatorProcess:
+def start_operator(
+    sandbox: Sandbox, state: Path, kubeconfig: Path | None = None, namespaces: list[str] | None = None
+) -> OperatorProcess:
     assert sandbox.aws_endpoint
     state.mkdir(parents=True, exist_ok=True)
     proxy = start_proxy(state, "aws-proxy", sandbox.aws_endpoint, "aws")
-    operator = OperatorProcess(sandbox, state, proxy, processes.free_port(), processes.free_port())
+    operator = OperatorProcess(
+        sandbox, state, proxy, processes.free_port(), processes.free_port(), kubeconfig, namespaces
+    )
     operator.start()
     return operator
 

@@ -46,12 +46,21 @@ def _constraints(node: dict[str, Any]) -> str:
         parts.append("one of " + ", ".join(f"`{v}`" for v in node["enum"]))
     if "pattern" in node:
         parts.append(f"pattern `{node['pattern']}`")
-    for key, label in (("minimum", "≥"), ("maximum", "≤"), ("minLength", "min length"), ("maxLength", "max length")):
+    for key, label in (
+        ("minimum", "≥"),
+        ("maximum", "≤"),
+        ("minLength", "min length"),
+        ("maxLength", "max length"),
+    ):
         if key in node:
             parts.append(f"{label} {node[key]}")
     items = node.get("items", {})
     if "enum" in items:
-        parts.append(f"items: {len(items['enum'])} allowed values" if len(items["enum"]) > 8 else "items one of " + ", ".join(f"`{v}`" for v in items["enum"]))
+        parts.append(
+            f"items: {len(items['enum'])} allowed values"
+            if len(items["enum"]) > 8
+            else "items one of " + ", ".join(f"`{v}`" for v in items["enum"])
+        )
     if "pattern" in items:
         parts.append(f"items match `{items['pattern']}`")
     return "; ".join(parts)
@@ -65,10 +74,14 @@ def _rows(node: dict[str, Any], path: str, required: set[str]) -> list[str]:
         shown_default = "" if default is None or default == {} else f"`{json.dumps(default)}`"
         description = str(prop.get("description", "")).replace("|", "\\|").replace("\n", " ")
         req = "yes" if name in required else ""
-        rows.append(f"| `{field}` | {_type(prop)} | {req} | {shown_default} | {description} | {_constraints(prop)} |")
+        rows.append(
+            f"| `{field}` | {_type(prop)} | {req} | {shown_default} | {description} | {_constraints(prop)} |"
+        )
         target = prop.get("items", prop) if prop.get("type") == "array" else prop
         if target.get("properties"):
-            rows += _rows(target, field + ("[]" if prop.get("type") == "array" else ""), set(target.get("required", [])))
+            rows += _rows(
+                target, field + ("[]" if prop.get("type") == "array" else ""), set(target.get("required", []))
+            )
     return rows
 
 

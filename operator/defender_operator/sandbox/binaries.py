@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 KUBERNETES_VERSION = "v1.37.2"
+HELM_VERSION = "v3.22.0"  # for `helm lint` and `helm template` in the chart tests
 Progress = Callable[[str], None]
 
 
@@ -118,6 +119,37 @@ def _build(target: Path, progress: Progress) -> None:
     tmp.replace(target)
     shutil.rmtree(work, ignore_errors=True)
     progress(f"[sandbox] built {target} in {time.monotonic() - started:.0f}s")
+
+
+def helm(progress: Progress = _stderr) -> Path:
+    """The cached helm binary, built with ``go install`` first when it is not there (about a minute)."""
+    target = cache_dir() / f"helm-{HELM_VERSION}" / "helm"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            started = time.monotonic()
+            progress(f"[sandbox] building helm {HELM_VERSION} from Go modules (first run only)")
+            env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(target.parent)}
+            built = subprocess.run(
+                [
+                    _go(),
+                    "install",
+                    "-trimpath",
+                    "-ldflags",
+                    f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+                    f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            if built.returncode != 0:
+                raise BinaryError(f"go install helm failed:\n{built.stderr[-4000:]}")
+            progress(f"[sandbox] built {target} in {time.monotonic() - started:.0f}s")
+    return target
 
 
 def _venv_binary(name: str, wheel: str) -> Path:

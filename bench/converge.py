@@ -1,0 +1,118 @@
+"""Benchmark: how fast objects converge, what an idle object costs, and how memory grows with objects.
+
+Runs the operator as a real process against a fresh sandbox (real kube-apiserver, moto, ARM emulator), like the
+integration tests. Baselines are measured in the same run: one object for convergence, an operator with no objects
+for memory, and the ratio of each figure to its baseline is printed.
+
+    .venv/bin/python -m bench.converge [--objects 20] [--idle-seconds 60]
+
+Results go into docs/performance.md.
+"""
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.clouds import arm_control, arm_requests
+from tests.support.kube import apply, get_object, kubectl, wait_for
+from tests.support.manifests import base_manifest
+from tests.support.operator import start_operator
+
+from defender_operator import sandbox as sandbox_module
+from defender_operator.sandbox import binaries
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def manifest(namespace: str, index: int) -> dict[str, Any]:
+    account = str(400000000000 + index)
+    m = base_manifest(f"acct-{index}", namespace, account)
+    m["spec"]["aws"]["credentials"] = {"roleArn": f"arn:aws:iam::{account}:role/onboarding"}
+    m["spec"]["azure"]["resourceGroup"] = "bench"
+    return m
+
+
+def ready(kubeconfig: Path, namespace: str, name: str) -> bool:
+    obj = get_object(kubeconfig, namespace, name) or {}
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in obj.get("status", {}).get("conditions", [])
+    )
+
+
+def converge(kubeconfig: Path, namespace: str, indices: range) -> float:
+    started = time.monotonic()
+    apply(kubeconfig, [manifest(namespace, i) for i in indices])
+    for i in indices:
+        wait_for(lambda i=i: ready(kubeconfig, namespace, f"acct-{i}"), 600, f"acct-{i} Ready")
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--objects", type=int, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    state = binaries.cache_dir() / "bench-sandbox"
+    box = sandbox_module.up(state)
+    kubeconfig = box.control_plane.kubeconfig
+    try:
+        operator = start_operator(box, Path(tempfile.mkdtemp(prefix="bench-operator-")))
+        assert operator.record is not None
+        time.sleep(2)
+        memory_empty = rss_mib(operator.record.pid)
+        kubectl(kubeconfig, "create", "namespace", "bench", check=True)
+
+        baseline = converge(kubeconfig, "bench", range(0, 1))
+        many = converge(kubeconfig, "bench", range(1, 1 + args.objects))
+        memory_full = rss_mib(operator.record.pid)
+
+        # Idle cost: every object is Ready; count the calls of the next passes.
+        operator.reset_aws_operations()
+        arm_control(box, "/_sandbox/requests", method="DELETE")
+        resync = float(operator.env()["DEFENDER_OPERATOR_RESYNC_SECONDS"])
+        time.sleep(args.idle_seconds)
+        aws_ops = operator.aws_operations()
+        arm = arm_requests(box)
+        objects = args.objects + 1
+        passes = objects * args.idle_seconds / resync
+        aws_writes = sum(n for op, n in aws_ops.items() if not op.startswith(("Describe", "Get", "List")))
+        arm_writes = sum(1 for r in arm if r["method"] != "GET")
+        arm_durations = [r["seconds"] for r in arm]
+
+        results = {
+            "objects": objects,
+            "converge_one_s": round(baseline, 2),
+            f"converge_{args.objects}_s": round(many, 2),
+            "converge_ratio_per_object": round(many / args.objects / baseline, 3),
+            "aws_calls_per_pass": round(sum(aws_ops.values()) / passes, 2),
+            "arm_calls_per_pass": round(len(arm) / passes, 2),
+            "aws_writes_idle": aws_writes,
+            "arm_writes_idle": arm_writes,
+            "aws_calls_per_object_hour_at_300s_resync": round(sum(aws_ops.values()) / passes * 3600 / 300, 1),
+            "arm_calls_per_object_hour_at_300s_resync": round(len(arm) / passes * 3600 / 300, 1),
+            "arm_median_request_ms": round(statistics.median(arm_durations) * 1000, 1)
+            if arm_durations
+            else None,
+            "rss_empty_mib": round(memory_empty, 1),
+            f"rss_{objects}_objects_mib": round(memory_full, 1),
+            "rss_ratio": round(memory_full / memory_empty, 2),
+            "rss_per_object_mib": round((memory_full - memory_empty) / objects, 2),
+            "aws_operations_idle": aws_ops,
+        }
+        print(json.dumps(results, indent=2))
+        operator.stop()
+    finally:
+        sandbox_module.down(state)
+
+
+if __name__ == "__main__":
+    main()

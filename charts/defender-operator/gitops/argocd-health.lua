@@ -1,0 +1,36 @@
+-- Argo CD health check for defender-operator.io/AWSConnector (resource.customizations.health.defender-operator.io_AWSConnector).
+-- Follows kstatus: no status or an unobserved generation -> Progressing; Stalled=True -> Degraded;
+-- Ready=True -> Healthy; anything else -> Progressing. Deleting objects are Progressing (Argo CD also says so).
+local hs = {status = "Progressing", message = "Waiting for defender-operator to observe the object"}
+if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+  hs.message = "Deleting: cleaning up the connector and the stack"
+  return hs
+end
+if obj.status == nil or obj.status.conditions == nil then
+  return hs
+end
+local generation = obj.metadata and obj.metadata.generation or nil
+if generation ~= nil and obj.status.observedGeneration ~= generation then
+  hs.message = "Waiting for defender-operator to observe generation " .. tostring(generation)
+  return hs
+end
+local ready = nil
+for _, condition in ipairs(obj.status.conditions) do
+  if condition.type == "Stalled" and condition.status == "True" then
+    hs.status = "Degraded"
+    hs.message = (condition.reason or "Stalled") .. ": " .. (condition.message or "")
+    return hs
+  end
+  if condition.type == "Ready" then
+    ready = condition
+  end
+end
+if ready ~= nil and ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = ready.message or "Onboarded"
+  return hs
+end
+if ready ~= nil then
+  hs.message = (ready.reason or "Reconciling") .. ": " .. (ready.message or "")
+end
+return hs

@@ -1,0 +1,200 @@
+"""The Helm chart on the sandbox's real API server, and the operator running with exactly the chart's RBAC."""
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from defender_operator.sandbox import Sandbox, binaries
+from tests.support.kube import api_client, apply, kubectl
+from tests.support.manifests import base_manifest
+from tests.support.operator import OperatorProcess, start_operator, wait_condition, wait_gone
+from tests.support.paths import REPO
+
+pytestmark = pytest.mark.integration
+CHART = REPO / "charts" / "defender-operator"
+RELEASE_NAMESPACE = "defender-operator-system"
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(binaries.helm()), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def template(*values: str) -> list[dict[str, Any]]:
+    result = helm("template", "defender-operator", str(CHART), "--namespace", RELEASE_NAMESPACE, *values)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_helm_lint_is_clean() -> None:
+    result = helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_the_chart_carries_the_generated_crd() -> None:
+    assert (CHART / "files" / "awsconnectors.yaml").read_text() == (
+        REPO / "crds" / "awsconnectors.yaml"
+    ).read_text()
+    (crd,) = [d for d in template() if d["kind"] == "CustomResourceDefinition"]
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert not [d for d in template("--set", "crds.enabled=false") if d["kind"] == "CustomResourceDefinition"]
+
+
+def test_deployment_is_locked_down() -> None:
+    (deployment,) = [d for d in template() if d["kind"] == "Deployment"]
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert (
+        container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        and container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    )
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_values_schema_rejects_bad_values() -> None:
+    result = helm("template", "x", str(CHART), "--set", "operator.workers=0")
+    assert result.returncode != 0 and "workers" in result.stderr
+
+
+def test_identity_annotations() -> None:
+    docs = template(
+        "--set",
+        "serviceAccount.awsRoleArn=arn:aws:iam::111122223333:role/op",
+        "--set",
+        "serviceAccount.azureClientId=abc",
+    )
+    (sa,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert sa["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/op",
+        "azure.workload.identity/client-id": "abc",
+    }
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+
+
+@pytest.fixture(scope="module")
+def watched(kubeconfig: Path) -> Iterator[tuple[str, str]]:
+    watched, other = f"watched-{uuid.uuid4().hex[:6]}", f"other-{uuid.uuid4().hex[:6]}"
+    for namespace in (watched, other, RELEASE_NAMESPACE):
+        kubectl(kubeconfig, "create", "namespace", namespace)
+    docs = template("--set-json", f'watchNamespaces=["{watched}"]')
+    result = apply(kubeconfig, docs, "--server-side", "--force-conflicts", "--field-manager", "helm")
+    assert result.returncode == 0, result.stderr
+    yield watched, other
+
+
+@pytest.fixture(scope="module")
+def chart_operator(
+    sandbox: Sandbox, watched: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator signed in as the chart's ServiceAccount (a client certificate for the same user name and groups)."""
+    namespace = watched[0]
+    identity = sandbox.control_plane.issue_user(
+        f"system:serviceaccount:{RELEASE_NAMESPACE}:defender-operator",
+        ["system:serviceaccounts", f"system:serviceaccounts:{RELEASE_NAMESPACE}", "system:authenticated"],
+    )
+    running = start_operator(
+        sandbox, tmp_path_factory.mktemp("chart-operator"), kubeconfig=identity, namespaces=[namespace]
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_the_rendered_chart_applied_cleanly(kubeconfig: Path, watched: tuple[str, str]) -> None:
+    deployment = json.loads(
+        kubectl(
+            kubeconfig,
+            "get",
+            "deployment",
+            "-n",
+            RELEASE_NAMESPACE,
+            "defender-operator",
+            "-o",
+            "json",
+            check=True,
+        ).stdout
+    )
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "defender-operator"
+    roles = json.loads(kubectl(kubeconfig, "get", "role", "-n", watched[0], "-o", "json", check=True).stdout)[
+        "items"
+    ]
+    assert [r["metadata"]["name"] for r in roles] == ["defender-operator"]
+    assert (
+        kubectl(kubeconfig, "get", "clusterrole", "defender-operator").returncode != 0
+    )  # namespaced install
+
+
+def test_operator_with_the_chart_rbac_reconciles_to_ready(
+    sandbox: Sandbox, kubeconfig: Path, watched: tuple[str, str], chart_operator: OperatorProcess
+) -> None:
+    namespace = watched[0]
+    manifest = base_manifest("rbac", namespace, "300011112222")
+    manifest["spec"]["aws"]["credentials"] = {"roleArn": "arn:aws:iam::300011112222:role/defender-onboarding"}
+    manifest["spec"]["azure"]["resourceGroup"] = "rg-rbac"
+    assert apply(kubeconfig, manifest).returncode == 0
+    wait_condition(kubeconfig, namespace, "rbac", "Ready", "True", timeout=90)
+    metrics = chart_operator.metrics()
+    for series in (
+        'controller_runtime_reconcile_total{controller="awsconnector",result="success"}',
+        "controller_runtime_reconcile_time_seconds_bucket",
+        'defender_operator_cloud_requests_total{cloud="aws",operation="create_stack",outcome="ok",service="cloudformation"}',
+        'defender_operator_cloud_requests_total{cloud="azure",operation="PutSecurityConnector",outcome="ok",service="security"}',
+        "defender_operator_cloud_throttled_total",
+        "defender_operator_drift_repairs_total",
+        'defender_operator_awsconnectors{ready="True"} 1.0',
+    ):
+        assert series in metrics, series
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "rbac", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "rbac", timeout=90)
+    assert "Forbidden" not in chart_operator.log() and "403" not in chart_operator.log()
+
+
+def test_the_operator_identity_cannot_read_secrets_it_does_not_watch(
+    sandbox: Sandbox, kubeconfig: Path, watched: tuple[str, str]
+) -> None:
+    watched_namespace, other = watched
+    kubectl(kubeconfig, "create", "secret", "generic", "creds", "-n", other, "--from-literal=clientSecret=x")
+    kubectl(
+        kubeconfig,
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "-n",
+        watched_namespace,
+        "--from-literal=clientSecret=x",
+    )
+    identity = sandbox.control_plane.issue_user(
+        f"system:serviceaccount:{RELEASE_NAMESPACE}:defender-operator",
+        ["system:serviceaccounts", f"system:serviceaccounts:{RELEASE_NAMESPACE}", "system:authenticated"],
+    )
+    core = client.CoreV1Api(api_client(identity))
+    assert core.read_namespaced_secret("creds", watched_namespace).data
+    with pytest.raises(ApiException) as info:
+        core.read_namespaced_secret("creds", other)
+    assert info.value.status == 403
+    with pytest.raises(ApiException) as info:
+        core.list_namespaced_secret(watched_namespace)  # get only: no listing
+    assert info.value.status == 403
