@@ -284,6 +284,8 @@ async def cleanup(body: Any, memo: Any, **kwargs: Any) -> None:
         raise kopf.TemporaryError(f"cleanup: {exc.message}", delay=delay) from None
     for event in result.events:
         await asyncio.to_thread(runtime.kube.post_event, namespace, name, target.uid, event)
+    if result.status is not None:
+        await asyncio.to_thread(runtime.kube.patch_status, namespace, name, _dump(result.status))
     if not result.done:
         raise kopf.TemporaryError(result.message, delay=result.retry_after)
     runtime.failures.pop(target.uid, None)

@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from defender_operator.sandbox import Sandbox, binaries
-from tests.support.kube import api_client, apply, kubectl
+from tests.support.kube import api_client, apply, kubectl, wait_for
 from tests.support.manifests import base_manifest
 from tests.support.operator import OperatorProcess, start_operator, wait_condition, wait_gone
 from tests.support.paths import REPO
@@ -30,7 +30,17 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def template(*values: str) -> list[dict[str, Any]]:
-    result = helm("template", "defender-operator", str(CHART), "--namespace", RELEASE_NAMESPACE, *values)
+    kube_version = binaries.KUBERNETES_VERSION.lstrip("v")
+    result = helm(
+        "template",
+        "defender-operator",
+        str(CHART),
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--kube-version",
+        kube_version,
+        *values,
+    )
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
@@ -72,7 +82,7 @@ def test_deployment_is_locked_down() -> None:
 
 
 def test_values_schema_rejects_bad_values() -> None:
-    result = helm("template", "x", str(CHART), "--set", "operator.workers=0")
+    result = helm("template", "x", str(CHART), "--kube-version", "1.37.2", "--set", "operator.workers=0")
     assert result.returncode != 0 and "workers" in result.stderr
 
 
@@ -155,7 +165,6 @@ def test_operator_with_the_chart_rbac_reconciles_to_ready(
     manifest["spec"]["azure"]["resourceGroup"] = "rg-rbac"
     assert apply(kubeconfig, manifest).returncode == 0
     wait_condition(kubeconfig, namespace, "rbac", "Ready", "True", timeout=90)
-    metrics = chart_operator.metrics()
     for series in (
         'controller_runtime_reconcile_total{controller="awsconnector",result="success"}',
         "controller_runtime_reconcile_time_seconds_bucket",
@@ -165,7 +174,8 @@ def test_operator_with_the_chart_rbac_reconciles_to_ready(
         "defender_operator_drift_repairs_total",
         'defender_operator_awsconnectors{ready="True"} 1.0',
     ):
-        assert series in metrics, series
+        # the series are updated just after the status write that the wait above saw
+        wait_for(lambda series=series: series in chart_operator.metrics(), 30, f"{series} on /metrics")
     kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "rbac", "--wait=false", check=True)
     wait_gone(kubeconfig, namespace, "rbac", timeout=90)
     assert "Forbidden" not in chart_operator.log() and "403" not in chart_operator.log()

@@ -96,6 +96,12 @@ def aws_in(sandbox: Sandbox, account: str, service: str) -> Any:
     )
 
 
+def defender_roles(sandbox: Sandbox, account: str) -> list[str]:
+    """Roles in ``account`` other than the one AWS Organizations creates in every new member account."""
+    roles = aws_in(sandbox, account, "iam").list_roles()["Roles"]
+    return [r["RoleName"] for r in roles if r["RoleName"] != "OrganizationAccountAccessRole"]
+
+
 def stacks_of(sandbox: Sandbox, account: str) -> list[dict[str, Any]]:
     cf = aws_in(sandbox, account, "cloudformation")
     return [s for s in cf.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"]
@@ -593,3 +599,98 @@ def test_terraform_method_waits_for_the_roles(
     wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
     delete(kubeconfig, namespace, "acme")
     assert iam.get_role(RoleName="CspmMonitorAws")  # Terraform's roles are Terraform's to destroy
+
+
+def test_management_account_onboards_its_organization(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace, "org")
+    management = account_of(m)
+    organizations = aws_in(sandbox, management, "organizations")
+    organizations.create_organization(FeatureSet="ALL")
+    root = organizations.list_roots()["Roots"][0]["Id"]
+    ou = organizations.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
+    members = []
+    for i in range(3):
+        status = organizations.create_account(Email=f"member{i}@example.com", AccountName=f"member{i}")[
+            "CreateAccountStatus"
+        ]
+        account = organizations.describe_create_account_status(CreateAccountRequestId=status["Id"])[
+            "CreateAccountStatus"
+        ]["AccountId"]
+        organizations.move_account(AccountId=account, SourceParentId=root, DestinationParentId=ou)
+        members.append(account)
+    m["spec"]["aws"]["organization"] = {"organizationalUnitIds": [ou], "excludedAccountIds": [members[2]]}
+    apply(kubeconfig, m)
+    obj = wait_condition(kubeconfig, namespace, "org", "Ready", "True", timeout=90)
+    org_status = obj["status"]["organization"]
+    assert org_status["memberAccounts"] == 2 and org_status["stackSetId"]
+    for member in members[:2]:
+        assert "CspmMonitorAws" in [
+            r["RoleName"] for r in aws_in(sandbox, member, "iam").list_roles()["Roles"]
+        ]
+        providers = aws_in(sandbox, member, "iam").list_open_id_connect_providers()[
+            "OpenIDConnectProviderList"
+        ]
+        assert [p["Arn"] for p in providers] == [f"arn:aws:iam::{member}:oidc-provider/{MS_PROVIDER}"]
+    assert defender_roles(sandbox, members[2]) == []  # excluded
+    live = connector(sandbox, m, "org").json()["properties"]["environmentData"]["organizationalData"]
+    assert live == {
+        "organizationMembershipType": "Organization",
+        "stacksetName": "DefenderForCloud-Members",
+        "excludedAccountIds": [members[2]],
+    }
+    # Defender creates member connectors by itself, later; the operator reports them and never writes them.
+    member_body = {
+        "location": "westeurope",
+        "properties": {
+            "hierarchyIdentifier": members[0],
+            "environmentName": "AWS",
+            "environmentData": {
+                "environmentType": "AwsAccount",
+                "organizationalData": {
+                    "organizationMembershipType": "Member",
+                    "parentHierarchyId": management,
+                },
+            },
+            "offerings": [
+                {
+                    "offeringType": "CspmMonitorAws",
+                    "nativeCloudConnection": {
+                        "cloudRoleArn": f"arn:aws:iam::{members[0]}:role/CspmMonitorAws"
+                    },
+                }
+            ],
+        },
+    }
+    assert (
+        send(
+            arm_client(sandbox), "PUT", connector_url(f"member-{members[0]}", "defender-members"), member_body
+        ).status_code
+        == 201
+    )
+    request_reconcile(kubeconfig, namespace, "org")
+    wait_for(
+        lambda: (
+            (get_object(kubeconfig, namespace, "org") or {})
+            .get("status", {})
+            .get("organization", {})
+            .get("memberConnectors")
+            == 1
+        ),
+        30,
+        "the member connector to be reported",
+    )
+    delete(kubeconfig, namespace, "org")
+    for member in members[:2]:
+        assert defender_roles(sandbox, member) == []
+    assert aws_in(sandbox, management, "cloudformation").list_stack_sets()["Summaries"] == [] or all(
+        s["Status"] == "DELETED"
+        for s in aws_in(sandbox, management, "cloudformation").list_stack_sets()["Summaries"]
+    )
+    assert (
+        send(
+            arm_client(sandbox), "GET", connector_url(f"member-{members[0]}", "defender-members")
+        ).status_code
+        == 200
+    )  # not ours

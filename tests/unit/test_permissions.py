@@ -12,7 +12,13 @@ from tests.support.paths import REPO
 
 PACKAGE = REPO / "operator" / "defender_operator"
 # Which AWS service a client variable in the adapters talks to.
-CLIENT_SERVICES = {"cf": "cloudformation", "cloudformation": "cloudformation", "iam": "iam", "sts": "sts"}
+CLIENT_SERVICES = {
+    "cf": "cloudformation",
+    "cloudformation": "cloudformation",
+    "iam": "iam",
+    "sts": "sts",
+    "organizations": "organizations",
+}
 # What CloudFormation does with the caller's credentials for each resource type the templates use.
 RESOURCE_ACTIONS = {
     "AWS::IAM::Role": {
@@ -51,6 +57,7 @@ ARM_ACTIONS = {
     "PutSecurityConnector": "Microsoft.Security/securityConnectors/write",
     "DeleteSecurityConnector": "Microsoft.Security/securityConnectors/delete",
     "ListHealthReports": "Microsoft.Security/healthReports/read",
+    "ListSecurityConnectors": "Microsoft.Security/securityConnectors/read",
 }
 
 

@@ -137,6 +137,10 @@ class OrganizationStatus(StatusModel):
 
     stack_set_id: str | None = Field(default=None, description="StackSet id.")
     stack_set_status: str | None = Field(default=None, description="Status of the StackSet's last operation.")
+    operation_id: str | None = Field(
+        default=None, description="StackSet operation the operator is waiting for."
+    )
+    template_hash: str | None = Field(default=None, description="Hash of the member template last deployed.")
     member_accounts: int = Field(default=0, description="Member accounts with a StackSet instance.")
     member_connectors: int = Field(default=0, description="Member connectors Defender has created so far.")
     members: list[MemberAccount] = Field(

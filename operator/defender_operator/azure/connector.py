@@ -105,14 +105,15 @@ class Connectors:
         operation: str,
         method: str,
         path: str,
-        api_version: str,
+        api_version: str | None,
         body: Any = None,
         headers: dict[str, str] | None = None,
     ) -> HttpResponse:
+        """``path`` is an ARM path, or a full nextLink (which carries its own api-version)."""
         request = HttpRequest(
             method,
             self.pipeline.format_url(path),
-            params={"api-version": api_version},
+            params={"api-version": api_version} if api_version else None,
             json=body,
             headers=headers,
         )
@@ -185,6 +186,29 @@ class Connectors:
         response = self._send("DeleteSecurityConnector", "DELETE", path, API_VERSION)
         if response.status_code not in (200, 204, 404):
             self._raise(response, "deleting the connector")
+
+    def members_of(self, management_account: str) -> dict[str, str]:
+        """Member connectors Defender created for an organization: member account -> connector id."""
+        link: str | None = (
+            f"/subscriptions/{self.subscription}/providers/Microsoft.Security/securityConnectors"
+        )
+        members: dict[str, str] = {}
+        while link:
+            version = API_VERSION if link.startswith("/") else None
+            response = self._send("ListSecurityConnectors", "GET", link, version)
+            if response.status_code != 200:
+                self._raise(response, "listing connectors")
+            page = response.json()
+            for connector in page.get("value", []):
+                props = connector.get("properties", {})
+                org = props.get("environmentData", {}).get("organizationalData") or {}
+                if (
+                    org.get("organizationMembershipType") == "Member"
+                    and org.get("parentHierarchyId") == management_account
+                ):
+                    members[str(props.get("hierarchyIdentifier"))] = str(connector.get("id"))
+            link = page.get("nextLink")
+        return members
 
     def health(self, resource_group: str, name: str) -> HealthReport:
         path = (

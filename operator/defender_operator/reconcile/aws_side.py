@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import metrics
-from ..api.status import AwsStatus, OidcProviderStatus
+from ..api.status import AwsStatus, OidcProviderStatus, OrganizationStatus
 from ..aws.api import AwsClientError, call
 from ..aws.oidc import ObservedProvider, OidcProviders, ProviderSpec
 from ..aws.stack import ObservedStack, Stacks
+from ..aws.stackset import TRUSTED_ACCESS_MESSAGE, StackSets, Targets
 from ..errors import TerminalError
 from ..render import render
 from ..render.catalog import catalog
@@ -44,6 +45,7 @@ class AwsAccount:
     stacks: Stacks
     providers: OidcProviders
     iam: Any
+    stacksets: StackSets | None = None  # for a management account
 
 
 @dataclass
@@ -255,6 +257,78 @@ def _reconcile_stack(
     return AwsResult(
         Verdict("True", "StackReady", f"stack {status.stack_name} is {stack.status}"), role_arns=arns
     )
+
+
+def reconcile_organization(
+    target: Target, stacksets: StackSets, status: OrganizationStatus, settings: Settings
+) -> AwsResult:
+    """The member accounts' StackSet: create and deploy it, update it when the template changes, report it."""
+    org = target.spec.aws.organization
+    assert org is not None
+    member = render(target.spec).member_stackset
+    assert member is not None
+    name, owner = org.stack_set_name, target.key
+    if status.operation_id:
+        state, reason = stacksets.operation(name, status.operation_id)
+        status.stack_set_status = state
+        if state in ("RUNNING", "QUEUED", "STOPPING"):
+            message = f"StackSet {name} operation is {state}"
+            return AwsResult(
+                Verdict("False", "StackSetDeploying", message), requeue_after=settings.in_progress_seconds
+            )
+        status.operation_id = None
+        if state in ("FAILED", "STOPPED"):
+            message = f"StackSet {name} operation {state}: {reason}. Fix the cause, then request a reconcile."
+            return AwsResult(
+                Verdict("False", "StackSetFailed", message),
+                stalled=Verdict("True", "StackSetFailed", message),
+            )
+    targets = Targets(
+        organizational_units=list(org.organizational_unit_ids) or [stacksets.root()],
+        excluded_accounts=list(org.excluded_account_ids),
+        region=target.spec.deployment.region,
+    )
+    observed = stacksets.observe(name)
+    if observed is None:
+        try:
+            stacksets.create(name, member.compact, member.sha256, owner)
+        except TerminalError as exc:
+            if TRUSTED_ACCESS_MESSAGE in exc.message.lower():
+                message = (
+                    "StackSets cannot use AWS Organizations yet: enable trusted access for CloudFormation StackSets "
+                    f"in the management account ({exc.message})"
+                )
+                raise TerminalError("OrganizationsAccessDisabled", message) from None
+            raise
+        status.operation_id = stacksets.deploy(name, targets) or None
+        status.template_hash = member.sha256
+        return AwsResult(
+            Verdict(
+                "False",
+                "StackSetDeploying",
+                f"deploying StackSet {name} to {', '.join(targets.organizational_units)}",
+            ),
+            events=[Event("Normal", "StackSetCreated", f"created StackSet {name} for the member accounts")],
+            requeue_after=settings.in_progress_seconds,
+        )
+    if observed.owner not in (None, owner):
+        message = f"StackSet {name} belongs to {observed.owner}; choose another stackSetName"
+        raise TerminalError("StackSetOwnedElsewhere", message)
+    status.stack_set_id, status.member_accounts = observed.stack_set_id, len(observed.instances)
+    if observed.template_hash != member.sha256:
+        status.operation_id = stacksets.update(name, member.compact, member.sha256, owner, targets) or None
+        status.template_hash = member.sha256
+        return AwsResult(
+            Verdict("False", "StackSetUpdating", f"updating StackSet {name}"),
+            events=[
+                Event(
+                    "Normal", "StackSetUpdating", f"updating StackSet {name} to template {member.sha256[:12]}"
+                )
+            ],
+            requeue_after=settings.in_progress_seconds,
+        )
+    message = f"StackSet {name} is deployed to {len(observed.instances)} member accounts"
+    return AwsResult(Verdict("True", "StackSetReady", message))
 
 
 def _after_failed_create(

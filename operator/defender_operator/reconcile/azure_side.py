@@ -8,7 +8,7 @@ repaired, and reported as such.
 from dataclasses import dataclass, field
 
 from .. import metrics
-from ..api.status import AzureStatus, HealthIssue, HealthStatus
+from ..api.status import AzureStatus, HealthIssue, HealthStatus, MemberAccount, OrganizationStatus
 from ..azure.connector import Connectors, HealthReport, comparable
 from ..render.connector import connector_body
 from ..render.document import Rendered
@@ -38,7 +38,11 @@ def health_verdict(report: HealthReport) -> Verdict:
 
 
 def reconcile_azure(
-    target: Target, connectors: Connectors, status: AzureStatus, role_arns: dict[str, str]
+    target: Target,
+    connectors: Connectors,
+    status: AzureStatus,
+    role_arns: dict[str, str],
+    organization: OrganizationStatus | None = None,
 ) -> AzureResult:
     events: list[Event] = []
     spec, name = target.spec, target.connector_name
@@ -77,6 +81,12 @@ def reconcile_azure(
         observed = written
     status.connector_id, status.etag, status.applied_hash = observed.id, observed.etag, desired_hash
     status.trial_end_date = observed.trial_end_date or status.trial_end_date
+    if organization is not None:
+        members = connectors.members_of(spec.aws.account_id)
+        organization.member_connectors = len(members)
+        organization.members = [
+            MemberAccount(account_id=a, connector_id=c) for a, c in sorted(members.items())
+        ]
     if connectors.dry_run:
         return AzureResult(
             Verdict("True", "ConnectorReady", f"connector {name}"), Verdict("Unknown", "NotEvaluated"), events

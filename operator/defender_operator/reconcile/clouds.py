@@ -7,6 +7,7 @@ only from ``spec.azure.subscriptionId``, so nothing is ever written outside it.
 from ..aws.api import call, client
 from ..aws.oidc import OidcProviders
 from ..aws.stack import Stacks
+from ..aws.stackset import StackSets
 from ..azure.client import arm_pipeline
 from ..azure.connector import Connectors
 from ..credentials import CredentialFactory
@@ -43,6 +44,13 @@ class Clouds:
                 client(session, "iam", region, endpoint), partition, account, planned=self.planned
             ),
             iam=client(session, "iam", region, endpoint),
+            stacksets=StackSets(
+                client(session, "cloudformation", region, endpoint),
+                client(session, "organizations", "us-east-1", endpoint),  # a global service
+                planned=self.planned,
+            )
+            if target.spec.aws.organization is not None
+            else None,
         )
 
     def azure(self, target: Target) -> Connectors:

@@ -8,8 +8,10 @@ as they are; an object that never wrote anything (a conflicting duplicate) has n
 
 from dataclasses import dataclass, field
 
-from ..api.status import AWSConnectorStatus, OidcProviderStatus
+from ..api.status import AWSConnectorStatus, OidcProviderStatus, OrganizationStatus
+from ..aws.api import AwsClientError
 from ..aws.oidc import OidcProviders
+from ..aws.stackset import StackSets, Targets
 from .clouds import Clouds
 from .model import Event, Target
 
@@ -20,6 +22,7 @@ class Cleanup:
     message: str
     retry_after: float = 0.0
     events: list[Event] = field(default_factory=list)
+    status: AWSConnectorStatus | None = None  # progress to record while cleanup is not done
 
 
 def _release_provider(providers: OidcProviders, provider: OidcProviderStatus | None) -> str | None:
@@ -31,6 +34,48 @@ def _release_provider(providers: OidcProviders, provider: OidcProviderStatus | N
     if provider.added_audiences:
         providers.remove_audiences(provider.arn, provider.added_audiences)
         return f"removed audiences {', '.join(provider.added_audiences)} from {provider.arn}"
+    return None
+
+
+def _remove_stack_set(
+    target: Target,
+    stacksets: StackSets,
+    status: AWSConnectorStatus,
+    in_progress_seconds: float,
+    events: list[Event],
+) -> Cleanup | None:
+    """Remove the member instances, then the StackSet; None once it is gone."""
+    org = target.spec.aws.organization
+    assert org is not None
+    name = org.stack_set_name
+    observed = stacksets.observe(name)
+    if observed is None or observed.owner not in (None, target.key):
+        return None
+    organization = status.organization
+    if organization is not None and organization.operation_id:
+        state, _ = stacksets.operation(name, organization.operation_id)
+        if state in ("RUNNING", "QUEUED", "STOPPING"):
+            return Cleanup(
+                False, f"waiting for StackSet {name} to remove its instances", in_progress_seconds, events
+            )
+    if observed.instances:
+        region = target.spec.deployment.region
+        targets = Targets(list(org.organizational_unit_ids) or [stacksets.root()], [], region)
+        try:
+            operation = stacksets.remove_instances(name, targets)
+        except AwsClientError as exc:
+            if exc.code != "OperationInProgressException":
+                raise
+            return Cleanup(
+                False, f"waiting for StackSet {name}: {exc.aws_message}", in_progress_seconds, events
+            )
+        status.organization = organization or OrganizationStatus()
+        status.organization.operation_id = operation
+        message = f"removing StackSet {name} from {len(observed.instances)} member accounts"
+        events.append(Event("Normal", "StackSetDeleting", message))
+        return Cleanup(False, message, in_progress_seconds, events, status)
+    stacksets.delete(name)
+    events.append(Event("Normal", "StackSetDeleted", f"deleted StackSet {name}"))
     return None
 
 
@@ -71,6 +116,10 @@ def finalize(
             True, "connector deleted; the Terraform-managed roles are yours to destroy", events=events
         )
     account = clouds.aws(target)
+    if account.stacksets is not None and target.spec.aws.organization is not None:
+        waiting = _remove_stack_set(target, account.stacksets, status, in_progress_seconds, events)
+        if waiting is not None:
+            return waiting
     stack = account.stacks.observe(target.spec.stack_name)
     if stack is not None and stack.owner in (None, target.key):
         if stack.status != "DELETE_IN_PROGRESS":

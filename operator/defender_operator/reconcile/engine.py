@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..api.spec import AWSConnectorSpec
-from ..api.status import AWSConnectorStatus, AwsStatus, AzureStatus
+from ..api.status import AWSConnectorStatus, AwsStatus, AzureStatus, OrganizationStatus
 from ..errors import CloudError, RetryableError
 from ..settings import Settings
 from . import conditions
-from .aws_side import AwsResult, observe_terraform, reconcile_aws
+from .aws_side import AwsResult, observe_terraform, reconcile_aws, reconcile_organization
 from .azure_side import AzureResult, reconcile_azure
 from .clouds import Clouds
 from .conditions import Verdict
@@ -59,6 +59,18 @@ def _transition_events(before: AWSConnectorStatus, after: AWSConnectorStatus) ->
     return events
 
 
+def _with_organization(account: AwsResult, members: AwsResult) -> AwsResult:
+    """The management account's result, held back by its StackSet (its own connector does not need the members)."""
+    events = account.events + members.events
+    if members.verdict.status == "True":
+        return AwsResult(
+            account.verdict, role_arns=account.role_arns, events=events, requeue_after=account.requeue_after
+        )
+    return AwsResult(
+        members.verdict, members.stalled, account.role_arns, events, requeue_after=members.requeue_after
+    )
+
+
 def reconcile(
     target: Target, clouds: Clouds, settings: Settings, conflict_with: str | None = None
 ) -> Outcome:
@@ -86,15 +98,23 @@ def reconcile(
             if target.spec.deployment.method == "Terraform":
                 aws = observe_terraform(target, clouds.aws(target), status.aws)
             else:
-                aws = reconcile_aws(target, clouds.aws(target), status.aws, settings)
+                account = clouds.aws(target)
+                aws = reconcile_aws(target, account, status.aws, settings)
+                if account.stacksets is not None and aws.verdict.status == "True" and aws.stalled is None:
+                    status.organization = status.organization or OrganizationStatus()
+                    members = reconcile_organization(target, account.stacksets, status.organization, settings)
+                    aws = _with_organization(aws, members)
             events += aws.events
             stalled = aws.stalled
             if aws.requeue_after is not None:
                 requeue, result = aws.requeue_after, "requeue_after"
-            if aws.stalled is None and aws.role_arns is not None:
+            # A failing member StackSet does not stop the management account's own connector.
+            if aws.role_arns is not None and (aws.stalled is None or aws.stalled.reason == "StackSetFailed"):
                 stage = "azure"
                 status.azure = status.azure or AzureStatus()
-                azure = reconcile_azure(target, clouds.azure(target), status.azure, aws.role_arns)
+                azure = reconcile_azure(
+                    target, clouds.azure(target), status.azure, aws.role_arns, status.organization
+                )
                 events += azure.events
         except CloudError as exc:
             verdict = Verdict("False", exc.reason, exc.message)

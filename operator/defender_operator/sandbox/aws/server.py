@@ -13,7 +13,7 @@ from typing import Any
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from . import cloudformation_fixes, drift, iam_fixes
+from . import cloudformation_fixes, drift, iam_fixes, stackset_fixes
 
 CONFIG_PATH = "/_sandbox/config"
 StartResponse = Callable[..., Any]
@@ -36,6 +36,7 @@ def apply_fixes(async_stack_seconds: float = 0.0) -> None:
     iam_fixes.apply()
     cloudformation_fixes.apply()
     drift.apply()
+    stackset_fixes.apply()
     cloudformation_fixes.Settings.async_seconds = async_stack_seconds
 
 

@@ -1,0 +1,142 @@
+"""The service-managed StackSet that puts the Defender roles into an organization's member accounts.
+
+Service-managed StackSets deploy to organizational units (and, with automatic deployment, to accounts that join
+them later) but never to the management account itself, which is why that account has its own stack
+(aws-cloudformation/cloudformation-coverage-roadmap#1705). IAM is global, so one region per account is enough.
+Operations run in the background; the operator starts one, records its id, and looks again.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from .api import AwsClientError, call
+from .stack import CAPABILITIES, HASH_TAG, OWNER_TAG
+
+# Trusted access for StackSets is off in a new organization; CloudFormation then refuses service-managed StackSets.
+TRUSTED_ACCESS_MESSAGE = "organizations access"
+
+
+@dataclass(frozen=True)
+class ObservedStackSet:
+    stack_set_id: str
+    template_hash: str | None
+    owner: str | None
+    instances: list[str]  # member account ids with an instance
+
+
+@dataclass(frozen=True)
+class Targets:
+    organizational_units: list[str]
+    excluded_accounts: list[str]
+    region: str
+
+    def deployment_targets(self) -> dict[str, Any]:
+        targets: dict[str, Any] = {"OrganizationalUnitIds": self.organizational_units}
+        if self.excluded_accounts:
+            targets.update({"Accounts": self.excluded_accounts, "AccountFilterType": "DIFFERENCE"})
+        return targets
+
+
+class StackSets:
+    def __init__(self, cloudformation: Any, organizations: Any, planned: list[str] | None = None) -> None:
+        self.cf, self.organizations, self.planned = cloudformation, organizations, planned
+
+    def root(self) -> str:
+        roots = call(self.organizations, "list_roots")["Roots"]
+        return str(roots[0]["Id"])
+
+    def observe(self, name: str) -> ObservedStackSet | None:
+        try:
+            stack_set = call(self.cf, "describe_stack_set", StackSetName=name, CallAs="SELF")["StackSet"]
+        except AwsClientError as exc:
+            if exc.code in ("StackSetNotFoundException", "StackSetNotFound"):
+                return None
+            raise
+        if stack_set.get("Status") == "DELETED":
+            return None
+        tags = {t["Key"]: t["Value"] for t in stack_set.get("Tags") or []}
+        summaries = call(self.cf, "list_stack_instances", StackSetName=name)["Summaries"]
+        return ObservedStackSet(
+            stack_set_id=str(stack_set["StackSetId"]),
+            template_hash=tags.get(HASH_TAG),
+            owner=tags.get(OWNER_TAG),
+            instances=sorted({str(s["Account"]) for s in summaries}),
+        )
+
+    def create(self, name: str, body: str, template_hash: str, owner: str) -> None:
+        if self.planned is not None:
+            self.planned.append(f"create StackSet {name} (template {template_hash[:12]})")
+            return
+        call(
+            self.cf,
+            "create_stack_set",
+            StackSetName=name,
+            Description="Microsoft Defender for Cloud roles in member accounts (managed by defender-operator)",
+            TemplateBody=body,
+            Capabilities=CAPABILITIES,
+            PermissionModel="SERVICE_MANAGED",
+            AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
+            ManagedExecution={"Active": True},
+            Tags=[{"Key": HASH_TAG, "Value": template_hash}, {"Key": OWNER_TAG, "Value": owner}],
+        )
+
+    def deploy(self, name: str, targets: Targets) -> str:
+        if self.planned is not None:
+            self.planned.append(f"deploy StackSet {name} to {', '.join(targets.organizational_units)}")
+            return ""
+        result = call(
+            self.cf,
+            "create_stack_instances",
+            StackSetName=name,
+            DeploymentTargets=targets.deployment_targets(),
+            Regions=[targets.region],
+            OperationPreferences={"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 25},
+        )
+        return str(result["OperationId"])
+
+    def update(self, name: str, body: str, template_hash: str, owner: str, targets: Targets) -> str:
+        if self.planned is not None:
+            self.planned.append(f"update StackSet {name} (template {template_hash[:12]})")
+            return ""
+        result = call(
+            self.cf,
+            "update_stack_set",
+            StackSetName=name,
+            TemplateBody=body,
+            Capabilities=CAPABILITIES,
+            PermissionModel="SERVICE_MANAGED",
+            AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
+            Tags=[{"Key": HASH_TAG, "Value": template_hash}, {"Key": OWNER_TAG, "Value": owner}],
+            OperationPreferences={"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 25},
+        )
+        return str(result["OperationId"])
+
+    def operation(self, name: str, operation_id: str) -> tuple[str, str]:
+        """(Status, reason) of an operation: RUNNING, SUCCEEDED, FAILED, STOPPED, ..."""
+        op = call(self.cf, "describe_stack_set_operation", StackSetName=name, OperationId=operation_id)[
+            "StackSetOperation"
+        ]
+        status = str(op["Status"])
+        reason = str(op.get("StatusReason") or "")
+        if status == "FAILED" and not reason:
+            results = call(
+                self.cf, "list_stack_set_operation_results", StackSetName=name, OperationId=operation_id
+            )["Summaries"]
+            failed = [r for r in results if r.get("Status") == "FAILED"]
+            if failed:
+                reason = f"account {failed[0]['Account']}: {failed[0].get('StatusReason', '')}"
+        return status, reason
+
+    def remove_instances(self, name: str, targets: Targets) -> str:
+        result = call(
+            self.cf,
+            "delete_stack_instances",
+            StackSetName=name,
+            DeploymentTargets={"OrganizationalUnitIds": targets.organizational_units},
+            Regions=[targets.region],
+            RetainStacks=False,
+        )
+        return str(result["OperationId"])
+
+    def delete(self, name: str) -> None:
+        call(self.cf, "delete_stack_set", StackSetName=name)

@@ -1,0 +1,144 @@
+"""StackSets and the identity-provider resource in moto, made faithful where defender-operator depends on them.
+
+- ``AWS::IAM::OIDCProvider`` exists in CloudFormation (docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/
+  aws-resource-iam-oidcprovider.html; ``Ref`` returns the ARN); moto skips it with a warning, so trust policies that
+  ``Ref`` it come out empty. The member template creates it.
+- ``CreateStackInstances`` honours ``DeploymentTargets.AccountFilterType`` (DIFFERENCE excludes the listed accounts
+  from the OUs' accounts, INTERSECTION keeps only them: API_DeploymentTargets.html); moto adds the accounts instead.
+- ``DeleteStackInstances`` with ``DeploymentTargets.OrganizationalUnitIds`` deletes the OUs' instances; moto deletes
+  nothing (then DeleteStackSet fails with StackSetNotEmptyException).
+- ``UpdateStackSet`` with a new template updates every stack instance; moto only records the operation.
+"""
+
+from typing import Any
+
+from moto.cloudformation.models import StackInstances, StackSet
+from moto.cloudformation.responses import CloudFormationResponse
+from moto.core.common_models import CloudFormationModel
+from moto.core.responses import ActionResult
+from moto.iam.models import iam_backends
+from moto.utilities.utils import get_partition
+
+
+class OidcProviderResource(CloudFormationModel):
+    def __init__(self, arn: str, account_id: str, partition: str) -> None:
+        self.arn, self.account_id, self.partition = arn, account_id, partition
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::IAM::OIDCProvider"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.arn
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr == "Arn"
+
+    def get_cfn_attribute(self, attribute_name: str) -> str:
+        return self.arn
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> "OidcProviderResource":
+        properties = cloudformation_json["Properties"]
+        partition = get_partition(region_name)
+        provider = iam_backends[account_id][partition].create_open_id_connect_provider(
+            properties["Url"],
+            properties.get("ThumbprintList", []),
+            properties.get("ClientIdList", []),
+            properties.get("Tags", []),
+        )
+        return cls(provider.arn, account_id, partition)
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str
+    ) -> None:
+        backend = iam_backends[account_id][get_partition(region_name)]
+        if resource_name in backend.open_id_providers:
+            backend.delete_open_id_connect_provider(resource_name)
+
+    def delete(self, account_id: str, region_name: str) -> None:
+        self.delete_from_cloudformation_json(self.arn, {}, account_id, region_name)
+
+
+_original_create_instances = StackInstances.create_instances
+
+
+def _create_instances(
+    self: StackInstances,
+    accounts: list[str],
+    regions: list[str],
+    parameters: list[dict[str, Any]] | None,
+    deployment_targets: dict[str, Any],
+    permission_model: str,
+) -> list[dict[str, Any]]:
+    mode = deployment_targets.get("AccountFilterType", "NONE")
+    listed = set(deployment_targets.get("Accounts") or [])
+    if mode in ("DIFFERENCE", "INTERSECTION") and listed:
+        ous = {**deployment_targets, "Accounts": []}
+        before = {(i.account_id, i.region_name) for i in self.stack_instances}
+        created = _original_create_instances(self, [], regions, parameters, ous, permission_model)
+
+        def keep(account: str) -> bool:
+            return (account not in listed) if mode == "DIFFERENCE" else (account in listed)
+
+        for instance in list(self.stack_instances):
+            new = (instance.account_id, instance.region_name) not in before
+            if new and not keep(instance.account_id):
+                instance.delete()
+                self.stack_instances.remove(instance)
+        return [c for c in created if keep(c["Account"])]
+    return _original_create_instances(
+        self, accounts, regions, parameters, deployment_targets, permission_model
+    )
+
+
+def _ou_accounts(stack_set: StackSet, ou_ids: list[str]) -> list[str]:
+    org = stack_set.instances.org_backend
+    ous = set(ou_ids) | {ou.id for ou in org.ou if ou.parent_id in ou_ids}
+    return [account.id for account in org.accounts if account.parent_id in ous]
+
+
+_original_delete_instances = CloudFormationResponse.delete_stack_instances
+
+
+def _delete_stack_instances(self: CloudFormationResponse) -> Any:
+    targets = self._get_params().get("DeploymentTargets") or {}
+    if not targets.get("OrganizationalUnitIds"):
+        return _original_delete_instances(self)
+    stack_set = self.cloudformation_backend.describe_stack_set(self._get_param("StackSetName"))
+    accounts = _ou_accounts(stack_set, targets["OrganizationalUnitIds"])
+    stack_set.delete_stack_instances(accounts, self._get_param("Regions", []))
+    return ActionResult({"OperationId": stack_set.operations[-1]["OperationId"]})
+
+
+_original_update = StackSet.update
+
+
+def _update(self: StackSet, template: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    operation = _original_update(self, template, *args, **kwargs)
+    if template:
+        for instance in self.stack_instances:
+            instance.template = template
+            instance.stack.update(template, parameters=instance.stack.resource_map.input_parameters)
+    return operation
+
+
+def apply() -> None:
+    # OidcProviderResource registers itself with moto's template parser by subclassing CloudFormationModel.
+    StackInstances.create_instances = _create_instances  # type: ignore[method-assign]
+    CloudFormationResponse.delete_stack_instances = _delete_stack_instances  # type: ignore[method-assign]
+    StackSet.update = _update  # type: ignore[method-assign]
