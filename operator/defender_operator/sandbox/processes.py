@@ -5,14 +5,16 @@ start time as the kernel reports it. ``stop_recorded`` kills exactly those proce
 crashed: a pid that was reused by an unrelated process has another start time and is left alone.
 """
 
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import closing, suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,9 +59,20 @@ def _read(state: Path) -> list[Recorded]:
 
 
 def _write(state: Path, records: list[Recorded]) -> None:
-    tmp = state / (RECORD + ".tmp")
+    tmp = state / f"{RECORD}.{os.getpid()}.{threading.get_ident()}.tmp"
     tmp.write_text(json.dumps([asdict(r) for r in records], indent=1))
     tmp.replace(state / RECORD)
+
+
+@contextmanager
+def _locked(state: Path) -> Iterator[None]:
+    """Read-modify-write of the record by one thread or process at a time (services start in parallel)."""
+    with _THREAD_LOCK, (state / f"{RECORD}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+_THREAD_LOCK = threading.Lock()
 
 
 def start(
@@ -79,7 +92,8 @@ def start(
         )
     started = _start_time(proc.pid)
     record = Recorded(name=name, pid=proc.pid, start_time=started or "", log=str(log_path))
-    _write(state, [*[r for r in _read(state) if r.name != name], record])
+    with _locked(state):
+        _write(state, [*[r for r in _read(state) if r.name != name], record])
     return record
 
 
@@ -110,7 +124,8 @@ def _stop(state: Path, records: list[Recorded], timeout: float) -> list[str]:
         _reap(record.pid)
     stopped = {r.name for r in records}
     if (state / RECORD).exists():
-        _write(state, [r for r in _read(state) if r.name not in stopped and r.alive()])
+        with _locked(state):
+            _write(state, [r for r in _read(state) if r.name not in stopped and r.alive()])
     return [r.name for r in records]
 
 
