@@ -2,7 +2,10 @@
 
 import itertools
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 
 from defender_operator.api.names import ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT, FINALIZER
 from defender_operator.api.spec import AWSConnectorSpec
@@ -694,3 +698,54 @@ def test_management_account_onboards_its_organization(
         ).status_code
         == 200
     )  # not ours
+
+
+def test_plan_shows_changes_and_writes_nothing(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    m = manifest(namespace, "planned")
+    manifest_file = tmp_path / "planned.yaml"
+    manifest_file.write_text(yaml.safe_dump(m))
+    env = {**os.environ, **sandbox.env(), "AWS_ENDPOINT_URL": operator.aws_proxy}
+    operator.reset_aws_operations()
+    arm_control(sandbox, "/_sandbox/requests", method="DELETE")
+    planned = subprocess.run(
+        [sys.executable, "-m", "defender_operator.cli", "plan", "-f", str(manifest_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert (
+        "create identity provider" in planned.stdout
+        and f"create stack DefenderForCloud-{account_of(m)}" in planned.stdout
+    )
+    writes = {
+        op: n for op, n in operator.aws_operations().items() if not op.startswith(("Describe", "Get", "List"))
+    }
+    assert set(writes) <= {"AssumeRole"}  # signing in is not a change
+    assert [r for r in arm_requests(sandbox) if r["method"] != "GET"] == []
+    assert stacks_of(sandbox, account_of(m)) == []
+    apply(kubeconfig, m)
+    wait_condition(kubeconfig, namespace, "planned", "Ready", "True")
+    in_sync = subprocess.run(
+        [sys.executable, "-m", "defender_operator.cli", "plan", "-f", str(manifest_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "no changes" in in_sync.stdout, in_sync.stdout + in_sync.stderr
+    m["spec"]["scanIntervalHours"] = 24
+    manifest_file.write_text(yaml.safe_dump(m))
+    changed = subprocess.run(
+        [sys.executable, "-m", "defender_operator.cli", "plan", "-f", str(manifest_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "update connector" in changed.stdout, changed.stdout
+    assert "update stack" not in changed.stdout  # the interval lives in Azure only
+    delete(kubeconfig, namespace, "planned")
