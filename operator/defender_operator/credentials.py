@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import botocore.session
 from azure.core.credentials import TokenCredential
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, WorkloadIdentityCredential
 
 from .api.spec import AWSConnectorSpec
-from .aws.api import call, client
+from .aws.api import CLIENT_CONFIG, call
 from .errors import TerminalError
 from .settings import Settings
 
@@ -48,26 +49,66 @@ def _secret(
 
 
 @dataclass(frozen=True)
-class _CachedSession:
-    session: boto3.Session
-    expires: float
+class _Keys:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None
+    expires: float = float("inf")
+
+
+class AwsClients:
+    """Clients for one set of AWS credentials, created once and reused across passes."""
+
+    def __init__(self, factory: "CredentialFactory", keys: _Keys | None) -> None:
+        self._factory, self._keys = factory, keys
+
+    def client(self, service: str, region: str) -> Any:
+        return self._factory._client(self._keys, service, region)
 
 
 class CredentialFactory:
-    """Builds (and caches, per object) the sessions and credentials the adapters use."""
+    """Builds (and caches) the clients and credentials the adapters use.
+
+    Every AWS client comes from one botocore session, so the service models are loaded once for the process rather
+    than once per object (about 15 MiB an object otherwise: docs/performance.md); clients are cached per credentials,
+    service and region.
+    """
 
     def __init__(self, settings: Settings, read_secret: SecretReader) -> None:
         self.settings, self.read_secret = settings, read_secret
-        self._assumed: dict[tuple[str, ...], _CachedSession] = {}
+        self._session = boto3.Session(botocore_session=botocore.session.get_session())
+        self._assumed: dict[tuple[str, ...], _Keys] = {}
+        self._clients: dict[tuple[Any, ...], Any] = {}
         self._azure: dict[tuple[str, ...], TokenCredential] = {}
         self._lock = threading.Lock()
 
     # --- AWS ----------------------------------------------------------------------------------------------------------
 
-    def aws_session(self, namespace: str, name: str, spec: AWSConnectorSpec) -> boto3.Session:
+    def _client(self, keys: _Keys | None, service: str, region: str) -> Any:
+        key = (keys, service, region)
+        with self._lock:
+            cached = self._clients.get(key)
+            if cached is None:
+                credentials = {}
+                if keys is not None:
+                    credentials = {
+                        "aws_access_key_id": keys.access_key_id,
+                        "aws_secret_access_key": keys.secret_access_key,
+                        "aws_session_token": keys.session_token,
+                    }
+                cached = self._session.client(  # type: ignore[call-overload]
+                    service,
+                    region_name=region,
+                    endpoint_url=self.settings.aws_endpoint_url,
+                    config=CLIENT_CONFIG,
+                    **credentials,
+                )
+                self._clients[key] = cached
+            return cached
+
+    def aws_clients(self, namespace: str, name: str, spec: AWSConnectorSpec) -> AwsClients:
         creds = spec.aws.credentials
-        base = boto3.Session()
-        base_key = "default"
+        base: _Keys | None = None
         if creds and creds.secret_ref:
             data = _secret(
                 self.read_secret,
@@ -76,35 +117,34 @@ class CredentialFactory:
                 ("accessKeyId", "secretAccessKey"),
                 "spec.aws.credentials.secretRef",
             )
-            base = boto3.Session(
-                aws_access_key_id=data["accessKeyId"],
-                aws_secret_access_key=data["secretAccessKey"],
-                aws_session_token=data.get("sessionToken") or None,
-            )
-            base_key = f"secret:{namespace}/{creds.secret_ref.name}:{hash(data['accessKeyId'])}"
+            base = _Keys(data["accessKeyId"], data["secretAccessKey"], data.get("sessionToken") or None)
         if not (creds and creds.role_arn):
-            return base
-        key = (base_key, creds.role_arn, creds.external_id or "")
+            return AwsClients(self, base)
+        key = (str(hash(base)), creds.role_arn, creds.external_id or "")
         with self._lock:
-            cached = self._assumed.get(key)
-            if cached and cached.expires > time.monotonic():
-                return cached.session
-        sts = client(base, "sts", self.settings.aws_region, self.settings.aws_endpoint_url)
-        kwargs: dict[str, Any] = {
-            "RoleArn": creds.role_arn,
-            "RoleSessionName": f"defender-operator-{namespace}-{name}"[:64],
-        }
-        if creds.external_id:
-            kwargs["ExternalId"] = creds.external_id
-        assumed = call(sts, "assume_role", **kwargs)["Credentials"]
-        session = boto3.Session(
-            aws_access_key_id=assumed["AccessKeyId"],
-            aws_secret_access_key=assumed["SecretAccessKey"],
-            aws_session_token=assumed["SessionToken"],
-        )
-        with self._lock:
-            self._assumed[key] = _CachedSession(session, time.monotonic() + _ASSUMED_ROLE_TTL)
-        return session
+            assumed = self._assumed.get(key)
+        if assumed is None or assumed.expires <= time.monotonic():
+            kwargs: dict[str, Any] = {
+                "RoleArn": creds.role_arn,
+                "RoleSessionName": f"defender-operator-{namespace}-{name}"[:64],
+            }
+            if creds.external_id:
+                kwargs["ExternalId"] = creds.external_id
+            result = call(self._client(base, "sts", self.settings.aws_region), "assume_role", **kwargs)[
+                "Credentials"
+            ]
+            assumed = _Keys(
+                result["AccessKeyId"],
+                result["SecretAccessKey"],
+                result["SessionToken"],
+                time.monotonic() + _ASSUMED_ROLE_TTL,
+            )
+            with self._lock:
+                stale = self._assumed.get(key)
+                self._assumed[key] = assumed
+                if stale is not None:  # the expired credentials' clients are not needed any more
+                    self._clients = {k: v for k, v in self._clients.items() if k[0] != stale}
+        return AwsClients(self, assumed)
 
     # --- Azure --------------------------------------------------------------------------------------------------------
 

@@ -85,8 +85,12 @@ def aws_calls() -> set[str]:
                 target, operation = node.args[0], node.args[1]
                 assert isinstance(operation, ast.Constant), ast.dump(node)
                 name = ast.unparse(target).split(".")[-1]
-                if isinstance(target, ast.Call):  # call(client(session, "sts", ...), ...)
-                    name = target.args[1].value  # type: ignore[attr-defined]
+                if isinstance(target, ast.Call):  # call(clients.client("sts", region), ...)
+                    name = next(
+                        a.value
+                        for a in target.args
+                        if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                    )
                 actions.add(f"{CLIENT_SERVICES[name]}:{_camel(operation.value)}")
     return actions
 

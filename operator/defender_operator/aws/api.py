@@ -6,7 +6,6 @@ exponential backoff with jitter); what still fails after that is classified here
 
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -52,10 +51,6 @@ CREDENTIALS = {
 }
 
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=10, read_timeout=30)
-
-
-def client(session: boto3.Session, service: str, region: str, endpoint_url: str | None) -> Any:
-    return session.client(service, region_name=region, endpoint_url=endpoint_url, config=CLIENT_CONFIG)  # type: ignore[call-overload]
 
 
 def call(aws_client: Any, operation: str, **kwargs: Any) -> Any:

@@ -4,7 +4,11 @@ Before anything is written in AWS, STS GetCallerIdentity must name ``spec.aws.ac
 only from ``spec.azure.subscriptionId``, so nothing is ever written outside it.
 """
 
-from ..aws.api import call, client
+from typing import Any
+
+from azure.mgmt.core import ARMPipelineClient
+
+from ..aws.api import call
 from ..aws.oidc import OidcProviders
 from ..aws.stack import Stacks
 from ..aws.stackset import StackSets
@@ -23,11 +27,13 @@ class Clouds:
     ) -> None:
         """With ``planned``, the adapters describe their writes there instead of making them."""
         self.settings, self.credentials, self.planned = settings, credentials, planned
+        self._pipelines: dict[
+            int, ARMPipelineClient[Any, Any]
+        ] = {}  # one per credential, reused across passes
 
     def aws(self, target: Target) -> AwsAccount:
-        session = self.credentials.aws_session(target.namespace, target.name, target.spec)
-        endpoint = self.settings.aws_endpoint_url
-        identity = call(client(session, "sts", self.settings.aws_region, endpoint), "get_caller_identity")
+        clients = self.credentials.aws_clients(target.namespace, target.name, target.spec)
+        identity = call(clients.client("sts", self.settings.aws_region), "get_caller_identity")
         account = str(identity["Account"])
         if account != target.spec.aws.account_id:
             raise TerminalError(
@@ -36,18 +42,15 @@ class Clouds:
             )
         partition = str(identity["Arn"]).split(":")[1]
         region = target.spec.deployment.region
+        cloudformation, iam = clients.client("cloudformation", region), clients.client("iam", region)
         return AwsAccount(
             account=account,
             partition=partition,
-            stacks=Stacks(client(session, "cloudformation", region, endpoint), planned=self.planned),
-            providers=OidcProviders(
-                client(session, "iam", region, endpoint), partition, account, planned=self.planned
-            ),
-            iam=client(session, "iam", region, endpoint),
+            stacks=Stacks(cloudformation, planned=self.planned),
+            providers=OidcProviders(iam, partition, account, planned=self.planned),
+            iam=iam,
             stacksets=StackSets(
-                client(session, "cloudformation", region, endpoint),
-                client(session, "organizations", "us-east-1", endpoint),  # a global service
-                planned=self.planned,
+                cloudformation, clients.client("organizations", "us-east-1"), planned=self.planned
             )
             if target.spec.aws.organization is not None
             else None,
@@ -55,7 +58,10 @@ class Clouds:
 
     def azure(self, target: Target) -> Connectors:
         credential = self.credentials.azure_credential(target.namespace, target.spec)
-        pipeline = arm_pipeline(
-            credential, self.settings.azure_arm_endpoint, ca_bundle=self.settings.azure_ca_bundle
-        )
+        pipeline = self._pipelines.get(id(credential))
+        if pipeline is None:
+            pipeline = arm_pipeline(
+                credential, self.settings.azure_arm_endpoint, ca_bundle=self.settings.azure_ca_bundle
+            )
+            self._pipelines[id(credential)] = pipeline
         return Connectors(pipeline, target.spec.azure.subscription_id, planned=self.planned)
