@@ -40,4 +40,4 @@ def configure(fmt: str, level: str) -> None:
     # The SDKs log every request at INFO (azure-core) or DEBUG; keep them at WARNING unless asked.
     # Kopf logs every handler run; the operator logs each pass itself.
     for noisy in ("azure", "botocore", "boto3", "urllib3", "kubernetes", "aiohttp.access", "kopf.objects"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+        logging.getLogger(noisy).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)

@@ -116,6 +116,15 @@ def connector(sandbox: Sandbox, m: dict[str, Any], name: str | None = None) -> A
     return send(arm_client(sandbox), "GET", url)
 
 
+def onboarded(
+    kubeconfig: Path, namespace: str, name: str = "acme", **spec: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Apply a manifest for a fresh account and wait until it is Ready; returns the manifest and the object."""
+    m = manifest(namespace, name, **spec)
+    assert apply(kubeconfig, m).returncode == 0
+    return m, wait_condition(kubeconfig, namespace, name, "Ready", "True")
+
+
 def request_reconcile(kubeconfig: Path, namespace: str, name: str) -> None:
     kubectl(
         kubeconfig,
@@ -204,9 +213,7 @@ def test_create_reaches_ready_with_the_right_stack_roles_and_connector(
 def test_a_pass_in_sync_makes_no_write_calls(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    m = manifest(namespace)
-    apply(kubeconfig, m)
-    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    _m, _ = onboarded(kubeconfig, namespace)
     request_reconcile(
         kubeconfig, namespace, "acme"
     )  # the first drift check runs now, not in the measured pass
@@ -245,7 +252,7 @@ def test_spec_changes_update_stack_and_connector(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
     m = manifest(namespace)
-    apply(kubeconfig, m)
+    assert apply(kubeconfig, m).returncode == 0
     first = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
     m["spec"].update(
         {
@@ -283,9 +290,7 @@ def test_spec_changes_update_stack_and_connector(
 def test_out_of_band_changes_are_repaired(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    m = manifest(namespace)
-    apply(kubeconfig, m)
-    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    m, _ = onboarded(kubeconfig, namespace)
     account = account_of(m)
     iam = aws_in(sandbox, account, "iam")
     # a role's trust is opened up, and another role is deleted
@@ -373,9 +378,7 @@ def test_asynchronous_cloudformation_shows_reconciling_then_ready(
 def test_health_is_reported(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    m = manifest(namespace)
-    apply(kubeconfig, m)
-    obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    _m, obj = onboarded(kubeconfig, namespace)
     issue = {
         "issueKey": "RoleAssumptionFailed",
         "issueName": "Role cannot be assumed",
@@ -399,9 +402,7 @@ def test_health_is_reported(
 def test_delete_removes_everything_it_created(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    m = manifest(namespace)
-    apply(kubeconfig, m)
-    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    m, _ = onboarded(kubeconfig, namespace)
     account = account_of(m)
     delete(kubeconfig, namespace, "acme")
     assert connector(sandbox, m).status_code == 404
@@ -418,7 +419,7 @@ def test_orphan_leaves_both_clouds(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
     m = manifest(namespace, deletionPolicy="Orphan")
-    apply(kubeconfig, m)
+    assert apply(kubeconfig, m).returncode == 0
     wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
     delete(kubeconfig, namespace, "acme")
     assert connector(sandbox, m).status_code == 200
@@ -428,13 +429,11 @@ def test_orphan_leaves_both_clouds(
 def test_paused_object_is_left_alone_and_can_still_be_deleted(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    m = manifest(namespace)
-    apply(kubeconfig, m)
-    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    m, _ = onboarded(kubeconfig, namespace)
     kubectl(kubeconfig, "annotate", "awsc", "-n", namespace, "acme", f"{ANNOTATION_PAUSED}=true", check=True)
     arm_control(sandbox, "/_sandbox/requests", method="DELETE")
     m["spec"]["scanIntervalHours"] = 24
-    apply(kubeconfig, m)
+    assert apply(kubeconfig, m).returncode == 0
     request_reconcile(kubeconfig, namespace, "acme")
     unchanged = lambda: connector(sandbox, m).json()["properties"]["environmentData"]["scanInterval"] == 4  # noqa: E731
     # Nothing may change, so there is no condition to wait for: give the operator time for several passes (it would
@@ -471,10 +470,10 @@ def test_second_object_for_the_same_account_is_stalled_and_writes_nothing(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
     first = manifest(namespace, "first")
-    apply(kubeconfig, first)
+    assert apply(kubeconfig, first).returncode == 0
     wait_condition(kubeconfig, namespace, "first", "Ready", "True")
     second = manifest(namespace, "second", account=account_of(first))
-    apply(kubeconfig, second)
+    assert apply(kubeconfig, second).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "second", "Stalled", "True", reason="ConnectorConflict")
     assert f"{namespace}/first" in condition(obj, "Stalled")["message"]  # type: ignore[index]
     assert connector_puts(sandbox, "second") == []
@@ -497,7 +496,7 @@ def test_existing_provider_is_shared_and_left_intact(
         ClientIDList=[sentinel_audience],
         ThumbprintList=["626d44e704d1ceabe3bf0d53397464ac8080142c"],
     )["OpenIDConnectProviderArn"]
-    apply(kubeconfig, m)
+    assert apply(kubeconfig, m).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
     provider = obj["status"]["aws"]["oidcProvider"]
     assert provider["arn"] == arn and provider["owned"] is False
@@ -526,7 +525,7 @@ def test_bad_credentials_stall_with_a_clear_message(
     )
     m = manifest(namespace)
     m["spec"]["azure"]["credentialsSecretRef"] = {"name": "azure-onboarding"}
-    apply(kubeconfig, m)
+    assert apply(kubeconfig, m).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="AzureCredentialsRejected")
     message = condition(obj, "Stalled")["message"]  # type: ignore[index]
     assert "AADSTS7000215" in message and "not-the-secret" not in message
@@ -535,7 +534,7 @@ def test_bad_credentials_stall_with_a_clear_message(
     assert "not-the-secret" not in json.dumps(events(kubeconfig, namespace, "acme"))
     missing = manifest(namespace, "missing-secret")
     missing["spec"]["azure"]["credentialsSecretRef"] = {"name": "nope"}
-    apply(kubeconfig, missing)
+    assert apply(kubeconfig, missing).returncode == 0
     obj = wait_condition(
         kubeconfig, namespace, "missing-secret", "Stalled", "True", reason="CredentialsSecretMissing"
     )
@@ -554,7 +553,7 @@ def test_failed_stack_is_stalled_with_the_reason_then_recovers(
         RoleName="CspmMonitorAws",
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
     )
-    apply(kubeconfig, m)
+    assert apply(kubeconfig, m).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="StackCreateFailed")
     message = condition(obj, "Stalled")["message"]  # type: ignore[index]
     assert "CspmMonitorRole" in message and "already exists" in message
@@ -569,7 +568,7 @@ def test_throttling_is_retried(
 ) -> None:
     operator.inject_aws_fault(pathPattern="CreateStack", count=6, status=400)
     m = manifest(namespace)
-    apply(kubeconfig, m)
+    assert apply(kubeconfig, m).returncode == 0
     wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
     assert (
         'defender_operator_cloud_throttled_total{cloud="aws",operation="create_stack",service="cloudformation"}'
@@ -590,7 +589,7 @@ def test_terraform_method_waits_for_the_roles(
         },
         deployment={"method": "Terraform"},
     )
-    apply(kubeconfig, m)
+    assert apply(kubeconfig, m).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "acme", "AWSReady", "False", reason="AwaitingTerraform")
     assert "CspmMonitorAws" in condition(obj, "AWSReady")["message"]  # type: ignore[index]
     assert stacks_of(sandbox, account_of(m)) == []
@@ -625,7 +624,7 @@ def test_management_account_onboards_its_organization(
         organizations.move_account(AccountId=account, SourceParentId=root, DestinationParentId=ou)
         members.append(account)
     m["spec"]["aws"]["organization"] = {"organizationalUnitIds": [ou], "excludedAccountIds": [members[2]]}
-    apply(kubeconfig, m)
+    assert apply(kubeconfig, m).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "org", "Ready", "True", timeout=90)
     org_status = obj["status"]["organization"]
     assert org_status["memberAccounts"] == 2 and org_status["stackSetId"]
@@ -727,7 +726,7 @@ def test_plan_shows_changes_and_writes_nothing(
     assert set(writes) <= {"AssumeRole"}  # signing in is not a change
     assert [r for r in arm_requests(sandbox) if r["method"] != "GET"] == []
     assert stacks_of(sandbox, account_of(m)) == []
-    apply(kubeconfig, m)
+    assert apply(kubeconfig, m).returncode == 0
     wait_condition(kubeconfig, namespace, "planned", "Ready", "True")
     in_sync = subprocess.run(
         [sys.executable, "-m", "defender_operator.cli", "plan", "-f", str(manifest_file)],

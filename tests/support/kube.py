@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from kubernetes import client, config
 
 from defender_operator.sandbox import binaries
@@ -35,8 +34,9 @@ def kubectl(
 def apply(
     kubeconfig: Path, manifest: dict[str, Any] | list[dict[str, Any]], *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    docs = manifest if isinstance(manifest, list) else [manifest]
-    return kubectl(kubeconfig, "apply", "-f", "-", *extra, stdin=yaml.safe_dump_all(docs))
+    # JSON, not YAML: PyYAML writes a string like "011358009651" unquoted, which kubectl's YAML 1.2 reads as a number.
+    body = {"apiVersion": "v1", "kind": "List", "items": manifest} if isinstance(manifest, list) else manifest
+    return kubectl(kubeconfig, "apply", "-f", "-", *extra, stdin=json.dumps(body))
 
 
 def api_client(kubeconfig: Path) -> client.ApiClient:
