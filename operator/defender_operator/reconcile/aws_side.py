@@ -17,9 +17,15 @@ from ..aws.oidc import ObservedProvider, OidcProviders, ProviderSpec
 from ..aws.stack import ObservedStack, Stacks
 from ..aws.stackset import TRUSTED_ACCESS_MESSAGE, StackSets, Targets
 from ..errors import TerminalError
-from ..render import render
 from ..render.catalog import catalog
-from ..render.cloudformation import CIEM_OIDC_PARAMETER, OIDC_PARAMETER, output_key
+from ..render.cloudformation import (
+    CIEM_OIDC_PARAMETER,
+    OIDC_PARAMETER,
+    member_template,
+    output_key,
+    stack_template,
+)
+from ..render.document import Rendered
 from ..render.iam import role_documents
 from ..render.placeholders import ciem_oidc_host
 from ..settings import Settings
@@ -136,7 +142,7 @@ def reconcile_aws(target: Target, account: AwsAccount, status: AwsStatus, settin
             account.providers, specs["ciem"], owner, status.ciem_oidc_provider, events
         )
         parameters[CIEM_OIDC_PARAMETER] = status.ciem_oidc_provider.arn
-    template = render(target.spec).cloudformation
+    template = Rendered(stack_template(target.spec))  # only what this side sends, not every rendering
     name = target.spec.stack_name
     status.stack_name = name
     stack = account.stacks.observe(name)
@@ -265,8 +271,7 @@ def reconcile_organization(
     """The member accounts' StackSet: create and deploy it, update it when the template changes, report it."""
     org = target.spec.aws.organization
     assert org is not None
-    member = render(target.spec).member_stackset
-    assert member is not None
+    member = Rendered(member_template(target.spec))
     name, owner = org.stack_set_name, target.key
     if status.operation_id:
         state, reason = stacksets.operation(name, status.operation_id)

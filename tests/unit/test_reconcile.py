@@ -1,0 +1,177 @@
+"""The pure parts of the reconciler: conditions (kstatus), transition events, health, drift comparison."""
+
+from typing import Any
+
+from defender_operator.api.names import ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
+from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.api.status import AWSConnectorStatus
+from defender_operator.azure.connector import HealthIssueReport, HealthReport, comparable
+from defender_operator.reconcile import conditions
+from defender_operator.reconcile.aws_side import role_arns_from_outputs
+from defender_operator.reconcile.azure_side import health_verdict
+from defender_operator.reconcile.conditions import Verdict
+from defender_operator.reconcile.engine import _transition_events, plans_summary
+from defender_operator.reconcile.model import Target
+from defender_operator.render.cloudformation import stack_template
+from defender_operator.render.connector import connector_body
+from tests.support.manifests import base_manifest
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+READY = Verdict("True", "StackReady")
+
+
+def spec(**plans: Any) -> AWSConnectorSpec:
+    manifest = base_manifest()["spec"]
+    manifest["plans"] = plans
+    return AWSConnectorSpec.model_validate(manifest)
+
+
+def target(status: AWSConnectorStatus | None = None, **annotations: str) -> Target:
+    return Target("ns", "acme", "uid", 2, spec(), status or AWSConnectorStatus(), annotations)
+
+
+def as_dict(conds: list[Any]) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in conds}
+
+
+def test_ready_needs_both_sides() -> None:
+    both = conditions.summarize([], READY, Verdict("True", "ConnectorReady"), None, 2, T0)
+    assert as_dict(both)["Ready"] == ("True", "Onboarded")
+    assert as_dict(both)["Reconciling"] == ("False", "Idle") and as_dict(both)["Stalled"] == (
+        "False",
+        "NoError",
+    )
+    waiting = conditions.summarize(
+        [], Verdict("False", "StackCreating", "creating"), Verdict("Unknown", "WaitingForAWS"), None, 2, T0
+    )
+    assert as_dict(waiting)["Ready"] == ("False", "StackCreating")
+    assert as_dict(waiting)["Reconciling"] == ("True", "StackCreating")
+    assert all(c.observed_generation == 2 for c in waiting)
+
+
+def test_stalled_is_failed_for_kstatus_and_not_reconciling() -> None:
+    stalled = Verdict("True", "AccountMismatch", "wrong account")
+    out = as_dict(
+        conditions.summarize(
+            [], Verdict("False", "AccountMismatch"), Verdict("Unknown", "WaitingForAWS"), stalled, 2, T0
+        )
+    )
+    assert out["Stalled"] == ("True", "AccountMismatch")
+    assert out["Ready"] == ("False", "AccountMismatch")
+    assert out["Reconciling"] == ("False", "Idle")
+
+
+def test_transition_time_changes_only_with_the_status() -> None:
+    first = conditions.put([], "AWSReady", Verdict("False", "StackCreating"), 1, T0)
+    same_status = conditions.put(first, "AWSReady", Verdict("False", "StackInProgress"), 1, T1)
+    assert same_status[0].last_transition_time == T0 and same_status[0].reason == "StackInProgress"
+    flipped = conditions.put(same_status, "AWSReady", READY, 1, T1)
+    assert flipped[0].last_transition_time == T1
+
+
+def test_conditions_have_a_stable_order() -> None:
+    out = conditions.summarize([], READY, READY, None, 1, T0)
+    assert [c.type for c in out] == ["Ready", "Reconciling", "Stalled", "AWSReady", "AzureReady"]
+
+
+def status_with(*verdicts: tuple[str, Verdict]) -> AWSConnectorStatus:
+    conds: list[Any] = []
+    for type_, verdict in verdicts:
+        conds = conditions.put(conds, type_, verdict, 1, T0)
+    return AWSConnectorStatus(conditions=conds)
+
+
+def test_events_only_on_transitions() -> None:
+    before = status_with(
+        ("Ready", Verdict("False", "StackCreating")), ("Stalled", Verdict("False", "NoError"))
+    )
+    after = status_with(
+        ("Ready", Verdict("True", "Onboarded", "in place")), ("Stalled", Verdict("False", "NoError"))
+    )
+    assert [(e.type, e.reason) for e in _transition_events(before, after)] == [("Normal", "Ready")]
+    assert _transition_events(after, after) == []
+    stalled = status_with(
+        ("Ready", Verdict("False", "StackCreateFailed")),
+        ("Stalled", Verdict("True", "StackCreateFailed", "role exists")),
+    )
+    assert [(e.type, e.reason, e.message) for e in _transition_events(before, stalled)] == [
+        ("Warning", "StackCreateFailed", "role exists")
+    ]
+    assert _transition_events(stalled, stalled) == []
+    unhealthy = status_with(("Healthy", Verdict("False", "NotHealthy", "role cannot be assumed")))
+    healthy = status_with(("Healthy", Verdict("True", "Healthy", "fine")))
+    assert [e.reason for e in _transition_events(healthy, unhealthy)] == ["NotHealthy"]
+    assert [e.reason for e in _transition_events(unhealthy, healthy)] == ["Healthy"]
+
+
+def test_health_verdicts_carry_defender_text() -> None:
+    issue = HealthIssueReport("MissingRole", "Role missing", "CspmMonitorAws is gone", "Redeploy the stack")
+    verdict = health_verdict(HealthReport("NotHealthy", [issue], None))
+    assert (
+        verdict.status == "False"
+        and "CspmMonitorAws is gone" in verdict.message
+        and "Redeploy the stack" in verdict.message
+    )
+    assert health_verdict(HealthReport("Healthy", [], None)).status == "True"
+    assert health_verdict(HealthReport("Unknown", [], None)).status == "Unknown"
+
+
+def test_connector_comparison_ignores_read_only_fields_and_order() -> None:
+    desired = connector_body(spec(cspm={"enabled": True}))
+    live = comparable(desired)
+    served = {
+        **desired,
+        "id": "/subscriptions/x",
+        "name": "acme",
+        "type": "Microsoft.Security/securityConnectors",
+        "etag": "e",
+        "systemData": {},
+        "kind": "",
+        "properties": {
+            **desired["properties"],
+            "hierarchyIdentifierTrialEndDate": T0,
+            "offerings": [{**o, "description": "d"} for o in reversed(desired["properties"]["offerings"])],
+            "environmentData": {**desired["properties"]["environmentData"], "accountName": "aws-1"},
+        },
+    }
+    assert comparable(served) == live
+    changed = {
+        **served,
+        "properties": {
+            **served["properties"],
+            "environmentData": {**served["properties"]["environmentData"], "scanInterval": 24},
+        },
+    }
+    assert comparable(changed) != live
+
+
+def test_role_arns_come_from_the_outputs_of_every_needed_role() -> None:
+    t = target()
+    arns = {key: f"arn:aws:iam::111122223333:role/{key}" for key in stack_template(t.spec)["Outputs"]}
+    assert role_arns_from_outputs(t, arns) is not None
+    assert role_arns_from_outputs(t, dict(list(arns.items())[1:])) is None  # one missing
+
+
+def test_annotations() -> None:
+    assert target(**{ANNOTATION_PAUSED: "true"}).paused and not target(**{ANNOTATION_PAUSED: "false"}).paused
+    requested = target(**{ANNOTATION_RECONCILE_REQUESTED_AT: "now"})
+    assert requested.reconcile_requested
+    handled = target(
+        AWSConnectorStatus(last_handled_reconcile_at="now"), **{ANNOTATION_RECONCILE_REQUESTED_AT: "now"}
+    )
+    assert not handled.reconcile_requested
+
+
+def test_plans_summary_for_printer_column() -> None:
+    assert plans_summary(spec()) == "CSPM,Servers(P2),Containers,Databases"
+    assert (
+        plans_summary(
+            spec(
+                cspm={"enabled": True},
+                servers={"subPlan": "P1"},
+                containers={"enabled": False},
+                databases={"enabled": False},
+            )
+        )
+        == "DefenderCSPM,Servers(P1)"
+    )
