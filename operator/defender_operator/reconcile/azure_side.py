@@ -51,31 +51,17 @@ def reconcile_azure(
     desired_hash = Rendered(desired).sha256
     status.connector_name = name
     observed = connectors.observe(rg, name)
-    if observed is None:
-        written = connectors.put(rg, name, desired, None)
-        if status.connector_id:
-            events.append(
-                Event(
-                    "Warning",
-                    "DriftRepaired",
-                    f"connector {name} was deleted outside the operator; recreated it",
-                )
-            )
+    if observed is None or comparable(observed.body) != comparable(desired):
+        # Drift: the connector we wrote is gone, or differs although the body we want is the one we last wrote.
+        drifted = status.connector_id is not None if observed is None else status.applied_hash == desired_hash
+        written = connectors.put(rg, name, desired, observed.etag if observed else None)
+        if drifted:
+            what = "deleted" if observed is None else "changed"
+            message = f"connector {name} was {what} outside the operator; put it back"
+            events.append(Event("Warning", "DriftRepaired", message))
             metrics.DRIFT_REPAIRS.labels("connector").inc()
-        else:
+        elif observed is None:
             events.append(Event("Normal", "ConnectorCreated", f"created security connector {written.id}"))
-        observed = written
-    elif comparable(observed.body) != comparable(desired):
-        written = connectors.put(rg, name, desired, observed.etag)
-        if status.applied_hash == desired_hash:  # we had written exactly this: someone else changed it since
-            events.append(
-                Event(
-                    "Warning",
-                    "DriftRepaired",
-                    f"connector {name} was changed outside the operator; put it back",
-                )
-            )
-            metrics.DRIFT_REPAIRS.labels("connector").inc()
         else:
             events.append(Event("Normal", "ConnectorUpdated", f"updated security connector {written.id}"))
         observed = written
