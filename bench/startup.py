@@ -1,7 +1,8 @@
 """Benchmark: sandbox and emulator start-up, against a baseline measured in the same run.
 
 Baseline: starting a bare Python interpreter that imports boto3 (what any AWS tool pays). Measured: the AWS emulator
-(moto plus fixes), the ARM emulator, the control plane alone, and the whole sandbox (cached binaries).
+(moto plus fixes) until it answers and until it answers a first CloudFormation call, the ARM emulator, the control
+plane alone, and the whole sandbox (cached binaries).
 
     .venv/bin/python -m bench.startup [--repeat 3]
 """
@@ -15,6 +16,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import boto3
 
 from defender_operator import sandbox as sandbox_module
 from defender_operator.sandbox import binaries, emulators, processes
@@ -34,17 +38,33 @@ def baseline() -> float:
     return since(started)
 
 
-def emulator(start: Callable[[Path], object]) -> Callable[[], float]:
+def emulator(
+    start: Callable[[Path], Any], first_call: Callable[[Any], object] | None = None
+) -> Callable[[], float]:
     def run() -> float:
         state = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
         try:
             started = time.monotonic()
-            start(state)
+            started_at = start(state)
+            if first_call is not None:
+                first_call(started_at)
             return since(started)
         finally:
             processes.stop_recorded(state)
 
     return run
+
+
+def list_stacks(url: str) -> None:
+    """The first CloudFormation call, which waits for the fixes still loading in the background (see server.py)."""
+    client = boto3.client(
+        "cloudformation",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    client.list_stacks()
 
 
 def sandbox(emulators_too: bool) -> Callable[[], float]:
@@ -68,6 +88,9 @@ def main() -> None:
     base = median(baseline, args.repeat)
     figures = {
         "aws_emulator_ready_s": median(emulator(emulators.start_aws), args.repeat),
+        "aws_emulator_first_cloudformation_call_s": median(
+            emulator(emulators.start_aws, list_stacks), args.repeat
+        ),
         "arm_emulator_ready_s": median(emulator(emulators.start_arm), args.repeat),
         "control_plane_ready_s": median(sandbox(False), args.repeat),
         "sandbox_up_ready_s": median(sandbox(True), args.repeat),

@@ -16,7 +16,7 @@
 import json
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 from moto.cloudformation import parsing
@@ -25,35 +25,7 @@ from moto.cloudformation.models import CloudFormationBackend, Event, Stack
 from moto.cloudformation.responses import CloudFormationResponse
 from moto.cloudformation.utils import yaml_tag_constructor
 
-# One lock for moto's state: requests (see server.py) and the timers below both take it.
-LOCK = threading.RLock()
-
-
-class Settings:
-    async_seconds: ClassVar[float] = 0.0
-    timers: ClassVar[list[threading.Timer]] = []
-
-
-def later(action: Callable[[], None]) -> None:
-    """Run now (synchronous mode) or after the configured delay, under the lock."""
-    if Settings.async_seconds <= 0:
-        action()
-        return
-
-    def run() -> None:
-        with LOCK:
-            action()
-
-    timer = threading.Timer(Settings.async_seconds, run)
-    timer.daemon = True
-    Settings.timers.append(timer)
-    timer.start()
-
-
-def cancel_pending() -> None:
-    for timer in Settings.timers:
-        timer.cancel()
-    Settings.timers.clear()
+from .delays import later
 
 
 class InsufficientCapabilities(CloudFormationError):

@@ -7,13 +7,14 @@ the standard ``AWS_ENDPOINT_URL``. ``POST /moto-api/reset`` resets all state, as
 
 import argparse
 import json
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from . import cloudformation_fixes, drift, iam_fixes, stackset_fixes
+from . import delays
 
 CONFIG_PATH = "/_sandbox/config"
 StartResponse = Callable[..., Any]
@@ -32,36 +33,68 @@ def set_default_account(account: str) -> None:
     moto.iam.models.DEFAULT_ACCOUNT_ID = account  # type: ignore[attr-defined]
 
 
-def apply_fixes(async_stack_seconds: float = 0.0) -> None:
-    iam_fixes.apply()
-    cloudformation_fixes.apply()
-    drift.apply()
-    stackset_fixes.apply()
-    cloudformation_fixes.Settings.async_seconds = async_stack_seconds
+# Services whose models the fixes patch. moto imports a service's models on the service's first request; its
+# CloudFormation parser imports the models of some 30 services and takes about 1.2 s, most of the emulator's start-up.
+FIXED_SERVICES = frozenset({"cloudformation", "iam"})
 
 
 class App:
-    """moto's WSGI app, serialised under one lock (moto's backends are not thread-safe, and stack timers share them)."""
+    """moto's WSGI app with the fixes, serialised under one lock (moto's backends are not thread-safe, and stack
+    timers share them).
+
+    The fixes are applied on the first request to a fixed service, as moto itself loads services, and also by
+    ``warm_up`` in the background right after start: the server accepts requests at once, and a request that arrives
+    while the fixes are still loading waits for them.
+    """
 
     def __init__(self) -> None:
-        self.moto = DomainDispatcherApplication(create_backend_app)
+        self.moto = DomainDispatcherApplication(self._backend_app)
+        self._fixes_lock = threading.Lock()
+        self._fixed = False
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == CONFIG_PATH:
             return self._config(environ, start_response)
-        with cloudformation_fixes.LOCK:
+        with delays.LOCK:
             if path == "/moto-api/reset":
-                cloudformation_fixes.cancel_pending()
-                drift.reset()
+                self._reset_fixes()
             return list(self.moto(environ, start_response))
+
+    def warm_up(self) -> None:
+        self._apply_fixes()
+
+    def _backend_app(self, service: Any) -> Any:
+        if service in FIXED_SERVICES:
+            self._apply_fixes()
+        return create_backend_app(service)
+
+    def _apply_fixes(self) -> None:
+        with self._fixes_lock:
+            if self._fixed:
+                return
+            from . import cloudformation_fixes, drift, iam_fixes, stackset_fixes
+
+            iam_fixes.apply()
+            cloudformation_fixes.apply()
+            drift.apply()
+            stackset_fixes.apply()
+            self._fixed = True
+
+    def _reset_fixes(self) -> None:
+        delays.cancel_pending()
+        with self._fixes_lock:
+            if self._fixed:
+                from . import drift
+
+                drift.reset()
 
     def _config(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ["REQUEST_METHOD"] == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = json.loads(environ["wsgi.input"].read(length) or b"{}")
-            cloudformation_fixes.Settings.async_seconds = float(body.get("asyncStackSeconds", 0))
-        payload = json.dumps({"asyncStackSeconds": cloudformation_fixes.Settings.async_seconds}).encode()
+            delays.Settings.async_seconds = float(body.get("asyncStackSeconds", 0))
+        payload = json.dumps({"asyncStackSeconds": delays.Settings.async_seconds}).encode()
         start_response(
             "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
         )
@@ -76,8 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--account", default="123456789012", help="account of the default credentials")
     args = parser.parse_args(argv)
     set_default_account(args.account)
-    apply_fixes(args.async_stack_seconds)
-    server = make_server(args.host, args.port, App(), threaded=True, request_handler=MotoRequestHandler)
+    delays.Settings.async_seconds = args.async_stack_seconds
+    app = App()
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    threading.Thread(target=app.warm_up, name="warm-up", daemon=True).start()
     print(f"moto listening on http://{args.host}:{args.port}", flush=True)
     server.serve_forever()
 

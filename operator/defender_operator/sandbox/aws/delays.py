@@ -1,0 +1,39 @@
+"""Stack operations that finish later, as real CloudFormation's do, and the one lock over moto's state.
+
+Kept apart from the CloudFormation fixes so that the server can read and set the delay, and reset pending work,
+without importing moto's CloudFormation models (which cost most of the emulator's start-up; see server.py).
+"""
+
+import threading
+from collections.abc import Callable
+from typing import ClassVar
+
+# One lock for moto's state: requests (see server.py) and the timers below both take it.
+LOCK = threading.RLock()
+
+
+class Settings:
+    async_seconds: ClassVar[float] = 0.0
+    timers: ClassVar[list[threading.Timer]] = []
+
+
+def later(action: Callable[[], None]) -> None:
+    """Run now (synchronous mode) or after the configured delay, under the lock."""
+    if Settings.async_seconds <= 0:
+        action()
+        return
+
+    def run() -> None:
+        with LOCK:
+            action()
+
+    timer = threading.Timer(Settings.async_seconds, run)
+    timer.daemon = True
+    Settings.timers.append(timer)
+    timer.start()
+
+
+def cancel_pending() -> None:
+    for timer in Settings.timers:
+        timer.cancel()
+    Settings.timers.clear()
