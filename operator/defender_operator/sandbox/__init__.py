@@ -8,11 +8,13 @@ the processes are recorded before anything waits on them.
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import binaries, controlplane, processes
 from .controlplane import ControlPlane
+from .emulators import start_emulators
 
 STATE_FILE = "state.json"
 
@@ -48,6 +50,10 @@ class Sandbox:
                     "AWS_SECRET_ACCESS_KEY": "sandbox",
                     "AWS_REGION": "us-east-1",
                     "AWS_DEFAULT_REGION": "us-east-1",
+                    # The emulated CloudFormation finishes at once (or after `up --async-stacks`), not in the
+                    # minutes real stacks of IAM roles take: the operator's default of 15 s between looks at a
+                    # stack in progress would be most of a newcomer's wait.
+                    "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "2",
                 }
             )
         if self.arm_endpoint and self.arm_ca_file:
@@ -108,13 +114,12 @@ def up(state: Path, *, emulators: bool = True, async_stack_seconds: float = 0.0)
     down(state)
     state.mkdir(parents=True)
     try:
-        plane = controlplane.start(state)
-        controlplane.install_crd(plane, custom_resource_definition())
-        sandbox = Sandbox(state=state, control_plane=plane)
-        if emulators:
-            from .emulators import start_emulators
-
-            sandbox = start_emulators(sandbox, async_stack_seconds=async_stack_seconds)
+        # The emulators start while the control plane does (each records its processes before waiting on them).
+        with ThreadPoolExecutor(1) as pool:
+            clouds = pool.submit(start_emulators, state, async_stack_seconds) if emulators else None
+            plane = controlplane.start(state)
+            controlplane.install_crd(plane, custom_resource_definition())
+            sandbox = Sandbox(state=state, control_plane=plane, **(clouds.result() if clouds else {}))
         sandbox.save()
         return sandbox
     except BaseException:

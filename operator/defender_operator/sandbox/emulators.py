@@ -1,6 +1,5 @@
 """Starting the cloud emulators (and proxies in front of them) as recorded background processes."""
 
-import dataclasses
 import json
 import ssl
 import sys
@@ -106,14 +105,13 @@ def start_proxy(state: Path, name: str, upstream: str, service: str) -> str:
     return url
 
 
-def start_emulators(sandbox: Any, async_stack_seconds: float = 0.0) -> Any:
-    with ThreadPoolExecutor(2) as pool:  # both start at once; each waits for its own readiness
-        aws = pool.submit(start_aws, sandbox.state, async_stack_seconds)
-        arm = pool.submit(start_arm, sandbox.state)
+def start_emulators(state: Path, async_stack_seconds: float = 0.0) -> dict[str, str]:
+    """Start both emulators at once; the fields of ``Sandbox`` that say how to reach them."""
+    with ThreadPoolExecutor(2) as pool:  # each waits for its own readiness
+        aws = pool.submit(start_aws, state, async_stack_seconds)
+        arm = pool.submit(start_arm, state)
         arm_url, ca_file = arm.result()
-        return dataclasses.replace(
-            sandbox, aws_endpoint=aws.result(), arm_endpoint=arm_url, arm_ca_file=str(ca_file)
-        )
+        return {"aws_endpoint": aws.result(), "arm_endpoint": arm_url, "arm_ca_file": str(ca_file)}
 
 
 def control(
