@@ -45,7 +45,12 @@ def test_quickstart_from_a_fresh_clone_reaches_ready(tmp_path: Path) -> None:
             text=True,
             timeout=1200,
         )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        operator_log = state / "operator.log"
+        assert result.returncode == 0, (
+            result.stdout[-3000:]
+            + result.stderr[-3000:]
+            + (operator_log.read_text()[-4000:] if operator_log.exists() else "(no operator log)")
+        )
         table = result.stdout.splitlines()
         header = table.index(next(line for line in table if line.startswith("NAME")))
         row = table[header + 1].split()

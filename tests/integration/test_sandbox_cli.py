@@ -35,6 +35,13 @@ try:
     list(client.health_reports.list(scope=scope))
 except Exception as exc:  # the emulator answers (404 for a connector that does not exist), over trusted TLS
     assert "ResourceNotFound" in str(exc), exc
+# The exported bundle still trusts the public roots (pip and curl keep working in this shell) plus the sandbox's CA.
+import ssl
+import certifi
+context = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+public = ssl.create_default_context(cafile=certifi.where())
+assert len(context.get_ca_certs()) == len(public.get_ca_certs()) + 1, (len(context.get_ca_certs()), len(public.get_ca_certs()))
+assert os.environ["REQUESTS_CA_BUNDLE"] == os.environ["SSL_CERT_FILE"]
 print("all three reach the sandbox")
 PY
 """

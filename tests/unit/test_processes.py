@@ -1,11 +1,14 @@
-"""Process records: parallel starts are all recorded, and only the recorded processes are stopped."""
+"""Process records: parallel starts are all recorded, only the recorded processes are stopped, and a background
+start that dies says why."""
 
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from defender_operator.sandbox import processes
+import pytest
+
+from defender_operator.sandbox import background, processes
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -40,3 +43,22 @@ def test_stop_one_by_name(tmp_path: Path) -> None:
     assert not a.alive() and b.alive()
     assert [r.name for r in processes.recorded(tmp_path)] == ["b"]
     processes.stop_recorded(tmp_path)
+
+
+def test_background_start_that_dies_fails_with_the_end_of_its_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = "import sys; print('OSError: [Errno 98] Address already in use', flush=True); sys.exit(1)"
+    argv = [
+        "operator",
+        str(tmp_path),
+        "--ready-url",
+        "http://127.0.0.1:9/readyz",
+        "--",
+        sys.executable,
+        "-c",
+        code,
+    ]
+    assert background.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "operator exited" in err and "Address already in use" in err

@@ -19,6 +19,16 @@ from .emulators import start_emulators
 STATE_FILE = "state.json"
 
 
+def trust_bundle(ca_file: Path) -> Path:
+    """The public roots (certifi's, as requests uses) plus the sandbox's CA, next to the CA."""
+    import certifi
+
+    bundle = ca_file.with_name("trust-bundle.pem")
+    if not bundle.exists():
+        bundle.write_text(Path(certifi.where()).read_text() + "\n" + ca_file.read_text())
+    return bundle
+
+
 def default_state_dir() -> Path:
     explicit = os.environ.get("DEFENDER_OPERATOR_SANDBOX_DIR")
     return Path(explicit) if explicit else binaries.cache_dir() / "sandbox"
@@ -65,8 +75,10 @@ class Sandbox:
                     "AZURE_TENANT_ID": "99999999-8888-7777-6666-555555555555",
                     "AZURE_CLIENT_ID": "sandbox-operator",
                     "AZURE_CLIENT_SECRET": "sandbox",
-                    "REQUESTS_CA_BUNDLE": self.arm_ca_file,
-                    "SSL_CERT_FILE": self.arm_ca_file,
+                    # For the Azure SDK used by hand in the sandbox shell: the public roots too, so pip, curl
+                    # and everything else that reads these keeps working there.
+                    "REQUESTS_CA_BUNDLE": str(trust_bundle(Path(self.arm_ca_file))),
+                    "SSL_CERT_FILE": str(trust_bundle(Path(self.arm_ca_file))),
                 }
             )
         return values

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager, suppress
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,9 +23,19 @@ RECORD = "processes.json"
 
 def free_port() -> int:
     """A loopback port nobody listens on right now (bind to port 0 and release it, as envtest does)."""
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (all bound at once, so no two are the same)."""
+    with ExitStack() as stack:
+        sockets = [
+            stack.enter_context(closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)))
+            for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def _start_time(pid: int) -> str | None:
