@@ -45,9 +45,9 @@ def emulator(
         state = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
         try:
             started = time.monotonic()
-            started_at = start(state)
+            endpoint = start(state)
             if first_call is not None:
-                first_call(started_at)
+                first_call(endpoint)
             return since(started)
         finally:
             processes.stop_recorded(state)

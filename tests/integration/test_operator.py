@@ -213,7 +213,7 @@ def test_create_reaches_ready_with_the_right_stack_roles_and_connector(
 def test_a_pass_in_sync_makes_no_write_calls(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    _m, _ = onboarded(kubeconfig, namespace)
+    onboarded(kubeconfig, namespace)
     request_reconcile(
         kubeconfig, namespace, "acme"
     )  # the first drift check runs now, not in the measured pass
@@ -251,9 +251,7 @@ def drift_checked(kubeconfig: Path, namespace: str, name: str = "acme") -> bool:
 def test_spec_changes_update_stack_and_connector(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    m = manifest(namespace)
-    assert apply(kubeconfig, m).returncode == 0
-    first = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    m, first = onboarded(kubeconfig, namespace)
     m["spec"].update(
         {
             "scanIntervalHours": 12,
@@ -418,9 +416,7 @@ def test_delete_removes_everything_it_created(
 def test_orphan_leaves_both_clouds(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    m = manifest(namespace, deletionPolicy="Orphan")
-    assert apply(kubeconfig, m).returncode == 0
-    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    m, _ = onboarded(kubeconfig, namespace, deletionPolicy="Orphan")
     delete(kubeconfig, namespace, "acme")
     assert connector(sandbox, m).status_code == 200
     assert [s["StackStatus"] for s in stacks_of(sandbox, account_of(m))] == ["CREATE_COMPLETE"]
@@ -469,9 +465,7 @@ def test_restart_mid_create_makes_exactly_one_stack_and_connector(
 def test_second_object_for_the_same_account_is_stalled_and_writes_nothing(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    first = manifest(namespace, "first")
-    assert apply(kubeconfig, first).returncode == 0
-    wait_condition(kubeconfig, namespace, "first", "Ready", "True")
+    first, _ = onboarded(kubeconfig, namespace, "first")
     second = manifest(namespace, "second", account=account_of(first))
     assert apply(kubeconfig, second).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "second", "Stalled", "True", reason="ConnectorConflict")

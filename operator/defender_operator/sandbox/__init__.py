@@ -14,19 +14,9 @@ from pathlib import Path
 
 from . import binaries, controlplane, processes
 from .controlplane import ControlPlane
-from .emulators import start_emulators
+from .emulators import start_emulators, trust_bundle
 
 STATE_FILE = "state.json"
-
-
-def trust_bundle(ca_file: Path) -> Path:
-    """The public roots (certifi's, as requests uses) plus the sandbox's CA, next to the CA."""
-    import certifi
-
-    bundle = ca_file.with_name("trust-bundle.pem")
-    if not bundle.exists():
-        bundle.write_text(Path(certifi.where()).read_text() + "\n" + ca_file.read_text())
-    return bundle
 
 
 def default_state_dir() -> Path:
@@ -67,6 +57,7 @@ class Sandbox:
                 }
             )
         if self.arm_endpoint and self.arm_ca_file:
+            bundle = str(trust_bundle(Path(self.arm_ca_file)))
             values.update(
                 {
                     "DEFENDER_OPERATOR_AZURE_ARM_ENDPOINT": self.arm_endpoint,
@@ -77,8 +68,8 @@ class Sandbox:
                     "AZURE_CLIENT_SECRET": "sandbox",
                     # For the Azure SDK used by hand in the sandbox shell: the public roots too, so pip, curl
                     # and everything else that reads these keeps working there.
-                    "REQUESTS_CA_BUNDLE": str(trust_bundle(Path(self.arm_ca_file))),
-                    "SSL_CERT_FILE": str(trust_bundle(Path(self.arm_ca_file))),
+                    "REQUESTS_CA_BUNDLE": bundle,
+                    "SSL_CERT_FILE": bundle,
                 }
             )
         return values

@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import certifi
+
 from . import processes
 from .pki import CertificateAuthority
 from .readiness import wait_ready
@@ -49,7 +51,13 @@ def arm_certificates(state: Path) -> tuple[Path, Path, Path]:
         ca = CertificateAuthority("sandbox-arm-ca")
         ca.serving_cert(["127.0.0.1", "localhost"]).write(pki, "arm")
         ca_file.write_bytes(ca.cert_pem)
+        trust_bundle(ca_file).write_bytes(Path(certifi.where()).read_bytes() + b"\n" + ca.cert_pem)
     return ca_file, pki / "arm.crt", pki / "arm.key"
+
+
+def trust_bundle(ca_file: Path) -> Path:
+    """certifi's public roots (as requests uses) plus the sandbox's CA: for clients that read one bundle for all."""
+    return ca_file.with_name("trust-bundle.pem")
 
 
 def start_arm(state: Path, page_size: int = 50, name: str = "arm-emulator") -> tuple[str, Path]:

@@ -42,8 +42,8 @@ class App:
     """moto's WSGI app with the fixes, serialised under one lock (moto's backends are not thread-safe, and stack
     timers share them).
 
-    The fixes are applied on the first request to a fixed service, as moto itself loads services, and also by
-    ``warm_up`` in the background right after start: the server accepts requests at once, and a request that arrives
+    The fixes are applied on the first request to a fixed service, as moto itself loads services, and also in the
+    background right after start (``main``): the server accepts requests at once, and a request that arrives
     while the fixes are still loading waits for them.
     """
 
@@ -61,15 +61,12 @@ class App:
                 self._reset_fixes()
             return list(self.moto(environ, start_response))
 
-    def warm_up(self) -> None:
-        self._apply_fixes()
-
     def _backend_app(self, service: Any) -> Any:
         if service in FIXED_SERVICES:
-            self._apply_fixes()
+            self.apply_fixes()
         return create_backend_app(service)
 
-    def _apply_fixes(self) -> None:
+    def apply_fixes(self) -> None:
         with self._fixes_lock:
             if self._fixed:
                 return
@@ -112,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     delays.Settings.async_seconds = args.async_stack_seconds
     app = App()
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
-    threading.Thread(target=app.warm_up, name="warm-up", daemon=True).start()
+    threading.Thread(target=app.apply_fixes, name="warm-up", daemon=True).start()
     print(f"moto listening on http://{args.host}:{args.port}", flush=True)
     server.serve_forever()
 
