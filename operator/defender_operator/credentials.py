@@ -22,6 +22,7 @@ from azure.identity import ClientSecretCredential, DefaultAzureCredential, Workl
 from .api.spec import AWSConnectorSpec
 from .aws.api import CLIENT_CONFIG, call
 from .errors import TerminalError
+from .logs import secret
 from .settings import Settings
 
 SecretReader = Callable[[str, str], dict[str, str]]
@@ -40,6 +41,8 @@ def _secret(
         raise TerminalError(
             "CredentialsSecretMissing", f"{what}: Secret {namespace}/{name} does not exist"
         ) from None
+    for value in data.values():  # every value of a credentials Secret, whatever its key, is never printed
+        secret(value)
     missing = [k for k in keys if not data.get(k)]
     if missing:
         raise TerminalError(
@@ -76,6 +79,8 @@ class CredentialFactory:
 
     def __init__(self, settings: Settings, read_secret: SecretReader) -> None:
         self.settings, self.read_secret = settings, read_secret
+        for variable in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET"):
+            secret(os.environ.get(variable))  # the operator's own keys, when it has any
         self._session = boto3.Session(botocore_session=botocore.session.get_session())
         self._assumed: dict[tuple[str, ...], _Keys] = {}
         self._clients: dict[tuple[Any, ...], Any] = {}
@@ -135,8 +140,8 @@ class CredentialFactory:
             ]
             assumed = _Keys(
                 result["AccessKeyId"],
-                result["SecretAccessKey"],
-                result["SessionToken"],
+                str(secret(result["SecretAccessKey"])),
+                str(secret(result["SessionToken"])),
                 time.monotonic() + _ASSUMED_ROLE_TTL,
             )
             with self._lock:

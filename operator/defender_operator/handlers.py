@@ -3,13 +3,19 @@
 One daemon per object runs the level-based loop: reconcile, write status, post events, then sleep until the requeue
 time (jittered, with exponential backoff after errors) or until something changed (a new generation, the pause or
 reconcile-requested annotations), whichever comes first. Deletion is an ``on.delete`` handler, so Kopf keeps the
-project's finalizer until cleanup is done. An index by AWS account finds duplicates.
+project's finalizer until cleanup is done. An index by AWS account and subscription finds duplicates.
+
+A pass and a cleanup of one object never overlap: both run under the object's lock, which is held until the worker
+thread really ends (a cancelled coroutine does not stop its thread), and once cleanup has begun no pass starts.
+Before the first write to either cloud, the pass records ``status.firstCloudWrite``; cleanup of an object without
+it has nothing to remove and ends at once, whatever its credentials.
 """
 
 import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,18 +23,26 @@ from typing import Any, TypeVar
 import kopf
 
 from . import metrics
-from .api.names import ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT, FINALIZER, GROUP, PLURAL, VERSION
+from .api.names import (
+    ANNOTATION_ADOPT,
+    ANNOTATION_PAUSED,
+    ANNOTATION_RECONCILE_REQUESTED_AT,
+    FINALIZER,
+    GROUP,
+    PLURAL,
+    VERSION,
+)
 from .api.spec import AWSConnectorSpec
-from .api.status import AWSConnectorStatus
+from .api.status import AWSConnectorStatus, FirstCloudWrite
 from .credentials import CredentialFactory
-from .errors import CloudError, RetryableError
+from .errors import CloudError, RetryableError, TerminalError
 from .kube import Kube, load_config
 from .reconcile import conditions
-from .reconcile.clouds import Clouds
+from .reconcile.clouds import CloudName, Clouds
 from .reconcile.conditions import Verdict
-from .reconcile.deletion import finalize
+from .reconcile.deletion import Cleanup, finalize
 from .reconcile.engine import now, reconcile
-from .reconcile.model import Target
+from .reconcile.model import Event, Target
 from .settings import Settings
 
 log = logging.getLogger("defender_operator")
@@ -43,7 +57,11 @@ class Runtime:
     kube: Kube
     clouds: Clouds
     workers: asyncio.Semaphore
+    instance: str
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    deleting: set[str] = field(default_factory=set)  # uids whose cleanup has begun: no pass starts any more
+    blocked: set[str] = field(default_factory=set)  # uids whose cleanup cannot reach a cloud
     seen: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     ready: dict[str, str] = field(default_factory=dict)  # uid -> Ready status, for the objects gauge
@@ -60,9 +78,19 @@ class Runtime:
         spread = seconds * self.settings.resync_jitter
         return max(0.1, seconds + random.uniform(-spread, spread))
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        async with self.workers:
-            return await asyncio.to_thread(fn, *args)
+    async def exclusive(self, uid: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread, under the object's lock and a worker slot.
+
+        If the caller is cancelled (Kopf stops the daemon of a deleted object), the lock is kept until the thread
+        has finished: cleanup must not start while a pass can still write.
+        """
+        async with self.locks.setdefault(uid, asyncio.Lock()), self.workers:
+            task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await asyncio.wait([task])
+                raise
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -92,32 +120,47 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     operator: Settings = memo.settings
     configure_kopf(settings, operator)
     kube = Kube(await asyncio.to_thread(load_config))
+    instance = operator.instance if operator.instance else await asyncio.to_thread(_cluster_instance, kube)
     memo.runtime = Runtime(
         settings=operator,
         kube=kube,
         clouds=Clouds(operator, CredentialFactory(operator, kube.read_secret)),
         workers=asyncio.Semaphore(operator.workers),
+        instance=instance,
     )
     metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(operator.workers)
-    log.info("defender-operator started", extra={"namespaces": ",".join(operator.namespaces) or "*"})
+    log.info(
+        "defender-operator started",
+        extra={"namespaces": ",".join(operator.namespaces) or "*", "instance": instance},
+    )
+
+
+def _cluster_instance(kube: Kube) -> str:
+    try:
+        return f"cluster-{kube.cluster_id()}"
+    except Exception as exc:
+        raise kopf.PermanentError(
+            "cannot tell this cluster's id (the uid of namespace kube-system) for the owner mark: "
+            f"{exc}. Set DEFENDER_OPERATOR_INSTANCE, or allow the operator to get namespace kube-system."
+        ) from None
+
+
+def _onboarding(spec: Any) -> str:
+    """What Azure allows only once: one connector per AWS account and subscription."""
+    return f"{spec.get('aws', {}).get('accountId', '')}/{spec.get('azure', {}).get('subscriptionId', '')}"
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
 def by_account(
     namespace: str | None, name: str, spec: Any, meta: Any, **_: Any
 ) -> dict[str, tuple[str, str]]:
-    """AWS account -> (creationTimestamp + uid, "namespace/name") of every object that onboards it."""
-    return {
-        str(spec.get("aws", {}).get("accountId", "")): (
-            f"{meta.get('creationTimestamp')}/{meta.get('uid')}",
-            f"{namespace}/{name}",
-        )
-    }
+    """AWS account and subscription -> (creationTimestamp + uid, "namespace/name") of every object onboarding it."""
+    return {_onboarding(spec): (f"{meta.get('creationTimestamp')}/{meta.get('uid')}", f"{namespace}/{name}")}
 
 
 def conflict_with(index: Any, spec: Any, meta: Any, namespace: str, name: str) -> str | None:
-    """The object that onboards the same account and came first, if it is not this one."""
-    entries = sorted(index.get(str(spec.get("aws", {}).get("accountId", "")), []))
+    """The object that onboards the same account into the same subscription and came first, if not this one."""
+    entries = sorted(index.get(_onboarding(spec), []))
     if not entries:
         return None
     first = entries[0]
@@ -125,7 +168,7 @@ def conflict_with(index: Any, spec: Any, meta: Any, namespace: str, name: str) -
     return None if first == me else str(first[1])
 
 
-def target_of(body: Any) -> Target:
+def target_of(body: Any, instance: str) -> Target:
     meta = body["metadata"]
     return Target(
         namespace=meta["namespace"],
@@ -135,7 +178,27 @@ def target_of(body: Any) -> Target:
         spec=AWSConnectorSpec.model_validate(dict(body["spec"])),
         status=AWSConnectorStatus.model_validate(_status_without_kopf(body.get("status") or {})),
         annotations=dict(meta.get("annotations") or {}),
+        instance=instance,
     )
+
+
+class FirstWrite:
+    """``before_write`` of one pass: records ``status.firstCloudWrite.<cloud>`` once per cloud, before the object's
+    first write there (a status patch that must succeed first)."""
+
+    def __init__(self, kube: Kube, target: Target) -> None:
+        self.kube, self.target = kube, target
+        self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
+
+    def __call__(self, cloud: CloudName) -> None:
+        if getattr(self.written, cloud) is None:
+            stamp = now()
+            self.kube.record_first_write(self.target.namespace, self.target.name, cloud, stamp)
+            setattr(self.written, cloud, stamp)
+
+    @property
+    def record(self) -> FirstCloudWrite | None:
+        return self.written if self.written.aws or self.written.azure else None
 
 
 def _status_without_kopf(status: Any) -> dict[str, Any]:
@@ -151,13 +214,16 @@ def _signature(meta: Any) -> tuple[Any, ...]:
         meta.get("generation"),
         annotations.get(ANNOTATION_PAUSED),
         annotations.get(ANNOTATION_RECONCILE_REQUESTED_AT),
+        annotations.get(ANNOTATION_ADOPT),
         meta.get("deletionTimestamp"),
+        tuple(meta.get("finalizers") or ()),
     )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def wake(meta: Any, memo: Any, type: str | None, **_: Any) -> None:
-    """Wake the object's loop when something the loop acts on changed (not on its own status writes)."""
+async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **_: Any) -> None:
+    """Wake the object's loop when something the loop acts on changed (not on its own status writes); release at
+    once an object whose cleanup is blocked when it is switched to ``deletionPolicy: Orphan``."""
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
@@ -166,12 +232,29 @@ def wake(meta: Any, memo: Any, type: str | None, **_: Any) -> None:
     if type == "DELETED":
         runtime.seen.pop(uid, None)
         runtime.ready.pop(uid, None)
+        runtime.locks.pop(uid, None)
+        runtime.deleting.discard(uid)
+        runtime.blocked.discard(uid)
         _update_objects_gauge(runtime)
     elif runtime.seen.get(uid) != signature:
         runtime.seen[uid] = signature
         event = runtime.wakeups.get(uid)
         if event is not None:
             event.set()
+        if (
+            uid in runtime.blocked
+            and meta.get("deletionTimestamp")
+            and spec.get("deletionPolicy") == "Orphan"
+        ):
+            target = target_of(body, runtime.instance)
+            await asyncio.to_thread(
+                runtime.kube.post_event,
+                target.namespace,
+                target.name,
+                uid,
+                Event("Normal", "Orphaned", "cleanup was blocked; released with deletionPolicy Orphan"),
+            )
+            await asyncio.to_thread(runtime.kube.remove_finalizer, target.namespace, target.name, FINALIZER)
 
 
 def _update_objects_gauge(runtime: Runtime) -> None:
@@ -183,13 +266,7 @@ def _update_objects_gauge(runtime: Runtime) -> None:
 
 
 def _dump(status: AWSConnectorStatus) -> dict[str, Any]:
-    return status.model_dump(by_alias=True, mode="json")
-
-
-def _normalized(status: Any) -> dict[str, Any]:
-    return AWSConnectorStatus.model_validate(_status_without_kopf(status or {})).model_dump(
-        by_alias=True, mode="json", exclude_none=True
-    )
+    return status.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=10)
@@ -208,28 +285,41 @@ async def reconcile_loop(body: Any, uid: str, stopped: Any, memo: Any, **kwargs:
 
 async def _one_pass(runtime: Runtime, body: Any, index: Any) -> float:
     meta = body["metadata"]
-    if meta.get("deletionTimestamp"):
+    if meta.get("deletionTimestamp") or meta.get("uid") in runtime.deleting:
         return runtime.settings.resync_seconds
+    if FINALIZER not in (meta.get("finalizers") or []):
+        # Kopf adds the finalizer first; until then a write could outlive an object deleted at once.
+        return runtime.settings.in_progress_seconds
     try:
-        target = target_of(body)
+        target = target_of(body, runtime.instance)
     except ValueError as exc:  # the CRD prevents this; a stale CRD might not
         log.error("invalid spec", extra={"object": f"{meta['namespace']}/{meta['name']}", "error": str(exc)})
         return runtime.settings.resync_seconds
     conflict = conflict_with(index, body["spec"], meta, target.namespace, target.name)
+    try:
+        return await runtime.exclusive(target.uid, _pass, runtime, target, conflict)
+    except Exception:
+        log.exception("reconcile failed unexpectedly", extra={"object": target.key})
+        metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "error").inc()
+        metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
+        runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
+        return runtime.backoff(target.uid)
+
+
+def _pass(runtime: Runtime, target: Target, conflict: str | None) -> float:
+    """One pass in a worker thread, under the object's lock: reconcile, then write status and Events."""
+    if target.uid in runtime.deleting:  # cleanup began while this pass waited for the lock
+        return runtime.settings.resync_seconds
+    started = time.monotonic()
+    first_write = FirstWrite(runtime.kube, target)
     with metrics.timed_reconcile():
-        try:
-            outcome = await runtime.run(reconcile, target, runtime.clouds, runtime.settings, conflict)
-        except Exception:
-            log.exception("reconcile failed unexpectedly", extra={"object": target.key})
-            metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "error").inc()
-            metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
-            runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
-            return runtime.backoff(target.uid)
+        outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, first_write)
+    outcome.status.first_cloud_write = first_write.record
     new_status = _dump(outcome.status)
-    if _normalized(body.get("status")) != _normalized(new_status):
-        await asyncio.to_thread(runtime.kube.patch_status, target.namespace, target.name, new_status)
+    if _dump(target.status) != new_status:
+        runtime.kube.patch_status(target.namespace, target.name, new_status)
     for event in outcome.events:
-        await asyncio.to_thread(runtime.kube.post_event, target.namespace, target.name, target.uid, event)
+        runtime.kube.post_event(target.namespace, target.name, target.uid, event)
     ready = conditions.get(outcome.status.conditions, "Ready")
     runtime.ready[target.uid] = ready.status if ready else "Unknown"
     _update_objects_gauge(runtime)
@@ -239,54 +329,100 @@ async def _one_pass(runtime: Runtime, body: Any, index: Any) -> float:
     ).inc()
     if result == "terminal":
         metrics.TERMINAL_ERRORS.labels(metrics.CONTROLLER).inc()
+    fields = {
+        "object": target.key,
+        "result": result,
+        "ready": ready.status if ready else "Unknown",
+        "reason": ready.reason if ready else "",
+        "duration": round(time.monotonic() - started, 3),
+    }
     if result == "error":
         metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
         runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
         delay = runtime.backoff(target.uid)
-        log.warning("retryable error; backing off", extra={"object": target.key, "delay": round(delay, 1)})
+        log.warning("retryable error; backing off", extra={**fields, "delay": round(delay, 1)})
         return delay
     runtime.failures.pop(target.uid, None)
-    log.info(
-        "reconciled",
-        extra={
-            "object": target.key,
-            "result": result,
-            "ready": ready.status if ready else "Unknown",
-            "reason": ready.reason if ready else "",
-        },
-    )
+    log.info("reconciled", extra=fields)
     return runtime.jittered(outcome.requeue_after)
 
 
+def _left_behind(status: AWSConnectorStatus) -> str:
+    """What the last status says may be left in the clouds, for a blocked cleanup's message."""
+    things = []
+    if status.azure and status.azure.connector_id:
+        things.append(f"security connector {status.azure.connector_id}")
+    if status.aws and status.aws.stack_name:
+        things.append(f"stack {status.aws.stack_name}")
+    if status.aws and status.aws.oidc_provider:
+        things.append(f"this object's use of identity provider {status.aws.oidc_provider.arn}")
+    return ", ".join(things) or "whatever the operator wrote before its first status update"
+
+
+def _finalize(runtime: Runtime, target: Target) -> Cleanup:
+    return finalize(target, runtime.clouds, runtime.settings.in_progress_seconds)
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")
-async def cleanup(body: Any, memo: Any, **kwargs: Any) -> None:
+async def cleanup(body: Any, memo: Any, **_: Any) -> None:
     runtime = _runtime(memo)
-    target = target_of(body)
-    namespace, name = target.namespace, target.name
-    conflict = conflict_with(kwargs["by_account"], body["spec"], body["metadata"], namespace, name)
+    target = target_of(body, runtime.instance)
+    runtime.deleting.add(target.uid)
+    runtime.wakeups.get(target.uid, asyncio.Event()).set()
+    started = time.monotonic()
     try:
-        result = await runtime.run(
-            finalize, target, runtime.clouds, runtime.settings.in_progress_seconds, conflict
-        )
+        result = await runtime.exclusive(target.uid, _finalize, runtime, target)
     except CloudError as exc:
-        delay = (
-            runtime.backoff(target.uid)
-            if isinstance(exc, RetryableError)
-            else runtime.settings.backoff_max_seconds
-        )
-        runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
-        status = target.status.model_copy(deep=True)
-        verdict = Verdict(
-            "True" if not exc.retryable else "False", exc.reason, f"cleanup is blocked: {exc.message}"
-        )
-        status.conditions = conditions.put(status.conditions, "Stalled", verdict, target.generation, now())
-        await asyncio.to_thread(runtime.kube.patch_status, namespace, name, _dump(status))
-        raise kopf.TemporaryError(f"cleanup: {exc.message}", delay=delay) from None
+        await _blocked(runtime, target, exc)
+        return  # not reached: _blocked raises
+    runtime.blocked.discard(target.uid)
     for event in result.events:
-        await asyncio.to_thread(runtime.kube.post_event, namespace, name, target.uid, event)
-    if result.status is not None:
-        await asyncio.to_thread(runtime.kube.patch_status, namespace, name, _dump(result.status))
+        await asyncio.to_thread(runtime.kube.post_event, target.namespace, target.name, target.uid, event)
+    if result.status is not None and _dump(target.status) != _dump(result.status):
+        await asyncio.to_thread(
+            runtime.kube.patch_status, target.namespace, target.name, _dump(result.status)
+        )
     if not result.done:
         raise kopf.TemporaryError(result.message, delay=result.retry_after)
     runtime.failures.pop(target.uid, None)
-    log.info("cleaned up", extra={"object": target.key, "result": result.message})
+    log.info(
+        "cleaned up",
+        extra={
+            "object": target.key,
+            "result": result.message,
+            "duration": round(time.monotonic() - started, 3),
+        },
+    )
+
+
+async def _blocked(runtime: Runtime, target: Target, exc: CloudError) -> None:
+    """Cleanup could not reach a cloud. Retryable: back off. Otherwise (credentials broke after something was
+    written): say what is left and the ways out, once, and look again on the resync interval."""
+    runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
+    if isinstance(exc, RetryableError):
+        raise kopf.TemporaryError(f"cleanup: {exc.message}", delay=runtime.backoff(target.uid))
+    assert isinstance(exc, TerminalError)
+    runtime.blocked.add(target.uid)
+    message = (
+        f"cleanup is blocked: {exc.message}. Left in place: {_left_behind(target.status)}. Fix the credentials "
+        "(cleanup is retried), or set spec.deletionPolicy to Orphan to release the object and keep them."
+    )
+    status = target.status.model_copy(deep=True)
+    verdict = Verdict("True", "CleanupBlocked", message)
+    before = conditions.get(status.conditions, "Stalled")
+    status.conditions = conditions.put(status.conditions, "Stalled", verdict, target.generation, now())
+    if before is None or (before.status, before.reason, before.message) != (
+        "True",
+        "CleanupBlocked",
+        message,
+    ):
+        await asyncio.to_thread(runtime.kube.patch_status, target.namespace, target.name, _dump(status))
+        await asyncio.to_thread(
+            runtime.kube.post_event,
+            target.namespace,
+            target.name,
+            target.uid,
+            Event("Warning", "CleanupBlocked", message),
+        )
+    log.warning("cleanup blocked", extra={"object": target.key, "reason": exc.reason})
+    raise kopf.TemporaryError(message, delay=runtime.jittered(runtime.settings.resync_seconds))

@@ -1,14 +1,18 @@
 """The operator's own Kubernetes calls: status writes, Secret reads and Events (Kopf does the watching).
 
-Status is merge-patched through the status subresource with the whole status (conditions replace the list); it is
-written only when it changed, so an object in a steady state causes no writes. Events are core/v1 Events from
-component ``defender-operator``.
+Status is replaced as a whole through the status subresource (a JSON patch, so keys that must disappear, such as
+the role of a plan turned off, do disappear); it is written only when it changed, so an object in a steady state
+causes no writes. Events are core/v1 Events from component ``defender-operator``, aggregated the way client-go's
+EventCorrelator does it: the same object, type, reason and message update one Event's count and lastTimestamp
+instead of creating another (k8s.io/client-go/tools/record/events_cache.go, getEventKey).
 """
 
 import base64
-import secrets
+import hashlib
+import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -17,6 +21,7 @@ from .api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from .reconcile.model import Event
 
 COMPONENT = "defender-operator"
+JSON_PATCH = "application/json-patch+json"
 
 
 def load_config() -> client.ApiClient:
@@ -28,18 +33,66 @@ def load_config() -> client.ApiClient:
 
 
 class Kube:
+    _EVENT_CACHE = 4096  # events remembered for aggregation (client-go's LRU holds 4096 too)
+
     def __init__(self, api: client.ApiClient) -> None:
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
+        self._event_counts: OrderedDict[str, int] = OrderedDict()
+        self._events_lock = threading.Lock()
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Replace the whole status (JSON patch ``add /status``: adds or replaces)."""
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                [{"op": "add", "path": "/status", "value": status}],
+                _content_type=JSON_PATCH,
             )
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
                 raise
+
+    def record_first_write(self, namespace: str, name: str, cloud: str, stamp: str) -> None:
+        """Record, before the first cloud write, that one is about to happen. Raises when the object is gone, so
+        nothing is written for an object that can no longer be cleaned up after."""
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": {"firstCloudWrite": {cloud: stamp}}}
+        )
+
+    def remove_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
+        """Drop ``finalizer`` from the object (a JSON patch that tests the list first, so a concurrent change wins)."""
+        obj = cast(
+            dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        )
+        finalizers = list(obj["metadata"].get("finalizers") or [])
+        if finalizer not in finalizers:
+            return
+        patch = [
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {
+                "op": "replace",
+                "path": "/metadata/finalizers",
+                "value": [f for f in finalizers if f != finalizer],
+            },
+        ]
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 422):  # gone, or changed meanwhile (the next event decides again)
+                raise
+
+    def cluster_id(self) -> str:
+        """The uid of the kube-system namespace: stable for the life of a cluster and different in every cluster."""
+        namespace = self.core.read_namespace("kube-system")
+        assert namespace.metadata is not None
+        return str(namespace.metadata.uid)
 
     def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         try:
@@ -51,9 +104,33 @@ class Kube:
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
     def post_event(self, namespace: str, name: str, uid: str, event: Event) -> None:
+        """Create the Event, or count one more of the same (best effort: a missing permission must not stop
+        reconciling)."""
+        key = "\x00".join(
+            (COMPONENT, API_VERSION, KIND, namespace, name, uid, event.type, event.reason, event.message)
+        )
+        event_name = f"{name}.{hashlib.sha256(key.encode()).hexdigest()[:16]}"
         now = datetime.now(UTC)
+        try:
+            with self._events_lock:
+                count = self._event_counts.pop(event_name, 0)
+            count = self._bump(namespace, event_name, count + 1, now) if count else 0
+            if not count:  # not seen yet, or expired (Events have a TTL, an hour by default)
+                count = self._create_event(namespace, name, uid, event, event_name, now)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return
+            raise
+        with self._events_lock:
+            self._event_counts[event_name] = count
+            while len(self._event_counts) > self._EVENT_CACHE:
+                self._event_counts.popitem(last=False)
+
+    def _create_event(
+        self, namespace: str, name: str, uid: str, event: Event, event_name: str, now: datetime
+    ) -> int:
         body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=f"{name}.{secrets.token_hex(8)}", namespace=namespace),
+            metadata=client.V1ObjectMeta(name=event_name, namespace=namespace),
             involved_object=client.V1ObjectReference(
                 api_version=API_VERSION, kind=KIND, name=name, namespace=namespace, uid=uid
             ),
@@ -68,9 +145,23 @@ class Kube:
         )
         try:
             self.core.create_namespaced_event(namespace, body)
+            return 1
         except ApiException as exc:
-            if exc.status not in (
-                403,
-                404,
-            ):  # events are best effort; a missing permission must not stop reconciling
+            if exc.status != 409:  # 409: the same Event exists (from before a restart): count it
                 raise
+        existing = self.core.read_namespaced_event(event_name, namespace)
+        return self._bump(namespace, event_name, int(existing.count or 1) + 1, now) or 1
+
+    def _bump(self, namespace: str, event_name: str, count: int, now: datetime) -> int:
+        """Set the Event's count and lastTimestamp; 0 when it no longer exists."""
+        try:
+            self.core.patch_namespaced_event(
+                event_name,
+                namespace,
+                {"count": count, "lastTimestamp": now.isoformat().replace("+00:00", "Z")},
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return 0
+        return count

@@ -1,21 +1,108 @@
 """Structured logs: one JSON object per line (or plain text for a terminal), through the standard logging module
-that Kopf and the SDKs use too."""
+that Kopf and the SDKs use too, with every secret redacted at every level.
 
+At DEBUG the SDKs print what they send and receive: botocore the AssumeRole answer (SecretAccessKey, SessionToken),
+azure-identity token responses, the Kubernetes client the Secrets it reads. So every line passes through
+:class:`Redactor` before it is written: values the operator has read as secrets (registered by ``credentials.py``
+with :func:`secret`) are replaced wherever they appear, and so are the values of fields that carry credentials in
+AWS, Entra and HTTP wire formats, whoever's they are. The Kubernetes client's body dumps are also capped at INFO,
+because a Secret arrives there base64-encoded.
+"""
+
+import base64
 import json
 import logging
+import re
 import sys
+import threading
 from datetime import UTC, datetime
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# Kopf's per-object logger adds these to every record: the object reference (kept, as "object") and internals.
+_KOPF_INTERNALS = {"settings", "k8s_skip", "k8s_ref"}
+REDACTED = "[redacted]"
+_MIN_SECRET = 6  # shorter values are too likely to be ordinary words
+
+_FIELD_PATTERNS = [  # each keeps <pre> and <post> and replaces what is between
+    # XML (AWS query protocol answers): <SecretAccessKey>...</SecretAccessKey>
+    re.compile(r"(?P<pre><(?P<tag>SecretAccessKey|SessionToken|SecurityToken)>)[^<]*(?P<post></(?P=tag)>)"),
+    # JSON and Python reprs: "SecretAccessKey": "...", 'client_secret': '...'
+    re.compile(
+        r"""(?P<pre>(?P<q>["'])(?:SecretAccessKey|SessionToken|secretAccessKey|sessionToken|aws_secret_access_key|"""
+        r"""aws_session_token|clientSecret|client_secret|access_token|refresh_token|id_token|password)(?P=q)"""
+        r"""\s*[:=]\s*[bu]?(?P<v>["']))[^"']*(?P<post>(?P=v))"""
+    ),
+    # form bodies and query strings: client_secret=...&
+    re.compile(
+        r"(?P<pre>(?:client_secret|client_assertion|refresh_token|password|X-Amz-Security-Token)=)[^&\s'\"]+(?P<post>)"
+    ),
+    # headers: Authorization: Bearer ..., X-Amz-Security-Token: ...
+    re.compile(r"(?P<pre>[Aa]uthorization['\"]?\s*[:=]\s*['\"]?)[^'\"\n]+(?P<post>)"),
+    re.compile(r"(?P<pre>[Xx]-[Aa]mz-[Ss]ecurity-[Tt]oken['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+(?P<post>)"),
+]
+
+
+class Redactor(logging.Filter):
+    """Replaces secrets in a record's final text (message, arguments, exception and extra fields)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._values: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, value: str | None) -> None:
+        if value and len(value) >= _MIN_SECRET:
+            encoded = base64.b64encode(value.encode()).decode()
+            with self._lock:
+                self._values.update({value, encoded})
+
+    def redact(self, text: str) -> str:
+        with self._lock:
+            values = sorted(self._values, key=len, reverse=True)
+        for value in values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        for pattern in _FIELD_PATTERNS:
+            text = pattern.sub(_replace_value, text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.redact(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, self.redact(value))
+        return True
+
+
+def _replace_value(match: re.Match[str]) -> str:
+    return f"{match['pre']}{REDACTED}{match['post']}"
+
+
+REDACTOR = Redactor()
+
+
+def secret(value: str | None) -> str | None:
+    """Register ``value`` as a secret (never to be printed) and return it unchanged."""
+    REDACTOR.add(value)
+    return value
 
 
 def _fields(record: logging.LogRecord) -> dict[str, str | int | float | bool | None]:
-    """The structured fields a call passed with ``extra=`` (object, result, delay, ...)."""
-    return {
+    """The structured fields a call passed with ``extra=`` (object, result, duration, ...), not Kopf's internals."""
+    fields: dict[str, str | int | float | bool | None] = {
         key: value if isinstance(value, str | int | float | bool | None) else str(value)
         for key, value in record.__dict__.items()
-        if key not in _STANDARD and not key.startswith("_")
+        if key not in _STANDARD and key not in _KOPF_INTERNALS and not key.startswith("_")
     }
+    ref = record.__dict__.get("k8s_ref")
+    if isinstance(ref, dict) and "object" not in fields:
+        fields["object"] = (
+            f"{ref.get('namespace')}/{ref.get('name')}" if ref.get("namespace") else ref.get("name")
+        )
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,7 +116,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **_fields(record),
         }
-        if record.exc_info:
+        if record.exc_text:
+            entry["error"] = record.exc_text
+        elif record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
@@ -52,10 +141,14 @@ class TextFormatter(logging.Formatter):
 def configure(fmt: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(REDACTOR)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # The SDKs log every request at INFO (azure-core) or DEBUG; keep them at WARNING unless asked.
     # Kopf logs every handler run; the operator logs each pass itself.
+    debug = root.level <= logging.DEBUG
     for noisy in ("azure", "botocore", "boto3", "urllib3", "kubernetes", "aiohttp.access", "kopf.objects"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    # Response bodies, with Secrets in base64 and tokens, at any level: never.
+    logging.getLogger("kubernetes.client.rest").setLevel(logging.INFO if debug else logging.WARNING)

@@ -16,6 +16,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEFENDER_OPERATOR_", extra="ignore")
 
     namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty means all.")
+    instance: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$",
+        description="Name of this installation in the owner mark of everything it creates in AWS and Azure. Default: "
+        "cluster-<uid of namespace kube-system>, different in every cluster. Set it to keep ownership across a "
+        "cluster rebuild; never give two installations the same one.",
+    )
     aws_region: str = Field(
         default="us-east-1", description="Region for the STS, IAM and CloudFormation clients."
     )
@@ -64,6 +71,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "-n", "--namespace", action="append", dest="namespaces", help="namespace to watch (repeat)"
     )
     parser.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    parser.add_argument("--instance")
     parser.add_argument("--aws-region")
     parser.add_argument("--aws-endpoint-url")
     parser.add_argument("--azure-arm-endpoint")

@@ -89,12 +89,24 @@ def test_api_version_is_required_and_checked(sandbox: Sandbox) -> None:
     )
 
 
-def test_if_match_and_etag(sandbox: Sandbox) -> None:
+def test_conditional_requests_follow_the_arm_contract(sandbox: Sandbox) -> None:
+    """azure-resource-manager-rpc v1.0/Addendum.md, "ETags for Resources": the etag is an entity-tag (quotes
+    included) compared exactly; If-Match * needs the resource, If-None-Match * needs it absent."""
     client = arm_client(sandbox)
-    etag = send(client, "PUT", connector_url("c1"), body()).json()["etag"]
+    assert send(client, "PUT", connector_url("c1"), body(), **{"If-Match": "*"}).status_code == 412
+    created = send(client, "PUT", connector_url("c1"), body(), **{"If-None-Match": "*"})
+    assert created.status_code == 201
+    etag = created.json()["etag"]
+    assert etag.startswith('"') and etag.endswith('"') and len(etag) > 2
+    assert send(client, "PUT", connector_url("c1"), body(), **{"If-None-Match": "*"}).status_code == 412
     stale = send(client, "PUT", connector_url("c1"), body(), **{"If-Match": '"not-the-etag"'})
     assert stale.status_code == 412
-    assert send(client, "PUT", connector_url("c1"), body(), **{"If-Match": f'"{etag}"'}).status_code == 200
+    assert send(client, "PUT", connector_url("c1"), body(), **{"If-Match": f'"{etag}"'}).status_code == 412
+    updated = send(client, "PUT", connector_url("c1"), body(), **{"If-Match": etag})
+    assert updated.status_code == 200 and updated.json()["etag"] != etag
+    assert send(client, "DELETE", connector_url("c1"), **{"If-Match": etag}).status_code == 412
+    assert send(client, "DELETE", connector_url("c1"), **{"If-Match": updated.json()["etag"]}).status_code == 200
+    assert send(client, "DELETE", connector_url("c1"), **{"If-Match": etag}).status_code == 204
 
 
 def test_second_connector_for_the_same_account_conflicts(sandbox: Sandbox) -> None:

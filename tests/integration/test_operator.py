@@ -176,7 +176,7 @@ def test_create_reaches_ready_with_the_right_stack_roles_and_connector(
     (stack,) = stacks_of(sandbox, account)
     spec = AWSConnectorSpec.model_validate(m["spec"])
     tags = {t["Key"]: t["Value"] for t in stack["Tags"]}
-    assert tags["defender-operator.io/template-hash"] == render(spec).cloudformation.sha256
+    assert tags["defender-operator-template-hash"] == render(spec).cloudformation.sha256
     iam = aws_in(sandbox, account, "iam")
     assert (
         iam.get_role(RoleName="CspmMonitorAws")["Role"]["Arn"]

@@ -36,7 +36,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [update]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, get, patch]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

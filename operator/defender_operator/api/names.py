@@ -12,3 +12,4 @@ CATEGORIES = ("defender",)
 FINALIZER = f"{GROUP}/finalizer"
 ANNOTATION_PAUSED = f"{GROUP}/paused"
 ANNOTATION_RECONCILE_REQUESTED_AT = f"{GROUP}/reconcile-requested-at"
+ANNOTATION_ADOPT = f"{GROUP}/adopt"

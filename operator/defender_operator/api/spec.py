@@ -522,6 +522,16 @@ class Plans(CamelModel):
 class Deployment(CamelModel):
     """How the AWS side is deployed."""
 
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "has(self.stackName) == has(oldSelf.stackName)",
+                "stackName is immutable; it cannot be added or removed after creation",
+                field_path=".stackName",
+            )
+        )
+    )
+
     method: Literal["CloudFormation", "Terraform"] = Field(
         default="CloudFormation",
         description="CloudFormation: the operator deploys and maintains a stack (and StackSet). Terraform: you apply "

@@ -47,11 +47,12 @@ class OidcProviderStatus(StatusModel):
 
     arn: str = Field(description="ARN of the IAM OIDC identity provider.")
     owned: bool = Field(
-        description="True when this operator created the provider (it deletes it on cleanup); false when it was "
-        "already there, e.g. from Microsoft Sentinel (only addedAudiences are removed on cleanup)."
+        description="True when defender-operator created the provider (the last AWSConnector relying on it deletes it "
+        "when nothing else uses it); false when it was already there, e.g. from Microsoft Sentinel (only "
+        "addedAudiences are removed on cleanup)."
     )
     added_audiences: list[str] = Field(
-        default_factory=list, description="Audiences this operator added to a provider it does not own."
+        default_factory=list, description="Audiences defender-operator added to a provider it did not create."
     )
 
 
@@ -148,11 +149,24 @@ class OrganizationStatus(StatusModel):
     )
 
 
+class FirstCloudWrite(StatusModel):
+    """Write-ahead record of the first write to each cloud (RFC 3339 times)."""
+
+    aws: str | None = Field(default=None, description="Before the first write to AWS.")
+    azure: str | None = Field(default=None, description="Before the first write to Azure.")
+
+
 class AWSConnectorStatus(StatusModel):
     """Observed state."""
 
     observed_generation: int | None = Field(
         default=None, description="The metadata.generation the operator last finished a pass for."
+    )
+    first_cloud_write: FirstCloudWrite | None = Field(
+        default=None,
+        description="When the operator first changed something in AWS and in Azure for this object, each recorded "
+        "before that write. A cloud without an entry was never written to, so deleting the object needs no cleanup "
+        "there (and no credentials for it).",
     )
     conditions: list[Condition] = Field(
         default_factory=list,

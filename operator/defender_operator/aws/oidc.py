@@ -1,25 +1,69 @@
-"""The IAM OIDC identity providers the Defender roles trust, managed beside the stack.
+"""The IAM OIDC identity providers the Defender roles trust, managed beside the stack and shared with others.
 
-An account holds one provider per issuer URL, and Microsoft Sentinel uses the same Microsoft issuer. So: create the
-provider when there is none (tagged as ours); when there is one that is not ours, add only the audiences Defender
-needs and remember which; on cleanup delete only our own provider, or remove only the audiences we added.
+An account holds one provider per issuer URL, and Microsoft Sentinel uses the same Microsoft issuer; two of the
+operator's own objects may rely on one provider too (two clusters, or two subscriptions onboarding one account). So
+the provider carries its sharing in its own tags, read live before every change:
+
+- ``defender-operator-created``: the object that created it (only on providers the operator created);
+- ``defender-operator-audiences``: short codes of the audiences the operator added (all of them on a provider it
+  created; only the missing ones on a foreign provider such as Sentinel's);
+- ``defender-operator-user.<code>``: one tag per AWSConnector that relies on it.
+
+A user's tag is written before any audience is added, so a crash in between leaves a record, never an unrecorded
+change. On release an object removes its own user tag; the last user removes the audiences the operator added, and
+deletes the provider only when the operator created it and nothing foreign remains
 (docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_providers_create_oidc.html; Defender's guidance for
-Sentinel-connected accounts: learn.microsoft.com/azure/defender-for-cloud/sentinel-connected-aws)
+Sentinel-connected accounts: learn.microsoft.com/azure/defender-for-cloud/sentinel-connected-aws).
 """
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..ownership import MANAGED_BY, MANAGED_BY_TAG, Owner
 from .api import AwsClientError, call
 
-OWNER_TAG = "defender-operator.io/owner"
+CREATED_TAG = "defender-operator-created"
+AUDIENCES_TAG = "defender-operator-audiences"
+USER_TAG_PREFIX = "defender-operator-user."
+
+
+def audience_code(audience: str) -> str:
+    """8 hex characters naming an audience: six codes fit a 256-character tag value, six audiences do not."""
+    return hashlib.sha256(audience.encode()).hexdigest()[:8]
+
+
+def user_tag(owner: Owner) -> str:
+    return USER_TAG_PREFIX + hashlib.sha256(owner.ref.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class ObservedProvider:
     arn: str
     audiences: list[str]
-    owner: str | None  # value of our owner tag; None when someone else created it
+    tags: dict[str, str]
+
+    @property
+    def created_by_operator(self) -> bool:
+        return CREATED_TAG in self.tags
+
+    @property
+    def added_codes(self) -> set[str]:
+        return set(self.tags.get(AUDIENCES_TAG, "").split())
+
+    @property
+    def added_audiences(self) -> list[str]:
+        """Audiences on the provider that the operator added (live, so only those still there)."""
+        codes = self.added_codes
+        return sorted(a for a in self.audiences if audience_code(a) in codes)
+
+    def users(self) -> dict[str, str]:
+        """Tag key -> owner ref of every AWSConnector that relies on this provider."""
+        return {k: v for k, v in self.tags.items() if k.startswith(USER_TAG_PREFIX)}
+
+    def created_by(self, owner: Owner) -> bool:
+        return self.tags.get(CREATED_TAG) == owner.ref
 
 
 @dataclass(frozen=True)
@@ -35,12 +79,27 @@ class ProviderSpec:
 
 
 class OidcProviders:
-    def __init__(self, iam: Any, partition: str, account: str, planned: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        iam: Any,
+        partition: str,
+        account: str,
+        planned: list[str] | None = None,
+        before_write: Callable[[], None] = lambda: None,
+    ) -> None:
         """With ``planned``, writes are not made but described there (``defender-operator plan``)."""
         self.iam, self.partition, self.account, self.planned = iam, partition, account, planned
+        self.before_write = before_write
 
-    def observe(self, spec: ProviderSpec) -> ObservedProvider | None:
-        arn = spec.arn(self.partition, self.account)
+    def _may_write(self, description: str) -> bool:
+        """False in a plan (the write is described instead); True after ``before_write`` otherwise."""
+        if self.planned is not None:
+            self.planned.append(description)
+            return False
+        self.before_write()
+        return True
+
+    def observe_arn(self, arn: str) -> ObservedProvider | None:
         try:
             found = call(self.iam, "get_open_id_connect_provider", OpenIDConnectProviderArn=arn)
         except AwsClientError as exc:
@@ -48,53 +107,125 @@ class OidcProviders:
                 return None
             raise
         tags = {t["Key"]: t["Value"] for t in found.get("Tags", [])}
-        return ObservedProvider(
-            arn=arn, audiences=list(found.get("ClientIDList", [])), owner=tags.get(OWNER_TAG)
-        )
+        return ObservedProvider(arn=arn, audiences=list(found.get("ClientIDList", [])), tags=tags)
 
-    def create(self, spec: ProviderSpec, owner: str) -> ObservedProvider:
+    def observe(self, spec: ProviderSpec) -> ObservedProvider | None:
+        return self.observe_arn(spec.arn(self.partition, self.account))
+
+    def list_used_by(self, owner: Owner) -> list[ObservedProvider]:
+        """Every provider in the account that carries this object's user tag (cleanup, whatever status says)."""
+        found = []
+        for entry in call(self.iam, "list_open_id_connect_providers")["OpenIDConnectProviderList"]:
+            provider = self.observe_arn(str(entry["Arn"]))
+            if provider is not None and user_tag(owner) in provider.tags:
+                found.append(provider)
+        return found
+
+    def ensure(self, spec: ProviderSpec, owner: Owner) -> tuple[ObservedProvider, list[str], bool]:
+        """Make the provider trust ``spec``'s audiences and record this object as a user.
+
+        Returns the provider, the audiences added now and whether it was created now. In steady state: one read.
+        """
+        observed = self.observe(spec)
         arn = spec.arn(self.partition, self.account)
-        if self.planned is not None:
-            self.planned.append(f"create identity provider https://{spec.host}")
-            return ObservedProvider(arn=arn, audiences=spec.audiences, owner=owner)
-        call(
-            self.iam,
-            "create_open_id_connect_provider",
-            Url=f"https://{spec.host}",
-            ClientIDList=spec.audiences,
-            ThumbprintList=spec.thumbprints,
-            Tags=[{"Key": OWNER_TAG, "Value": owner}, {"Key": "managed-by", "Value": "defender-operator"}],
-        )
-        return ObservedProvider(arn=arn, audiences=spec.audiences, owner=owner)
-
-    def add_audiences(self, provider: ObservedProvider, audiences: list[str]) -> None:
-        for audience in audiences:
-            if self.planned is not None:
-                self.planned.append(f"add audience {audience} to {provider.arn}")
-                continue
+        if observed is None:
+            tags = {
+                CREATED_TAG: owner.ref,
+                AUDIENCES_TAG: " ".join(sorted(audience_code(a) for a in spec.audiences)),
+                user_tag(owner): owner.ref,
+                MANAGED_BY_TAG: MANAGED_BY,
+            }
+            if self._may_write(f"create identity provider https://{spec.host}"):
+                call(
+                    self.iam,
+                    "create_open_id_connect_provider",
+                    Url=f"https://{spec.host}",
+                    ClientIDList=spec.audiences,
+                    ThumbprintList=spec.thumbprints,
+                    Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())],
+                )
+            return ObservedProvider(arn=arn, audiences=list(spec.audiences), tags=tags), [], True
+        missing = [a for a in spec.audiences if a not in observed.audiences]
+        tags = dict(observed.tags)
+        if user_tag(owner) not in tags:
+            tags[user_tag(owner)] = owner.ref
+        if missing:
+            tags[AUDIENCES_TAG] = " ".join(sorted(observed.added_codes | {audience_code(a) for a in missing}))
+        changed = {k: v for k, v in tags.items() if observed.tags.get(k) != v}
+        # The record first: a crash after it leaves a claim, never an unrecorded change.
+        if changed and self._may_write(f"tag identity provider {arn} as used by {owner.ref}"):
             call(
                 self.iam,
-                "add_client_id_to_open_id_connect_provider",
-                OpenIDConnectProviderArn=provider.arn,
-                ClientID=audience,
+                "tag_open_id_connect_provider",
+                OpenIDConnectProviderArn=arn,
+                Tags=[{"Key": k, "Value": v} for k, v in sorted(changed.items())],
+            )
+        for audience in missing:
+            if self._may_write(f"add audience {audience} to {arn}"):
+                call(
+                    self.iam,
+                    "add_client_id_to_open_id_connect_provider",
+                    OpenIDConnectProviderArn=arn,
+                    ClientID=audience,
+                )
+        return ObservedProvider(arn=arn, audiences=observed.audiences + missing, tags=tags), missing, False
+
+    def release(self, arn: str, owner: Owner) -> str | None:
+        """This object no longer relies on the provider: what was done, for an Event; None when nothing was.
+
+        Re-reads the provider, so the decision rests on its live audiences and users, not on what status says. The
+        user tag goes last, so a crash half-way leaves the record that lets the next attempt finish the job.
+        """
+        observed = self.observe_arn(arn)
+        mine = user_tag(owner)
+        if observed is None or mine not in observed.tags:
+            return None
+        others = sorted(v for k, v in observed.users().items() if k != mine)
+        if others:
+            self._untag(arn, [mine])
+            return f"left identity provider {arn} in place for {', '.join(others)}"
+        ours = [a for a in observed.audiences if audience_code(a) in observed.added_codes]
+        foreign = [a for a in observed.audiences if a not in ours]
+        if observed.created_by_operator and not foreign:
+            self._delete(arn)
+            return f"deleted identity provider {arn}"
+        for audience in ours:
+            self._remove_audience(arn, audience)
+        self._untag(
+            arn, [k for k in (AUDIENCES_TAG, CREATED_TAG, MANAGED_BY_TAG) if k in observed.tags] + [mine]
+        )
+        return f"removed audiences {', '.join(ours) or '(none)'} from {arn}; it keeps {', '.join(foreign)}"
+
+    def _untag(self, arn: str, keys: list[str]) -> None:
+        if self._may_write(f"untag identity provider {arn}"):
+            call(
+                self.iam,
+                "untag_open_id_connect_provider",
+                OpenIDConnectProviderArn=arn,
+                TagKeys=keys,
             )
 
-    def remove_audiences(self, arn: str, audiences: list[str]) -> None:
-        for audience in audiences:
-            try:
+    def _remove_audience(self, arn: str, audience: str) -> None:
+        try:
+            if self._may_write(f"remove audience {audience} from {arn}"):
                 call(
                     self.iam,
                     "remove_client_id_from_open_id_connect_provider",
                     OpenIDConnectProviderArn=arn,
                     ClientID=audience,
                 )
-            except AwsClientError as exc:
-                if exc.code != "NoSuchEntity":
-                    raise
+        except AwsClientError as exc:
+            if exc.code != "NoSuchEntity":
+                raise
 
-    def delete(self, arn: str) -> None:
+    def _delete(self, arn: str) -> None:
         try:
-            call(self.iam, "delete_open_id_connect_provider", OpenIDConnectProviderArn=arn)
+            if self._may_write(f"delete identity provider {arn}"):
+                call(
+                    self.iam,
+                    "delete_open_id_connect_provider",
+                    OpenIDConnectProviderArn=arn,
+                )
         except AwsClientError as exc:
             if exc.code != "NoSuchEntity":
                 raise

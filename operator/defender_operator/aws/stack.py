@@ -4,13 +4,15 @@ Calls return at once; CloudFormation works in the background and the next reconc
 hash travels as a stack tag, so one DescribeStacks tells whether the stack already has the desired template.
 """
 
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..ownership import Owner
 from .api import AwsClientError, call
 
-HASH_TAG = "defender-operator.io/template-hash"
-OWNER_TAG = "defender-operator.io/owner"
+HASH_TAG = "defender-operator-template-hash"
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
 FAILED_RESOURCE_STATES = {"CREATE_FAILED", "UPDATE_FAILED", "DELETE_FAILED"}
 
@@ -21,7 +23,7 @@ class ObservedStack:
     status: str
     status_reason: str
     template_hash: str | None
-    owner: str | None
+    tags: dict[str, str]
     outputs: dict[str, str]
     parameters: dict[str, str]
 
@@ -38,15 +40,28 @@ class DriftResult:
     resources: list[str] = field(default_factory=list)
 
 
-def _idempotency_token(kind: str, owner_uid: str, template_hash: str) -> str:
-    # ClientRequestToken: a retried call with the same token is not applied twice (API_CreateStack.html).
-    return f"defender-operator-{kind}-{template_hash[:16]}-{owner_uid[:8]}"
+def idempotency_token(kind: str) -> str:
+    """A fresh ClientRequestToken for one attempt. botocore resends the same parameters when it retries a call, so
+    a retried request is not applied twice; a new attempt (after a rollback, a fix, a later pass) gets a new token,
+    because CloudFormation answers a reused token with the outcome of the request it first came with
+    (API_CreateStack.html, API_UpdateStack.html: "ClientRequestToken")."""
+    return f"defender-operator-{kind}-{uuid.uuid4().hex}"
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
 
 
 class Stacks:
-    def __init__(self, cloudformation: Any, planned: list[str] | None = None) -> None:
-        """With ``planned``, writes are not made but described there (``defender-operator plan``)."""
-        self.cf, self.planned = cloudformation, planned
+    def __init__(
+        self,
+        cloudformation: Any,
+        planned: list[str] | None = None,
+        before_write: Callable[[], None] = lambda: None,
+    ) -> None:
+        """With ``planned``, writes are not made but described there (``defender-operator plan``);
+        ``before_write`` runs before every call that changes something (the operator records that it wrote)."""
+        self.cf, self.planned, self.before_write = cloudformation, planned, before_write
 
     @property
     def dry_run(self) -> bool:
@@ -68,26 +83,23 @@ class Stacks:
             status=stack["StackStatus"],
             status_reason=stack.get("StackStatusReason", ""),
             template_hash=tags.get(HASH_TAG),
-            owner=tags.get(OWNER_TAG),
+            tags=tags,
             outputs={o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs") or []},
             parameters={
                 p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters") or []
             },
         )
 
-    def _tags(self, template_hash: str, owner: str) -> list[dict[str, str]]:
-        return [
-            {"Key": HASH_TAG, "Value": template_hash},
-            {"Key": OWNER_TAG, "Value": owner},
-            {"Key": "managed-by", "Value": "defender-operator"},
-        ]
+    def _tags(self, template_hash: str, owner: Owner) -> list[dict[str, str]]:
+        return tag_list({HASH_TAG: template_hash, **owner.tags()})
 
     def create(
-        self, name: str, body: str, template_hash: str, parameters: dict[str, str], owner: str, owner_uid: str
+        self, name: str, body: str, template_hash: str, parameters: dict[str, str], owner: Owner
     ) -> str:
         if self.planned is not None:
             self.planned.append(f"create stack {name} (template {template_hash[:12]})")
             return ""
+        self.before_write()
         result = call(
             self.cf,
             "create_stack",
@@ -96,19 +108,20 @@ class Stacks:
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
             Capabilities=CAPABILITIES,
             Tags=self._tags(template_hash, owner),
-            ClientRequestToken=_idempotency_token("create", owner_uid, template_hash),
+            ClientRequestToken=idempotency_token("create"),
             OnFailure="ROLLBACK",
         )
         return str(result["StackId"])
 
     def update(
-        self, name: str, body: str, template_hash: str, parameters: dict[str, str], owner: str, owner_uid: str
+        self, name: str, body: str, template_hash: str, parameters: dict[str, str], owner: Owner
     ) -> bool:
         """Start an update; False when CloudFormation finds nothing to change."""
         if self.planned is not None:
             self.planned.append(f"update stack {name} (template {template_hash[:12]})")
             return True
         try:
+            self.before_write()
             call(
                 self.cf,
                 "update_stack",
@@ -117,7 +130,7 @@ class Stacks:
                 Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
                 Capabilities=CAPABILITIES,
                 Tags=self._tags(template_hash, owner),
-                ClientRequestToken=_idempotency_token("update", owner_uid, template_hash),
+                ClientRequestToken=idempotency_token("update"),
             )
         except AwsClientError as exc:
             if exc.code == "ValidationError" and "No updates are to be performed" in exc.aws_message:
@@ -129,6 +142,7 @@ class Stacks:
         if self.planned is not None:
             self.planned.append(f"delete stack {name_or_id}")
             return
+        self.before_write()
         call(self.cf, "delete_stack", StackName=name_or_id)
 
     def first_failure(self, stack_id: str) -> str:
@@ -180,20 +194,21 @@ class Stacks:
             ),
         )
 
-    def start_drift_repair(self, name: str, parameters: dict[str, str], owner_uid: str, attempt: str) -> str:
+    def start_drift_repair(self, name: str, parameters: dict[str, str]) -> str:
         """A drift-aware change set that puts drifted resources back to the template
         (docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/drift-aware-change-sets.html)."""
+        self.before_write()
         result = call(
             self.cf,
             "create_change_set",
             StackName=name,
-            ChangeSetName=f"defender-operator-repair-{attempt}",
+            ChangeSetName=idempotency_token("repair"),
             ChangeSetType="UPDATE",
             UsePreviousTemplate=True,
             DeploymentMode="REVERT_DRIFT",
             Parameters=[{"ParameterKey": k, "UsePreviousValue": True} for k in sorted(parameters)],
             Capabilities=CAPABILITIES,
-            ClientToken=f"defender-operator-repair-{attempt}-{owner_uid[:8]}",
+            ClientToken=idempotency_token("repair"),
         )
         return str(result["Id"])
 
@@ -208,10 +223,12 @@ class Stacks:
         return str(result["Status"]), str(result.get("StatusReason") or "")
 
     def execute_change_set(self, change_set_id: str) -> None:
+        self.before_write()
         call(self.cf, "execute_change_set", ChangeSetName=change_set_id)
 
     def delete_change_set(self, change_set_id: str) -> None:
         try:
+            self.before_write()
             call(self.cf, "delete_change_set", ChangeSetName=change_set_id)
         except AwsClientError as exc:
             if exc.code not in ("ChangeSetNotFound", "ChangeSetNotFoundException", "ValidationError"):

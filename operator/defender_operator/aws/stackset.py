@@ -6,11 +6,13 @@ them later) but never to the management account itself, which is why that accoun
 Operations run in the background; the operator starts one, records its id, and looks again.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..ownership import Owner
 from .api import AwsClientError, call
-from .stack import CAPABILITIES, HASH_TAG, OWNER_TAG
+from .stack import CAPABILITIES, HASH_TAG, tag_list
 
 # Trusted access for StackSets is off in a new organization; CloudFormation then refuses service-managed StackSets.
 TRUSTED_ACCESS_MESSAGE = "organizations access"
@@ -20,7 +22,7 @@ TRUSTED_ACCESS_MESSAGE = "organizations access"
 class ObservedStackSet:
     stack_set_id: str
     template_hash: str | None
-    owner: str | None
+    tags: dict[str, str]
     instances: list[str]  # member account ids with an instance
 
 
@@ -38,8 +40,15 @@ class Targets:
 
 
 class StackSets:
-    def __init__(self, cloudformation: Any, organizations: Any, planned: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        cloudformation: Any,
+        organizations: Any,
+        planned: list[str] | None = None,
+        before_write: Callable[[], None] = lambda: None,
+    ) -> None:
         self.cf, self.organizations, self.planned = cloudformation, organizations, planned
+        self.before_write = before_write
 
     def root(self) -> str:
         roots = call(self.organizations, "list_roots")["Roots"]
@@ -59,14 +68,15 @@ class StackSets:
         return ObservedStackSet(
             stack_set_id=str(stack_set["StackSetId"]),
             template_hash=tags.get(HASH_TAG),
-            owner=tags.get(OWNER_TAG),
+            tags=tags,
             instances=sorted({str(s["Account"]) for s in summaries}),
         )
 
-    def create(self, name: str, body: str, template_hash: str, owner: str) -> None:
+    def create(self, name: str, body: str, template_hash: str, owner: Owner) -> None:
         if self.planned is not None:
             self.planned.append(f"create StackSet {name} (template {template_hash[:12]})")
             return
+        self.before_write()
         call(
             self.cf,
             "create_stack_set",
@@ -77,13 +87,14 @@ class StackSets:
             PermissionModel="SERVICE_MANAGED",
             AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
             ManagedExecution={"Active": True},
-            Tags=[{"Key": HASH_TAG, "Value": template_hash}, {"Key": OWNER_TAG, "Value": owner}],
+            Tags=tag_list({HASH_TAG: template_hash, **owner.tags()}),
         )
 
     def deploy(self, name: str, targets: Targets) -> str:
         if self.planned is not None:
             self.planned.append(f"deploy StackSet {name} to {', '.join(targets.organizational_units)}")
             return ""
+        self.before_write()
         result = call(
             self.cf,
             "create_stack_instances",
@@ -94,10 +105,11 @@ class StackSets:
         )
         return str(result["OperationId"])
 
-    def update(self, name: str, body: str, template_hash: str, owner: str, targets: Targets) -> str:
+    def update(self, name: str, body: str, template_hash: str, owner: Owner, targets: Targets) -> str:
         if self.planned is not None:
             self.planned.append(f"update StackSet {name} (template {template_hash[:12]})")
             return ""
+        self.before_write()
         result = call(
             self.cf,
             "update_stack_set",
@@ -106,7 +118,7 @@ class StackSets:
             Capabilities=CAPABILITIES,
             PermissionModel="SERVICE_MANAGED",
             AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
-            Tags=[{"Key": HASH_TAG, "Value": template_hash}, {"Key": OWNER_TAG, "Value": owner}],
+            Tags=tag_list({HASH_TAG: template_hash, **owner.tags()}),
             OperationPreferences={"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 25},
         )
         return str(result["OperationId"])
@@ -128,6 +140,7 @@ class StackSets:
         return status, reason
 
     def remove_instances(self, name: str, targets: Targets) -> str:
+        self.before_write()
         result = call(
             self.cf,
             "delete_stack_instances",
@@ -139,4 +152,5 @@ class StackSets:
         return str(result["OperationId"])
 
     def delete(self, name: str) -> None:
+        self.before_write()
         call(self.cf, "delete_stack_set", StackSetName=name)

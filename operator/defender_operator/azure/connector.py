@@ -1,11 +1,15 @@
 """The Microsoft.Security/securityConnectors resource, sent as raw JSON through the ARM pipeline, and its health.
 
-Observe with GET; PUT only when the live body differs from the desired one (read-only fields ignored), with
-If-Match so a concurrent change is not overwritten blindly; DELETE on cleanup. Health comes from the connector's
+Observe with GET; PUT only when the live body differs from the desired one (read-only fields ignored). Writes are
+conditional, as ARM's resource-provider contract defines (azure-resource-manager-rpc, "ETags for Resources"): a create
+sends ``If-None-Match: *`` so a connector that someone else made after our GET is never overwritten, and an update
+or delete sends ``If-Match`` with the etag exactly as the GET returned it (the value is already an entity-tag, quotes
+included), so only the connector that was read and checked is changed. Health comes from the connector's
 health reports (api-version 2023-05-01-preview, the one azure-mgmt-security 7.0.0 uses).
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +65,14 @@ class ObservedConnector:
     body: dict[str, Any]
 
     @property
+    def tags(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in (self.body.get("tags") or {}).items()}
+
+    @property
+    def account(self) -> str:
+        return str(self.body.get("properties", {}).get("hierarchyIdentifier", ""))
+
+    @property
     def trial_end_date(self) -> str | None:
         value = self.body.get("properties", {}).get("hierarchyIdentifierTrialEndDate")
         return str(value) if value else None
@@ -91,10 +103,15 @@ def _error_message(response: HttpResponse) -> tuple[str, str]:
 
 class Connectors:
     def __init__(
-        self, pipeline: ARMPipelineClient[Any, Any], subscription: str, planned: list[str] | None = None
+        self,
+        pipeline: ARMPipelineClient[Any, Any],
+        subscription: str,
+        planned: list[str] | None = None,
+        before_write: Callable[[], None] = lambda: None,
     ) -> None:
         """With ``planned``, writes are not made but described there (``defender-operator plan``)."""
         self.pipeline, self.subscription, self.planned = pipeline, subscription, planned
+        self.before_write = before_write
 
     @property
     def dry_run(self) -> bool:
@@ -171,19 +188,23 @@ class Connectors:
         if self.planned is not None:
             self.planned.append(f"{'update' if etag else 'create'} connector {path}")
             return ObservedConnector(id=path, etag=etag, body=body)
-        headers = {"If-Match": f'"{etag}"'} if etag else None
+        headers = {"If-Match": etag} if etag else {"If-None-Match": "*"}
+        self.before_write()
         response = self._send("PutSecurityConnector", "PUT", path, API_VERSION, body, headers)
         if response.status_code not in (200, 201):
             self._raise(response, "writing the connector")
         written = response.json()
         return ObservedConnector(id=str(written.get("id", path)), etag=written.get("etag"), body=written)
 
-    def delete(self, resource_group: str, name: str) -> None:
+    def delete(self, resource_group: str, name: str, etag: str | None) -> None:
+        """Delete the connector that was read with ``etag`` (and nothing that replaced it since)."""
         path = connector_id(self.subscription, resource_group, name)
         if self.planned is not None:
             self.planned.append(f"delete connector {path}")
             return
-        response = self._send("DeleteSecurityConnector", "DELETE", path, API_VERSION)
+        self.before_write()
+        headers = {"If-Match": etag} if etag else None
+        response = self._send("DeleteSecurityConnector", "DELETE", path, API_VERSION, headers=headers)
         if response.status_code not in (200, 204, 404):
             self._raise(response, "deleting the connector")
 

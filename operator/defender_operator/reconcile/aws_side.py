@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import metrics
+from ..api.names import ANNOTATION_ADOPT
 from ..api.status import AwsStatus, OidcProviderStatus, OrganizationStatus
 from ..aws.api import AwsClientError, call
-from ..aws.oidc import ObservedProvider, OidcProviders, ProviderSpec
+from ..aws.oidc import OidcProviders, ProviderSpec
 from ..aws.stack import ObservedStack, Stacks
 from ..aws.stackset import TRUSTED_ACCESS_MESSAGE, StackSets, Targets
 from ..errors import TerminalError
+from ..ownership import Owner, describe_owner
 from ..render.catalog import catalog
 from ..render.cloudformation import (
     CIEM_OIDC_PARAMETER,
@@ -67,42 +69,43 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _provider_status(
-    observed: ObservedProvider, owner: str, added: list[str], previous: OidcProviderStatus | None
-) -> OidcProviderStatus:
-    owned = observed.owner == owner
-    remembered = previous.added_audiences if previous and previous.arn == observed.arn and not owned else []
-    return OidcProviderStatus(
-        arn=observed.arn, owned=owned, added_audiences=sorted(set(remembered) | set(added))
-    )
-
-
 def ensure_provider(
-    providers: OidcProviders,
-    spec: ProviderSpec,
-    owner: str,
-    previous: OidcProviderStatus | None,
-    events: list[Event],
+    providers: OidcProviders, spec: ProviderSpec, owner: Owner, events: list[Event]
 ) -> OidcProviderStatus:
-    """Create the provider, or add the missing audiences to a foreign one (e.g. Microsoft Sentinel's)."""
-    observed = providers.observe(spec)
-    if observed is None:
-        created = providers.create(spec, owner)
+    """Create the provider, or add the missing audiences to an existing one (e.g. Microsoft Sentinel's)."""
+    observed, added, created = providers.ensure(spec, owner)
+    if created:
         events.append(
             Event("Normal", "IdentityProviderCreated", f"created identity provider https://{spec.host}")
         )
-        return _provider_status(created, owner, [], None)
-    missing = [a for a in spec.audiences if a not in observed.audiences]
-    if missing:
-        providers.add_audiences(observed, missing)
-        events.append(
-            Event(
-                "Normal",
-                "IdentityProviderShared",
-                f"added audiences {', '.join(missing)} to the existing provider {observed.arn}",
-            )
-        )
-    return _provider_status(observed, owner, missing if observed.owner != owner else [], previous)
+    elif added:
+        message = f"added audiences {', '.join(added)} to the existing provider {observed.arn}"
+        events.append(Event("Normal", "IdentityProviderShared", message))
+    owned = observed.created_by_operator
+    return OidcProviderStatus(
+        arn=observed.arn, owned=owned, added_audiences=[] if owned else observed.added_audiences
+    )
+
+
+def release_provider(providers: OidcProviders, arn: str, owner: Owner, events: list[Event]) -> None:
+    released = providers.release(arn, owner)
+    if released:
+        events.append(Event("Normal", "IdentityProviderReleased", released))
+
+
+def check_owned(target: Target, kind: str, name: str, tags: dict[str, str], field: str) -> bool:
+    """Whether this object may write ``kind`` ``name``: True when it is adopting it now, False when it owns it
+    already; TerminalError (Stalled, nothing written) when it belongs to someone else."""
+    if target.owner.owns(tags):
+        return False
+    if target.adopt:
+        return True
+    raise TerminalError(
+        f"{kind.replace(' ', '')}OwnedElsewhere",
+        f"{kind} {name} already exists in AWS account {target.spec.aws.account_id} and {describe_owner(tags)}; "
+        f"nothing was written. Set {field} to another name, or, if it is the same onboarding, annotate the object "
+        f"{ANNOTATION_ADOPT}=true to take it over.",
+    )
 
 
 def provider_specs(target: Target) -> dict[str, ProviderSpec]:
@@ -131,17 +134,18 @@ def role_arns_from_outputs(target: Target, outputs: dict[str, str]) -> dict[str,
 
 def reconcile_aws(target: Target, account: AwsAccount, status: AwsStatus, settings: Settings) -> AwsResult:
     events: list[Event] = []
-    owner = target.key
+    owner = target.owner
     specs = provider_specs(target)
-    status.oidc_provider = ensure_provider(
-        account.providers, specs["microsoft"], owner, status.oidc_provider, events
-    )
+    status.oidc_provider = ensure_provider(account.providers, specs["microsoft"], owner, events)
     parameters = {OIDC_PARAMETER: status.oidc_provider.arn}
     if "ciem" in specs:
-        status.ciem_oidc_provider = ensure_provider(
-            account.providers, specs["ciem"], owner, status.ciem_oidc_provider, events
-        )
+        status.ciem_oidc_provider = ensure_provider(account.providers, specs["ciem"], owner, events)
         parameters[CIEM_OIDC_PARAMETER] = status.ciem_oidc_provider.arn
+    elif (
+        status.ciem_oidc_provider is not None
+    ):  # CIEM was turned off: this object no longer needs its provider
+        release_provider(account.providers, status.ciem_oidc_provider.arn, owner, events)
+        status.ciem_oidc_provider = None
     template = Rendered(stack_template(target.spec))  # only what this side sends, not every rendering
     name = target.spec.stack_name
     status.stack_name = name
@@ -163,7 +167,7 @@ def _reconcile_stack(
     parameters: dict[str, str],
     settings: Settings,
 ) -> AwsResult:
-    owner, uid = target.key, target.uid
+    owner = target.owner
     if stack is None:
         events = []
         if status.stack_id and status.stack_status in STABLE:
@@ -176,7 +180,7 @@ def _reconcile_stack(
             )
             _drift_repaired("stack")
         status.stack_id = (
-            stacks.create(status.stack_name or "", body, template_hash, parameters, owner, uid) or None
+            stacks.create(status.stack_name or "", body, template_hash, parameters, owner) or None
         )
         status.stack_status, status.template_hash = "CREATE_IN_PROGRESS", template_hash
         status.roles, status.failed_template_hash = {}, None
@@ -187,12 +191,8 @@ def _reconcile_stack(
             requeue_after=settings.in_progress_seconds,
         )
 
+    adopting = check_owned(target, "stack", status.stack_name or "", stack.tags, "spec.deployment.stackName")
     status.stack_id, status.stack_status = stack.stack_id, stack.status
-    if stack.owner not in (None, owner):
-        raise TerminalError(
-            "StackOwnedElsewhere",
-            f"stack {status.stack_name} belongs to {stack.owner}; set spec.deployment.stackName to another name",
-        )
     if stack.in_progress:
         return AwsResult(
             Verdict("False", "StackInProgress", f"stack {status.stack_name} is {stack.status}"),
@@ -223,6 +223,7 @@ def _reconcile_stack(
         stack.status == "UPDATE_ROLLBACK_COMPLETE"
         and status.template_hash == template_hash
         and stack.template_hash != template_hash
+        and not target.reconcile_requested
     ):
         # The update this operator started was rolled back: remember that this template fails.
         status.failed_template_hash = template_hash
@@ -234,8 +235,8 @@ def _reconcile_stack(
             events=[Event("Warning", "StackUpdateFailed", message)],
         )
 
-    changed = stack.template_hash != template_hash or stack.parameters != parameters
-    if changed and stacks.update(status.stack_name or "", body, template_hash, parameters, owner, uid):
+    changed = adopting or stack.template_hash != template_hash or stack.parameters != parameters
+    if changed and stacks.update(status.stack_name or "", body, template_hash, parameters, owner):
         status.stack_status, status.template_hash = "UPDATE_IN_PROGRESS", template_hash
         status.failed_template_hash = None
         return AwsResult(
@@ -272,7 +273,7 @@ def reconcile_organization(
     org = target.spec.aws.organization
     assert org is not None
     member = Rendered(member_template(target.spec))
-    name, owner = org.stack_set_name, target.key
+    name, owner = org.stack_set_name, target.owner
     if status.operation_id:
         state, reason = stacksets.operation(name, status.operation_id)
         status.stack_set_status = state
@@ -316,11 +317,9 @@ def reconcile_organization(
             events=[Event("Normal", "StackSetCreated", f"created StackSet {name} for the member accounts")],
             requeue_after=settings.in_progress_seconds,
         )
-    if observed.owner not in (None, owner):
-        message = f"StackSet {name} belongs to {observed.owner}; choose another stackSetName"
-        raise TerminalError("StackSetOwnedElsewhere", message)
+    adopting = check_owned(target, "StackSet", name, observed.tags, "spec.aws.organization.stackSetName")
     status.stack_set_id, status.member_accounts = observed.stack_set_id, len(observed.instances)
-    if observed.template_hash != member.sha256:
+    if adopting or observed.template_hash != member.sha256:
         status.operation_id = stacksets.update(name, member.compact, member.sha256, owner, targets) or None
         status.template_hash = member.sha256
         return AwsResult(
@@ -420,8 +419,7 @@ def _check_drift(
         status.drift_detection_id, status.last_drift_check = None, _now()
         if not result.drifted:
             return None
-        attempt = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-        status.repair_change_set_id = stacks.start_drift_repair(name, parameters, target.uid, attempt)
+        status.repair_change_set_id = stacks.start_drift_repair(name, parameters)
         _drift_repaired("role")
         message = f"roles of stack {name} were changed outside the operator: {', '.join(result.resources)}; putting them back"
         return AwsResult(

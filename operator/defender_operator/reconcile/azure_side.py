@@ -1,15 +1,21 @@
 """The Azure side of a pass: the connector (after the AWS side is ready) and its health.
 
-The desired body comes from the spec and the stack's role ARNs. One GET per pass; a PUT only when the live body
-differs (read-only fields ignored). A connector that disappeared or changed while the spec did not is drift:
-repaired, and reported as such.
+The desired body comes from the spec and the stack's role ARNs, plus the owner mark as tags. One GET per pass; a PUT
+only when the live body differs (read-only fields ignored). A connector that disappeared or changed while the spec
+did not is drift: repaired, and reported as such. A connector of the wanted name that this object does not own
+(another object's, another cluster's, one made in the portal) is never written: Stalled, naming what is there, unless
+the object asks to adopt it and it onboards the same AWS account.
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import metrics
+from ..api.names import ANNOTATION_ADOPT
 from ..api.status import AzureStatus, HealthIssue, HealthStatus, MemberAccount, OrganizationStatus
-from ..azure.connector import Connectors, HealthReport, comparable
+from ..azure.connector import Connectors, HealthReport, ObservedConnector, comparable
+from ..errors import TerminalError
+from ..ownership import describe_owner
 from ..render.connector import connector_body
 from ..render.document import Rendered
 from .conditions import Verdict
@@ -37,6 +43,34 @@ def health_verdict(report: HealthReport) -> Verdict:
     return Verdict("Unknown", "NotEvaluated", "Defender has not evaluated the connector yet")
 
 
+def check_owned(target: Target, observed: ObservedConnector) -> None:
+    """Refuse a connector this object does not own, unless it asked to adopt it and it onboards the same account."""
+    if target.owner.owns(observed.tags):
+        return
+    name, rg = target.connector_name, target.spec.azure.resource_group
+    if target.adopt and observed.account == target.spec.aws.account_id:
+        return
+    what = f"security connector {name} in resource group {rg} already exists for AWS account {observed.account or '?'}"
+    if target.adopt:
+        raise TerminalError(
+            "ConnectorOwnedElsewhere",
+            f"{what}, not {target.spec.aws.account_id}; adoption is only for a connector of the same account. "
+            "Choose another spec.azure.connectorName.",
+        )
+    raise TerminalError(
+        "ConnectorOwnedElsewhere",
+        f"{what} and {describe_owner(observed.tags)}; nothing was written. Choose another spec.azure.connectorName, "
+        f"or, if it is the same onboarding, annotate the object {ANNOTATION_ADOPT}=true to take it over.",
+    )
+
+
+def desired_body(target: Target, role_arns: dict[str, str]) -> dict[str, Any]:
+    """The connector body the spec renders to, with the owner mark added to its tags."""
+    body = connector_body(target.spec, role_arns)
+    body["tags"] = dict(sorted({**body.get("tags", {}), **target.owner.tags()}.items()))
+    return body
+
+
 def reconcile_azure(
     target: Target,
     connectors: Connectors,
@@ -47,15 +81,20 @@ def reconcile_azure(
     events: list[Event] = []
     spec, name = target.spec, target.connector_name
     rg = spec.azure.resource_group
-    desired = connector_body(spec, role_arns)
+    desired = desired_body(target, role_arns)
     desired_hash = Rendered(desired).sha256
     status.connector_name = name
     observed = connectors.observe(rg, name)
+    adopting = observed is not None and not target.owner.owns(observed.tags)
+    if observed is not None:
+        check_owned(target, observed)
     if observed is None or comparable(observed.body) != comparable(desired):
         # Drift: the connector we wrote is gone, or differs although the body we want is the one we last wrote.
         drifted = status.connector_id is not None if observed is None else status.applied_hash == desired_hash
         written = connectors.put(rg, name, desired, observed.etag if observed else None)
-        if drifted:
+        if adopting:
+            events.append(Event("Normal", "ConnectorAdopted", f"took over security connector {written.id}"))
+        elif drifted:
             what = "deleted" if observed is None else "changed"
             message = f"connector {name} was {what} outside the operator; put it back"
             events.append(Event("Warning", "DriftRepaired", message))

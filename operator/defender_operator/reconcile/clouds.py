@@ -4,7 +4,9 @@ Before anything is written in AWS, STS GetCallerIdentity must name ``spec.aws.ac
 only from ``spec.azure.subscriptionId``, so nothing is ever written outside it.
 """
 
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal
 
 from azure.mgmt.core import ARMPipelineClient
 
@@ -20,6 +22,13 @@ from ..settings import Settings
 from .aws_side import AwsAccount
 from .model import Target
 
+CloudName = Literal["aws", "azure"]
+BeforeWrite = Callable[[CloudName], None]
+
+
+def no_hook(cloud: CloudName) -> None:
+    return None
+
 
 class Clouds:
     def __init__(
@@ -31,7 +40,8 @@ class Clouds:
             int, ARMPipelineClient[Any, Any]
         ] = {}  # one per credential, reused across passes
 
-    def aws(self, target: Target) -> AwsAccount:
+    def aws(self, target: Target, before_write: BeforeWrite = no_hook) -> AwsAccount:
+        """``before_write("aws")`` runs before every write the adapters make."""
         clients = self.credentials.aws_clients(target.namespace, target.name, target.spec)
         identity = call(clients.client("sts", self.settings.aws_region), "get_caller_identity")
         account = str(identity["Account"])
@@ -42,21 +52,22 @@ class Clouds:
             )
         partition = str(identity["Arn"]).split(":")[1]
         region = target.spec.deployment.region
+        hook = partial(before_write, "aws")
         cloudformation, iam = clients.client("cloudformation", region), clients.client("iam", region)
         return AwsAccount(
             account=account,
             partition=partition,
-            stacks=Stacks(cloudformation, planned=self.planned),
-            providers=OidcProviders(iam, partition, account, planned=self.planned),
+            stacks=Stacks(cloudformation, self.planned, hook),
+            providers=OidcProviders(iam, partition, account, self.planned, hook),
             iam=iam,
             stacksets=StackSets(
-                cloudformation, clients.client("organizations", "us-east-1"), planned=self.planned
+                cloudformation, clients.client("organizations", "us-east-1"), self.planned, hook
             )
             if target.spec.aws.organization is not None
             else None,
         )
 
-    def azure(self, target: Target) -> Connectors:
+    def azure(self, target: Target, before_write: BeforeWrite = no_hook) -> Connectors:
         credential = self.credentials.azure_credential(target.namespace, target.spec)
         pipeline = self._pipelines.get(id(credential))
         if pipeline is None:
@@ -64,4 +75,6 @@ class Clouds:
                 credential, self.settings.azure_arm_endpoint, ca_bundle=self.settings.azure_ca_bundle
             )
             self._pipelines[id(credential)] = pipeline
-        return Connectors(pipeline, target.spec.azure.subscription_id, planned=self.planned)
+        return Connectors(
+            pipeline, target.spec.azure.subscription_id, self.planned, partial(before_write, "azure")
+        )

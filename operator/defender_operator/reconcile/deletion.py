@@ -1,17 +1,24 @@
-"""Cleanup when an AWSConnector is deleted, in the reverse order of creation: the connector, then the stack, then
-the identity providers (ours deleted, or only the audiences we added to a shared one removed).
+"""Cleanup when an AWSConnector is deleted, in the reverse order of creation: the connector, then the StackSet and
+the stack, then the identity providers (deleted, or only the audiences the operator added removed).
+
+Cleanup does not trust ``status`` to know what exists: it finds the connector, stack and StackSet by their
+deterministic names and removes them only when they carry this object's owner mark, and it finds the identity
+providers by this object's user tag. So it is complete even when the object was deleted before its first status
+write or while the operator was down. The one thing status does tell is ``firstCloudWrite``, written per cloud before
+the first write there: a cloud without it was never written to and is not even signed in to, so an object whose
+credentials never worked is released at once.
 
 Each call advances by one step and says whether it is done; a stack that is still deleting ends the call with "look
-again soon", so no worker waits on CloudFormation. ``deletionPolicy: Orphan`` and paused objects leave both clouds
-as they are; an object that never wrote anything (a conflicting duplicate) has nothing to remove.
+again soon", so no worker waits on CloudFormation. Each removal happens once: the next call sees it gone and says
+nothing more. ``deletionPolicy: Orphan`` and paused objects leave both clouds as they are.
 """
 
 from dataclasses import dataclass, field
 
-from ..api.status import AWSConnectorStatus, OidcProviderStatus, OrganizationStatus
+from ..api.status import AWSConnectorStatus, FirstCloudWrite, OrganizationStatus
 from ..aws.api import AwsClientError
-from ..aws.oidc import OidcProviders
 from ..aws.stackset import StackSets, Targets
+from .aws_side import release_provider
 from .clouds import Clouds
 from .model import Event, Target
 
@@ -25,18 +32,6 @@ class Cleanup:
     status: AWSConnectorStatus | None = None  # progress to record while cleanup is not done
 
 
-def _release_provider(providers: OidcProviders, provider: OidcProviderStatus | None) -> str | None:
-    if provider is None:
-        return None
-    if provider.owned:
-        providers.delete(provider.arn)
-        return f"deleted identity provider {provider.arn}"
-    if provider.added_audiences:
-        providers.remove_audiences(provider.arn, provider.added_audiences)
-        return f"removed audiences {', '.join(provider.added_audiences)} from {provider.arn}"
-    return None
-
-
 def _remove_stack_set(
     target: Target,
     stacksets: StackSets,
@@ -44,12 +39,12 @@ def _remove_stack_set(
     in_progress_seconds: float,
     events: list[Event],
 ) -> Cleanup | None:
-    """Remove the member instances, then the StackSet; None once it is gone."""
+    """Remove the member instances, then the StackSet; None once it is gone (or is not ours)."""
     org = target.spec.aws.organization
     assert org is not None
     name = org.stack_set_name
     observed = stacksets.observe(name)
-    if observed is None or observed.owner not in (None, target.key):
+    if observed is None or not target.owner.owns(observed.tags):
         return None
     organization = status.organization
     if organization is not None and organization.operation_id:
@@ -79,9 +74,7 @@ def _remove_stack_set(
     return None
 
 
-def finalize(
-    target: Target, clouds: Clouds, in_progress_seconds: float, conflict_with: str | None
-) -> Cleanup:
+def finalize(target: Target, clouds: Clouds, in_progress_seconds: float) -> Cleanup:
     status: AWSConnectorStatus = target.status.model_copy(deep=True)
     if target.spec.deletion_policy == "Orphan":
         return Cleanup(
@@ -99,48 +92,44 @@ def finalize(
                 )
             ],
         )
-    if conflict_with or (status.aws is None and status.azure is None):
+    written = status.first_cloud_write or FirstCloudWrite()
+    if written.aws is None and written.azure is None:
         return Cleanup(True, "nothing was written for this object")
 
     events: list[Event] = []
-    if status.azure and status.azure.connector_id:
-        clouds.azure(target).delete(target.spec.azure.resource_group, target.connector_name)
-        events.append(
-            Event("Normal", "ConnectorDeleted", f"deleted security connector {status.azure.connector_id}")
-        )
-        status.azure.connector_id = None
+    owner = target.owner
+    if (
+        written.azure is not None
+    ):  # otherwise Azure is not even signed in to: its credentials may never have worked
+        connectors = clouds.azure(target)
+        rg, name = target.spec.azure.resource_group, target.connector_name
+        connector = connectors.observe(rg, name)
+        if connector is not None and owner.owns(connector.tags):
+            connectors.delete(rg, name, connector.etag)
+            events.append(Event("Normal", "ConnectorDeleted", f"deleted security connector {connector.id}"))
 
-    aws_status = status.aws
-    if aws_status is None or target.spec.deployment.method == "Terraform":
-        return Cleanup(
-            True, "connector deleted; the Terraform-managed roles are yours to destroy", events=events
-        )
+    if written.aws is None or target.spec.deployment.method == "Terraform":
+        return Cleanup(True, "cleaned up; Terraform-managed roles are yours to destroy", events=events)
     account = clouds.aws(target)
     if account.stacksets is not None and target.spec.aws.organization is not None:
         waiting = _remove_stack_set(target, account.stacksets, status, in_progress_seconds, events)
         if waiting is not None:
             return waiting
-    stack = account.stacks.observe(target.spec.stack_name)
-    if stack is not None and stack.owner in (None, target.key):
+    stack_name = target.spec.stack_name
+    stack = account.stacks.observe(stack_name)
+    if stack is not None and owner.owns(stack.tags):
         if stack.status != "DELETE_IN_PROGRESS":
             account.stacks.delete(stack.stack_id)
-            events.append(Event("Normal", "StackDeleting", f"deleting stack {target.spec.stack_name}"))
-        if stack.status == "DELETE_FAILED":
-            reason = account.stacks.first_failure(stack.stack_id) or stack.status_reason
-            events.append(
-                Event(
-                    "Warning",
-                    "StackDeleteFailed",
-                    f"deleting stack {target.spec.stack_name} failed: {reason}; retrying",
-                )
-            )
-        return Cleanup(
-            False, f"waiting for stack {target.spec.stack_name} to be deleted", in_progress_seconds, events
-        )
+            if stack.status == "DELETE_FAILED":
+                reason = account.stacks.first_failure(stack.stack_id) or stack.status_reason
+                message = f"deleting stack {stack_name} failed: {reason}; retrying"
+                events.append(Event("Warning", "StackDeleteFailed", message))
+            else:
+                events.append(Event("Normal", "StackDeleting", f"deleting stack {stack_name}"))
+        return Cleanup(False, f"waiting for stack {stack_name} to be deleted", in_progress_seconds, events)
 
-    for provider in (aws_status.oidc_provider, aws_status.ciem_oidc_provider):
-        released = _release_provider(account.providers, provider)
-        if released:
-            events.append(Event("Normal", "IdentityProviderReleased", released))
-    aws_status.oidc_provider = aws_status.ciem_oidc_provider = None
+    for provider in account.providers.list_used_by(owner):
+        release_provider(account.providers, provider.arn, owner, events)
+    if status.aws is not None:
+        status.aws.oidc_provider = status.aws.ciem_oidc_provider = None
     return Cleanup(True, "cleaned up", events=events)

@@ -14,7 +14,7 @@ from ..settings import Settings
 from . import conditions
 from .aws_side import AwsResult, observe_terraform, reconcile_aws, reconcile_organization
 from .azure_side import AzureResult, reconcile_azure
-from .clouds import Clouds
+from .clouds import BeforeWrite, Clouds, no_hook
 from .conditions import Verdict
 from .model import Event, Outcome, Result, Target
 
@@ -72,8 +72,14 @@ def _with_organization(account: AwsResult, members: AwsResult) -> AwsResult:
 
 
 def reconcile(
-    target: Target, clouds: Clouds, settings: Settings, conflict_with: str | None = None
+    target: Target,
+    clouds: Clouds,
+    settings: Settings,
+    conflict_with: str | None = None,
+    before_write: BeforeWrite = no_hook,
 ) -> Outcome:
+    """One pass. ``before_write(cloud)`` runs before every change in a cloud (the caller records the first durably,
+    so cleanup knows whether anything can be left behind there)."""
     status = target.status.model_copy(deep=True)
     status.plans = plans_summary(target.spec)
     if target.paused:
@@ -89,16 +95,19 @@ def reconcile(
     requeue = settings.resync_seconds
     stage = "aws"
     if conflict_with:
-        message = f"{conflict_with} already onboards AWS account {target.spec.aws.account_id}; nothing is written for this object"
+        message = (
+            f"{conflict_with} already onboards AWS account {target.spec.aws.account_id} into subscription "
+            f"{target.spec.azure.subscription_id}; nothing is written for this object"
+        )
         stalled = Verdict("True", "ConnectorConflict", message)
         aws = AwsResult(Verdict("False", "ConnectorConflict", message))
     else:
         try:
             status.aws = status.aws or AwsStatus()
             if target.spec.deployment.method == "Terraform":
-                aws = observe_terraform(target, clouds.aws(target), status.aws)
+                aws = observe_terraform(target, clouds.aws(target, before_write), status.aws)
             else:
-                account = clouds.aws(target)
+                account = clouds.aws(target, before_write)
                 aws = reconcile_aws(target, account, status.aws, settings)
                 if account.stacksets is not None and aws.verdict.status == "True" and aws.stalled is None:
                     status.organization = status.organization or OrganizationStatus()
@@ -113,7 +122,11 @@ def reconcile(
                 stage = "azure"
                 status.azure = status.azure or AzureStatus()
                 azure = reconcile_azure(
-                    target, clouds.azure(target), status.azure, aws.role_arns, status.organization
+                    target,
+                    clouds.azure(target, before_write),
+                    status.azure,
+                    aws.role_arns,
+                    status.organization,
                 )
                 events += azure.events
         except CloudError as exc:

@@ -3,9 +3,10 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..api.names import ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
+from ..api.names import ANNOTATION_ADOPT, ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
 from ..api.spec import AWSConnectorSpec
 from ..api.status import AWSConnectorStatus
+from ..ownership import Owner
 
 
 @dataclass(frozen=True)
@@ -19,10 +20,20 @@ class Target:
     spec: AWSConnectorSpec
     status: AWSConnectorStatus
     annotations: dict[str, str] = field(default_factory=dict)
+    instance: str = "default"  # the operator installation (settings.instance), part of the owner mark
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.instance, self.namespace, self.name, self.uid)
+
+    @property
+    def adopt(self) -> bool:
+        """The object asks to take over an existing stack, StackSet or connector that carries no mark of its own."""
+        return self.annotations.get(ANNOTATION_ADOPT, "").lower() == "true"
 
     @property
     def connector_name(self) -> str:

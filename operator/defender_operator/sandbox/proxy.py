@@ -12,6 +12,8 @@ counts (or resets the counts of) forwarded and faulted requests, per operation.
 
 import argparse
 import json
+import os
+import signal
 import socket
 import ssl
 import struct
@@ -111,11 +113,22 @@ class ProxyHandler(BaseHTTPRequestHandler):
         action = dict(urllib.parse.parse_qsl(body.decode(errors="ignore"))).get("Action", "") if body else ""
         target = self.headers.get("X-Amz-Target", "")
         rule = self.state.faults.take(method, f"{self.path} {action or target}".strip())
+        if rule is not None and rule.kill_process_group is not None:
+            self._forward(method, body, action, target)  # the write takes effect...
+            os.killpg(rule.kill_process_group, signal.SIGKILL)  # ...and the caller dies before it hears of it
+            self.close_connection = True
+            return
         if rule is not None:
             with self.state.lock:
                 self.state.stats["faulted"] += 1
             if self._fault(rule):
                 return
+        status, data, out = self._forward(method, body, action, target)
+        self._reply(status, data, out)
+
+    def _forward(
+        self, method: str, body: bytes, action: str, target: str
+    ) -> tuple[int, bytes, dict[str, str]]:
         upstream = self.state.connection()
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         headers["Host"] = self.state.upstream.netloc
@@ -129,7 +142,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
             operations = self.state.stats["operations"]
             operations[operation] = operations.get(operation, 0) + 1
         out = {k: v for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP | {"content-length"}}
-        self._reply(response.status, data, out)
+        return response.status, data, out
 
     def _control(self, method: str, body: bytes) -> None:
         if self.path == "/_proxy/faults" and method == "POST":

@@ -283,14 +283,20 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, store.get(sub, rg, name).view())
             elif method == "PUT":
                 status, connector = store.put(
-                    sub, rg, name, self._body(), caller, self.headers.get("If-Match")
+                    sub,
+                    rg,
+                    name,
+                    self._body(),
+                    caller,
+                    self.headers.get("If-Match"),
+                    self.headers.get("If-None-Match"),
                 )
                 self._send(status, connector.view())
             elif method == "PATCH":
                 connector = store.patch(sub, rg, name, self._body(), caller, self.headers.get("If-Match"))
                 self._send(200, connector.view())
             elif method == "DELETE":
-                self._send(200 if store.delete(sub, rg, name) else 204)
+                self._send(200 if store.delete(sub, rg, name, self.headers.get("If-Match")) else 204)
             else:
                 raise ArmError(405, "MethodNotAllowed", f"{method} is not supported.")
             return

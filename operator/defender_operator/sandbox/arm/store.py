@@ -3,7 +3,13 @@
 Behaviour follows the 2024-08-01-preview REST specification of Microsoft.Security/securityConnectors (see
 docs/development.md, "ARM emulator"): synchronous PUT (201 create, 200 update), PATCH, DELETE (200, 204 when
 absent), list by resource group and by subscription with nextLink paging, read-only fields filled by the service,
-an etag that changes on every write, If-Match, and one connector per AWS account and subscription.
+an etag that changes on every write, conditional requests, and one connector per AWS account and subscription.
+
+ETags follow ARM's resource-provider contract (github.com/Azure/azure-resource-manager-rpc, v1.0/Addendum.md, "ETags
+for Resources"): the ``etag`` property is an entity-tag, quotes included (``"\"<guid>\""``, as Cosmos-backed resource
+providers return it), sent back verbatim in ``If-Match``; the comparison is exact. PUT with ``If-Match: *`` on a
+missing connector and ``If-None-Match: *`` on an existing one fail with 412; a mismatched ``If-Match`` fails with 412;
+DELETE of a missing connector answers 204 whatever the condition.
 """
 
 import copy
@@ -45,6 +51,10 @@ class ArmError(Exception):
         if self.details:
             error["details"] = [{"code": self.code, "message": d} for d in self.details]
         return {"error": error}
+
+
+def _new_etag() -> str:
+    return f'"{uuid.uuid4()}"'
 
 
 def _now() -> str:
@@ -180,9 +190,17 @@ class Store:
                 problems,
             )
 
-    def _check_if_match(self, existing: Connector | None, if_match: str | None) -> None:
-        if if_match and if_match != "*" and (existing is None or existing.etag != if_match.strip('"')):
-            raise ArmError(412, "PreconditionFailed", "The specified precondition 'If-Match' failed.")
+    def _check_conditions(
+        self, existing: Connector | None, if_match: str | None, if_none_match: str | None = None
+    ) -> None:
+        failed = (
+            (if_match == "*" and existing is None)
+            or (if_match and if_match != "*" and (existing is None or existing.etag != if_match))
+            or (if_none_match == "*" and existing is not None)
+        )
+        if failed:
+            header = "If-Match" if if_match else "If-None-Match"
+            raise ArmError(412, "PreconditionFailed", f"The specified precondition '{header}' failed.")
 
     def _check_account_conflict(self, subscription: str, key: str, account: str) -> None:
         for other_key, other in self.connectors.items():
@@ -207,14 +225,21 @@ class Store:
         return None
 
     def put(
-        self, subscription: str, resource_group: str, name: str, body: Any, caller: str, if_match: str | None
+        self,
+        subscription: str,
+        resource_group: str,
+        name: str,
+        body: Any,
+        caller: str,
+        if_match: str | None,
+        if_none_match: str | None = None,
     ) -> tuple[int, Connector]:
         with self.lock:
             key = self._key(subscription, resource_group, name)
             self._validate(body)
             clean = _strip_read_only(body)
             existing = self.connectors.get(key)
-            self._check_if_match(existing, if_match)
+            self._check_conditions(existing, if_match, if_none_match)
             self._check_account_conflict(subscription, key, str(clean["properties"]["hierarchyIdentifier"]))
             now = _now()
             if existing is None:
@@ -223,7 +248,7 @@ class Store:
                     resource_group,
                     name,
                     clean,
-                    str(uuid.uuid4()),
+                    _new_etag(),
                     now,
                     caller,
                     now,
@@ -233,7 +258,7 @@ class Store:
                 self.connectors[key] = connector
                 self.health[key] = Health()
                 return 201, connector
-            existing.body, existing.etag = clean, str(uuid.uuid4())
+            existing.body, existing.etag = clean, _new_etag()
             existing.modified_at, existing.modified_by = now, caller
             existing.trial_end = self._trial_end(clean, existing.trial_end)
             return 200, existing
@@ -253,9 +278,13 @@ class Store:
             self.put(subscription, resource_group, name, merged, caller, if_match)
             return existing
 
-    def delete(self, subscription: str, resource_group: str, name: str) -> bool:
+    def delete(self, subscription: str, resource_group: str, name: str, if_match: str | None = None) -> bool:
         with self.lock:
             key = self._key(subscription, resource_group, name)
+            existing = self.connectors.get(key)
+            if existing is None:
+                return False
+            self._check_conditions(existing, if_match)
             self.health.pop(key, None)
             return self.connectors.pop(key, None) is not None
 
