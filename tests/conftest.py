@@ -4,6 +4,7 @@ The sandbox lives in its own state directory, so a developer's own `defender-ope
 and a crashed earlier test run is cleaned up when the next one starts.
 """
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from defender_operator import sandbox as sandbox_module
 from defender_operator.sandbox import Sandbox, binaries, processes
+from tests.support.kube import kubectl
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +33,11 @@ def sandbox(sandbox_state: Path) -> Iterator[Sandbox]:
 @pytest.fixture(scope="session")
 def kubeconfig(sandbox: Sandbox) -> Path:
     return sandbox.control_plane.kubeconfig
+
+
+@pytest.fixture
+def namespace(kubeconfig: Path) -> str:
+    """A fresh namespace for one test."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kubectl(kubeconfig, "create", "namespace", name, check=True)
+    return name

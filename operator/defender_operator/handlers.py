@@ -16,7 +16,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -182,23 +182,40 @@ def target_of(body: Any, instance: str) -> Target:
     )
 
 
-class FirstWrite:
-    """``before_write`` of one pass: records ``status.firstCloudWrite.<cloud>`` once per cloud, before the object's
-    first write there (a status patch that must succeed first)."""
+class WriteJournal:
+    """``writes`` of one pass: before the first write to a cloud, records ``status.firstCloudWrite.<cloud>`` (a
+    status patch that must succeed first); counts which writes took effect. A record made in this pass for writes
+    that the cloud all refused (a terminal error: nothing changed) is withdrawn at the end of the pass, so an object
+    whose first write was denied is still one that never wrote anything."""
 
     def __init__(self, kube: Kube, target: Target) -> None:
         self.kube, self.target = kube, target
         self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
+        self.new: set[str] = set()  # clouds recorded in this pass
+        self.effective: set[str] = set()  # clouds with a write that took effect (or may have) in this pass
 
-    def __call__(self, cloud: CloudName) -> None:
+    @contextlib.contextmanager
+    def __call__(self, cloud: CloudName) -> Iterator[None]:
         if getattr(self.written, cloud) is None:
             stamp = now()
             self.kube.record_first_write(self.target.namespace, self.target.name, cloud, stamp)
             setattr(self.written, cloud, stamp)
+            self.new.add(cloud)
+        try:
+            yield
+        except TerminalError:
+            raise  # refused: the cloud changed nothing
+        except BaseException:
+            self.effective.add(cloud)  # a timeout or a crash: it may have taken effect
+            raise
+        self.effective.add(cloud)
 
     @property
     def record(self) -> FirstCloudWrite | None:
-        return self.written if self.written.aws or self.written.azure else None
+        written = self.written.model_copy()
+        for cloud in self.new - self.effective:
+            setattr(written, cloud, None)
+        return written if written.aws or written.azure else None
 
 
 def _status_without_kopf(status: Any) -> dict[str, Any]:
@@ -311,12 +328,14 @@ def _pass(runtime: Runtime, target: Target, conflict: str | None) -> float:
     if target.uid in runtime.deleting:  # cleanup began while this pass waited for the lock
         return runtime.settings.resync_seconds
     started = time.monotonic()
-    first_write = FirstWrite(runtime.kube, target)
+    journal = WriteJournal(runtime.kube, target)
     with metrics.timed_reconcile():
-        outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, first_write)
-    outcome.status.first_cloud_write = first_write.record
+        outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal)
+    outcome.status.first_cloud_write = journal.record
     new_status = _dump(outcome.status)
-    if _dump(target.status) != new_status:
+    if (
+        journal.new or _dump(target.status) != new_status
+    ):  # a record made mid-pass is in the stored status too
         runtime.kube.patch_status(target.namespace, target.name, new_status)
     for event in outcome.events:
         runtime.kube.post_event(target.namespace, target.name, target.uid, event)

@@ -27,6 +27,14 @@ def _cluster() -> Kube | None:
         return None
 
 
+def _cluster_instance(kube: Kube | None) -> str:
+    """The operator's default instance (the cluster's id), so the plan sees ownership as the operator does."""
+    try:
+        return f"cluster-{kube.cluster_id()}" if kube is not None else "default"
+    except Exception:  # not readable: ownership checks in the plan may then name this cluster's own resources
+        return "default"
+
+
 def _no_secrets(namespace: str, name: str) -> dict[str, str]:
     raise KeyError(name)
 
@@ -39,6 +47,7 @@ def plan(args: argparse.Namespace) -> int:
         return 1
     settings = settings_from(None)
     kube = _cluster()
+    instance = settings.instance or _cluster_instance(kube)
     for manifest in manifests:
         assert manifest.spec is not None
         status = AWSConnectorStatus()
@@ -59,7 +68,9 @@ def plan(args: argparse.Namespace) -> int:
                 pass
         planned: list[str] = []
         clouds = Clouds(settings, CredentialFactory(settings, read_secret), planned=planned)
-        target = Target(manifest.namespace, manifest.name, "plan", generation, manifest.spec, status, {})
+        target = Target(
+            manifest.namespace, manifest.name, "plan", generation, manifest.spec, status, {}, instance
+        )
         print(f"{manifest.namespace}/{manifest.name}:")
         try:
             outcome = reconcile(target, clouds, settings)

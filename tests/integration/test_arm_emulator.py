@@ -105,7 +105,9 @@ def test_conditional_requests_follow_the_arm_contract(sandbox: Sandbox) -> None:
     updated = send(client, "PUT", connector_url("c1"), body(), **{"If-Match": etag})
     assert updated.status_code == 200 and updated.json()["etag"] != etag
     assert send(client, "DELETE", connector_url("c1"), **{"If-Match": etag}).status_code == 412
-    assert send(client, "DELETE", connector_url("c1"), **{"If-Match": updated.json()["etag"]}).status_code == 200
+    assert (
+        send(client, "DELETE", connector_url("c1"), **{"If-Match": updated.json()["etag"]}).status_code == 200
+    )
     assert send(client, "DELETE", connector_url("c1"), **{"If-Match": etag}).status_code == 204
 
 

@@ -1,22 +1,18 @@
 """The operator end to end: a real process, a real API server, moto and the ARM emulator, driven with kubectl."""
 
-import itertools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 import yaml
 
-from defender_operator.api.names import ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT, FINALIZER
+from defender_operator.api.names import ANNOTATION_PAUSED, FINALIZER
 from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render import render
 from defender_operator.sandbox import Sandbox, binaries
@@ -25,18 +21,28 @@ from tests.support.clouds import (
     arm_client,
     arm_control,
     arm_requests,
-    aws_client,
     aws_control,
     connector_url,
     send,
 )
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
-from tests.support.manifests import base_manifest
+from tests.support.onboarding import (
+    MS_PROVIDER,
+    account_of,
+    aws_in,
+    connector,
+    defender_roles,
+    delete,
+    drift_checked,
+    manifest,
+    onboarded,
+    request_reconcile,
+    stacks_of,
+)
 from tests.support.operator import (
     OperatorProcess,
     connector_puts,
     events,
-    now_stamp,
     set_health,
     start_operator,
     wait_condition,
@@ -44,9 +50,6 @@ from tests.support.operator import (
 )
 
 pytestmark = pytest.mark.integration
-
-_accounts = itertools.count(200011112222)
-MS_PROVIDER = "sts.windows.net/33e01921-4d64-4f8c-a055-5bdaffd5e33d/"
 
 
 @pytest.fixture(scope="module")
@@ -59,89 +62,6 @@ def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iter
         logs = binaries.cache_dir() / "test-sandbox-logs"
         logs.mkdir(parents=True, exist_ok=True)
         shutil.copy(running.state / "operator.log", logs / "operator.log")
-
-
-@pytest.fixture
-def namespace(kubeconfig: Path) -> str:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    kubectl(kubeconfig, "create", "namespace", name, check=True)
-    return name
-
-
-def manifest(namespace: str, name: str = "acme", account: str | None = None, **spec: Any) -> dict[str, Any]:
-    """A manifest for a fresh account, reached by assuming a role in it (moto honours that across accounts)."""
-    account = account or str(next(_accounts))
-    m = base_manifest(name, namespace, account)
-    m["spec"]["aws"]["credentials"] = {"roleArn": f"arn:aws:iam::{account}:role/defender-onboarding"}
-    m["spec"]["azure"]["resourceGroup"] = f"rg-{namespace}"
-    for key, value in spec.items():
-        m["spec"][key] = value
-    return m
-
-
-def account_of(m: dict[str, Any]) -> str:
-    return str(m["spec"]["aws"]["accountId"])
-
-
-def aws_in(sandbox: Sandbox, account: str, service: str) -> Any:
-    """A client acting in ``account`` (assume a role there, as the operator does)."""
-    sts = aws_client(sandbox, "sts")
-    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/test", RoleSessionName="test")[
-        "Credentials"
-    ]
-
-    return boto3.client(
-        service,
-        endpoint_url=sandbox.aws_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
-
-
-def defender_roles(sandbox: Sandbox, account: str) -> list[str]:
-    """Roles in ``account`` other than the one AWS Organizations creates in every new member account."""
-    roles = aws_in(sandbox, account, "iam").list_roles()["Roles"]
-    return [r["RoleName"] for r in roles if r["RoleName"] != "OrganizationAccountAccessRole"]
-
-
-def stacks_of(sandbox: Sandbox, account: str) -> list[dict[str, Any]]:
-    cf = aws_in(sandbox, account, "cloudformation")
-    return [s for s in cf.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"]
-
-
-def connector(sandbox: Sandbox, m: dict[str, Any], name: str | None = None) -> Any:
-    url = connector_url(name or m["metadata"]["name"], m["spec"]["azure"]["resourceGroup"])
-    return send(arm_client(sandbox), "GET", url)
-
-
-def onboarded(
-    kubeconfig: Path, namespace: str, name: str = "acme", **spec: Any
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Apply a manifest for a fresh account and wait until it is Ready; returns the manifest and the object."""
-    m = manifest(namespace, name, **spec)
-    assert apply(kubeconfig, m).returncode == 0
-    return m, wait_condition(kubeconfig, namespace, name, "Ready", "True")
-
-
-def request_reconcile(kubeconfig: Path, namespace: str, name: str) -> None:
-    kubectl(
-        kubeconfig,
-        "annotate",
-        "awsc",
-        "-n",
-        namespace,
-        name,
-        f"{ANNOTATION_RECONCILE_REQUESTED_AT}={now_stamp()}",
-        "--overwrite",
-        check=True,
-    )
-
-
-def delete(kubeconfig: Path, namespace: str, name: str) -> None:
-    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, name, "--wait=false", check=True)
-    wait_gone(kubeconfig, namespace, name)
 
 
 def test_create_reaches_ready_with_the_right_stack_roles_and_connector(
@@ -239,13 +159,6 @@ def test_a_pass_in_sync_makes_no_write_calls(
         "the pass wrote the object"
     )
     delete(kubeconfig, namespace, "acme")
-
-
-def drift_checked(kubeconfig: Path, namespace: str, name: str = "acme") -> bool:
-    status = (get_object(kubeconfig, namespace, name) or {}).get("status", {})
-    return bool(status.get("aws", {}).get("lastDriftCheck")) and not status.get("aws", {}).get(
-        "driftDetectionId"
-    )
 
 
 def test_spec_changes_update_stack_and_connector(

@@ -31,6 +31,8 @@ class OperatorProcess:
     kubeconfig: Path | None = None  # default: the sandbox admin; tests of RBAC pass a restricted identity
     namespaces: list[str] | None = None  # default: all
     record: processes.Recorded | None = None
+    arm_proxy: str | None = None  # the ARM traffic goes through a fault proxy too, when set
+    extra_env: dict[str, str] | None = None
 
     def env(self) -> dict[str, str]:
         env = {**self.sandbox.env(), "AWS_ENDPOINT_URL": self.aws_proxy}
@@ -38,6 +40,8 @@ class OperatorProcess:
             env["KUBECONFIG"] = str(self.kubeconfig)
         if self.namespaces is not None:
             env["DEFENDER_OPERATOR_NAMESPACES"] = json.dumps(self.namespaces)
+        if self.arm_proxy is not None:
+            env["DEFENDER_OPERATOR_AZURE_ARM_ENDPOINT"] = self.arm_proxy
         env.update(
             {
                 "DEFENDER_OPERATOR_RESYNC_SECONDS": "8",
@@ -49,6 +53,7 @@ class OperatorProcess:
                 "DEFENDER_OPERATOR_LOG_LEVEL": "DEBUG" if os.environ.get("OPERATOR_DEBUG") else "INFO",
             }
         )
+        env.update(self.extra_env or {})
         return env
 
     def start(self) -> None:
@@ -92,15 +97,47 @@ class OperatorProcess:
     def inject_aws_fault(self, **rule: Any) -> None:
         control(self.aws_proxy, "/_proxy/faults", rule)
 
+    def clear_aws_faults(self) -> None:
+        control(self.aws_proxy, "/_proxy/faults", method="DELETE")
+
+    def inject_arm_fault(self, **rule: Any) -> None:
+        assert self.arm_proxy is not None and self.sandbox.arm_ca_file
+        control(self.arm_proxy, "/_proxy/faults", rule, ca_file=self.sandbox.arm_ca_file)
+
+    def kill_after(self, cloud: str, pattern: str, method: str = "*") -> None:
+        """SIGKILL the operator right after its next request matching ``pattern`` took effect in ``cloud``."""
+        assert self.record is not None
+        rule = {"pathPattern": pattern, "method": method, "count": 1, "killProcessGroup": self.record.pid}
+        if cloud == "aws":
+            self.inject_aws_fault(**rule)
+        else:
+            self.inject_arm_fault(**rule)
+
 
 def start_operator(
-    sandbox: Sandbox, state: Path, kubeconfig: Path | None = None, namespaces: list[str] | None = None
+    sandbox: Sandbox,
+    state: Path,
+    kubeconfig: Path | None = None,
+    namespaces: list[str] | None = None,
+    *,
+    arm_proxy: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> OperatorProcess:
-    assert sandbox.aws_endpoint
+    assert sandbox.aws_endpoint and sandbox.arm_endpoint
     state.mkdir(parents=True, exist_ok=True)
     proxy = start_proxy(state, "aws-proxy", sandbox.aws_endpoint, "aws")
     operator = OperatorProcess(
-        sandbox, state, proxy, processes.free_port(), processes.free_port(), kubeconfig, namespaces
+        sandbox,
+        state,
+        proxy,
+        processes.free_port(),
+        processes.free_port(),
+        kubeconfig,
+        namespaces,
+        arm_proxy=start_proxy(state, "arm-proxy", sandbox.arm_endpoint, "arm", sandbox.state)
+        if arm_proxy
+        else None,
+        extra_env=extra_env,
     )
     operator.start()
     return operator

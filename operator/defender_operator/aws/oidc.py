@@ -17,11 +17,13 @@ Sentinel-connected accounts: learn.microsoft.com/azure/defender-for-cloud/sentin
 """
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from ..ownership import MANAGED_BY, MANAGED_BY_TAG, Owner
+from ..writes import Writing, unrecorded
 from .api import AwsClientError, call
 
 CREATED_TAG = "defender-operator-created"
@@ -85,19 +87,21 @@ class OidcProviders:
         partition: str,
         account: str,
         planned: list[str] | None = None,
-        before_write: Callable[[], None] = lambda: None,
+        writing: Writing = unrecorded,
     ) -> None:
         """With ``planned``, writes are not made but described there (``defender-operator plan``)."""
         self.iam, self.partition, self.account, self.planned = iam, partition, account, planned
-        self.before_write = before_write
+        self.writing = writing
 
-    def _may_write(self, description: str) -> bool:
-        """False in a plan (the write is described instead); True after ``before_write`` otherwise."""
+    @contextmanager
+    def _write(self, description: str) -> Iterator[bool]:
+        """Yields False in a plan (the write is described instead), True inside ``writing`` otherwise."""
         if self.planned is not None:
             self.planned.append(description)
-            return False
-        self.before_write()
-        return True
+            yield False
+            return
+        with self.writing():
+            yield True
 
     def observe_arn(self, arn: str) -> ObservedProvider | None:
         try:
@@ -135,15 +139,16 @@ class OidcProviders:
                 user_tag(owner): owner.ref,
                 MANAGED_BY_TAG: MANAGED_BY,
             }
-            if self._may_write(f"create identity provider https://{spec.host}"):
-                call(
-                    self.iam,
-                    "create_open_id_connect_provider",
-                    Url=f"https://{spec.host}",
-                    ClientIDList=spec.audiences,
-                    ThumbprintList=spec.thumbprints,
-                    Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())],
-                )
+            with self._write(f"create identity provider https://{spec.host}") as writing:
+                if writing:
+                    call(
+                        self.iam,
+                        "create_open_id_connect_provider",
+                        Url=f"https://{spec.host}",
+                        ClientIDList=spec.audiences,
+                        ThumbprintList=spec.thumbprints,
+                        Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())],
+                    )
             return ObservedProvider(arn=arn, audiences=list(spec.audiences), tags=tags), [], True
         missing = [a for a in spec.audiences if a not in observed.audiences]
         tags = dict(observed.tags)
@@ -153,21 +158,24 @@ class OidcProviders:
             tags[AUDIENCES_TAG] = " ".join(sorted(observed.added_codes | {audience_code(a) for a in missing}))
         changed = {k: v for k, v in tags.items() if observed.tags.get(k) != v}
         # The record first: a crash after it leaves a claim, never an unrecorded change.
-        if changed and self._may_write(f"tag identity provider {arn} as used by {owner.ref}"):
-            call(
-                self.iam,
-                "tag_open_id_connect_provider",
-                OpenIDConnectProviderArn=arn,
-                Tags=[{"Key": k, "Value": v} for k, v in sorted(changed.items())],
-            )
+        if changed:
+            with self._write(f"tag identity provider {arn} as used by {owner.ref}") as writing:
+                if writing:
+                    call(
+                        self.iam,
+                        "tag_open_id_connect_provider",
+                        OpenIDConnectProviderArn=arn,
+                        Tags=[{"Key": k, "Value": v} for k, v in sorted(changed.items())],
+                    )
         for audience in missing:
-            if self._may_write(f"add audience {audience} to {arn}"):
-                call(
-                    self.iam,
-                    "add_client_id_to_open_id_connect_provider",
-                    OpenIDConnectProviderArn=arn,
-                    ClientID=audience,
-                )
+            with self._write(f"add audience {audience} to {arn}") as writing:
+                if writing:
+                    call(
+                        self.iam,
+                        "add_client_id_to_open_id_connect_provider",
+                        OpenIDConnectProviderArn=arn,
+                        ClientID=audience,
+                    )
         return ObservedProvider(arn=arn, audiences=observed.audiences + missing, tags=tags), missing, False
 
     def release(self, arn: str, owner: Owner) -> str | None:
@@ -197,35 +205,38 @@ class OidcProviders:
         return f"removed audiences {', '.join(ours) or '(none)'} from {arn}; it keeps {', '.join(foreign)}"
 
     def _untag(self, arn: str, keys: list[str]) -> None:
-        if self._may_write(f"untag identity provider {arn}"):
-            call(
-                self.iam,
-                "untag_open_id_connect_provider",
-                OpenIDConnectProviderArn=arn,
-                TagKeys=keys,
-            )
+        with self._write(f"untag identity provider {arn}") as writing:
+            if writing:
+                call(
+                    self.iam,
+                    "untag_open_id_connect_provider",
+                    OpenIDConnectProviderArn=arn,
+                    TagKeys=keys,
+                )
 
     def _remove_audience(self, arn: str, audience: str) -> None:
         try:
-            if self._may_write(f"remove audience {audience} from {arn}"):
-                call(
-                    self.iam,
-                    "remove_client_id_from_open_id_connect_provider",
-                    OpenIDConnectProviderArn=arn,
-                    ClientID=audience,
-                )
+            with self._write(f"remove audience {audience} from {arn}") as writing:
+                if writing:
+                    call(
+                        self.iam,
+                        "remove_client_id_from_open_id_connect_provider",
+                        OpenIDConnectProviderArn=arn,
+                        ClientID=audience,
+                    )
         except AwsClientError as exc:
             if exc.code != "NoSuchEntity":
                 raise
 
     def _delete(self, arn: str) -> None:
         try:
-            if self._may_write(f"delete identity provider {arn}"):
-                call(
-                    self.iam,
-                    "delete_open_id_connect_provider",
-                    OpenIDConnectProviderArn=arn,
-                )
+            with self._write(f"delete identity provider {arn}") as writing:
+                if writing:
+                    call(
+                        self.iam,
+                        "delete_open_id_connect_provider",
+                        OpenIDConnectProviderArn=arn,
+                    )
         except AwsClientError as exc:
             if exc.code != "NoSuchEntity":
                 raise

@@ -5,11 +5,11 @@ hash travels as a stack tag, so one DescribeStacks tells whether the stack alrea
 """
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..ownership import Owner
+from ..writes import Writing, unrecorded
 from .api import AwsClientError, call
 
 HASH_TAG = "defender-operator-template-hash"
@@ -57,11 +57,11 @@ class Stacks:
         self,
         cloudformation: Any,
         planned: list[str] | None = None,
-        before_write: Callable[[], None] = lambda: None,
+        writing: Writing = unrecorded,
     ) -> None:
         """With ``planned``, writes are not made but described there (``defender-operator plan``);
-        ``before_write`` runs before every call that changes something (the operator records that it wrote)."""
-        self.cf, self.planned, self.before_write = cloudformation, planned, before_write
+        ``writing`` wraps every call that changes something (the operator records that it wrote)."""
+        self.cf, self.planned, self.writing = cloudformation, planned, writing
 
     @property
     def dry_run(self) -> bool:
@@ -99,18 +99,18 @@ class Stacks:
         if self.planned is not None:
             self.planned.append(f"create stack {name} (template {template_hash[:12]})")
             return ""
-        self.before_write()
-        result = call(
-            self.cf,
-            "create_stack",
-            StackName=name,
-            TemplateBody=body,
-            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
-            Capabilities=CAPABILITIES,
-            Tags=self._tags(template_hash, owner),
-            ClientRequestToken=idempotency_token("create"),
-            OnFailure="ROLLBACK",
-        )
+        with self.writing():
+            result = call(
+                self.cf,
+                "create_stack",
+                StackName=name,
+                TemplateBody=body,
+                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
+                Capabilities=CAPABILITIES,
+                Tags=self._tags(template_hash, owner),
+                ClientRequestToken=idempotency_token("create"),
+                OnFailure="ROLLBACK",
+            )
         return str(result["StackId"])
 
     def update(
@@ -121,17 +121,19 @@ class Stacks:
             self.planned.append(f"update stack {name} (template {template_hash[:12]})")
             return True
         try:
-            self.before_write()
-            call(
-                self.cf,
-                "update_stack",
-                StackName=name,
-                TemplateBody=body,
-                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
-                Capabilities=CAPABILITIES,
-                Tags=self._tags(template_hash, owner),
-                ClientRequestToken=idempotency_token("update"),
-            )
+            with self.writing():
+                call(
+                    self.cf,
+                    "update_stack",
+                    StackName=name,
+                    TemplateBody=body,
+                    Parameters=[
+                        {"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())
+                    ],
+                    Capabilities=CAPABILITIES,
+                    Tags=self._tags(template_hash, owner),
+                    ClientRequestToken=idempotency_token("update"),
+                )
         except AwsClientError as exc:
             if exc.code == "ValidationError" and "No updates are to be performed" in exc.aws_message:
                 return False
@@ -142,8 +144,8 @@ class Stacks:
         if self.planned is not None:
             self.planned.append(f"delete stack {name_or_id}")
             return
-        self.before_write()
-        call(self.cf, "delete_stack", StackName=name_or_id)
+        with self.writing():
+            call(self.cf, "delete_stack", StackName=name_or_id)
 
     def first_failure(self, stack_id: str) -> str:
         """The reason of the earliest failed resource of the latest operation, as CloudFormation words it."""
@@ -197,19 +199,19 @@ class Stacks:
     def start_drift_repair(self, name: str, parameters: dict[str, str]) -> str:
         """A drift-aware change set that puts drifted resources back to the template
         (docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/drift-aware-change-sets.html)."""
-        self.before_write()
-        result = call(
-            self.cf,
-            "create_change_set",
-            StackName=name,
-            ChangeSetName=idempotency_token("repair"),
-            ChangeSetType="UPDATE",
-            UsePreviousTemplate=True,
-            DeploymentMode="REVERT_DRIFT",
-            Parameters=[{"ParameterKey": k, "UsePreviousValue": True} for k in sorted(parameters)],
-            Capabilities=CAPABILITIES,
-            ClientToken=idempotency_token("repair"),
-        )
+        with self.writing():
+            result = call(
+                self.cf,
+                "create_change_set",
+                StackName=name,
+                ChangeSetName=idempotency_token("repair"),
+                ChangeSetType="UPDATE",
+                UsePreviousTemplate=True,
+                DeploymentMode="REVERT_DRIFT",
+                Parameters=[{"ParameterKey": k, "UsePreviousValue": True} for k in sorted(parameters)],
+                Capabilities=CAPABILITIES,
+                ClientToken=idempotency_token("repair"),
+            )
         return str(result["Id"])
 
     def change_set_status(self, change_set_id: str) -> tuple[str, str]:
@@ -223,13 +225,13 @@ class Stacks:
         return str(result["Status"]), str(result.get("StatusReason") or "")
 
     def execute_change_set(self, change_set_id: str) -> None:
-        self.before_write()
-        call(self.cf, "execute_change_set", ChangeSetName=change_set_id)
+        with self.writing():
+            call(self.cf, "execute_change_set", ChangeSetName=change_set_id)
 
     def delete_change_set(self, change_set_id: str) -> None:
         try:
-            self.before_write()
-            call(self.cf, "delete_change_set", ChangeSetName=change_set_id)
+            with self.writing():
+                call(self.cf, "delete_change_set", ChangeSetName=change_set_id)
         except AwsClientError as exc:
             if exc.code not in ("ChangeSetNotFound", "ChangeSetNotFoundException", "ValidationError"):
                 raise

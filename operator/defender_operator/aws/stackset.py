@@ -6,11 +6,11 @@ them later) but never to the management account itself, which is why that accoun
 Operations run in the background; the operator starts one, records its id, and looks again.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..ownership import Owner
+from ..writes import Writing, unrecorded
 from .api import AwsClientError, call
 from .stack import CAPABILITIES, HASH_TAG, tag_list
 
@@ -45,10 +45,10 @@ class StackSets:
         cloudformation: Any,
         organizations: Any,
         planned: list[str] | None = None,
-        before_write: Callable[[], None] = lambda: None,
+        writing: Writing = unrecorded,
     ) -> None:
         self.cf, self.organizations, self.planned = cloudformation, organizations, planned
-        self.before_write = before_write
+        self.writing = writing
 
     def root(self) -> str:
         roots = call(self.organizations, "list_roots")["Roots"]
@@ -76,51 +76,51 @@ class StackSets:
         if self.planned is not None:
             self.planned.append(f"create StackSet {name} (template {template_hash[:12]})")
             return
-        self.before_write()
-        call(
-            self.cf,
-            "create_stack_set",
-            StackSetName=name,
-            Description="Microsoft Defender for Cloud roles in member accounts (managed by defender-operator)",
-            TemplateBody=body,
-            Capabilities=CAPABILITIES,
-            PermissionModel="SERVICE_MANAGED",
-            AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
-            ManagedExecution={"Active": True},
-            Tags=tag_list({HASH_TAG: template_hash, **owner.tags()}),
-        )
+        with self.writing():
+            call(
+                self.cf,
+                "create_stack_set",
+                StackSetName=name,
+                Description="Microsoft Defender for Cloud roles in member accounts (managed by defender-operator)",
+                TemplateBody=body,
+                Capabilities=CAPABILITIES,
+                PermissionModel="SERVICE_MANAGED",
+                AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
+                ManagedExecution={"Active": True},
+                Tags=tag_list({HASH_TAG: template_hash, **owner.tags()}),
+            )
 
     def deploy(self, name: str, targets: Targets) -> str:
         if self.planned is not None:
             self.planned.append(f"deploy StackSet {name} to {', '.join(targets.organizational_units)}")
             return ""
-        self.before_write()
-        result = call(
-            self.cf,
-            "create_stack_instances",
-            StackSetName=name,
-            DeploymentTargets=targets.deployment_targets(),
-            Regions=[targets.region],
-            OperationPreferences={"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 25},
-        )
+        with self.writing():
+            result = call(
+                self.cf,
+                "create_stack_instances",
+                StackSetName=name,
+                DeploymentTargets=targets.deployment_targets(),
+                Regions=[targets.region],
+                OperationPreferences={"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 25},
+            )
         return str(result["OperationId"])
 
     def update(self, name: str, body: str, template_hash: str, owner: Owner, targets: Targets) -> str:
         if self.planned is not None:
             self.planned.append(f"update StackSet {name} (template {template_hash[:12]})")
             return ""
-        self.before_write()
-        result = call(
-            self.cf,
-            "update_stack_set",
-            StackSetName=name,
-            TemplateBody=body,
-            Capabilities=CAPABILITIES,
-            PermissionModel="SERVICE_MANAGED",
-            AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
-            Tags=tag_list({HASH_TAG: template_hash, **owner.tags()}),
-            OperationPreferences={"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 25},
-        )
+        with self.writing():
+            result = call(
+                self.cf,
+                "update_stack_set",
+                StackSetName=name,
+                TemplateBody=body,
+                Capabilities=CAPABILITIES,
+                PermissionModel="SERVICE_MANAGED",
+                AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
+                Tags=tag_list({HASH_TAG: template_hash, **owner.tags()}),
+                OperationPreferences={"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 25},
+            )
         return str(result["OperationId"])
 
     def operation(self, name: str, operation_id: str) -> tuple[str, str]:
@@ -140,17 +140,17 @@ class StackSets:
         return status, reason
 
     def remove_instances(self, name: str, targets: Targets) -> str:
-        self.before_write()
-        result = call(
-            self.cf,
-            "delete_stack_instances",
-            StackSetName=name,
-            DeploymentTargets={"OrganizationalUnitIds": targets.organizational_units},
-            Regions=[targets.region],
-            RetainStacks=False,
-        )
+        with self.writing():
+            result = call(
+                self.cf,
+                "delete_stack_instances",
+                StackSetName=name,
+                DeploymentTargets={"OrganizationalUnitIds": targets.organizational_units},
+                Regions=[targets.region],
+                RetainStacks=False,
+            )
         return str(result["OperationId"])
 
     def delete(self, name: str) -> None:
-        self.before_write()
-        call(self.cf, "delete_stack_set", StackSetName=name)
+        with self.writing():
+            call(self.cf, "delete_stack_set", StackSetName=name)

@@ -9,7 +9,6 @@ health reports (api-version 2023-05-01-preview, the one azure-mgmt-security 7.0.
 """
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from azure.mgmt.core import ARMPipelineClient
 from .. import metrics
 from ..errors import RetryableError, TerminalError
 from ..render.connector import API_VERSION
+from ..writes import Writing, unrecorded
 
 HEALTH_API_VERSION = "2023-05-01-preview"
 _READ_ONLY = ("id", "name", "type", "systemData", "etag")
@@ -107,11 +107,11 @@ class Connectors:
         pipeline: ARMPipelineClient[Any, Any],
         subscription: str,
         planned: list[str] | None = None,
-        before_write: Callable[[], None] = lambda: None,
+        writing: Writing = unrecorded,
     ) -> None:
         """With ``planned``, writes are not made but described there (``defender-operator plan``)."""
         self.pipeline, self.subscription, self.planned = pipeline, subscription, planned
-        self.before_write = before_write
+        self.writing = writing
 
     @property
     def dry_run(self) -> bool:
@@ -189,8 +189,8 @@ class Connectors:
             self.planned.append(f"{'update' if etag else 'create'} connector {path}")
             return ObservedConnector(id=path, etag=etag, body=body)
         headers = {"If-Match": etag} if etag else {"If-None-Match": "*"}
-        self.before_write()
-        response = self._send("PutSecurityConnector", "PUT", path, API_VERSION, body, headers)
+        with self.writing():
+            response = self._send("PutSecurityConnector", "PUT", path, API_VERSION, body, headers)
         if response.status_code not in (200, 201):
             self._raise(response, "writing the connector")
         written = response.json()
@@ -202,8 +202,8 @@ class Connectors:
         if self.planned is not None:
             self.planned.append(f"delete connector {path}")
             return
-        self.before_write()
-        headers = {"If-Match": etag} if etag else None
+        with self.writing():
+            headers = {"If-Match": etag} if etag else None
         response = self._send("DeleteSecurityConnector", "DELETE", path, API_VERSION, headers=headers)
         if response.status_code not in (200, 204, 404):
             self._raise(response, "deleting the connector")

@@ -101,7 +101,7 @@ def check_owned(target: Target, kind: str, name: str, tags: dict[str, str], fiel
     if target.adopt:
         return True
     raise TerminalError(
-        f"{kind.replace(' ', '')}OwnedElsewhere",
+        f"{kind[0].upper()}{kind[1:]}OwnedElsewhere",
         f"{kind} {name} already exists in AWS account {target.spec.aws.account_id} and {describe_owner(tags)}; "
         f"nothing was written. Set {field} to another name, or, if it is the same onboarding, annotate the object "
         f"{ANNOTATION_ADOPT}=true to take it over.",
@@ -235,7 +235,9 @@ def _reconcile_stack(
             events=[Event("Warning", "StackUpdateFailed", message)],
         )
 
-    changed = adopting or stack.template_hash != template_hash or stack.parameters != parameters
+    # A retry that was asked for updates even when the stack's tags already carry this template's hash.
+    retrying = target.reconcile_requested and status.failed_template_hash == template_hash
+    changed = adopting or retrying or stack.template_hash != template_hash or stack.parameters != parameters
     if changed and stacks.update(status.stack_name or "", body, template_hash, parameters, owner):
         status.stack_status, status.template_hash = "UPDATE_IN_PROGRESS", template_hash
         status.failed_template_hash = None

@@ -5,6 +5,7 @@ only from ``spec.azure.subscriptionId``, so nothing is ever written outside it.
 """
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any, Literal
 
@@ -19,15 +20,17 @@ from ..azure.connector import Connectors
 from ..credentials import CredentialFactory
 from ..errors import TerminalError
 from ..settings import Settings
+from ..writes import unrecorded
 from .aws_side import AwsAccount
 from .model import Target
 
 CloudName = Literal["aws", "azure"]
-BeforeWrite = Callable[[CloudName], None]
+CloudWrites = Callable[[CloudName], AbstractContextManager[object]]
+"""``writes(cloud)`` wraps each write to ``cloud`` (see :mod:`defender_operator.writes`)."""
 
 
-def no_hook(cloud: CloudName) -> None:
-    return None
+def unrecorded_writes(cloud: CloudName) -> AbstractContextManager[object]:
+    return unrecorded()
 
 
 class Clouds:
@@ -40,8 +43,8 @@ class Clouds:
             int, ARMPipelineClient[Any, Any]
         ] = {}  # one per credential, reused across passes
 
-    def aws(self, target: Target, before_write: BeforeWrite = no_hook) -> AwsAccount:
-        """``before_write("aws")`` runs before every write the adapters make."""
+    def aws(self, target: Target, writes: CloudWrites = unrecorded_writes) -> AwsAccount:
+        """``writes("aws")`` wraps every write the adapters make."""
         clients = self.credentials.aws_clients(target.namespace, target.name, target.spec)
         identity = call(clients.client("sts", self.settings.aws_region), "get_caller_identity")
         account = str(identity["Account"])
@@ -52,7 +55,7 @@ class Clouds:
             )
         partition = str(identity["Arn"]).split(":")[1]
         region = target.spec.deployment.region
-        hook = partial(before_write, "aws")
+        hook = partial(writes, "aws")
         cloudformation, iam = clients.client("cloudformation", region), clients.client("iam", region)
         return AwsAccount(
             account=account,
@@ -67,7 +70,7 @@ class Clouds:
             else None,
         )
 
-    def azure(self, target: Target, before_write: BeforeWrite = no_hook) -> Connectors:
+    def azure(self, target: Target, writes: CloudWrites = unrecorded_writes) -> Connectors:
         credential = self.credentials.azure_credential(target.namespace, target.spec)
         pipeline = self._pipelines.get(id(credential))
         if pipeline is None:
@@ -75,6 +78,4 @@ class Clouds:
                 credential, self.settings.azure_arm_endpoint, ca_bundle=self.settings.azure_ca_bundle
             )
             self._pipelines[id(credential)] = pipeline
-        return Connectors(
-            pipeline, target.spec.azure.subscription_id, self.planned, partial(before_write, "azure")
-        )
+        return Connectors(pipeline, target.spec.azure.subscription_id, self.planned, partial(writes, "azure"))

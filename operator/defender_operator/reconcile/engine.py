@@ -14,7 +14,7 @@ from ..settings import Settings
 from . import conditions
 from .aws_side import AwsResult, observe_terraform, reconcile_aws, reconcile_organization
 from .azure_side import AzureResult, reconcile_azure
-from .clouds import BeforeWrite, Clouds, no_hook
+from .clouds import Clouds, CloudWrites, unrecorded_writes
 from .conditions import Verdict
 from .model import Event, Outcome, Result, Target
 
@@ -76,10 +76,10 @@ def reconcile(
     clouds: Clouds,
     settings: Settings,
     conflict_with: str | None = None,
-    before_write: BeforeWrite = no_hook,
+    writes: CloudWrites = unrecorded_writes,
 ) -> Outcome:
-    """One pass. ``before_write(cloud)`` runs before every change in a cloud (the caller records the first durably,
-    so cleanup knows whether anything can be left behind there)."""
+    """One pass. ``writes(cloud)`` wraps every change in a cloud (the caller records the first durably, so cleanup
+    knows whether anything can be left behind there)."""
     status = target.status.model_copy(deep=True)
     status.plans = plans_summary(target.spec)
     if target.paused:
@@ -105,9 +105,9 @@ def reconcile(
         try:
             status.aws = status.aws or AwsStatus()
             if target.spec.deployment.method == "Terraform":
-                aws = observe_terraform(target, clouds.aws(target, before_write), status.aws)
+                aws = observe_terraform(target, clouds.aws(target, writes), status.aws)
             else:
-                account = clouds.aws(target, before_write)
+                account = clouds.aws(target, writes)
                 aws = reconcile_aws(target, account, status.aws, settings)
                 if account.stacksets is not None and aws.verdict.status == "True" and aws.stalled is None:
                     status.organization = status.organization or OrganizationStatus()
@@ -123,7 +123,7 @@ def reconcile(
                 status.azure = status.azure or AzureStatus()
                 azure = reconcile_azure(
                     target,
-                    clouds.azure(target, before_write),
+                    clouds.azure(target, writes),
                     status.azure,
                     aws.role_arns,
                     status.organization,

@@ -86,8 +86,9 @@ def start_arm(state: Path, page_size: int = 50, name: str = "arm-emulator") -> t
     return url, ca_file
 
 
-def start_proxy(state: Path, name: str, upstream: str, service: str) -> str:
-    """A fault-injecting proxy in front of an emulator (TLS in front of the ARM emulator)."""
+def start_proxy(state: Path, name: str, upstream: str, service: str, pki_state: Path | None = None) -> str:
+    """A fault-injecting proxy in front of an emulator (TLS in front of the ARM emulator, with the certificate of
+    the sandbox in ``pki_state``, so clients that trust the emulator trust the proxy)."""
     port = processes.free_port()
     argv = [
         sys.executable,
@@ -103,7 +104,7 @@ def start_proxy(state: Path, name: str, upstream: str, service: str) -> str:
     context = None
     scheme = "http"
     if upstream.startswith("https"):
-        ca_file, cert, key = arm_certificates(state)
+        ca_file, cert, key = arm_certificates(pki_state or state)
         argv += ["--cert", str(cert), "--key", str(key), "--upstream-ca", str(ca_file)]
         context = ssl.create_default_context(cafile=str(ca_file))
         scheme = "https"

@@ -19,6 +19,7 @@ class FaultRule:
     path_pattern: str = ".*"
     count: int = 1
     status: int | None = None
+    code: str | None = None  # the error code in the body (AWS), e.g. AccessDenied
     retry_after: float | None = None
     latency: float = 0.0
     drop: bool = False
@@ -39,6 +40,7 @@ class FaultRule:
             path_pattern=str(data.get("pathPattern", ".*")),
             count=int(data.get("count", 1)),
             status=int(data["status"]) if data.get("status") is not None else None,
+            code=data.get("code"),
             retry_after=float(data["retryAfter"]) if data.get("retryAfter") is not None else None,
             latency=float(data.get("latency", 0.0)),
             drop=bool(data.get("drop", False)),

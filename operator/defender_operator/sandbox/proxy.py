@@ -27,14 +27,15 @@ from typing import Any
 from .arm.server import TLSServer, tls_context
 from .faults import FaultRule, FaultTable
 
-_AWS_THROTTLE = (
-    '<ErrorResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><Error><Type>Sender</Type>'
-    "<Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+_AWS_ERROR = (
+    "<ErrorResponse><Error><Type>{type}</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+    "<RequestId>{rid}</RequestId></ErrorResponse>"
 )
-_AWS_SERVER_ERROR = (
-    "<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code><Message>Injected failure</Message>"
-    "</Error><RequestId>{rid}</RequestId></ErrorResponse>"
-)
+_AWS_DEFAULTS = {  # status -> (type, code, message) when the rule names no code
+    400: ("Sender", "Throttling", "Rate exceeded"),
+    429: ("Sender", "Throttling", "Rate exceeded"),
+    403: ("Sender", "AccessDenied", "User is not authorized to perform this operation (injected)"),
+}
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -89,12 +90,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
         rid = str(time.time_ns())
         service = rule.service or self.state.service
         if service == "aws":
-            template = _AWS_THROTTLE if rule.status in (400, 429) else _AWS_SERVER_ERROR
-            self._reply(
-                rule.status,
-                template.format(rid=rid).encode(),
-                {"Content-Type": "text/xml", "x-amzn-RequestId": rid},
+            kind, code, message = _AWS_DEFAULTS.get(
+                rule.status, ("Receiver", "InternalFailure", "Injected failure")
             )
+            xml = _AWS_ERROR.format(type=kind, code=rule.code or code, message=message, rid=rid)
+            self._reply(rule.status, xml.encode(), {"Content-Type": "text/xml", "x-amzn-RequestId": rid})
         else:
             code = "TooManyRequests" if rule.status == 429 else "InternalServerError"
             headers = {"Content-Type": "application/json"}

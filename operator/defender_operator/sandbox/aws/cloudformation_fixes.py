@@ -5,7 +5,7 @@
   (docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_CreateStack.html, "Capabilities").
 - Failures: a resource that cannot be created does not fail the API call. The stack records the resource's
   CREATE_FAILED event with its reason, rolls back and ends in ROLLBACK_COMPLETE; a failed update ends in
-  UPDATE_ROLLBACK_COMPLETE with the previous template restored; a failed delete ends in DELETE_FAILED
+  UPDATE_ROLLBACK_COMPLETE with the previous template, parameters and stack tags restored; a failed delete ends in DELETE_FAILED
   (.../UserGuide/using-cfn-describing-stacks.html, "Stack status codes"). moto raises the resource's error from the
   API call instead and leaves half-created resources behind.
 - Asynchrony: with a delay configured, create, update and delete stay *_IN_PROGRESS for that long before the
@@ -173,6 +173,7 @@ def _update(
     tags: dict[str, str] | None = None,
 ) -> None:
     previous_template, previous_parameters = self.template, dict(self.resource_map.input_parameters)
+    previous_tags = dict(self.tags)
     self.status = "UPDATE_IN_PROGRESS"
     self._add_stack_event("UPDATE_IN_PROGRESS", resource_status_reason="User Initiated")
     if tags is not None:
@@ -204,7 +205,8 @@ def _update(
                 resource_status_reason=f"The following resource(s) failed to update: [{logical_id}].",
             )
             try:
-                self.template = previous_template
+                # "a previous working state": template, parameters and stack tags as they were before the update
+                self.template, self.tags = previous_template, previous_tags
                 self._parse_template()
                 self.resource_map.update(self.template_dict, previous_parameters)
                 self.output_map = self._create_output_map()

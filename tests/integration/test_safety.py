@@ -1,0 +1,513 @@
+"""Never do harm: other actors in the same clouds, and unlucky timing (issue 10).
+
+Each test is a scenario a real user meets: Sentinel sharing the identity provider, another team's connector of the
+same name, another cluster's stack, credentials that never worked, a delete before the first status write, the
+operator killed right after a write. The operator runs as its own process against the sandbox, with both clouds'
+traffic through the fault proxies (which can kill it at the worst moment).
+"""
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from defender_operator.api.spec import RoleNames
+from defender_operator.sandbox import Sandbox, binaries
+from tests.support.clouds import arm_client, arm_control, arm_requests, aws_control, connector_url, send
+from tests.support.kube import apply, condition, get_object, kubectl, wait_for
+from tests.support.onboarding import (
+    MS_PROVIDER,
+    account_of,
+    aws_in,
+    connector,
+    defender_roles,
+    delete,
+    manifest,
+    onboarded,
+    request_reconcile,
+    stacks_of,
+)
+from tests.support.operator import OperatorProcess, events, start_operator, wait_condition, wait_gone
+
+pytestmark = pytest.mark.integration
+
+SENTINEL_AUDIENCE = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
+OTHER_SUBSCRIPTION = "22222222-3333-4444-5555-666666666666"
+
+
+@pytest.fixture(scope="module")
+def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    running = start_operator(sandbox, tmp_path_factory.mktemp("safety-operator"), arm_proxy=True)
+    try:
+        yield running
+    finally:
+        running.stop()
+        logs = binaries.cache_dir() / "test-sandbox-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(running.state / "operator.log", logs / "safety-operator.log")
+
+
+def provider_of(sandbox: Sandbox, account: str) -> dict[str, Any] | None:
+    iam = aws_in(sandbox, account, "iam")
+    arn = f"arn:aws:iam::{account}:oidc-provider/{MS_PROVIDER}"
+    try:
+        return dict(iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arn))
+    except iam.exceptions.NoSuchEntityException:
+        return None
+
+
+def providers_in(sandbox: Sandbox, account: str) -> list[str]:
+    iam = aws_in(sandbox, account, "iam")
+    return [p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]]
+
+
+def nothing_left(sandbox: Sandbox, m: dict[str, Any]) -> bool:
+    account = account_of(m)
+    return (
+        stacks_of(sandbox, account) == []
+        and defender_roles(sandbox, account) == []
+        and providers_in(sandbox, account) == []
+        and connector(sandbox, m).status_code == 404
+    )
+
+
+def event_counts(kubeconfig: Path, namespace: str, name: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for event in events(kubeconfig, namespace, name):
+        counts[event["reason"]] = counts.get(event["reason"], 0) + int(event.get("count") or 1)
+    return counts
+
+
+def stalled_reason(kubeconfig: Path, namespace: str, name: str) -> str | None:
+    cond = condition(get_object(kubeconfig, namespace, name), "Stalled")
+    return str(cond["reason"]) if cond and cond["status"] == "True" else None
+
+
+# --- deletion always ends ----------------------------------------------------------------------------------------------
+
+
+def test_objects_that_never_wrote_are_released_at_once(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    # Credentials of another account: the operator's own identity is the sandbox's default account.
+    mismatch = manifest(namespace, "mismatch")
+    del mismatch["spec"]["aws"]["credentials"]
+    # A credentials Secret that does not exist.
+    missing = manifest(namespace, "missing")
+    missing["spec"]["aws"]["credentials"] = {"secretRef": {"name": "nope"}}
+    # Access denied on the first write.
+    denied = manifest(namespace, "denied")
+    operator.inject_aws_fault(
+        pathPattern="CreateOpenIDConnectProvider", status=403, code="AccessDenied", count=1000
+    )
+    try:
+        for m in (mismatch, missing, denied):
+            assert apply(kubeconfig, m).returncode == 0
+        wait_condition(kubeconfig, namespace, "mismatch", "Stalled", "True", reason="AccountMismatch")
+        wait_condition(kubeconfig, namespace, "missing", "Stalled", "True", reason="CredentialsSecretMissing")
+        wait_condition(kubeconfig, namespace, "denied", "Stalled", "True", reason="AWSAccessDenied")
+        for name in ("mismatch", "missing", "denied"):
+            assert "firstCloudWrite" not in get_object(kubeconfig, namespace, name)["status"]  # type: ignore[index]
+            kubectl(kubeconfig, "delete", "awsc", "-n", namespace, name, "--wait=false", check=True)
+        for name in ("mismatch", "missing", "denied"):
+            wait_gone(kubeconfig, namespace, name, timeout=20)  # not a 10-minute retry loop
+    finally:
+        operator.clear_aws_faults()
+    for m in (mismatch, missing, denied):
+        assert nothing_left(sandbox, m)
+
+
+def test_broken_credentials_after_writing_block_cleanup_visibly_and_orphan_releases(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    kubectl(
+        kubeconfig,
+        "create",
+        "secret",
+        "generic",
+        "aws-keys",
+        "-n",
+        namespace,
+        "--from-literal=accessKeyId=AKIAEXAMPLEKEYS",
+        "--from-literal=secretAccessKey=example-secret-key",
+        check=True,
+    )
+    m = manifest(namespace)
+    m["spec"]["aws"]["credentials"]["secretRef"] = {"name": "aws-keys"}
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    kubectl(kubeconfig, "delete", "secret", "aws-keys", "-n", namespace, check=True)
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    obj = wait_for(
+        lambda: (
+            get_object(kubeconfig, namespace, "acme")
+            if stalled_reason(kubeconfig, namespace, "acme") == "CleanupBlocked"
+            else None
+        ),
+        30,
+        "cleanup to report that it is blocked",
+    )
+    message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert "aws-keys" in message and f"stack DefenderForCloud-{account_of(m)}" in message
+    assert "deletionPolicy" in message
+    assert event_counts(kubeconfig, namespace, "acme").get("CleanupBlocked") == 1
+    assert connector(sandbox, m).status_code == 404  # what could be removed was removed
+    kubectl(
+        kubeconfig, "patch", "awsc", "-n", namespace, "acme", "--type", "merge",
+        "-p", '{"spec":{"deletionPolicy":"Orphan"}}', check=True,
+    )  # fmt: skip
+    wait_gone(kubeconfig, namespace, "acme", timeout=10)  # at once, not on the next retry
+    assert [s["StackStatus"] for s in stacks_of(sandbox, account_of(m))] == ["CREATE_COMPLETE"]
+
+
+def test_apply_then_delete_at_once_leaves_nothing(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    assert apply(kubeconfig, m).returncode == 0
+    time.sleep(0.5)  # the scenario itself: a GitOps prune half a second after the apply
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "acme", timeout=60)
+    assert nothing_left(sandbox, m)
+
+
+def test_delete_while_the_operator_is_down_leaves_nothing(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    operator.kill_after("aws", "CreateStack")  # dies before the first status write records the stack
+    assert apply(kubeconfig, m).returncode == 0
+    wait_for(lambda: not operator.record or not operator.record.alive(), 30, "the operator to be killed")
+    assert len(stacks_of(sandbox, account_of(m))) == 1
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    operator.start()
+    wait_gone(kubeconfig, namespace, "acme", timeout=60)
+    assert nothing_left(sandbox, m)
+
+
+# --- the kill matrix ---------------------------------------------------------------------------------------------------
+
+CREATE_WRITES = [
+    ("aws", "CreateOpenIDConnectProvider", "*"),
+    ("aws", "CreateStack", "*"),
+    ("arm", r"securityConnectors/acme\?", "PUT"),
+]
+DELETE_WRITES = [
+    ("arm", r"securityConnectors/acme\?", "DELETE"),
+    ("aws", "DeleteStack", "*"),
+    ("aws", "DeleteOpenIDConnectProvider", "*"),
+]
+
+
+@pytest.mark.parametrize(
+    ("cloud", "pattern", "method"), CREATE_WRITES, ids=[w[1].split("/")[0] for w in CREATE_WRITES]
+)
+def test_killed_right_after_a_create_write(
+    sandbox: Sandbox,
+    kubeconfig: Path,
+    operator: OperatorProcess,
+    namespace: str,
+    cloud: str,
+    pattern: str,
+    method: str,
+) -> None:
+    m = manifest(namespace)
+    operator.kill_after(cloud, pattern, method)
+    assert apply(kubeconfig, m).returncode == 0
+    wait_for(lambda: not operator.record or not operator.record.alive(), 30, "the operator to be killed")
+    operator.start()
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
+    account = account_of(m)
+    assert len(stacks_of(sandbox, account)) == 1
+    assert len(providers_in(sandbox, account)) == 1
+    assert connector(sandbox, m).status_code == 200
+    group = connector_url("acme", m["spec"]["azure"]["resourceGroup"]).replace("/acme?", "?")
+    assert [c["name"] for c in send(arm_client(sandbox), "GET", group).json()["value"]] == ["acme"]
+    delete(kubeconfig, namespace, "acme")
+    assert nothing_left(sandbox, m)
+
+
+@pytest.mark.parametrize(
+    ("cloud", "pattern", "method"), DELETE_WRITES, ids=[w[1].split("/")[0] for w in DELETE_WRITES]
+)
+def test_killed_right_after_a_cleanup_write(
+    sandbox: Sandbox,
+    kubeconfig: Path,
+    operator: OperatorProcess,
+    namespace: str,
+    cloud: str,
+    pattern: str,
+    method: str,
+) -> None:
+    m, _ = onboarded(kubeconfig, namespace)
+    operator.kill_after(cloud, pattern, method)
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    wait_for(lambda: not operator.record or not operator.record.alive(), 60, "the operator to be killed")
+    operator.start()
+    wait_gone(kubeconfig, namespace, "acme", timeout=90)
+    assert nothing_left(sandbox, m)
+
+
+# --- shared and foreign resources -------------------------------------------------------------------------------------
+
+
+def test_sentinel_joining_the_provider_after_onboarding_keeps_it(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m, obj = onboarded(kubeconfig, namespace)
+    account = account_of(m)
+    assert obj["status"]["aws"]["oidcProvider"]["owned"] is True
+    iam = aws_in(sandbox, account, "iam")
+    arn = f"arn:aws:iam::{account}:oidc-provider/{MS_PROVIDER}"
+    iam.add_client_id_to_open_id_connect_provider(OpenIDConnectProviderArn=arn, ClientID=SENTINEL_AUDIENCE)
+    delete(kubeconfig, namespace, "acme")
+    provider = provider_of(sandbox, account)
+    assert provider is not None, "the provider Sentinel relies on was deleted"
+    assert provider["ClientIDList"] == [SENTINEL_AUDIENCE]
+    assert not [t for t in provider.get("Tags", []) if t["Key"].startswith("defender-operator")]
+    iam.delete_open_id_connect_provider(OpenIDConnectProviderArn=arn)
+
+
+def second_onboarding(m: dict[str, Any], name: str) -> dict[str, Any]:
+    """The same AWS account onboarded into another subscription, with its own stack and role names."""
+    other = json.loads(json.dumps(m))
+    other["metadata"]["name"] = name
+    other["spec"]["azure"]["subscriptionId"] = OTHER_SUBSCRIPTION
+    other["spec"]["deployment"] = {"stackName": f"DefenderForCloud-{account_of(m)}-b"}
+    other["spec"]["aws"]["roleNames"] = {
+        field.alias: f"B-{field.default}"[:64] for field in RoleNames.model_fields.values() if field.alias
+    }
+    return other
+
+
+def test_a_provider_shared_by_two_objects_outlives_the_first(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    first, _ = onboarded(kubeconfig, namespace, "first")
+    second = second_onboarding(first, "second")
+    assert apply(kubeconfig, second).returncode == 0
+    wait_condition(kubeconfig, namespace, "second", "Ready", "True")
+    account = account_of(first)
+    audiences = sorted(provider_of(sandbox, account)["ClientIDList"])  # type: ignore[index]
+    delete(kubeconfig, namespace, "first")
+    provider = provider_of(sandbox, account)
+    assert provider is not None and sorted(provider["ClientIDList"]) == audiences
+    assert len(stacks_of(sandbox, account)) == 1  # the second object's
+    request_reconcile(kubeconfig, namespace, "second")
+    wait_condition(kubeconfig, namespace, "second", "Ready", "True")
+    delete(kubeconfig, namespace, "second")
+    assert provider_of(sandbox, account) is None
+    assert stacks_of(sandbox, account) == [] and defender_roles(sandbox, account) == []
+
+
+def foreign_connector(m: dict[str, Any], account: str, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "location": "westeurope",
+        "properties": {
+            "hierarchyIdentifier": account,
+            "environmentName": "AWS",
+            "environmentData": {"environmentType": "AwsAccount", "scanInterval": 24},
+            "offerings": [
+                {
+                    "offeringType": "CspmMonitorAws",
+                    "nativeCloudConnection": {"cloudRoleArn": f"arn:aws:iam::{account}:role/CspmMonitorAws"},
+                }
+            ],
+        },
+    }
+    if tags:
+        body["tags"] = tags
+    return body
+
+
+def test_another_teams_connector_of_the_same_name_is_never_touched(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    url = connector_url("acme", m["spec"]["azure"]["resourceGroup"])
+    theirs = "300011112222"
+    made = send(arm_client(sandbox), "PUT", url, foreign_connector(m, theirs, {"team": "payments"}))
+    assert made.status_code == 201
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="ConnectorOwnedElsewhere")
+    message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert theirs in message and "not made by defender-operator" in message and "connectorName" in message
+    assert connector(sandbox, m).json()["etag"] == made.json()["etag"]
+    # Asking to adopt does not help: it onboards another account.
+    kubectl(
+        kubeconfig, "annotate", "awsc", "-n", namespace, "acme", "defender-operator.io/adopt=true", check=True
+    )
+    request_reconcile(kubeconfig, namespace, "acme")
+    wait_for(
+        lambda: (
+            "adoption is only"
+            in (condition(get_object(kubeconfig, namespace, "acme"), "Stalled") or {}).get("message", "")
+        ),
+        30,
+        "the adoption to be refused",
+    )
+    delete(kubeconfig, namespace, "acme")
+    live = connector(sandbox, m)  # never written, never deleted: the etag is the one it was made with
+    assert live.status_code == 200 and live.json()["etag"] == made.json()["etag"]
+
+
+def test_a_connector_of_another_cluster_is_refused_and_one_of_the_same_account_can_be_adopted(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    account = account_of(m)
+    url = connector_url("acme", m["spec"]["azure"]["resourceGroup"])
+    other_cluster = {
+        "defender-operator-owner": f"cluster-elsewhere/{namespace}/acme",
+        "managed-by": "defender-operator",
+    }
+    assert (
+        send(arm_client(sandbox), "PUT", url, foreign_connector(m, account, other_cluster)).status_code == 201
+    )
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="ConnectorOwnedElsewhere")
+    assert f"cluster-elsewhere/{namespace}/acme" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+    kubectl(
+        kubeconfig, "annotate", "awsc", "-n", namespace, "acme", "defender-operator.io/adopt=true", check=True
+    )
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    tags = connector(sandbox, m).json()["tags"]
+    assert tags["defender-operator-owner"].endswith(f"/{namespace}/acme")
+    assert not tags["defender-operator-owner"].startswith("cluster-elsewhere")
+    assert "ConnectorAdopted" in event_counts(kubeconfig, namespace, "acme")
+    delete(kubeconfig, namespace, "acme")
+    assert nothing_left(sandbox, m)
+
+
+def test_a_stack_of_another_cluster_is_never_touched(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    account = account_of(m)
+    cf = aws_in(sandbox, account, "cloudformation")
+    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+    cf.create_stack(
+        StackName=f"DefenderForCloud-{account}",
+        TemplateBody=json.dumps(template),
+        Tags=[{"Key": "defender-operator-owner", "Value": f"cluster-elsewhere/{namespace}/acme"}],
+    )
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="StackOwnedElsewhere")
+    message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert f"cluster-elsewhere/{namespace}/acme" in message and "stackName" in message
+    delete(kubeconfig, namespace, "acme")
+    (stack,) = stacks_of(sandbox, account)
+    assert stack["StackStatus"] == "CREATE_COMPLETE" and "Topic" in json.dumps(
+        cf.get_template(StackName=stack["StackId"])["TemplateBody"]
+    )
+    cf.delete_stack(StackName=stack["StackId"])
+    assert providers_in(sandbox, account) == []  # the object's own provider was released on delete
+
+
+# --- the documented ways out --------------------------------------------------------------------------------------------
+
+
+def test_a_failed_update_is_retried_when_a_reconcile_is_requested(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m, _ = onboarded(kubeconfig, namespace)
+    iam = aws_in(sandbox, account_of(m), "iam")
+    iam.create_role(
+        RoleName="SensitiveDataDiscovery",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )
+    m["spec"]["plans"] = {"cspm": {"enabled": True}}  # adds the role that now exists already
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="StackUpdateFailed")
+    assert "request a reconcile" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+    iam.delete_role(RoleName="SensitiveDataDiscovery")  # the person fixes the cause...
+    request_reconcile(kubeconfig, namespace, "acme")  # ...and asks for another try
+    obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
+    assert "sensitiveDataDiscovery" in obj["status"]["aws"]["roles"]
+    delete(kubeconfig, namespace, "acme")
+
+
+@pytest.mark.parametrize("direction", ["add", "remove"])
+def test_stack_name_cannot_be_added_or_removed(kubeconfig: Path, namespace: str, direction: str) -> None:
+    m = manifest(namespace, "paused-naming")
+    m["metadata"]["annotations"] = {"defender-operator.io/paused": "true"}  # the operator leaves it alone
+    if direction == "remove":
+        m["spec"]["deployment"] = {"stackName": "Custom"}
+    assert apply(kubeconfig, m).returncode == 0
+    if direction == "add":
+        m["spec"]["deployment"] = {"stackName": "Custom"}
+    else:
+        m["spec"]["deployment"] = {}
+    result = apply(kubeconfig, m)
+    assert result.returncode != 0
+    assert "spec.deployment.stackName" in result.stderr and "immutable" in result.stderr
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "paused-naming", check=True)
+
+
+# --- quiet and truthful ------------------------------------------------------------------------------------------------
+
+
+def test_cleanup_writes_and_reports_each_step_once(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m, _ = onboarded(kubeconfig, namespace)
+    arm_control(sandbox, "/_sandbox/requests", method="DELETE")
+    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 4})
+    try:
+        delete(kubeconfig, namespace, "acme")  # the stack takes 4 s: cleanup runs several times
+    finally:
+        aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
+    deletes = [r for r in arm_requests(sandbox) if r["method"] == "DELETE" and r["path"].endswith("/acme")]
+    assert len(deletes) == 1
+    counts = event_counts(kubeconfig, namespace, "acme")
+    assert counts["ConnectorDeleted"] == 1 and counts["StackDeleting"] == 1
+    assert nothing_left(sandbox, m)
+
+
+def test_status_drops_what_is_gone_and_an_in_sync_pass_writes_nothing(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m, obj = onboarded(kubeconfig, namespace)
+    assert "containersK8s" in obj["status"]["aws"]["roles"]
+    m["spec"]["plans"] = {"containers": {"enabled": False}}
+    assert apply(kubeconfig, m).returncode == 0
+    wait_for(
+        lambda: (
+            (o := get_object(kubeconfig, namespace, "acme"))
+            and o["status"].get("observedGeneration") == 2
+            and condition(o, "Ready")["status"] == "True"  # type: ignore[index]
+            and "containersK8s" not in o["status"]["aws"]["roles"]
+            and o
+        ),
+        90,
+        "the roles of Containers to leave the status",
+    )
+    checked = (get_object(kubeconfig, namespace, "acme") or {})["status"]["aws"].get("lastDriftCheck")
+    request_reconcile(kubeconfig, namespace, "acme")  # a drift check now, not in the measured passes
+    wait_for(
+        lambda: (
+            (s := (get_object(kubeconfig, namespace, "acme") or {}).get("status", {}).get("aws", {}))
+            and s.get("lastDriftCheck") != checked
+            and not s.get("driftDetectionId")
+        ),
+        60,
+        "the requested drift check",
+    )
+    before = get_object(kubeconfig, namespace, "acme")
+    operator.reset_aws_operations()
+    wait_for(lambda: operator.aws_operations().get("DescribeStacks", 0) >= 2, 60, "two resync passes")
+    after = get_object(kubeconfig, namespace, "acme")
+    assert before is not None and after is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_json_logs_carry_fields_not_framework_internals(operator: OperatorProcess) -> None:
+    lines = [json.loads(line) for line in operator.log().splitlines() if line.startswith("{")]
+    assert lines and not [line for line in lines if "settings" in line or "k8s_skip" in line]
+    passes = [line for line in lines if line["message"] == "reconciled"]
+    assert passes and {"object", "result", "reason", "duration"} <= set(passes[0])

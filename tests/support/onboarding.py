@@ -1,0 +1,101 @@
+"""Onboarding scenarios as users drive them: manifests for fresh accounts, kubectl, and looks into both clouds."""
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from defender_operator.api.names import ANNOTATION_RECONCILE_REQUESTED_AT
+from defender_operator.sandbox import Sandbox
+
+from .clouds import arm_client, aws_client, connector_url, send
+from .kube import apply, get_object, kubectl
+from .manifests import base_manifest
+from .operator import now_stamp, wait_condition, wait_gone
+
+_accounts = itertools.count(200011112222)
+MS_PROVIDER = "sts.windows.net/33e01921-4d64-4f8c-a055-5bdaffd5e33d/"
+
+
+def manifest(namespace: str, name: str = "acme", account: str | None = None, **spec: Any) -> dict[str, Any]:
+    """A manifest for a fresh account, reached by assuming a role in it (moto honours that across accounts)."""
+    account = account or str(next(_accounts))
+    m = base_manifest(name, namespace, account)
+    m["spec"]["aws"]["credentials"] = {"roleArn": f"arn:aws:iam::{account}:role/defender-onboarding"}
+    m["spec"]["azure"]["resourceGroup"] = f"rg-{namespace}"
+    for key, value in spec.items():
+        m["spec"][key] = value
+    return m
+
+
+def account_of(m: dict[str, Any]) -> str:
+    return str(m["spec"]["aws"]["accountId"])
+
+
+def aws_in(sandbox: Sandbox, account: str, service: str) -> Any:
+    """A client acting in ``account`` (assume a role there, as the operator does)."""
+    sts = aws_client(sandbox, "sts")
+    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/test", RoleSessionName="test")[
+        "Credentials"
+    ]
+
+    return boto3.client(
+        service,
+        endpoint_url=sandbox.aws_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def defender_roles(sandbox: Sandbox, account: str) -> list[str]:
+    """Roles in ``account`` other than the one AWS Organizations creates in every new member account."""
+    roles = aws_in(sandbox, account, "iam").list_roles()["Roles"]
+    return [r["RoleName"] for r in roles if r["RoleName"] != "OrganizationAccountAccessRole"]
+
+
+def stacks_of(sandbox: Sandbox, account: str) -> list[dict[str, Any]]:
+    cf = aws_in(sandbox, account, "cloudformation")
+    return [s for s in cf.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"]
+
+
+def connector(sandbox: Sandbox, m: dict[str, Any], name: str | None = None) -> Any:
+    url = connector_url(name or m["metadata"]["name"], m["spec"]["azure"]["resourceGroup"])
+    return send(arm_client(sandbox), "GET", url)
+
+
+def onboarded(
+    kubeconfig: Path, namespace: str, name: str = "acme", **spec: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Apply a manifest for a fresh account and wait until it is Ready; returns the manifest and the object."""
+    m = manifest(namespace, name, **spec)
+    assert apply(kubeconfig, m).returncode == 0
+    return m, wait_condition(kubeconfig, namespace, name, "Ready", "True")
+
+
+def request_reconcile(kubeconfig: Path, namespace: str, name: str) -> None:
+    kubectl(
+        kubeconfig,
+        "annotate",
+        "awsc",
+        "-n",
+        namespace,
+        name,
+        f"{ANNOTATION_RECONCILE_REQUESTED_AT}={now_stamp()}",
+        "--overwrite",
+        check=True,
+    )
+
+
+def delete(kubeconfig: Path, namespace: str, name: str) -> None:
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, name, "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, name)
+
+
+def drift_checked(kubeconfig: Path, namespace: str, name: str = "acme") -> bool:
+    status = (get_object(kubeconfig, namespace, name) or {}).get("status", {})
+    return bool(status.get("aws", {}).get("lastDriftCheck")) and not status.get("aws", {}).get(
+        "driftDetectionId"
+    )
