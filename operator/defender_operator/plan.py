@@ -51,7 +51,7 @@ def plan(args: argparse.Namespace) -> int:
     for manifest in manifests:
         assert manifest.spec is not None
         status = AWSConnectorStatus()
-        generation = 1
+        generation, uid = 1, "planned"
         read_secret = _no_secrets
         if kube is not None:
             read_secret = kube.read_secret
@@ -64,12 +64,13 @@ def plan(args: argparse.Namespace) -> int:
                 )
                 status = AWSConnectorStatus.model_validate(live.get("status") or {})
                 generation = int(live["metadata"].get("generation", 1))
+                uid = str(live["metadata"]["uid"])  # part of the owner mark the operator writes
             except Exception:  # not created yet (or not readable): plan from scratch
                 pass
         planned: list[str] = []
         clouds = Clouds(settings, CredentialFactory(settings, read_secret), planned=planned)
         target = Target(
-            manifest.namespace, manifest.name, "plan", generation, manifest.spec, status, {}, instance
+            manifest.namespace, manifest.name, uid, generation, manifest.spec, status, {}, instance
         )
         print(f"{manifest.namespace}/{manifest.name}:")
         try:

@@ -18,7 +18,7 @@ import pytest
 from defender_operator.api.spec import RoleNames
 from defender_operator.sandbox import Sandbox, binaries
 from tests.support.clouds import arm_client, arm_control, arm_requests, aws_control, connector_url, send
-from tests.support.kube import apply, condition, get_object, kubectl, wait_for
+from tests.support.kube import apply, condition, get_object, kubectl, restart_apiserver, wait_for
 from tests.support.onboarding import (
     MS_PROVIDER,
     account_of,
@@ -73,6 +73,11 @@ def nothing_left(sandbox: Sandbox, m: dict[str, Any]) -> bool:
         and providers_in(sandbox, account) == []
         and connector(sandbox, m).status_code == 404
     )
+
+
+def connectors_in(sandbox: Sandbox, m: dict[str, Any]) -> list[str]:
+    group = connector_url("acme", m["spec"]["azure"]["resourceGroup"]).replace("/acme?", "?")
+    return [c["name"] for c in send(arm_client(sandbox), "GET", group).json()["value"]]
 
 
 def event_counts(kubeconfig: Path, namespace: str, name: str) -> dict[str, int]:
@@ -225,8 +230,7 @@ def test_killed_right_after_a_create_write(
     assert len(stacks_of(sandbox, account)) == 1
     assert len(providers_in(sandbox, account)) == 1
     assert connector(sandbox, m).status_code == 200
-    group = connector_url("acme", m["spec"]["azure"]["resourceGroup"]).replace("/acme?", "?")
-    assert [c["name"] for c in send(arm_client(sandbox), "GET", group).json()["value"]] == ["acme"]
+    assert connectors_in(sandbox, m) == ["acme"]
     delete(kubeconfig, namespace, "acme")
     assert nothing_left(sandbox, m)
 
@@ -249,6 +253,27 @@ def test_killed_right_after_a_cleanup_write(
     wait_for(lambda: not operator.record or not operator.record.alive(), 60, "the operator to be killed")
     operator.start()
     wait_gone(kubeconfig, namespace, "acme", timeout=90)
+    assert nothing_left(sandbox, m)
+
+
+def test_killed_while_the_api_server_restarts(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 3})
+    try:
+        m = manifest(namespace)
+        assert apply(kubeconfig, m).returncode == 0
+        wait_condition(kubeconfig, namespace, "acme", "Ready", "False", reason="StackCreating")
+        # The API server goes away while the stack is being created; the operator dies while it is away.
+        restart_apiserver(sandbox.control_plane, while_down=operator.kill)
+        operator.start()
+        wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
+    finally:
+        aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
+    account = account_of(m)
+    assert len(stacks_of(sandbox, account)) == 1 and len(providers_in(sandbox, account)) == 1
+    assert connectors_in(sandbox, m) == ["acme"]
+    delete(kubeconfig, namespace, "acme")
     assert nothing_left(sandbox, m)
 
 

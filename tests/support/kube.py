@@ -2,6 +2,7 @@
 
 import json
 import os
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -10,7 +11,9 @@ from typing import Any, TypeVar
 
 from kubernetes import client, config
 
-from defender_operator.sandbox import binaries
+from defender_operator.sandbox import binaries, processes
+from defender_operator.sandbox.controlplane import ControlPlane
+from defender_operator.sandbox.readiness import wait_ready
 
 T = TypeVar("T")
 
@@ -65,3 +68,17 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
         if cond["type"] == kind:
             return dict(cond)
     return None
+
+
+def restart_apiserver(plane: ControlPlane, while_down: Callable[[], None] = lambda: None) -> None:
+    """Stop the sandbox's kube-apiserver, run ``while_down``, then start it again with the same arguments (same
+    port, same etcd: the cluster's state survives, as in a control-plane upgrade or a crash of the API server)."""
+    (record,) = [r for r in processes.recorded(plane.state) if r.name == "kube-apiserver" and r.alive()]
+    argv = Path(f"/proc/{record.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    processes.stop_recorded_named(plane.state, "kube-apiserver")
+    while_down()
+    restarted = processes.start(plane.state, "kube-apiserver", argv)
+    context = ssl.create_default_context(cafile=str(plane.ca_file))
+    pki = plane.state / "pki"
+    context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    wait_ready(restarted, f"{plane.server}/readyz", "kube-apiserver", context, expect=b"ok")

@@ -1,19 +1,24 @@
 """The pure parts of the reconciler: conditions (kstatus), transition events, health, drift comparison."""
 
+import re
 from typing import Any
 
-from defender_operator.api.names import ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
+import pytest
+
+from defender_operator.api.names import ANNOTATION_ADOPT, ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
 from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.api.status import AWSConnectorStatus
-from defender_operator.azure.connector import HealthIssueReport, HealthReport, comparable
+from defender_operator.aws.stack import idempotency_token
+from defender_operator.azure.connector import HealthIssueReport, HealthReport, ObservedConnector, comparable
+from defender_operator.errors import TerminalError
 from defender_operator.reconcile import conditions
 from defender_operator.reconcile.aws_side import role_arns_from_outputs
-from defender_operator.reconcile.azure_side import health_verdict
+from defender_operator.reconcile.azure_side import check_owned, desired_body, health_verdict
 from defender_operator.reconcile.conditions import Verdict
 from defender_operator.reconcile.engine import _transition_events, plans_summary
 from defender_operator.reconcile.model import Target
 from defender_operator.render.cloudformation import stack_template
-from defender_operator.render.connector import connector_body
+from defender_operator.render.connector import connector_body, default_role_arns
 from tests.support.manifests import base_manifest
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -175,3 +180,28 @@ def test_plans_summary_for_printer_column() -> None:
         )
         == "DefenderCSPM,Servers(P1)"
     )
+
+
+def test_idempotency_tokens_are_fresh_per_attempt_and_valid() -> None:
+    tokens = {idempotency_token("update") for _ in range(100)}
+    assert len(tokens) == 100  # a new attempt never replays an earlier request's outcome
+    # ClientRequestToken: 1-128 characters, [a-zA-Z0-9][-a-zA-Z0-9]* (API_CreateStack.html).
+    assert all(re.fullmatch(r"[a-zA-Z0-9][-a-zA-Z0-9]{0,127}", t) for t in tokens)
+
+
+def test_the_connector_carries_the_owner_mark_and_adoption_needs_the_same_account() -> None:
+    mine = target()
+    body = desired_body(mine, default_role_arns(mine.spec))
+    assert body["tags"]["defender-operator-owner"] == f"default/{mine.namespace}/{mine.name}"
+    check_owned(mine, ObservedConnector("id", '"e"', body))  # ours: fine
+    foreign = ObservedConnector("id", '"e"', {"properties": {"hierarchyIdentifier": "999988887777"}})
+    with pytest.raises(TerminalError, match="not made by defender-operator") as refused:
+        check_owned(mine, foreign)
+    assert refused.value.reason == "ConnectorOwnedElsewhere"
+    adopting = target(**{ANNOTATION_ADOPT: "true"})
+    with pytest.raises(TerminalError, match="adoption is only"):
+        check_owned(adopting, foreign)
+    same_account = ObservedConnector(
+        "id", '"e"', {"properties": {"hierarchyIdentifier": adopting.spec.aws.account_id}}
+    )
+    check_owned(adopting, same_account)
