@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from defender_operator import sandbox as sandbox_module
+from defender_operator.handlers import sync_effective_policy
+from defender_operator.kube import Kube
 from defender_operator.sandbox import Sandbox, binaries, processes
-from tests.support.kube import kubectl
+from tests.support.kube import api_client, apply, kubectl
 
 
 @pytest.fixture(scope="session")
@@ -20,10 +22,33 @@ def sandbox_state() -> Path:
     return binaries.cache_dir() / "test-sandbox"
 
 
+# The tests' own grant: every namespace may have AWSConnectors use the operator's identity, except namespaces labeled
+# to opt out (the tenancy tests' own). The quickstart applies examples/policy.yaml, the narrow one a user would.
+OPT_OUT = "defender-operator.io/tests-without-policy"
+TEST_POLICY = {
+    "apiVersion": "defender-operator.io/v1alpha1",
+    "kind": "ClusterOnboardingPolicy",
+    "metadata": {"name": "sandbox-tests"},
+    "spec": {
+        "namespaces": {"selector": {"matchExpressions": [{"key": OPT_OUT, "operator": "DoesNotExist"}]}},
+        "aws": {"accountIds": ["*"], "roleArns": ["arn:aws:iam::*:role/*"], "ambientIdentity": True},
+        "azure": {
+            "ambientIdentity": True,
+            "tenantIds": ["*"],
+            "subscriptionIds": ["*"],
+            "resourceGroups": ["*"],
+        },
+    },
+}
+
+
 @pytest.fixture(scope="session")
 def sandbox(sandbox_state: Path) -> Iterator[Sandbox]:
     running = sandbox_module.up(sandbox_state, emulators=True)
     try:
+        assert apply(running.control_plane.kubeconfig, TEST_POLICY).returncode == 0
+        # What the operator writes when it starts; written here too, for tests that run before any operator.
+        sync_effective_policy(Kube(api_client(running.control_plane.kubeconfig)))
         yield running
     finally:
         sandbox_module.down(sandbox_state, keep_logs=sandbox_state.with_name("test-sandbox-logs"))

@@ -30,7 +30,14 @@ from .api.names import (
     FINALIZER,
     GROUP,
     PLURAL,
+    POLICY_PLURAL,
     VERSION,
+)
+from .api.policy import (
+    ClusterOnboardingPolicySpec,
+    EffectiveOnboardingPolicySpec,
+    EffectiveRule,
+    effective_rule,
 )
 from .api.spec import AWSConnectorSpec
 from .api.status import AWSConnectorStatus, FirstCloudWrite
@@ -43,6 +50,7 @@ from .reconcile.conditions import Verdict
 from .reconcile.deletion import Cleanup, finalize
 from .reconcile.engine import now, reconcile
 from .reconcile.model import Event, Target
+from .reconcile.tenancy import Admission, admit
 from .settings import Settings
 
 log = logging.getLogger("defender_operator")
@@ -129,6 +137,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         instance=instance,
     )
     metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(operator.workers)
+    await asyncio.to_thread(sync_effective_policy, kube)
     log.info(
         "defender-operator started",
         extra={"namespaces": ",".join(operator.namespaces) or "*", "instance": instance},
@@ -143,6 +152,50 @@ def _cluster_instance(kube: Kube) -> str:
             "cannot tell this cluster's id (the uid of namespace kube-system) for the owner mark: "
             f"{exc}. Set DEFENDER_OPERATOR_INSTANCE, or allow the operator to get namespace kube-system."
         ) from None
+
+
+# --- tenancy: ClusterOnboardingPolicies --------------------------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, POLICY_PLURAL)
+def policies(name: str, spec: Any, **_: Any) -> dict[str, EffectiveRule]:
+    """Policy name -> its rule, as the admission policy reads it."""
+    return {name: effective_rule(name, ClusterOnboardingPolicySpec.model_validate(dict(spec)))}
+
+
+@kopf.index("", "v1", "namespaces")
+def namespace_labels(name: str, labels: Any, **_: Any) -> dict[str, dict[str, str]]:
+    """Namespace -> its labels, for the policies' namespace selectors."""
+    return {name: dict(labels or {})}
+
+
+@kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
+async def policy_changed(memo: Any, **_: Any) -> None:
+    """A policy changed: rewrite the admission policy's parameter, and let every object look again at once."""
+    runtime = getattr(memo, "runtime", None)
+    if runtime is None:
+        return
+    await asyncio.to_thread(sync_effective_policy, runtime.kube)
+    for event in runtime.wakeups.values():
+        event.set()
+
+
+def sync_effective_policy(kube: Kube) -> None:
+    """The EffectiveOnboardingPolicy ``effective``: every policy's rule (read afresh, not from the index, so the
+    parameter never lags behind a policy that was just written)."""
+    rules = [
+        effective_rule(p["metadata"]["name"], ClusterOnboardingPolicySpec.model_validate(p.get("spec") or {}))
+        for p in sorted(kube.list_policies(), key=lambda p: str(p["metadata"]["name"]))
+    ]
+    spec = EffectiveOnboardingPolicySpec(rules=rules).model_dump(by_alias=True, mode="json")
+    if kube.ensure_effective_policy(spec):
+        log.info("admission policy parameter updated", extra={"policies": len(rules)})
+
+
+def admission_of(target: Target, policy_index: Any, labels_index: Any) -> Admission:
+    rules = [rule for entries in policy_index.values() for rule in entries]
+    labels: dict[str, str] = next(iter(labels_index.get(target.namespace, [])), {})
+    return admit(target.spec, target.namespace, labels, rules)
 
 
 def _onboarding(spec: Any) -> str:
@@ -293,14 +346,14 @@ async def reconcile_loop(body: Any, uid: str, stopped: Any, memo: Any, **kwargs:
     try:
         while not stopped:
             wakeup.clear()
-            delay = await _one_pass(runtime, body, kwargs["by_account"])
+            delay = await _one_pass(runtime, body, kwargs)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), timeout=delay)
     finally:
         runtime.wakeups.pop(uid, None)
 
 
-async def _one_pass(runtime: Runtime, body: Any, index: Any) -> float:
+async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
     meta = body["metadata"]
     if meta.get("deletionTimestamp") or meta.get("uid") in runtime.deleting:
         return runtime.settings.resync_seconds
@@ -312,9 +365,10 @@ async def _one_pass(runtime: Runtime, body: Any, index: Any) -> float:
     except ValueError as exc:  # the CRD prevents this; a stale CRD might not
         log.error("invalid spec", extra={"object": f"{meta['namespace']}/{meta['name']}", "error": str(exc)})
         return runtime.settings.resync_seconds
-    conflict = conflict_with(index, body["spec"], meta, target.namespace, target.name)
+    conflict = conflict_with(indexes["by_account"], body["spec"], meta, target.namespace, target.name)
+    admission = admission_of(target, indexes["policies"], indexes["namespace_labels"])
     try:
-        return await runtime.exclusive(target.uid, _pass, runtime, target, conflict)
+        return await runtime.exclusive(target.uid, _pass, runtime, target, conflict, admission)
     except Exception:
         log.exception("reconcile failed unexpectedly", extra={"object": target.key})
         metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "error").inc()
@@ -323,14 +377,14 @@ async def _one_pass(runtime: Runtime, body: Any, index: Any) -> float:
         return runtime.backoff(target.uid)
 
 
-def _pass(runtime: Runtime, target: Target, conflict: str | None) -> float:
+def _pass(runtime: Runtime, target: Target, conflict: str | None, admission: Admission) -> float:
     """One pass in a worker thread, under the object's lock: reconcile, then write status and Events."""
     if target.uid in runtime.deleting:  # cleanup began while this pass waited for the lock
         return runtime.settings.resync_seconds
     started = time.monotonic()
     journal = WriteJournal(runtime.kube, target)
     with metrics.timed_reconcile():
-        outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal)
+        outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
     outcome.status.first_cloud_write = journal.record
     new_status = _dump(outcome.status)
     if (

@@ -17,7 +17,17 @@ from typing import Any, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from .api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from .api.names import (
+    API_VERSION,
+    EFFECTIVE_KIND,
+    EFFECTIVE_NAME,
+    EFFECTIVE_PLURAL,
+    GROUP,
+    KIND,
+    PLURAL,
+    POLICY_PLURAL,
+    VERSION,
+)
 from .reconcile.model import Event
 
 COMPONENT = "defender-operator"
@@ -87,6 +97,41 @@ class Kube:
         except ApiException as exc:
             if exc.status not in (404, 422):  # gone, or changed meanwhile (the next event decides again)
                 raise
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        """Every ClusterOnboardingPolicy."""
+        found = self.custom.list_cluster_custom_object(GROUP, VERSION, POLICY_PLURAL)
+        return list(cast(dict[str, Any], found).get("items", []))
+
+    def ensure_effective_policy(self, spec: dict[str, Any]) -> bool:
+        """Make the EffectiveOnboardingPolicy ``effective`` carry ``spec``; True when it had to be written."""
+        try:
+            current = cast(
+                dict[str, Any],
+                self.custom.get_cluster_custom_object(GROUP, VERSION, EFFECTIVE_PLURAL, EFFECTIVE_NAME),
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            body = {
+                "apiVersion": API_VERSION,
+                "kind": EFFECTIVE_KIND,
+                "metadata": {"name": EFFECTIVE_NAME, "labels": {"app.kubernetes.io/managed-by": COMPONENT}},
+                "spec": spec,
+            }
+            self.custom.create_cluster_custom_object(GROUP, VERSION, EFFECTIVE_PLURAL, body)
+            return True
+        if current.get("spec") == spec:
+            return False
+        self.custom.patch_cluster_custom_object(
+            GROUP,
+            VERSION,
+            EFFECTIVE_PLURAL,
+            EFFECTIVE_NAME,
+            [{"op": "add", "path": "/spec", "value": spec}],
+            _content_type=JSON_PATCH,
+        )
+        return True
 
     def cluster_id(self) -> str:
         """The uid of the kube-system namespace: stable for the life of a cluster and different in every cluster."""

@@ -51,12 +51,26 @@ def test_helm_lint_is_clean() -> None:
     assert "0 chart(s) failed" in result.stdout
 
 
-def test_the_chart_carries_the_generated_crd() -> None:
-    assert (CHART / "files" / "awsconnectors.yaml").read_text() == (
-        REPO / "crds" / "awsconnectors.yaml"
-    ).read_text()
-    (crd,) = [d for d in template() if d["kind"] == "CustomResourceDefinition"]
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+def test_the_chart_carries_the_generated_crds_and_admission_policy() -> None:
+    for name in ("awsconnectors.yaml", "onboardingpolicies.yaml", "admission.yaml"):
+        assert (CHART / "files" / name).read_text() == (REPO / "crds" / name).read_text()
+    docs = template()
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    assert sorted(c["spec"]["names"]["kind"] for c in crds) == [
+        "AWSConnector",
+        "ClusterOnboardingPolicy",
+        "EffectiveOnboardingPolicy",
+    ]
+    assert all(c["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"} for c in crds)
+    assert {d["kind"] for d in docs} >= {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    assert not {"ValidatingAdmissionPolicy"} & {
+        d["kind"] for d in template("--set", "admissionPolicy.enabled=false")
+    }
+    granted = template("--set-json", 'onboardingPolicies={"payments":{"namespaces":{"names":["payments"]}}}')
+    (policy,) = [d for d in granted if d["kind"] == "ClusterOnboardingPolicy"]
+    assert policy["metadata"]["name"] == "payments" and policy["spec"]["namespaces"] == {
+        "names": ["payments"]
+    }
     assert not [d for d in template("--set", "crds.enabled=false") if d["kind"] == "CustomResourceDefinition"]
 
 

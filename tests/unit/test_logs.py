@@ -77,7 +77,7 @@ def test_kopf_internals_are_left_out_and_its_object_reference_kept(
 ) -> None:
     logs.configure("json", "INFO")
     try:
-        logging.getLogger("kopf.objects").warning(
+        logging.getLogger("kopf._core.reactor.processing").warning(
             "Handler failed",
             extra={"settings": object(), "k8s_skip": False, "k8s_ref": {"namespace": "ns", "name": "a"}},
         )

@@ -58,6 +58,7 @@ ARM_ACTIONS = {
     "DeleteSecurityConnector": "Microsoft.Security/securityConnectors/delete",
     "ListHealthReports": "Microsoft.Security/healthReports/read",
     "ListSecurityConnectors": "Microsoft.Security/securityConnectors/read",
+    "GetSubscription": "Microsoft.Resources/subscriptions/read",
 }
 
 

@@ -1,4 +1,4 @@
-"""Generate the AWSConnector CustomResourceDefinition from the pydantic models (the one source of truth).
+"""Generate the CustomResourceDefinitions (AWSConnector, ClusterOnboardingPolicy, EffectiveOnboardingPolicy) from the pydantic models (the one source of truth).
 
 pydantic emits JSON Schema 2020-12; the API server wants a *structural* OpenAPI v3 schema. The translation inlines
 ``$ref``s, turns ``anyOf [X, null]`` into an optional X, drops what structural schemas forbid (``title``,
@@ -10,7 +10,21 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .names import API_VERSION, CATEGORIES, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from .names import (
+    API_VERSION,
+    CATEGORIES,
+    EFFECTIVE_KIND,
+    EFFECTIVE_PLURAL,
+    GROUP,
+    KIND,
+    PLURAL,
+    POLICY_KIND,
+    POLICY_PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+)
+from .policy import ClusterOnboardingPolicySpec, EffectiveOnboardingPolicySpec
 from .schema import CEL_KEY
 from .spec import AWSConnectorSpec
 from .status import AWSConnectorStatus
@@ -104,55 +118,105 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
-def custom_resource_definition() -> dict[str, Any]:
-    """The complete CRD manifest."""
-    spec_schema = openapi_schema(AWSConnectorSpec)
-    status_schema = openapi_schema(AWSConnectorStatus)
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    scope: str,
+    description: str,
+    spec: type[BaseModel],
+    status: type[BaseModel] | None = None,
+    short_names: tuple[str, ...] = (),
+    columns: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string", "description": "APIVersion of this object."},
+        "kind": {"type": "string", "description": "Kind of this object."},
+        "metadata": {"type": "object"},
+        "spec": openapi_schema(spec),
+    }
+    version: dict[str, Any] = {"name": VERSION, "served": True, "storage": True}
+    if status is not None:
+        properties["status"] = openapi_schema(status)
+        version["subresources"] = {"status": {}}
+    if columns:
+        version["additionalPrinterColumns"] = columns
+    version["schema"] = {
+        "openAPIV3Schema": {
+            "type": "object",
+            "description": description,
+            "required": ["spec"],
+            "properties": properties,
+        }
+    }
+    names: dict[str, Any] = {
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": kind.lower(),
+    }
+    if short_names:
+        names["shortNames"] = list(short_names)
+    names["categories"] = list(CATEGORIES)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{PLURAL}.{GROUP}",
+            "name": f"{plural}.{GROUP}",
             "labels": {
                 "app.kubernetes.io/name": "defender-operator",
                 "app.kubernetes.io/part-of": "defender-operator",
             },
         },
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": list(SHORT_NAMES),
-                "categories": list(CATEGORIES),
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": f"{KIND} ({API_VERSION}) onboards one AWS account, or an AWS Organization "
-                            "through its management account, into Microsoft Defender for Cloud: IAM roles in AWS "
-                            "(CloudFormation) and a Microsoft.Security/securityConnectors resource in Azure.",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string", "description": "APIVersion of this object."},
-                                "kind": {"type": "string", "description": "Kind of this object."},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
-                            },
-                        }
-                    },
-                }
-            ],
-        },
+        "spec": {"group": GROUP, "names": names, "scope": scope, "versions": [version]},
     }
+
+
+def custom_resource_definition() -> dict[str, Any]:
+    """The AWSConnector CRD."""
+    assert KIND.lower() == SINGULAR
+    return _crd(
+        kind=KIND,
+        plural=PLURAL,
+        scope="Namespaced",
+        description=f"{KIND} ({API_VERSION}) onboards one AWS account, or an AWS Organization through its management "
+        "account, into Microsoft Defender for Cloud: IAM roles in AWS (CloudFormation) and a "
+        "Microsoft.Security/securityConnectors resource in Azure.",
+        spec=AWSConnectorSpec,
+        status=AWSConnectorStatus,
+        short_names=SHORT_NAMES,
+        columns=PRINTER_COLUMNS,
+    )
+
+
+def policy_definitions() -> list[dict[str, Any]]:
+    """The CRDs of the tenancy policy: the admin's ClusterOnboardingPolicy and the operator's summary of them."""
+    return [
+        _crd(
+            kind=POLICY_KIND,
+            plural=POLICY_PLURAL,
+            scope="Cluster",
+            description=f"{POLICY_KIND} ({API_VERSION}), written by a cluster admin: which namespaces may have "
+            "AWSConnectors use the operator's own AWS and Azure identities, for which accounts, roles, tenants, "
+            "subscriptions and resource groups (docs/tenancy.md).",
+            spec=ClusterOnboardingPolicySpec,
+            columns=[
+                {"name": "Namespaces", "type": "string", "jsonPath": ".spec.namespaces.names"},
+                {"name": "Accounts", "type": "string", "jsonPath": ".spec.aws.accountIds"},
+                {"name": "Subscriptions", "type": "string", "jsonPath": ".spec.azure.subscriptionIds"},
+                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            ],
+        ),
+        _crd(
+            kind=EFFECTIVE_KIND,
+            plural=EFFECTIVE_PLURAL,
+            scope="Cluster",
+            description=f"{EFFECTIVE_KIND} ({API_VERSION}), written by the operator (do not edit): every "
+            f"{POLICY_KIND}'s rule in one object, the parameter of the admission policy that checks AWSConnectors.",
+            spec=EffectiveOnboardingPolicySpec,
+        ),
+    ]
+
+
+def all_definitions() -> list[dict[str, Any]]:
+    return [custom_resource_definition(), *policy_definitions()]

@@ -13,3 +13,9 @@ FINALIZER = f"{GROUP}/finalizer"
 ANNOTATION_PAUSED = f"{GROUP}/paused"
 ANNOTATION_RECONCILE_REQUESTED_AT = f"{GROUP}/reconcile-requested-at"
 ANNOTATION_ADOPT = f"{GROUP}/adopt"
+
+POLICY_KIND = "ClusterOnboardingPolicy"
+POLICY_PLURAL = "clusteronboardingpolicies"
+EFFECTIVE_KIND = "EffectiveOnboardingPolicy"
+EFFECTIVE_PLURAL = "effectiveonboardingpolicies"
+EFFECTIVE_NAME = "effective"  # the one EffectiveOnboardingPolicy, the admission policy's parameter

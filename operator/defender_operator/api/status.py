@@ -174,6 +174,11 @@ class AWSConnectorStatus(StatusModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     plans: str | None = Field(default=None, description="Enabled plans, for kubectl get.")
+    allowed_by: str | None = Field(
+        default=None,
+        description="What allows this object to use the identities it uses: the ClusterOnboardingPolicy that grants "
+        "the operator's own identity, or Default (only credentials from Secrets in its own namespace).",
+    )
     last_handled_reconcile_at: str | None = Field(
         default=None,
         description="Value of the defender-operator.io/reconcile-requested-at annotation last handled.",

@@ -27,6 +27,7 @@ from ..render.connector import API_VERSION
 from ..writes import Writing, unrecorded
 
 HEALTH_API_VERSION = "2023-05-01-preview"
+SUBSCRIPTION_API_VERSION = "2022-12-01"
 _READ_ONLY = ("id", "name", "type", "systemData", "etag")
 
 
@@ -106,12 +107,15 @@ class Connectors:
         self,
         pipeline: ARMPipelineClient[Any, Any],
         subscription: str,
+        tenant: str,
         planned: list[str] | None = None,
         writing: Writing = unrecorded,
     ) -> None:
-        """With ``planned``, writes are not made but described there (``defender-operator plan``)."""
-        self.pipeline, self.subscription, self.planned = pipeline, subscription, planned
+        """With ``planned``, writes are not made but described there (``defender-operator plan``). Before its first
+        write, the adapter checks that ``subscription`` is reachable and belongs to ``tenant``."""
+        self.pipeline, self.subscription, self.tenant, self.planned = pipeline, subscription, tenant, planned
         self.writing = writing
+        self._verified = False
 
     @property
     def dry_run(self) -> bool:
@@ -159,6 +163,12 @@ class Connectors:
         code, message = _error_message(response)
         status = response.status_code
         text = f"{action} failed: {code}: {message}"
+        if code == "InvalidAuthenticationTokenTenant":
+            raise TerminalError(
+                "AzureTenantMismatch",
+                f"{text}. The Azure credentials are for another tenant than subscription {self.subscription}'s; "
+                "check spec.azure.tenantId and the identity used (nothing was written)",
+            )
         if status == 429 or status >= 500 or status == 408:
             raise RetryableError("AzureUnavailable" if status != 429 else "AzureThrottled", text)
         if status in (401, 403):
@@ -170,6 +180,24 @@ class Connectors:
         if status == 404 and code in ("ResourceGroupNotFound", "SubscriptionNotFound"):
             raise TerminalError(code, text)
         raise TerminalError("ConnectorRejected", text)
+
+    def verify_subscription(self) -> None:
+        """The subscription is reachable with these credentials and belongs to the tenant the spec names (ARM
+        "Subscriptions - Get"), checked once per adapter, before its first write."""
+        if self._verified:
+            return
+        path = f"/subscriptions/{self.subscription}"
+        response = self._send("GetSubscription", "GET", path, SUBSCRIPTION_API_VERSION)
+        if response.status_code != 200:
+            self._raise(response, f"reading subscription {self.subscription}")
+        owner = str(response.json().get("tenantId", ""))
+        if owner.lower() != self.tenant.lower():
+            raise TerminalError(
+                "AzureTenantMismatch",
+                f"subscription {self.subscription} belongs to tenant {owner}, not spec.azure.tenantId {self.tenant}; "
+                "nothing was written",
+            )
+        self._verified = True
 
     def observe(self, resource_group: str, name: str) -> ObservedConnector | None:
         path = connector_id(self.subscription, resource_group, name)
@@ -188,6 +216,7 @@ class Connectors:
         if self.planned is not None:
             self.planned.append(f"{'update' if etag else 'create'} connector {path}")
             return ObservedConnector(id=path, etag=etag, body=body)
+        self.verify_subscription()
         headers = {"If-Match": etag} if etag else {"If-None-Match": "*"}
         with self.writing():
             response = self._send("PutSecurityConnector", "PUT", path, API_VERSION, body, headers)

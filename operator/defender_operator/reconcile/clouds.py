@@ -78,4 +78,7 @@ class Clouds:
                 credential, self.settings.azure_arm_endpoint, ca_bundle=self.settings.azure_ca_bundle
             )
             self._pipelines[id(credential)] = pipeline
-        return Connectors(pipeline, target.spec.azure.subscription_id, self.planned, partial(writes, "azure"))
+        azure = target.spec.azure
+        return Connectors(
+            pipeline, azure.subscription_id, azure.tenant_id, self.planned, partial(writes, "azure")
+        )

@@ -17,6 +17,7 @@ from .azure_side import AzureResult, reconcile_azure
 from .clouds import Clouds, CloudWrites, unrecorded_writes
 from .conditions import Verdict
 from .model import Event, Outcome, Result, Target
+from .tenancy import Admission
 
 WAITING_FOR_AWS = Verdict("Unknown", "WaitingForAWS", "the connector is written once the AWS roles exist")
 NOT_EVALUATED = Verdict("Unknown", "NotEvaluated", "Defender has not evaluated the connector yet")
@@ -77,9 +78,11 @@ def reconcile(
     settings: Settings,
     conflict_with: str | None = None,
     writes: CloudWrites = unrecorded_writes,
+    admission: Admission | None = None,
 ) -> Outcome:
     """One pass. ``writes(cloud)`` wraps every change in a cloud (the caller records the first durably, so cleanup
-    knows whether anything can be left behind there)."""
+    knows whether anything can be left behind there). ``admission`` is the tenancy decision, made before any cloud
+    call (None: not checked, as in ``defender-operator plan``, which runs with the user's own credentials)."""
     status = target.status.model_copy(deep=True)
     status.plans = plans_summary(target.spec)
     if target.paused:
@@ -94,7 +97,12 @@ def reconcile(
     result: Result = "success"
     requeue = settings.resync_seconds
     stage = "aws"
-    if conflict_with:
+    if admission is not None:
+        status.allowed_by = admission.allowed_by
+    if admission is not None and admission.refusal:
+        stalled = Verdict("True", "NotAllowedByPolicy", admission.refusal)
+        aws = AwsResult(Verdict("False", "NotAllowedByPolicy", admission.refusal))
+    elif conflict_with:
         message = (
             f"{conflict_with} already onboards AWS account {target.spec.aws.account_id} into subscription "
             f"{target.spec.azure.subscription_id}; nothing is written for this object"

@@ -112,7 +112,8 @@ def down(state: Path, keep_logs: Path | None = None) -> list[str]:
 
 def up(state: Path, *, emulators: bool = True, async_stack_seconds: float = 0.0) -> Sandbox:
     """Start the sandbox in ``state`` (after cleaning up whatever an earlier run left there)."""
-    from ..api.crd import custom_resource_definition
+    from ..api.admission import admission_binding, admission_policy
+    from ..api.crd import all_definitions
 
     down(state)
     state.mkdir(parents=True)
@@ -121,7 +122,10 @@ def up(state: Path, *, emulators: bool = True, async_stack_seconds: float = 0.0)
         with ThreadPoolExecutor(1) as pool:
             clouds = pool.submit(start_emulators, state, async_stack_seconds) if emulators else None
             plane = controlplane.start(state)
-            controlplane.install_crd(plane, custom_resource_definition())
+            for crd in all_definitions():
+                controlplane.install_crd(plane, crd)
+            # As the chart installs it: AWSConnectors that no ClusterOnboardingPolicy allows are refused at apply.
+            controlplane.apply_admission(plane, [admission_policy(), admission_binding()])
             sandbox = Sandbox(state=state, control_plane=plane, **(clouds.result() if clouds else {}))
         sandbox.save()
         return sandbox

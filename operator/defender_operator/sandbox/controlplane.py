@@ -181,3 +181,13 @@ def install_crd(plane: ControlPlane, crd: dict[str, Any]) -> None:
             return
         time.sleep(0.1)
     raise ControlPlaneError(f"CRD {name} not Established after {READY_TIMEOUT:.0f}s")
+
+
+def apply_admission(plane: ControlPlane, objects: list[dict[str, Any]]) -> None:
+    """Server-side apply admissionregistration.k8s.io/v1 objects (the ValidatingAdmissionPolicy and its binding)."""
+    for obj in objects:
+        plural = {"ValidatingAdmissionPolicy": "validatingadmissionpolicies"}.get(
+            obj["kind"], "validatingadmissionpolicybindings"
+        )
+        path = f"/apis/admissionregistration.k8s.io/v1/{plural}/{obj['metadata']['name']}"
+        api_request(plane, "PATCH", f"{path}?fieldManager=defender-operator-sandbox&force=true", obj)

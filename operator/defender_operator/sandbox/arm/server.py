@@ -11,7 +11,14 @@ Control endpoints (no authentication; loopback only):
 ``POST|DELETE /_sandbox/faults`` (``{"method", "pathPattern", "count", "status", "retryAfter", "latency", "drop"}``);
 ``POST /_sandbox/health`` (``{"connectorId", "status": "Healthy"|"NotHealthy", "reason", "issues": [...]}``);
 ``POST /_sandbox/clients`` (``{"clientId": "secret"}``: the only secrets the token endpoint accepts; default any
-client with secret "sandbox").
+client with secret "sandbox"); ``POST /_sandbox/subscriptions`` (``{"subscriptionId": "tenantId"}``: subscriptions
+that belong to another tenant than the default one).
+
+Tenants, as ARM enforces them: a token is issued for the tenant in the token URL, and every request under
+``/subscriptions/{id}`` with a token of another tenant than the subscription's fails with 401
+``InvalidAuthenticationTokenTenant`` (the message ARM sends; every subscription is in the sandbox tenant unless
+registered otherwise). ``GET /subscriptions/{id}`` answers the subscription with its ``tenantId``
+(Microsoft.Resources "Subscriptions - Get", api-version 2022-12-01).
 """
 
 import argparse
@@ -46,10 +53,13 @@ _HEALTH = re.compile(
     r"securityConnectors/(?P<name>[^/]+))/providers/Microsoft\.Security/healthReports(/(?P<report>[^/]+))?$",
     re.IGNORECASE,
 )
+_SUBSCRIPTION = re.compile(r"^/subscriptions/(?P<sub>[^/]+)(/.*)?$", re.IGNORECASE)
 _OPENID = re.compile(r"^/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration$")
 _TOKEN = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")
 _TOKEN_LIFETIME = 3600
 DEFAULT_SECRET = "sandbox"
+DEFAULT_TENANT = "99999999-8888-7777-6666-555555555555"
+SUBSCRIPTION_API_VERSIONS = ("2022-12-01", "2021-01-01", "2020-01-01")
 
 
 class State:
@@ -58,7 +68,8 @@ class State:
         self.faults = FaultTable()
         self.page_size = page_size
         self.requests: list[dict[str, Any]] = []
-        self.tokens: dict[str, tuple[str, float]] = {}  # token -> (client id, expiry)
+        self.tokens: dict[str, tuple[str, float, str]] = {}  # token -> (client id, expiry, tenant)
+        self.subscriptions: dict[str, str] = {}  # subscription (lower case) -> tenant, when not the default
         self.clients: dict[str, str] | None = None  # None: any client id with the default secret
         self.lock = threading.Lock()
 
@@ -68,6 +79,7 @@ class State:
         with self.lock:
             self.requests.clear()
             self.clients = None
+            self.subscriptions.clear()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -211,7 +223,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
         token = "sandbox." + secrets.token_urlsafe(24)
         with self.state.lock:
-            self.state.tokens[token] = (client_id, time.time() + _TOKEN_LIFETIME)
+            self.state.tokens[token] = (client_id, time.time() + _TOKEN_LIFETIME, tenant.lower())
         self._send(
             200,
             {
@@ -222,7 +234,7 @@ class Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _caller(self) -> str:
+    def _caller(self, path: str = "") -> str:
         auth = self.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip()
         with self.state.lock:
@@ -233,7 +245,21 @@ class Handler(BaseHTTPRequestHandler):
                 "InvalidAuthenticationToken",
                 "The access token is invalid.",
             )
+        if m := _SUBSCRIPTION.match(path):
+            owner = self._tenant_of(m["sub"])
+            if entry[2] != owner:
+                raise ArmError(
+                    401,
+                    "InvalidAuthenticationTokenTenant",
+                    f"The access token is from the wrong issuer 'https://sts.windows.net/{entry[2]}/'. It must match "
+                    f"the tenant 'https://sts.windows.net/{owner}/' associated with this subscription. Please use the "
+                    f"authority (URL) 'https://login.windows.net/{owner}' to get the token.",
+                )
         return entry[0]
+
+    def _tenant_of(self, subscription: str) -> str:
+        with self.state.lock:
+            return self.state.subscriptions.get(subscription.lower(), DEFAULT_TENANT)
 
     # --- ARM ------------------------------------------------------------------------------------------------------------
 
@@ -261,8 +287,24 @@ class Handler(BaseHTTPRequestHandler):
         if tenant and method == "POST":
             self._token(tenant["tenant"])
             return
-        caller = self._caller()
+        caller = self._caller(path)
         store = self.state.store
+        if (m := _SUBSCRIPTION.match(path)) and m.group(2) is None:
+            self._api_version(query, SUBSCRIPTION_API_VERSIONS)
+            if method != "GET":
+                raise ArmError(405, "MethodNotAllowed", f"{method} is not supported on subscriptions.")
+            sub = m["sub"]
+            self._send(
+                200,
+                {
+                    "id": f"/subscriptions/{sub}",
+                    "subscriptionId": sub,
+                    "tenantId": self._tenant_of(sub),
+                    "displayName": f"sandbox {sub[:8]}",
+                    "state": "Enabled",
+                },
+            )
+            return
         if m := _HEALTH.match(path):
             self._api_version(query, HEALTH_API_VERSIONS)
             if method != "GET":
@@ -345,6 +387,9 @@ class Handler(BaseHTTPRequestHandler):
             )
         elif path == "/_sandbox/clients" and method == "POST":
             state.clients = dict(self._body() or {})
+        elif path == "/_sandbox/subscriptions" and method == "POST":
+            with state.lock:
+                state.subscriptions.update({k.lower(): v.lower() for k, v in (self._body() or {}).items()})
         else:
             raise ArmError(404, "NotFound", f"No control endpoint {method} {path}.")
         self._send(200, {"ok": True})

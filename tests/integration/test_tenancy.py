@@ -1,0 +1,218 @@
+"""Tenancy (issue 11): the cluster admin decides who may use the operator's identities, at admission and again in the
+operator, on the sandbox's real API server with its ValidatingAdmissionPolicy, the operator as its own process."""
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from defender_operator.sandbox import Sandbox, binaries
+from tests.conftest import OPT_OUT
+from tests.support.clouds import arm_control, arm_requests
+from tests.support.kube import apply, condition, get_object, kubectl, wait_for
+from tests.support.onboarding import account_of, connector, manifest, stacks_of
+from tests.support.operator import OperatorProcess, start_operator, wait_condition, wait_gone
+
+pytestmark = pytest.mark.integration
+
+OTHER_TENANT = "77777777-6666-5555-4444-333333333333"
+DEFAULT_TENANT = "99999999-8888-7777-6666-555555555555"
+
+
+@pytest.fixture(scope="module")
+def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    running = start_operator(sandbox, tmp_path_factory.mktemp("tenancy-operator"))
+    try:
+        yield running
+    finally:
+        running.stop()
+        logs = binaries.cache_dir() / "test-sandbox-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(running.state / "operator.log", logs / "tenancy-operator.log")
+
+
+def bare_namespace(kubeconfig: Path) -> str:
+    """A namespace that the tests' own policy does not select: only what a test grants applies."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {OPT_OUT: "true"}}}
+    assert apply(kubeconfig, body).returncode == 0
+    return name
+
+
+def grant(kubeconfig: Path, namespace: str, account: str, **azure: Any) -> str:
+    """A policy: ``namespace`` may have the operator assume defender-onboarding in ``account``, and use the operator's
+    Azure identity; returns its name once the admission parameter carries it."""
+    name = f"grant-{uuid.uuid4().hex[:6]}"
+    policy = {
+        "apiVersion": "defender-operator.io/v1alpha1",
+        "kind": "ClusterOnboardingPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaces": {"names": [namespace]},
+            "aws": {"accountIds": [account], "roleArns": ["arn:aws:iam::*:role/defender-onboarding"]},
+            "azure": {
+                "ambientIdentity": True,
+                "tenantIds": ["*"],
+                "subscriptionIds": ["*"],
+                "resourceGroups": ["*"],
+                **azure,
+            },
+        },
+    }
+    assert apply(kubeconfig, policy).returncode == 0
+    wait_for(
+        lambda: name in effective_policies(kubeconfig), 30, f"the operator to fold {name} into the parameter"
+    )
+    return name
+
+
+def effective_policies(kubeconfig: Path) -> list[str]:
+    out = kubectl(
+        kubeconfig, "get", "effectiveonboardingpolicy", "effective", "-o", "json", check=True
+    ).stdout
+    return [r["policy"] for r in json.loads(out)["spec"]["rules"]]
+
+
+def revoke(kubeconfig: Path, name: str) -> None:
+    kubectl(kubeconfig, "delete", "clusteronboardingpolicy", name, check=True)
+    wait_for(lambda: name not in effective_policies(kubeconfig), 30, f"{name} to leave the parameter")
+
+
+def nothing_written(sandbox: Sandbox, m: dict[str, Any]) -> bool:
+    return stacks_of(sandbox, account_of(m)) == [] and connector(sandbox, m).status_code == 404
+
+
+def test_without_a_policy_the_operators_identity_is_refused_at_apply(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    namespace = bare_namespace(kubeconfig)
+    assumed = manifest(namespace)  # roleArn, assumed with the operator's identity
+    refused = apply(kubeconfig, assumed)
+    assert refused.returncode != 0
+    assert (
+        "spec.aws.credentials" in refused.stderr and "no ClusterOnboardingPolicy selects it" in refused.stderr
+    )
+    azure_ambient = manifest(namespace, "azure")
+    azure_ambient["spec"]["aws"]["credentials"] = {"secretRef": {"name": "aws-keys"}}
+    refused = apply(kubeconfig, azure_ambient)
+    assert refused.returncode != 0 and "spec.azure.credentialsSecretRef" in refused.stderr
+
+
+def test_a_namespaces_own_secrets_work_without_any_policy(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    namespace = bare_namespace(kubeconfig)
+    kubectl(
+        kubeconfig, "create", "secret", "generic", "aws-keys", "-n", namespace,
+        "--from-literal=accessKeyId=AKIATENANTOWNKEYS", "--from-literal=secretAccessKey=tenant-own-secret", check=True,
+    )  # fmt: skip
+    kubectl(
+        kubeconfig, "create", "secret", "generic", "azure-app", "-n", namespace,
+        "--from-literal=clientId=tenant-app", "--from-literal=clientSecret=sandbox", check=True,
+    )  # fmt: skip
+    m = manifest(namespace)
+    m["spec"]["aws"]["credentials"]["secretRef"] = {
+        "name": "aws-keys"
+    }  # the role is assumed with the tenant's keys
+    m["spec"]["azure"]["credentialsSecretRef"] = {"name": "azure-app"}
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    assert obj["status"]["allowedBy"] == "Default"
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "acme")
+
+
+def test_a_policy_grants_its_namespace_its_account_and_nothing_else(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    a, b = bare_namespace(kubeconfig), bare_namespace(kubeconfig)
+    x = manifest(a)
+    policy = grant(kubeconfig, a, account_of(x))
+    try:
+        assert apply(kubeconfig, x).returncode == 0
+        obj = wait_condition(kubeconfig, a, "acme", "Ready", "True")
+        assert obj["status"]["allowedBy"] == policy
+        in_b = manifest(b, account=account_of(x))  # namespace B may not onboard X
+        in_b["spec"]["azure"]["subscriptionId"] = "22222222-3333-4444-5555-666666666666"
+        refused = apply(kubeconfig, in_b)
+        assert refused.returncode != 0 and f"namespace {b}" in refused.stderr
+        y = manifest(a, "other")  # namespace A may not onboard Y
+        refused = apply(kubeconfig, y)
+        assert refused.returncode != 0 and "aws.accountIds" in refused.stderr
+        kubectl(kubeconfig, "delete", "awsc", "-n", a, "acme", "--wait=false", check=True)
+        wait_gone(kubeconfig, a, "acme")
+    finally:
+        revoke(kubeconfig, policy)
+
+
+def test_an_object_admitted_before_its_policy_was_revoked_is_stalled_and_writes_nothing(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    namespace = bare_namespace(kubeconfig)
+    m = manifest(namespace)
+    m["metadata"]["annotations"] = {"defender-operator.io/paused": "true"}
+    policy = grant(kubeconfig, namespace, account_of(m))
+    assert apply(kubeconfig, m).returncode == 0  # admitted while the policy allowed it
+    revoke(kubeconfig, policy)
+    operator.reset_aws_operations()
+    arm_control(sandbox, "/_sandbox/requests", method="DELETE")
+    kubectl(
+        kubeconfig, "annotate", "awsc", "-n", namespace, "acme", "defender-operator.io/paused-", check=True
+    )
+    obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="NotAllowedByPolicy")
+    message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert (
+        "spec.aws.credentials.roleArn" in message
+        and "no ClusterOnboardingPolicy selects namespace" in message
+    )
+    assert [r for r in arm_requests(sandbox) if f"rg-{namespace}" in r["path"]] == []
+    assert nothing_written(sandbox, m) and "firstCloudWrite" not in obj["status"]
+    assert "allowedBy" not in obj["status"]
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "acme", timeout=20)
+
+
+def test_a_subscription_of_another_tenant_is_never_written(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    namespace = bare_namespace(kubeconfig)
+    m = manifest(namespace)
+    m["spec"]["azure"]["tenantId"] = OTHER_TENANT  # the subscription is in the sandbox tenant, not this one
+    policy = grant(kubeconfig, namespace, account_of(m))
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+        obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="AzureTenantMismatch")
+        message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+        assert f"not spec.azure.tenantId {OTHER_TENANT}" in message
+        assert connector(sandbox, m).status_code == 404
+        # The subscription moves to that tenant: now the operator's own token is of the wrong tenant, and ARM says so.
+        arm_control(sandbox, "/_sandbox/subscriptions", {m["spec"]["azure"]["subscriptionId"]: OTHER_TENANT})
+        try:
+            kubectl(
+                kubeconfig, "annotate", "awsc", "-n", namespace, "acme", "--overwrite",
+                f"defender-operator.io/reconcile-requested-at={uuid.uuid4()}", check=True,
+            )  # fmt: skip
+            wait_for(
+                lambda: (
+                    "InvalidAuthenticationTokenTenant"
+                    in (condition(get_object(kubeconfig, namespace, "acme"), "Stalled") or {}).get(
+                        "message", ""
+                    )
+                ),
+                30,
+                "ARM's refusal of a token of another tenant",
+            )
+        finally:
+            arm_control(
+                sandbox, "/_sandbox/subscriptions", {m["spec"]["azure"]["subscriptionId"]: DEFAULT_TENANT}
+            )
+        assert connector(sandbox, m).status_code == 404
+        kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+        wait_gone(kubeconfig, namespace, "acme", timeout=60)
+        assert stacks_of(sandbox, account_of(m)) == []
+    finally:
+        revoke(kubeconfig, policy)

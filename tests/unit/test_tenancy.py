@@ -1,0 +1,109 @@
+"""Who may use the operator's identities: the decision the operator makes before any cloud call."""
+
+from typing import Any
+
+from defender_operator.api.policy import ClusterOnboardingPolicySpec, effective_rule, glob_regex
+from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.reconcile.tenancy import DEFAULT, admit
+from tests.support.manifests import base_manifest
+
+X, Y = "111122223333", "444455556666"
+ROLE_X = f"arn:aws:iam::{X}:role/defender-onboarding"
+
+
+def spec(
+    account: str = X, aws: dict[str, Any] | None = None, azure_secret: bool = False, **azure: str
+) -> AWSConnectorSpec:
+    m = base_manifest(account=account)["spec"]
+    if aws is not None:
+        m["aws"]["credentials"] = aws
+    if azure_secret:
+        m["azure"]["credentialsSecretRef"] = {"name": "azure"}
+    m["azure"].update(azure)
+    return AWSConnectorSpec.model_validate(m)
+
+
+def policy(name: str, **body: Any) -> Any:
+    return effective_rule(name, ClusterOnboardingPolicySpec.model_validate(body))
+
+
+TEAM_A = policy(
+    "team-a",
+    namespaces={"names": ["a"]},
+    aws={"accountIds": [X], "roleArns": ["arn:aws:iam::*:role/defender-*"]},
+    azure={
+        "ambientIdentity": True,
+        "tenantIds": ["*"],
+        "subscriptionIds": ["*"],
+        "resourceGroups": ["defender-*"],
+    },
+)
+
+
+def test_own_secrets_need_no_policy_even_with_a_role_assumed_with_them() -> None:
+    own = spec(aws={"secretRef": {"name": "aws"}, "roleArn": ROLE_X}, azure_secret=True)
+    assert admit(own, "anywhere", {}, []).allowed_by == DEFAULT
+
+
+def test_without_a_policy_the_operators_identity_is_refused_naming_the_field() -> None:
+    for refused in (spec(aws={"roleArn": ROLE_X}, azure_secret=True), spec(azure_secret=True)):
+        decision = admit(refused, "a", {}, [])
+        assert decision.allowed_by is None and decision.refusal
+        assert (
+            "spec.aws.credentials" in decision.refusal
+            and "no ClusterOnboardingPolicy selects namespace a" in (decision.refusal)
+        )
+    azure = admit(spec(aws={"secretRef": {"name": "aws"}}), "a", {}, [])
+    assert azure.refusal and "spec.azure.credentialsSecretRef" in azure.refusal
+
+
+def test_a_policy_grants_its_namespaces_its_accounts_and_its_roles_only() -> None:
+    wanted = spec(aws={"roleArn": ROLE_X}, resourceGroup="defender-connectors")
+    assert admit(wanted, "a", {}, [TEAM_A]).allowed_by == "team-a"
+    assert admit(wanted, "b", {}, [TEAM_A]).refusal  # namespace B may not onboard X
+    other = spec(Y, aws={"roleArn": f"arn:aws:iam::{Y}:role/defender-onboarding"}, resourceGroup="defender-x")
+    refused = admit(other, "a", {}, [TEAM_A]).refusal
+    assert refused and f"aws.accountIds does not include {Y}" in refused  # A may not onboard Y
+    ambient = admit(spec(resourceGroup="defender-x"), "a", {}, [TEAM_A]).refusal
+    assert ambient and "aws.ambientIdentity" in ambient
+    wrong_rg = admit(spec(aws={"roleArn": ROLE_X}, resourceGroup="prod"), "a", {}, [TEAM_A]).refusal
+    assert wrong_rg and "azure.resourceGroups does not match prod" in wrong_rg
+
+
+def test_one_policy_must_allow_both_sides() -> None:
+    aws_only = policy(
+        "aws-only", namespaces={"names": ["a"]}, aws={"accountIds": [X], "ambientIdentity": True}
+    )
+    azure_only = policy(
+        "azure-only",
+        namespaces={"names": ["a"]},
+        azure={"ambientIdentity": True, "tenantIds": ["*"], "subscriptionIds": ["*"]},
+    )
+    assert admit(spec(), "a", {}, [aws_only, azure_only]).refusal
+    assert admit(spec(azure_secret=True), "a", {}, [aws_only, azure_only]).allowed_by == "aws-only"
+    assert (
+        admit(spec(aws={"secretRef": {"name": "k"}}), "a", {}, [aws_only, azure_only]).allowed_by
+        == "azure-only"
+    )
+
+
+def test_namespaces_by_label_selector() -> None:
+    by_label = policy(
+        "labelled",
+        namespaces={
+            "selector": {
+                "matchLabels": {"team": "payments"},
+                "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod", "stage"]}],
+            }
+        },
+        aws={"accountIds": ["*"], "ambientIdentity": True},
+    )
+    wanted = spec(azure_secret=True)
+    assert admit(wanted, "p", {"team": "payments", "env": "prod"}, [by_label]).allowed_by == "labelled"
+    assert admit(wanted, "p", {"team": "payments", "env": "dev"}, [by_label]).refusal
+    assert admit(wanted, "p", {"env": "prod"}, [by_label]).refusal
+
+
+def test_globs_become_anchored_regexes() -> None:
+    assert glob_regex("arn:aws:iam::*:role/defender-*") == r"^arn:aws:iam::.*:role/defender\-.*$"
+    assert glob_regex("rg.(x)") == r"^rg\.\(x\)$"
