@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -18,7 +19,8 @@ from .api.crd import custom_resource_definition, policy_definitions
 from .api.manifest import Manifest, load_manifests
 from .render import RenderedConnector, render
 
-OUTPUTS = ("cloudformation", "terraform", "connector", "all")
+DOCUMENTS = ("cloudformation", "terraform", "connector", "all")
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 FILES = {
     "cloudformation": "cloudformation.json",
     "member_stackset": "member-stackset.json",
@@ -27,26 +29,46 @@ FILES = {
 }
 
 
-def _read(path: str) -> str:
-    return sys.stdin.read() if path == "-" else Path(path).read_text()
+def _files(paths: Sequence[str]) -> list[str]:
+    """``-f`` as kubectl reads it: files, ``-`` for stdin, and directories (their .yaml, .yml and .json files)."""
+    files = []
+    for path in paths:
+        if path != "-" and Path(path).is_dir():
+            files += sorted(
+                str(p) for p in Path(path).iterdir() if p.suffix in MANIFEST_SUFFIXES and p.is_file()
+            )
+        else:
+            files.append(path)
+    return files
 
 
 def load_valid_manifests(paths: Sequence[str]) -> list[Manifest] | None:
     """All manifests of the given files, or None after printing every problem (one line each) to stderr."""
     manifests: list[Manifest] = []
     failed = False
-    for path in paths:
+    for path in _files(paths):
         try:
-            text = _read(path)
+            text = sys.stdin.read() if path == "-" else Path(path).read_text()
         except OSError as exc:
             print(f"{path}: {exc.strerror}", file=sys.stderr)
             failed = True
             continue
-        for manifest in load_manifests(text):
+        found = load_manifests(text)
+        if not found:
+            print(f"{path}: no AWSConnector in it", file=sys.stderr)
+            failed = True
+        for manifest in found:
             for problem in manifest.problems:
                 print(f"{path}: {manifest.name}: {problem}", file=sys.stderr)
                 failed = True
             manifests.append(manifest)
+    if not failed and not manifests:
+        print("no manifest given", file=sys.stderr)
+        failed = True
+    keys = [m.key for m in manifests]
+    for key in sorted({k for k in keys if keys.count(k) > 1}):
+        print(f"{key}: given more than once", file=sys.stderr)
+        failed = True
     return None if failed else manifests
 
 
@@ -64,6 +86,12 @@ def _documents(rendered: RenderedConnector, output: str) -> dict[str, str]:
     return docs
 
 
+def _dump(value: Any, fmt: str) -> str:
+    if fmt == "yaml":
+        return yaml.safe_dump(value, sort_keys=False, width=120)
+    return json.dumps(value, indent=2) + "\n"
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     manifests = load_valid_manifests(args.filename)
     if manifests is None:
@@ -71,26 +99,25 @@ def cmd_render(args: argparse.Namespace) -> int:
     rendered: dict[str, dict[str, str]] = {}
     for manifest in manifests:
         assert manifest.spec is not None
-        docs = _documents(render(manifest.spec), args.output)
-        if args.output == "terraform" and not docs:
-            print(f"{manifest.name}: Terraform is not available for a management account", file=sys.stderr)
+        docs = _documents(render(manifest.spec), args.only)
+        if args.only == "terraform" and not docs:
+            print(f"{manifest.key}: Terraform is not available for a management account", file=sys.stderr)
             return 1
-        rendered[manifest.name] = docs
+        rendered[manifest.key] = docs
     if args.out_dir:
-        for name, docs in rendered.items():
-            target = Path(args.out_dir) if len(rendered) == 1 else Path(args.out_dir) / name
+        for key, docs in rendered.items():
+            target = Path(args.out_dir) if len(rendered) == 1 else Path(args.out_dir) / key
             target.mkdir(parents=True, exist_ok=True)
-            for key, text in docs.items():
-                (target / FILES[key]).write_text(text)
-                print(f"wrote {target / FILES[key]}", file=sys.stderr)
-    elif len(rendered) == 1 and len(docs) == 1:
-        sys.stdout.write(next(iter(docs.values())))
+            for document, text in docs.items():
+                (target / FILES[document]).write_text(text)
+                print(f"wrote {target / FILES[document]}", file=sys.stderr)
+        return 0
+    combined = {key: {d: json.loads(text) for d, text in docs.items()} for key, docs in rendered.items()}
+    if len(combined) == 1:
+        (single,) = combined.values()
+        sys.stdout.write(_dump(next(iter(single.values())) if len(single) == 1 else single, args.output))
     else:
-        combined = {
-            name: {key: json.loads(text) for key, text in docs.items()} for name, docs in rendered.items()
-        }
-        single = next(iter(combined.values())) if len(combined) == 1 else combined
-        sys.stdout.write(json.dumps(single, indent=2) + "\n")
+        sys.stdout.write(_dump(combined, args.output))
     return 0
 
 
@@ -150,9 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("render", help="render the CloudFormation, Terraform and connector body of manifests")
-    p.add_argument("-f", "--filename", action="append", required=True, help="manifest file, or - for stdin")
-    p.add_argument("--output", "-o", choices=OUTPUTS, default="all")
-    p.add_argument("--out-dir", help="write files here instead of printing")
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="manifest file, directory (its .yaml, .yml and .json files) or - for stdin; repeatable; kind: List works",
+    )
+    p.add_argument(
+        "--only", choices=DOCUMENTS, default="all", help="which documents to render (default: all)"
+    )
+    p.add_argument(
+        "-o", "--output", choices=("json", "yaml"), default="json", help="output format (default: json)"
+    )
+    p.add_argument(
+        "--out-dir",
+        help="write files here instead of printing (one directory per object, <namespace>/<name>, when several)",
+    )
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("crd", help="print the CustomResourceDefinitions")
@@ -180,7 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plan", help="show what a reconcile would change in AWS and Azure (read-only)")
-    p.add_argument("-f", "--filename", action="append", required=True, help="manifest file, or - for stdin")
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="manifest file, directory or - for stdin; repeatable",
+    )
+    p.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when nothing would change, 2 when something would, 1 when it could not plan",
+    )
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("sandbox", help="local control plane (kube-apiserver, etcd) and cloud emulators")

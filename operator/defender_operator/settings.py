@@ -6,9 +6,10 @@ operator adds. docs/configuration.md lists every one.
 """
 
 import argparse
-from typing import Literal
+from typing import Literal, get_args, get_origin
 
 from pydantic import Field
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -65,27 +66,34 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
 
 
+def _env(name: str) -> str:
+    return f"{Settings.model_config.get('env_prefix', '')}{name.upper()}"
+
+
+def _default(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
+    return "all" if value == [] else "none" if value is None else str(value)
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``defender-operator run``; each overrides the environment variable of the same setting."""
-    parser.add_argument(
-        "-n", "--namespace", action="append", dest="namespaces", help="namespace to watch (repeat)"
-    )
-    parser.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
-    parser.add_argument("--instance")
-    parser.add_argument("--aws-region")
-    parser.add_argument("--aws-endpoint-url")
-    parser.add_argument("--azure-arm-endpoint")
-    parser.add_argument("--azure-authority-host")
-    parser.add_argument("--azure-ca-bundle")
-    parser.add_argument("--resync-seconds", type=float)
-    parser.add_argument("--resync-jitter", type=float)
-    parser.add_argument("--in-progress-seconds", type=float)
-    parser.add_argument("--drift-check-seconds", type=float)
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--probe-port", type=int)
-    parser.add_argument("--metrics-port", type=int)
-    parser.add_argument("--log-format", choices=["json", "text"])
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    """Flags of ``defender-operator run``, one per setting, generated from :class:`Settings`: each says what it does,
+    its default and the environment variable behind it, and overrides that variable."""
+    for name, field in Settings.model_fields.items():
+        env, default = _env(name), _default(field)
+        text = f"{field.description} (default: {default}; env {env})"
+        if name == "namespaces":
+            parser.add_argument("-n", "--namespace", action="append", dest="namespaces", help=text)
+            parser.add_argument(
+                "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
+            )
+            continue
+        flag = "--" + name.replace("_", "-")
+        annotation = field.annotation
+        choices = get_args(annotation) if get_origin(annotation) is Literal else None
+        kind = int if annotation is int else float if annotation is float else str
+        parser.add_argument(
+            flag, dest=name, type=kind, choices=choices, metavar=None if choices else name.upper(), help=text
+        )
 
 
 def settings_from(args: argparse.Namespace | None = None) -> Settings:

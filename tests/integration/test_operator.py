@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -635,23 +636,30 @@ def test_plan_shows_changes_and_writes_nothing(
     assert stacks_of(sandbox, account_of(m)) == []
     assert apply(kubeconfig, m).returncode == 0
     wait_condition(kubeconfig, namespace, "planned", "Ready", "True")
-    in_sync = subprocess.run(
-        [sys.executable, "-m", "defender_operator.cli", "plan", "-f", str(manifest_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "no changes" in in_sync.stdout, in_sync.stdout + in_sync.stderr
+    in_sync = plan_command(env, manifest_file, "--detailed-exitcode")
+    assert "no changes" in in_sync.stdout and in_sync.returncode == 0, in_sync.stdout + in_sync.stderr
     m["spec"]["scanIntervalHours"] = 24
     manifest_file.write_text(yaml.safe_dump(m))
-    changed = subprocess.run(
-        [sys.executable, "-m", "defender_operator.cli", "plan", "-f", str(manifest_file)],
+    changed = plan_command(env, manifest_file, "--detailed-exitcode")
+    assert "update connector" in changed.stdout and changed.returncode == 2, changed.stdout + changed.stderr
+    assert "update stack" not in changed.stdout  # the interval lives in Azure only
+    # Unreachable clouds or cluster: exit 1, one line, no traceback (CI can trust the exit code).
+    unreachable = tmp_path / "unreachable-kubeconfig"
+    unreachable.write_text(
+        re.sub(r"server: https://\S+", "server: https://127.0.0.1:9", kubeconfig.read_text())
+    )
+    for broken in ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, {"KUBECONFIG": str(unreachable)}):
+        failed = plan_command({**env, **broken}, manifest_file, "--detailed-exitcode")
+        assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    delete(kubeconfig, namespace, "planned")
+
+
+def plan_command(env: dict[str, str], manifest_file: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "defender_operator.cli", "plan", "-f", str(manifest_file), *flags],
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
-    assert "update connector" in changed.stdout, changed.stdout
-    assert "update stack" not in changed.stdout  # the interval lives in Azure only
-    delete(kubeconfig, namespace, "planned")

@@ -24,7 +24,7 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
 
 
 def test_render_all_plans_writes_valid_files(tmp_path: Path) -> None:
-    result = cli("render", "-f", "examples/all-plans.yaml", "--output", "all", "--out-dir", str(tmp_path))
+    result = cli("render", "-f", "examples/all-plans.yaml", "--out-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "cloudformation.json",
@@ -39,10 +39,10 @@ def test_render_all_plans_writes_valid_files(tmp_path: Path) -> None:
 
 def test_render_reads_multi_document_stdin() -> None:
     docs = [base_manifest("one"), base_manifest("two", account="222233334444")]
-    result = cli("render", "-f", "-", "--output", "connector", stdin=yaml.safe_dump_all(docs))
+    result = cli("render", "-f", "-", "--only", "connector", stdin=yaml.safe_dump_all(docs))
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert out["two"]["connector"]["properties"]["hierarchyIdentifier"] == "222233334444"
+    assert out["default/two"]["connector"]["properties"]["hierarchyIdentifier"] == "222233334444"
 
 
 def test_bad_manifest_gives_one_line_per_problem_and_no_traceback() -> None:
@@ -68,7 +68,7 @@ def test_management_account_renders_member_template_but_no_terraform(tmp_path: P
         "connector.json",
         "member-stackset.json",
     ]
-    refused = cli("render", "-f", "examples/management-account.yaml", "--output", "terraform")
+    refused = cli("render", "-f", "examples/management-account.yaml", "--only", "terraform")
     assert refused.returncode == 1 and "management account" in refused.stderr
 
 
@@ -82,3 +82,45 @@ def test_version() -> None:
     from defender_operator import __version__
 
     assert cli("version").stdout.strip() == __version__
+
+
+def test_f_takes_directories_lists_and_yaml_output(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(base_manifest("one")))
+    listed = {"apiVersion": "v1", "kind": "List", "items": [base_manifest("two", account="222233334444")]}
+    (tmp_path / "b.json").write_text(json.dumps(listed))
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    result = cli("render", "-f", str(tmp_path), "--only", "connector", "-o", "yaml")
+    assert result.returncode == 0, result.stderr
+    out = yaml.safe_load(result.stdout)
+    assert sorted(out) == ["default/one", "default/two"]
+
+
+def test_same_name_in_two_namespaces_gets_two_directories(tmp_path: Path) -> None:
+    docs = [base_manifest("acme", "team-a"), base_manifest("acme", "team-b", account="222233334444")]
+    result = cli("render", "-f", "-", "--out-dir", str(tmp_path), stdin=yaml.safe_dump_all(docs))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "team-a" / "acme" / "connector.json").exists()
+    assert (tmp_path / "team-b" / "acme" / "connector.json").exists()
+    twice = cli("render", "-f", "-", stdin=yaml.safe_dump_all([base_manifest("acme")] * 2))
+    assert twice.returncode == 1 and "default/acme: given more than once" in twice.stderr
+
+
+def test_empty_and_invalid_input_are_one_line_errors() -> None:
+    empty = cli("render", "-f", "-", stdin="")
+    assert empty.returncode == 1 and empty.stderr.strip() == "-: no AWSConnector in it"
+    broken = cli("render", "-f", "-", stdin="spec:\n  aws: [unclosed\n")
+    lines = broken.stderr.strip().splitlines()
+    assert (
+        broken.returncode == 1 and len(lines) == 1 and "not valid YAML" in lines[0] and "line" in lines[0]
+    ), lines
+    assert "Traceback" not in broken.stderr
+
+
+def test_run_help_documents_every_setting_with_its_default_and_variable() -> None:
+    from defender_operator.settings import Settings
+
+    text = " ".join(cli("run", "--help").stdout.split())
+    for name in Settings.model_fields:
+        assert f"DEFENDER_OPERATOR_{name.upper()}" in text, name
+    assert "--in-progress-seconds IN_PROGRESS_SECONDS How soon to look again" in text
+    assert "(default: 15.0; env DEFENDER_OPERATOR_IN_PROGRESS_SECONDS)" in text

@@ -28,6 +28,11 @@ class Manifest:
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def key(self) -> str:
+        """``namespace/name``: how the output tells objects of the same name in two namespaces apart."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
     def connector_name(self) -> str:
         assert self.spec is not None
         return self.spec.azure.connector_name or self.name
@@ -89,10 +94,25 @@ def parse_document(doc: Any, index: int) -> Manifest:
     )
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (PyYAML's own text spans several lines of parser internals)."""
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML: {what}{where}"
+
+
+def _items(doc: Any) -> list[Any]:
+    """A ``kind: List`` (what ``kubectl get -o yaml`` writes) stands for its items."""
+    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        return list(doc["items"])
+    return [doc]
+
+
 def load_manifests(text: str) -> list[Manifest]:
-    """Every non-empty document of a (multi-document) YAML stream."""
+    """Every non-empty document of a (multi-document) YAML or JSON stream, lists unpacked."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [item for d in yaml.safe_load_all(text) if d is not None for item in _items(d)]
     except yaml.YAMLError as exc:
-        return [Manifest(name="input", namespace="", spec=None, problems=[f"not valid YAML: {exc}"])]
+        return [Manifest(name="input", namespace="", spec=None, problems=[_yaml_problem(exc)])]
     return [parse_document(doc, i + 1) for i, doc in enumerate(docs)]
