@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import kopf
@@ -92,13 +92,29 @@ class Runtime:
         If the caller is cancelled (Kopf stops the daemon of a deleted object), the lock is kept until the thread
         has finished: cleanup must not start while a pass can still write.
         """
-        async with self.locks.setdefault(uid, asyncio.Lock()), self.workers:
-            task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        lock = self.locks.setdefault(uid, asyncio.Lock())
+        with metrics.queued():
+            await lock.acquire()
+            try:
+                await self.workers.acquire()
+            except BaseException:
+                lock.release()
+                raise
+        try:
+            task = asyncio.ensure_future(asyncio.to_thread(_working, fn, *args))
             try:
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
                 await asyncio.wait([task])
                 raise
+        finally:
+            self.workers.release()
+            lock.release()
+
+
+def _working(fn: Callable[..., T], *args: Any) -> T:
+    with metrics.working():
+        return fn(*args)
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -137,6 +153,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         instance=instance,
     )
     metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(operator.workers)
+    metrics.precreate()
     await asyncio.to_thread(sync_effective_policy, kube)
     log.info(
         "defender-operator started",
@@ -371,8 +388,7 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
         return await runtime.exclusive(target.uid, _pass, runtime, target, conflict, admission)
     except Exception:
         log.exception("reconcile failed unexpectedly", extra={"object": target.key})
-        metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "error").inc()
-        metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
+        metrics.count_panic()
         runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
         return runtime.backoff(target.uid)
 
@@ -382,9 +398,10 @@ def _pass(runtime: Runtime, target: Target, conflict: str | None, admission: Adm
     if target.uid in runtime.deleting:  # cleanup began while this pass waited for the lock
         return runtime.settings.resync_seconds
     started = time.monotonic()
+    if target.status.observed_generation != target.generation and not target.paused:
+        target = _announce(runtime, target)
     journal = WriteJournal(runtime.kube, target)
-    with metrics.timed_reconcile():
-        outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
+    outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
     outcome.status.first_cloud_write = journal.record
     new_status = _dump(outcome.status)
     if (
@@ -397,11 +414,7 @@ def _pass(runtime: Runtime, target: Target, conflict: str | None, admission: Adm
     runtime.ready[target.uid] = ready.status if ready else "Unknown"
     _update_objects_gauge(runtime)
     result = outcome.result
-    metrics.RECONCILE_TOTAL.labels(
-        metrics.CONTROLLER, "error" if result in ("error", "terminal") else result
-    ).inc()
-    if result == "terminal":
-        metrics.TERMINAL_ERRORS.labels(metrics.CONTROLLER).inc()
+    metrics.count_result(result)
     fields = {
         "object": target.key,
         "result": result,
@@ -410,7 +423,6 @@ def _pass(runtime: Runtime, target: Target, conflict: str | None, admission: Adm
         "duration": round(time.monotonic() - started, 3),
     }
     if result == "error":
-        metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
         runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
         delay = runtime.backoff(target.uid)
         log.warning("retryable error; backing off", extra={**fields, "delay": round(delay, 1)})
@@ -418,6 +430,15 @@ def _pass(runtime: Runtime, target: Target, conflict: str | None, admission: Adm
     runtime.failures.pop(target.uid, None)
     log.info("reconciled", extra=fields)
     return runtime.jittered(outcome.requeue_after)
+
+
+def _announce(runtime: Runtime, target: Target) -> Target:
+    """A new generation: say so on the status before any cloud call (Reconciling=True, observedGeneration)."""
+    status = target.status.model_copy(deep=True)
+    status.conditions = conditions.started(status.conditions, target.generation, now())
+    status.observed_generation = target.generation
+    runtime.kube.patch_status(target.namespace, target.name, _dump(status))
+    return replace(target, status=status)
 
 
 def _left_behind(status: AWSConnectorStatus) -> str:

@@ -1,6 +1,12 @@
-"""Prometheus metrics, named like controller-runtime's so existing dashboards and alerts apply.
+"""Prometheus metrics, named and meant like controller-runtime's, so existing dashboards and alerts apply.
 
-docs/operations.md lists each series with suggested alerts.
+Meanings follow controller-runtime (pkg/internal/controller/metrics and pkg/internal/controller/controller.go,
+reconcileHandler): ``reconcile_total`` by result (success, error, requeue, requeue_after), ``reconcile_errors_total``
+for every pass that ended in an error, terminal ones included, ``terminal_reconcile_errors_total`` for those alone,
+``reconcile_panics_total`` for passes that raised, ``active_workers`` only while a pass holds a worker slot, and
+``reconcile_time_seconds`` from taking the slot to the end. The ``workqueue_*`` series (client-go's workqueue
+metrics) describe the wait for a slot: depth, adds, time queued, time worked. Every label value is created at start
+with 0, so ``increase()`` sees the first error. docs/operations.md lists each series with alerts.
 """
 
 import time
@@ -30,6 +36,26 @@ RECONCILE_TIME = Histogram(
     ["controller"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+PANICS = Counter(
+    "controller_runtime_reconcile_panics_total",
+    "Reconcile passes that raised an unexpected exception.",
+    ["controller"],
+)
+RESULTS = ("success", "error", "requeue", "requeue_after")
+QUEUE_DEPTH = Gauge("workqueue_depth", "Objects waiting for a worker slot.", ["name"])
+QUEUE_ADDS = Counter("workqueue_adds_total", "Passes queued for a worker slot.", ["name"])
+QUEUE_LATENCY = Histogram(
+    "workqueue_queue_duration_seconds",
+    "How long a pass waited for its object's lock and a worker slot.",
+    ["name"],
+    buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+WORK_DURATION = Histogram(
+    "workqueue_work_duration_seconds",
+    "How long a pass held its worker slot.",
+    ["name"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 ACTIVE_WORKERS = Gauge("controller_runtime_active_workers", "Reconcile passes running now.", ["controller"])
 MAX_WORKERS = Gauge("controller_runtime_max_concurrent_reconciles", "Most passes at once.", ["controller"])
 CLOUD_CALLS = Counter(
@@ -54,15 +80,57 @@ OBJECTS = Gauge(
 )
 
 
+def precreate() -> None:
+    """Create every label value with 0, so the first increment is visible to increase() and rate()."""
+    for result in RESULTS:
+        RECONCILE_TOTAL.labels(CONTROLLER, result)
+    for metric in (RECONCILE_ERRORS, TERMINAL_ERRORS, PANICS, ACTIVE_WORKERS):
+        metric.labels(CONTROLLER)
+    for queue in (QUEUE_DEPTH, QUEUE_ADDS):
+        queue.labels(CONTROLLER)
+    for state in ("True", "False", "Unknown"):
+        OBJECTS.labels(state)
+
+
 @contextmanager
-def timed_reconcile() -> Iterator[None]:
+def queued() -> Iterator[None]:
+    """Around the wait for a worker slot."""
+    started = time.monotonic()
+    QUEUE_ADDS.labels(CONTROLLER).inc()
+    QUEUE_DEPTH.labels(CONTROLLER).inc()
+    try:
+        yield
+    finally:
+        QUEUE_DEPTH.labels(CONTROLLER).dec()
+        QUEUE_LATENCY.labels(CONTROLLER).observe(time.monotonic() - started)
+
+
+@contextmanager
+def working() -> Iterator[None]:
+    """Around a pass that holds a worker slot."""
     started = time.monotonic()
     ACTIVE_WORKERS.labels(CONTROLLER).inc()
     try:
         yield
     finally:
         ACTIVE_WORKERS.labels(CONTROLLER).dec()
-        RECONCILE_TIME.labels(CONTROLLER).observe(time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        RECONCILE_TIME.labels(CONTROLLER).observe(elapsed)
+        WORK_DURATION.labels(CONTROLLER).observe(elapsed)
+
+
+def count_result(result: str) -> None:
+    """One pass ended: success, requeue_after, error (retryable) or terminal (Stalled)."""
+    RECONCILE_TOTAL.labels(CONTROLLER, "error" if result in ("error", "terminal") else result).inc()
+    if result in ("error", "terminal"):
+        RECONCILE_ERRORS.labels(CONTROLLER).inc()
+    if result == "terminal":
+        TERMINAL_ERRORS.labels(CONTROLLER).inc()
+
+
+def count_panic() -> None:
+    PANICS.labels(CONTROLLER).inc()
+    count_result("error")
 
 
 def cloud_call(cloud: str, service: str, operation: str, outcome: str, throttled: bool = False) -> None:

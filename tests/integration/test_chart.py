@@ -95,6 +95,49 @@ def test_deployment_is_locked_down() -> None:
     assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
+def test_the_chart_is_configurable_like_cert_managers() -> None:
+    digest = "sha256:" + "a" * 64
+    docs = template(
+        "--set", "global.imageRegistry=example.com",  # a subchart receives `global`: the schema allows it
+        "--set", f"image.digest={digest}",
+        "--set", "proxy.httpsProxy=http://proxy:3128",
+        "--set", "proxy.noProxy=10.0.0.1",
+        "--set-json", 'extraEnv=[{"name":"EXTRA","value":"1"}]',
+        "--set-json", 'extraArgs=["--log-level","DEBUG"]',
+        "--set-json", 'extraVolumes=[{"name":"ca","configMap":{"name":"corp-ca"}}]',
+        "--set-json", 'extraVolumeMounts=[{"name":"ca","mountPath":"/etc/corp-ca"}]',
+        "--set", "livenessProbe.periodSeconds=7",
+        "--set", "podDisruptionBudget.enabled=true",
+        "--set", "rbac.readSecrets=false",
+    )  # fmt: skip
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"].endswith(f"@{digest}")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HTTPS_PROXY"] == "http://proxy:3128" and env["NO_PROXY"] == "10.0.0.1" and env["EXTRA"] == "1"
+    assert container["args"] == ["run", "--log-level", "DEBUG"]
+    assert {"name": "ca", "mountPath": "/etc/corp-ca"} in container["volumeMounts"]
+    assert {"name": "ca", "configMap": {"name": "corp-ca"}} in pod["volumes"]
+    assert (
+        container["livenessProbe"]["periodSeconds"] == 7
+        and container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    )
+    assert [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d.get("rules", [])]
+    assert not [r for r in rules if "secrets" in r.get("resources", [])]
+    # The ServiceMonitor only where the Prometheus Operator's CRD exists.
+    assert not [
+        d for d in template("--set", "metrics.serviceMonitor.enabled=true") if d["kind"] == "ServiceMonitor"
+    ]
+    monitored = template(
+        "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.scrapeTimeout=10s",
+        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+    )  # fmt: skip
+    (monitor,) = [d for d in monitored if d["kind"] == "ServiceMonitor"]
+    assert monitor["spec"]["endpoints"][0]["scrapeTimeout"] == "10s"
+
+
 def test_values_schema_rejects_bad_values() -> None:
     result = helm("template", "x", str(CHART), "--kube-version", "1.37.2", "--set", "operator.workers=0")
     assert result.returncode != 0 and "workers" in result.stderr

@@ -10,6 +10,7 @@ from kubernetes.client.rest import ApiException
 
 from defender_operator.api.names import GROUP, PLURAL, VERSION
 from defender_operator.sandbox import Sandbox, binaries
+from tests.support.gitops import kstatus
 from tests.support.kube import api_client, apply, kubectl
 from tests.support.manifests import BAD_CASES, BadCase, base_manifest
 from tests.support.paths import EXAMPLES
@@ -87,6 +88,17 @@ def test_printer_columns(kubeconfig: Path, namespace: str) -> None:
     assert {"CONNECTOR", "STACK"} <= set(wide.split("\n")[0].split())
 
 
+def test_an_object_nobody_has_looked_at_is_in_progress_for_kstatus(kubeconfig: Path, namespace: str) -> None:
+    """No operator runs here: the object as the API server returns it is InProgress for kstatus (and Flux), not
+    Current, thanks to the CRD's status default."""
+    assert apply(kubeconfig, base_manifest("unobserved", namespace)).returncode == 0
+    obj = json.loads(
+        kubectl(kubeconfig, "get", "awsc", "-n", namespace, "unobserved", "-o", "json", check=True).stdout
+    )
+    assert obj["status"] == {"observedGeneration": 0}
+    assert kstatus([obj]) == ["InProgress"]
+
+
 def test_explain_teaches_the_fields(kubeconfig: Path) -> None:
     out = kubectl(kubeconfig, "explain", "awsconnector.spec.plans.servers", check=True).stdout
     assert "Defender for Servers" in out
@@ -100,7 +112,10 @@ def test_status_is_writable_only_through_the_status_subresource(
     api = client.CustomObjectsApi(api_client(kubeconfig))
     status = {"status": {"plans": "CSPM", "observedGeneration": 1}}
     api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "status", status)
-    assert api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "status").get("status") is None
+    untouched = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "status")
+    assert untouched["status"] == {
+        "observedGeneration": 0
+    }  # only the default: the patch's status was ignored
     api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "status", status)
     obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "status")
     assert obj["status"]["plans"] == "CSPM"

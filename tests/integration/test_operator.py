@@ -267,6 +267,21 @@ def test_out_of_band_changes_are_repaired(
     delete(kubeconfig, namespace, "acme")
 
 
+def test_a_new_generation_is_acknowledged_before_any_cloud_call(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    operator.inject_aws_fault(pathPattern="AssumeRole", latency=4, count=1)  # the first cloud call is slow
+    m = manifest(namespace)
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(
+        kubeconfig, namespace, "acme", "Reconciling", "True", timeout=10, reason="Progressing"
+    )
+    assert condition(obj, "Ready")["status"] == "Unknown"  # type: ignore[index]
+    assert stacks_of(sandbox, account_of(m)) == []  # written before the clouds answered
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    delete(kubeconfig, namespace, "acme")
+
+
 def test_asynchronous_cloudformation_shows_reconciling_then_ready(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
@@ -274,8 +289,10 @@ def test_asynchronous_cloudformation_shows_reconciling_then_ready(
     try:
         m = manifest(namespace)
         apply(kubeconfig, m)
-        obj = wait_condition(kubeconfig, namespace, "acme", "Reconciling", "True", timeout=30)
-        assert condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
+        obj = wait_condition(
+            kubeconfig, namespace, "acme", "Ready", "False", timeout=30, reason="StackCreating"
+        )
+        assert condition(obj, "Reconciling")["status"] == "True"  # type: ignore[index]
         assert condition(obj, "Stalled")["status"] == "False"  # type: ignore[index]
         assert obj["status"]["aws"]["stackStatus"] in ("CREATE_IN_PROGRESS",)
         assert connector(sandbox, m).status_code == 404  # Azure waits for the roles
@@ -341,6 +358,8 @@ def test_paused_object_is_left_alone_and_can_still_be_deleted(
 ) -> None:
     m, _ = onboarded(kubeconfig, namespace)
     kubectl(kubeconfig, "annotate", "awsc", "-n", namespace, "acme", f"{ANNOTATION_PAUSED}=true", check=True)
+    paused = wait_condition(kubeconfig, namespace, "acme", "Paused", "True")  # Argo CD: Suspended
+    assert condition(paused, "Reconciling")["status"] == "False"  # type: ignore[index]  # kstatus: not stuck
     arm_control(sandbox, "/_sandbox/requests", method="DELETE")
     m["spec"]["scanIntervalHours"] = 24
     assert apply(kubeconfig, m).returncode == 0
@@ -662,4 +681,26 @@ def plan_command(env: dict[str, str], manifest_file: Path, *flags: str) -> subpr
         capture_output=True,
         text=True,
         timeout=180,
+    )
+
+
+def test_metrics_have_controller_runtimes_meanings(operator: OperatorProcess) -> None:
+    """Runs last in this module: earlier tests made passes of every kind (success, requeue_after, terminal)."""
+    values: dict[str, float] = {}
+    for line in operator.metrics().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    c = 'controller="awsconnector"'
+    assert f'controller_runtime_reconcile_total{{{c},result="requeue"}}' in values  # pre-created, even at 0
+    assert f"controller_runtime_reconcile_panics_total{{{c}}}" in values
+    terminal = values[f"controller_runtime_terminal_reconcile_errors_total{{{c}}}"]
+    assert terminal > 0 and values[f"controller_runtime_reconcile_errors_total{{{c}}}"] >= terminal
+    assert (
+        values[f"controller_runtime_active_workers{{{c}}}"]
+        <= values[f"controller_runtime_max_concurrent_reconciles{{{c}}}"]
+    )
+    assert (
+        values['workqueue_adds_total{name="awsconnector"}'] > 0
+        and 'workqueue_depth{name="awsconnector"}' in values
     )

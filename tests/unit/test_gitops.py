@@ -7,73 +7,33 @@ import pytest
 import yaml
 from lupa import LuaRuntime
 
+from tests.support.gitops import argocd_health, kstatus
 from tests.support.paths import REPO
 
 GITOPS = REPO / "charts" / "defender-operator" / "gitops"
+ARGOCD = GITOPS / "argocd" / "defender-operator.io" / "AWSConnector"
 
 
 def health(obj: dict[str, Any]) -> tuple[str, str]:
     lua = LuaRuntime(unpack_returned_tuples=True)
-    script = (GITOPS / "argocd-health.lua").read_text()
+    script = (ARGOCD / "health.lua").read_text()
     check = lua.eval(f"function(obj)\n{script}\nend")
     result = check(lua.table_from(obj, recursive=True))
     return str(result["status"]), str(result["message"])
 
 
-def connector(generation: int = 1, **status: Any) -> dict[str, Any]:
-    obj: dict[str, Any] = {"metadata": {"name": "acme", "generation": generation}, "spec": {}}
-    if status:
-        obj["status"] = status
-    return obj
+CASES = yaml.safe_load((ARGOCD / "health_test.yaml").read_text())["tests"]
 
 
-def cond(type_: str, status: str, reason: str = "R", message: str = "m") -> dict[str, str]:
-    return {"type": type_, "status": status, "reason": reason, "message": message}
+@pytest.mark.parametrize("case", CASES, ids=[Path(c["inputPath"]).stem for c in CASES])
+def test_argocd_health_cases(case: dict[str, Any]) -> None:
+    """Argo CD's own test layout (resource_customizations/<group>/<kind>/health_test.yaml and testdata/)."""
+    obj = yaml.safe_load((ARGOCD / case["inputPath"]).read_text())
+    assert health(obj) == (case["healthStatus"]["status"], case["healthStatus"]["message"])
 
 
-@pytest.mark.parametrize(
-    ("obj", "expected"),
-    [
-        (connector(), "Progressing"),
-        (connector(observedGeneration=1, conditions=[cond("Ready", "True", "Onboarded")]), "Healthy"),
-        (
-            connector(
-                observedGeneration=1,
-                conditions=[cond("Ready", "False", "StackCreating"), cond("Reconciling", "True")],
-            ),
-            "Progressing",
-        ),
-        (
-            connector(
-                observedGeneration=1,
-                conditions=[
-                    cond("Ready", "False", "StackCreateFailed"),
-                    cond("Stalled", "True", "StackCreateFailed", "role exists"),
-                ],
-            ),
-            "Degraded",
-        ),
-        (connector(generation=2, observedGeneration=1, conditions=[cond("Ready", "True")]), "Progressing"),
-        (
-            {
-                **connector(observedGeneration=1, conditions=[cond("Ready", "True")]),
-                "metadata": {"generation": 1, "deletionTimestamp": "2026-01-01T00:00:00Z"},
-            },
-            "Progressing",
-        ),
-    ],
-    ids=["no-status", "ready", "reconciling", "stalled", "new-generation", "deleting"],
-)
-def test_argocd_health(obj: dict[str, Any], expected: str) -> None:
-    assert health(obj)[0] == expected
-
-
-def test_degraded_message_carries_the_reason() -> None:
-    status = {
-        "observedGeneration": 1,
-        "conditions": [cond("Stalled", "True", "AccountMismatch", "wrong account")],
-    }
-    assert health(connector(**status)) == ("Degraded", "AccountMismatch: wrong account")
+def test_every_health_status_is_covered() -> None:
+    assert {c["healthStatus"]["status"] for c in CASES} == {"Healthy", "Progressing", "Degraded", "Suspended"}
 
 
 def test_argocd_snippet_embeds_the_script() -> None:
@@ -82,7 +42,7 @@ def test_argocd_snippet_embeds_the_script() -> None:
     embedded = yaml.safe_load(snippet)["data"][
         "resource.customizations.health.defender-operator.io_AWSConnector"
     ]
-    assert embedded == (GITOPS / "argocd-health.lua").read_text()
+    assert embedded == (ARGOCD / "health.lua").read_text()
 
 
 def test_flux_example_is_a_kustomization_with_health_expressions() -> None:
@@ -90,3 +50,29 @@ def test_flux_example_is_a_kustomization_with_health_expressions() -> None:
     flux = yaml.safe_load(Path(GITOPS / "flux-kustomization.yaml").read_text())
     kinds = {e["kind"] for e in flux["spec"]["healthCheckExprs"]}
     assert kinds == {"AWSConnector"} and flux["spec"]["wait"] is True
+
+
+def test_argo_cds_own_lua_engine_agrees() -> None:
+    """gopher-lua, the engine Argo CD runs health.lua in, over Argo CD's test layout."""
+    results = argocd_health(ARGOCD)
+    assert len(results) == len(CASES)
+    assert [r for r in results if r["got"] != r["expected"]] == []
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        (
+            "no-status",
+            "Current",
+        ),  # kstatus's own reading of a status-less object; see the CRD's status default
+        ("new-generation", "InProgress"),
+        ("reconciling", "InProgress"),
+        ("ready", "Current"),
+        ("stalled", "Failed"),
+        ("paused", "Current"),
+    ],
+)
+def test_kstatus_reads_the_status_as_flux_does(case: str, expected: str) -> None:
+    obj = yaml.safe_load((ARGOCD / "testdata" / f"{case}.yaml").read_text())
+    assert kstatus([obj]) == [expected]

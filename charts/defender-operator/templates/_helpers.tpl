@@ -37,7 +37,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [events]
   verbs: [create, get, patch]
+{{- if .Values.rbac.readSecrets }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+{{- end }}
 {{- end }}

@@ -128,6 +128,7 @@ def _crd(
     status: type[BaseModel] | None = None,
     short_names: tuple[str, ...] = (),
     columns: list[dict[str, Any]] | None = None,
+    status_default: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "apiVersion": {"type": "string", "description": "APIVersion of this object."},
@@ -139,6 +140,8 @@ def _crd(
     if status is not None:
         properties["status"] = openapi_schema(status)
         version["subresources"] = {"status": {}}
+    if status_default is not None:
+        properties["status"]["default"] = status_default
     if columns:
         version["additionalPrinterColumns"] = columns
     version["schema"] = {
@@ -186,6 +189,9 @@ def custom_resource_definition() -> dict[str, Any]:
         status=AWSConnectorStatus,
         short_names=SHORT_NAMES,
         columns=PRINTER_COLUMNS,
+        # An object the operator has not looked at yet reads as observedGeneration 0 (the API server fills the
+        # default in when it reads the object), so kstatus, and Flux with it, call it InProgress, not Current.
+        status_default={"observedGeneration": 0},
     )
 
 

@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, StringConstraints
 
 from .schema import CamelModel
 
-ConditionType = Literal["Ready", "Reconciling", "Stalled", "AWSReady", "AzureReady", "Healthy"]
+ConditionType = Literal["Ready", "Reconciling", "Stalled", "Paused", "AWSReady", "AzureReady", "Healthy"]
 # metav1.Condition's reason: CamelCase, 1-1024 characters (k8s.io/apimachinery/pkg/apis/meta/v1/types.go).
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
@@ -25,7 +25,7 @@ class Condition(StatusModel):
     """One observation, in the shape of metav1.Condition."""
 
     type: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=316)] = Field(
-        description="Condition type: Ready, Reconciling, Stalled, AWSReady, AzureReady or Healthy."
+        description="Condition type: Ready, Reconciling, Stalled, Paused, AWSReady, AzureReady or Healthy."
     )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     observed_generation: int | None = Field(

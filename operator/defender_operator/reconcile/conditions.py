@@ -40,7 +40,7 @@ def get(conditions: list[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
 
 
-ORDER = ("Ready", "Reconciling", "Stalled", "AWSReady", "AzureReady", "Healthy")
+ORDER = ("Ready", "Reconciling", "Stalled", "Paused", "AWSReady", "AzureReady", "Healthy")
 
 
 def ordered(conditions: list[Condition]) -> list[Condition]:
@@ -81,3 +81,24 @@ def summarize(
         else Verdict("False", "Idle")
     )
     return ordered(put(out, "Reconciling", reconciling, generation, now))
+
+
+def paused(conditions: list[Condition], generation: int, now: str) -> list[Condition]:
+    """A paused object: observed, deliberately not acted on. Paused=True (Argo CD shows Suspended), Reconciling and
+    Stalled False (kstatus reads it as Current, not stuck); Ready keeps what was last seen."""
+    out = put(conditions, "Paused", Verdict("True", "Paused", PAUSED_MESSAGE), generation, now)
+    out = put(out, "Reconciling", Verdict("False", "Paused", PAUSED_MESSAGE), generation, now)
+    out = put(out, "Stalled", Verdict("False", "NoError"), generation, now)
+    return ordered(out)
+
+
+def started(conditions: list[Condition], generation: int, now: str) -> list[Condition]:
+    """What the operator writes as soon as it sees a new generation, before any cloud call: Reconciling=True and
+    Ready=Unknown, so kstatus, Flux and Argo CD do not read an old or empty status as the new generation's result."""
+    message = f"working on generation {generation}"
+    out = put(conditions, "Reconciling", Verdict("True", "Progressing", message), generation, now)
+    out = put(out, "Ready", Verdict("Unknown", "Progressing", message), generation, now)
+    return ordered([c for c in out if c.type != "Paused"])
+
+
+PAUSED_MESSAGE = "the annotation defender-operator.io/paused is set: AWS and Azure are left as they are"

@@ -86,9 +86,9 @@ def reconcile(
     status = target.status.model_copy(deep=True)
     status.plans = plans_summary(target.spec)
     if target.paused:
-        return Outcome(
-            status=target.status, events=[], requeue_after=settings.resync_seconds, result="success"
-        )
+        status.conditions = conditions.paused(status.conditions, target.generation, now())
+        status.observed_generation = target.generation
+        return Outcome(status=status, events=[], requeue_after=settings.resync_seconds, result="success")
 
     events: list[Event] = []
     aws = AwsResult(Verdict("Unknown", "Observing"))
@@ -155,7 +155,11 @@ def reconcile(
     )
     status.conditions = conditions.ordered(
         conditions.put(
-            status.conditions, "Healthy", azure.health if azure else NOT_EVALUATED, target.generation, stamp
+            [c for c in status.conditions if c.type != "Paused"],
+            "Healthy",
+            azure.health if azure else NOT_EVALUATED,
+            target.generation,
+            stamp,
         )
     )
     status.observed_generation = target.generation

@@ -1,6 +1,7 @@
--- Argo CD health check for defender-operator.io/AWSConnector (resource.customizations.health.defender-operator.io_AWSConnector).
--- Follows kstatus: no status or an unobserved generation -> Progressing; Stalled=True -> Degraded;
--- Ready=True -> Healthy; anything else -> Progressing. Deleting objects are Progressing (Argo CD also says so).
+-- Argo CD health check for defender-operator.io/AWSConnector, in the layout of Argo CD's resource_customizations
+-- (health.lua, health_test.yaml, testdata/). Follows kstatus: no status or an unobserved generation -> Progressing;
+-- Paused=True -> Suspended; Stalled=True -> Degraded; Reconciling=True -> Progressing; Ready=True -> Healthy;
+-- anything else -> Progressing. Deleting objects are Progressing (Argo CD also says so).
 local hs = {status = "Progressing", message = "Waiting for defender-operator to observe the object"}
 if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
   hs.message = "Deleting: cleaning up the connector and the stack"
@@ -15,7 +16,13 @@ if generation ~= nil and obj.status.observedGeneration ~= generation then
   return hs
 end
 local ready = nil
+local reconciling = nil
 for _, condition in ipairs(obj.status.conditions) do
+  if condition.type == "Paused" and condition.status == "True" then
+    hs.status = "Suspended"
+    hs.message = condition.message or "Paused"
+    return hs
+  end
   if condition.type == "Stalled" and condition.status == "True" then
     hs.status = "Degraded"
     hs.message = (condition.reason or "Stalled") .. ": " .. (condition.message or "")
@@ -24,8 +31,11 @@ for _, condition in ipairs(obj.status.conditions) do
   if condition.type == "Ready" then
     ready = condition
   end
+  if condition.type == "Reconciling" then
+    reconciling = condition
+  end
 end
-if ready ~= nil and ready.status == "True" then
+if ready ~= nil and ready.status == "True" and (reconciling == nil or reconciling.status ~= "True") then
   hs.status = "Healthy"
   hs.message = ready.message or "Onboarded"
   return hs
