@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("status", help="show what runs")
     actions.add_parser("down", help="stop everything and remove its state")
     actions.add_parser(
-        "build", help="build (or find in the cache) kube-apiserver, and helm for the chart tests"
+        "build", help="build (or find in the cache) kube-apiserver, and helm and promtool for the chart tests"
     )
     p.set_defaults(func=cmd_sandbox)
     return parser

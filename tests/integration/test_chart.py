@@ -136,6 +136,12 @@ def test_the_chart_is_configurable_like_cert_managers() -> None:
     )  # fmt: skip
     (monitor,) = [d for d in monitored if d["kind"] == "ServiceMonitor"]
     assert monitor["spec"]["endpoints"][0]["scrapeTimeout"] == "10s"
+    ruled = template(
+        "--set", "prometheusRule.enabled=true", "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"
+    )  # fmt: skip
+    (rule,) = [d for d in ruled if d["kind"] == "PrometheusRule"]
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    assert not [d for d in template("--set", "prometheusRule.enabled=true") if d["kind"] == "PrometheusRule"]
 
 
 def test_values_schema_rejects_bad_values() -> None:

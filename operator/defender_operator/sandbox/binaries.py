@@ -18,6 +18,8 @@ from pathlib import Path
 
 KUBERNETES_VERSION = "v1.37.2"
 HELM_VERSION = "v3.22.0"  # for `helm lint` and `helm template` in the chart tests
+# promtool, for `promtool test rules` of the chart's alerts: Prometheus v3.x, whose Go module versions are v0.3xx.
+PROMTOOL_MODULE_VERSION = "v0.316.0"
 Progress = Callable[[str], None]
 
 
@@ -121,9 +123,9 @@ def _build(target: Path, progress: Progress) -> None:
     progress(f"[sandbox] built {target} in {time.monotonic() - started:.0f}s")
 
 
-def helm(progress: Progress = _stderr) -> Path:
-    """The cached helm binary, built with ``go install`` first when it is not there (about a minute)."""
-    target = cache_dir() / f"helm-{HELM_VERSION}" / "helm"
+def _go_install(name: str, version: str, package: str, ldflags: str, progress: Progress) -> Path:
+    """``go install package@version`` into the cache, once; the cached binary afterwards."""
+    target = cache_dir() / f"{name}-{version}" / name
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -131,25 +133,40 @@ def helm(progress: Progress = _stderr) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.exists():
             started = time.monotonic()
-            progress(f"[sandbox] building helm {HELM_VERSION} from Go modules (first run only)")
+            progress(f"[sandbox] building {name} {version} from Go modules (first run only)")
             env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(target.parent)}
             built = subprocess.run(
-                [
-                    _go(),
-                    "install",
-                    "-trimpath",
-                    "-ldflags",
-                    f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
-                    f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}",
-                ],
+                [_go(), "install", "-trimpath", "-ldflags", ldflags, f"{package}@{version}"],
                 env=env,
                 capture_output=True,
                 text=True,
             )
             if built.returncode != 0:
-                raise BinaryError(f"go install helm failed:\n{built.stderr[-4000:]}")
+                raise BinaryError(f"go install {name} failed:\n{built.stderr[-4000:]}")
             progress(f"[sandbox] built {target} in {time.monotonic() - started:.0f}s")
     return target
+
+
+def helm(progress: Progress = _stderr) -> Path:
+    """The cached helm binary, built with ``go install`` first when it is not there (about a minute)."""
+    return _go_install(
+        "helm",
+        HELM_VERSION,
+        "helm.sh/helm/v3/cmd/helm",
+        f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        progress,
+    )
+
+
+def promtool(progress: Progress = _stderr) -> Path:
+    """The cached promtool, built with ``go install`` first when it is not there (about five minutes)."""
+    return _go_install(
+        "promtool",
+        PROMTOOL_MODULE_VERSION,
+        "github.com/prometheus/prometheus/cmd/promtool",
+        "-s -w",
+        progress,
+    )
 
 
 def _venv_binary(name: str, wheel: str) -> Path:
