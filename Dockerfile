@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
 # defender-operator image: the operator only (no sandbox, no test tools). Build: docker build -t defender-operator .
+# Dependencies come from requirements/image.lock (every version pinned, every file's hash checked; scripts/lock
+# regenerates it), so two builds of one commit install the same bytes.
 # tests/unit/test_packaging.py runs these same install steps in a clean virtual environment.
 
 ARG PYTHON_VERSION=3.11
@@ -8,10 +10,13 @@ FROM python:${PYTHON_VERSION}-slim AS build
 WORKDIR /src
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install --no-cache-dir --upgrade pip
+COPY requirements/image.lock ./requirements/image.lock
+RUN /opt/venv/bin/python -m pip install --no-cache-dir --require-hashes --no-deps -r requirements/image.lock
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 COPY crds ./crds
-RUN /opt/venv/bin/python -m pip install --no-cache-dir . \
+RUN /opt/venv/bin/python -m pip install --no-cache-dir --no-deps . \
+ && /opt/venv/bin/python -m pip check \
  && /opt/venv/bin/defender-operator version
 
 FROM python:${PYTHON_VERSION}-slim

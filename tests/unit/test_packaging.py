@@ -25,6 +25,7 @@ def test_dockerfile_passes_hadolint() -> None:
 def test_image_install_steps_work_in_a_clean_environment(tmp_path: Path) -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     copied = re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, flags=re.MULTILINE)
+    assert "requirements/image.lock" in " ".join(copied)
     context = tmp_path / "src"
     context.mkdir()
     for line in copied:  # exactly what the build stage copies (.dockerignore keeps the same set)
@@ -35,13 +36,21 @@ def test_image_install_steps_work_in_a_clean_environment(tmp_path: Path) -> None
                     source, context / name, ignore=shutil.ignore_patterns("__pycache__", "gobuild")
                 )
             else:
+                (context / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(source, context / name)
     venv = tmp_path / "venv"
     assert run(sys.executable, "-m", "venv", venv).returncode == 0
     python = venv / "bin" / "python"
     assert run(python, "-m", "pip", "install", "--quiet", "--upgrade", "pip").returncode == 0
-    installed = run(python, "-m", "pip", "install", "--quiet", ".", cwd=context)
+    pinned = run(
+        python, "-m", "pip", "install", "--quiet", "--require-hashes", "--no-deps", "-r", "requirements/image.lock",
+        cwd=context,
+    )  # fmt: skip
+    assert pinned.returncode == 0, pinned.stderr
+    installed = run(python, "-m", "pip", "install", "--quiet", "--no-deps", ".", cwd=context)
     assert installed.returncode == 0, installed.stderr
+    checked = run(python, "-m", "pip", "check")
+    assert checked.returncode == 0, checked.stdout  # the lock satisfies every requirement
     version = run(venv / "bin" / "defender-operator", "version")
     assert version.returncode == 0 and version.stdout.strip()
     crd = run(venv / "bin" / "defender-operator", "crd")
@@ -51,3 +60,20 @@ def test_image_install_steps_work_in_a_clean_environment(tmp_path: Path) -> None
         assert run(python, "-c", f"import {module}").returncode != 0, f"{module} is in the image"
     help_text = run(venv / "bin" / "defender-operator", "run", "--help")
     assert help_text.returncode == 0 and "--namespace" in help_text.stdout
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    lock = (REPO / "requirements" / "image.lock").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, flags=re.MULTILINE))
+    pins = {name.lower().replace("_", "-"): version for name, version in pins.items()}
+    assert all(block.count("--hash=sha256:") for block in lock.split("==")[1:])
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for spec in dependencies:
+        requirement = Requirement(spec)
+        name = requirement.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is not in requirements/image.lock: run scripts/lock"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} does not satisfy {spec}"
