@@ -123,6 +123,30 @@ def test_update_changes_trust_and_policies_in_place(sandbox: Sandbox) -> None:
     assert iam.list_role_policies(RoleName="CspmMonitorAws")["PolicyNames"] == ["CspmMonitorAwsPolicy"]
 
 
+def test_a_reused_request_token_is_a_retry_and_changes_nothing(sandbox: Sandbox) -> None:
+    """API_UpdateStack.html, ClientRequestToken: a request with a token CloudFormation has seen is a retry."""
+    create(sandbox, ClientRequestToken="attempt-1")
+    cf = aws_client(sandbox, "cloudformation")
+    parameters = [{"ParameterKey": "OidcProviderArn", "UsePreviousValue": True}]
+    stack_id = cf.update_stack(
+        StackName="s",
+        TemplateBody=template(access="LeastPrivilege"),
+        Parameters=parameters,
+        Capabilities=NAMED_IAM,
+        ClientRequestToken="attempt-1",  # the create's token: a replay, not a new update
+    )["StackId"]
+    assert stack_id == cf.describe_stacks(StackName="s")["Stacks"][0]["StackId"]
+    assert status(sandbox, "s") == "CREATE_COMPLETE"
+    cf.update_stack(
+        StackName="s",
+        TemplateBody=template(access="LeastPrivilege"),
+        Parameters=parameters,
+        Capabilities=NAMED_IAM,
+        ClientRequestToken="attempt-2",
+    )
+    assert status(sandbox, "s") == "UPDATE_COMPLETE"
+
+
 def test_delete_removes_roles_and_their_policies(sandbox: Sandbox) -> None:
     stack_id = create(sandbox)
     cf, iam = aws_client(sandbox, "cloudformation"), aws_client(sandbox, "iam")

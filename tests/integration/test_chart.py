@@ -144,6 +144,30 @@ def test_the_chart_is_configurable_like_cert_managers() -> None:
     assert not [d for d in template("--set", "prometheusRule.enabled=true") if d["kind"] == "PrometheusRule"]
 
 
+def test_the_packaged_chart_installs_on_the_api_server(kubeconfig: Path, tmp_path: Path) -> None:
+    """docs/production.md, "Build and publish": helm package, then what the package renders is accepted by the
+    sandbox's API server (server-side dry run, so nothing is left behind)."""
+    packaged = helm("package", str(CHART), "--destination", str(tmp_path))
+    assert packaged.returncode == 0, packaged.stderr
+    (archive,) = tmp_path.glob("defender-operator-*.tgz")
+    rendered = helm(
+        "template", "defender-operator", str(archive), "--namespace", RELEASE_NAMESPACE,
+        "--kube-version", binaries.KUBERNETES_VERSION.lstrip("v"),
+        "--set-json", 'onboardingPolicies={"packaged":{"namespaces":{"names":["payments"]}}}',
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    kubectl(kubeconfig, "create", "namespace", RELEASE_NAMESPACE)  # may exist already
+    applied = kubectl(
+        kubeconfig, "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", "-",
+        stdin=rendered.stdout,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    assert (
+        "clusteronboardingpolicy.defender-operator.io/packaged serverside-applied (server dry run)"
+        in applied.stdout
+    )
+
+
 def test_values_schema_rejects_bad_values() -> None:
     result = helm("template", "x", str(CHART), "--kube-version", "1.37.2", "--set", "operator.workers=0")
     assert result.returncode != 0 and "workers" in result.stderr

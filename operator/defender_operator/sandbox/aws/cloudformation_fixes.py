@@ -8,6 +8,11 @@
   UPDATE_ROLLBACK_COMPLETE with the previous template, parameters and stack tags restored; a failed delete ends in DELETE_FAILED
   (.../UserGuide/using-cfn-describing-stacks.html, "Stack status codes"). moto raises the resource's error from the
   API call instead and leaves half-created resources behind.
+- Idempotency tokens: a CreateStack or UpdateStack that carries a ClientRequestToken the stack has already seen is a
+  retry of that request, answered with the stack's id and applied no second time
+  (.../APIReference/API_UpdateStack.html, "ClientRequestToken": "so that CloudFormation knows that you're not
+  attempting to update a stack with the same name"). moto ignores the token, which would hide a client that reuses
+  one token for a new attempt (the attempt would silently do nothing in AWS).
 - Asynchrony: with a delay configured, create, update and delete stay *_IN_PROGRESS for that long before the
   resources change, and a stack in progress refuses updates ("... is in UPDATE_IN_PROGRESS state and can not be
   updated"). moto finishes every operation inside the API call.
@@ -24,6 +29,7 @@ from moto.cloudformation.exceptions import CloudFormationError, ValidationError
 from moto.cloudformation.models import CloudFormationBackend, Event, Stack
 from moto.cloudformation.responses import CloudFormationResponse
 from moto.cloudformation.utils import yaml_tag_constructor
+from moto.core.responses import ActionResult
 
 from .delays import later
 
@@ -80,6 +86,34 @@ def _with_capability_check(name: str) -> None:
         return original(self)
 
     setattr(CloudFormationResponse, name, checked)
+
+
+# --- idempotency tokens ------------------------------------------------------------------------------------------------
+
+
+def _existing(self: CloudFormationResponse, name: str) -> Stack | None:
+    try:
+        stack: Stack = self.cloudformation_backend.get_stack(name)
+    except ValidationError:
+        return None
+    return None if stack.status == "DELETE_COMPLETE" else stack
+
+
+def _with_request_token(name: str) -> None:
+    original = getattr(CloudFormationResponse, name)
+
+    def replayed(self: CloudFormationResponse) -> Any:
+        token = self._get_param("ClientRequestToken")
+        stack = _existing(self, self._get_param("StackName"))
+        if token and stack is not None and token in getattr(stack, "request_tokens", set()):
+            return ActionResult({"StackId": stack.stack_id})  # a retry of a request already applied
+        result = original(self)
+        stack = _existing(self, self._get_param("StackName"))
+        if token and stack is not None:
+            stack.request_tokens = getattr(stack, "request_tokens", set()) | {token}  # type: ignore[attr-defined]
+        return result
+
+    setattr(CloudFormationResponse, name, replayed)
 
 
 # --- failures, rollback and asynchrony -------------------------------------------------------------------------------
@@ -295,6 +329,8 @@ def apply() -> None:
     CloudFormationResponse.update_stack = _update_stack  # type: ignore[method-assign]
     for name in ("create_stack", "update_stack", "create_stack_set", "update_stack_set"):
         _with_capability_check(name)
+    for name in ("create_stack", "update_stack"):
+        _with_request_token(name)
     parsing.parse_and_create_resource = _tracking(parsing.parse_and_create_resource)
     parsing.parse_and_update_resource = _tracking(parsing.parse_and_update_resource)
     Stack.create_resources = _create_resources  # type: ignore[method-assign]
