@@ -7,9 +7,11 @@ start-up finished and Kopf is watching. Metrics are served by prometheus-client 
 import argparse
 import asyncio
 import logging
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,10 +19,13 @@ import kopf
 from prometheus_client import start_http_server
 
 from . import handlers, logs
+from .kube import load_config
+from .leader import LeaderElector
 from .settings import Settings, settings_from
 
 log = logging.getLogger("defender_operator")
 HEARTBEAT_SECONDS = 5.0
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 STALE_AFTER = 30.0
 
 
@@ -77,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         heartbeat = asyncio.create_task(_heartbeat(probes))
+        elector = _elector(settings) if settings.leader_election else None
+        keeper = None
+        if elector is not None:
+            await elector.acquire()  # a standby waits here, alive but not ready
+            keeper = asyncio.create_task(elector.keep())
         watcher = asyncio.create_task(_mark_ready(ready_flag, probes))
         try:
             await kopf.operator(
@@ -90,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         finally:
             heartbeat.cancel()
             watcher.cancel()
+            if keeper is not None and elector is not None:
+                keeper.cancel()
+                await asyncio.to_thread(elector.release)
 
     assert handlers.reconcile_loop is not None  # the handlers register themselves on import
     log.info(
@@ -98,6 +111,20 @@ def run(args: argparse.Namespace) -> int:
     )
     asyncio.run(main())
     return 0
+
+
+def _elector(settings: Settings) -> LeaderElector:
+    namespace = settings.lease_namespace or os.environ.get("POD_NAMESPACE")
+    if namespace is None and SERVICE_ACCOUNT_NAMESPACE.exists():
+        namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return LeaderElector(
+        load_config(),
+        settings.lease_name,
+        namespace or "default",
+        settings.lease_duration_seconds,
+        settings.renew_deadline_seconds,
+        settings.retry_period_seconds,
+    )
 
 
 async def _mark_ready(flag: threading.Event, probes: Probes) -> None:

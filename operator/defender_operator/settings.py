@@ -62,6 +62,32 @@ class Settings(BaseSettings):
     workers: int = Field(default=8, ge=1, description="Objects reconciled at the same time.")
     probe_port: int = Field(default=8081, ge=0, description="Port of /healthz and /readyz (0 disables).")
     metrics_port: int = Field(default=8080, ge=0, description="Port of /metrics (0 disables).")
+    leader_election: bool = Field(
+        default=False,
+        description="Take part in leader election on a Lease: with several replicas, only the leader acts, and a "
+        "standby takes over when it dies (within the lease duration).",
+    )
+    lease_name: str = Field(
+        default="defender-operator",
+        description="Name of the Lease; give every shard (a Deployment with its own namespaces) its own.",
+    )
+    lease_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the Lease. Default: the pod's namespace (POD_NAMESPACE), else default.",
+    )
+    lease_duration_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a standby waits after the leader's last renewal before taking over.",
+    )
+    renew_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long the leader keeps acting without a successful renewal before it exits.",
+    )
+    retry_period_seconds: float = Field(
+        default=2.0, gt=0, description="How often the Lease is renewed or tried."
+    )
     log_format: Literal["json", "text"] = Field(default="json", description="Log format.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
 

@@ -79,7 +79,9 @@ def test_deployment_is_locked_down() -> None:
     spec = deployment["spec"]
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2 and spec["strategy"]["type"] == "RollingUpdate"  # leader election: one acts
+    env = {e["name"]: e.get("value") for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["DEFENDER_OPERATOR_LEADER_ELECTION"] == "true" and env["DEFENDER_OPERATOR_LEASE_NAME"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["seccompProfile"] == {
         "type": "RuntimeDefault"
     }
@@ -211,7 +213,14 @@ def chart_operator(
         ["system:serviceaccounts", f"system:serviceaccounts:{RELEASE_NAMESPACE}", "system:authenticated"],
     )
     running = start_operator(
-        sandbox, tmp_path_factory.mktemp("chart-operator"), kubeconfig=identity, namespaces=[namespace]
+        sandbox,
+        tmp_path_factory.mktemp("chart-operator"),
+        kubeconfig=identity,
+        namespaces=[namespace],
+        extra_env={  # leader election as the chart configures it, with only the chart's RBAC
+            "DEFENDER_OPERATOR_LEADER_ELECTION": "true",
+            "POD_NAMESPACE": RELEASE_NAMESPACE,
+        },
     )
     try:
         yield running

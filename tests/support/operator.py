@@ -33,6 +33,7 @@ class OperatorProcess:
     record: processes.Recorded | None = None
     arm_proxy: str | None = None  # the ARM traffic goes through a fault proxy too, when set
     extra_env: dict[str, str] | None = None
+    name: str = "operator"  # the recorded process's name, and its log's
 
     def env(self) -> dict[str, str]:
         env = {**self.sandbox.env(), "AWS_ENDPOINT_URL": self.aws_proxy}
@@ -56,11 +57,13 @@ class OperatorProcess:
         env.update(self.extra_env or {})
         return env
 
-    def start(self) -> None:
+    def start(self, wait_ready: bool = True) -> None:
+        """Start the process; by default wait until /readyz (a standby in leader election never gets there)."""
         self.record = processes.start(
-            self.state, "operator", [sys.executable, "-m", "defender_operator.cli", "run"], env=self.env()
+            self.state, self.name, [sys.executable, "-m", "defender_operator.cli", "run"], env=self.env()
         )
-        wait_for(self.ready, 60, "the operator's /readyz")
+        if wait_ready:
+            wait_for(self.ready, 60, "the operator's /readyz")
 
     def ready(self) -> bool:
         try:
@@ -76,10 +79,12 @@ class OperatorProcess:
         wait_for(lambda: not self.record or not self.record.alive(), 10, "the operator to die")
 
     def stop(self) -> None:
+        """The operator and its proxies (everything recorded in its state directory)."""
         processes.stop_recorded(self.state)
 
     def log(self) -> str:
-        return (self.state / "operator.log").read_text() if (self.state / "operator.log").exists() else ""
+        path = self.state / f"{self.name}.log"
+        return path.read_text() if path.exists() else ""
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
@@ -122,6 +127,7 @@ def start_operator(
     *,
     arm_proxy: bool = False,
     extra_env: dict[str, str] | None = None,
+    wait_ready: bool = True,
 ) -> OperatorProcess:
     assert sandbox.aws_endpoint and sandbox.arm_endpoint
     state.mkdir(parents=True, exist_ok=True)
@@ -139,7 +145,7 @@ def start_operator(
         else None,
         extra_env=extra_env,
     )
-    operator.start()
+    operator.start(wait_ready)
     return operator
 
 

@@ -1,0 +1,141 @@
+"""Availability (issue 14): two replicas with leader election on a Lease, the leader SIGKILLed in the middle of
+onboarding; and shards, each with its own namespaces and Lease. Real API server, moto, ARM emulator; each operator
+its own process."""
+
+import json
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from defender_operator.sandbox import Sandbox
+from tests.support.clouds import aws_control
+from tests.support.kube import apply, condition, get_object, kubectl, wait_for
+from tests.support.onboarding import account_of, connector, manifest, stacks_of
+from tests.support.operator import OperatorProcess, start_operator, wait_gone
+
+pytestmark = pytest.mark.integration
+
+OBJECTS = 20
+
+
+def elected(sandbox: Sandbox, state: Path, namespace: str, lease: str, *watched: str) -> OperatorProcess:
+    return start_operator(
+        sandbox,
+        state,
+        namespaces=list(watched),
+        wait_ready=False,
+        extra_env={
+            "DEFENDER_OPERATOR_LEADER_ELECTION": "true",
+            "DEFENDER_OPERATOR_LEASE_NAME": lease,
+            "DEFENDER_OPERATOR_LEASE_NAMESPACE": namespace,
+            "DEFENDER_OPERATOR_LEASE_DURATION_SECONDS": "4",
+            "DEFENDER_OPERATOR_RENEW_DEADLINE_SECONDS": "3",
+            "DEFENDER_OPERATOR_RETRY_PERIOD_SECONDS": "0.5",
+        },
+    )
+
+
+def holder(kubeconfig: Path, namespace: str, lease: str) -> str | None:
+    out = kubectl(kubeconfig, "get", "lease", "-n", namespace, lease, "-o", "json")
+    return json.loads(out.stdout)["spec"].get("holderIdentity") if out.returncode == 0 else None
+
+
+def log_lines(operator: OperatorProcess) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in operator.log().splitlines() if line.startswith("{")]
+
+
+def passes(operator: OperatorProcess) -> list[tuple[datetime, str]]:
+    """(time, object) of every reconcile pass the process finished."""
+    return [
+        (datetime.fromisoformat(line["time"].replace("Z", "+00:00")), str(line["object"]))
+        for line in log_lines(operator)
+        if line["message"] in ("reconciled", "retryable error; backing off")
+    ]
+
+
+def ready(kubeconfig: Path, namespace: str, name: str) -> bool:
+    cond = condition(get_object(kubeconfig, namespace, name), "Ready")
+    return bool(cond and cond["status"] == "True")
+
+
+def test_the_standby_takes_over_when_the_leader_is_killed(
+    sandbox: Sandbox, kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    lease = f"defender-operator-{uuid.uuid4().hex[:6]}"
+    first = elected(sandbox, tmp_path / "a", namespace, lease, namespace)
+    second = elected(sandbox, tmp_path / "b", namespace, lease, namespace)
+    try:
+        leader_id = wait_for(lambda: holder(kubeconfig, namespace, lease), 30, "a leader")
+        leader, standby = (first, second) if leader_id in first.log() else (second, first)
+        assert leader_id in leader.log() and leader_id not in standby.log()
+        wait_for(leader.ready, 30, "the leader's /readyz")
+        assert not standby.ready()  # alive, waiting for the lease, not acting
+        aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 2})
+        manifests = [manifest(namespace, f"acme-{i}") for i in range(OBJECTS)]
+        try:
+            assert apply(kubeconfig, manifests).returncode == 0
+            wait_for(
+                lambda: (
+                    2 <= sum(ready(kubeconfig, namespace, m["metadata"]["name"]) for m in manifests) < OBJECTS
+                ),
+                90,
+                "onboarding to be under way",
+            )
+            leader.kill()  # SIGKILL: no release of the lease, no cleanup
+            killed = datetime.now().astimezone()
+            new_leader = wait_for(
+                lambda: (h := holder(kubeconfig, namespace, lease)) != leader_id and h, 30, "a new leader"
+            )
+            assert new_leader in standby.log()
+            for m in manifests:
+                wait_for(
+                    lambda m=m: ready(kubeconfig, namespace, m["metadata"]["name"]), 120, "every object Ready"
+                )
+        finally:
+            aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
+        for m in manifests:
+            assert len(stacks_of(sandbox, account_of(m))) == 1
+            assert connector(sandbox, m, m["metadata"]["name"]).status_code == 200
+        # Never two at once: the standby made no pass before the leader died.
+        standby_passes = passes(standby)
+        assert standby_passes and min(t for t, _ in standby_passes) > killed
+        kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "--all", "--wait=false", check=True)
+        for m in manifests:
+            wait_gone(kubeconfig, namespace, m["metadata"]["name"], timeout=120)
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_shards_split_the_namespaces_each_with_its_own_lease(
+    sandbox: Sandbox, kubeconfig: Path, tmp_path: Path
+) -> None:
+    spaces = [f"shard-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    for space in spaces:
+        kubectl(kubeconfig, "create", "namespace", space, check=True)
+    shards = [
+        elected(sandbox, tmp_path / f"shard{i}", space, f"shard-{i}-{uuid.uuid4().hex[:4]}", space)
+        for i, space in enumerate(spaces)
+    ]
+    try:
+        for shard in shards:
+            wait_for(shard.ready, 30, "each shard to lead its own lease")
+        manifests = [manifest(space, f"acme-{i}") for space in spaces for i in range(2)]
+        assert apply(kubeconfig, manifests).returncode == 0
+        for m in manifests:
+            wait_for(
+                lambda m=m: ready(kubeconfig, m["metadata"]["namespace"], m["metadata"]["name"]), 60, "Ready"
+            )
+        for shard, space in zip(shards, spaces, strict=True):
+            handled = {obj for _, obj in passes(shard)}
+            assert handled == {f"{space}/acme-0", f"{space}/acme-1"}, handled  # its own, and only its own
+        for space in spaces:
+            kubectl(kubeconfig, "delete", "awsc", "-n", space, "--all", "--wait=false", check=True)
+        for m in manifests:
+            wait_gone(kubeconfig, m["metadata"]["namespace"], m["metadata"]["name"])
+    finally:
+        for shard in shards:
+            shard.stop()
