@@ -30,6 +30,7 @@ SecretReader = Callable[[str, str], dict[str, str]]
 
 PUBLIC_AUTHORITIES = {"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn"}
 _ASSUMED_ROLE_TTL = 45 * 60  # STS default session is 1 h; renew well before
+_IDENTITY_TTL = 60 * 60  # the identity behind long-lived keys is asked again hourly
 
 
 def _secret(
@@ -57,6 +58,7 @@ class _Keys:
     secret_access_key: str
     session_token: str | None
     expires: float = float("inf")
+    arn: str | None = None  # who these keys are, when STS already said so (AssumeRole's AssumedRoleUser)
 
 
 class AwsClients:
@@ -67,6 +69,11 @@ class AwsClients:
 
     def client(self, service: str, region: str) -> Any:
         return self._factory._client(self._keys, service, region)
+
+    def identity_arn(self) -> str:
+        """The ARN STS says these credentials are: from AssumeRole's answer, or one GetCallerIdentity per
+        credentials and hour (not one per pass)."""
+        return self._factory._identity(self._keys)
 
 
 class CredentialFactory:
@@ -83,6 +90,7 @@ class CredentialFactory:
             secret(os.environ.get(variable))  # the operator's own keys, when it has any
         self._session = boto3.Session(botocore_session=botocore.session.get_session())
         self._assumed: dict[tuple[str, ...], _Keys] = {}
+        self._identities: dict[_Keys | None, tuple[str, float]] = {}  # keys -> (ARN, valid until)
         self._clients: dict[tuple[Any, ...], Any] = {}
         self._azure: dict[tuple[str, ...], TokenCredential] = {}
         self._lock = threading.Lock()
@@ -111,6 +119,18 @@ class CredentialFactory:
                 self._clients[key] = cached
             return cached
 
+    def _identity(self, keys: _Keys | None) -> str:
+        if keys is not None and keys.arn:
+            return keys.arn
+        with self._lock:
+            known = self._identities.get(keys)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
+        arn = str(call(self._client(keys, "sts", self.settings.aws_region), "get_caller_identity")["Arn"])
+        with self._lock:
+            self._identities[keys] = (arn, time.monotonic() + _IDENTITY_TTL)
+        return arn
+
     def aws_clients(self, namespace: str, name: str, spec: AWSConnectorSpec) -> AwsClients:
         creds = spec.aws.credentials
         base: _Keys | None = None
@@ -135,14 +155,13 @@ class CredentialFactory:
             }
             if creds.external_id:
                 kwargs["ExternalId"] = creds.external_id
-            result = call(self._client(base, "sts", self.settings.aws_region), "assume_role", **kwargs)[
-                "Credentials"
-            ]
+            answer = call(self._client(base, "sts", self.settings.aws_region), "assume_role", **kwargs)
             assumed = _Keys(
-                result["AccessKeyId"],
-                str(secret(result["SecretAccessKey"])),
-                str(secret(result["SessionToken"])),
+                answer["Credentials"]["AccessKeyId"],
+                str(secret(answer["Credentials"]["SecretAccessKey"])),
+                str(secret(answer["Credentials"]["SessionToken"])),
                 time.monotonic() + _ASSUMED_ROLE_TTL,
+                str(answer["AssumedRoleUser"]["Arn"]),
             )
             with self._lock:
                 stale = self._assumed.get(key)

@@ -70,6 +70,7 @@ class Runtime:
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)  # uids whose cleanup has begun: no pass starts any more
     blocked: set[str] = field(default_factory=set)  # uids whose cleanup cannot reach a cloud
+    deep_checked: dict[str, float] = field(default_factory=dict)  # uid -> when its last deep pass ended
     seen: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     ready: dict[str, str] = field(default_factory=dict)  # uid -> Ready status, for the objects gauge
@@ -322,6 +323,7 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **_
         runtime.locks.pop(uid, None)
         runtime.deleting.discard(uid)
         runtime.blocked.discard(uid)
+        runtime.deep_checked.pop(uid, None)
         _update_objects_gauge(runtime)
     elif runtime.seen.get(uid) != signature:
         runtime.seen[uid] = signature
@@ -398,6 +400,7 @@ def _pass(runtime: Runtime, target: Target, conflict: str | None, admission: Adm
     if target.uid in runtime.deleting:  # cleanup began while this pass waited for the lock
         return runtime.settings.resync_seconds
     started = time.monotonic()
+    target = replace(target, deep=_deep_due(runtime, target))
     if target.status.observed_generation != target.generation and not target.paused:
         target = _announce(runtime, target)
     journal = WriteJournal(runtime.kube, target)
@@ -428,8 +431,25 @@ def _pass(runtime: Runtime, target: Target, conflict: str | None, admission: Adm
         log.warning("retryable error; backing off", extra={**fields, "delay": round(delay, 1)})
         return delay
     runtime.failures.pop(target.uid, None)
-    log.info("reconciled", extra=fields)
+    if target.deep and ready is not None and ready.status == "True":
+        runtime.deep_checked[target.uid] = time.monotonic()
+    log.info("reconciled", extra={**fields, "deep": target.deep})
     return runtime.jittered(outcome.requeue_after)
+
+
+def _deep_due(runtime: Runtime, target: Target) -> bool:
+    """A deep pass (providers and health too) when nothing is known yet, something changed, a person asked, the
+    object is not Ready, or deep_check_seconds have passed."""
+    last = runtime.deep_checked.get(target.uid)
+    ready = conditions.get(target.status.conditions, "Ready")
+    return (
+        last is None
+        or time.monotonic() - last >= runtime.settings.deep_check_seconds
+        or target.status.observed_generation != target.generation
+        or target.reconcile_requested
+        or ready is None
+        or ready.status != "True"
+    )
 
 
 def _announce(runtime: Runtime, target: Target) -> Target:

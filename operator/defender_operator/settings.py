@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How often CloudFormation drift detection checks the roles of a stack.",
     )
+    deep_check_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="How often a pass also checks the identity providers and reads Defender's health; the passes "
+        "in between read only the stack and the connector (a provider deleted out of band is noticed this late).",
+    )
     in_progress_seconds: float = Field(
         default=15.0, gt=0, description="How soon to look again while CloudFormation is working."
     )

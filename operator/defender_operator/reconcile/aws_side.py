@@ -1,4 +1,5 @@
-"""The AWS side of a pass: identity providers, then the stack, then (on a slower cadence) role drift.
+"""The AWS side of a pass: identity providers (on deep passes only, see ``Target.deep``), then the stack, then (on a
+slower cadence) role drift.
 
 Each step observes first and acts only on a difference, and no step waits for CloudFormation: a stack that is
 ``*_IN_PROGRESS`` ends the pass with "look again soon". Role drift is found with CloudFormation drift detection once
@@ -136,16 +137,22 @@ def reconcile_aws(target: Target, account: AwsAccount, status: AwsStatus, settin
     events: list[Event] = []
     owner = target.owner
     specs = provider_specs(target)
-    status.oidc_provider = ensure_provider(account.providers, specs["microsoft"], owner, events)
+    known = status.oidc_provider is not None and (
+        ("ciem" in specs) == (status.ciem_oidc_provider is not None)
+    )
+    if target.deep or not known:
+        status.oidc_provider = ensure_provider(account.providers, specs["microsoft"], owner, events)
+        if "ciem" in specs:
+            status.ciem_oidc_provider = ensure_provider(account.providers, specs["ciem"], owner, events)
+        elif (
+            status.ciem_oidc_provider is not None
+        ):  # CIEM turned off: this object no longer needs its provider
+            release_provider(account.providers, status.ciem_oidc_provider.arn, owner, events)
+            status.ciem_oidc_provider = None
+    assert status.oidc_provider is not None
     parameters = {OIDC_PARAMETER: status.oidc_provider.arn}
-    if "ciem" in specs:
-        status.ciem_oidc_provider = ensure_provider(account.providers, specs["ciem"], owner, events)
+    if status.ciem_oidc_provider is not None:
         parameters[CIEM_OIDC_PARAMETER] = status.ciem_oidc_provider.arn
-    elif (
-        status.ciem_oidc_provider is not None
-    ):  # CIEM was turned off: this object no longer needs its provider
-        release_provider(account.providers, status.ciem_oidc_provider.arn, owner, events)
-        status.ciem_oidc_provider = None
     template = Rendered(stack_template(target.spec))  # only what this side sends, not every rendering
     name = target.spec.stack_name
     status.stack_name = name
@@ -185,6 +192,14 @@ def _reconcile_stack(
         status.stack_status, status.template_hash = "CREATE_IN_PROGRESS", template_hash
         status.roles, status.failed_template_hash = {}, None
         events.append(Event("Normal", "StackCreating", f"creating stack {status.stack_name}"))
+        created = None if stacks.dry_run else stacks.observe(status.stack_name or "")
+        if created is not None and created.status == "CREATE_COMPLETE":
+            # Already done when first described (a small stack can be): go on in this pass, no fixed wait.
+            result = _reconcile_stack(
+                target, stacks, created, status, body, template_hash, parameters, settings
+            )
+            result.events[:0] = events
+            return result
         return AwsResult(
             Verdict("False", "StackCreating", f"CloudFormation is creating stack {status.stack_name}"),
             events=events,

@@ -13,7 +13,7 @@ from typing import Any
 from .. import metrics
 from ..api.names import ANNOTATION_ADOPT
 from ..api.status import AzureStatus, HealthIssue, HealthStatus, MemberAccount, OrganizationStatus
-from ..azure.connector import Connectors, HealthReport, ObservedConnector, comparable
+from ..azure.connector import Connectors, HealthIssueReport, HealthReport, ObservedConnector, comparable
 from ..errors import TerminalError
 from ..ownership import describe_owner
 from ..render.connector import connector_body
@@ -71,6 +71,15 @@ def desired_body(target: Target, role_arns: dict[str, str]) -> dict[str, Any]:
     return body
 
 
+def report_of(health: HealthStatus) -> HealthReport:
+    """The health report as last read, from the status."""
+    return HealthReport(
+        status=health.status,
+        issues=[HealthIssueReport(i.key, i.name, i.description, i.remediation) for i in health.issues],
+        last_scanned=health.last_scanned,
+    )
+
+
 def reconcile_azure(
     target: Target,
     connectors: Connectors,
@@ -115,6 +124,12 @@ def reconcile_azure(
     if connectors.dry_run:
         return AzureResult(
             Verdict("True", "ConnectorReady", f"connector {name}"), Verdict("Unknown", "NotEvaluated"), events
+        )
+    if not target.deep and status.health is not None:  # health is read on deep passes only
+        return AzureResult(
+            Verdict("True", "ConnectorReady", f"connector {status.connector_id}"),
+            health_verdict(report_of(status.health)),
+            events,
         )
     report = connectors.health(rg, name)
     status.health = HealthStatus(

@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 from azure.mgmt.core import ARMPipelineClient
 
-from ..aws.api import call
 from ..aws.oidc import OidcProviders
 from ..aws.stack import Stacks
 from ..aws.stackset import StackSets
@@ -46,14 +45,13 @@ class Clouds:
     def aws(self, target: Target, writes: CloudWrites = unrecorded_writes) -> AwsAccount:
         """``writes("aws")`` wraps every write the adapters make."""
         clients = self.credentials.aws_clients(target.namespace, target.name, target.spec)
-        identity = call(clients.client("sts", self.settings.aws_region), "get_caller_identity")
-        account = str(identity["Account"])
+        arn = clients.identity_arn()
+        account, partition = arn.split(":")[4], arn.split(":")[1]
         if account != target.spec.aws.account_id:
             raise TerminalError(
                 "AccountMismatch",
                 f"the AWS credentials belong to account {account}, not spec.aws.accountId {target.spec.aws.account_id}",
             )
-        partition = str(identity["Arn"]).split(":")[1]
         region = target.spec.deployment.region
         hook = partial(writes, "aws")
         cloudformation, iam = clients.client("cloudformation", region), clients.client("iam", region)

@@ -21,6 +21,7 @@ class Target:
     status: AWSConnectorStatus
     annotations: dict[str, str] = field(default_factory=dict)
     instance: str = "default"  # the operator installation (settings.instance), part of the owner mark
+    deep: bool = True  # also check the identity providers and Defender's health (settings.deep_check_seconds)
 
     @property
     def key(self) -> str:
