@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import TEST_POLICY
 from tests.support.clouds import arm_control, arm_requests
 from tests.support.kube import apply, get_object, kubectl, wait_for
 from tests.support.manifests import base_manifest
@@ -70,6 +71,10 @@ def main() -> None:
         time.sleep(2)
         memory_empty = rss_mib(operator.record.pid)
         kubectl(kubeconfig, "create", "namespace", "bench", check=True)
+        # The objects use the operator's identity (roleArn), which a cluster admin grants (docs/tenancy.md).
+        apply(kubeconfig, TEST_POLICY)
+        wait_for(lambda: "sandbox-tests" in kubectl(kubeconfig, "get", "effectiveonboardingpolicy", "effective",
+                 "-o", "jsonpath={.spec.rules[*].policy}").stdout, 30, "the grant")  # fmt: skip
 
         baseline = converge(kubeconfig, "bench", range(0, 1))
         many = converge(kubeconfig, "bench", range(1, 1 + args.objects))
