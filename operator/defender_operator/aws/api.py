@@ -42,6 +42,9 @@ TRANSIENT = {
     "RequestTimeout",
     "RequestTimeoutException",
 }
+# Another operation runs on the StackSet (one of ours, or automatic deployment to an account that joined an OU):
+# try again later (API_CreateStackInstances.html, OperationInProgressException).
+BUSY = {"OperationInProgressException"}
 CREDENTIALS = {
     "InvalidClientTokenId",
     "UnrecognizedClientException",
@@ -74,6 +77,8 @@ def call(aws_client: Any, operation: str, **kwargs: Any) -> Any:
             raise TerminalError(
                 "AWSCredentialsRejected", f"AWS rejected the credentials: {code}: {message}"
             ) from None
+        if code in BUSY:
+            raise RetryableError("StackSetBusy", f"{service}:{operation}: {message}") from None
         if code in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}:
             raise TerminalError("AWSAccessDenied", f"{service}:{operation} was denied: {message}") from None
         raise AwsClientError(code, message, service, operation) from None
@@ -87,6 +92,19 @@ def call(aws_client: Any, operation: str, **kwargs: Any) -> Any:
         raise RetryableError("AWSUnavailable", f"{service}:{operation} failed: {exc}") from None
     metrics.cloud_call("aws", service, operation, "ok")
     return result
+
+
+def pages(aws_client: Any, operation: str, key: str, **kwargs: Any) -> list[Any]:
+    """Every item of a paged list (``key`` of each page), following NextToken: an organization or a StackSet can
+    have more members than one page holds."""
+    items: list[Any] = []
+    token: str | None = None
+    while True:
+        page = call(aws_client, operation, **kwargs, **({"NextToken": token} if token else {}))
+        items.extend(page.get(key) or [])
+        token = page.get("NextToken")
+        if not token:
+            return items
 
 
 class AwsClientError(TerminalError):

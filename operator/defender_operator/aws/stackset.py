@@ -11,7 +11,7 @@ from typing import Any
 
 from ..ownership import Owner
 from ..writes import Writing, unrecorded
-from .api import AwsClientError, call
+from .api import AwsClientError, call, pages
 from .stack import CAPABILITIES, HASH_TAG, tag_list
 
 # Trusted access for StackSets is off in a new organization; CloudFormation then refuses service-managed StackSets.
@@ -54,6 +54,24 @@ class StackSets:
         roots = call(self.organizations, "list_roots")["Roots"]
         return str(roots[0]["Id"])
 
+    def accounts_under(self, parents: list[str], management_account: str) -> set[str]:
+        """Every account in these OUs (or the root) and their child OUs, recursively, as a service-managed StackSet
+        deploys to them; never the management account (StackSets do not deploy there)."""
+        accounts: set[str] = set()
+        pending = list(parents)
+        while pending:
+            parent = pending.pop()
+            found = pages(self.organizations, "list_accounts_for_parent", "Accounts", ParentId=parent)
+            accounts |= {str(a["Id"]) for a in found if a.get("Status", "ACTIVE") == "ACTIVE"}
+            children = pages(
+                self.organizations,
+                "list_organizational_units_for_parent",
+                "OrganizationalUnits",
+                ParentId=parent,
+            )
+            pending += [str(ou["Id"]) for ou in children]
+        return accounts - {management_account}
+
     def observe(self, name: str) -> ObservedStackSet | None:
         try:
             stack_set = call(self.cf, "describe_stack_set", StackSetName=name, CallAs="SELF")["StackSet"]
@@ -64,7 +82,7 @@ class StackSets:
         if stack_set.get("Status") == "DELETED":
             return None
         tags = {t["Key"]: t["Value"] for t in stack_set.get("Tags") or []}
-        summaries = call(self.cf, "list_stack_instances", StackSetName=name)["Summaries"]
+        summaries = pages(self.cf, "list_stack_instances", "Summaries", StackSetName=name)
         return ObservedStackSet(
             stack_set_id=str(stack_set["StackSetId"]),
             template_hash=tags.get(HASH_TAG),
@@ -90,7 +108,8 @@ class StackSets:
                 Tags=tag_list({HASH_TAG: template_hash, **owner.tags()}),
             )
 
-    def deploy(self, name: str, targets: Targets) -> str:
+    def deploy(self, name: str, targets: Targets, accounts: list[str] | None = None) -> str:
+        """Create instances in the targets' accounts; with ``accounts``, only in those (the ones still missing)."""
         if self.planned is not None:
             self.planned.append(f"deploy StackSet {name} to {', '.join(targets.organizational_units)}")
             return ""
@@ -131,9 +150,13 @@ class StackSets:
         status = str(op["Status"])
         reason = str(op.get("StatusReason") or "")
         if status == "FAILED" and not reason:
-            results = call(
-                self.cf, "list_stack_set_operation_results", StackSetName=name, OperationId=operation_id
-            )["Summaries"]
+            results = pages(
+                self.cf,
+                "list_stack_set_operation_results",
+                "Summaries",
+                StackSetName=name,
+                OperationId=operation_id,
+            )
             failed = [r for r in results if r.get("Status") == "FAILED"]
             if failed:
                 reason = f"account {failed[0]['Account']}: {failed[0].get('StatusReason', '')}"

@@ -348,6 +348,17 @@ def reconcile_organization(
             ],
             requeue_after=settings.in_progress_seconds,
         )
+    if target.deep:  # level-triggered: every member account of the targets has an instance
+        wanted = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
+        missing = sorted(wanted - set(targets.excluded_accounts) - set(observed.instances))
+        if missing:
+            status.operation_id = stacksets.deploy(name, targets, missing) or None
+            message = f"deploying StackSet {name} to {len(missing)} member accounts without an instance"
+            return AwsResult(
+                Verdict("False", "StackSetDeploying", message),
+                events=[Event("Normal", "StackSetDeploying", message)],
+                requeue_after=settings.in_progress_seconds,
+            )
     message = f"StackSet {name} is deployed to {len(observed.instances)} member accounts"
     return AwsResult(Verdict("True", "StackSetReady", message))
 

@@ -14,6 +14,9 @@ LOCK = threading.RLock()
 
 class Settings:
     async_seconds: ClassVar[float] = 0.0
+    # Items per page of the paged lists the fixes serve (AWS: at most 100 for ListStackInstances); tests set fewer,
+    # so that a client reading only the first page is caught with a small organization.
+    page_size: ClassVar[int] = 100
     timers: ClassVar[list[threading.Timer]] = []
 
 

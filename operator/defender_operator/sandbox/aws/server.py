@@ -2,7 +2,7 @@
 
 Run as ``python -m defender_operator.sandbox.aws.server --port N [--async-stack-seconds S]``. Clients reach it through
 the standard ``AWS_ENDPOINT_URL``. ``POST /moto-api/reset`` resets all state, as in stock moto; ``GET/POST
-/_sandbox/config`` reads or sets ``{"asyncStackSeconds": S}`` while it runs.
+/_sandbox/config`` reads or sets ``{"asyncStackSeconds": S, "pageSize": N}`` while it runs.
 """
 
 import argparse
@@ -91,7 +91,10 @@ class App:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = json.loads(environ["wsgi.input"].read(length) or b"{}")
             delays.Settings.async_seconds = float(body.get("asyncStackSeconds", 0))
-        payload = json.dumps({"asyncStackSeconds": delays.Settings.async_seconds}).encode()
+            delays.Settings.page_size = int(body.get("pageSize", 100))
+        payload = json.dumps(
+            {"asyncStackSeconds": delays.Settings.async_seconds, "pageSize": delays.Settings.page_size}
+        ).encode()
         start_response(
             "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
         )

@@ -4,10 +4,14 @@
   aws-resource-iam-oidcprovider.html; ``Ref`` returns the ARN); moto skips it with a warning, so trust policies that
   ``Ref`` it come out empty. The member template creates it.
 - ``CreateStackInstances`` honours ``DeploymentTargets.AccountFilterType`` (DIFFERENCE excludes the listed accounts
-  from the OUs' accounts, INTERSECTION keeps only them: API_DeploymentTargets.html); moto adds the accounts instead.
+  from the OUs' accounts, INTERSECTION keeps only them: API_DeploymentTargets.html), covers child OUs at any depth,
+  and never deploys a second instance to an account and region that have one; moto adds the listed accounts,
+  descends one level and duplicates instances.
 - ``DeleteStackInstances`` with ``DeploymentTargets.OrganizationalUnitIds`` deletes the OUs' instances; moto deletes
   nothing (then DeleteStackSet fails with StackSetNotEmptyException).
 - ``UpdateStackSet`` with a new template updates every stack instance; moto only records the operation.
+- ``ListStackInstances`` and ``ListStackSetOperationResults`` are paged (``MaxResults`` 1-100, ``NextToken``:
+  API_ListStackInstances.html); moto returns everything at once, which hides a client that reads one page only.
 """
 
 from typing import Any
@@ -18,6 +22,8 @@ from moto.core.common_models import CloudFormationModel
 from moto.core.responses import ActionResult
 from moto.iam.models import iam_backends
 from moto.utilities.utils import get_partition
+
+from . import delays
 
 
 class OidcProviderResource(CloudFormationModel):
@@ -85,31 +91,49 @@ def _create_instances(
     deployment_targets: dict[str, Any],
     permission_model: str,
 ) -> list[dict[str, Any]]:
+    """Service-managed targets: the OUs' accounts (and their child OUs'), filtered by AccountFilterType, and never
+    a second instance for an account and region that have one."""
+    ou_ids = deployment_targets.get("OrganizationalUnitIds") or []
+    if not ou_ids:
+        return _original_create_instances(
+            self, accounts, regions, parameters, deployment_targets, permission_model
+        )
     mode = deployment_targets.get("AccountFilterType", "NONE")
     listed = set(deployment_targets.get("Accounts") or [])
-    if mode in ("DIFFERENCE", "INTERSECTION") and listed:
-        ous = {**deployment_targets, "Accounts": []}
-        before = {(i.account_id, i.region_name) for i in self.stack_instances}
-        created = _original_create_instances(self, [], regions, parameters, ous, permission_model)
+    in_ous = _accounts_in(self.org_backend, ou_ids)
+    if mode == "DIFFERENCE":
+        chosen = [a for a in in_ous if a not in listed]
+    elif mode == "INTERSECTION":
+        chosen = [a for a in in_ous if a in listed]
+    else:
+        chosen = list(in_ous)
+    created = []
+    for region in regions:
+        existing = {i.account_id for i in self.stack_instances if i.region_name == region}
+        fresh = [a for a in chosen if a not in existing]
+        if fresh:
+            created += _original_create_instances(self, fresh, [region], parameters, {}, permission_model)
+    return created
 
-        def keep(account: str) -> bool:
-            return (account not in listed) if mode == "DIFFERENCE" else (account in listed)
 
-        for instance in list(self.stack_instances):
-            new = (instance.account_id, instance.region_name) not in before
-            if new and not keep(instance.account_id):
-                instance.delete()
-                self.stack_instances.remove(instance)
-        return [c for c in created if keep(c["Account"])]
-    return _original_create_instances(
-        self, accounts, regions, parameters, deployment_targets, permission_model
-    )
+def _accounts_in(org: Any, ou_ids: list[str]) -> list[str]:
+    """Accounts under these OUs (or the root), child OUs included, as a service-managed StackSet deploys to them."""
+    wanted, pending = set(), list(ou_ids)
+    while pending:
+        parent = pending.pop()
+        wanted.add(parent)
+        pending += [ou.id for ou in org.ou if ou.parent_id == parent and ou.id not in wanted]
+    root = org.org.root_id if getattr(org, "org", None) else None
+    management = org.org.master_account_id if getattr(org, "org", None) else None
+    return [
+        a.id
+        for a in org.accounts
+        if (a.parent_id in wanted or (root in wanted and a.parent_id == root)) and a.id != management
+    ]
 
 
 def _ou_accounts(stack_set: StackSet, ou_ids: list[str]) -> list[str]:
-    org = stack_set.instances.org_backend
-    ous = set(ou_ids) | {ou.id for ou in org.ou if ou.parent_id in ou_ids}
-    return [account.id for account in org.accounts if account.parent_id in ous]
+    return _accounts_in(stack_set.instances.org_backend, ou_ids)
 
 
 _original_delete_instances = CloudFormationResponse.delete_stack_instances
@@ -137,8 +161,26 @@ def _update(self: StackSet, template: str, *args: Any, **kwargs: Any) -> dict[st
     return operation
 
 
+def _paged(name: str) -> None:
+    original = getattr(CloudFormationResponse, name)
+
+    def paged(self: CloudFormationResponse) -> Any:
+        everything: dict[str, Any] = original(self).result
+        items = list(everything.get("Summaries") or [])
+        size = min(int(self._get_param("MaxResults") or 100), delays.Settings.page_size)
+        start = int(self._get_param("NextToken") or 0)
+        page: dict[str, Any] = {"Summaries": items[start : start + size]}
+        if start + size < len(items):
+            page["NextToken"] = str(start + size)
+        return ActionResult(page)
+
+    setattr(CloudFormationResponse, name, paged)
+
+
 def apply() -> None:
     # OidcProviderResource registers itself with moto's template parser by subclassing CloudFormationModel.
     StackInstances.create_instances = _create_instances  # type: ignore[method-assign]
     CloudFormationResponse.delete_stack_instances = _delete_stack_instances  # type: ignore[method-assign]
     StackSet.update = _update  # type: ignore[method-assign]
+    for name in ("list_stack_instances", "list_stack_set_operation_results"):
+        _paged(name)

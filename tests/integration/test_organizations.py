@@ -1,0 +1,98 @@
+"""Organizations (issue 12, first part): the member StackSet reconciled level-triggered, so a kill between creating the
+StackSet and deploying it is repaired; every list read to its last page; a busy StackSet retried, not terminal."""
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from defender_operator.sandbox import Sandbox, binaries
+from tests.support.clouds import aws_control
+from tests.support.kube import apply, condition, get_object, wait_for
+from tests.support.onboarding import account_of, aws_in, defender_roles, delete, manifest
+from tests.support.operator import OperatorProcess, start_operator, wait_condition
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    running = start_operator(sandbox, tmp_path_factory.mktemp("organizations-operator"))
+    try:
+        yield running
+    finally:
+        running.stop()
+        logs = binaries.cache_dir() / "test-sandbox-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(running.state / "operator.log", logs / "organizations-operator.log")
+
+
+def organization(sandbox: Sandbox, namespace: str, members: int = 3) -> tuple[dict[str, Any], list[str]]:
+    """A management account with an OU of ``members`` accounts (one of them in a child OU), and its manifest."""
+    m = manifest(namespace, "org")
+    organizations = aws_in(sandbox, account_of(m), "organizations")
+    organizations.create_organization(FeatureSet="ALL")
+    root = organizations.list_roots()["Roots"][0]["Id"]
+    ou = organizations.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
+    child = organizations.create_organizational_unit(ParentId=ou, Name="team")["OrganizationalUnit"]["Id"]
+    accounts = []
+    for i in range(members):
+        status = organizations.create_account(Email=f"m{i}@example.com", AccountName=f"m{i}")[
+            "CreateAccountStatus"
+        ]
+        account = organizations.describe_create_account_status(CreateAccountRequestId=status["Id"])[
+            "CreateAccountStatus"
+        ]["AccountId"]
+        organizations.move_account(
+            AccountId=account, SourceParentId=root, DestinationParentId=child if i else ou
+        )
+        accounts.append(account)
+    m["spec"]["aws"]["organization"] = {"organizationalUnitIds": [ou]}
+    return m, accounts
+
+
+def member_accounts(kubeconfig: Path, namespace: str) -> int:
+    obj = get_object(kubeconfig, namespace, "org") or {}
+    return int(obj.get("status", {}).get("organization", {}).get("memberAccounts", -1))
+
+
+def test_a_kill_between_creating_and_deploying_the_stackset_is_repaired(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m, members = organization(sandbox, namespace)
+    aws_control(
+        sandbox, "/_sandbox/config", {"pageSize": 1}
+    )  # one instance per page: every page must be read
+    try:
+        operator.kill_after("aws", "CreateStackSet")
+        assert apply(kubeconfig, m).returncode == 0
+        wait_for(lambda: not operator.record or not operator.record.alive(), 60, "the operator to be killed")
+        operator.start()
+        obj = wait_condition(kubeconfig, namespace, "org", "Ready", "True", timeout=120)
+        assert obj["status"]["organization"]["memberAccounts"] == len(members)  # not "deployed to 0"
+        for member in members:  # the child OU's account too
+            assert "CspmMonitorAws" in defender_roles(sandbox, member)
+    finally:
+        aws_control(sandbox, "/_sandbox/config", {"pageSize": 100})
+    delete(kubeconfig, namespace, "org")
+    for member in members:
+        assert defender_roles(sandbox, member) == []
+
+
+def test_a_busy_stackset_is_retried_not_stalled(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m, members = organization(sandbox, namespace, members=2)
+    # CloudFormation refuses while another operation runs (e.g. automatic deployment to a new account).
+    operator.inject_aws_fault(
+        pathPattern="CreateStackInstances", status=400, code="OperationInProgressException", count=2
+    )
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "org", "Ready", "True", timeout=120)
+    assert obj["status"]["organization"]["memberAccounts"] == len(members)
+    stalled = condition(obj, "Stalled")
+    assert stalled is not None and stalled["status"] == "False"
+    assert "StackSetBusy" in operator.log()
+    delete(kubeconfig, namespace, "org")
