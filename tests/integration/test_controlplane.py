@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,14 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def namespace(kubeconfig: Path) -> str:
+def namespace(kubeconfig: Path) -> Iterator[str]:
     name = f"validation-{uuid.uuid4().hex[:6]}"
     kubectl(kubeconfig, "create", "namespace", name, check=True)
     kubectl(kubeconfig, "create", "namespace", "security")  # the examples' namespace (may exist already)
-    return name
+    yield name
+    # No operator runs in this module: the objects it leaves would be onboarded by the next module's operator.
+    for space in (name, "security"):
+        kubectl(kubeconfig, "delete", "awsconnectors", "--all", "-n", space, "--wait=false")
 
 
 def test_version_is_the_pinned_kubernetes(kubeconfig: Path) -> None:

@@ -556,7 +556,7 @@ def test_management_account_onboards_its_organization(
         members.append(account)
     m["spec"]["aws"]["organization"] = {"organizationalUnitIds": [ou], "excludedAccountIds": [members[2]]}
     assert apply(kubeconfig, m).returncode == 0
-    obj = wait_condition(kubeconfig, namespace, "org", "Ready", "True", timeout=90)
+    obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=90)
     org_status = obj["status"]["organization"]
     assert org_status["memberAccounts"] == 2 and org_status["stackSetId"]
     for member in members[:2]:

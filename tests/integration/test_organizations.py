@@ -2,6 +2,7 @@
 StackSet and deploying it is repaired; every list read to its last page; a busy StackSet retried, not terminal."""
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 
 from defender_operator.sandbox import Sandbox, binaries
 from tests.support.clouds import aws_control
-from tests.support.kube import apply, condition, get_object, wait_for
+from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import account_of, aws_in, defender_roles, delete, manifest
 from tests.support.operator import OperatorProcess, start_operator, wait_condition
 
@@ -70,7 +71,7 @@ def test_a_kill_between_creating_and_deploying_the_stackset_is_repaired(
         assert apply(kubeconfig, m).returncode == 0
         wait_for(lambda: not operator.record or not operator.record.alive(), 60, "the operator to be killed")
         operator.start()
-        obj = wait_condition(kubeconfig, namespace, "org", "Ready", "True", timeout=120)
+        obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
         assert obj["status"]["organization"]["memberAccounts"] == len(members)  # not "deployed to 0"
         for member in members:  # the child OU's account too
             assert "CspmMonitorAws" in defender_roles(sandbox, member)
@@ -90,9 +91,66 @@ def test_a_busy_stackset_is_retried_not_stalled(
         pathPattern="CreateStackInstances", status=400, code="OperationInProgressException", count=2
     )
     assert apply(kubeconfig, m).returncode == 0
-    obj = wait_condition(kubeconfig, namespace, "org", "Ready", "True", timeout=120)
+    obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
     assert obj["status"]["organization"]["memberAccounts"] == len(members)
     stalled = condition(obj, "Stalled")
     assert stalled is not None and stalled["status"] == "False"
     assert "StackSetBusy" in operator.log()
+    delete(kubeconfig, namespace, "org")
+
+
+def test_excluding_and_moving_accounts_removes_their_instances(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m, members = organization(sandbox, namespace, members=3)
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+    assert member_accounts(kubeconfig, namespace) == 3
+    m["spec"]["aws"]["organization"]["excludedAccountIds"] = [members[0]]
+    assert apply(kubeconfig, m).returncode == 0
+    wait_for(lambda: member_accounts(kubeconfig, namespace) == 2, 90, "the excluded account's instance to go")
+    assert defender_roles(sandbox, members[0]) == []
+    organizations = aws_in(sandbox, account_of(m), "organizations")
+    root = organizations.list_roots()["Roots"][0]["Id"]
+    parent = organizations.list_parents(ChildId=members[1])["Parents"][0]["Id"]
+    organizations.move_account(AccountId=members[1], SourceParentId=parent, DestinationParentId=root)
+    kubectl(
+        kubeconfig, "annotate", "awsc", "-n", namespace, "org", "--overwrite",
+        f"defender-operator.io/reconcile-requested-at={time.time()}", check=True,
+    )  # fmt: skip
+    wait_for(lambda: member_accounts(kubeconfig, namespace) == 1, 90, "the moved account's instance to go")
+    assert defender_roles(sandbox, members[1]) == [] and "CspmMonitorAws" in defender_roles(
+        sandbox, members[2]
+    )
+    wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=60)
+    delete(kubeconfig, namespace, "org")
+    assert all(defender_roles(sandbox, member) == [] for member in members)
+
+
+def test_failing_members_show_beside_ready_and_are_retried_on_request(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m, members = organization(sandbox, namespace, members=3)
+    iam = aws_in(sandbox, members[1], "iam")
+    iam.create_role(  # the member stack cannot create its role there
+        RoleName="CspmMonitorAws", AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}'
+    )
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(
+        kubeconfig, namespace, "org", "MembersReady", "False", timeout=120, reason="MembersFailing"
+    )
+    organization_status = obj["status"]["organization"]
+    assert organization_status["instances"] == {"current": 2, "outdated": 0, "failed": 1, "inoperable": 0}
+    (failing,) = organization_status["failingAccounts"]
+    assert failing["accountId"] == members[1] and "already exists" in failing["reason"]
+    assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]  # the management account itself
+    assert condition(obj, "Stalled")["status"] == "False"  # type: ignore[index]
+    iam.delete_role(RoleName="CspmMonitorAws")  # a person fixes the cause...
+    kubectl(
+        kubeconfig, "annotate", "awsc", "-n", namespace, "org", "--overwrite",
+        f"defender-operator.io/reconcile-requested-at={time.time()}", check=True,
+    )  # fmt: skip
+    obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+    assert obj["status"]["organization"]["instances"]["current"] == 3
+    assert obj["status"]["organization"]["failingAccounts"] == []
     delete(kubeconfig, namespace, "org")

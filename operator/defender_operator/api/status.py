@@ -10,7 +10,9 @@ from pydantic import ConfigDict, Field, StringConstraints
 
 from .schema import CamelModel
 
-ConditionType = Literal["Ready", "Reconciling", "Stalled", "Paused", "AWSReady", "AzureReady", "Healthy"]
+ConditionType = Literal[
+    "Ready", "Reconciling", "Stalled", "Paused", "AWSReady", "AzureReady", "Healthy", "MembersReady"
+]
 # metav1.Condition's reason: CamelCase, 1-1024 characters (k8s.io/apimachinery/pkg/apis/meta/v1/types.go).
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
@@ -133,6 +135,24 @@ class MemberAccount(StatusModel):
     )
 
 
+class FailingMember(StatusModel):
+    """A member account whose StackSet instance failed."""
+
+    account_id: str = Field(description="12-digit member account id.")
+    reason: str = Field(default="", description="CloudFormation's reason for the failure.")
+
+
+class InstanceCounts(StatusModel):
+    """Stack instances of the member StackSet by state."""
+
+    current: int = Field(default=0, description="Up to date and succeeded.")
+    outdated: int = Field(
+        default=0, description="Not yet, or no longer, at the StackSet's template (in progress)."
+    )
+    failed: int = Field(default=0, description="The last operation failed in the account.")
+    inoperable: int = Field(default=0, description="CloudFormation can no longer manage the instance.")
+
+
 class OrganizationStatus(StatusModel):
     """Organization onboarding: the StackSet and the member connectors Defender creates itself."""
 
@@ -144,6 +164,12 @@ class OrganizationStatus(StatusModel):
     template_hash: str | None = Field(default=None, description="Hash of the member template last deployed.")
     member_accounts: int = Field(default=0, description="Member accounts with a StackSet instance.")
     member_connectors: int = Field(default=0, description="Member connectors Defender has created so far.")
+    instances: InstanceCounts | None = Field(default=None, description="Member stack instances by state.")
+    failing_accounts: list[FailingMember] = Field(
+        default_factory=list,
+        description="The first 20 member accounts whose instance failed, with CloudFormation's reason (bounded, "
+        "whatever the size of the organization; instances.failed has the count).",
+    )
     members: list[MemberAccount] = Field(
         default_factory=list, description="Member accounts and their connectors."
     )

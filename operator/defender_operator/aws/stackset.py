@@ -19,11 +19,32 @@ TRUSTED_ACCESS_MESSAGE = "organizations access"
 
 
 @dataclass(frozen=True)
+class InstanceState:
+    """One stack instance as ListStackInstances reports it (API_StackInstanceSummary.html)."""
+
+    account: str
+    status: str  # CURRENT | OUTDATED | INOPERABLE
+    detailed: (
+        str  # PENDING | RUNNING | SUCCEEDED | FAILED | CANCELLED | INOPERABLE | SKIPPED_SUSPENDED_ACCOUNT
+    )
+    reason: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "INOPERABLE" or self.detailed in ("FAILED", "INOPERABLE", "CANCELLED")
+
+
+@dataclass(frozen=True)
 class ObservedStackSet:
     stack_set_id: str
     template_hash: str | None
     tags: dict[str, str]
-    instances: list[str]  # member account ids with an instance
+    states: list[InstanceState]
+
+    @property
+    def instances(self) -> list[str]:
+        """Member account ids with an instance."""
+        return sorted({s.account for s in self.states})
 
 
 @dataclass(frozen=True)
@@ -87,7 +108,15 @@ class StackSets:
             stack_set_id=str(stack_set["StackSetId"]),
             template_hash=tags.get(HASH_TAG),
             tags=tags,
-            instances=sorted({str(s["Account"]) for s in summaries}),
+            states=[
+                InstanceState(
+                    account=str(s["Account"]),
+                    status=str(s.get("Status", "CURRENT")),
+                    detailed=str((s.get("StackInstanceStatus") or {}).get("DetailedStatus", "SUCCEEDED")),
+                    reason=str(s.get("StatusReason") or ""),
+                )
+                for s in summaries
+            ],
         )
 
     def create(self, name: str, body: str, template_hash: str, owner: Owner) -> None:
@@ -162,14 +191,20 @@ class StackSets:
                 reason = f"account {failed[0]['Account']}: {failed[0].get('StatusReason', '')}"
         return status, reason
 
-    def remove_instances(self, name: str, targets: Targets) -> str:
+    def remove_instances(self, name: str, accounts: list[str], region: str) -> str:
+        """Delete the instances of exactly these accounts, wherever they sit in the organization now (the root as
+        the OU, narrowed to the accounts), so an account moved to another OU or excluded later is found too."""
         with self.writing():
             result = call(
                 self.cf,
                 "delete_stack_instances",
                 StackSetName=name,
-                DeploymentTargets={"OrganizationalUnitIds": targets.organizational_units},
-                Regions=[targets.region],
+                DeploymentTargets={
+                    "OrganizationalUnitIds": [self.root()],
+                    "Accounts": accounts,
+                    "AccountFilterType": "INTERSECTION",
+                },
+                Regions=[region],
                 RetainStacks=False,
             )
         return str(result["OperationId"])

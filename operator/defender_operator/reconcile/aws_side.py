@@ -13,11 +13,11 @@ from typing import Any
 
 from .. import metrics
 from ..api.names import ANNOTATION_ADOPT
-from ..api.status import AwsStatus, OidcProviderStatus, OrganizationStatus
+from ..api.status import AwsStatus, FailingMember, InstanceCounts, OidcProviderStatus, OrganizationStatus
 from ..aws.api import AwsClientError, call
 from ..aws.oidc import OidcProviders, ProviderSpec
 from ..aws.stack import ObservedStack, Stacks
-from ..aws.stackset import TRUSTED_ACCESS_MESSAGE, StackSets, Targets
+from ..aws.stackset import TRUSTED_ACCESS_MESSAGE, ObservedStackSet, StackSets, Targets
 from ..errors import TerminalError
 from ..ownership import Owner, describe_owner
 from ..render.catalog import catalog
@@ -291,21 +291,17 @@ def reconcile_organization(
     assert org is not None
     member = Rendered(member_template(target.spec))
     name, owner = org.stack_set_name, target.owner
+    settled = False  # an operation of ours ended in this pass: compare targets and instances again now
     if status.operation_id:
-        state, reason = stacksets.operation(name, status.operation_id)
+        state, _ = stacksets.operation(name, status.operation_id)
         status.stack_set_status = state
         if state in ("RUNNING", "QUEUED", "STOPPING"):
             message = f"StackSet {name} operation is {state}"
             return AwsResult(
                 Verdict("False", "StackSetDeploying", message), requeue_after=settings.in_progress_seconds
             )
-        status.operation_id = None
-        if state in ("FAILED", "STOPPED"):
-            message = f"StackSet {name} operation {state}: {reason}. Fix the cause, then request a reconcile."
-            return AwsResult(
-                Verdict("False", "StackSetFailed", message),
-                stalled=Verdict("True", "StackSetFailed", message),
-            )
+        # Ended (FAILED or STOPPED too: the instances' own states tell which accounts failed).
+        status.operation_id, settled = None, True
     targets = Targets(
         organizational_units=list(org.organizational_unit_ids) or [stacksets.root()],
         excluded_accounts=list(org.excluded_account_ids),
@@ -348,9 +344,21 @@ def reconcile_organization(
             ],
             requeue_after=settings.in_progress_seconds,
         )
-    if target.deep:  # level-triggered: every member account of the targets has an instance
+    if target.deep or settled:  # level-triggered: exactly the member accounts of the targets have an instance
         wanted = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
-        missing = sorted(wanted - set(targets.excluded_accounts) - set(observed.instances))
+        wanted -= set(targets.excluded_accounts)
+        missing = sorted(wanted - set(observed.instances))
+        extra = sorted(set(observed.instances) - wanted)
+        if extra:  # excluded since, or moved out of the target OUs
+            status.operation_id = stacksets.remove_instances(name, extra, targets.region) or None
+            message = (
+                f"removing StackSet {name} from {len(extra)} accounts no longer targeted: {', '.join(extra)}"
+            )
+            return AwsResult(
+                Verdict("False", "StackSetUpdating", message),
+                events=[Event("Normal", "StackSetUpdating", message)],
+                requeue_after=settings.in_progress_seconds,
+            )
         if missing:
             status.operation_id = stacksets.deploy(name, targets, missing) or None
             message = f"deploying StackSet {name} to {len(missing)} member accounts without an instance"
@@ -359,8 +367,63 @@ def reconcile_organization(
                 events=[Event("Normal", "StackSetDeploying", message)],
                 requeue_after=settings.in_progress_seconds,
             )
+    return _members_verdict(target, stacksets, observed, status, settings)
+
+
+FAILING_SHOWN = 20  # failing accounts named on status, whatever the size of the organization
+
+
+def _members_verdict(
+    target: Target,
+    stacksets: StackSets,
+    observed: ObservedStackSet,
+    status: OrganizationStatus,
+    settings: Settings,
+) -> AwsResult:
+    """Count the instances by state; name the first failing accounts; retry them when a person asks."""
+    name = observed_name(target)
+    failed = [s for s in observed.states if s.failed]
+    status.instances = InstanceCounts(
+        current=sum(1 for s in observed.states if s.status == "CURRENT" and not s.failed),
+        outdated=sum(1 for s in observed.states if s.status == "OUTDATED" and not s.failed),
+        failed=sum(1 for s in failed if s.status != "INOPERABLE"),
+        inoperable=sum(1 for s in observed.states if s.status == "INOPERABLE"),
+    )
+    status.failing_accounts = [
+        FailingMember(account_id=s.account, reason=s.reason) for s in failed[:FAILING_SHOWN]
+    ]
+    if failed and target.reconcile_requested:  # a person fixed the cause: deploy those accounts again
+        accounts = sorted(s.account for s in failed)
+        status.operation_id = (
+            stacksets.remove_instances(name, accounts, target.spec.deployment.region) or None
+        )
+        message = f"redeploying StackSet {name} to {len(accounts)} failed member accounts"
+        return AwsResult(
+            Verdict("False", "StackSetUpdating", message),
+            events=[Event("Normal", "StackSetUpdating", message)],
+            requeue_after=settings.in_progress_seconds,
+        )
+    if failed:
+        shown = "; ".join(f"{s.account}: {s.reason or s.detailed}" for s in failed[:3])
+        message = (
+            f"StackSet {name} failed in {len(failed)} of {len(observed.states)} member accounts ({shown}"
+            f"{'; ...' if len(failed) > 3 else ''}). Fix the cause in those accounts, then request a reconcile."
+        )
+        return AwsResult(Verdict("False", "MembersFailing", message))
+    pending = sum(1 for s in observed.states if s.status != "CURRENT")
+    if pending:
+        message = f"StackSet {name}: {pending} of {len(observed.states)} member accounts are being deployed"
+        return AwsResult(
+            Verdict("False", "StackSetDeploying", message), requeue_after=settings.in_progress_seconds
+        )
     message = f"StackSet {name} is deployed to {len(observed.instances)} member accounts"
     return AwsResult(Verdict("True", "StackSetReady", message))
+
+
+def observed_name(target: Target) -> str:
+    org = target.spec.aws.organization
+    assert org is not None
+    return org.stack_set_name
 
 
 def _after_failed_create(

@@ -40,7 +40,7 @@ def get(conditions: list[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
 
 
-ORDER = ("Ready", "Reconciling", "Stalled", "Paused", "AWSReady", "AzureReady", "Healthy")
+ORDER = ("Ready", "Reconciling", "Stalled", "Paused", "AWSReady", "AzureReady", "Healthy", "MembersReady")
 
 
 def ordered(conditions: list[Condition]) -> list[Condition]:
@@ -102,3 +102,14 @@ def started(conditions: list[Condition], generation: int, now: str) -> list[Cond
 
 
 PAUSED_MESSAGE = "the annotation defender-operator.io/paused is set: AWS and Azure are left as they are"
+
+
+def members(conditions: list[Condition], verdict: Verdict, generation: int, now: str) -> list[Condition]:
+    """MembersReady for a management account: the member StackSet's state, beside Ready (which says whether the
+    management account itself is onboarded). While instances are being deployed Reconciling is True (kstatus:
+    InProgress); failing members leave Ready as it is and show here (kstatus: Current, so a failure in one member
+    account does not make the whole onboarding look stuck)."""
+    out = put(conditions, "MembersReady", verdict, generation, now)
+    if verdict.reason in ("StackSetDeploying", "StackSetUpdating"):
+        out = put(out, "Reconciling", Verdict("True", verdict.reason, verdict.message), generation, now)
+    return ordered(out)

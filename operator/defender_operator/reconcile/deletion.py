@@ -16,8 +16,8 @@ nothing more. ``deletionPolicy: Orphan`` and paused objects leave both clouds as
 from dataclasses import dataclass, field
 
 from ..api.status import AWSConnectorStatus, FirstCloudWrite, OrganizationStatus
-from ..aws.api import AwsClientError
-from ..aws.stackset import StackSets, Targets
+from ..aws.stackset import StackSets
+from ..errors import RetryableError
 from .aws_side import release_provider
 from .clouds import Clouds
 from .model import Event, Target
@@ -54,16 +54,10 @@ def _remove_stack_set(
                 False, f"waiting for StackSet {name} to remove its instances", in_progress_seconds, events
             )
     if observed.instances:
-        region = target.spec.deployment.region
-        targets = Targets(list(org.organizational_unit_ids) or [stacksets.root()], [], region)
         try:
-            operation = stacksets.remove_instances(name, targets)
-        except AwsClientError as exc:
-            if exc.code != "OperationInProgressException":
-                raise
-            return Cleanup(
-                False, f"waiting for StackSet {name}: {exc.aws_message}", in_progress_seconds, events
-            )
+            operation = stacksets.remove_instances(name, observed.instances, target.spec.deployment.region)
+        except RetryableError as exc:  # StackSetBusy: another operation runs on it
+            return Cleanup(False, f"waiting for StackSet {name}: {exc.message}", in_progress_seconds, events)
         status.organization = organization or OrganizationStatus()
         status.organization.operation_id = operation
         message = f"removing StackSet {name} from {len(observed.instances)} member accounts"

@@ -61,14 +61,15 @@ def _transition_events(before: AWSConnectorStatus, after: AWSConnectorStatus) ->
 
 
 def _with_organization(account: AwsResult, members: AwsResult) -> AwsResult:
-    """The management account's result, held back by its StackSet (its own connector does not need the members)."""
-    events = account.events + members.events
-    if members.verdict.status == "True":
-        return AwsResult(
-            account.verdict, role_arns=account.role_arns, events=events, requeue_after=account.requeue_after
-        )
+    """The management account's own result, with the members' events and the sooner requeue; the members' state goes
+    to its own condition (MembersReady), so Ready says whether the management account itself is onboarded."""
+    requeues = [r for r in (account.requeue_after, members.requeue_after) if r is not None]
     return AwsResult(
-        members.verdict, members.stalled, account.role_arns, events, requeue_after=members.requeue_after
+        account.verdict,
+        account.stalled or members.stalled,
+        account.role_arns,
+        account.events + members.events,
+        requeue_after=min(requeues) if requeues else None,
     )
 
 
@@ -97,6 +98,7 @@ def reconcile(
     result: Result = "success"
     requeue = settings.resync_seconds
     stage = "aws"
+    members: Verdict | None = None  # the member StackSet (management accounts)
     if admission is not None:
         status.allowed_by = admission.allowed_by
     if admission is not None and admission.refusal:
@@ -119,14 +121,16 @@ def reconcile(
                 aws = reconcile_aws(target, account, status.aws, settings)
                 if account.stacksets is not None and aws.verdict.status == "True" and aws.stalled is None:
                     status.organization = status.organization or OrganizationStatus()
-                    members = reconcile_organization(target, account.stacksets, status.organization, settings)
-                    aws = _with_organization(aws, members)
+                    members_result = reconcile_organization(
+                        target, account.stacksets, status.organization, settings
+                    )
+                    members = members_result.verdict
+                    aws = _with_organization(aws, members_result)
             events += aws.events
             stalled = aws.stalled
             if aws.requeue_after is not None:
                 requeue, result = aws.requeue_after, "requeue_after"
-            # A failing member StackSet does not stop the management account's own connector.
-            if aws.role_arns is not None and (aws.stalled is None or aws.stalled.reason == "StackSetFailed"):
+            if aws.role_arns is not None and aws.stalled is None:
                 stage = "azure"
                 status.azure = status.azure or AzureStatus()
                 azure = reconcile_azure(
@@ -162,6 +166,8 @@ def reconcile(
             stamp,
         )
     )
+    if members is not None:
+        status.conditions = conditions.members(status.conditions, members, target.generation, stamp)
     status.observed_generation = target.generation
     if target.requested_at:
         status.last_handled_reconcile_at = target.requested_at

@@ -7,16 +7,19 @@
   from the OUs' accounts, INTERSECTION keeps only them: API_DeploymentTargets.html), covers child OUs at any depth,
   and never deploys a second instance to an account and region that have one; moto adds the listed accounts,
   descends one level and duplicates instances.
-- ``DeleteStackInstances`` with ``DeploymentTargets.OrganizationalUnitIds`` deletes the OUs' instances; moto deletes
-  nothing (then DeleteStackSet fails with StackSetNotEmptyException).
+- ``DeleteStackInstances`` with ``DeploymentTargets.OrganizationalUnitIds`` deletes the OUs' instances, narrowed by
+  ``AccountFilterType``; moto deletes nothing (then DeleteStackSet fails with StackSetNotEmptyException).
 - ``UpdateStackSet`` with a new template updates every stack instance; moto only records the operation.
+- A stack instance reports its member stack's state (API_StackInstanceSummary.html): ``CURRENT``/``SUCCEEDED`` once
+  the stack is complete, ``OUTDATED``/``FAILED`` with the failing resource's reason when it rolled back; moto says
+  ``CURRENT``/``SUCCEEDED`` whatever happened.
 - ``ListStackInstances`` and ``ListStackSetOperationResults`` are paged (``MaxResults`` 1-100, ``NextToken``:
   API_ListStackInstances.html); moto returns everything at once, which hides a client that reads one page only.
 """
 
 from typing import Any
 
-from moto.cloudformation.models import StackInstances, StackSet
+from moto.cloudformation.models import StackInstance, StackInstances, StackSet
 from moto.cloudformation.responses import CloudFormationResponse
 from moto.core.common_models import CloudFormationModel
 from moto.core.responses import ActionResult
@@ -145,6 +148,11 @@ def _delete_stack_instances(self: CloudFormationResponse) -> Any:
         return _original_delete_instances(self)
     stack_set = self.cloudformation_backend.describe_stack_set(self._get_param("StackSetName"))
     accounts = _ou_accounts(stack_set, targets["OrganizationalUnitIds"])
+    listed, mode = set(targets.get("Accounts") or []), targets.get("AccountFilterType", "NONE")
+    if mode == "INTERSECTION":
+        accounts = [a for a in accounts if a in listed]
+    elif mode == "DIFFERENCE":
+        accounts = [a for a in accounts if a not in listed]
     stack_set.delete_stack_instances(accounts, self._get_param("Regions", []))
     return ActionResult({"OperationId": stack_set.operations[-1]["OperationId"]})
 
@@ -159,6 +167,34 @@ def _update(self: StackSet, template: str, *args: Any, **kwargs: Any) -> dict[st
             instance.template = template
             instance.stack.update(template, parameters=instance.stack.resource_map.input_parameters)
     return operation
+
+
+_FAILED_STACK = {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED"}
+_original_to_dict = StackInstance.to_dict
+
+
+def _instance_summary(self: StackInstance) -> dict[str, Any]:
+    summary = _original_to_dict(self)
+    stack_status = getattr(getattr(self, "stack", None), "status", "CREATE_COMPLETE")
+    if stack_status in _FAILED_STACK:
+        failures = [
+            e
+            for e in self.stack.events
+            if str(e.resource_status).endswith("_FAILED") and e.resource_status_reason
+        ]
+        reason = failures[0].resource_status_reason if failures else stack_status
+        summary.update(
+            {
+                "Status": "OUTDATED",
+                "StatusReason": f"ResourceLogicalId:{failures[0].logical_resource_id}, {reason}"
+                if failures
+                else reason,
+                "StackInstanceStatus": {"DetailedStatus": "FAILED"},
+            }
+        )
+    elif stack_status.endswith("_IN_PROGRESS"):
+        summary.update({"Status": "OUTDATED", "StackInstanceStatus": {"DetailedStatus": "RUNNING"}})
+    return summary
 
 
 def _paged(name: str) -> None:
@@ -182,5 +218,6 @@ def apply() -> None:
     StackInstances.create_instances = _create_instances  # type: ignore[method-assign]
     CloudFormationResponse.delete_stack_instances = _delete_stack_instances  # type: ignore[method-assign]
     StackSet.update = _update  # type: ignore[method-assign]
+    StackInstance.to_dict = _instance_summary  # type: ignore[method-assign]
     for name in ("list_stack_instances", "list_stack_set_operation_results"):
         _paged(name)
