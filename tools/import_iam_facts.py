@@ -65,6 +65,22 @@ DESCRIPTIONS = {
 
 MS_HOST = "sts.windows.net/33e01921-4d64-4f8c-a055-5bdaffd5e33d/"
 
+# Newer than the Terraform port: Microsoft's "Permissions to install Defender for Containers components in AWS and
+# GCP" page (learn.microsoft.com/azure/defender-for-cloud/containers-permissions, read 2026-11-30) grants the
+# Containers K8s role and the agentless-discovery role these EKS access-entry actions, with which Defender maps its
+# role into clusters whose authentication mode allows access entries. tests/unit/test_permissions.py fails when one
+# is missing from the catalog.
+EKS_ACCESS_ENTRY_ACTIONS = [
+    "eks:CreateAccessEntry",
+    "eks:ListAccessEntries",
+    "eks:AssociateAccessPolicy",
+    "eks:ListAssociatedAccessPolicies",
+]
+DOCS_ADDITIONS = {
+    "containersK8s": EKS_ACCESS_ENTRY_ACTIONS,
+    "k8sAgentlessDiscovery": EKS_ACCESS_ENTRY_ACTIONS,
+}
+
 FIXES = [
     "CSPM Default access = ReadOnlyAccess plus the billing Deny (the port creates the Deny but never attaches it).",
     "iam:AttacheRolePolicy (not an IAM action) is iam:AttachRolePolicy.",
@@ -81,6 +97,9 @@ FIXES = [
     "List actions without resource-level permissions (logs:DescribeLogGroups, firehose:ListDeliveryStreams, "
     "sqs:ListQueues) get Resource '*' (scoped to ARNs they never match).",
     "ec2:NewInstanceProfile is compared with ArnEquals (it is an ARN).",
+    "The Containers K8s and agentless-discovery roles get the EKS access-entry actions Microsoft's containers-permissions "
+    "page lists today (eks:CreateAccessEntry, eks:ListAccessEntries, eks:AssociateAccessPolicy, "
+    "eks:ListAssociatedAccessPolicies).",
 ]
 
 
@@ -224,6 +243,12 @@ def main(facts_path: str) -> None:
                                 for k in ("cloudWatchToKinesis", "kinesisToS3")
                             ),
                         ]
+            for st in statements:  # the EKS statement grows the actions Microsoft documents today
+                if "eks:DescribeCluster" in st["Action"]:
+                    st["Action"] = [
+                        *st["Action"],
+                        *(a for a in DOCS_ADDITIONS.get(key, []) if a not in st["Action"]),
+                    ]
             access = {
                 "default": ["Default"],
                 "leastPrivilege": ["LeastPrivilege"],

@@ -162,3 +162,54 @@ def test_troubleshooting_explains_every_reason() -> None:
     doc = (REPO / "docs" / "troubleshooting.md").read_text()
     missing = sorted(r for r in reasons if f"`{r}`" not in doc)
     assert missing == []
+
+
+# learn.microsoft.com/azure/defender-for-cloud/containers-permissions, read 2026-11-30: the actions Microsoft lists
+# for the Containers K8s role ("AzureDefenderKubernetesRole" there) and the agentless-discovery role.
+MICROSOFT_CONTAINERS_ACTIONS = {
+    "containersK8s": [
+        "logs:PutSubscriptionFilter",
+        "logs:DescribeSubscriptionFilters",
+        "logs:DescribeLogGroups",
+        "logs:PutRetentionPolicy",
+        "firehose:*",
+        "iam:PassRole",
+        "eks:UpdateClusterConfig",
+        "eks:DescribeCluster",
+        "eks:CreateAccessEntry",
+        "eks:ListAccessEntries",
+        "eks:AssociateAccessPolicy",
+        "eks:ListAssociatedAccessPolicies",
+        "sqs:*",
+        "s3:*",
+    ],
+    "k8sAgentlessDiscovery": [
+        "eks:UpdateClusterConfig",
+        "eks:DescribeCluster",
+        "eks:CreateAccessEntry",
+        "eks:ListAccessEntries",
+        "eks:AssociateAccessPolicy",
+        "eks:ListAssociatedAccessPolicies",
+    ],
+}
+
+
+def test_the_containers_roles_have_every_action_microsoft_lists_today() -> None:
+    from defender_operator.api.spec import AWSConnectorSpec
+    from defender_operator.render.iam import role_documents
+    from tests.support.manifests import base_manifest
+
+    for access in ("Default", "LeastPrivilege"):
+        spec = AWSConnectorSpec.model_validate({**base_manifest()["spec"], "access": access})
+        roles = {r.key: r for r in role_documents(spec)}
+        for key, wanted in MICROSOFT_CONTAINERS_ACTIONS.items():
+            granted = {
+                action
+                for policy in roles[key].inline_policies.values()
+                for statement in policy["Statement"]
+                if statement["Effect"] == "Allow"
+                for action in (
+                    [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+                )
+            }
+            assert [a for a in wanted if a not in granted] == [], (key, access)
