@@ -93,13 +93,36 @@ class CredentialFactory:
         self._identities: dict[_Keys | None, tuple[str, float]] = {}  # keys -> (ARN, valid until)
         self._clients: dict[tuple[Any, ...], Any] = {}
         self._azure: dict[tuple[str, ...], TokenCredential] = {}
+        self._used: dict[Any, float] = {}  # cache key -> when it was last used (monotonic)
         self._lock = threading.Lock()
+
+    def forget_idle(self, idle_seconds: float, now: float | None = None) -> int:
+        """Drop clients, assumed credentials and Azure credentials unused for ``idle_seconds`` (objects deleted, or
+        credentials rotated), so memory follows the objects being reconciled, not every object ever seen. Returns
+        how many entries went."""
+        cutoff = (time.monotonic() if now is None else now) - idle_seconds
+        with self._lock:
+            stale = {key for key, used in self._used.items() if used < cutoff}
+            before = len(self._clients) + len(self._assumed) + len(self._azure)
+            self._clients = {k: v for k, v in self._clients.items() if k not in stale}
+            self._assumed = {k: v for k, v in self._assumed.items() if k not in stale}
+            self._azure = {k: v for k, v in self._azure.items() if k not in stale or k == ("operator",)}
+            live_keys = {k[0] for k in self._clients}
+            self._identities = {k: v for k, v in self._identities.items() if k in live_keys}
+            self._used = {k: v for k, v in self._used.items() if k not in stale}
+            return before - len(self._clients) - len(self._assumed) - len(self._azure)
+
+    def azure_credentials(self) -> list[TokenCredential]:
+        """The Azure credentials held now (the ARM pipelines built on others can go)."""
+        with self._lock:
+            return list(self._azure.values())
 
     # --- AWS ----------------------------------------------------------------------------------------------------------
 
     def _client(self, keys: _Keys | None, service: str, region: str) -> Any:
         key = (keys, service, region)
         with self._lock:
+            self._used[key] = time.monotonic()
             cached = self._clients.get(key)
             if cached is None:
                 credentials = {}
@@ -147,6 +170,7 @@ class CredentialFactory:
             return AwsClients(self, base)
         key = (str(hash(base)), creds.role_arn, creds.external_id or "")
         with self._lock:
+            self._used[key] = time.monotonic()
             assumed = self._assumed.get(key)
         if assumed is None or assumed.expires <= time.monotonic():
             kwargs: dict[str, Any] = {
@@ -197,6 +221,7 @@ class CredentialFactory:
         )
         key = (spec.azure.tenant_id, data["clientId"], str(hash(data["clientSecret"])))
         with self._lock:
+            self._used[key] = time.monotonic()
             if key not in self._azure:
                 self._azure[key] = ClientSecretCredential(
                     spec.azure.tenant_id, data["clientId"], data["clientSecret"], **self._authority_options()

@@ -71,6 +71,18 @@ class Runtime:
     deleting: set[str] = field(default_factory=set)  # uids whose cleanup has begun: no pass starts any more
     blocked: set[str] = field(default_factory=set)  # uids whose cleanup cannot reach a cloud
     deep_checked: dict[str, float] = field(default_factory=dict)  # uid -> when its last deep pass ended
+    last_forget: float = 0.0
+
+    def forget_idle(self) -> None:
+        """Once a minute: drop clients and credentials no object used for three resync intervals (every live object
+        uses its own at least once per interval), so memory follows the live objects."""
+        now = time.monotonic()
+        if now - self.last_forget >= 60:
+            self.last_forget = now
+            dropped = self.clouds.forget_idle(3 * self.settings.resync_seconds)
+            if dropped:
+                log.info("idle clients dropped", extra={"dropped": dropped})
+
     seen: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     ready: dict[str, str] = field(default_factory=dict)  # uid -> Ready status, for the objects gauge
@@ -431,6 +443,7 @@ def _pass(runtime: Runtime, target: Target, conflict: str | None, admission: Adm
         log.warning("retryable error; backing off", extra={**fields, "delay": round(delay, 1)})
         return delay
     runtime.failures.pop(target.uid, None)
+    runtime.forget_idle()
     if target.deep and ready is not None and ready.status == "True":
         runtime.deep_checked[target.uid] = time.monotonic()
     log.info("reconciled", extra={**fields, "deep": target.deep})

@@ -42,6 +42,16 @@ class Clouds:
             int, ARMPipelineClient[Any, Any]
         ] = {}  # one per credential, reused across passes
 
+    def forget_idle(self, idle_seconds: float) -> int:
+        """Drop what no object used for ``idle_seconds``: clients, credentials, and ARM pipelines of dropped
+        credentials."""
+        dropped = self.credentials.forget_idle(idle_seconds)
+        held = {id(c) for c in self.credentials.azure_credentials()}
+        for key in [k for k in self._pipelines if k not in held]:
+            del self._pipelines[key]
+            dropped += 1
+        return dropped
+
     def aws(self, target: Target, writes: CloudWrites = unrecorded_writes) -> AwsAccount:
         """``writes("aws")`` wraps every write the adapters make."""
         clients = self.credentials.aws_clients(target.namespace, target.name, target.spec)
