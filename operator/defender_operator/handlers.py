@@ -233,22 +233,28 @@ def _onboarding(spec: Any) -> str:
     return f"{spec.get('aws', {}).get('accountId', '')}/{spec.get('azure', {}).get('subscriptionId', '')}"
 
 
+def _claim(meta: Any, status: Any) -> str:
+    """Rank of an object's claim on its onboarding, lowest first: an object that has written to a cloud before one
+    that has not (so a newcomer never displaces the object whose stack and connector exist, even when both were
+    created in the same second, creationTimestamp's resolution), then the older, then the uid as the tie-break."""
+    wrote = "0" if (status or {}).get("firstCloudWrite") else "1"
+    return f"{wrote}/{meta.get('creationTimestamp')}/{meta.get('uid')}"
+
+
 @kopf.index(GROUP, VERSION, PLURAL)
 def by_account(
-    namespace: str | None, name: str, spec: Any, meta: Any, **_: Any
+    namespace: str | None, name: str, spec: Any, meta: Any, status: Any, **_: Any
 ) -> dict[str, tuple[str, str]]:
-    """AWS account and subscription -> (creationTimestamp + uid, "namespace/name") of every object onboarding it."""
-    return {_onboarding(spec): (f"{meta.get('creationTimestamp')}/{meta.get('uid')}", f"{namespace}/{name}")}
+    """AWS account and subscription -> (claim rank, "namespace/name") of every object onboarding it."""
+    return {_onboarding(spec): (_claim(meta, status), f"{namespace}/{name}")}
 
 
-def conflict_with(index: Any, spec: Any, meta: Any, namespace: str, name: str) -> str | None:
-    """The object that onboards the same account into the same subscription and came first, if not this one."""
+def conflict_with(index: Any, spec: Any, namespace: str, name: str) -> str | None:
+    """The object with the strongest claim on the same account and subscription, if it is not this one."""
     entries = sorted(index.get(_onboarding(spec), []))
-    if not entries:
+    if not entries or entries[0][1] == f"{namespace}/{name}":
         return None
-    first = entries[0]
-    me = (f"{meta.get('creationTimestamp')}/{meta.get('uid')}", f"{namespace}/{name}")
-    return None if first == me else str(first[1])
+    return str(entries[0][1])
 
 
 def target_of(body: Any, instance: str) -> Target:
@@ -396,7 +402,7 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
     except ValueError as exc:  # the CRD prevents this; a stale CRD might not
         log.error("invalid spec", extra={"object": f"{meta['namespace']}/{meta['name']}", "error": str(exc)})
         return runtime.settings.resync_seconds
-    conflict = conflict_with(indexes["by_account"], body["spec"], meta, target.namespace, target.name)
+    conflict = conflict_with(indexes["by_account"], body["spec"], target.namespace, target.name)
     admission = admission_of(target, indexes["policies"], indexes["namespace_labels"])
     try:
         return await runtime.exclusive(target.uid, _pass, runtime, target, conflict, admission)

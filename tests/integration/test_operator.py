@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import yaml
 from defender_operator.api.names import ANNOTATION_PAUSED, FINALIZER
 from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render import render
-from defender_operator.sandbox import Sandbox, binaries
+from defender_operator.sandbox import Sandbox
 from tests.support.checks import schema_errors
 from tests.support.clouds import (
     arm_client,
@@ -44,8 +43,8 @@ from tests.support.operator import (
     OperatorProcess,
     connector_puts,
     events,
+    module_operator,
     set_health,
-    start_operator,
     wait_condition,
     wait_gone,
 )
@@ -55,14 +54,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    running = start_operator(sandbox, tmp_path_factory.mktemp("operator"))
-    try:
+    with module_operator(sandbox, tmp_path_factory, "operator") as running:
         yield running
-    finally:
-        running.stop()
-        logs = binaries.cache_dir() / "test-sandbox-logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        shutil.copy(running.state / "operator.log", logs / "operator.log")
 
 
 def test_create_reaches_ready_with_the_right_stack_roles_and_connector(

@@ -1,7 +1,6 @@
 """Organizations (issue 12, first part): the member StackSet reconciled level-triggered, so a kill between creating the
 StackSet and deploying it is repaired; every list read to its last page; a busy StackSet retried, not terminal."""
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,25 +8,19 @@ from typing import Any
 
 import pytest
 
-from defender_operator.sandbox import Sandbox, binaries
+from defender_operator.sandbox import Sandbox
 from tests.support.clouds import aws_control
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import account_of, aws_in, defender_roles, delete, manifest
-from tests.support.operator import OperatorProcess, start_operator, wait_condition
+from tests.support.operator import OperatorProcess, module_operator, wait_condition
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    running = start_operator(sandbox, tmp_path_factory.mktemp("organizations-operator"))
-    try:
+    with module_operator(sandbox, tmp_path_factory, "organizations-operator") as running:
         yield running
-    finally:
-        running.stop()
-        logs = binaries.cache_dir() / "test-sandbox-logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        shutil.copy(running.state / "operator.log", logs / "organizations-operator.log")
 
 
 def organization(sandbox: Sandbox, namespace: str, members: int = 3) -> tuple[dict[str, Any], list[str]]:

@@ -7,7 +7,6 @@ traffic through the fault proxies (which can kill it at the worst moment).
 """
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from defender_operator.api.spec import RoleNames
-from defender_operator.sandbox import Sandbox, binaries
+from defender_operator.sandbox import Sandbox
 from tests.support.clouds import arm_client, arm_control, arm_requests, aws_control, connector_url, send
 from tests.support.kube import apply, condition, get_object, kubectl, restart_apiserver, wait_for
 from tests.support.onboarding import (
@@ -31,7 +30,13 @@ from tests.support.onboarding import (
     request_reconcile,
     stacks_of,
 )
-from tests.support.operator import OperatorProcess, events, start_operator, wait_condition, wait_gone
+from tests.support.operator import (
+    OperatorProcess,
+    events,
+    module_operator,
+    wait_condition,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +46,8 @@ OTHER_SUBSCRIPTION = "22222222-3333-4444-5555-666666666666"
 
 @pytest.fixture(scope="module")
 def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    running = start_operator(sandbox, tmp_path_factory.mktemp("safety-operator"), arm_proxy=True)
-    try:
+    with module_operator(sandbox, tmp_path_factory, "safety-operator", arm_proxy=True) as running:
         yield running
-    finally:
-        running.stop()
-        logs = binaries.cache_dir() / "test-sandbox-logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        shutil.copy(running.state / "operator.log", logs / "safety-operator.log")
 
 
 def provider_of(sandbox: Sandbox, account: str) -> dict[str, Any] | None:

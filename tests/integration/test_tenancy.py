@@ -2,7 +2,6 @@
 operator, on the sandbox's real API server with its ValidatingAdmissionPolicy, the operator as its own process."""
 
 import json
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from defender_operator.sandbox import Sandbox, binaries
+from defender_operator.sandbox import Sandbox
 from tests.conftest import OPT_OUT
 from tests.support.clouds import arm_control, arm_requests
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import account_of, connector, manifest, stacks_of
-from tests.support.operator import OperatorProcess, start_operator, wait_condition, wait_gone
+from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +24,8 @@ DEFAULT_TENANT = "99999999-8888-7777-6666-555555555555"
 
 @pytest.fixture(scope="module")
 def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    running = start_operator(sandbox, tmp_path_factory.mktemp("tenancy-operator"))
-    try:
+    with module_operator(sandbox, tmp_path_factory, "tenancy-operator") as running:
         yield running
-    finally:
-        running.stop()
-        logs = binaries.cache_dir() / "test-sandbox-logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        shutil.copy(running.state / "operator.log", logs / "tenancy-operator.log")
 
 
 def bare_namespace(kubeconfig: Path) -> str:

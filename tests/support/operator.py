@@ -4,17 +4,20 @@ Its AWS traffic goes through the fault-injecting proxy, which also counts every 
 can inject throttling and assert which calls a pass made.
 """
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from defender_operator.sandbox import Sandbox, processes
+from defender_operator.sandbox import Sandbox, binaries, processes
 from defender_operator.sandbox.emulators import control, start_proxy
 
 from .clouds import arm_control, arm_requests
@@ -147,6 +150,21 @@ def start_operator(
     )
     operator.start(wait_ready)
     return operator
+
+
+@contextlib.contextmanager
+def module_operator(
+    sandbox: Sandbox, tmp_path_factory: Any, name: str, **options: Any
+) -> Iterator[OperatorProcess]:
+    """An operator for a test module; its log is kept beside the sandbox's (test-sandbox-logs/<name>.log)."""
+    running = start_operator(sandbox, tmp_path_factory.mktemp(name), **options)
+    try:
+        yield running
+    finally:
+        running.stop()
+        logs = binaries.cache_dir() / "test-sandbox-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(running.state / "operator.log", logs / f"{name}.log")
 
 
 # --- waiting on what users see ---------------------------------------------------------------------------------------
