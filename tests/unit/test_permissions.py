@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.render.catalog import catalog
 from defender_operator.render.cloudformation import stack_template
 from tests.support.manifests import base_manifest
 from tests.support.paths import REPO
@@ -213,3 +214,18 @@ def test_the_containers_roles_have_every_action_microsoft_lists_today() -> None:
                 )
             }
             assert [a for a in wanted if a not in granted] == [], (key, access)
+
+
+def test_the_iam_policy_attaches_only_the_managed_policies_the_catalog_uses() -> None:
+    """A role name pattern alone would let the operator's identity attach AdministratorAccess to a role it creates."""
+    policy = json.loads((REPO / "docs" / "operator-iam-policy.json").read_text())
+    attach = [s for s in policy["Statement"] if "iam:AttachRolePolicy" in s["Action"]]
+    assert len(attach) == 1
+    allowed = set(attach[0]["Condition"]["ArnEquals"]["iam:PolicyARN"])
+    used = {
+        f"arn:aws:iam::aws:policy/{name}"
+        for role in catalog().roles.values()
+        for names in role.managed_policies.values()
+        for name in names
+    }
+    assert allowed == used

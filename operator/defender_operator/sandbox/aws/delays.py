@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import ClassVar
 
+from . import authorization
+
 # One lock for moto's state: requests (see server.py) and the timers below both take it.
 LOCK = threading.RLock()
 
@@ -21,13 +23,15 @@ class Settings:
 
 
 def later(action: Callable[[], None]) -> None:
-    """Run now (synchronous mode) or after the configured delay, under the lock."""
+    """Run now (synchronous mode) or after the configured delay, under the lock, acting for the principal whose
+    request scheduled it (CloudFormation's forward access sessions; see :mod:`.authorization`)."""
     if Settings.async_seconds <= 0:
         action()
         return
+    principal = authorization.current()
 
     def run() -> None:
-        with LOCK:
+        with LOCK, authorization.acting_for(principal):
             action()
 
     timer = threading.Timer(Settings.async_seconds, run)

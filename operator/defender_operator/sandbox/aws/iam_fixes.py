@@ -15,6 +15,8 @@ from moto.iam.models import AWSManagedPolicy, IAMBackend, Role, iam_backends
 from moto.iam.responses import IamResponse
 from moto.utilities.utils import get_partition
 
+from . import authorization
+
 
 @cache
 def _managed_policy_data() -> dict[str, Any]:
@@ -104,6 +106,34 @@ def _sync_policies(backend: IAMBackend, role: Role, properties: dict[str, Any]) 
         backend.attach_role_policy(arn, role.name)
 
 
+def _role_arn(account_id: str, properties: dict[str, Any], name: str) -> str:
+    return f"arn:aws:iam::{account_id}:role{properties.get('Path', '/')}{name}"
+
+
+def _forward_policy_changes(account_id: str, arn: str, role: Role | None, properties: dict[str, Any]) -> None:
+    """The IAM calls CloudFormation makes for the stack's caller to give a role these policies."""
+    boundary = (
+        {"iam:PermissionsBoundary": properties["PermissionsBoundary"]}
+        if properties.get("PermissionsBoundary")
+        else {}
+    )
+    inline = {p["PolicyName"]: _json(p["PolicyDocument"]) for p in properties.get("Policies", [])}
+    managed = set(properties.get("ManagedPolicyArns", []))
+    for name, document in inline.items():
+        if role is None or role.policies.get(name) != document:
+            authorization.forwarded(account_id, "iam:PutRolePolicy", arn, boundary)
+    if set(role.policies if role else ()) - set(inline):
+        authorization.forwarded(account_id, "iam:DeleteRolePolicy", arn, boundary)
+    for policy in sorted(managed - set(role.managed_policies if role else ())):
+        authorization.forwarded(
+            account_id, "iam:AttachRolePolicy", arn, {**boundary, "iam:PolicyARN": policy}
+        )
+    for policy in sorted(set(role.managed_policies if role else ()) - managed):
+        authorization.forwarded(
+            account_id, "iam:DetachRolePolicy", arn, {**boundary, "iam:PolicyARN": policy}
+        )
+
+
 def _create_role(
     cls: type[Role],
     resource_name: str,
@@ -114,8 +144,17 @@ def _create_role(
 ) -> Role:
     properties = cloudformation_json["Properties"]
     backend = iam_backends[account_id][get_partition(region_name)]
+    name = properties.get("RoleName", resource_name)
+    arn = _role_arn(account_id, properties, name)
+    boundary = properties.get("PermissionsBoundary")
+    authorization.forwarded(
+        account_id, "iam:CreateRole", arn, {"iam:PermissionsBoundary": boundary} if boundary else {}
+    )
+    if properties.get("Tags"):
+        authorization.forwarded(account_id, "iam:TagRole", arn)
+    _forward_policy_changes(account_id, arn, None, properties)
     role = backend.create_role(
-        role_name=properties.get("RoleName", resource_name),
+        role_name=name,
         assume_role_policy_document=_json(properties["AssumeRolePolicyDocument"]),
         path=properties.get("Path", "/"),
         permissions_boundary=properties.get("PermissionsBoundary", ""),
@@ -142,6 +181,9 @@ def _update_role(
         _delete_role(cls, original_resource.name, cloudformation_json, account_id, region_name)
         return _create_role(cls, new_resource_name, cloudformation_json, account_id, region_name)
     role = backend.get_role(original_resource.name)
+    arn = _role_arn(account_id, properties, role.name)
+    authorization.forwarded(account_id, "iam:UpdateAssumeRolePolicy", arn)
+    _forward_policy_changes(account_id, arn, role, properties)
     backend.update_assume_role_policy(role.name, _json(properties["AssumeRolePolicyDocument"]))
     role.description = properties.get("Description", "")
     role.max_session_duration = properties.get("MaxSessionDuration", 3600)
@@ -161,6 +203,12 @@ def _delete_role(
     role = next((r for r in backend.roles.values() if r.name == resource_name), None)
     if role is None:
         return  # deleted out of band: CloudFormation treats that as deleted
+    arn = role.arn
+    for policy in role.managed_policies:
+        authorization.forwarded(account_id, "iam:DetachRolePolicy", arn, {"iam:PolicyARN": policy})
+    if role.policies:
+        authorization.forwarded(account_id, "iam:DeleteRolePolicy", arn)
+    authorization.forwarded(account_id, "iam:DeleteRole", arn)
     for arn in list(role.managed_policies):
         backend.detach_role_policy(arn, role.name)
     for name in list(role.policies):

@@ -2,7 +2,8 @@
 
 Run as ``python -m defender_operator.sandbox.aws.server --port N [--async-stack-seconds S]``. Clients reach it through
 the standard ``AWS_ENDPOINT_URL``. ``POST /moto-api/reset`` resets all state, as in stock moto; ``GET/POST
-/_sandbox/config`` reads or sets ``{"asyncStackSeconds": S, "pageSize": N}`` while it runs.
+/_sandbox/config`` reads or sets ``{"asyncStackSeconds": S, "pageSize": N, "enforceIamAccounts": [...]}`` while it
+runs (a POST changes the keys it names; a reset clears the accounts whose IAM principals are authorized).
 """
 
 import argparse
@@ -14,7 +15,7 @@ from typing import Any
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from . import delays
+from . import authorization, delays
 
 CONFIG_PATH = "/_sandbox/config"
 StartResponse = Callable[..., Any]
@@ -80,6 +81,7 @@ class App:
 
     def _reset_fixes(self) -> None:
         delays.cancel_pending()
+        authorization.Settings.accounts = frozenset()
         with self._fixes_lock:
             if self._fixed:
                 from . import drift
@@ -90,10 +92,18 @@ class App:
         if environ["REQUEST_METHOD"] == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = json.loads(environ["wsgi.input"].read(length) or b"{}")
-            delays.Settings.async_seconds = float(body.get("asyncStackSeconds", 0))
-            delays.Settings.page_size = int(body.get("pageSize", 100))
+            if "asyncStackSeconds" in body:
+                delays.Settings.async_seconds = float(body["asyncStackSeconds"])
+            if "pageSize" in body:
+                delays.Settings.page_size = int(body["pageSize"])
+            if "enforceIamAccounts" in body:
+                authorization.Settings.accounts = frozenset(body["enforceIamAccounts"])
         payload = json.dumps(
-            {"asyncStackSeconds": delays.Settings.async_seconds, "pageSize": delays.Settings.page_size}
+            {
+                "asyncStackSeconds": delays.Settings.async_seconds,
+                "pageSize": delays.Settings.page_size,
+                "enforceIamAccounts": sorted(authorization.Settings.accounts),
+            }
         ).encode()
         start_response(
             "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
@@ -110,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     set_default_account(args.account)
     delays.Settings.async_seconds = args.async_stack_seconds
+    authorization.install()
     app = App()
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     threading.Thread(target=app.apply_fixes, name="warm-up", daemon=True).start()
