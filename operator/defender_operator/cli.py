@@ -151,6 +151,14 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_aws_setup(args: argparse.Namespace) -> int:
+    from .render.account_setup import account_setup_template, operator_policy
+
+    document = operator_policy() if args.only == "policy" else account_setup_template()
+    print(json.dumps(document, indent=2))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .operator_main import run
 
@@ -210,6 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("docs", help="print generated documentation (docs/reference.md)")
     p.add_argument("topic", choices=["reference"])
     p.set_defaults(func=cmd_docs)
+
+    p = sub.add_parser(
+        "aws-setup",
+        help="print the CloudFormation an account's administrator deploys once per account (the operator's role "
+        "and Defender's managed policies), or the operator's IAM policy",
+    )
+    p.add_argument(
+        "--only",
+        choices=("template", "policy"),
+        default="template",
+        help="template (default): the setup stack; policy: the operator's IAM policy for rolePolicies Inline",
+    )
+    p.set_defaults(func=cmd_aws_setup)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

@@ -1,7 +1,9 @@
-"""The operator under exactly the documented IAM policy (docs/operator-iam-policy.json), with the AWS emulator
-authorizing every request of the account's IAM principals and every IAM call CloudFormation makes for them
-(sandbox/aws/authorization.py): onboarding reaches Ready and cleanup removes everything, and the same identity is
-refused what the policy must not allow (issue 11, point 4, as far as the emulator can check)."""
+"""The operator under exactly the documented IAM policies, with the AWS emulator authorizing every request of the
+account's IAM principals and every IAM call CloudFormation makes for them (sandbox/aws/authorization.py): onboarding
+reaches Ready and cleanup removes everything, and the same identity is refused what the policy must not allow
+(issue 11, point 4, as far as the emulator can check). Two policies: docs/operator-iam-policy.json for roles with
+inline policies, and the hardened one of the account setup stack (deploy/aws/account-setup.json) for
+``rolePolicies: Managed``."""
 
 import json
 import uuid
@@ -14,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from defender_operator.sandbox import Sandbox
 from tests.support.clouds import aws_client, aws_control
-from tests.support.kube import apply, kubectl, wait_for
+from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import aws_in, connector, manifest, stacks_of
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
 from tests.support.paths import REPO
@@ -60,11 +62,9 @@ def enforced(sandbox: Sandbox) -> Iterator[None]:
         aws_control(sandbox, "/_sandbox/config", {"enforceIamAccounts": []})
 
 
-def as_operator(sandbox: Sandbox, service: str) -> Any:
-    """A client with the operator's identity in ACCOUNT (the role it assumes there)."""
-    creds = aws_client(sandbox, "sts").assume_role(RoleArn=OPERATOR_ROLE, RoleSessionName="probe")[
-        "Credentials"
-    ]
+def as_operator(sandbox: Sandbox, service: str, role: str = OPERATOR_ROLE) -> Any:
+    """A client with the operator's identity (the role it assumes in the account)."""
+    creds = aws_client(sandbox, "sts").assume_role(RoleArn=role, RoleSessionName="probe")["Credentials"]
     return boto3.client(
         service,
         endpoint_url=sandbox.aws_endpoint,
@@ -158,3 +158,100 @@ def test_cloudformation_acts_with_the_callers_permissions(sandbox: Sandbox, enfo
     roles = [r["RoleName"] for r in aws_in(sandbox, ACCOUNT, "iam").list_roles()["Roles"]]
     assert "DefenderForCloud-Escalation" not in roles
     cloudformation.delete_stack(StackName="DefenderForCloud-Escalation")
+
+
+SETUP_ACCOUNT = "400011113333"
+SETUP_ROLE = f"arn:aws:iam::{SETUP_ACCOUNT}:role/defender-operator"
+
+
+@pytest.fixture
+def set_up(sandbox: Sandbox) -> Iterator[None]:
+    """SETUP_ACCOUNT as its administrator prepares it: the setup stack deployed (by an administrator role), then
+    every request of the account's principals authorized."""
+    iam = aws_in(sandbox, SETUP_ACCOUNT, "iam")
+    try:
+        iam.create_role(RoleName="test", AssumeRolePolicyDocument=TRUST_ANYONE_HERE)
+        iam.attach_role_policy(RoleName="test", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+    cloudformation = aws_in(sandbox, SETUP_ACCOUNT, "cloudformation")
+    if not [
+        s for s in cloudformation.list_stacks()["StackSummaries"] if s["StackStatus"] == "CREATE_COMPLETE"
+    ]:
+        cloudformation.create_stack(
+            StackName="defender-operator-setup",
+            TemplateBody=(REPO / "deploy" / "aws" / "account-setup.json").read_text(),
+            Parameters=[
+                {"ParameterKey": "OperatorPrincipalArn", "ParameterValue": "arn:aws:iam::123456789012:role/x"}
+            ],
+            Capabilities=["CAPABILITY_NAMED_IAM"],
+        )
+
+    def settled() -> dict[str, Any] | None:
+        stack: dict[str, Any] = cloudformation.describe_stacks(StackName="defender-operator-setup")["Stacks"][
+            0
+        ]
+        return None if stack["StackStatus"].endswith("_IN_PROGRESS") else stack
+
+    stack = wait_for(settled, 30, "the setup stack")
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack
+    assert stack["Outputs"][0]["OutputValue"] == SETUP_ROLE
+    aws_control(sandbox, "/_sandbox/config", {"enforceIamAccounts": [SETUP_ACCOUNT]})
+    try:
+        yield
+    finally:
+        aws_control(sandbox, "/_sandbox/config", {"enforceIamAccounts": []})
+
+
+def test_managed_role_policies_onboard_under_the_hardened_policy_and_inline_ones_cannot(
+    sandbox: Sandbox, kubeconfig: Any, operator: OperatorProcess, namespace: str, set_up: None
+) -> None:
+    m = manifest(namespace, "managed", account=SETUP_ACCOUNT, plans={"cspm": {"enabled": True}})
+    m["spec"]["aws"]["credentials"] = {"roleArn": SETUP_ROLE}
+    m["spec"]["aws"]["rolePolicies"] = "Managed"
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "managed", "Ready", "True", timeout=120)
+    iam = aws_in(sandbox, SETUP_ACCOUNT, "iam")
+    roles = [
+        r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"] not in ("test", "defender-operator")
+    ]
+    assert roles
+    for role in roles:
+        assert iam.list_role_policies(RoleName=role)["PolicyNames"] == []
+        attached = [
+            p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+        ]
+        assert attached and all(":aws:policy/" in a or "/defender-for-cloud/" in a for a in attached), (
+            attached
+        )
+
+    # the same identity cannot give a Defender role more than the setup stack's policies
+    probe = as_operator(sandbox, "iam", SETUP_ROLE)
+    document = json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    )
+    assert "explicit deny" in refused(
+        probe.put_role_policy, RoleName=roles[0], PolicyName="more", PolicyDocument=document
+    )
+    admin = "arn:aws:iam::aws:policy/AdministratorAccess"
+    refused(probe.attach_role_policy, RoleName=roles[0], PolicyArn=admin)
+    setup_policy = f"arn:aws:iam::{SETUP_ACCOUNT}:policy/defender-for-cloud/CspmMonitorAwsDenyPolicy"
+    refused(probe.create_policy_version, PolicyArn=setup_policy, PolicyDocument=document, SetAsDefault=True)
+
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "managed", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "managed", timeout=120)
+    assert [s["StackName"] for s in stacks_of(sandbox, SETUP_ACCOUNT)] == ["defender-operator-setup"]
+
+    # inline policies: CloudFormation acts for the same identity, and IAM refuses; the object says why
+    m["spec"]["aws"]["rolePolicies"] = "Inline"
+    m["metadata"]["name"] = "inline"
+    assert apply(kubeconfig, m).returncode == 0
+
+    def refusal() -> str | None:
+        ready = condition(get_object(kubeconfig, namespace, "inline"), "Ready")
+        return ready["message"] if ready and "iam:PutRolePolicy" in ready.get("message", "") else None
+
+    assert "explicit deny" in wait_for(refusal, 120, "Ready to name the refused iam:PutRolePolicy")
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "inline", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "inline", timeout=120)

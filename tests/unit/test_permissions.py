@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.render.account_setup import operator_policy
 from defender_operator.render.catalog import catalog
 from defender_operator.render.cloudformation import stack_template
 from tests.support.manifests import base_manifest
@@ -100,7 +101,7 @@ def aws_calls() -> set[str]:
 
 
 def policy_actions() -> set[str]:
-    policy = json.loads((REPO / "docs" / "operator-iam-policy.json").read_text())
+    policy = operator_policy()
     return {action for statement in policy["Statement"] for action in statement["Action"]}
 
 
@@ -218,7 +219,7 @@ def test_the_containers_roles_have_every_action_microsoft_lists_today() -> None:
 
 def test_the_iam_policy_attaches_only_the_managed_policies_the_catalog_uses() -> None:
     """A role name pattern alone would let the operator's identity attach AdministratorAccess to a role it creates."""
-    policy = json.loads((REPO / "docs" / "operator-iam-policy.json").read_text())
+    policy = operator_policy()
     attach = [s for s in policy["Statement"] if "iam:AttachRolePolicy" in s["Action"]]
     assert len(attach) == 1
     allowed = set(attach[0]["Condition"]["ArnEquals"]["iam:PolicyARN"])

@@ -4,9 +4,9 @@ Field descriptions are what ``kubectl explain`` prints, so they are written for 
 Defaults follow the portal (docs/reference.md lists each one and why).
 """
 
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from .regions import AwsRegion
 from .schema import CamelModel, cel, immutable, rules
@@ -228,6 +228,26 @@ class RoleNames(CamelModel):
     )
 
 
+# Roles whose names the catalog's policies contain (iam:PassRole, trust between roles). With rolePolicies Managed the
+# account's setup stack wrote those policies with the default names, so these roles must keep them (a unit test keeps
+# this list equal to the catalog's).
+ROLES_NAMED_IN_POLICIES = ("ssmAutomation", "cloudWatchToKinesis", "kinesisToS3", "ciemDiscovery")
+_DEFAULT_ROLE_NAMES = {(field.alias or name): field.default for name, field in RoleNames.model_fields.items()}
+
+
+def _managed_keeps_default_names() -> dict[str, Any]:
+    kept = " && ".join(
+        f"(!has(self.roleNames.{key}) || self.roleNames.{key} == '{_DEFAULT_ROLE_NAMES[key]}')"
+        for key in ROLES_NAMED_IN_POLICIES
+    )
+    return cel(
+        f"!has(self.rolePolicies) || self.rolePolicies != 'Managed' || !has(self.roleNames) || ({kept})",
+        "rolePolicies Managed needs the default names of the roles its policies name: "
+        + ", ".join(f"roleNames.{key}" for key in ROLES_NAMED_IN_POLICIES),
+        field_path=".roleNames",
+    )
+
+
 class AwsSpec(CamelModel):
     """The AWS account to onboard."""
 
@@ -244,6 +264,7 @@ class AwsSpec(CamelModel):
                 "organization cannot be added or removed after creation; create a new AWSConnector instead",
                 field_path=".organization",
             ),
+            _managed_keeps_default_names(),
         )
     )
 
@@ -270,11 +291,30 @@ class AwsSpec(CamelModel):
         default_factory=RoleNames,
         description="Override IAM role names, e.g. where a default name is already taken.",
     )
+    role_policies: Literal["Inline", "Managed"] = Field(
+        default="Inline",
+        description="Inline: each role carries its own policies, as Microsoft's template does. Managed: roles attach "
+        "the customer managed policies under /defender-for-cloud/ that the account's setup stack holds "
+        "(docs/production.md), so the operator's identity needs no iam:PutRolePolicy and cannot grant more than "
+        "Defender's roles have.",
+    )
 
     @field_validator("regions")
     @classmethod
     def _no_duplicates(cls, values: list[AwsRegion]) -> list[AwsRegion]:
         return _unique(values)
+
+    @model_validator(mode="after")
+    def _managed_policies_name_default_roles(self) -> "AwsSpec":
+        if self.role_policies == "Managed":
+            names = self.role_names.model_dump(by_alias=True)
+            renamed = [k for k in ROLES_NAMED_IN_POLICIES if names[k] != _DEFAULT_ROLE_NAMES[k]]
+            if renamed:
+                raise ValueError(
+                    "rolePolicies Managed needs the default names of the roles its policies name: "
+                    + ", ".join(f"roleNames.{key}" for key in renamed)
+                )
+        return self
 
     @field_validator("credentials")
     @classmethod

@@ -37,12 +37,21 @@ ROLE_KEYS: tuple[str, ...] = (
 )
 
 
+# Where the account's setup stack keeps the catalog's policies as customer managed policies (rolePolicies Managed).
+MANAGED_POLICY_PATH = "/defender-for-cloud/"
+
+
 class InlinePolicy(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
     access: list[Access]
     statements: list[dict[str, Any]]
+
+    @property
+    def managed_name(self) -> str:
+        """Its name as a customer managed policy: one per account, so without the tenant some names carry."""
+        return self.name.replace("-{tenant}", "")
 
 
 class RoleTemplate(BaseModel):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.spec import AWSConnectorSpec
-from .catalog import catalog, required_roles, role_name
+from .catalog import MANAGED_POLICY_PATH, catalog, required_roles, role_name
 from .placeholders import literals, substitute
 
 # Placeholders only the deploying account can resolve; renderers map each to their own syntax.
@@ -43,21 +43,27 @@ def role_documents(spec: AWSConnectorSpec) -> list[RoleDocument]:
     def fill(value: Any) -> Any:
         return substitute(value, known, keep, lambda s: s)
 
+    managed = spec.aws.role_policies == "Managed"
     roles = []
     for key in required_roles(spec):
         template = catalog().roles[key]
+        policies = template.inline_policies(spec.access)
         roles.append(
             RoleDocument(
                 key=key,
                 name=role_name(spec, key),
                 description=f"Microsoft Defender for Cloud - {template.description}",
                 trust=_document(fill(template.trust)),
-                inline_policies={
-                    fill(p.name): _document(fill(p.statements)) for p in template.inline_policies(spec.access)
-                },
+                inline_policies={}
+                if managed
+                else {fill(p.name): _document(fill(p.statements)) for p in policies},
                 managed_policy_arns=[
                     "arn:{partition}:iam::aws:policy/" + name
                     for name in template.managed_policy_names(spec.access)
+                ]
+                + [
+                    "arn:{partition}:iam::{account}:policy" + MANAGED_POLICY_PATH + p.managed_name
+                    for p in (policies if managed else [])
                 ],
             )
         )

@@ -1,0 +1,153 @@
+"""The account setup stack (deploy/aws/account-setup.json) and the operator's IAM policies: generated from one source,
+valid CloudFormation, clean under parliament, and the hardened policy forbids what lets its holder grant itself more
+than Defender's roles have."""
+
+import json
+from typing import Any
+
+import parliament
+
+from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.render.account_setup import (
+    account_setup_template,
+    managed_operator_policy,
+    operator_policy,
+)
+from defender_operator.render.catalog import MANAGED_POLICY_PATH
+from defender_operator.render.cloudformation import stack_template
+from defender_operator.sandbox.aws.authorization import decide
+from tests.support.checks import cfn_lint_errors
+from tests.support.manifests import base_manifest
+from tests.support.paths import REPO
+
+ACCOUNT = "111122223333"
+CONCRETE = {"AWS::Partition": "aws", "AWS::AccountId": ACCOUNT}
+
+
+def concrete(value: Any) -> Any:
+    """Resolve the template's Fn::Sub strings for one account (what CloudFormation does on deploy)."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::Sub"}:
+            text = value["Fn::Sub"]
+            for name, resolved in CONCRETE.items():
+                text = text.replace("${" + name + "}", resolved)
+            return text
+        return {k: concrete(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [concrete(v) for v in value]
+    return value
+
+
+def test_the_checked_in_files_are_generated() -> None:
+    assert (
+        json.loads((REPO / "deploy" / "aws" / "account-setup.json").read_text()) == account_setup_template()
+    ), "deploy/aws/account-setup.json is stale: run ./scripts/generate"
+    assert json.loads((REPO / "docs" / "operator-iam-policy.json").read_text()) == operator_policy(), (
+        "docs/operator-iam-policy.json is stale: run ./scripts/generate"
+    )
+
+
+def test_the_setup_template_is_valid_cloudformation() -> None:
+    assert cfn_lint_errors(account_setup_template()) == []
+
+
+def test_every_policy_passes_parliament() -> None:
+    template = account_setup_template()
+    documents = {
+        "operator (inline)": operator_policy(),
+        "operator (managed)": concrete(managed_operator_policy()),
+    }
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::IAM::ManagedPolicy":
+            documents[logical_id] = concrete(resource["Properties"]["PolicyDocument"])
+    problems = []
+    for name, document in documents.items():
+        for finding in parliament.analyze_policy_string(json.dumps(document)).findings:
+            severity = str(parliament.config.get(finding.issue, {}).get("severity", "")).upper()
+            if severity in ("MEDIUM", "HIGH", "CRITICAL") and finding.issue != "RESOURCE_MISMATCH":
+                problems.append(f"{name}: {finding.issue} {finding.detail}")
+    assert problems == []
+
+
+def test_managed_roles_attach_exactly_the_setup_stacks_policies() -> None:
+    spec = AWSConnectorSpec.model_validate(
+        {
+            **base_manifest()["spec"],
+            "aws": {"accountId": ACCOUNT, "rolePolicies": "Managed"},
+            "plans": {"cspm": {"enabled": True}},
+        }
+    )
+    stack = stack_template(spec)
+    setup = {
+        f"arn:aws:iam::{ACCOUNT}:policy{MANAGED_POLICY_PATH}{r['Properties']['ManagedPolicyName']}"
+        for r in account_setup_template()["Resources"].values()
+        if r["Type"] == "AWS::IAM::ManagedPolicy"
+    }
+    attached = set()
+    for resource in stack["Resources"].values():
+        if resource["Type"] == "AWS::IAM::Role":
+            assert "Policies" not in resource["Properties"]
+            attached |= {concrete(a) for a in resource["Properties"].get("ManagedPolicyArns", [])}
+    customer = {a for a in attached if ":aws:policy/" not in a}
+    assert customer and customer <= setup
+
+
+def allowed(action: str, resource: str, **context: str) -> bool:
+    return decide([concrete(managed_operator_policy())], action, resource, context)[0]
+
+
+def test_the_hardened_policy_forbids_inline_policies_and_foreign_attachments() -> None:
+    role = f"arn:aws:iam::{ACCOUNT}:role/DefenderForCloud-Anything"
+    setup_policy = f"arn:aws:iam::{ACCOUNT}:policy{MANAGED_POLICY_PATH}CspmMonitorAwsPolicy"
+    assert allowed("iam:CreateRole", role)
+    assert not allowed("iam:PutRolePolicy", role)
+    assert allowed("iam:AttachRolePolicy", role, **{"iam:PolicyARN": setup_policy})
+    assert allowed("iam:AttachRolePolicy", role, **{"iam:PolicyARN": "arn:aws:iam::aws:policy/SecurityAudit"})
+    for foreign in ("arn:aws:iam::aws:policy/AdministratorAccess", f"arn:aws:iam::{ACCOUNT}:policy/Mine"):
+        assert not allowed("iam:AttachRolePolicy", role, **{"iam:PolicyARN": foreign})
+    for action in ("iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy"):
+        assert not allowed(action, setup_policy)
+    # the explicit denies hold even beside a policy that allows everything
+    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    both = [concrete(managed_operator_policy()), everything]
+    assert decide(both, "iam:PutRolePolicy", role, {}) == (False, True)
+    assert decide(both, "iam:CreatePolicyVersion", setup_policy, {}) == (False, True)
+
+
+def test_the_roles_named_in_policies_are_those_the_catalog_names() -> None:
+    """rolePolicies Managed keeps these roles' default names (CEL and the model refuse a rename)."""
+    import re
+
+    from defender_operator.api.spec import ROLES_NAMED_IN_POLICIES
+    from defender_operator.render.catalog import catalog
+
+    named = {
+        m
+        for role in catalog().roles.values()
+        for policy in role.policies
+        for m in re.findall(r"\{role:(\w+)\}", json.dumps(policy.statements))
+    }
+    assert named == set(ROLES_NAMED_IN_POLICIES)
+
+
+def test_managed_stacks_are_valid_cloudformation_for_every_access_and_kind() -> None:
+    from defender_operator.render import render
+
+    for access in ("Default", "LeastPrivilege"):
+        for organization in (False, True):
+            aws: dict[str, Any] = {"accountId": ACCOUNT, "rolePolicies": "Managed"}
+            if organization:
+                aws["organization"] = {}
+            plans = {
+                "cspm": {
+                    "enabled": True,
+                    "ciem": {"enabled": True, "oidcSubject": "99999999-8888-7777-6666-555555555555"},
+                }
+            }
+            spec = AWSConnectorSpec.model_validate(
+                {**base_manifest()["spec"], "aws": aws, "plans": plans, "access": access}
+            )
+            rendered = render(spec)
+            assert cfn_lint_errors(rendered.cloudformation.content) == []
+            if rendered.member_stackset is not None:
+                assert cfn_lint_errors(rendered.member_stackset.content) == []
