@@ -15,6 +15,7 @@ from defender_operator.render.account_setup import (
 )
 from defender_operator.render.catalog import MANAGED_POLICY_PATH
 from defender_operator.render.cloudformation import stack_template
+from defender_operator.render.placeholders import substitute
 from defender_operator.sandbox.aws.authorization import decide
 from tests.support.checks import cfn_lint_errors
 from tests.support.manifests import base_manifest
@@ -38,6 +39,12 @@ def concrete(value: Any) -> Any:
     return value
 
 
+def resolved(document: Any) -> Any:
+    """Fill a target-neutral document's placeholders for one account."""
+    values = {"partition": "aws", "account": ACCOUNT, "dnsSuffix": "amazonaws.com"}
+    return substitute(document, {}, values, lambda text: text)
+
+
 def test_the_checked_in_files_are_generated() -> None:
     assert (
         json.loads((REPO / "deploy" / "aws" / "account-setup.json").read_text()) == account_setup_template()
@@ -55,7 +62,7 @@ def test_every_policy_passes_parliament() -> None:
     template = account_setup_template()
     documents = {
         "operator (inline)": operator_policy(),
-        "operator (managed)": concrete(managed_operator_policy()),
+        "operator (managed)": resolved(managed_operator_policy()),
     }
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] == "AWS::IAM::ManagedPolicy":
@@ -93,7 +100,7 @@ def test_managed_roles_attach_exactly_the_setup_stacks_policies() -> None:
 
 
 def allowed(action: str, resource: str, **context: str) -> bool:
-    return decide([concrete(managed_operator_policy())], action, resource, context)[0]
+    return decide([resolved(managed_operator_policy())], action, resource, context)[0]
 
 
 def test_the_hardened_policy_forbids_inline_policies_and_foreign_attachments() -> None:
@@ -109,7 +116,7 @@ def test_the_hardened_policy_forbids_inline_policies_and_foreign_attachments() -
         assert not allowed(action, setup_policy)
     # the explicit denies hold even beside a policy that allows everything
     everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-    both = [concrete(managed_operator_policy()), everything]
+    both = [resolved(managed_operator_policy()), everything]
     assert decide(both, "iam:PutRolePolicy", role, {}) == (False, True)
     assert decide(both, "iam:CreatePolicyVersion", setup_policy, {}) == (False, True)
 

@@ -10,6 +10,7 @@ operator's own AWS permissions").
 
 import copy
 import json
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -21,7 +22,16 @@ from .iam import MANAGED_BY_TAG, POLICY_VERSION
 from .placeholders import substitute
 
 _PSEUDO = {"partition": "${AWS::Partition}", "account": "${AWS::AccountId}", "dnsSuffix": "${AWS::URLSuffix}"}
-_SETUP_POLICIES = "arn:${AWS::Partition}:iam::${AWS::AccountId}:policy" + MANAGED_POLICY_PATH + "*"
+# The setup stack's policies, as a placeholder ARN pattern each renderer fills for its account.
+SETUP_POLICIES = "arn:{partition}:iam::{account}:policy" + MANAGED_POLICY_PATH + "*"
+OPERATOR_ROLE_NAME = "defender-operator"
+
+
+@dataclass(frozen=True)
+class SetupPolicy:
+    name: str
+    description: str
+    document: dict[str, Any]  # with the deferred placeholders {partition}, {account}, {dnsSuffix}
 
 
 @cache
@@ -36,16 +46,15 @@ def operator_policy() -> dict[str, Any]:
 
 
 def managed_operator_policy() -> dict[str, Any]:
-    """The hardened policy (``rolePolicies: Managed``), as CloudFormation: no inline policies at all, attachments of
-    the setup stack's policies besides the AWS managed ones, and explicit denies that hold whatever else the identity
-    is given."""
+    """The hardened policy (``rolePolicies: Managed``): no inline policies at all, attachments of the setup stack's
+    policies besides the AWS managed ones, and explicit denies that hold whatever else the identity is given."""
     policy = copy.deepcopy(operator_policy())
     for statement in policy["Statement"]:
         if statement["Sid"] == "RolesCreatedByTheStack":
             statement["Action"] = [a for a in statement["Action"] if a != "iam:PutRolePolicy"]
         if statement["Sid"] == "OnlyTheManagedPoliciesDefenderUses":
             arns = statement["Condition"]["ArnEquals"].pop("iam:PolicyARN")
-            statement["Condition"] = {"ArnLike": {"iam:PolicyARN": [*arns, {"Fn::Sub": _SETUP_POLICIES}]}}
+            statement["Condition"] = {"ArnLike": {"iam:PolicyARN": [*arns, SETUP_POLICIES]}}
     policy["Statement"] += [
         {
             "Sid": "NoInlinePolicies",
@@ -63,10 +72,49 @@ def managed_operator_policy() -> dict[str, Any]:
                 "iam:DeletePolicyVersion",
                 "iam:SetDefaultPolicyVersion",
             ],
-            "Resource": {"Fn::Sub": _SETUP_POLICIES},
+            "Resource": SETUP_POLICIES,
         },
     ]
     return policy
+
+
+def setup_policies() -> list[SetupPolicy]:
+    """Every catalog policy of every access level, filled with the default role names."""
+    known = {f"role:{key}": name for key, name in RoleNames().model_dump(by_alias=True).items()}
+    keep = {name: "{" + name + "}" for name in ("partition", "account", "dnsSuffix")}
+    return [
+        SetupPolicy(
+            name=policy.managed_name,
+            description=f"Microsoft Defender for Cloud - {role.description}",
+            document=substitute(
+                {"Version": POLICY_VERSION, "Statement": policy.statements}, known, keep, lambda text: text
+            ),
+        )
+        for role in catalog().roles.values()
+        for policy in role.policies
+    ]
+
+
+def operator_trust(principal: Any, external_id: Any) -> dict[str, Any]:
+    """Trust of the operator's role: the principal the operator runs as, presenting the external id."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": principal},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
+            }
+        ],
+    }
+
+
+# --- CloudFormation --------------------------------------------------------------------------------------------------
+
+
+def _cloudformation(value: Any) -> Any:
+    return substitute(value, {}, _PSEUDO, lambda text: {"Fn::Sub": text})
 
 
 def _logical_id(name: str) -> str:
@@ -75,28 +123,24 @@ def _logical_id(name: str) -> str:
     return stem if stem.endswith("Policy") else stem + "Policy"
 
 
-def _managed_policies() -> dict[str, Any]:
-    """Every catalog policy of every access level, filled with the default role names."""
-    known = {f"role:{key}": name for key, name in RoleNames().model_dump(by_alias=True).items()}
-    out: dict[str, Any] = {}
-    for role in catalog().roles.values():
-        for policy in role.policies:
-            document = {"Version": POLICY_VERSION, "Statement": policy.statements}
-            out[_logical_id(policy.managed_name)] = {
-                "Type": "AWS::IAM::ManagedPolicy",
-                "Properties": {
-                    "ManagedPolicyName": policy.managed_name,
-                    "Path": MANAGED_POLICY_PATH,
-                    "Description": f"Microsoft Defender for Cloud - {role.description}",
-                    "PolicyDocument": substitute(document, known, _PSEUDO, lambda s: {"Fn::Sub": s}),
-                },
-            }
-    return out
-
-
 def account_setup_template() -> dict[str, Any]:
     """CloudFormation for one account (deploy it with a StackSet to every account): the operator's role, trusted
     by the principal the operator runs as (with an external id when given), and the catalog's managed policies."""
+    trust = operator_trust({"Ref": "OperatorPrincipalArn"}, {"Ref": "ExternalId"})
+    statement = trust["Statement"][0]
+    statement["Condition"] = {"Fn::If": ["HasExternalId", statement["Condition"], {"Ref": "AWS::NoValue"}]}
+    policies = {
+        _logical_id(policy.name): {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {
+                "ManagedPolicyName": policy.name,
+                "Path": MANAGED_POLICY_PATH,
+                "Description": policy.description,
+                "PolicyDocument": _cloudformation(policy.document),
+            },
+        }
+        for policy in setup_policies()
+    }
     return {
         "AWSTemplateFormatVersion": TEMPLATE_VERSION,
         "Description": "defender-operator account setup: the operator's role and Defender's policies (managed)",
@@ -111,7 +155,7 @@ def account_setup_template() -> dict[str, Any]:
                 "Default": "",
                 "Description": "External id the operator must present (spec.aws.credentials.externalId); empty: none",
             },
-            "OperatorRoleName": {"Type": "String", "Default": "defender-operator"},
+            "OperatorRoleName": {"Type": "String", "Default": OPERATOR_ROLE_NAME},
         },
         "Conditions": {"HasExternalId": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ExternalId"}, ""]}]}},
         "Resources": {
@@ -120,30 +164,17 @@ def account_setup_template() -> dict[str, Any]:
                 "Properties": {
                     "RoleName": {"Ref": "OperatorRoleName"},
                     "Description": "defender-operator: onboards this account into Microsoft Defender for Cloud",
-                    "AssumeRolePolicyDocument": {
-                        "Version": POLICY_VERSION,
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Principal": {"AWS": {"Ref": "OperatorPrincipalArn"}},
-                                "Action": "sts:AssumeRole",
-                                "Condition": {
-                                    "Fn::If": [
-                                        "HasExternalId",
-                                        {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}},
-                                        {"Ref": "AWS::NoValue"},
-                                    ]
-                                },
-                            }
-                        ],
-                    },
+                    "AssumeRolePolicyDocument": trust,
                     "Policies": [
-                        {"PolicyName": "defender-operator", "PolicyDocument": managed_operator_policy()}
+                        {
+                            "PolicyName": "defender-operator",
+                            "PolicyDocument": _cloudformation(managed_operator_policy()),
+                        }
                     ],
                     "Tags": [MANAGED_BY_TAG],
                 },
             },
-            **_managed_policies(),
+            **policies,
         },
         "Outputs": {"OperatorRoleArn": {"Value": {"Fn::GetAtt": ["OperatorRole", "Arn"]}}},
     }
