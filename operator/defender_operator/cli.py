@@ -153,8 +153,14 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def cmd_aws_setup(args: argparse.Namespace) -> int:
     from .render.account_setup import account_setup_template, operator_policy
+    from .render.terraform import account_setup_configuration
 
-    document = operator_policy() if args.only == "policy" else account_setup_template()
+    documents = {
+        "template": account_setup_template,
+        "terraform": account_setup_configuration,
+        "policy": operator_policy,
+    }
+    document = documents[args.only]()
     print(json.dumps(document, indent=2))
     return 0
 
@@ -226,9 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--only",
-        choices=("template", "policy"),
+        choices=("template", "terraform", "policy"),
         default="template",
-        help="template (default): the setup stack; policy: the operator's IAM policy for rolePolicies Inline",
+        help="template (default): the setup stack as CloudFormation; terraform: the same as Terraform (JSON); "
+        "policy: the operator's IAM policy for rolePolicies Inline",
     )
     p.set_defaults(func=cmd_aws_setup)
 

@@ -22,7 +22,7 @@ from tests.support.manifests import base_manifest
 from tests.support.paths import REPO
 
 ACCOUNT = "111122223333"
-CONCRETE = {"AWS::Partition": "aws", "AWS::AccountId": ACCOUNT}
+CONCRETE = {"AWS::Partition": "aws", "AWS::AccountId": ACCOUNT, "AWS::URLSuffix": "amazonaws.com"}
 
 
 def concrete(value: Any) -> Any:
@@ -158,3 +158,33 @@ def test_managed_stacks_are_valid_cloudformation_for_every_access_and_kind() -> 
             assert cfn_lint_errors(rendered.cloudformation.content) == []
             if rendered.member_stackset is not None:
                 assert cfn_lint_errors(rendered.member_stackset.content) == []
+
+
+def test_the_terraform_setup_holds_the_same_policies_and_role() -> None:
+    from defender_operator.render.terraform import account_setup_configuration
+
+    configuration = account_setup_configuration()
+    assert json.loads((REPO / "deploy" / "aws" / "account-setup.tf.json").read_text()) == configuration, (
+        "deploy/aws/account-setup.tf.json is stale: run ./scripts/generate"
+    )
+
+    def interpolated(text: str) -> Any:
+        text = text.replace("${data.aws_partition.current.partition}", "aws")
+        text = text.replace("${data.aws_caller_identity.current.account_id}", ACCOUNT)
+        text = text.replace("${data.aws_partition.current.dns_suffix}", "amazonaws.com")
+        assert "${" not in text
+        return json.loads(text)
+
+    template = account_setup_template()["Resources"]
+    cloudformation = {
+        r["Properties"]["ManagedPolicyName"]: concrete(r["Properties"]["PolicyDocument"])
+        for r in template.values()
+        if r["Type"] == "AWS::IAM::ManagedPolicy"
+    }
+    terraform = {
+        p["name"]: interpolated(p["policy"]) for p in configuration["resource"]["aws_iam_policy"].values()
+    }
+    assert terraform == cloudformation
+    assert all(p["path"] == MANAGED_POLICY_PATH for p in configuration["resource"]["aws_iam_policy"].values())
+    operator = interpolated(configuration["resource"]["aws_iam_role_policy"]["operator"]["policy"])
+    assert operator == concrete(template["OperatorRole"]["Properties"]["Policies"][0]["PolicyDocument"])

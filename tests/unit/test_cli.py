@@ -124,3 +124,14 @@ def test_run_help_documents_every_setting_with_its_default_and_variable() -> Non
         assert f"DEFENDER_OPERATOR_{name.upper()}" in text, name
     assert "--in-progress-seconds IN_PROGRESS_SECONDS How soon to look again" in text
     assert "(default: 15.0; env DEFENDER_OPERATOR_IN_PROGRESS_SECONDS)" in text
+
+
+def test_aws_setup_prints_the_checked_in_setup_files() -> None:
+    for only, path in (
+        ("template", REPO / "deploy" / "aws" / "account-setup.json"),
+        ("terraform", REPO / "deploy" / "aws" / "account-setup.tf.json"),
+        ("policy", REPO / "docs" / "operator-iam-policy.json"),
+    ):
+        result = cli("aws-setup", "--only", only)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == path.read_text()

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from ..api.spec import AWSConnectorSpec
-from .catalog import catalog
+from .catalog import MANAGED_POLICY_PATH, catalog
 from .iam import MANAGED_BY_TAG, role_documents
 from .placeholders import ciem_oidc_host, substitute
 from .ssm import ASSOCIATION_NAME, ASSOCIATION_SCHEDULE, automation_document
@@ -144,4 +144,65 @@ def terraform_configuration(spec: AWSConnectorSpec) -> dict[str, Any]:
         "locals": locals_,
         "resource": resources,
         "output": outputs,
+    }
+
+
+def account_setup_configuration() -> dict[str, Any]:
+    """The account setup stack (:mod:`.account_setup`) as Terraform: the same policies and the same operator role."""
+    from .account_setup import OPERATOR_ROLE_NAME, managed_operator_policy, operator_trust, setup_policies
+
+    principal = "${var.operator_principal_arn}"
+    with_external_id = json.dumps(operator_trust(principal, "${var.external_id}"), separators=(",", ":"))
+    without = operator_trust(principal, "")
+    del without["Statement"][0]["Condition"]
+    policies = {
+        _snake(re.sub(r"[^A-Za-z0-9]", "", policy.name)): {
+            "name": policy.name,
+            "path": MANAGED_POLICY_PATH,
+            "description": policy.description,
+            "policy": _policy_json(policy.document),
+            "tags": _TAGS,
+        }
+        for policy in setup_policies()
+    }
+    return {
+        "//": "defender-operator account setup: the operator's role and Defender's policies (managed), rendered by "
+        "defender-operator. Apply it in every account the operator onboards with rolePolicies Managed.",
+        "terraform": {
+            "required_version": ">= 1.3",
+            "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 5.0"}},
+        },
+        "variable": {
+            "operator_principal_arn": {
+                "type": "string",
+                "description": "ARN of the identity the operator runs as (its IRSA or hub role)",
+            },
+            "external_id": {
+                "type": "string",
+                "default": "",
+                "description": "External id the operator must present (spec.aws.credentials.externalId); empty: none",
+            },
+            "operator_role_name": {"type": "string", "default": OPERATOR_ROLE_NAME},
+        },
+        "data": {"aws_partition": {"current": {}}, "aws_caller_identity": {"current": {}}},
+        "resource": {
+            "aws_iam_policy": policies,
+            "aws_iam_role": {
+                "operator": {
+                    "name": "${var.operator_role_name}",
+                    "description": "defender-operator: onboards this account into Microsoft Defender for Cloud",
+                    "assume_role_policy": f'${{var.external_id == "" ? {json.dumps(json.dumps(without, separators=(",", ":")))} : '
+                    f"{json.dumps(with_external_id)}}}",
+                    "tags": _TAGS,
+                }
+            },
+            "aws_iam_role_policy": {
+                "operator": {
+                    "name": "defender-operator",
+                    "role": "${aws_iam_role.operator.id}",
+                    "policy": _policy_json(managed_operator_policy()),
+                }
+            },
+        },
+        "output": {"operator_role_arn": {"value": "${aws_iam_role.operator.arn}"}},
     }
