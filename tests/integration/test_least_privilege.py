@@ -252,6 +252,7 @@ def test_managed_role_policies_onboard_under_the_hardened_policy_and_inline_ones
         ready = condition(get_object(kubeconfig, namespace, "inline"), "Ready")
         return ready["message"] if ready and "iam:PutRolePolicy" in ready.get("message", "") else None
 
-    assert "explicit deny" in wait_for(refusal, 120, "Ready to name the refused iam:PutRolePolicy")
+    message = wait_for(refusal, 120, "Ready to name the refused iam:PutRolePolicy")
+    assert "explicit deny" in message and "set spec.aws.rolePolicies: Managed" in message, message
     kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "inline", "--wait=false", check=True)
     wait_gone(kubeconfig, namespace, "inline", timeout=120)

@@ -188,3 +188,15 @@ def test_the_terraform_setup_holds_the_same_policies_and_role() -> None:
     assert all(p["path"] == MANAGED_POLICY_PATH for p in configuration["resource"]["aws_iam_policy"].values())
     operator = interpolated(configuration["resource"]["aws_iam_role_policy"]["operator"]["policy"])
     assert operator == concrete(template["OperatorRole"]["Properties"]["Policies"][0]["PolicyDocument"])
+
+
+def test_a_refused_inline_policy_points_to_managed_role_policies() -> None:
+    from defender_operator.reconcile.aws_side import failure_hint
+
+    refused = (
+        "User: arn:aws:sts::1:assumed-role/defender-operator/s is not authorized to perform: iam:PutRolePolicy on "
+        "resource: arn:aws:iam::1:role/CspmMonitorAws with an explicit deny in an identity-based policy"
+    )
+    assert failure_hint(refused, "Inline").endswith("set spec.aws.rolePolicies: Managed)")
+    assert failure_hint(refused, "Managed") == refused
+    assert failure_hint("Resource limit exceeded", "Inline") == "Resource limit exceeded"

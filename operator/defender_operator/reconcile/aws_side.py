@@ -214,7 +214,7 @@ def _reconcile_stack(
             requeue_after=settings.in_progress_seconds,
         )
     if stack.status in NEEDS_A_PERSON:
-        reason = stacks.first_failure(stack.stack_id) or stack.status_reason
+        reason = why_failed(target, stacks, stack)
         message = f"stack {status.stack_name} is {stack.status}: {reason}. Fix the cause in AWS, then request a reconcile."
         return AwsResult(
             Verdict("False", "StackFailed", message), stalled=Verdict("True", "StackFailed", message)
@@ -228,7 +228,7 @@ def _reconcile_stack(
         and status.failed_template_hash == template_hash
         and not retry_failed
     ):
-        reason = stacks.first_failure(stack.stack_id) or stack.status_reason
+        reason = why_failed(target, stacks, stack)
         message = f"updating stack {status.stack_name} failed and was rolled back: {reason}. Fix the cause, then request a reconcile."
         return AwsResult(
             Verdict("False", "StackUpdateFailed", message),
@@ -242,7 +242,7 @@ def _reconcile_stack(
     ):
         # The update this operator started was rolled back: remember that this template fails.
         status.failed_template_hash = template_hash
-        reason = stacks.first_failure(stack.stack_id) or stack.status_reason
+        reason = why_failed(target, stacks, stack)
         message = f"updating stack {status.stack_name} failed and was rolled back: {reason}. Fix the cause, then request a reconcile."
         return AwsResult(
             Verdict("False", "StackUpdateFailed", message),
@@ -426,6 +426,23 @@ def observed_name(target: Target) -> str:
     return org.stack_set_name
 
 
+def failure_hint(reason: str, role_policies: str) -> str:
+    """A stack failure's reason, with the way out where the cause is this project's own choice: an account set up
+    for ``rolePolicies: Managed`` (docs/production.md) refuses inline policies to the operator's identity."""
+    if role_policies == "Inline" and "iam:PutRolePolicy" in reason and "not authorized" in reason:
+        return (
+            f"{reason} (the identity may not write inline policies, as in an account prepared with the setup stack: "
+            "set spec.aws.rolePolicies: Managed)"
+        )
+    return reason
+
+
+def why_failed(target: Target, stacks: Stacks, stack: ObservedStack) -> str:
+    return failure_hint(
+        stacks.first_failure(stack.stack_id) or stack.status_reason, target.spec.aws.role_policies
+    )
+
+
 def _after_failed_create(
     target: Target,
     stacks: Stacks,
@@ -437,7 +454,7 @@ def _after_failed_create(
     """ROLLBACK_COMPLETE: nothing of the stack exists any more, so deleting and recreating it is always safe; it is
     only worth it when something changed (the template, or a person asked for a retry after fixing the cause)."""
     if stack.template_hash == template_hash and not target.reconcile_requested:
-        reason = stacks.first_failure(stack.stack_id) or stack.status_reason
+        reason = why_failed(target, stacks, stack)
         message = (
             f"creating stack {status.stack_name} failed: {reason}. Fix the cause, then request a reconcile."
         )
