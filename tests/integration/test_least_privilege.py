@@ -10,14 +10,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from defender_operator.sandbox import Sandbox
-from tests.support.clouds import aws_client, aws_control
+from tests.support.clouds import aws_control
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
-from tests.support.onboarding import aws_in, connector, manifest, stacks_of
+from tests.support.onboarding import assumed, aws_in, connector, manifest, stacks_of
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
 from tests.support.paths import REPO
 
@@ -64,15 +63,7 @@ def enforced(sandbox: Sandbox) -> Iterator[None]:
 
 def as_operator(sandbox: Sandbox, service: str, role: str = OPERATOR_ROLE) -> Any:
     """A client with the operator's identity (the role it assumes in the account)."""
-    creds = aws_client(sandbox, "sts").assume_role(RoleArn=role, RoleSessionName="probe")["Credentials"]
-    return boto3.client(
-        service,
-        endpoint_url=sandbox.aws_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    return assumed(sandbox, role, service)
 
 
 def refused(call: Any, **kwargs: Any) -> str:

@@ -35,11 +35,13 @@ def account_of(m: dict[str, Any]) -> str:
 
 def aws_in(sandbox: Sandbox, account: str, service: str) -> Any:
     """A client acting in ``account`` (assume a role there, as the operator does)."""
-    sts = aws_client(sandbox, "sts")
-    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/test", RoleSessionName="test")[
-        "Credentials"
-    ]
+    return assumed(sandbox, f"arn:aws:iam::{account}:role/test", service)
 
+
+def assumed(sandbox: Sandbox, role_arn: str, service: str) -> Any:
+    """A client with the credentials of ``role_arn``, assumed from the sandbox's own identity."""
+    sts = aws_client(sandbox, "sts")
+    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="test")["Credentials"]
     return boto3.client(
         service,
         endpoint_url=sandbox.aws_endpoint,
