@@ -64,14 +64,16 @@ def providers_in(sandbox: Sandbox, account: str) -> list[str]:
     return [p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]]
 
 
-def nothing_left(sandbox: Sandbox, m: dict[str, Any]) -> bool:
+def left_behind(sandbox: Sandbox, m: dict[str, Any]) -> dict[str, Any]:
+    """What of this object's onboarding still exists in either cloud (empty: nothing)."""
     account = account_of(m)
-    return (
-        stacks_of(sandbox, account) == []
-        and defender_roles(sandbox, account) == []
-        and providers_in(sandbox, account) == []
-        and connector(sandbox, m).status_code == 404
-    )
+    found = {
+        "stacks": [(s["StackName"], s["StackStatus"]) for s in stacks_of(sandbox, account)],
+        "roles": defender_roles(sandbox, account),
+        "providers": providers_in(sandbox, account),
+        "connector": connector(sandbox, m).status_code != 404,
+    }
+    return {kind: what for kind, what in found.items() if what}
 
 
 def connectors_in(sandbox: Sandbox, m: dict[str, Any]) -> list[str]:
@@ -122,7 +124,7 @@ def test_objects_that_never_wrote_are_released_at_once(
     finally:
         operator.clear_aws_faults()
     for m in (mismatch, missing, denied):
-        assert nothing_left(sandbox, m)
+        assert left_behind(sandbox, m) == {}
 
 
 def test_broken_credentials_after_writing_block_cleanup_visibly_and_orphan_releases(
@@ -176,7 +178,7 @@ def test_apply_then_delete_at_once_leaves_nothing(
     time.sleep(0.5)  # the scenario itself: a GitOps prune half a second after the apply
     kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
     wait_gone(kubeconfig, namespace, "acme", timeout=60)
-    assert nothing_left(sandbox, m)
+    assert left_behind(sandbox, m) == {}
 
 
 def test_delete_while_the_operator_is_down_leaves_nothing(
@@ -190,7 +192,7 @@ def test_delete_while_the_operator_is_down_leaves_nothing(
     kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
     operator.start()
     wait_gone(kubeconfig, namespace, "acme", timeout=60)
-    assert nothing_left(sandbox, m)
+    assert left_behind(sandbox, m) == {}
 
 
 # --- the kill matrix ---------------------------------------------------------------------------------------------------
@@ -231,7 +233,7 @@ def test_killed_right_after_a_create_write(
     assert connector(sandbox, m).status_code == 200
     assert connectors_in(sandbox, m) == ["acme"]
     delete(kubeconfig, namespace, "acme")
-    assert nothing_left(sandbox, m)
+    assert left_behind(sandbox, m) == {}
 
 
 @pytest.mark.parametrize(
@@ -252,7 +254,7 @@ def test_killed_right_after_a_cleanup_write(
     wait_for(lambda: not operator.record or not operator.record.alive(), 60, "the operator to be killed")
     operator.start()
     wait_gone(kubeconfig, namespace, "acme", timeout=90)
-    assert nothing_left(sandbox, m)
+    assert left_behind(sandbox, m) == {}
 
 
 def test_killed_while_the_api_server_restarts(
@@ -273,7 +275,7 @@ def test_killed_while_the_api_server_restarts(
     assert len(stacks_of(sandbox, account)) == 1 and len(providers_in(sandbox, account)) == 1
     assert connectors_in(sandbox, m) == ["acme"]
     delete(kubeconfig, namespace, "acme")
-    assert nothing_left(sandbox, m)
+    assert left_behind(sandbox, m) == {}
 
 
 # --- shared and foreign resources -------------------------------------------------------------------------------------
@@ -404,7 +406,7 @@ def test_a_connector_of_another_cluster_is_refused_and_one_of_the_same_account_c
     assert not tags["defender-operator-owner"].startswith("cluster-elsewhere")
     assert "ConnectorAdopted" in event_counts(kubeconfig, namespace, "acme")
     delete(kubeconfig, namespace, "acme")
-    assert nothing_left(sandbox, m)
+    assert left_behind(sandbox, m) == {}
 
 
 def test_a_stack_of_another_cluster_is_never_touched(
@@ -489,7 +491,7 @@ def test_cleanup_writes_and_reports_each_step_once(
     assert len(deletes) == 1
     counts = event_counts(kubeconfig, namespace, "acme")
     assert counts["ConnectorDeleted"] == 1 and counts["StackDeleting"] == 1
-    assert nothing_left(sandbox, m)
+    assert left_behind(sandbox, m) == {}
 
 
 def test_status_drops_what_is_gone_and_an_in_sync_pass_writes_nothing(
