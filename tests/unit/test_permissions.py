@@ -168,6 +168,14 @@ def test_troubleshooting_explains_every_reason() -> None:
 
 # learn.microsoft.com/azure/defender-for-cloud/containers-permissions, read 2026-11-30: the actions Microsoft lists
 # for the Containers K8s role ("AzureDefenderKubernetesRole" there) and the agentless-discovery role.
+EKS_CLUSTER_ACTIONS = [
+    "eks:UpdateClusterConfig",
+    "eks:DescribeCluster",
+    "eks:CreateAccessEntry",
+    "eks:ListAccessEntries",
+    "eks:AssociateAccessPolicy",
+    "eks:ListAssociatedAccessPolicies",
+]
 MICROSOFT_CONTAINERS_ACTIONS = {
     "containersK8s": [
         "logs:PutSubscriptionFilter",
@@ -176,23 +184,11 @@ MICROSOFT_CONTAINERS_ACTIONS = {
         "logs:PutRetentionPolicy",
         "firehose:*",
         "iam:PassRole",
-        "eks:UpdateClusterConfig",
-        "eks:DescribeCluster",
-        "eks:CreateAccessEntry",
-        "eks:ListAccessEntries",
-        "eks:AssociateAccessPolicy",
-        "eks:ListAssociatedAccessPolicies",
+        *EKS_CLUSTER_ACTIONS,
         "sqs:*",
         "s3:*",
     ],
-    "k8sAgentlessDiscovery": [
-        "eks:UpdateClusterConfig",
-        "eks:DescribeCluster",
-        "eks:CreateAccessEntry",
-        "eks:ListAccessEntries",
-        "eks:AssociateAccessPolicy",
-        "eks:ListAssociatedAccessPolicies",
-    ],
+    "k8sAgentlessDiscovery": EKS_CLUSTER_ACTIONS,
 }
 
 

@@ -17,11 +17,10 @@ from typing import Any
 
 from ..api.spec import RoleNames
 from .catalog import MANAGED_POLICY_PATH, catalog
-from .cloudformation import TEMPLATE_VERSION
+from .cloudformation import PSEUDO, TEMPLATE_VERSION
 from .iam import MANAGED_BY_TAG, POLICY_VERSION
 from .placeholders import substitute
 
-_PSEUDO = {"partition": "${AWS::Partition}", "account": "${AWS::AccountId}", "dnsSuffix": "${AWS::URLSuffix}"}
 # The setup stack's policies, as a placeholder ARN pattern each renderer fills for its account.
 SETUP_POLICIES = "arn:{partition}:iam::{account}:policy" + MANAGED_POLICY_PATH + "*"
 OPERATOR_ROLE_NAME = "defender-operator"
@@ -114,7 +113,7 @@ def operator_trust(principal: Any, external_id: Any) -> dict[str, Any]:
 
 
 def _cloudformation(value: Any) -> Any:
-    return substitute(value, {}, _PSEUDO, lambda text: {"Fn::Sub": text})
+    return substitute(value, {}, PSEUDO, lambda text: {"Fn::Sub": text})
 
 
 def _logical_id(name: str) -> str:

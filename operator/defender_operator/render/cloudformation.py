@@ -18,7 +18,7 @@ from .ssm import ASSOCIATION_NAME, ASSOCIATION_SCHEDULE, automation_document
 TEMPLATE_VERSION = "2010-09-09"
 OIDC_PARAMETER = "OidcProviderArn"
 CIEM_OIDC_PARAMETER = "CiemOidcProviderArn"
-_PSEUDO = {"partition": "${AWS::Partition}", "account": "${AWS::AccountId}", "dnsSuffix": "${AWS::URLSuffix}"}
+PSEUDO = {"partition": "${AWS::Partition}", "account": "${AWS::AccountId}", "dnsSuffix": "${AWS::URLSuffix}"}
 
 
 def _sub(value: str) -> dict[str, str]:
@@ -32,7 +32,7 @@ def output_key(role: RoleDocument) -> str:
 
 def _role_resource(role: RoleDocument, providers: dict[str, Any]) -> dict[str, Any]:
     def fill(value: Any) -> Any:
-        return substitute(value, {}, _PSEUDO, _sub, providers)
+        return substitute(value, {}, PSEUDO, _sub, providers)
 
     properties: dict[str, Any] = {
         "RoleName": role.name,
