@@ -152,13 +152,21 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_aws_setup(args: argparse.Namespace) -> int:
-    from .render.account_setup import account_setup_template, operator_policy
-    from .render.terraform import account_setup_configuration
+    from .render.account_setup import (
+        account_setup_template,
+        hub_template,
+        operator_policy,
+        setup_stack_set_template,
+    )
+    from .render.terraform import account_setup_configuration, hub_configuration
 
     documents = {
         "template": account_setup_template,
         "terraform": account_setup_configuration,
         "policy": operator_policy,
+        "stackset": setup_stack_set_template,
+        "hub": hub_template,
+        "hub-terraform": hub_configuration,
     }
     document = documents[args.only]()
     print(json.dumps(document, indent=2))
@@ -232,10 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--only",
-        choices=("template", "terraform", "policy"),
+        choices=("template", "terraform", "policy", "stackset", "hub", "hub-terraform"),
         default="template",
         help="template (default): the setup stack as CloudFormation; terraform: the same as Terraform (JSON); "
-        "policy: the operator's IAM policy for rolePolicies Inline",
+        "policy: the operator's IAM policy for rolePolicies Inline; stackset: the setup stack as a service-managed "
+        "StackSet for an organization's OUs; hub: the hub role the operator runs as (CloudFormation, EKS Pod "
+        "Identity); hub-terraform: the same as Terraform (Pod Identity or IRSA)",
     )
     p.set_defaults(func=cmd_aws_setup)
 

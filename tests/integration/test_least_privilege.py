@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from defender_operator.sandbox import Sandbox
-from tests.support.clouds import aws_control
+from tests.support.account_admin import TRUST_ANYONE_HERE, administrator, deployed, enforce
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import assumed, aws_in, connector, manifest, stacks_of
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.integration
 
 ACCOUNT = "400011112222"
 OPERATOR_ROLE = f"arn:aws:iam::{ACCOUNT}:role/defender-onboarding"
-TRUST_ANYONE_HERE = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
-    }
-)
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +36,22 @@ def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def enforced(sandbox: Sandbox) -> Iterator[None]:
     """ACCOUNT with an administrator role for the test (``test``, as aws_in assumes) and the operator's role holding
     only the documented policy; from then on every request of ACCOUNT's principals is authorized."""
+    administrator(sandbox, ACCOUNT)
     iam = aws_in(sandbox, ACCOUNT, "iam")
-    for role in ("test", "defender-onboarding"):
-        try:
-            iam.create_role(RoleName=role, AssumeRolePolicyDocument=TRUST_ANYONE_HERE)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "EntityAlreadyExists":
-                raise
-    iam.attach_role_policy(RoleName="test", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+    try:
+        iam.create_role(RoleName="defender-onboarding", AssumeRolePolicyDocument=TRUST_ANYONE_HERE)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
     documented = (REPO / "docs" / "operator-iam-policy.json").read_text()
     iam.put_role_policy(
         RoleName="defender-onboarding", PolicyName="defender-operator", PolicyDocument=documented
     )
-    aws_control(sandbox, "/_sandbox/config", {"enforceIamAccounts": [ACCOUNT]})
+    enforce(sandbox, ACCOUNT)
     try:
         yield
     finally:
-        aws_control(sandbox, "/_sandbox/config", {"enforceIamAccounts": []})
+        enforce(sandbox)
 
 
 def as_operator(sandbox: Sandbox, service: str, role: str = OPERATOR_ROLE) -> Any:
@@ -159,40 +152,19 @@ SETUP_ROLE = f"arn:aws:iam::{SETUP_ACCOUNT}:role/defender-operator"
 def set_up(sandbox: Sandbox) -> Iterator[None]:
     """SETUP_ACCOUNT as its administrator prepares it: the setup stack deployed (by an administrator role), then
     every request of the account's principals authorized."""
-    iam = aws_in(sandbox, SETUP_ACCOUNT, "iam")
-    try:
-        iam.create_role(RoleName="test", AssumeRolePolicyDocument=TRUST_ANYONE_HERE)
-        iam.attach_role_policy(RoleName="test", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "EntityAlreadyExists":
-            raise
-    cloudformation = aws_in(sandbox, SETUP_ACCOUNT, "cloudformation")
-    if not [
-        s for s in cloudformation.list_stacks()["StackSummaries"] if s["StackStatus"] == "CREATE_COMPLETE"
-    ]:
-        cloudformation.create_stack(
-            StackName="defender-operator-setup",
-            TemplateBody=(REPO / "deploy" / "aws" / "account-setup.json").read_text(),
-            Parameters=[
-                {"ParameterKey": "OperatorPrincipalArn", "ParameterValue": "arn:aws:iam::123456789012:role/x"}
-            ],
-            Capabilities=["CAPABILITY_NAMED_IAM"],
-        )
-
-    def settled() -> dict[str, Any] | None:
-        stack: dict[str, Any] = cloudformation.describe_stacks(StackName="defender-operator-setup")["Stacks"][
-            0
-        ]
-        return None if stack["StackStatus"].endswith("_IN_PROGRESS") else stack
-
-    stack = wait_for(settled, 30, "the setup stack")
-    assert stack["StackStatus"] == "CREATE_COMPLETE", stack
-    assert stack["Outputs"][0]["OutputValue"] == SETUP_ROLE
-    aws_control(sandbox, "/_sandbox/config", {"enforceIamAccounts": [SETUP_ACCOUNT]})
+    outputs = deployed(
+        sandbox,
+        SETUP_ACCOUNT,
+        "defender-operator-setup",
+        "account-setup.json",
+        OperatorPrincipalArn="arn:aws:iam::123456789012:role/x",
+    )
+    assert outputs["OperatorRoleArn"] == SETUP_ROLE
+    enforce(sandbox, SETUP_ACCOUNT)
     try:
         yield
     finally:
-        aws_control(sandbox, "/_sandbox/config", {"enforceIamAccounts": []})
+        enforce(sandbox)
 
 
 def test_managed_role_policies_onboard_under_the_hardened_policy_and_inline_ones_cannot(

@@ -1,7 +1,11 @@
 """Independent checkers for rendered output: cfn-lint, the shared connector schema, and parliament."""
 
 import json
+import os
+import shutil
+import subprocess
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -82,3 +86,35 @@ def parliament_problems(spec: AWSConnectorSpec) -> list[str]:
                 if _severity(finding.issue) in _SEVERITY_GATE and not _accepted(finding, actions):
                     problems.append(f"{role.key}/{name}: {finding.issue} {finding.detail}")
     return problems
+
+
+def terraform_values(
+    configuration: dict[str, Any], expressions: dict[str, str], variables: dict[str, str], workdir: Path
+) -> dict[str, Any]:
+    """Evaluate ``expressions`` of a rendered configuration with the real Terraform: its variables and locals, the
+    expressions as outputs, no provider (so nothing needs downloading); data sources become fixed values."""
+    terraform = shutil.which("terraform")
+    assert terraform, "terraform is not on PATH (the test machine has /usr/local/bin/terraform)"
+    fixed = {
+        "${data.aws_partition.current.partition}": "aws",
+        "${data.aws_partition.current.dns_suffix}": "amazonaws.com",
+    }
+    text = json.dumps(
+        {
+            "variable": configuration["variable"],
+            "locals": configuration.get("locals", {}),
+            "output": {name: {"value": value} for name, value in expressions.items()},
+        }
+    )
+    for reference, value in fixed.items():
+        text = text.replace(reference, value)
+    (workdir / "main.tf.json").write_text(text)
+    env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    arguments = [f"-var={name}={value}" for name, value in variables.items()]
+    for command in (["init", "-backend=false"], ["apply", "-auto-approve", "-input=false", *arguments]):
+        done = subprocess.run([terraform, *command], cwd=workdir, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    shown = subprocess.run(
+        [terraform, "output", "-json"], cwd=workdir, env=env, capture_output=True, text=True, check=True
+    )
+    return {name: output["value"] for name, output in json.loads(shown.stdout).items()}

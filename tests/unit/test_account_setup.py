@@ -3,6 +3,7 @@ valid CloudFormation, clean under parliament, and the hardened policy forbids wh
 than Defender's roles have."""
 
 import json
+from pathlib import Path
 from typing import Any
 
 import parliament
@@ -10,14 +11,17 @@ import parliament
 from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render.account_setup import (
     account_setup_template,
+    hub_policy,
+    hub_template,
     managed_operator_policy,
     operator_policy,
+    setup_stack_set_template,
 )
 from defender_operator.render.catalog import MANAGED_POLICY_PATH
 from defender_operator.render.cloudformation import stack_template
 from defender_operator.render.placeholders import substitute
 from defender_operator.sandbox.aws.authorization import decide
-from tests.support.checks import cfn_lint_errors
+from tests.support.checks import cfn_lint_errors, terraform_values
 from tests.support.manifests import base_manifest
 from tests.support.paths import REPO
 
@@ -46,16 +50,50 @@ def resolved(document: Any) -> Any:
 
 
 def test_the_checked_in_files_are_generated() -> None:
-    assert (
-        json.loads((REPO / "deploy" / "aws" / "account-setup.json").read_text()) == account_setup_template()
-    ), "deploy/aws/account-setup.json is stale: run ./scripts/generate"
+    from defender_operator.render.terraform import hub_configuration
+
+    generated = {
+        "account-setup.json": account_setup_template(),
+        "account-setup-stackset.json": setup_stack_set_template(),
+        "hub.json": hub_template(),
+        "hub.tf.json": hub_configuration(),
+    }
+    for name, document in generated.items():
+        assert json.loads((REPO / "deploy" / "aws" / name).read_text()) == document, (
+            f"deploy/aws/{name} is stale: run ./scripts/generate"
+        )
     assert json.loads((REPO / "docs" / "operator-iam-policy.json").read_text()) == operator_policy(), (
         "docs/operator-iam-policy.json is stale: run ./scripts/generate"
     )
 
 
-def test_the_setup_template_is_valid_cloudformation() -> None:
+def test_the_setup_hub_and_stack_set_templates_are_valid_cloudformation() -> None:
     assert cfn_lint_errors(account_setup_template()) == []
+    assert cfn_lint_errors(hub_template()) == []
+    assert cfn_lint_errors(setup_stack_set_template()) == []
+
+
+def test_the_stack_set_deploys_the_setup_template_with_its_parameters() -> None:
+    stack_set = setup_stack_set_template()["Resources"]["AccountSetup"]["Properties"]
+    assert json.loads(stack_set["TemplateBody"]) == account_setup_template()
+    assert len(stack_set["TemplateBody"]) < 51_200  # CreateStackSet's TemplateBody limit
+    setup_parameters = account_setup_template()["Parameters"]
+    passed = {p["ParameterKey"] for p in stack_set["Parameters"]}
+    assert passed == set(setup_parameters)
+    assert (
+        stack_set["PermissionModel"] == "SERVICE_MANAGED" and stack_set["AutoDeployment"]["Enabled"] is True
+    )
+
+
+def test_the_hub_may_only_assume_the_spoke_role() -> None:
+    role = hub_template()["Resources"]["HubRole"]["Properties"]
+    (statement,) = role["Policies"][0]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "sts:AssumeRole"
+    assert statement["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${SpokeRoleName}"}
+    assert (
+        hub_template()["Parameters"]["SpokeRoleName"]["Default"]
+        == (account_setup_template()["Parameters"]["OperatorRoleName"]["Default"])
+    )
 
 
 def test_every_policy_passes_parliament() -> None:
@@ -63,6 +101,7 @@ def test_every_policy_passes_parliament() -> None:
     documents = {
         "operator (inline)": operator_policy(),
         "operator (managed)": resolved(managed_operator_policy()),
+        "hub": substitute(hub_policy(None), {"spokeRole": "defender-operator", "partition": "aws"}, {}, str),
     }
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] == "AWS::IAM::ManagedPolicy":
@@ -200,3 +239,62 @@ def test_a_refused_inline_policy_points_to_managed_role_policies() -> None:
     assert failure_hint(refused, "Inline").endswith("set spec.aws.rolePolicies: Managed)")
     assert failure_hint(refused, "Managed") == refused
     assert failure_hint("Resource limit exceeded", "Inline") == "Resource limit exceeded"
+
+
+def test_terraform_evaluates_the_trust_and_policies_it_is_given(tmp_path: Path) -> None:
+    """The conditional documents of the Terraform files, evaluated by Terraform itself: valid JSON, the same
+    documents as CloudFormation's, IRSA's condition keys named after the issuer."""
+    from defender_operator.render.terraform import account_setup_configuration, hub_configuration
+
+    setup = account_setup_configuration()
+    hub = hub_configuration()
+    role = "arn:aws:iam::111122223333:role/defender-operator-hub"
+    cases = [
+        (setup, "aws_iam_role", "operator", "assume_role_policy", {"operator_principal_arn": role}),
+        (
+            setup,
+            "aws_iam_role",
+            "operator",
+            "assume_role_policy",
+            {"operator_principal_arn": role, "external_id": "x"},
+        ),
+        (hub, "aws_iam_role", "hub", "assume_role_policy", {}),
+        (
+            hub,
+            "aws_iam_role",
+            "hub",
+            "assume_role_policy",
+            {"oidc_provider_arn": f"{ACCOUNT}:oidc-provider/oidc.eks.x/id/AB"},
+        ),
+        (hub, "aws_iam_role_policy", "hub", "policy", {}),
+        (hub, "aws_iam_role_policy", "hub", "policy", {"organization_id": "o-abcdefghij"}),
+    ]
+    values = []
+    for number, (configuration, kind, name, field, variables) in enumerate(cases):
+        workdir = tmp_path / str(number)
+        workdir.mkdir()
+        expression = configuration["resource"][kind][name][field]
+        values.append(json.loads(terraform_values(configuration, {"v": expression}, variables, workdir)["v"]))
+    without, with_id, pod_identity, irsa, anywhere, in_organization = values
+    assert "Condition" not in without["Statement"][0] and without["Statement"][0]["Principal"] == {
+        "AWS": role
+    }
+    assert with_id["Statement"][0]["Condition"] == {"StringEquals": {"sts:ExternalId": "x"}}
+    assert pod_identity["Statement"][0]["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert irsa["Statement"][0]["Condition"]["StringEquals"] == {
+        "oidc.eks.x/id/AB:sub": "system:serviceaccount:defender-operator:defender-operator",
+        "oidc.eks.x/id/AB:aud": "sts.amazonaws.com",
+    }
+    assert anywhere["Statement"][0]["Resource"] == "arn:aws:iam::*:role/defender-operator"
+    assert "Condition" not in anywhere["Statement"][0]
+    assert in_organization["Statement"][0]["Condition"] == {
+        "StringEquals": {"aws:ResourceOrgID": "o-abcdefghij"}
+    }
+    cloudformation = concrete(
+        hub_template()["Resources"]["HubRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    )
+    cloudformation["Statement"][0]["Resource"] = cloudformation["Statement"][0]["Resource"].replace(
+        "${SpokeRoleName}", "defender-operator"
+    )
+    del cloudformation["Statement"][0]["Condition"]  # the Fn::If of an empty OrganizationId
+    assert anywhere == cloudformation

@@ -177,3 +177,151 @@ def account_setup_template() -> dict[str, Any]:
         },
         "Outputs": {"OperatorRoleArn": {"Value": {"Fn::GetAtt": ["OperatorRole", "Arn"]}}},
     }
+
+
+# --- The hub: the identity the operator runs as, which may only assume the spokes ------------------------------------
+
+HUB_ROLE_NAME = "defender-operator-hub"
+SETUP_STACK_SET_NAME = "defender-operator-setup"
+# EKS Pod Identity's trust (docs.aws.amazon.com/eks/latest/userguide/pod-id-role.html): the agent assumes the role
+# and tags the session with the cluster, namespace and service account.
+POD_IDENTITY_TRUST = {
+    "Effect": "Allow",
+    "Principal": {"Service": "pods.eks.amazonaws.com"},
+    "Action": ["sts:AssumeRole", "sts:TagSession"],
+}
+
+
+def hub_policy(organization_condition: Any) -> dict[str, Any]:
+    """All the hub may do: assume the spoke role, by its name, in any account (of the organization, when given).
+    Its holder gets at most what the spokes' hardened policy allows; it cannot act in the hub account itself.
+    Placeholders ``{partition}`` and ``{spokeRole}`` are left for the target language."""
+    statement: dict[str, Any] = {
+        "Sid": "AssumeOnlyTheSpokeRoles",
+        "Effect": "Allow",
+        "Action": "sts:AssumeRole",
+        "Resource": "arn:{partition}:iam::*:role/{spokeRole}",
+    }
+    if organization_condition is not None:
+        statement["Condition"] = organization_condition
+    return {"Version": POLICY_VERSION, "Statement": [statement]}
+
+
+def hub_template() -> dict[str, Any]:
+    """CloudFormation for the hub account: the operator's own role (EKS Pod Identity, with the association when a
+    cluster is named), allowed only to assume the spoke role the setup stack creates in each account."""
+    organization = {
+        "Fn::If": [
+            "HasOrganization",
+            {"StringEquals": {"aws:ResourceOrgID": {"Ref": "OrganizationId"}}},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    return {
+        "AWSTemplateFormatVersion": TEMPLATE_VERSION,
+        "Description": "defender-operator hub: the role the operator runs as; it may only assume the spoke roles",
+        "Parameters": {
+            "HubRoleName": {"Type": "String", "Default": HUB_ROLE_NAME},
+            "SpokeRoleName": {
+                "Type": "String",
+                "Default": OPERATOR_ROLE_NAME,
+                "Description": "The role the account setup stack creates in every account (OperatorRoleName)",
+            },
+            "OrganizationId": {
+                "Type": "String",
+                "Default": "",
+                "AllowedPattern": "^(o-[a-z0-9]{10,32})?$",
+                "Description": "Only spokes in accounts of this organization (aws:ResourceOrgID); empty: any account",
+            },
+            "ClusterName": {
+                "Type": "String",
+                "Default": "",
+                "Description": "EKS cluster the operator runs in (creates the Pod Identity association); empty: none",
+            },
+            "Namespace": {"Type": "String", "Default": "defender-operator"},
+            "ServiceAccount": {"Type": "String", "Default": "defender-operator"},
+        },
+        "Conditions": {
+            "HasOrganization": {"Fn::Not": [{"Fn::Equals": [{"Ref": "OrganizationId"}, ""]}]},
+            "HasCluster": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ClusterName"}, ""]}]},
+        },
+        "Resources": {
+            "HubRole": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "RoleName": {"Ref": "HubRoleName"},
+                    "Description": "defender-operator: the operator's identity; assumes the spoke role per account",
+                    "AssumeRolePolicyDocument": {
+                        "Version": POLICY_VERSION,
+                        "Statement": [POD_IDENTITY_TRUST],
+                    },
+                    "Policies": [
+                        {
+                            "PolicyName": "assume-the-spokes",
+                            "PolicyDocument": substitute(
+                                hub_policy(organization),
+                                {},
+                                {**PSEUDO, "spokeRole": "${SpokeRoleName}"},
+                                lambda text: {"Fn::Sub": text},
+                            ),
+                        }
+                    ],
+                    "Tags": [MANAGED_BY_TAG],
+                },
+            },
+            "PodIdentity": {
+                "Type": "AWS::EKS::PodIdentityAssociation",
+                "Condition": "HasCluster",
+                "Properties": {
+                    "ClusterName": {"Ref": "ClusterName"},
+                    "Namespace": {"Ref": "Namespace"},
+                    "ServiceAccount": {"Ref": "ServiceAccount"},
+                    "RoleArn": {"Fn::GetAtt": ["HubRole", "Arn"]},
+                },
+            },
+        },
+        "Outputs": {"HubRoleArn": {"Value": {"Fn::GetAtt": ["HubRole", "Arn"]}}},
+    }
+
+
+def setup_stack_set_template() -> dict[str, Any]:
+    """CloudFormation for the organization's management account: a service-managed StackSet that deploys the
+    account setup stack to every account of the given OUs, and to accounts as they join them."""
+    body = json.dumps(account_setup_template(), separators=(",", ":"), sort_keys=True)
+    passed = ("OperatorPrincipalArn", "ExternalId", "OperatorRoleName")
+    setup = account_setup_template()["Parameters"]
+    return {
+        "AWSTemplateFormatVersion": TEMPLATE_VERSION,
+        "Description": "defender-operator account setup in every account of the given OUs (service-managed StackSet)",
+        "Parameters": {
+            **{name: setup[name] for name in passed},
+            "OrganizationalUnitIds": {
+                "Type": "CommaDelimitedList",
+                "Description": "OUs (or the root) whose accounts the operator onboards",
+            },
+        },
+        "Resources": {
+            "AccountSetup": {
+                "Type": "AWS::CloudFormation::StackSet",
+                "Properties": {
+                    "StackSetName": SETUP_STACK_SET_NAME,
+                    "Description": "defender-operator account setup: the operator's role and Defender's policies",
+                    "PermissionModel": "SERVICE_MANAGED",
+                    "AutoDeployment": {"Enabled": True, "RetainStacksOnAccountRemoval": False},
+                    "Capabilities": ["CAPABILITY_NAMED_IAM"],
+                    "ManagedExecution": {"Active": True},
+                    "OperationPreferences": {"FailureTolerancePercentage": 10, "MaxConcurrentPercentage": 25},
+                    "Parameters": [
+                        {"ParameterKey": name, "ParameterValue": {"Ref": name}} for name in passed
+                    ],
+                    "StackInstancesGroup": [
+                        {
+                            "DeploymentTargets": {"OrganizationalUnitIds": {"Ref": "OrganizationalUnitIds"}},
+                            "Regions": [{"Ref": "AWS::Region"}],
+                        }
+                    ],
+                    "TemplateBody": body,
+                },
+            }
+        },
+    }

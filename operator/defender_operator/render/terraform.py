@@ -152,7 +152,7 @@ def account_setup_configuration() -> dict[str, Any]:
     from .account_setup import OPERATOR_ROLE_NAME, managed_operator_policy, operator_trust, setup_policies
 
     principal = "${var.operator_principal_arn}"
-    with_external_id = json.dumps(operator_trust(principal, "${var.external_id}"), separators=(",", ":"))
+    with_external_id = operator_trust(principal, "${var.external_id}")
     without = operator_trust(principal, "")
     del without["Statement"][0]["Condition"]
     policies = {
@@ -191,8 +191,7 @@ def account_setup_configuration() -> dict[str, Any]:
                 "operator": {
                     "name": "${var.operator_role_name}",
                     "description": "defender-operator: onboards this account into Microsoft Defender for Cloud",
-                    "assume_role_policy": f'${{var.external_id == "" ? {json.dumps(json.dumps(without, separators=(",", ":")))} : '
-                    f"{json.dumps(with_external_id)}}}",
+                    "assume_role_policy": _either('var.external_id == ""', without, with_external_id),
                     "tags": _TAGS,
                 }
             },
@@ -205,4 +204,104 @@ def account_setup_configuration() -> dict[str, Any]:
             },
         },
         "output": {"operator_role_arn": {"value": "${aws_iam_role.operator.arn}"}},
+    }
+
+
+def _either(test: str, when_true: dict[str, Any], when_false: dict[str, Any]) -> str:
+    """A Terraform conditional between two JSON documents (as HCL string literals, so ``${...}`` still interpolates)."""
+    true_text, false_text = (
+        json.dumps(json.dumps(d, separators=(",", ":"))) for d in (when_true, when_false)
+    )
+    return f"${{{test} ? {true_text} : {false_text}}}"
+
+
+def hub_configuration() -> dict[str, Any]:
+    """The hub (:func:`.account_setup.hub_template`) as Terraform: the operator's own role, trusted through EKS Pod
+    Identity or, given an IAM OIDC provider, through IRSA (which CloudFormation cannot express: the condition keys
+    carry the issuer), allowed only to assume the spoke role."""
+    from .account_setup import HUB_ROLE_NAME, OPERATOR_ROLE_NAME, POD_IDENTITY_TRUST, hub_policy
+
+    filled = {**_PSEUDO, "spokeRole": "${var.spoke_role_name}"}
+    organization = {"StringEquals": {"aws:ResourceOrgID": "${var.organization_id}"}}
+    in_organization, anywhere = (
+        substitute(hub_policy(condition), {}, filled, lambda s: s) for condition in (organization, None)
+    )
+    pod_identity = {"Version": "2012-10-17", "Statement": [POD_IDENTITY_TRUST]}
+    irsa = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": "${var.oidc_provider_arn}"},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        "${local.issuer}:sub": "system:serviceaccount:${var.namespace}:${var.service_account}",
+                        "${local.issuer}:aud": "sts.amazonaws.com",
+                    }
+                },
+            }
+        ],
+    }
+    return {
+        "//": "defender-operator hub: the role the operator runs as, rendered by defender-operator. It may only "
+        "assume the spoke role of the account setup in each account.",
+        "terraform": {
+            "required_version": ">= 1.3",
+            "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 5.0"}},
+        },
+        "variable": {
+            "hub_role_name": {"type": "string", "default": HUB_ROLE_NAME},
+            "spoke_role_name": {
+                "type": "string",
+                "default": OPERATOR_ROLE_NAME,
+                "description": "The role the account setup creates in every account (operator_role_name)",
+            },
+            "organization_id": {
+                "type": "string",
+                "default": "",
+                "description": "Only spokes in accounts of this organization (aws:ResourceOrgID); empty: any account",
+            },
+            "oidc_provider_arn": {
+                "type": "string",
+                "default": "",
+                "description": "IAM OIDC provider of the cluster's issuer (IRSA); empty: EKS Pod Identity",
+            },
+            "cluster_name": {
+                "type": "string",
+                "default": "",
+                "description": "EKS cluster for the Pod Identity association; empty: none",
+            },
+            "namespace": {"type": "string", "default": "defender-operator"},
+            "service_account": {"type": "string", "default": "defender-operator"},
+        },
+        "data": {"aws_partition": {"current": {}}},
+        "locals": {"issuer": '${element(split("oidc-provider/", var.oidc_provider_arn), 1)}'},
+        "resource": {
+            "aws_iam_role": {
+                "hub": {
+                    "name": "${var.hub_role_name}",
+                    "description": "defender-operator: the operator's identity; assumes the spoke role per account",
+                    "assume_role_policy": _either('var.oidc_provider_arn == ""', pod_identity, irsa),
+                    "tags": _TAGS,
+                }
+            },
+            "aws_iam_role_policy": {
+                "hub": {
+                    "name": "assume-the-spokes",
+                    "role": "${aws_iam_role.hub.id}",
+                    "policy": _either('var.organization_id == ""', anywhere, in_organization),
+                }
+            },
+            "aws_eks_pod_identity_association": {
+                "operator": {
+                    "count": '${var.cluster_name != "" && var.oidc_provider_arn == "" ? 1 : 0}',
+                    "cluster_name": "${var.cluster_name}",
+                    "namespace": "${var.namespace}",
+                    "service_account": "${var.service_account}",
+                    "role_arn": "${aws_iam_role.hub.arn}",
+                }
+            },
+        },
+        "output": {"hub_role_arn": {"value": "${aws_iam_role.hub.arn}"}},
     }

@@ -1,0 +1,65 @@
+"""What an account's administrator does before the operator arrives: an administrator role for the tests (``test``,
+the role :func:`.onboarding.aws_in` assumes) and the shipped setup templates deployed as stacks."""
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from defender_operator.sandbox import Sandbox
+
+from .clouds import aws_control
+from .kube import wait_for
+from .onboarding import aws_in
+from .paths import REPO
+
+TRUST_ANYONE_HERE = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+    }
+)
+
+
+def administrator(sandbox: Sandbox, account: str) -> None:
+    """The ``test`` role with AdministratorAccess, so the test itself passes the emulator's authorization."""
+    iam = aws_in(sandbox, account, "iam")
+    try:
+        iam.create_role(RoleName="test", AssumeRolePolicyDocument=TRUST_ANYONE_HERE)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+    iam.attach_role_policy(RoleName="test", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+
+
+def deployed(
+    sandbox: Sandbox, account: str, stack_name: str, template: str, **parameters: str
+) -> dict[str, str]:
+    """Deploy ``deploy/aws/<template>`` as ``stack_name`` once (an administrator's step); its outputs."""
+    administrator(sandbox, account)
+    cloudformation = aws_in(sandbox, account, "cloudformation")
+    live = {
+        s["StackName"]
+        for s in cloudformation.list_stacks()["StackSummaries"]
+        if s["StackStatus"] == "CREATE_COMPLETE"
+    }
+    if stack_name not in live:
+        cloudformation.create_stack(
+            StackName=stack_name,
+            TemplateBody=(REPO / "deploy" / "aws" / template).read_text(),
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+            Capabilities=["CAPABILITY_NAMED_IAM"],
+        )
+
+    def settled() -> dict[str, Any] | None:
+        stack: dict[str, Any] = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
+        return None if stack["StackStatus"].endswith("_IN_PROGRESS") else stack
+
+    stack = wait_for(settled, 30, f"the stack {stack_name}")
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def enforce(sandbox: Sandbox, *accounts: str) -> None:
+    """From now on the emulator authorizes every request of these accounts' principals (none: stop)."""
+    aws_control(sandbox, "/_sandbox/config", {"enforceIamAccounts": list(accounts)})
