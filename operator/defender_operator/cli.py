@@ -173,6 +173,20 @@ def cmd_aws_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_azure_setup(args: argparse.Namespace) -> int:
+    from .render.azure_role import azure_role_configuration, operator_azure_role
+
+    if args.only == "terraform":
+        document = azure_role_configuration()
+    elif not args.subscription:
+        print("error: --subscription is required for the role definition", file=sys.stderr)
+        return 2
+    else:
+        document = operator_azure_role(args.subscription, args.resource_group)
+    print(json.dumps(document, indent=2))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .operator_main import run
 
@@ -248,6 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
         "Identity); hub-terraform: the same as Terraform (Pod Identity or IRSA)",
     )
     p.set_defaults(func=cmd_aws_setup)
+
+    p = sub.add_parser(
+        "azure-setup",
+        help="print the operator's Azure custom role, assignable only on the connectors' resource groups",
+    )
+    p.add_argument("--subscription", help="subscription id of the connectors")
+    p.add_argument(
+        "--resource-group",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a resource group of the connectors (repeat for several); none: the whole subscription",
+    )
+    p.add_argument(
+        "--only",
+        choices=("role", "terraform"),
+        default="role",
+        help="role (default): the role definition for az role definition create; terraform: the role and its "
+        "assignments as Terraform (JSON)",
+    )
+    p.set_defaults(func=cmd_azure_setup)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

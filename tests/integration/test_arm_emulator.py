@@ -244,3 +244,33 @@ def test_unauthenticated_requests_are_refused(sandbox: Sandbox) -> None:
         urllib.request.urlopen(f"{sandbox.arm_endpoint}{connector_url('c1')}", context=context)
     assert info.value.code == 401
     assert json.loads(info.value.read())["error"]["code"] == "InvalidAuthenticationToken"
+
+
+def test_role_assignments_limit_a_client_to_their_scopes(sandbox: Sandbox) -> None:
+    """An assigned client acts within its scopes and beneath them, reads the subscription that holds them, and is
+    refused elsewhere with ARM's AuthorizationFailed naming action and scope; others stay unrestricted."""
+    granted = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/team-a"
+    arm_control(sandbox, "/_sandbox/role-assignments", {"sandbox-tests": [granted]})
+    client = arm_client(sandbox)
+    try:
+        assert send(client, "PUT", connector_url("c1", "team-a"), body()).status_code == 201
+        health = f"{connector_url('c1', 'team-a').split('?')[0]}/providers/Microsoft.Security/healthReports"
+        assert send(client, "GET", f"{health}?api-version=2023-05-01-preview").status_code == 200
+        assert send(client, "GET", f"/subscriptions/{SUBSCRIPTION}?api-version=2022-12-01").status_code == 200
+        other = "22222222-2222-3333-4444-555555555555"
+        assert send(client, "GET", f"/subscriptions/{other}?api-version=2022-12-01").status_code == 403
+        refused = send(client, "PUT", connector_url("c2", "team-b"), body("111122224444"))
+        assert refused.status_code == 403
+        error = refused.json()["error"]
+        assert error["code"] == "AuthorizationFailed"
+        assert "'Microsoft.Security/securityConnectors/write'" in error["message"]
+        assert "/resourceGroups/team-b/" in error["message"]
+        listing = (
+            f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Security/securityConnectors?api-version="
+        )
+        assert send(client, "GET", listing + "2024-08-01-preview").status_code == 403
+        # a group whose name merely starts like the granted one is another scope
+        assert send(client, "GET", connector_url("c1", "team-a2")).status_code == 403
+    finally:
+        arm_control(sandbox, "/_sandbox/role-assignments", {"sandbox-tests": None})
+    assert send(client, "PUT", connector_url("c2", "team-b"), body("111122224444")).status_code == 201

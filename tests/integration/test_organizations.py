@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from defender_operator.sandbox import Sandbox
-from tests.support.clouds import aws_control
+from tests.support.clouds import arm_client, arm_control, aws_control, connector_url, send
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import account_of, aws_in, defender_roles, delete, manifest
 from tests.support.operator import OperatorProcess, module_operator, wait_condition
@@ -147,3 +147,76 @@ def test_failing_members_show_beside_ready_and_are_retried_on_request(
     assert obj["status"]["organization"]["instances"]["current"] == 3
     assert obj["status"]["organization"]["failingAccounts"] == []
     delete(kubeconfig, namespace, "org")
+
+
+def member_connector(account: str, management: str) -> dict[str, Any]:
+    """A member connector as Defender creates it for an organization's account."""
+    return {
+        "location": "westeurope",
+        "properties": {
+            "hierarchyIdentifier": account,
+            "environmentName": "AWS",
+            "environmentData": {
+                "environmentType": "AwsAccount",
+                "organizationalData": {
+                    "organizationMembershipType": "Member",
+                    "parentHierarchyId": management,
+                },
+            },
+            "offerings": [
+                {
+                    "offeringType": "CspmMonitorAws",
+                    "nativeCloudConnection": {"cloudRoleArn": f"arn:aws:iam::{account}:role/CspmMonitorAws"},
+                }
+            ],
+        },
+    }
+
+
+def test_an_azure_role_on_the_resource_group_alone_onboards_and_reaches_nothing_else(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The operator's Azure role assigned on the connectors' resource group only (azure-setup, docs/production.md):
+    ARM refuses the subscription-wide list, so member connectors are counted in that resource group and the status
+    says where; a connector in another resource group is refused by ARM and nothing is written there."""
+    m, members = organization(sandbox, namespace, members=2)
+    management = account_of(m)
+    subscription, group = m["spec"]["azure"]["subscriptionId"], m["spec"]["azure"]["resourceGroup"]
+    scope = f"/subscriptions/{subscription}/resourceGroups/{group}"
+    arm = arm_client(sandbox)
+    # Defender's member connectors, one inside the scope, one outside
+    placed = [
+        connector_url(f"member-{member}", where, subscription)
+        for member, where in zip(members, (group, "defender-members"), strict=True)
+    ]
+    for url, member in zip(placed, members, strict=True):
+        assert send(arm, "PUT", url, member_connector(member, management)).status_code == 201
+    arm_control(sandbox, "/_sandbox/role-assignments", {"sandbox-operator": [scope]})
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+        wait_condition(kubeconfig, namespace, "org", "Ready", "True", timeout=120)
+
+        def counted() -> dict[str, Any] | None:
+            status = ((get_object(kubeconfig, namespace, "org") or {}).get("status") or {}).get(
+                "organization", {}
+            )
+            return status if status.get("memberConnectorScope") else None
+
+        status = wait_for(counted, 30, "the member connectors to be counted")
+        assert status["memberConnectorScope"] == scope and status["memberConnectors"] == 1
+
+        elsewhere = manifest(namespace, "elsewhere")
+        elsewhere["spec"]["azure"]["resourceGroup"] = "not-granted"
+        assert apply(kubeconfig, elsewhere).returncode == 0
+        obj = wait_condition(
+            kubeconfig, namespace, "elsewhere", "Ready", "False", timeout=120, reason="AzureAccessDenied"
+        )
+        message = condition(obj, "Ready")["message"]  # type: ignore[index]
+        assert "AuthorizationFailed" in message and "/resourceGroups/not-granted/" in message, message
+        assert send(arm, "GET", connector_url("elsewhere", "not-granted", subscription)).status_code == 404
+        delete(kubeconfig, namespace, "elsewhere")
+        delete(kubeconfig, namespace, "org")
+    finally:
+        arm_control(sandbox, "/_sandbox/role-assignments", {"sandbox-operator": None})
+        for url in placed:
+            send(arm, "DELETE", url)

@@ -164,6 +164,11 @@ class OrganizationStatus(StatusModel):
     template_hash: str | None = Field(default=None, description="Hash of the member template last deployed.")
     member_accounts: int = Field(default=0, description="Member accounts with a StackSet instance.")
     member_connectors: int = Field(default=0, description="Member connectors Defender has created so far.")
+    member_connector_scope: str | None = Field(
+        default=None,
+        description="Where member connectors were counted: the subscription, or only the management connector's "
+        "resource group when the operator's Azure role is assigned on resource groups (docs/production.md).",
+    )
     instances: InstanceCounts | None = Field(default=None, description="Member stack instances by state.")
     failing_accounts: list[FailingMember] = Field(
         default_factory=list,

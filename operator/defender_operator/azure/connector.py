@@ -237,11 +237,21 @@ class Connectors:
         if response.status_code not in (200, 204, 404):
             self._raise(response, "deleting the connector")
 
-    def members_of(self, management_account: str) -> dict[str, str]:
-        """Member connectors Defender created for an organization: member account -> connector id."""
-        link: str | None = (
-            f"/subscriptions/{self.subscription}/providers/Microsoft.Security/securityConnectors"
-        )
+    def members_of(self, management_account: str, resource_group: str) -> tuple[dict[str, str], str]:
+        """Member connectors Defender created for an organization (member account -> connector id), and the scope
+        they were looked for in: the subscription, or, when the operator's role is assigned on resource groups only
+        (ARM refuses the subscription-wide list), the management connector's resource group."""
+        subscription = f"/subscriptions/{self.subscription}"
+        try:
+            return self._members_in(subscription, management_account), subscription
+        except TerminalError as exc:
+            if exc.reason != "AzureAccessDenied":
+                raise
+        scope = f"{subscription}/resourceGroups/{resource_group}"
+        return self._members_in(scope, management_account), scope
+
+    def _members_in(self, scope: str, management_account: str) -> dict[str, str]:
+        link: str | None = f"{scope}/providers/Microsoft.Security/securityConnectors"
         members: dict[str, str] = {}
         while link:
             version = API_VERSION if link.startswith("/") else None

@@ -116,7 +116,7 @@ def reconcile_azure(
     status.connector_id, status.etag, status.applied_hash = observed.id, observed.etag, desired_hash
     status.trial_end_date = observed.trial_end_date or status.trial_end_date
     if organization is not None:
-        members = connectors.members_of(spec.aws.account_id)
+        members, organization.member_connector_scope = connectors.members_of(spec.aws.account_id, rg)
         organization.member_connectors = len(members)
         organization.members = [
             MemberAccount(account_id=a, connector_id=c) for a, c in sorted(members.items())

@@ -19,6 +19,15 @@ Tenants, as ARM enforces them: a token is issued for the tenant in the token URL
 ``InvalidAuthenticationTokenTenant`` (the message ARM sends; every subscription is in the sandbox tenant unless
 registered otherwise). ``GET /subscriptions/{id}`` answers the subscription with its ``tenantId``
 (Microsoft.Resources "Subscriptions - Get", api-version 2022-12-01).
+
+Role assignments, opt-in per client: ``POST /_sandbox/role-assignments`` (``{"clientId": ["/subscriptions/s/
+resourceGroups/rg", ...]}``; ``null`` lifts the restriction) gives that client the operator's role (every action it
+needs) at those scopes and nowhere else. A request outside them fails with 403 ``AuthorizationFailed`` and ARM's
+message naming the action and the scope (learn.microsoft.com/azure/role-based-access-control/troubleshooting,
+"No permissions to perform action"); a role assigned at a scope holds for everything beneath it (RBAC inheritance,
+learn.microsoft.com/azure/role-based-access-control/scope-overview). ``GET /subscriptions/{id}`` answers any client
+holding an assignment inside the subscription, as ARM lists a subscription to a principal with a role on one of its
+resource groups only. Clients without an entry are not restricted.
 """
 
 import argparse
@@ -71,6 +80,8 @@ class State:
         self.tokens: dict[str, tuple[str, float, str]] = {}  # token -> (client id, expiry, tenant)
         self.subscriptions: dict[str, str] = {}  # subscription (lower case) -> tenant, when not the default
         self.clients: dict[str, str] | None = None  # None: any client id with the default secret
+        # client id -> scopes (lower case) of its role assignments; clients without an entry are unrestricted
+        self.assignments: dict[str, list[str]] = {}
         self.lock = threading.Lock()
 
     def reset(self) -> None:
@@ -80,6 +91,7 @@ class State:
             self.requests.clear()
             self.clients = None
             self.subscriptions.clear()
+            self.assignments.clear()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -257,6 +269,25 @@ class Handler(BaseHTTPRequestHandler):
                 )
         return entry[0]
 
+    def _authorize(self, caller: str, method: str, path: str) -> None:
+        with self.state.lock:
+            scopes = self.state.assignments.get(caller.lower())
+        if scopes is None:
+            return
+        target = path.lower().rstrip("/")
+        if (m := _SUBSCRIPTION.match(path)) and m.group(2) is None:
+            allowed = any(s == target or s.startswith(target + "/") for s in scopes)
+        else:
+            allowed = any(target == s or target.startswith(s + "/") for s in scopes)
+        if not allowed:
+            raise ArmError(
+                403,
+                "AuthorizationFailed",
+                f"The client '{caller}' with object id '{caller}' does not have authorization to perform action "
+                f"'{_action(method, path)}' over scope '{path}' or the scope is invalid. If access was recently "
+                "granted, please refresh your credentials.",
+            )
+
     def _tenant_of(self, subscription: str) -> str:
         with self.state.lock:
             return self.state.subscriptions.get(subscription.lower(), DEFAULT_TENANT)
@@ -288,6 +319,7 @@ class Handler(BaseHTTPRequestHandler):
             self._token(tenant["tenant"])
             return
         caller = self._caller(path)
+        self._authorize(caller, method, path)
         store = self.state.store
         if (m := _SUBSCRIPTION.match(path)) and m.group(2) is None:
             self._api_version(query, SUBSCRIPTION_API_VERSIONS)
@@ -387,12 +419,29 @@ class Handler(BaseHTTPRequestHandler):
             )
         elif path == "/_sandbox/clients" and method == "POST":
             state.clients = dict(self._body() or {})
+        elif path == "/_sandbox/role-assignments" and method == "POST":
+            with state.lock:
+                for client, scopes in (self._body() or {}).items():
+                    if scopes is None:
+                        state.assignments.pop(client.lower(), None)
+                    else:
+                        state.assignments[client.lower()] = [s.lower().rstrip("/") for s in scopes]
         elif path == "/_sandbox/subscriptions" and method == "POST":
             with state.lock:
                 state.subscriptions.update({k.lower(): v.lower() for k, v in (self._body() or {}).items()})
         else:
             raise ArmError(404, "NotFound", f"No control endpoint {method} {path}.")
         self._send(200, {"ok": True})
+
+
+def _action(method: str, path: str) -> str:
+    """The RBAC action ARM checks for a request (Microsoft.Security and Microsoft.Resources operations)."""
+    if _HEALTH.match(path):
+        return "Microsoft.Security/healthReports/read"
+    if _CONNECTOR.match(path) or _LIST_RG.match(path) or _LIST_SUB.match(path):
+        verb = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}.get(method, "read")
+        return f"Microsoft.Security/securityConnectors/{verb}"
+    return "Microsoft.Resources/subscriptions/read"
 
 
 def raise_token_error(handler: Handler, error: str, description: str) -> None:
