@@ -6,15 +6,13 @@ Ready and cleans up; the hub identity can do nothing else (issue 11, point 4).""
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.exceptions import ClientError
 
 from defender_operator.sandbox import Sandbox
-from tests.support.account_admin import TRUST_ANYONE_HERE, deployed, enforce
+from tests.support.account_admin import TRUST_ANYONE_HERE, deployed, enforce, refused
 from tests.support.clouds import aws_client
 from tests.support.kube import apply, kubectl
-from tests.support.onboarding import aws_in, connector, manifest, stacks_of
+from tests.support.onboarding import aws_in, client_with, connector, manifest, stacks_of
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
 
 pytestmark = pytest.mark.integration
@@ -23,6 +21,11 @@ HUB_ACCOUNT = "400011115555"
 SPOKE_ACCOUNT = "400011116666"
 SPOKE_ROLE = f"arn:aws:iam::{SPOKE_ACCOUNT}:role/defender-operator"
 EXTERNAL_ID = "cluster-one"
+HUB_ENV = {
+    "AccessKeyId": "ACCESS_KEY_ID",
+    "SecretAccessKey": "SECRET_ACCESS_KEY",
+    "SessionToken": "SESSION_TOKEN",
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,21 +71,7 @@ def authorized(sandbox: Sandbox) -> Iterator[None]:
 
 
 def as_hub(sandbox: Sandbox, hub: dict[str, str], service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=sandbox.aws_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=hub["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=hub["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=hub["AWS_SESSION_TOKEN"],
-    )
-
-
-def refused(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    assert info.value.response["Error"]["Code"] == "AccessDenied", info.value.response
-    return str(info.value.response["Error"]["Message"])
+    return client_with(sandbox, {key: hub[f"AWS_{variable}"] for key, variable in HUB_ENV.items()}, service)
 
 
 def test_the_hub_onboards_a_spoke_through_its_role_and_can_do_nothing_else(

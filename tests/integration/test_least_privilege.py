@@ -11,10 +11,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from defender_operator.sandbox import Sandbox
-from tests.support.account_admin import TRUST_ANYONE_HERE, administrator, deployed, enforce
+from tests.support.account_admin import (
+    TRUST_ANYONE_HERE,
+    administrator,
+    deployed,
+    enforce,
+    ensure_role,
+    refused,
+)
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import assumed, aws_in, connector, manifest, stacks_of
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
@@ -38,11 +44,7 @@ def enforced(sandbox: Sandbox) -> Iterator[None]:
     only the documented policy; from then on every request of ACCOUNT's principals is authorized."""
     administrator(sandbox, ACCOUNT)
     iam = aws_in(sandbox, ACCOUNT, "iam")
-    try:
-        iam.create_role(RoleName="defender-onboarding", AssumeRolePolicyDocument=TRUST_ANYONE_HERE)
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "EntityAlreadyExists":
-            raise
+    ensure_role(iam, "defender-onboarding")
     documented = (REPO / "docs" / "operator-iam-policy.json").read_text()
     iam.put_role_policy(
         RoleName="defender-onboarding", PolicyName="defender-operator", PolicyDocument=documented
@@ -57,13 +59,6 @@ def enforced(sandbox: Sandbox) -> Iterator[None]:
 def as_operator(sandbox: Sandbox, service: str, role: str = OPERATOR_ROLE) -> Any:
     """A client with the operator's identity (the role it assumes in the account)."""
     return assumed(sandbox, role, service)
-
-
-def refused(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    assert info.value.response["Error"]["Code"] == "AccessDenied", info.value.response
-    return str(info.value.response["Error"]["Message"])
 
 
 def test_every_plan_onboards_and_cleans_up_under_the_documented_policy_alone(

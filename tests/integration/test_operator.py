@@ -35,6 +35,7 @@ from tests.support.onboarding import (
     delete,
     drift_checked,
     manifest,
+    member_connector,
     onboarded,
     request_reconcile,
     stacks_of,
@@ -568,28 +569,7 @@ def test_management_account_onboards_its_organization(
         "excludedAccountIds": [members[2]],
     }
     # Defender creates member connectors by itself, later; the operator reports them and never writes them.
-    member_body = {
-        "location": "westeurope",
-        "properties": {
-            "hierarchyIdentifier": members[0],
-            "environmentName": "AWS",
-            "environmentData": {
-                "environmentType": "AwsAccount",
-                "organizationalData": {
-                    "organizationMembershipType": "Member",
-                    "parentHierarchyId": management,
-                },
-            },
-            "offerings": [
-                {
-                    "offeringType": "CspmMonitorAws",
-                    "nativeCloudConnection": {
-                        "cloudRoleArn": f"arn:aws:iam::{members[0]}:role/CspmMonitorAws"
-                    },
-                }
-            ],
-        },
-    }
+    member_body = member_connector(members[0], management)
     assert (
         send(
             arm_client(sandbox), "PUT", connector_url(f"member-{members[0]}", "defender-members"), member_body

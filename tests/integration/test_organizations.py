@@ -11,7 +11,7 @@ import pytest
 from defender_operator.sandbox import Sandbox
 from tests.support.clouds import arm_client, arm_control, aws_control, connector_url, send
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
-from tests.support.onboarding import account_of, aws_in, defender_roles, delete, manifest
+from tests.support.onboarding import account_of, aws_in, defender_roles, delete, manifest, member_connector
 from tests.support.operator import OperatorProcess, module_operator, wait_condition
 
 pytestmark = pytest.mark.integration
@@ -147,30 +147,6 @@ def test_failing_members_show_beside_ready_and_are_retried_on_request(
     assert obj["status"]["organization"]["instances"]["current"] == 3
     assert obj["status"]["organization"]["failingAccounts"] == []
     delete(kubeconfig, namespace, "org")
-
-
-def member_connector(account: str, management: str) -> dict[str, Any]:
-    """A member connector as Defender creates it for an organization's account."""
-    return {
-        "location": "westeurope",
-        "properties": {
-            "hierarchyIdentifier": account,
-            "environmentName": "AWS",
-            "environmentData": {
-                "environmentType": "AwsAccount",
-                "organizationalData": {
-                    "organizationMembershipType": "Member",
-                    "parentHierarchyId": management,
-                },
-            },
-            "offerings": [
-                {
-                    "offeringType": "CspmMonitorAws",
-                    "nativeCloudConnection": {"cloudRoleArn": f"arn:aws:iam::{account}:role/CspmMonitorAws"},
-                }
-            ],
-        },
-    }
 
 
 def test_an_azure_role_on_the_resource_group_alone_onboards_and_reaches_nothing_else(

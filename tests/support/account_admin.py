@@ -4,6 +4,7 @@ the role :func:`.onboarding.aws_in` assumes) and the shipped setup templates dep
 import json
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError
 
 from defender_operator.sandbox import Sandbox
@@ -21,14 +22,19 @@ TRUST_ANYONE_HERE = json.dumps(
 )
 
 
-def administrator(sandbox: Sandbox, account: str) -> None:
-    """The ``test`` role with AdministratorAccess, so the test itself passes the emulator's authorization."""
-    iam = aws_in(sandbox, account, "iam")
+def ensure_role(iam: Any, name: str) -> None:
+    """A role anyone in the sandbox may assume (the emulator does not check trust policies anyway)."""
     try:
-        iam.create_role(RoleName="test", AssumeRolePolicyDocument=TRUST_ANYONE_HERE)
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=TRUST_ANYONE_HERE)
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "EntityAlreadyExists":
             raise
+
+
+def administrator(sandbox: Sandbox, account: str) -> None:
+    """The ``test`` role with AdministratorAccess, so the test itself passes the emulator's authorization."""
+    iam = aws_in(sandbox, account, "iam")
+    ensure_role(iam, "test")
     iam.attach_role_policy(RoleName="test", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
 
 
@@ -58,6 +64,14 @@ def deployed(
     stack = wait_for(settled, 30, f"the stack {stack_name}")
     assert stack["StackStatus"] == "CREATE_COMPLETE", stack
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def refused(call: Any, **kwargs: Any) -> str:
+    """IAM's refusal of a call (AccessDenied), its message."""
+    with pytest.raises(ClientError) as info:
+        call(**kwargs)
+    assert info.value.response["Error"]["Code"] == "AccessDenied", info.value.response
+    return str(info.value.response["Error"]["Message"])
 
 
 def enforce(sandbox: Sandbox, *accounts: str) -> None:

@@ -41,15 +41,45 @@ def aws_in(sandbox: Sandbox, account: str, service: str) -> Any:
 def assumed(sandbox: Sandbox, role_arn: str, service: str) -> Any:
     """A client with the credentials of ``role_arn``, assumed from the sandbox's own identity."""
     sts = aws_client(sandbox, "sts")
-    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="test")["Credentials"]
+    return client_with(
+        sandbox, sts.assume_role(RoleArn=role_arn, RoleSessionName="test")["Credentials"], service
+    )
+
+
+def client_with(sandbox: Sandbox, credentials: dict[str, Any], service: str) -> Any:
+    """A client with temporary credentials as STS returns them (AccessKeyId, SecretAccessKey, SessionToken)."""
     return boto3.client(
         service,
         endpoint_url=sandbox.aws_endpoint,
         region_name="us-east-1",
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
     )
+
+
+def member_connector(account: str, management: str) -> dict[str, Any]:
+    """A member connector as Defender creates it by itself for an organization's account."""
+    return {
+        "location": "westeurope",
+        "properties": {
+            "hierarchyIdentifier": account,
+            "environmentName": "AWS",
+            "environmentData": {
+                "environmentType": "AwsAccount",
+                "organizationalData": {
+                    "organizationMembershipType": "Member",
+                    "parentHierarchyId": management,
+                },
+            },
+            "offerings": [
+                {
+                    "offeringType": "CspmMonitorAws",
+                    "nativeCloudConnection": {"cloudRoleArn": f"arn:aws:iam::{account}:role/CspmMonitorAws"},
+                }
+            ],
+        },
+    }
 
 
 def defender_roles(sandbox: Sandbox, account: str) -> list[str]:

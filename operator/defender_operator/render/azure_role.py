@@ -8,6 +8,8 @@ from writing connectors anywhere else (docs/tenancy.md). As JSON for ``az role d
 from collections.abc import Sequence
 from typing import Any
 
+from .terraform import requirements
+
 ROLE_NAME = "Defender Operator"
 DESCRIPTION = (
     "What defender-operator needs: manage Defender for Cloud security connectors, read their health, and read the "
@@ -47,10 +49,7 @@ def azure_role_configuration() -> dict[str, Any]:
     return {
         "//": "defender-operator's Azure custom role, rendered by defender-operator: assignable and assigned only on "
         "the resource groups that hold the connectors.",
-        "terraform": {
-            "required_version": ">= 1.3",
-            "required_providers": {"azurerm": {"source": "hashicorp/azurerm", "version": ">= 3.0"}},
-        },
+        "terraform": requirements("azurerm", "hashicorp/azurerm", ">= 3.0"),
         "provider": {"azurerm": {"features": {}}},
         "variable": {
             "subscription_id": {"type": "string"},

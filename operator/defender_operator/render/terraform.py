@@ -25,6 +25,14 @@ _PSEUDO = {
 _TAGS = {MANAGED_BY_TAG["Key"]: MANAGED_BY_TAG["Value"]}
 
 
+def requirements(name: str, source: str, version: str) -> dict[str, Any]:
+    """The ``terraform`` block: the language version JSON syntax with these expressions needs, and the provider."""
+    return {
+        "required_version": ">= 1.3",
+        "required_providers": {name: {"source": source, "version": version}},
+    }
+
+
 def _snake(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
@@ -135,10 +143,7 @@ def terraform_configuration(spec: AWSConnectorSpec) -> dict[str, Any]:
     return {
         "//": f"Microsoft Defender for Cloud onboarding of AWS account {spec.aws.account_id}, rendered by "
         "defender-operator. Apply it in that account; the operator connects Azure once the roles exist.",
-        "terraform": {
-            "required_version": ">= 1.3",
-            "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 5.0"}},
-        },
+        "terraform": requirements("aws", "hashicorp/aws", ">= 5.0"),
         "variable": variables,
         "data": {"aws_partition": {"current": {}}, "aws_caller_identity": {"current": {}}},
         "locals": locals_,
@@ -168,10 +173,7 @@ def account_setup_configuration() -> dict[str, Any]:
     return {
         "//": "defender-operator account setup: the operator's role and Defender's policies (managed), rendered by "
         "defender-operator. Apply it in every account the operator onboards with rolePolicies Managed.",
-        "terraform": {
-            "required_version": ">= 1.3",
-            "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 5.0"}},
-        },
+        "terraform": requirements("aws", "hashicorp/aws", ">= 5.0"),
         "variable": {
             "operator_principal_arn": {
                 "type": "string",
@@ -246,10 +248,7 @@ def hub_configuration() -> dict[str, Any]:
     return {
         "//": "defender-operator hub: the role the operator runs as, rendered by defender-operator. It may only "
         "assume the spoke role of the account setup in each account.",
-        "terraform": {
-            "required_version": ">= 1.3",
-            "required_providers": {"aws": {"source": "hashicorp/aws", "version": ">= 5.0"}},
-        },
+        "terraform": requirements("aws", "hashicorp/aws", ">= 5.0"),
         "variable": {
             "hub_role_name": {"type": "string", "default": HUB_ROLE_NAME},
             "spoke_role_name": {
