@@ -20,6 +20,7 @@ CLIENT_SERVICES = {
     "iam": "iam",
     "sts": "sts",
     "organizations": "organizations",
+    "eks": "eks",
 }
 # What CloudFormation does with the caller's credentials for each resource type the templates use.
 RESOURCE_ACTIONS = {

@@ -299,6 +299,14 @@ class AwsSpec(CamelModel):
         "Defender's roles have.",
     )
 
+    eks_access_entries: Literal["Report", "Manage"] = Field(
+        default="Report",
+        description="With agentless Kubernetes discovery on: Report shows on status.eks, per EKS cluster in the "
+        "regions, whether Defender's discovery role can reach it and the fix where it cannot; Manage also creates "
+        "the role's access entry (AmazonEKSClusterAdminPolicy, cluster scope, as Microsoft's own script grants) in "
+        "clusters that take access entries, and removes only the entries it created (docs/aws-permissions.md).",
+    )
+
     @field_validator("regions")
     @classmethod
     def _no_duplicates(cls, values: list[AwsRegion]) -> list[AwsRegion]:

@@ -90,6 +90,35 @@ class AwsStatus(StatusModel):
     )
 
 
+class EksCluster(StatusModel):
+    """Whether Defender's agentless discovery can reach one EKS cluster."""
+
+    region: str = Field(description="AWS region.")
+    name: str = Field(description="Cluster name.")
+    authentication_mode: str = Field(description="The cluster's authentication mode (accessConfig).")
+    access: Literal["Granted", "AccessEntry", "CanBeCreated", "ConfigMapOnly"] = Field(
+        description="Granted: the operator created the discovery role's access entry; AccessEntry: one exists, made "
+        "by someone else; CanBeCreated: the cluster takes access entries but has none for the role; ConfigMapOnly: "
+        "the cluster reads only the aws-auth ConfigMap, which the operator cannot see."
+    )
+    fix: str | None = Field(default=None, description="What to run so Defender can reach the cluster.")
+
+
+class EksStatus(StatusModel):
+    """EKS clusters in the connector's regions and whether Defender's agentless discovery reaches them (read on deep
+    passes; the list is bounded, the counts are not)."""
+
+    clusters: list[EksCluster] = Field(
+        default_factory=list, description="The first 50 clusters, those needing action first."
+    )
+    total: int = Field(default=0, description="Clusters found.")
+    reachable: int = Field(default=0, description="Clusters with an access entry for the discovery role.")
+    needs_action: int = Field(default=0, description="Clusters Defender cannot reach yet (see fix).")
+    error: str | None = Field(
+        default=None, description="Why the clusters could not be read (onboarding itself is not affected)."
+    )
+
+
 class HealthIssue(StatusModel):
     """One issue from the connector's Defender health report."""
 
@@ -217,3 +246,7 @@ class AWSConnectorStatus(StatusModel):
     aws: AwsStatus | None = Field(default=None, description="AWS side.")
     azure: AzureStatus | None = Field(default=None, description="Azure side.")
     organization: OrganizationStatus | None = Field(default=None, description="Organization onboarding.")
+    eks: EksStatus | None = Field(
+        default=None,
+        description="EKS clusters and Defender's access to them (when agentless Kubernetes discovery is on).",
+    )

@@ -15,6 +15,7 @@ from .. import metrics
 from ..api.names import ANNOTATION_ADOPT
 from ..api.status import AwsStatus, FailingMember, InstanceCounts, OidcProviderStatus, OrganizationStatus
 from ..aws.api import AwsClientError, call
+from ..aws.eks import EksClusters
 from ..aws.oidc import OidcProviders, ProviderSpec
 from ..aws.stack import ObservedStack, Stacks
 from ..aws.stackset import TRUSTED_ACCESS_MESSAGE, ObservedStackSet, StackSets, Targets
@@ -54,6 +55,7 @@ class AwsAccount:
     stacks: Stacks
     providers: OidcProviders
     iam: Any
+    eks: EksClusters
     stacksets: StackSets | None = None  # for a management account
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from azure.mgmt.core import ARMPipelineClient
 
+from ..aws.eks import EksClusters
 from ..aws.oidc import OidcProviders
 from ..aws.stack import Stacks
 from ..aws.stackset import StackSets
@@ -71,6 +72,7 @@ class Clouds:
             stacks=Stacks(cloudformation, self.planned, hook),
             providers=OidcProviders(iam, partition, account, self.planned, hook),
             iam=iam,
+            eks=EksClusters(partial(clients.client, "eks"), partition, self.planned, hook),
             stacksets=StackSets(
                 cloudformation, clients.client("organizations", "us-east-1"), self.planned, hook
             )

@@ -20,6 +20,7 @@ from ..aws.stackset import StackSets
 from ..errors import RetryableError
 from .aws_side import release_provider
 from .clouds import Clouds
+from .eks_side import remove_entries
 from .model import Event, Target
 
 
@@ -68,6 +69,15 @@ def _remove_stack_set(
     return None
 
 
+def _granted_access_entries(target: Target, status: AWSConnectorStatus) -> bool:
+    """Whether the object may have created EKS access entries: it manages them, or status still shows some it made
+    (after a switch back to Report). Not scanning otherwise spares every cleanup the calls, and an operator without
+    EKS permissions the refusal."""
+    if target.spec.aws.eks_access_entries == "Manage":
+        return True
+    return status.eks is not None and any(c.access == "Granted" for c in status.eks.clusters)
+
+
 def finalize(target: Target, clouds: Clouds, in_progress_seconds: float) -> Cleanup:
     status: AWSConnectorStatus = target.status.model_copy(deep=True)
     if target.spec.deletion_policy == "Orphan":
@@ -111,6 +121,9 @@ def finalize(target: Target, clouds: Clouds, in_progress_seconds: float) -> Clea
             return waiting
     stack_name = target.spec.stack_name
     stack = account.stacks.observe(stack_name)
+    deleting = stack is not None and stack.status == "DELETE_IN_PROGRESS"
+    if _granted_access_entries(target, status) and not deleting:  # before the role they name goes
+        events += remove_entries(target.spec, owner, account.eks, account.partition, account.account)
     if stack is not None and owner.owns(stack.tags):
         if stack.status != "DELETE_IN_PROGRESS":
             account.stacks.delete(stack.stack_id)

@@ -8,14 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..api.spec import AWSConnectorSpec
-from ..api.status import AWSConnectorStatus, AwsStatus, AzureStatus, OrganizationStatus
+from ..api.status import AWSConnectorStatus, AwsStatus, AzureStatus, EksStatus, OrganizationStatus
 from ..errors import CloudError, RetryableError
 from ..settings import Settings
 from . import conditions
-from .aws_side import AwsResult, observe_terraform, reconcile_aws, reconcile_organization
+from .aws_side import AwsAccount, AwsResult, observe_terraform, reconcile_aws, reconcile_organization
 from .azure_side import AzureResult, reconcile_azure
 from .clouds import Clouds, CloudWrites, unrecorded_writes
 from .conditions import Verdict
+from .eks_side import discovery_on, reconcile_eks
 from .model import Event, Outcome, Result, Target
 from .tenancy import Admission
 
@@ -73,6 +74,22 @@ def _with_organization(account: AwsResult, members: AwsResult) -> AwsResult:
     )
 
 
+def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus) -> list[Event]:
+    """EKS reachability on deep passes, once onboarding is Ready; its failures stay on status.eks."""
+    if not discovery_on(target.spec):
+        status.eks = None
+        return []
+    if not target.deep and status.eks is not None:
+        return []
+    try:
+        result = reconcile_eks(target.spec, target.owner, account.eks, account.partition, account.account)
+    except CloudError as exc:
+        status.eks = (status.eks or EksStatus()).model_copy(update={"error": exc.message})
+        return []
+    status.eks = result.status
+    return result.events
+
+
 def reconcile(
     target: Target,
     clouds: Clouds,
@@ -99,6 +116,7 @@ def reconcile(
     requeue = settings.resync_seconds
     stage = "aws"
     members: Verdict | None = None  # the member StackSet (management accounts)
+    account: AwsAccount | None = None
     if admission is not None:
         status.allowed_by = admission.allowed_by
     if admission is not None and admission.refusal:
@@ -114,10 +132,10 @@ def reconcile(
     else:
         try:
             status.aws = status.aws or AwsStatus()
+            account = clouds.aws(target, writes)
             if target.spec.deployment.method == "Terraform":
-                aws = observe_terraform(target, clouds.aws(target, writes), status.aws)
+                aws = observe_terraform(target, account, status.aws)
             else:
-                account = clouds.aws(target, writes)
                 aws = reconcile_aws(target, account, status.aws, settings)
                 if account.stacksets is not None and aws.verdict.status == "True" and aws.stalled is None:
                     status.organization = status.organization or OrganizationStatus()
@@ -152,6 +170,8 @@ def reconcile(
             else:
                 stalled, result = Verdict("True", exc.reason, exc.message), "terminal"
 
+    if account is not None and azure is not None and azure.verdict.status == "True":
+        events += _eks(target, account, status)
     azure_verdict = azure.verdict if azure else WAITING_FOR_AWS
     stamp = now()
     status.conditions = conditions.summarize(

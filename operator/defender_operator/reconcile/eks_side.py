@@ -1,0 +1,134 @@
+"""EKS clusters: whether Defender's agentless discovery reaches each one, and, where the object opts in, the
+discovery role's access entry.
+
+Runs after the connector is Ready, on deep passes only (a cluster created later shows within deepCheckSeconds, or at
+once on a requested reconcile). Its failures go to ``status.eks.error`` and never to Ready: onboarding does not
+depend on it. Only entries marked with this object's owner tags are ever changed or deleted.
+"""
+
+from dataclasses import dataclass, field
+
+import boto3
+
+from ..api.spec import AWSConnectorSpec
+from ..api.status import EksCluster, EksStatus
+from ..aws.eks import ACCESS_POLICY, CONFIG_MAP, EksClusters
+from ..ownership import Owner
+from ..render.catalog import role_name
+from .model import Event
+
+LISTED = 50  # clusters named on status; the counts cover all
+
+
+def discovery_on(spec: AWSConnectorSpec) -> bool:
+    """Defender's agentless Kubernetes discovery (and so its role) is part of this onboarding."""
+    plans = spec.plans
+    return (plans.cspm.enabled and plans.cspm.kubernetes_discovery.enabled) or (
+        plans.containers.enabled and plans.containers.kubernetes_discovery.enabled
+    )
+
+
+def regions_of(spec: AWSConnectorSpec, partition: str) -> list[str]:
+    """The connector's regions; all of the partition's EKS regions when the spec leaves them empty."""
+    return list(spec.aws.regions) or boto3.session.Session().get_available_regions("eks", partition)
+
+
+def discovery_role(spec: AWSConnectorSpec, partition: str, account: str) -> str:
+    return f"arn:{partition}:iam::{account}:role/{role_name(spec, 'k8sAgentlessDiscovery')}"
+
+
+def _config_map_fix(region: str, name: str, role: str) -> str:
+    return (
+        f"the cluster reads only the aws-auth ConfigMap: map the role as Microsoft's GrantAccessToEksClusters.py "
+        f"does (eksctl create iamidentitymapping --cluster {name} --region {region} --arn {role} --group "
+        f"system:masters), or allow access entries (aws eks update-cluster-config --name {name} --region {region} "
+        f"--access-config authenticationMode=API_AND_CONFIG_MAP; one way) and set spec.aws.eksAccessEntries: Manage"
+    )
+
+
+def _create_fix(region: str, name: str, role: str, policy: str) -> str:
+    return (
+        f"set spec.aws.eksAccessEntries: Manage, or run aws eks create-access-entry --cluster-name {name} --region "
+        f"{region} --principal-arn {role} and aws eks associate-access-policy --cluster-name {name} --region "
+        f"{region} --principal-arn {role} --policy-arn {policy} --access-scope type=cluster"
+    )
+
+
+@dataclass
+class EksResult:
+    status: EksStatus
+    events: list[Event] = field(default_factory=list)
+
+
+def reconcile_eks(
+    spec: AWSConnectorSpec, owner: Owner, eks: EksClusters, partition: str, account: str
+) -> EksResult:
+    manage = spec.aws.eks_access_entries == "Manage"
+    role = discovery_role(spec, partition, account)
+    policy = ACCESS_POLICY.format(partition=partition)
+    clusters: list[EksCluster] = []
+    events: list[Event] = []
+    for region in regions_of(spec, partition):
+        for name in sorted(eks.names(region)):
+            mode = eks.authentication_mode(region, name)
+            if mode is None:
+                continue
+            seen = EksCluster(region=region, name=name, authentication_mode=mode, access="ConfigMapOnly")
+            if mode == CONFIG_MAP:
+                seen.fix = _config_map_fix(region, name, role)
+                clusters.append(seen)
+                continue
+            entry = eks.entry(region, name, role)
+            ours = entry is not None and owner.owns(entry.tags)
+            if entry is None and manage:
+                eks.grant(region, name, role, owner)
+                events.append(
+                    Event("Normal", "AccessEntryCreated", f"gave {role} access to EKS {region}/{name}")
+                )
+                seen.access = "Granted"
+            elif ours and not manage:  # no longer wanted: ours go, as everything the object stops declaring
+                eks.revoke(region, name, role)
+                events.append(
+                    Event("Normal", "AccessEntryDeleted", f"removed {role} from EKS {region}/{name}")
+                )
+                seen.access, seen.fix = "CanBeCreated", _create_fix(region, name, role, policy)
+            elif ours:
+                assert entry is not None
+                if policy not in entry.policies:  # created, then the process died before the association
+                    eks.associate(region, name, role)
+                seen.access = "Granted"
+            elif entry is None:
+                seen.access, seen.fix = "CanBeCreated", _create_fix(region, name, role, policy)
+            else:
+                seen.access = "AccessEntry"
+            clusters.append(seen)
+    reachable = sum(c.access in ("Granted", "AccessEntry") for c in clusters)
+    first = sorted(clusters, key=lambda c: (c.fix is None, c.region, c.name))
+    return EksResult(
+        EksStatus(
+            clusters=first[:LISTED],
+            total=len(clusters),
+            reachable=reachable,
+            needs_action=len(clusters) - reachable,
+        ),
+        events,
+    )
+
+
+def remove_entries(
+    spec: AWSConnectorSpec, owner: Owner, eks: EksClusters, partition: str, account: str
+) -> list[Event]:
+    """Cleanup: the discovery role's entries this object created, found in the clusters (not through status)."""
+    role = discovery_role(spec, partition, account)
+    events = []
+    for region in regions_of(spec, partition):
+        for name in eks.names(region):
+            if eks.authentication_mode(region, name) in (None, CONFIG_MAP):
+                continue
+            entry = eks.entry(region, name, role)
+            if entry is not None and owner.owns(entry.tags):
+                eks.revoke(region, name, role)
+                events.append(
+                    Event("Normal", "AccessEntryDeleted", f"removed {role} from EKS {region}/{name}")
+                )
+    return events
