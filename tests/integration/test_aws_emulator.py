@@ -287,3 +287,55 @@ def test_boto3_standard_retries_recover_from_throttling_through_the_proxy(
         assert stats["faulted"] == 3
     finally:
         processes.stop_recorded(tmp_path)
+
+
+def test_eks_access_entries_follow_the_authentication_mode(sandbox: Sandbox) -> None:
+    """EKS as its API reference says: CONFIG_MAP by default and then no access entry API at all; the mode moves one
+    way; a principal has one entry; the creator's bootstrap entry; lists are paged."""
+    eks = aws_client(sandbox, "eks")
+    account = aws_client(sandbox, "sts").get_caller_identity()["Account"]
+    vpc: dict[str, Any] = {"subnetIds": []}
+    eks.create_cluster(name="legacy", roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig=vpc)
+    eks.create_cluster(
+        name="modern",
+        roleArn="arn:aws:iam::123456789012:role/eks",
+        resourcesVpcConfig=vpc,
+        accessConfig={"authenticationMode": "API"},
+    )
+    assert (
+        eks.describe_cluster(name="legacy")["cluster"]["accessConfig"]["authenticationMode"] == "CONFIG_MAP"
+    )
+    with pytest.raises(ClientError) as refused:
+        eks.list_access_entries(clusterName="legacy")
+    assert refused.value.response["Error"]["Code"] == "InvalidRequestException"
+    assert "authentication mode" in refused.value.response["Error"]["Message"]
+    (creator,) = eks.list_access_entries(clusterName="modern")["accessEntries"]  # bootstrap admin entry
+    role = f"arn:aws:iam::{account}:role/MDCContainersAgentlessDiscoveryK8sRole"
+    created = eks.create_access_entry(clusterName="modern", principalArn=role, tags={"owner": "me"})[
+        "accessEntry"
+    ]
+    assert created["accessEntryArn"].startswith(
+        f"arn:aws:eks:us-east-1:{account}:access-entry/modern/role/{account}/MDCContainersAgentlessDiscoveryK8sRole/"
+    )
+    with pytest.raises(ClientError) as twice:
+        eks.create_access_entry(clusterName="modern", principalArn=role)
+    assert twice.value.response["Error"]["Code"] == "ResourceInUseException"
+    policy = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+    eks.associate_access_policy(
+        clusterName="modern", principalArn=role, policyArn=policy, accessScope={"type": "cluster"}
+    )
+    listed = eks.list_associated_access_policies(clusterName="modern", principalArn=role)
+    assert [p["policyArn"] for p in listed["associatedAccessPolicies"]] == [policy]
+    assert eks.describe_access_entry(clusterName="modern", principalArn=role)["accessEntry"]["tags"] == {
+        "owner": "me"
+    }
+    first = eks.list_access_entries(clusterName="modern", maxResults=1)
+    second = eks.list_access_entries(clusterName="modern", maxResults=1, nextToken=first["nextToken"])
+    assert first["accessEntries"] + second["accessEntries"] == [creator, role] and "nextToken" not in second
+    with pytest.raises(ClientError) as backwards:
+        eks.update_cluster_config(name="modern", accessConfig={"authenticationMode": "CONFIG_MAP"})
+    assert backwards.value.response["Error"]["Code"] == "InvalidParameterException"
+    eks.update_cluster_config(name="legacy", accessConfig={"authenticationMode": "API_AND_CONFIG_MAP"})
+    assert eks.list_access_entries(clusterName="legacy")["accessEntries"] == []
+    eks.delete_access_entry(clusterName="modern", principalArn=role)
+    assert eks.list_access_entries(clusterName="modern")["accessEntries"] == [creator]

@@ -197,6 +197,47 @@ def test_spec_changes_update_stack_and_connector(
     delete(kubeconfig, namespace, "acme")
 
 
+def test_role_names_change_only_when_the_spec_says_so(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The portal's current names for a new object; a name set in the spec renames the role; taking the name out of
+    the spec again keeps the role as it is (status.aws.roleNames), no silent rename back to the default."""
+    m, first = onboarded(kubeconfig, namespace)
+    assert first["status"]["aws"]["roleNames"]["containersK8s"] == "MDCContainersK8sRole"
+    iam = aws_in(sandbox, account_of(m), "iam")
+    assert iam.get_role(RoleName="MDCContainersK8sRole")
+
+    def named(name: str) -> bool:
+        status = (get_object(kubeconfig, namespace, "acme") or {}).get("status", {})
+        ready = condition(get_object(kubeconfig, namespace, "acme"), "Ready") or {}
+        return status.get("aws", {}).get("roleNames", {}).get("containersK8s") == name and (
+            ready.get("status") == "True"
+            and ready.get("observedGeneration") == status.get("observedGeneration")
+        )
+
+    m["spec"]["aws"]["roleNames"] = {"containersK8s": "TeamContainersK8s"}
+    assert apply(kubeconfig, m).returncode == 0
+    wait_for(lambda: named("TeamContainersK8s"), 60, "the renamed role")
+    assert iam.get_role(RoleName="TeamContainersK8s")
+    kubectl(
+        kubeconfig, "patch", "awsc", "-n", namespace, "acme", "--type=json",
+        "-p", '[{"op":"remove","path":"/spec/aws/roleNames"}]', check=True,
+    )  # fmt: skip
+    generation = (get_object(kubeconfig, namespace, "acme") or {})["metadata"]["generation"]
+    wait_for(
+        lambda: (
+            (get_object(kubeconfig, namespace, "acme") or {}).get("status", {}).get("observedGeneration")
+            == generation
+        ),
+        60,
+        "the spec change to be handled",
+    )
+    assert named("TeamContainersK8s")
+    roles = {r["RoleName"] for r in iam.list_roles()["Roles"]}
+    assert "TeamContainersK8s" in roles and "MDCContainersK8sRole" not in roles
+    delete(kubeconfig, namespace, "acme")
+
+
 def test_out_of_band_changes_are_repaired(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:

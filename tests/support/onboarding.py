@@ -33,25 +33,26 @@ def account_of(m: dict[str, Any]) -> str:
     return str(m["spec"]["aws"]["accountId"])
 
 
-def aws_in(sandbox: Sandbox, account: str, service: str) -> Any:
+def aws_in(sandbox: Sandbox, account: str, service: str, region: str = "us-east-1") -> Any:
     """A client acting in ``account`` (assume a role there, as the operator does)."""
-    return assumed(sandbox, f"arn:aws:iam::{account}:role/test", service)
+    return assumed(sandbox, f"arn:aws:iam::{account}:role/test", service, region)
 
 
-def assumed(sandbox: Sandbox, role_arn: str, service: str) -> Any:
+def assumed(sandbox: Sandbox, role_arn: str, service: str, region: str = "us-east-1") -> Any:
     """A client with the credentials of ``role_arn``, assumed from the sandbox's own identity."""
     sts = aws_client(sandbox, "sts")
-    return client_with(
-        sandbox, sts.assume_role(RoleArn=role_arn, RoleSessionName="test")["Credentials"], service
-    )
+    credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName="test")["Credentials"]
+    return client_with(sandbox, credentials, service, region)
 
 
-def client_with(sandbox: Sandbox, credentials: dict[str, Any], service: str) -> Any:
+def client_with(
+    sandbox: Sandbox, credentials: dict[str, Any], service: str, region: str = "us-east-1"
+) -> Any:
     """A client with temporary credentials as STS returns them (AccessKeyId, SecretAccessKey, SessionToken)."""
     return boto3.client(
         service,
         endpoint_url=sandbox.aws_endpoint,
-        region_name="us-east-1",
+        region_name=region,
         aws_access_key_id=credentials["AccessKeyId"],
         aws_secret_access_key=credentials["SecretAccessKey"],
         aws_session_token=credentials["SessionToken"],

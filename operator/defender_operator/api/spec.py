@@ -172,8 +172,20 @@ class Organization(CamelModel):
         return _unique(values)
 
 
+def _defaults_in_descriptions(schema: dict[str, Any]) -> None:
+    """No ``default`` in the CRD for role names: the API server would write today's default into every object that
+    sets any role name, and a later release's default would then rename live roles. The operator fills unset names
+    itself (recorded names first, see ``reconcile/role_names.py``); the description says the default."""
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop:
+            prop["description"] = f"{prop.get('description', '')} Default: {prop.pop('default')}.".strip()
+
+
 class RoleNames(CamelModel):
-    """Names for the IAM roles the operator creates, for accounts where a default name is already taken."""
+    """Names for the IAM roles the operator creates, for accounts where a default name is already taken. A name
+    left unset keeps the name the object's role already has (status.aws.roleNames), else today's default."""
+
+    model_config = ConfigDict(json_schema_extra=_defaults_in_descriptions)
 
     cspm_monitor: RoleName = Field(default="CspmMonitorAws", description="Foundational CSPM read role.")
     agentless_scanner: RoleName = Field(
@@ -187,20 +199,24 @@ class RoleNames(CamelModel):
         default="DefenderForCloud-ArcAutoProvisioning",
         description="Azure Arc auto-provisioning role (SSM commands).",
     )
+    # The containers roles take the portal's current names (learn.microsoft.com/azure/defender-for-cloud/
+    # containers-permissions, read 2026-11-30); objects onboarded with the older DefenderForCloud-Containers-K8s*
+    # names keep them.
     containers_k8s: RoleName = Field(
         alias="containersK8s",
-        default="DefenderForCloud-Containers-K8s",
+        default="MDCContainersK8sRole",
         description="Defender for Containers EKS and audit-log role.",
     )
     data_collection: RoleName = Field(
-        default="DefenderForCloud-DataCollection", description="Defender for Containers data-collection role."
+        default="MDCContainersK8sDataCollectionRole",
+        description="Defender for Containers data-collection role.",
     )
     cloud_watch_to_kinesis: RoleName = Field(
-        default="DefenderForCloud-Containers-K8s-cloudwatch-to-kinesis",
+        default="MDCContainersK8sCloudWatchToKinesisRole",
         description="Role CloudWatch Logs uses to write EKS audit logs to Kinesis Data Firehose.",
     )
     kinesis_to_s3: RoleName = Field(
-        default="DefenderForCloud-Containers-K8s-kinesis-to-s3",
+        default="MDCContainersK8sKinesisToS3Role",
         description="Role Kinesis Data Firehose uses to write EKS audit logs to S3.",
     )
     k8s_agentless_discovery: RoleName = Field(
@@ -226,6 +242,11 @@ class RoleNames(CamelModel):
         default="DefenderForCloud-SSMAutomation",
         description="Systems Manager automation role that prepares EC2 instances for Azure Arc.",
     )
+
+    def explicit(self) -> dict[str, str]:
+        """The names the object's spec sets (by JSON key), as opposed to defaults filled in."""
+        names: dict[str, str] = self.model_dump(by_alias=True, include=self.model_fields_set)
+        return names
 
 
 # Roles whose names the catalog's policies contain (iam:PassRole, trust between roles). With rolePolicies Managed the

@@ -70,6 +70,12 @@ class AwsStatus(StatusModel):
     roles: dict[str, str] = Field(
         default_factory=dict, description="Role ARNs by role (the stack's outputs)."
     )
+    role_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="The name of each role the object uses, by spec.aws.roleNames key. A name the spec leaves unset "
+        "stays this one, so a release with new default names never renames live roles; setting the name in the "
+        "spec renames.",
+    )
     oidc_provider: OidcProviderStatus | None = Field(default=None, description="Microsoft identity provider.")
     ciem_oidc_provider: OidcProviderStatus | None = Field(
         default=None, description="Identity provider of your own tenant, for CIEM."

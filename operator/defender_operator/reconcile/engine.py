@@ -4,14 +4,16 @@ Called on create, on spec change, on resume, on a jittered timer and when a reco
 nothing from memory except what the status records (the durable state of multi-pass work such as drift repair).
 """
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from ..api.spec import AWSConnectorSpec
 from ..api.status import AWSConnectorStatus, AwsStatus, AzureStatus, EksStatus, OrganizationStatus
 from ..errors import CloudError, RetryableError
+from ..render.catalog import required_roles
 from ..settings import Settings
-from . import conditions
+from . import conditions, role_names
 from .aws_side import AwsAccount, AwsResult, observe_terraform, reconcile_aws, reconcile_organization
 from .azure_side import AzureResult, reconcile_azure
 from .clouds import Clouds, CloudWrites, unrecorded_writes
@@ -102,6 +104,8 @@ def reconcile(
     knows whether anything can be left behind there). ``admission`` is the tenancy decision, made before any cloud
     call (None: not checked, as in ``defender-operator plan``, which runs with the user's own credentials)."""
     status = target.status.model_copy(deep=True)
+    names = role_names.resolve(target.spec, target.status)
+    target = replace(target, spec=role_names.with_names(target.spec, names))
     status.plans = plans_summary(target.spec)
     if target.paused:
         status.conditions = conditions.paused(status.conditions, target.generation, now())
@@ -132,6 +136,7 @@ def reconcile(
     else:
         try:
             status.aws = status.aws or AwsStatus()
+            status.aws.role_names = {key: names[key] for key in required_roles(target.spec)}
             account = clouds.aws(target, writes)
             if target.spec.deployment.method == "Terraform":
                 aws = observe_terraform(target, account, status.aws)

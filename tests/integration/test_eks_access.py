@@ -1,0 +1,162 @@
+"""Issue 13: every EKS cluster in the connector's regions on status, with whether Defender's agentless discovery
+reaches it and the fix where it cannot; opted in, the operator creates the discovery role's access entry, and removes
+only the entries it created (the AWS emulator answers the EKS access-entry API: sandbox/aws/eks_fixes.py)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from defender_operator.sandbox import Sandbox
+from tests.support.kube import apply, get_object, kubectl, wait_for
+from tests.support.onboarding import aws_in, delete, manifest, request_reconcile
+from tests.support.operator import OperatorProcess, module_operator, wait_condition
+
+pytestmark = pytest.mark.integration
+
+ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+
+
+@pytest.fixture(scope="module")
+def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    with module_operator(sandbox, tmp_path_factory, "eks-operator") as running:
+        yield running
+
+
+def cluster(sandbox: Sandbox, account: str, region: str, name: str, mode: str) -> None:
+    aws_in(sandbox, account, "eks", region).create_cluster(
+        name=name,
+        roleArn=f"arn:aws:iam::{account}:role/eks-cluster",
+        resourcesVpcConfig={"subnetIds": []},
+        accessConfig={"authenticationMode": mode, "bootstrapClusterCreatorAdminPermissions": False},
+    )
+
+
+def discovery_role(account: str) -> str:
+    return f"arn:aws:iam::{account}:role/MDCContainersAgentlessDiscoveryK8sRole"
+
+
+def entries(sandbox: Sandbox, account: str, region: str, name: str) -> list[str]:
+    return list(
+        aws_in(sandbox, account, "eks", region).list_access_entries(clusterName=name)["accessEntries"]
+    )
+
+
+def eks_status(kubeconfig: Path, namespace: str, name: str, total: int) -> dict[str, Any]:
+    def seen() -> dict[str, Any] | None:
+        eks = ((get_object(kubeconfig, namespace, name) or {}).get("status") or {}).get("eks")
+        return eks if eks and eks.get("total") == total else None
+
+    found: dict[str, Any] = wait_for(seen, 60, f"{total} EKS clusters on status")
+    return found
+
+
+def by_name(eks: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in eks["clusters"]}
+
+
+def test_clusters_in_two_regions_are_granted_reported_and_cleaned_up(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace, "eks")
+    account = str(m["spec"]["aws"]["accountId"])
+    m["spec"]["aws"]["regions"] = ["us-east-1", "eu-west-1"]
+    m["spec"]["aws"]["eksAccessEntries"] = "Manage"
+    cluster(sandbox, account, "us-east-1", "alpha", "API")
+    cluster(sandbox, account, "us-east-1", "legacy", "CONFIG_MAP")
+    cluster(sandbox, account, "eu-west-1", "beta", "API_AND_CONFIG_MAP")
+    platform = f"arn:aws:iam::{account}:role/platform-admins"  # someone else's entry on the same cluster
+    aws_in(sandbox, account, "eks").create_access_entry(clusterName="alpha", principalArn=platform)
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "eks", "Ready", "True", timeout=120)
+
+    eks = eks_status(kubeconfig, namespace, "eks", 3)
+    assert (eks["reachable"], eks["needsAction"]) == (2, 1)
+    clusters = by_name(eks)
+    assert clusters["alpha"]["access"] == clusters["beta"]["access"] == "Granted"
+    legacy = clusters["legacy"]
+    assert legacy["access"] == "ConfigMapOnly" and legacy["authenticationMode"] == "CONFIG_MAP"
+    assert "eksctl create iamidentitymapping --cluster legacy --region us-east-1" in legacy["fix"]
+    assert eks["clusters"][0]["name"] == "legacy"  # what needs action comes first
+    role = discovery_role(account)
+    for region, name in (("us-east-1", "alpha"), ("eu-west-1", "beta")):
+        client = aws_in(sandbox, account, "eks", region)
+        policies = client.list_associated_access_policies(clusterName=name, principalArn=role)
+        assert [p["policyArn"] for p in policies["associatedAccessPolicies"]] == [ADMIN_POLICY]
+        assert policies["associatedAccessPolicies"][0]["accessScope"]["type"] == "cluster"
+        tags = client.describe_access_entry(clusterName=name, principalArn=role)["accessEntry"]["tags"]
+        assert tags["defender-operator-owner"].endswith(f"/{namespace}/eks")
+
+    cluster(sandbox, account, "eu-west-1", "gamma", "API")  # a cluster created later
+    request_reconcile(kubeconfig, namespace, "eks")
+    assert by_name(eks_status(kubeconfig, namespace, "eks", 4))["gamma"]["access"] == "Granted"
+
+    delete(kubeconfig, namespace, "eks")
+    assert entries(sandbox, account, "us-east-1", "alpha") == [platform]
+    assert entries(sandbox, account, "eu-west-1", "beta") == []
+    assert entries(sandbox, account, "eu-west-1", "gamma") == []
+
+
+def test_report_names_the_fix_and_a_switch_back_removes_only_the_operators_entries(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace, "report")
+    account = str(m["spec"]["aws"]["accountId"])
+    cluster(sandbox, account, "us-east-1", "one", "API")
+    cluster(sandbox, account, "us-east-1", "two", "API")
+    role = discovery_role(account)
+    # "one" already lets Defender in (an entry someone made for the discovery role, by hand or Defender itself)
+    aws_in(sandbox, account, "eks").create_access_entry(clusterName="one", principalArn=role)
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "report", "Ready", "True", timeout=120)
+    clusters = by_name(eks_status(kubeconfig, namespace, "report", 2))
+    assert clusters["one"]["access"] == "AccessEntry" and clusters["one"].get("fix") is None
+    assert clusters["two"]["access"] == "CanBeCreated"
+    assert "spec.aws.eksAccessEntries: Manage" in clusters["two"]["fix"]
+    assert (
+        f"aws eks create-access-entry --cluster-name two --region us-east-1 --principal-arn {role}"
+        in (clusters["two"]["fix"])
+    )
+    assert entries(sandbox, account, "us-east-1", "two") == []  # Report writes nothing
+
+    def access_of(name: str, wanted: str) -> Any:
+        def check() -> bool:
+            eks = ((get_object(kubeconfig, namespace, "report") or {}).get("status") or {}).get("eks") or {}
+            return by_name(eks).get(name, {}).get("access") == wanted
+
+        return wait_for(check, 60, f"{name} to be {wanted}")
+
+    patch = '{"spec":{"aws":{"eksAccessEntries":"%s"}}}'
+    kubectl(
+        kubeconfig,
+        "patch",
+        "awsc",
+        "-n",
+        namespace,
+        "report",
+        "--type=merge",
+        "-p",
+        patch % "Manage",
+        check=True,
+    )
+    access_of("two", "Granted")
+    assert by_name(eks_status(kubeconfig, namespace, "report", 2))["one"]["access"] == "AccessEntry"
+    kubectl(
+        kubeconfig,
+        "patch",
+        "awsc",
+        "-n",
+        namespace,
+        "report",
+        "--type=merge",
+        "-p",
+        patch % "Report",
+        check=True,
+    )
+    access_of("two", "CanBeCreated")
+    assert entries(sandbox, account, "us-east-1", "two") == []
+    assert entries(sandbox, account, "us-east-1", "one") == [role]  # not the operator's: left alone
+
+    delete(kubeconfig, namespace, "report")
+    assert entries(sandbox, account, "us-east-1", "one") == [role]
