@@ -160,3 +160,32 @@ def test_report_names_the_fix_and_a_switch_back_removes_only_the_operators_entri
 
     delete(kubeconfig, namespace, "report")
     assert entries(sandbox, account, "us-east-1", "one") == [role]
+
+
+def test_killed_right_after_creating_an_access_entry(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The entry exists (with the owner tags, given in the same call) but has no access policy, and the status
+    never said Granted: the restarted operator recognises its entry, completes it, and cleanup removes it."""
+    m = manifest(namespace, "killed")
+    account = str(m["spec"]["aws"]["accountId"])
+    m["spec"]["aws"]["eksAccessEntries"] = "Manage"
+    cluster(sandbox, account, "us-east-1", "delta", "API")
+    operator.kill_after("aws", r"^/clusters/delta/access-entries$", "POST")
+    assert apply(kubeconfig, m).returncode == 0
+    wait_for(lambda: not operator.record or not operator.record.alive(), 60, "the operator to be killed")
+    role = discovery_role(account)
+    client = aws_in(sandbox, account, "eks")
+    assert entries(sandbox, account, "us-east-1", "delta") == [role]
+    assert (
+        client.list_associated_access_policies(clusterName="delta", principalArn=role)[
+            "associatedAccessPolicies"
+        ]
+        == []
+    )
+    operator.start()
+    assert by_name(eks_status(kubeconfig, namespace, "killed", 1))["delta"]["access"] == "Granted"
+    policies = client.list_associated_access_policies(clusterName="delta", principalArn=role)
+    assert [p["policyArn"] for p in policies["associatedAccessPolicies"]] == [ADMIN_POLICY]
+    delete(kubeconfig, namespace, "killed")
+    assert entries(sandbox, account, "us-east-1", "delta") == []
