@@ -6,11 +6,23 @@ knows whether anything can be left behind, even for a write that never came back
 :func:`unrecorded`.
 """
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 Writing = Callable[[], AbstractContextManager[object]]
 
 
 def unrecorded() -> AbstractContextManager[object]:
     return nullcontext()
+
+
+@contextmanager
+def write(planned: list[str] | None, writing: Writing, description: str) -> Iterator[bool]:
+    """One write of an adapter: in a plan (``planned`` given) described there and not made (yields False);
+    otherwise inside the ``writing`` hook (yields True)."""
+    if planned is not None:
+        planned.append(description)
+        yield False
+        return
+    with writing():
+        yield True

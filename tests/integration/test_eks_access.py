@@ -2,6 +2,7 @@
 reaches it and the fix where it cannot; opted in, the operator creates the discovery role's access entry, and removes
 only the entries it created (the AWS emulator answers the EKS access-entry API: sandbox/aws/eks_fixes.py)."""
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,33 +128,16 @@ def test_report_names_the_fix_and_a_switch_back_removes_only_the_operators_entri
 
         return wait_for(check, 60, f"{name} to be {wanted}")
 
-    patch = '{"spec":{"aws":{"eksAccessEntries":"%s"}}}'
-    kubectl(
-        kubeconfig,
-        "patch",
-        "awsc",
-        "-n",
-        namespace,
-        "report",
-        "--type=merge",
-        "-p",
-        patch % "Manage",
-        check=True,
-    )
+    def switch(mode: str) -> None:
+        patch = json.dumps({"spec": {"aws": {"eksAccessEntries": mode}}})
+        kubectl(
+            kubeconfig, "patch", "awsc", "-n", namespace, "report", "--type=merge", "-p", patch, check=True
+        )
+
+    switch("Manage")
     access_of("two", "Granted")
     assert by_name(eks_status(kubeconfig, namespace, "report", 2))["one"]["access"] == "AccessEntry"
-    kubectl(
-        kubeconfig,
-        "patch",
-        "awsc",
-        "-n",
-        namespace,
-        "report",
-        "--type=merge",
-        "-p",
-        patch % "Report",
-        check=True,
-    )
+    switch("Report")
     access_of("two", "CanBeCreated")
     assert entries(sandbox, account, "us-east-1", "two") == []
     assert entries(sandbox, account, "us-east-1", "one") == [role]  # not the operator's: left alone

@@ -4,13 +4,13 @@ Only the discovery role's own entry is ever written, with the owner mark as tags
 someone else made (by hand, by Defender itself, by another object) is read, never changed or deleted.
 """
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from ..ownership import Owner
-from ..writes import Writing, unrecorded
+from ..writes import Writing, unrecorded, write
 from .api import AwsClientError, call
 
 # What Microsoft's GrantAccessToEksClusters.py grants the discovery role (aws-auth group system:masters), as an
@@ -37,14 +37,8 @@ class EksClusters:
         """``client_in(region)`` is the EKS client of a region. With ``planned``, writes are described there."""
         self.client_in, self.partition, self.planned, self.writing = client_in, partition, planned, writing
 
-    @contextmanager
-    def _write(self, description: str) -> Iterator[bool]:
-        if self.planned is not None:
-            self.planned.append(description)
-            yield False
-            return
-        with self.writing():
-            yield True
+    def _write(self, description: str) -> AbstractContextManager[bool]:
+        return write(self.planned, self.writing, description)
 
     def names(self, region: str) -> list[str]:
         """Every cluster of a region (ListClusters is paged with a lower-case ``nextToken``)."""

@@ -17,13 +17,12 @@ Sentinel-connected accounts: learn.microsoft.com/azure/defender-for-cloud/sentin
 """
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from ..ownership import MANAGED_BY, MANAGED_BY_TAG, Owner
-from ..writes import Writing, unrecorded
+from ..writes import Writing, unrecorded, write
 from .api import AwsClientError, call
 
 CREATED_TAG = "defender-operator-created"
@@ -93,15 +92,8 @@ class OidcProviders:
         self.iam, self.partition, self.account, self.planned = iam, partition, account, planned
         self.writing = writing
 
-    @contextmanager
-    def _write(self, description: str) -> Iterator[bool]:
-        """Yields False in a plan (the write is described instead), True inside ``writing`` otherwise."""
-        if self.planned is not None:
-            self.planned.append(description)
-            yield False
-            return
-        with self.writing():
-            yield True
+    def _write(self, description: str) -> AbstractContextManager[bool]:
+        return write(self.planned, self.writing, description)
 
     def observe_arn(self, arn: str) -> ObservedProvider | None:
         try:
