@@ -1,8 +1,10 @@
 """Benchmark: how fast objects converge, what an idle object costs, and how memory grows with objects.
 
 Runs the operator as a real process against a fresh sandbox (real kube-apiserver, moto, ARM emulator), like the
-integration tests. Baselines are measured in the same run: one object for convergence, an operator with no objects
-for memory, and the ratio of each figure to its baseline is printed.
+integration tests. Baselines are measured in the same run and printed beside the operator's figures, with ratios:
+the direct client (bench/direct_client.py: the same calls, no operator, at the operator's 8 workers) onboarding one
+and ``--objects`` other accounts; and for memory, the operator with no object and a no-op Kopf operator
+(bench/noop_kopf.py: one idle daemon per object) over the same objects.
 
     .venv/bin/python -m bench.converge [--objects 20] [--idle-seconds 60]
 
@@ -11,18 +13,22 @@ Results go into docs/performance.md.
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import TEST_POLICY
-from tests.support.clouds import arm_control, arm_requests
+from tests.support.clouds import arm_control, arm_requests, reset_clouds
 from tests.support.kube import apply, get_object, kubectl, wait_for
 from tests.support.manifests import base_manifest
 from tests.support.operator import start_operator
 
+from bench.direct_client import onboard_all
 from defender_operator import sandbox as sandbox_module
 from defender_operator.sandbox import binaries
 
@@ -34,9 +40,11 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def manifest(namespace: str, index: int) -> dict[str, Any]:
-    account = str(400000000000 + index)
-    m = base_manifest(f"acct-{index}", namespace, account)
+def manifest(
+    namespace: str, index: int, first_account: int = 400000000000, prefix: str = "acct"
+) -> dict[str, Any]:
+    account = str(first_account + index)
+    m = base_manifest(f"{prefix}-{index}", namespace, account)
     m["spec"]["aws"]["credentials"] = {"roleArn": f"arn:aws:iam::{account}:role/onboarding"}
     m["spec"]["azure"]["resourceGroup"] = "bench"
     return m
@@ -57,6 +65,23 @@ def converge(kubeconfig: Path, namespace: str, indices: range) -> float:
     return time.monotonic() - started
 
 
+def noop_kopf_rss(box: Any, objects: int, log: Path) -> float:
+    """RSS of the no-op Kopf operator once it holds a daemon for each of ``objects`` objects."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kopf", "run", str(Path(__file__).with_name("noop_kopf.py")), "--all-namespaces",
+             "--standalone", "--quiet"],
+            env={**os.environ, **box.env()}, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: log.read_text().count("daemon ") >= objects, 300, "a daemon per object")
+        time.sleep(2)
+        return rss_mib(process.pid)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=20)
@@ -66,6 +91,7 @@ def main() -> None:
     box = sandbox_module.up(state)
     kubeconfig = box.control_plane.kubeconfig
     try:
+        reset_clouds(box)  # emulators left running by an interrupted run keep their state
         operator = start_operator(box, Path(tempfile.mkdtemp(prefix="bench-operator-")))
         assert operator.record is not None
         time.sleep(2)
@@ -76,6 +102,12 @@ def main() -> None:
         wait_for(lambda: "sandbox-tests" in kubectl(kubeconfig, "get", "effectiveonboardingpolicy", "effective",
                  "-o", "jsonpath={.spec.rules[*].policy}").stdout, 30, "the grant")  # fmt: skip
 
+        # The direct client first, on accounts of its own, so both start from empty accounts.
+        def direct(index: int) -> dict[str, Any]:  # other accounts, other connector names
+            return manifest("direct", index, 500000000000, "direct")
+
+        direct_one = onboard_all(box, [direct(0)])
+        direct_many = onboard_all(box, [direct(i) for i in range(1, 1 + args.objects)])
         baseline = converge(kubeconfig, "bench", range(0, 1))
         many = converge(kubeconfig, "bench", range(1, 1 + args.objects))
         memory_full = rss_mib(operator.record.pid)
@@ -93,10 +125,16 @@ def main() -> None:
         arm_writes = sum(1 for r in arm if r["method"] != "GET")
         arm_durations = [r["seconds"] for r in arm]
 
+        operator.stop()
+        kopf_memory = noop_kopf_rss(box, objects, Path(tempfile.mkdtemp(prefix="bench-kopf-")) / "kopf.log")
         results = {
             "objects": objects,
             "converge_one_s": round(baseline, 2),
+            "direct_client_one_s": round(direct_one, 2),
+            "converge_one_minus_direct_s": round(baseline - direct_one, 2),
             f"converge_{args.objects}_s": round(many, 2),
+            f"direct_client_{args.objects}_s": round(direct_many, 2),
+            "converge_ratio_to_direct_client": round(many / direct_many, 2),
             "converge_ratio_per_object": round(many / args.objects / baseline, 3),
             "aws_calls_per_pass": round(sum(aws_ops.values()) / passes, 2),
             "arm_calls_per_pass": round(len(arm) / passes, 2),
@@ -111,10 +149,11 @@ def main() -> None:
             f"rss_{objects}_objects_mib": round(memory_full, 1),
             "rss_ratio": round(memory_full / memory_empty, 2),
             "rss_per_object_mib": round((memory_full - memory_empty) / objects, 2),
+            f"noop_kopf_rss_{objects}_objects_mib": round(kopf_memory, 1),
+            "rss_ratio_to_noop_kopf": round(memory_full / kopf_memory, 2),
             "aws_operations_idle": aws_ops,
         }
         print(json.dumps(results, indent=2))
-        operator.stop()
     finally:
         sandbox_module.down(state)
 

@@ -1,0 +1,82 @@
+"""Baseline: the ideal client, onboarding an account with the same calls the operator's first pass makes, directly.
+
+Assume the onboarding role, create the Microsoft identity provider, create the stack with the operator's own
+template, poll it to CREATE_COMPLETE, read the subscription and PUT the connector with the operator's own body: no
+Kubernetes, no status, no ownership marks, no conditional checks beyond ARM's create-only header. bench.converge runs
+it against the same emulators, at the operator's concurrency (8 workers), beside the operator.
+"""
+
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from tests.support.clouds import arm_client, send
+
+from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.render.catalog import catalog
+from defender_operator.render.cloudformation import OIDC_PARAMETER, stack_template
+from defender_operator.render.connector import API_VERSION, connector_body
+from defender_operator.sandbox import Sandbox
+
+CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
+
+
+def onboard(box: Sandbox, manifest: dict[str, Any], arm: Any) -> None:
+    spec = AWSConnectorSpec.model_validate(manifest["spec"])
+    assert spec.aws.credentials and spec.aws.credentials.role_arn
+    env = box.env()
+    sts = boto3.client(
+        "sts",
+        endpoint_url=box.aws_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    keys = sts.assume_role(RoleArn=spec.aws.credentials.role_arn, RoleSessionName="direct")["Credentials"]
+    session = boto3.session.Session(
+        aws_access_key_id=keys["AccessKeyId"],
+        aws_secret_access_key=keys["SecretAccessKey"],
+        aws_session_token=keys["SessionToken"],
+        region_name="us-east-1",
+    )
+    iam = session.client("iam", endpoint_url=box.aws_endpoint)
+    ms = catalog().microsoft_oidc
+    provider = iam.create_open_id_connect_provider(
+        Url=f"https://{ms.host}", ClientIDList=ms.audiences, ThumbprintList=ms.thumbprints
+    )["OpenIDConnectProviderArn"]
+    cloudformation = session.client("cloudformation", endpoint_url=box.aws_endpoint)
+    name = spec.stack_name
+    cloudformation.create_stack(
+        StackName=name,
+        TemplateBody=json.dumps(stack_template(spec)),
+        Parameters=[{"ParameterKey": OIDC_PARAMETER, "ParameterValue": provider}],
+        Capabilities=CAPABILITIES,
+    )
+    while True:
+        stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+        if not stack["StackStatus"].endswith("_IN_PROGRESS"):
+            break
+        time.sleep(0.2)
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack["StackStatus"]
+    subscription, group = spec.azure.subscription_id, spec.azure.resource_group
+    assert send(arm, "GET", f"/subscriptions/{subscription}?api-version=2022-12-01").status_code == 200
+    body = connector_body(spec)
+    path = (
+        f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Security/securityConnectors/"
+        f"{spec.azure.connector_name or manifest['metadata']['name']}?api-version={API_VERSION}"
+    )
+    response = send(arm, "PUT", path, body, **{"If-None-Match": "*"})
+    assert response.status_code in (200, 201), response.text()
+
+
+def onboard_all(box: Sandbox, manifests: Sequence[dict[str, Any]], workers: int = 8) -> float:
+    """Seconds to onboard every manifest, ``workers`` at a time (one ARM pipeline, as the operator shares one)."""
+    arm = arm_client(box)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done in [pool.submit(onboard, box, m, arm) for m in manifests]:
+            done.result()
+    return time.monotonic() - started
