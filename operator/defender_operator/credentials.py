@@ -10,6 +10,7 @@ log line, an event or the status.
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +82,8 @@ class CredentialFactory:
 
     Every AWS client comes from one botocore session, so the service models are loaded once for the process rather
     than once per object (about 15 MiB an object otherwise: docs/performance.md); clients are cached per credentials,
-    service and region.
+    service and region, at most ``aws_client_cache`` of them (about 0.3 MiB each, the largest part of an object's
+    cost), so memory stays bounded with a thousand objects.
     """
 
     def __init__(self, settings: Settings, read_secret: SecretReader) -> None:
@@ -91,7 +93,7 @@ class CredentialFactory:
         self._session = boto3.Session(botocore_session=botocore.session.get_session())
         self._assumed: dict[tuple[str, ...], _Keys] = {}
         self._identities: dict[_Keys | None, tuple[str, float]] = {}  # keys -> (ARN, valid until)
-        self._clients: dict[tuple[Any, ...], Any] = {}
+        self._clients: OrderedDict[tuple[Any, ...], Any] = OrderedDict()  # least recently used first
         self._azure: dict[tuple[str, ...], TokenCredential] = {}
         self._used: dict[Any, float] = {}  # cache key -> when it was last used (monotonic)
         self._lock = threading.Lock()
@@ -104,7 +106,7 @@ class CredentialFactory:
         with self._lock:
             stale = {key for key, used in self._used.items() if used < cutoff}
             before = len(self._clients) + len(self._assumed) + len(self._azure)
-            self._clients = {k: v for k, v in self._clients.items() if k not in stale}
+            self._clients = OrderedDict((k, v) for k, v in self._clients.items() if k not in stale)
             self._assumed = {k: v for k, v in self._assumed.items() if k not in stale}
             self._azure = {k: v for k, v in self._azure.items() if k not in stale or k == ("operator",)}
             live_keys = {k[0] for k in self._clients}
@@ -124,7 +126,9 @@ class CredentialFactory:
         with self._lock:
             self._used[key] = time.monotonic()
             cached = self._clients.get(key)
-            if cached is None:
+            if cached is not None:
+                self._clients.move_to_end(key)
+            else:
                 credentials = {}
                 if keys is not None:
                     credentials = {
@@ -140,6 +144,11 @@ class CredentialFactory:
                     **credentials,
                 )
                 self._clients[key] = cached
+                while (
+                    len(self._clients) > self.settings.aws_client_cache
+                ):  # memory bounded by the cache, not objects
+                    evicted, _ = self._clients.popitem(last=False)
+                    self._used.pop(evicted, None)
             return cached
 
     def _identity(self, keys: _Keys | None) -> str:
@@ -191,7 +200,7 @@ class CredentialFactory:
                 stale = self._assumed.get(key)
                 self._assumed[key] = assumed
                 if stale is not None:  # the expired credentials' clients are not needed any more
-                    self._clients = {k: v for k, v in self._clients.items() if k[0] != stale}
+                    self._clients = OrderedDict((k, v) for k, v in self._clients.items() if k[0] != stale)
         return AwsClients(self, assumed)
 
     # --- Azure --------------------------------------------------------------------------------------------------------
