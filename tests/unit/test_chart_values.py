@@ -5,6 +5,7 @@ values` documents it). helm lint and the chart tests check the rest against the 
 import json
 from typing import Any
 
+import jsonschema
 import yaml
 
 from tests.support.paths import REPO
@@ -35,3 +36,14 @@ def test_every_value_is_in_the_schema_and_every_top_level_entry_has_a_default() 
     assert schema.get("additionalProperties") is False
     assert paths(values, schema) == []
     assert sorted(set(schema["properties"]) - set(values) - FREE_FORM) == []
+
+
+def test_the_defaults_are_valid_under_the_schema_and_typos_are_not() -> None:
+    """values.yaml is the one source of defaults; the schema must accept it as it is and refuse a misspelt key or a
+    wrong type, which is what helm does with it on install."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    assert [e.message for e in validator.iter_errors(values)] == []
+    assert list(validator.iter_errors({**values, "replicaCuont": 2}))
+    assert list(validator.iter_errors({**values, "replicaCount": "two"}))
