@@ -159,6 +159,20 @@ class Organization(CamelModel):
         description="Member accounts (12 digits) that Defender must not onboard.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
+    failure_tolerance_percentage: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Share of member accounts that may fail before CloudFormation stops a StackSet operation (the "
+        "accounts not reached yet are then not attempted). 100: every account is attempted, and the failing ones "
+        "show on status.organization.failingAccounts and the MembersReady condition.",
+    )
+    max_concurrent_percentage: int = Field(
+        default=25,
+        ge=1,
+        le=100,
+        description="Share of member accounts a StackSet operation deploys to at the same time.",
+    )
     member_oidc_provider_exists: bool = Field(
         default=False,
         description="Set when every member account already has the Microsoft identity provider "

@@ -52,6 +52,15 @@ class Targets:
     organizational_units: list[str]
     excluded_accounts: list[str]
     region: str
+    failure_tolerance_percentage: int = 100
+    max_concurrent_percentage: int = 25
+
+    def preferences(self) -> dict[str, int]:
+        """OperationPreferences of every operation (API_StackSetOperationPreferences.html)."""
+        return {
+            "FailureTolerancePercentage": self.failure_tolerance_percentage,
+            "MaxConcurrentPercentage": self.max_concurrent_percentage,
+        }
 
     def deployment_targets(self) -> dict[str, Any]:
         targets: dict[str, Any] = {"OrganizationalUnitIds": self.organizational_units}
@@ -149,7 +158,7 @@ class StackSets:
                 StackSetName=name,
                 DeploymentTargets=targets.deployment_targets(),
                 Regions=[targets.region],
-                OperationPreferences={"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 25},
+                OperationPreferences=targets.preferences(),
             )
         return str(result["OperationId"])
 
@@ -167,7 +176,7 @@ class StackSets:
                 PermissionModel="SERVICE_MANAGED",
                 AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
                 Tags=tag_list({HASH_TAG: template_hash, **owner.tags()}),
-                OperationPreferences={"FailureTolerancePercentage": 100, "MaxConcurrentPercentage": 25},
+                OperationPreferences=targets.preferences(),
             )
         return str(result["OperationId"])
 

@@ -308,6 +308,8 @@ def reconcile_organization(
         organizational_units=list(org.organizational_unit_ids) or [stacksets.root()],
         excluded_accounts=list(org.excluded_account_ids),
         region=target.spec.deployment.region,
+        failure_tolerance_percentage=org.failure_tolerance_percentage,
+        max_concurrent_percentage=org.max_concurrent_percentage,
     )
     observed = stacksets.observe(name)
     if observed is None:
