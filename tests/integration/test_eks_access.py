@@ -173,3 +173,25 @@ def test_killed_right_after_creating_an_access_entry(
     assert [p["policyArn"] for p in policies["associatedAccessPolicies"]] == [ADMIN_POLICY]
     delete(kubeconfig, namespace, "killed")
     assert entries(sandbox, account, "us-east-1", "delta") == []
+
+
+def test_turning_discovery_off_removes_the_operators_entries(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace, "off")
+    account = str(m["spec"]["aws"]["accountId"])
+    m["spec"]["aws"]["eksAccessEntries"] = "Manage"
+    cluster(sandbox, account, "us-east-1", "epsilon", "API")
+    assert apply(kubeconfig, m).returncode == 0
+    assert by_name(eks_status(kubeconfig, namespace, "off", 1))["epsilon"]["access"] == "Granted"
+    m["spec"]["plans"] = {
+        "containers": {"kubernetesDiscovery": {"enabled": False}}
+    }  # Defender CSPM is off too
+    assert apply(kubeconfig, m).returncode == 0
+
+    def gone() -> bool:
+        status = (get_object(kubeconfig, namespace, "off") or {}).get("status") or {}
+        return "eks" not in status and entries(sandbox, account, "us-east-1", "epsilon") == []
+
+    wait_for(gone, 60, "the entry and status.eks to go")
+    delete(kubeconfig, namespace, "off")

@@ -196,3 +196,25 @@ def test_an_azure_role_on_the_resource_group_alone_onboards_and_reaches_nothing_
         arm_control(sandbox, "/_sandbox/role-assignments", {"sandbox-operator": None})
         for url in placed:
             send(arm, "DELETE", url)
+
+
+def test_failure_tolerance_and_concurrency_reach_the_stackset_operations(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m, _ = organization(sandbox, namespace, members=2)
+    m["spec"]["aws"]["organization"].update({"failureTolerancePercentage": 10, "maxConcurrentPercentage": 50})
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+    cloudformation = aws_in(sandbox, account_of(m), "cloudformation")
+    name = m["spec"]["aws"]["organization"].get("stackSetName", "DefenderForCloud-Members")
+    operations = cloudformation.list_stack_set_operations(StackSetName=name)["Summaries"]
+    assert operations
+    for summary in operations:
+        operation = cloudformation.describe_stack_set_operation(
+            StackSetName=name, OperationId=summary["OperationId"]
+        )["StackSetOperation"]
+        assert operation["OperationPreferences"] == {
+            "FailureTolerancePercentage": 10,
+            "MaxConcurrentPercentage": 50,
+        }
+    delete(kubeconfig, namespace, "org")

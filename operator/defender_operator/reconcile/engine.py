@@ -18,7 +18,7 @@ from .aws_side import AwsAccount, AwsResult, observe_terraform, reconcile_aws, r
 from .azure_side import AzureResult, reconcile_azure
 from .clouds import Clouds, CloudWrites, unrecorded_writes
 from .conditions import Verdict
-from .eks_side import discovery_on, reconcile_eks
+from .eks_side import discovery_on, reconcile_eks, remove_entries
 from .model import Event, Outcome, Result, Target
 from .tenancy import Admission
 
@@ -78,9 +78,20 @@ def _with_organization(account: AwsResult, members: AwsResult) -> AwsResult:
 
 def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus) -> list[Event]:
     """EKS reachability on deep passes, once onboarding is Ready; its failures stay on status.eks."""
-    if not discovery_on(target.spec):
+    if not discovery_on(
+        target.spec
+    ):  # turned off: the entries made for it go, as with any role it no longer needs
+        events: list[Event] = []
+        if status.eks is not None and any(c.access == "Granted" for c in status.eks.clusters):
+            try:
+                events = remove_entries(
+                    target.spec, target.owner, account.eks, account.partition, account.account
+                )
+            except CloudError as exc:
+                status.eks = status.eks.model_copy(update={"error": exc.message})
+                return []
         status.eks = None
-        return []
+        return events
     if not target.deep and status.eks is not None:
         return []
     try:

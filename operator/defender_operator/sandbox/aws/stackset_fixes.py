@@ -13,6 +13,8 @@
 - A stack instance reports its member stack's state (API_StackInstanceSummary.html): ``CURRENT``/``SUCCEEDED`` once
   the stack is complete, ``OUTDATED``/``FAILED`` with the failing resource's reason when it rolled back; moto says
   ``CURRENT``/``SUCCEEDED`` whatever happened.
+- ``DescribeStackSetOperation`` returns the ``OperationPreferences`` the operation was started with; moto drops
+  them (they are recorded, not enforced: failure tolerance does not stop a deployment here).
 - ``ListStackInstances`` and ``ListStackSetOperationResults`` are paged (``MaxResults`` 1-100, ``NextToken``:
   API_ListStackInstances.html); moto returns everything at once, which hides a client that reads one page only.
 """
@@ -20,7 +22,7 @@
 from typing import Any
 
 from moto.cloudformation.models import StackInstance, StackInstances, StackSet
-from moto.cloudformation.responses import CloudFormationResponse
+from moto.cloudformation.responses import CloudFormationResponse, StackSetOperationDTO
 from moto.core.common_models import CloudFormationModel
 from moto.core.responses import ActionResult
 from moto.iam.models import iam_backends
@@ -213,7 +215,37 @@ def _paged(name: str) -> None:
     setattr(CloudFormationResponse, name, paged)
 
 
+# OperationPreferences of each operation, as given (moto ignores them; DescribeStackSetOperation returns them:
+# API_StackSetOperation.html), so a test can see what the operator asked for.
+_PREFERENCES: dict[str, dict[str, Any]] = {}
+
+
+def _recording_preferences(name: str) -> None:
+    original = getattr(CloudFormationResponse, name)
+
+    def recorded(self: CloudFormationResponse) -> Any:
+        result = original(self)
+        preferences = self._get_param("OperationPreferences")
+        operation_id = (getattr(result, "result", None) or {}).get("OperationId")
+        if preferences and operation_id:
+            _PREFERENCES[operation_id] = dict(preferences)
+        return result
+
+    setattr(CloudFormationResponse, name, recorded)
+
+
+_original_operation_dto = StackSetOperationDTO.__init__
+
+
+def _operation_dto(self: StackSetOperationDTO, operation: dict[str, Any], stack_set: StackSet) -> None:
+    _original_operation_dto(self, operation, stack_set)
+    self.operation_preferences = _PREFERENCES.get(operation["OperationId"])  # type: ignore[attr-defined]
+
+
 def apply() -> None:
+    for name in ("create_stack_instances", "update_stack_set"):
+        _recording_preferences(name)
+    StackSetOperationDTO.__init__ = _operation_dto  # type: ignore[method-assign]
     # OidcProviderResource registers itself with moto's template parser by subclassing CloudFormationModel.
     StackInstances.create_instances = _create_instances  # type: ignore[method-assign]
     CloudFormationResponse.delete_stack_instances = _delete_stack_instances  # type: ignore[method-assign]
