@@ -31,7 +31,12 @@ TEST_POLICY = {
     "metadata": {"name": "sandbox-tests"},
     "spec": {
         "namespaces": {"selector": {"matchExpressions": [{"key": OPT_OUT, "operator": "DoesNotExist"}]}},
-        "aws": {"accountIds": ["*"], "roleArns": ["arn:aws:iam::*:role/*"], "ambientIdentity": True},
+        "aws": {
+            "accountIds": ["*"],
+            "roleArns": ["arn:aws:iam::*:role/*"],
+            "ambientIdentity": True,
+            "eksAccessEntries": True,
+        },
         "azure": {
             "ambientIdentity": True,
             "tenantIds": ["*"],

@@ -142,6 +142,28 @@ def test_a_policy_grants_its_namespace_its_account_and_nothing_else(
         revoke(kubeconfig, policy)
 
 
+def test_managing_eks_access_entries_needs_its_own_grant_at_apply(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """eksAccessEntries Manage with the operator's identity gives Defender cluster-admin in the account's EKS
+    clusters: a policy that grants the account but not aws.eksAccessEntries refuses it at apply, naming the field."""
+    a = bare_namespace(kubeconfig)
+    m = manifest(a)
+    policy = grant(kubeconfig, a, account_of(m))
+    try:
+        m["spec"]["aws"]["eksAccessEntries"] = "Manage"
+        refused = apply(kubeconfig, m)
+        assert refused.returncode != 0 and "aws.eksAccessEntries" in refused.stderr, refused.stderr
+        assert nothing_written(sandbox, m)
+        m["spec"]["aws"]["eksAccessEntries"] = "Report"
+        assert apply(kubeconfig, m).returncode == 0
+        wait_condition(kubeconfig, a, "acme", "Ready", "True")
+        kubectl(kubeconfig, "delete", "awsc", "-n", a, "acme", "--wait=false", check=True)
+        wait_gone(kubeconfig, a, "acme")
+    finally:
+        revoke(kubeconfig, policy)
+
+
 def test_an_object_admitted_before_its_policy_was_revoked_is_stalled_and_writes_nothing(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
 ) -> None:

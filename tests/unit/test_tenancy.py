@@ -27,17 +27,17 @@ def policy(name: str, **body: Any) -> Any:
     return effective_rule(name, ClusterOnboardingPolicySpec.model_validate(body))
 
 
-TEAM_A = policy(
-    "team-a",
-    namespaces={"names": ["a"]},
-    aws={"accountIds": [X], "roleArns": ["arn:aws:iam::*:role/defender-*"]},
-    azure={
+TEAM_A_BODY: dict[str, Any] = {
+    "namespaces": {"names": ["a"]},
+    "aws": {"accountIds": [X], "roleArns": ["arn:aws:iam::*:role/defender-*"]},
+    "azure": {
         "ambientIdentity": True,
         "tenantIds": ["*"],
         "subscriptionIds": ["*"],
         "resourceGroups": ["defender-*"],
     },
-)
+}
+TEAM_A = policy("team-a", **TEAM_A_BODY)
 
 
 def test_own_secrets_need_no_policy_even_with_a_role_assumed_with_them() -> None:
@@ -107,3 +107,17 @@ def test_namespaces_by_label_selector() -> None:
 def test_globs_become_anchored_regexes() -> None:
     assert glob_regex("arn:aws:iam::*:role/defender-*") == r"^arn:aws:iam::.*:role/defender\-.*$"
     assert glob_regex("rg.(x)") == r"^rg\.\(x\)$"
+
+
+def test_managing_eks_access_entries_with_the_operators_identity_needs_its_own_grant() -> None:
+    """eksAccessEntries Manage gives Defender's discovery role cluster-admin in every EKS cluster of the account:
+    with the operator's identity that takes aws.eksAccessEntries; with the namespace's own keys it is its own power."""
+    wanted = spec(aws={"roleArn": ROLE_X}, resourceGroup="defender-connectors")
+    manage = wanted.model_copy(update={"aws": wanted.aws.model_copy(update={"eks_access_entries": "Manage"})})
+    refused = admit(manage, "a", {}, [TEAM_A]).refusal
+    assert refused and "aws.eksAccessEntries is not true (spec.aws.eksAccessEntries: Manage)" in refused
+    granted = policy("eks", **{**TEAM_A_BODY, "aws": {**TEAM_A_BODY["aws"], "eksAccessEntries": True}})
+    assert admit(manage, "a", {}, [granted]).allowed_by == "eks"
+    own = spec(aws={"secretRef": {"name": "aws"}}, azure_secret=True)
+    own = own.model_copy(update={"aws": own.aws.model_copy(update={"eks_access_entries": "Manage"})})
+    assert admit(own, "b", {}, []).allowed_by == DEFAULT

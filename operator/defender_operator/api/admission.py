@@ -27,7 +27,8 @@ _SELECTS = (
 _AWS_OK = (
     f"({_AWS_OWN}) || (r.awsAccountIds.exists(a, a == '*' || a == object.spec.aws.accountId) && "
     "(variables.roleArn != '' ? r.awsRoleArnRegexes.exists(p, variables.roleArn.matches(p)) : "
-    "r.awsAmbientIdentity))"
+    "r.awsAmbientIdentity) && (!has(object.spec.aws.eksAccessEntries) || "
+    "object.spec.aws.eksAccessEntries != 'Manage' || (has(r.awsEksAccessEntries) && r.awsEksAccessEntries)))"
 )
 _AZURE_OK = (
     f"({_AZURE_OWN}) || (r.azureAmbientIdentity && "
@@ -95,7 +96,7 @@ def admission_policy() -> dict[str, Any]:
                     "' for account ' + object.spec.aws.accountId + ' is not allowed in namespace ' + "
                     "object.metadata.namespace + (size(variables.applicable) == 0 ? ': no ClusterOnboardingPolicy "
                     "selects it' : ': no ClusterOnboardingPolicy for it allows that (aws.accountIds, aws.roleArns, "
-                    f"aws.ambientIdentity)') + {_ADVICE}",
+                    f"aws.ambientIdentity, aws.eksAccessEntries for eksAccessEntries Manage)') + {_ADVICE}",
                     "reason": "Forbidden",
                 },
                 {

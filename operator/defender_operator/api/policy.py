@@ -109,6 +109,12 @@ class AwsGrant(CamelModel):
         default=False,
         description="Whether the operator's own identity may be used directly (no roleArn, no secretRef).",
     )
+    eks_access_entries: bool = Field(
+        default=False,
+        description="Whether objects may set spec.aws.eksAccessEntries: Manage with the operator's identity, which "
+        "gives Defender's discovery role cluster-admin in every EKS cluster of their accounts that takes access "
+        "entries (docs/aws-permissions.md).",
+    )
 
 
 class AzureGrant(CamelModel):
@@ -158,6 +164,7 @@ class EffectiveRule(CamelModel):
         default_factory=list, description="Role ARN patterns, as regexes."
     )
     aws_ambient_identity: bool = Field(default=False, description="The operator's AWS identity, directly.")
+    aws_eks_access_entries: bool = Field(default=False, description="eksAccessEntries Manage allowed.")
     azure_tenant_ids: list[str] = Field(default_factory=list, description="Tenants, or * for any.")
     azure_subscription_ids: list[str] = Field(
         default_factory=list, description="Subscriptions, or * for any."
@@ -188,6 +195,7 @@ def effective_rule(name: str, spec: ClusterOnboardingPolicySpec) -> EffectiveRul
         aws_account_ids=sorted(spec.aws.account_ids),
         aws_role_arn_regexes=sorted(glob_regex(p) for p in spec.aws.role_arns),
         aws_ambient_identity=spec.aws.ambient_identity,
+        aws_eks_access_entries=spec.aws.eks_access_entries,
         azure_tenant_ids=sorted(spec.azure.tenant_ids),
         azure_subscription_ids=sorted(spec.azure.subscription_ids),
         azure_resource_group_regexes=sorted(glob_regex(p) for p in spec.azure.resource_groups),

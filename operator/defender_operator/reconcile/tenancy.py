@@ -49,6 +49,8 @@ def _aws_gap(rule: EffectiveRule, spec: AWSConnectorSpec) -> str | None:
             return f"aws.roleArns does not match {role}"
     elif not rule.aws_ambient_identity:
         return "aws.ambientIdentity is not true"
+    if spec.aws.eks_access_entries == "Manage" and not rule.aws_eks_access_entries:
+        return "aws.eksAccessEntries is not true (spec.aws.eksAccessEntries: Manage)"
     return None
 
 
