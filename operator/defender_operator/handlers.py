@@ -280,6 +280,14 @@ class WriteJournal:
     def __init__(self, kube: Kube, target: Target) -> None:
         self.kube, self.target = kube, target
         self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
+        if self.written.aws is None or self.written.azure is None:
+            # The pass may work from a copy of the object older than an earlier pass's record (the status written
+            # at the end of this pass replaces the whole status, so a record missing here would be erased, and
+            # cleanup would then skip that cloud). Until both clouds are recorded, the record is read live.
+            live = kube.first_writes(target.namespace, target.name)
+            for cloud in ("aws", "azure"):
+                if getattr(self.written, cloud) is None and live.get(cloud):
+                    setattr(self.written, cloud, live[cloud])
         self.new: set[str] = set()  # clouds recorded in this pass
         self.effective: set[str] = set()  # clouds with a write that took effect (or may have) in this pass
 

@@ -67,6 +67,19 @@ class Kube:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
                 raise
 
+    def first_writes(self, namespace: str, name: str) -> dict[str, str]:
+        """``status.firstCloudWrite`` as the API server has it now ({} when the object is gone)."""
+        try:
+            obj = cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise
+        return dict((obj.get("status") or {}).get("firstCloudWrite") or {})
+
     def record_first_write(self, namespace: str, name: str, cloud: str, stamp: str) -> None:
         """Record, before the first cloud write, that one is about to happen. Raises when the object is gone, so
         nothing is written for an object that can no longer be cleaned up after."""

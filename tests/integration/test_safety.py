@@ -67,11 +67,12 @@ def providers_in(sandbox: Sandbox, account: str) -> list[str]:
 def left_behind(sandbox: Sandbox, m: dict[str, Any]) -> dict[str, Any]:
     """What of this object's onboarding still exists in either cloud (empty: nothing)."""
     account = account_of(m)
+    answer = connector(sandbox, m).status_code  # what ARM says of the connector: 404 when it is gone
     found = {
         "stacks": [(s["StackName"], s["StackStatus"]) for s in stacks_of(sandbox, account)],
         "roles": defender_roles(sandbox, account),
         "providers": providers_in(sandbox, account),
-        "connector": connector(sandbox, m).status_code != 404,
+        "connector": answer if answer != 404 else None,
     }
     return {kind: what for kind, what in found.items() if what}
 
