@@ -158,10 +158,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure_kopf(settings, operator)
     kube = Kube(await asyncio.to_thread(load_config))
     instance = operator.instance if operator.instance else await asyncio.to_thread(_cluster_instance, kube)
+    factory = CredentialFactory(operator, kube.read_secret)
+    await asyncio.to_thread(factory.warm)
     memo.runtime = Runtime(
         settings=operator,
         kube=kube,
-        clouds=Clouds(operator, CredentialFactory(operator, kube.read_secret)),
+        clouds=Clouds(operator, factory),
         workers=asyncio.Semaphore(operator.workers),
         instance=instance,
     )

@@ -127,8 +127,12 @@ def delete(kubeconfig: Path, namespace: str, name: str) -> None:
     wait_gone(kubeconfig, namespace, name)
 
 
-def drift_checked(kubeconfig: Path, namespace: str, name: str = "acme") -> bool:
-    status = (get_object(kubeconfig, namespace, name) or {}).get("status", {})
-    return bool(status.get("aws", {}).get("lastDriftCheck")) and not status.get("aws", {}).get(
-        "driftDetectionId"
+def drift_checked(kubeconfig: Path, namespace: str, since: str | None, name: str = "acme") -> bool:
+    """A drift check finished after the one recorded as ``since`` (status.aws.lastDriftCheck before the request;
+    a new stack records its creation there)."""
+    status = (get_object(kubeconfig, namespace, name) or {}).get("status", {}).get("aws", {})
+    return (
+        bool(status.get("lastDriftCheck"))
+        and status.get("lastDriftCheck") != since
+        and not status.get("driftDetectionId")
     )

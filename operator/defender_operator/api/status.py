@@ -86,7 +86,9 @@ class AwsStatus(StatusModel):
         "is requested.",
     )
     last_drift_check: str | None = Field(
-        default=None, description="When role drift was last checked (RFC 3339)."
+        default=None,
+        description="When role drift was last checked (RFC 3339); set when the stack is created, since a stack "
+        "just made from the template has nothing to drift from.",
     )
     drift_detection_id: str | None = Field(
         default=None, description="CloudFormation drift detection in progress."

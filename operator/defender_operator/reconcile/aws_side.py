@@ -193,6 +193,9 @@ def _reconcile_stack(
         )
         status.stack_status, status.template_hash = "CREATE_IN_PROGRESS", template_hash
         status.roles, status.failed_template_hash = {}, None
+        # Roles just made from the template have not drifted: the first check waits drift_check_seconds, and a
+        # first onboarding needs no detection and no extra pass to be Ready.
+        status.last_drift_check = _now()
         events.append(Event("Normal", "StackCreating", f"creating stack {status.stack_name}"))
         created = None if stacks.dry_run else stacks.observe(status.stack_name or "")
         if created is not None and created.status == "CREATE_COMPLETE":
