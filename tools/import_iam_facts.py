@@ -84,8 +84,10 @@ DOCS_ADDITIONS = {
 FIXES = [
     "CSPM Default access = ReadOnlyAccess plus the billing Deny (the port creates the Deny but never attaches it).",
     "iam:AttacheRolePolicy (not an IAM action) is iam:AttachRolePolicy.",
-    "OidcCiem may assume only the CIEM discovery role of its own account (the port's ARN has a stray '}'), and only "
-    "sts:AssumeRole and sts:TagSession, the STS actions that apply to a role resource.",
+    "OidcCiem may assume the CIEM discovery role, by name, in any account, as Microsoft's template has it (the "
+    "port's ARN has a stray '}'): an organization's management account reaches its members' CIEM roles with it, and "
+    "each CIEM role trusts only the OidcCiem role it names; only sts:AssumeRole and sts:TagSession, the STS actions "
+    "that apply to a role resource.",
     "Hard-coded 'arn:aws:' becomes the deploying partition.",
     "Duplicate actions are listed once.",
     "Microsoft-federated trusts use StringEquals (the port's StringLike has no wildcard in it).",
@@ -230,7 +232,7 @@ def main(facts_path: str) -> None:
                     {
                         "Effect": "Allow",
                         "Action": ["sts:AssumeRole", "sts:TagSession"],
-                        "Resource": "arn:{partition}:iam::{account}:role/{role:ciemDiscovery}",
+                        "Resource": "arn:{partition}:iam::*:role/{role:ciemDiscovery}",
                     }
                 ]
             if key == "containersK8s":

@@ -282,19 +282,28 @@ class WriteJournal:
     def __init__(self, kube: Kube, target: Target) -> None:
         self.kube, self.target = kube, target
         self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
-        if self.written.aws is None or self.written.azure is None:
-            # The pass may work from a copy of the object older than an earlier pass's record (the status written
-            # at the end of this pass replaces the whole status, so a record missing here would be erased, and
-            # cleanup would then skip that cloud). Until both clouds are recorded, the record is read live.
-            live = kube.first_writes(target.namespace, target.name)
-            for cloud in ("aws", "azure"):
-                if getattr(self.written, cloud) is None and live.get(cloud):
-                    setattr(self.written, cloud, live[cloud])
         self.new: set[str] = set()  # clouds recorded in this pass
         self.effective: set[str] = set()  # clouds with a write that took effect (or may have) in this pass
+        self._read_live = False
+
+    def catch_up(self) -> None:
+        """Take a record this pass's copy of the object lacks from the live object. The pass may work from a copy
+        older than an earlier pass's record; the status written at the end of the pass replaces the whole status,
+        so a record missing here would be erased, and cleanup would then skip that cloud. Read at most once a
+        pass, and only before a first write to an unrecorded cloud or a status write while a cloud is unrecorded:
+        a pass in sync (a Terraform-method object never writes to AWS) reads nothing more."""
+        if self._read_live or (self.written.aws is not None and self.written.azure is not None):
+            return
+        self._read_live = True
+        live = self.kube.first_writes(self.target.namespace, self.target.name)
+        for cloud in ("aws", "azure"):
+            if getattr(self.written, cloud) is None and live.get(cloud):
+                setattr(self.written, cloud, live[cloud])
 
     @contextlib.contextmanager
     def __call__(self, cloud: CloudName) -> Iterator[None]:
+        if getattr(self.written, cloud) is None:
+            self.catch_up()
         if getattr(self.written, cloud) is None:
             stamp = now()
             self.kube.record_first_write(self.target.namespace, self.target.name, cloud, stamp)
@@ -434,11 +443,12 @@ def _pass(runtime: Runtime, target: Target, conflict: str | None, admission: Adm
     journal = WriteJournal(runtime.kube, target)
     outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
     outcome.status.first_cloud_write = journal.record
-    new_status = _dump(outcome.status)
-    if (
-        journal.new or _dump(target.status) != new_status
+    if journal.new or _dump(target.status) != _dump(
+        outcome.status
     ):  # a record made mid-pass is in the stored status too
-        runtime.kube.patch_status(target.namespace, target.name, new_status)
+        journal.catch_up()
+        outcome.status.first_cloud_write = journal.record
+        runtime.kube.patch_status(target.namespace, target.name, _dump(outcome.status))
     for event in outcome.events:
         runtime.kube.post_event(target.namespace, target.name, target.uid, event)
     ready = conditions.get(outcome.status.conditions, "Ready")

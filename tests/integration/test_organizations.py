@@ -218,3 +218,51 @@ def test_failure_tolerance_and_concurrency_reach_the_stackset_operations(
             "MaxConcurrentPercentage": 50,
         }
     delete(kubeconfig, namespace, "org")
+
+
+def test_members_ciem_role_trusts_the_management_oidc_role_and_a_joining_account_is_onboarded(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """CIEM across an organization (docs/design-decisions.md): members get the CIEM role, trusting the management
+    account's CIEM OIDC role, and neither an identity provider of the customer's tenant nor an OIDC role of their own.
+    An account that joins a target OU later gets its instance (CloudFormation's automatic deployment, or the
+    operator's next deep pass) and shows on status; cleanup removes it too."""
+    m, members = organization(sandbox, namespace, members=2)
+    tenant = m["spec"]["azure"]["tenantId"]
+    m["spec"]["plans"] = {"cspm": {"enabled": True, "ciem": {"enabled": True, "oidcSubject": tenant}}}
+    management = account_of(m)
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+    oidc_role = f"arn:aws:iam::{management}:role/DefenderForCloud-OidcCiem"
+    assert obj["status"]["aws"]["roles"]["ciemOidc"] == oidc_role
+    policy = aws_in(sandbox, management, "iam").get_role_policy(
+        RoleName="DefenderForCloud-OidcCiem", PolicyName=f"mdc-mciem-oidc-{tenant}-assume"
+    )["PolicyDocument"]
+    assert policy["Statement"][0]["Resource"] == "arn:aws:iam::*:role/DefenderForCloud-Ciem"
+    for member in members:
+        iam = aws_in(sandbox, member, "iam")
+        trust = iam.get_role(RoleName="DefenderForCloud-Ciem")["Role"]["AssumeRolePolicyDocument"]
+        assert trust["Statement"][0]["Principal"] == {"AWS": oidc_role}
+        assert "DefenderForCloud-OidcCiem" not in defender_roles(sandbox, member)
+        providers = [p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]]
+        assert not [p for p in providers if tenant in p], providers  # no provider of the customer's tenant
+    # An account joins the OU
+    organizations = aws_in(sandbox, management, "organizations")
+    root = organizations.list_roots()["Roots"][0]["Id"]
+    ou = m["spec"]["aws"]["organization"]["organizationalUnitIds"][0]
+    created = organizations.create_account(Email="late@example.com", AccountName="late")[
+        "CreateAccountStatus"
+    ]
+    late = organizations.describe_create_account_status(CreateAccountRequestId=created["Id"])[
+        "CreateAccountStatus"
+    ]["AccountId"]
+    organizations.move_account(AccountId=late, SourceParentId=root, DestinationParentId=ou)
+    kubectl(
+        kubeconfig, "annotate", "awsc", "-n", namespace, "org", "--overwrite",
+        f"defender-operator.io/reconcile-requested-at={time.time()}", check=True,
+    )  # fmt: skip
+    wait_for(lambda: member_accounts(kubeconfig, namespace) == 3, 90, "the joining account's instance")
+    wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=90)
+    assert "DefenderForCloud-Ciem" in defender_roles(sandbox, late)
+    delete(kubeconfig, namespace, "org")
+    assert all(defender_roles(sandbox, account) == [] for account in [*members, late])

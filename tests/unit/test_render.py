@@ -135,9 +135,28 @@ def test_ciem_trusts_the_customer_tenant_and_the_discovery_role_waits_for_it() -
     assert oidc["Condition"]["StringEquals"][f"sts.windows.net/{TENANT}/:sub"] == TENANT
     assert template["Resources"]["CiemDiscoveryRole"]["DependsOn"] == "CiemOidcRole"
     policy = roles["CiemOidcRole"]["Policies"][0]["PolicyDocument"]["Statement"][0]
-    assert policy["Resource"] == {
-        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/DefenderForCloud-Ciem"
+    # Any account's CIEM role, by name, as Microsoft's template has it: a management account reaches its members'.
+    assert policy["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/DefenderForCloud-Ciem"}
+    assert policy["Action"] == ["sts:AssumeRole", "sts:TagSession"]
+
+
+def test_organization_members_get_the_ciem_role_trusting_the_management_accounts_oidc_role() -> None:
+    plans = {"cspm": {"enabled": True, "ciem": {"enabled": True, "oidcSubject": TENANT}}}
+    spec = make(plans, aws={"accountId": "444455556666", "organization": {}})
+    member = member_template(spec)
+    roles = roles_of(member)
+    # No identity provider of the customer's tenant and no CIEM OIDC role in members: the management account's serve.
+    assert "CiemOidcRole" not in roles and "CiemOidcProvider" not in member["Resources"]
+    assert "CreateCiemOidcProvider" not in member["Parameters"]
+    assert "CiemOidcRoleArn" not in member["Outputs"]
+    trust = roles["CiemDiscoveryRole"]["AssumeRolePolicyDocument"]["Statement"][0]
+    assert trust["Principal"] == {
+        "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::444455556666:role/DefenderForCloud-OidcCiem"}
     }
+    assert "DependsOn" not in member["Resources"]["CiemDiscoveryRole"]
+    # The management account keeps both, and its connector names its own OIDC role.
+    management = roles_of(stack_template(spec))
+    assert {"CiemOidcRole", "CiemDiscoveryRole"} <= set(management)
 
 
 def test_arc_brings_the_ssm_host_management() -> None:

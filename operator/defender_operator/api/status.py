@@ -122,6 +122,10 @@ class EksStatus(StatusModel):
     total: int = Field(default=0, description="Clusters found.")
     reachable: int = Field(default=0, description="Clusters with an access entry for the discovery role.")
     needs_action: int = Field(default=0, description="Clusters Defender cannot reach yet (see fix).")
+    granted: int = Field(
+        default=0,
+        description="Clusters with an access entry this object created (spec.aws.eksAccessEntries).",
+    )
     error: str | None = Field(
         default=None, description="Why the clusters could not be read (onboarding itself is not affected)."
     )

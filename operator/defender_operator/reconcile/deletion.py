@@ -20,7 +20,7 @@ from ..aws.stackset import StackSets
 from ..errors import RetryableError
 from .aws_side import release_provider
 from .clouds import Clouds
-from .eks_side import remove_entries
+from .eks_side import made_entries, remove_entries
 from .model import Event, Target
 
 
@@ -75,7 +75,7 @@ def _granted_access_entries(target: Target, status: AWSConnectorStatus) -> bool:
     EKS permissions the refusal."""
     if target.spec.aws.eks_access_entries == "Manage":
         return True
-    return status.eks is not None and any(c.access == "Granted" for c in status.eks.clusters)
+    return made_entries(status.eks)
 
 
 def finalize(target: Target, clouds: Clouds, in_progress_seconds: float) -> Cleanup:

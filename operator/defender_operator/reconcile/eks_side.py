@@ -7,6 +7,7 @@ depend on it. Only entries marked with this object's owner tags are ever changed
 """
 
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import boto3
 
@@ -110,9 +111,16 @@ def reconcile_eks(
             total=len(clusters),
             reachable=reachable,
             needs_action=len(clusters) - reachable,
+            granted=sum(c.access == "Granted" for c in clusters),
         ),
         events,
     )
+
+
+def made_entries(eks: EksStatus | None) -> TypeGuard[EksStatus]:
+    """Whether status shows access entries this object created: the count covers every cluster (the list only
+    the first 50); the list covers status written before the count existed."""
+    return eks is not None and (eks.granted > 0 or any(c.access == "Granted" for c in eks.clusters))
 
 
 def remove_entries(

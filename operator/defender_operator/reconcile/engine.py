@@ -18,7 +18,7 @@ from .aws_side import AwsAccount, AwsResult, observe_terraform, reconcile_aws, r
 from .azure_side import AzureResult, reconcile_azure
 from .clouds import Clouds, CloudWrites, unrecorded_writes
 from .conditions import Verdict
-from .eks_side import discovery_on, reconcile_eks, remove_entries
+from .eks_side import discovery_on, made_entries, reconcile_eks, remove_entries
 from .model import Event, Outcome, Result, Target
 from .tenancy import Admission
 
@@ -82,7 +82,7 @@ def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus) -> lis
         target.spec
     ):  # turned off: the entries made for it go, as with any role it no longer needs
         events: list[Event] = []
-        if status.eks is not None and any(c.access == "Granted" for c in status.eks.clusters):
+        if made_entries(status.eks):
             try:
                 events = remove_entries(
                     target.spec, target.owner, account.eks, account.partition, account.account

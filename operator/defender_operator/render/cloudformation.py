@@ -80,14 +80,18 @@ def _ssm_resources(spec: AWSConnectorSpec) -> dict[str, Any]:
 
 
 def _template(
-    spec: AWSConnectorSpec, description: str, providers: dict[str, Any], extra_resources: dict[str, Any]
+    spec: AWSConnectorSpec,
+    description: str,
+    providers: dict[str, Any],
+    extra_resources: dict[str, Any],
+    member: bool = False,
 ) -> dict[str, Any]:
-    roles = role_documents(spec)
+    roles = role_documents(spec, member)
     resources: dict[str, Any] = dict(extra_resources)
     for role in roles:
         resources[role.logical_id] = _role_resource(role, providers)
     # IAM refuses a trust policy that names a role that does not exist yet (CIEM discovery trusts the OIDC role).
-    if "CiemDiscoveryRole" in resources:
+    if "CiemDiscoveryRole" in resources and "CiemOidcRole" in resources:
         resources["CiemDiscoveryRole"]["DependsOn"] = "CiemOidcRole"
     if "SsmAutomationRole" in resources:
         resources.update(_ssm_resources(spec))
@@ -182,30 +186,14 @@ def member_template(spec: AWSConnectorSpec) -> dict[str, Any]:
     providers = {
         "oidcProvider": _provider_reference("CreateOidcProviderCondition", "MicrosoftOidcProvider", ms.host)
     }
-    if _uses_ciem(spec):
-        parameters["CreateCiemOidcProvider"] = {
-            "Type": "String",
-            "AllowedValues": ["true", "false"],
-            "Default": "true",
-            "Description": f"Create the identity provider for https://{ciem_oidc_host(spec)} (CIEM).",
-        }
-        conditions["CreateCiemOidcProviderCondition"] = {
-            "Fn::Equals": [{"Ref": "CreateCiemOidcProvider"}, "true"]
-        }
-        resources["CiemOidcProvider"] = _provider_resource(
-            "https://" + ciem_oidc_host(spec),
-            [catalog().ciem_audience],
-            catalog().ciem_thumbprints,
-            "CreateCiemOidcProviderCondition",
-        )
-        providers["ciemOidcProvider"] = _provider_reference(
-            "CreateCiemOidcProviderCondition", "CiemOidcProvider", ciem_oidc_host(spec)
-        )
+    # No CIEM identity provider or CIEM OIDC role in members: Defender signs in to the management account's OIDC
+    # role, which assumes each member's CIEM discovery role (that role trusts it by ARN).
     template = _template(
         spec,
         "Microsoft Defender for Cloud onboarding of a member account of the organization managed from "
         f"{spec.aws.account_id} (managed by defender-operator)",
         providers,
         resources,
+        member=True,
     )
     return {**template, "Parameters": parameters, "Conditions": conditions}

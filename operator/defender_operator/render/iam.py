@@ -36,24 +36,36 @@ def _document(statements: list[dict[str, Any]]) -> dict[str, Any]:
     return {"Version": POLICY_VERSION, "Statement": statements}
 
 
-def role_documents(spec: AWSConnectorSpec) -> list[RoleDocument]:
+# Roles a member account of an organization does without: the management account's CIEM OIDC role reaches every
+# member's CIEM discovery role (docs/design-decisions.md, "CIEM across an organization").
+MANAGEMENT_ONLY = ("ciemOidc",)
+
+
+def role_documents(spec: AWSConnectorSpec, member: bool = False) -> list[RoleDocument]:
+    """The roles of the onboarded (or management) account; with ``member``, of a member account of the
+    organization, whose CIEM discovery role trusts the management account's CIEM OIDC role."""
     known = literals(spec)
     keep = {name: "{" + name + "}" for name in DEFERRED}
 
-    def fill(value: Any) -> Any:
-        return substitute(value, known, keep, lambda s: s)
+    def fill(value: Any, account: str | None = None) -> Any:
+        if account is None:
+            return substitute(value, known, keep, lambda s: s)
+        return substitute(value, {**known, "account": account}, keep, lambda s: s)
 
     managed = spec.aws.role_policies == "Managed"
     roles = []
     for key in required_roles(spec):
+        if member and key in MANAGEMENT_ONLY:
+            continue
         template = catalog().roles[key]
         policies = template.inline_policies(spec.access)
+        trust_account = spec.aws.account_id if member and key == "ciemDiscovery" else None
         roles.append(
             RoleDocument(
                 key=key,
                 name=role_name(spec, key),
                 description=f"Microsoft Defender for Cloud - {template.description}",
-                trust=_document(fill(template.trust)),
+                trust=_document(fill(template.trust, trust_account)),
                 inline_policies={}
                 if managed
                 else {fill(p.name): _document(fill(p.statements)) for p in policies},
