@@ -201,3 +201,33 @@ def test_turning_discovery_off_removes_the_operators_entries(
 
     wait_for(gone, 60, "the entry and status.eks to go")
     delete(kubeconfig, namespace, "off")
+
+
+def test_an_identity_without_eks_permissions_keeps_onboarding_ready_and_says_why(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """EKS refuses the operator (its role lacks the EKS actions): onboarding is Ready all the same, status.eks says
+    what EKS answered, and once EKS answers again a requested reconcile reports the clusters."""
+    m = manifest(namespace, "denied")
+    account = str(m["spec"]["aws"]["accountId"])
+    cluster(sandbox, account, "us-east-1", "zeta", "API")
+    operator.inject_aws_fault(
+        pathPattern=r"^/clusters", method="GET", status=403, code="AccessDeniedException", count=1000
+    )
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+        obj = wait_condition(kubeconfig, namespace, "denied", "Ready", "True", timeout=120)
+
+        def refused() -> dict[str, Any] | None:
+            eks = ((get_object(kubeconfig, namespace, "denied") or {}).get("status") or {}).get("eks")
+            return eks if eks and eks.get("error") else None
+
+        eks = wait_for(refused, 60, "status.eks.error")
+        assert eks["error"].startswith("eks:list_clusters was denied"), eks
+        assert obj["status"]["aws"]["stackStatus"] == "CREATE_COMPLETE"
+    finally:
+        operator.clear_aws_faults()
+    request_reconcile(kubeconfig, namespace, "denied")
+    eks = eks_status(kubeconfig, namespace, "denied", 1)
+    assert eks.get("error") is None and by_name(eks)["zeta"]["access"] == "CanBeCreated", eks
+    delete(kubeconfig, namespace, "denied")

@@ -81,7 +81,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _fault(self, rule: FaultRule) -> bool:
+    def _fault(self, rule: FaultRule, rest_json: bool = False) -> bool:
         time.sleep(rule.latency)
         if rule.drop:
             # An abortive close (RST), as a load balancer that drops the connection does.
@@ -92,7 +92,20 @@ class ProxyHandler(BaseHTTPRequestHandler):
             return False
         rid = str(time.time_ns())
         service = rule.service or self.state.service
-        if service == "aws":
+        if service == "aws" and rest_json:
+            # REST-JSON services (EKS) answer {"message"} with the code in x-amzn-ErrorType
+            # (smithy.io/2.0/aws/protocols/aws-restjson1-protocol.html, "Operation error serialization").
+            _, code, message = _AWS_DEFAULTS.get(
+                rule.status, ("Receiver", "InternalFailure", "Injected failure")
+            )
+            body = json.dumps({"message": message}).encode()
+            headers = {
+                "Content-Type": "application/json",
+                "x-amzn-ErrorType": rule.code or code,
+                "x-amzn-RequestId": rid,
+            }
+            self._reply(rule.status, body, headers)
+        elif service == "aws":
             kind, code, message = _AWS_DEFAULTS.get(
                 rule.status, ("Receiver", "InternalFailure", "Injected failure")
             )
@@ -124,7 +137,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if rule is not None:
             with self.state.lock:
                 self.state.stats["faulted"] += 1
-            if self._fault(rule):
+            if self._fault(
+                rule, rest_json=not (action or target or self.headers.get("Content-Type", "").endswith("xml"))
+            ):
                 return
         status, data, out = self._forward(method, body, action, target)
         self._reply(status, data, out)
