@@ -24,14 +24,13 @@ from typing import Any
 
 from kubernetes import client, watch
 from tests.conftest import TEST_POLICY
-from tests.support.clouds import arm_control, arm_requests, aws_client, reset_clouds
+from tests.support.clouds import arm_control, arm_requests, aws_client
 from tests.support.kube import api_client, apply, kubectl, wait_for
 from tests.support.manifests import base_manifest
 from tests.support.operator import start_operator
 
 from bench.direct_client import onboard_all
-from defender_operator import sandbox as sandbox_module
-from defender_operator.sandbox import binaries
+from bench.sandbox import bench_sandbox
 
 
 def rss_mib(pid: int) -> float:
@@ -114,11 +113,8 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     args = parser.parse_args()
-    state = binaries.cache_dir() / "bench-sandbox"
-    box = sandbox_module.up(state)
-    kubeconfig = box.control_plane.kubeconfig
-    try:
-        reset_clouds(box)  # emulators left running by an interrupted run keep their state
+    with bench_sandbox() as box:
+        kubeconfig = box.control_plane.kubeconfig
         operator = start_operator(box, Path(tempfile.mkdtemp(prefix="bench-operator-")))
         assert operator.record is not None
         time.sleep(2)
@@ -183,8 +179,6 @@ def main() -> None:
             "aws_operations_idle": aws_ops,
         }
         print(json.dumps(results, indent=2))
-    finally:
-        sandbox_module.down(state)
 
 
 if __name__ == "__main__":

@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import TEST_POLICY
-from tests.support.clouds import reset_clouds
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
-from tests.support.onboarding import aws_in, defender_roles, manifest
+from tests.support.onboarding import aws_in, defender_roles, manifest, request_reconcile
 from tests.support.operator import OperatorProcess, start_operator
 
-from defender_operator import sandbox as sandbox_module
-from defender_operator.sandbox import Sandbox, binaries
+from bench.sandbox import bench_sandbox
+from defender_operator.sandbox import Sandbox
 
 MANAGEMENT = "600000000000"
 NAMESPACE = "bench-org"
@@ -105,24 +104,14 @@ def members_ready(status: dict[str, Any], value: str) -> bool:
     return found is not None and found["status"] == value
 
 
-def request_reconcile(kubeconfig: Path) -> None:
-    kubectl(
-        kubeconfig, "annotate", "awsc", "-n", NAMESPACE, "org", "--overwrite",
-        f"defender-operator.io/reconcile-requested-at={time.time()}", check=True,
-    )  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=300)
     parser.add_argument("--ous", type=int, default=20)
     args = parser.parse_args()
-    state = binaries.cache_dir() / "bench-sandbox"
-    box = sandbox_module.up(state)
-    kubeconfig = box.control_plane.kubeconfig
     results: list[dict[str, Any]] = []
-    try:
-        reset_clouds(box)
+    with bench_sandbox() as box:
+        kubeconfig = box.control_plane.kubeconfig
         operator = start_operator(box, Path(tempfile.mkdtemp(prefix="bench-org-")))
         kubectl(kubeconfig, "create", "namespace", NAMESPACE, check=True)
         apply(kubeconfig, TEST_POLICY)
@@ -149,7 +138,7 @@ def main() -> None:
             for account in moved:
                 parent = org.list_parents(ChildId=account)["Parents"][0]["Id"]
                 org.move_account(AccountId=account, SourceParentId=parent, DestinationParentId=outside)
-            request_reconcile(kubeconfig)
+            request_reconcile(kubeconfig, NAMESPACE, "org")
 
         step("move 20 out", operator, kubeconfig, move, settled(total - 30), results)
         assert all(defender_roles(box, a) == [] for a in moved)
@@ -170,7 +159,7 @@ def main() -> None:
 
         def add_one() -> None:
             members.append(join(org, org.list_roots()["Roots"][0]["Id"], targets[0], "late"))
-            request_reconcile(kubeconfig)
+            request_reconcile(kubeconfig, NAMESPACE, "org")
 
         step("1 joins", operator, kubeconfig, add_one, settled(total - 34, 5), results)
         assert defender_roles(box, members[-1]) != []
@@ -191,8 +180,6 @@ def main() -> None:
         }
         assert not left, f"left in {len(left)} member accounts: {dict(list(left.items())[:3])}"
         print(json.dumps({"accounts": total, "ous": args.ous, "steps": results}, indent=2))
-    finally:
-        sandbox_module.down(state)
 
 
 if __name__ == "__main__":
