@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=300)
     parser.add_argument("--ous", type=int, default=20)
     args = parser.parse_args()
+    if args.accounts < 36:
+        parser.error("--accounts: at least 36 (10 excluded, 20 moved, 5 failing, and one that stays)")
     results: list[dict[str, Any]] = []
     with bench_sandbox() as box:
         kubeconfig = box.control_plane.kubeconfig
