@@ -231,3 +231,29 @@ def test_an_identity_without_eks_permissions_keeps_onboarding_ready_and_says_why
     eks = eks_status(kubeconfig, namespace, "denied", 1)
     assert eks.get("error") is None and by_name(eks)["zeta"]["access"] == "CanBeCreated", eks
     delete(kubeconfig, namespace, "denied")
+
+
+def test_a_delete_while_an_entry_is_being_created_removes_it(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The object is deleted while its pass waits on CreateAccessEntry (held 3 s by the proxy): cleanup waits for
+    the pass, then finds the new entry in the cluster (not through status, which never said Granted) and removes it."""
+    m = manifest(namespace, "racing")
+    account = str(m["spec"]["aws"]["accountId"])
+    m["spec"]["aws"]["eksAccessEntries"] = "Manage"
+    cluster(sandbox, account, "us-east-1", "omega", "API")
+    operator.reset_aws_operations()
+    operator.inject_aws_fault(pathPattern=r"^/clusters/omega/access-entries$", method="POST", latency=3.0)
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+        wait_for(lambda: operator.aws_operations().get("GET /clusters"), 120, "the pass to reach EKS")
+        kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "racing", "--wait=false", check=True)
+        wait_for(lambda: get_object(kubeconfig, namespace, "racing") is None, 120, "the object to go")
+    finally:
+        operator.clear_aws_faults()
+    assert (
+        operator.aws_operations().get("CreateAccessEntry", 0)
+        + operator.aws_operations().get("POST /clusters/omega/access-entries", 0)
+        == 1
+    ), operator.aws_operations()
+    assert entries(sandbox, account, "us-east-1", "omega") == []
