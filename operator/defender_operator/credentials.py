@@ -76,6 +76,11 @@ class AwsClients:
         credentials and hour (not one per pass)."""
         return self._factory._identity(self._keys)
 
+    def assume(self, role_arn: str, session: str) -> "AwsClients":
+        """Clients for ``role_arn``, assumed with these credentials (a member account's role, from the management
+        account's)."""
+        return AwsClients(self._factory, self._factory._assume(self._keys, role_arn, None, session))
+
 
 class CredentialFactory:
     """Builds (and caches) the clients and credentials the adapters use.
@@ -190,17 +195,21 @@ class CredentialFactory:
             base = _Keys(data["accessKeyId"], data["secretAccessKey"], data.get("sessionToken") or None)
         if not (creds and creds.role_arn):
             return AwsClients(self, base)
-        key = (str(hash(base)), creds.role_arn, creds.external_id or "")
+        return AwsClients(
+            self,
+            self._assume(base, creds.role_arn, creds.external_id, f"defender-operator-{namespace}-{name}"),
+        )
+
+    def _assume(self, base: _Keys | None, role_arn: str, external_id: str | None, session: str) -> _Keys:
+        """The role's credentials, assumed with ``base`` and kept until shortly before they expire."""
+        key = (str(hash(base)), role_arn, external_id or "")
         with self._lock:
             self._used[key] = time.monotonic()
             assumed = self._assumed.get(key)
         if assumed is None or assumed.expires <= time.monotonic():
-            kwargs: dict[str, Any] = {
-                "RoleArn": creds.role_arn,
-                "RoleSessionName": f"defender-operator-{namespace}-{name}"[:64],
-            }
-            if creds.external_id:
-                kwargs["ExternalId"] = creds.external_id
+            kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session[:64]}
+            if external_id:
+                kwargs["ExternalId"] = external_id
             answer = call(self._client(base, "sts", self.settings.aws_region), "assume_role", **kwargs)
             assumed = _Keys(
                 answer["Credentials"]["AccessKeyId"],
@@ -214,7 +223,7 @@ class CredentialFactory:
                 self._assumed[key] = assumed
                 if stale is not None:  # the expired credentials' clients are not needed any more
                     self._clients = OrderedDict((k, v) for k, v in self._clients.items() if k[0] != stale)
-        return AwsClients(self, assumed)
+        return assumed
 
     # --- Azure --------------------------------------------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from defender_operator.render.catalog import catalog
 from defender_operator.sandbox import Sandbox
+from tests.support.account_admin import enforce
 from tests.support.clouds import arm_client, arm_control, aws_control, connector_url, send
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import account_of, aws_in, defender_roles, delete, manifest, member_connector
@@ -266,3 +268,88 @@ def test_members_ciem_role_trusts_the_management_oidc_role_and_a_joining_account
     assert "DefenderForCloud-Ciem" in defender_roles(sandbox, late)
     delete(kubeconfig, namespace, "org")
     assert all(defender_roles(sandbox, account) == [] for account in [*members, late])
+
+
+def test_an_existing_provider_in_a_member_account_gets_defenders_audiences_through_the_member_role(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Microsoft Sentinel's provider in one member account: without help the member stack fails there ("already
+    exists") or its roles trust a provider without Defender's audiences. With memberProviderRoleName the operator
+    adds the audiences through that role (and creates the provider where there is none); an account that leaves
+    gets back exactly what it had; delete leaves Sentinel's provider with Sentinel's audience alone."""
+    m, members = organization(sandbox, namespace, members=2)
+    ms = catalog().microsoft_oidc
+    sentinel = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
+    shared_iam, own_iam = (aws_in(sandbox, member, "iam") for member in members)
+    shared = shared_iam.create_open_id_connect_provider(
+        Url=ms.url, ClientIDList=[sentinel], ThumbprintList=ms.thumbprints
+    )["OpenIDConnectProviderArn"]
+    m["spec"]["aws"]["organization"]["memberProviderRoleName"] = "OrganizationAccountAccessRole"
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+    assert obj["status"]["organization"]["memberProviders"] == {
+        "ready": 2,
+        "shared": 1,
+        "failing": [],
+        "failed": 0,
+    }
+    audiences = shared_iam.get_open_id_connect_provider(OpenIDConnectProviderArn=shared)["ClientIDList"]
+    assert set(audiences) == {sentinel, *ms.audiences}
+    own = f"arn:aws:iam::{members[1]}:oidc-provider/{ms.host}"
+    assert set(own_iam.get_open_id_connect_provider(OpenIDConnectProviderArn=own)["ClientIDList"]) == set(
+        ms.audiences
+    )
+    for member in members:  # the member stacks referenced the providers instead of creating one
+        assert "CspmMonitorAws" in defender_roles(sandbox, member)
+    m["spec"]["aws"]["organization"]["excludedAccountIds"] = [members[0]]
+    assert apply(kubeconfig, m).returncode == 0
+    wait_for(lambda: member_accounts(kubeconfig, namespace) == 1, 90, "the excluded account's instance to go")
+    assert shared_iam.get_open_id_connect_provider(OpenIDConnectProviderArn=shared)["ClientIDList"] == [
+        sentinel
+    ]
+    delete(kubeconfig, namespace, "org")
+    assert [p["Arn"] for p in own_iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]] == []
+    assert shared_iam.get_open_id_connect_provider(OpenIDConnectProviderArn=shared)["ClientIDList"] == [
+        sentinel
+    ]
+    assert all(defender_roles(sandbox, member) == [] for member in members)
+
+
+def test_a_member_role_that_does_not_work_shows_on_members_ready_and_recovers(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The named role gives no IAM permission in the member accounts (the emulator authorizes their requests, and
+    the role has no policy): MembersReady=False, reason MemberProvidersFailing, naming the accounts and IAM's
+    answer; Ready stays True. Once the role works, a requested reconcile sets the providers up."""
+    m, members = organization(sandbox, namespace, members=2)
+    m["spec"]["aws"]["organization"]["memberProviderRoleName"] = "DefenderProviderAdmin"
+    enforce(sandbox, *members)
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+        obj = wait_condition(
+            kubeconfig,
+            namespace,
+            "org",
+            "MembersReady",
+            "False",
+            timeout=120,
+            reason="MemberProvidersFailing",
+        )
+        providers = obj["status"]["organization"]["memberProviders"]
+        assert providers["failed"] == 2 and providers["ready"] == 0, providers
+        assert {f["accountId"] for f in providers["failing"]} == set(members)
+        assert "DefenderProviderAdmin" in condition(obj, "MembersReady")["message"]  # type: ignore[index]
+        assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+    finally:
+        enforce(sandbox)  # the role works now
+    kubectl(
+        kubeconfig, "annotate", "awsc", "-n", namespace, "org", "--overwrite",
+        f"defender-operator.io/reconcile-requested-at={time.time()}", check=True,
+    )  # fmt: skip
+    obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+    assert obj["status"]["organization"]["memberProviders"]["ready"] == 2
+    delete(kubeconfig, namespace, "org")
+    for member in members:
+        assert (
+            aws_in(sandbox, member, "iam").list_open_id_connect_providers()["OpenIDConnectProviderList"] == []
+        )

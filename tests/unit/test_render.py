@@ -190,6 +190,9 @@ def test_organization_member_template_creates_the_provider_unless_told() -> None
     assert trust["Principal"]["Federated"]["Fn::If"][1] == {"Ref": "MicrosoftOidcProvider"}
     told = make(aws={"accountId": "444455556666", "organization": {"memberOidcProviderExists": True}})
     assert member_template(told)["Parameters"]["CreateOidcProvider"]["Default"] == "false"
+    # The operator puts the audiences on the members' providers through a role there: the template never creates one.
+    through = make(aws={"accountId": "444455556666", "organization": {"memberProviderRoleName": "OrgAdmin"}})
+    assert member_template(through)["Parameters"]["CreateOidcProvider"]["Default"] == "false"
     org = connector_body(spec)["properties"]["environmentData"]["organizationalData"]
     assert org == {
         "organizationMembershipType": "Organization",

@@ -179,6 +179,15 @@ class Organization(CamelModel):
         "(sts.windows.net/33e01921-4d64-4f8c-a055-5bdaffd5e33d/), e.g. from Microsoft Sentinel; the member "
         "template then references it instead of creating it.",
     )
+    member_provider_role_name: RoleName | None = Field(
+        default=None,
+        description="A role the operator assumes in each member account, from the management account's credentials, "
+        "to put Defender's audiences on the Microsoft identity provider there: added to an existing one (e.g. "
+        "Microsoft Sentinel's) and removed again when the account leaves or the object is deleted, or a provider "
+        "created where there is none, as in the management account. For example OrganizationAccountAccessRole (AWS "
+        "Organizations makes it in the accounts it creates) or AWSControlTowerExecution. The member template then "
+        "never creates the provider. Unset: the member template creates it, and fails in an account that has one.",
+    )
 
     @field_validator("organizational_unit_ids", "excluded_account_ids")
     @classmethod

@@ -194,6 +194,22 @@ class InstanceCounts(StatusModel):
     inoperable: int = Field(default=0, description="CloudFormation can no longer manage the instance.")
 
 
+class MemberProviders(StatusModel):
+    """Defender's audiences on the identity providers of member accounts (spec.aws.organization
+    memberProviderRoleName), as of the last deep pass."""
+
+    ready: int = Field(default=0, description="Member accounts whose provider has Defender's audiences.")
+    shared: int = Field(
+        default=0,
+        description="Of those, providers that existed before (e.g. Microsoft Sentinel's) and are shared.",
+    )
+    failing: list[FailingMember] = Field(
+        default_factory=list,
+        description="The first 20 member accounts where the provider could not be set up, with why (bounded).",
+    )
+    failed: int = Field(default=0, description="Member accounts where the provider could not be set up.")
+
+
 class OrganizationStatus(StatusModel):
     """Organization onboarding: the StackSet and the member connectors Defender creates itself."""
 
@@ -218,6 +234,9 @@ class OrganizationStatus(StatusModel):
     )
     members: list[MemberAccount] = Field(
         default_factory=list, description="Member accounts and their connectors."
+    )
+    member_providers: MemberProviders | None = Field(
+        default=None, description="Identity providers of member accounts, when the operator manages them."
     )
 
 

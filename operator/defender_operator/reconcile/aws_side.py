@@ -7,6 +7,7 @@ per ``drift_check_seconds`` rather than by reading every role each pass: three C
 of about forty IAM reads every pass for a fully enabled account (docs/design-decisions.md, "Drift").
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,7 @@ from ..render.iam import role_documents
 from ..render.placeholders import ciem_oidc_host
 from ..settings import Settings
 from .conditions import Verdict
+from .member_providers import ensure_members, release_members
 from .model import Event, Target
 
 STABLE = {
@@ -57,6 +59,8 @@ class AwsAccount:
     iam: Any
     eks: EksClusters
     stacksets: StackSets | None = None  # for a management account
+    # member account id -> its identity providers, through spec.aws.organization.memberProviderRoleName
+    members: Callable[[str], OidcProviders] | None = None
 
 
 @dataclass
@@ -289,7 +293,11 @@ def _reconcile_stack(
 
 
 def reconcile_organization(
-    target: Target, stacksets: StackSets, status: OrganizationStatus, settings: Settings
+    target: Target,
+    stacksets: StackSets,
+    status: OrganizationStatus,
+    settings: Settings,
+    members: Callable[[str], OidcProviders] | None = None,
 ) -> AwsResult:
     """The member accounts' StackSet: create and deploy it, update it when the template changes, report it."""
     org = target.spec.aws.organization
@@ -315,7 +323,13 @@ def reconcile_organization(
         max_concurrent_percentage=org.max_concurrent_percentage,
     )
     observed = stacksets.observe(name)
+    events: list[Event] = []
+    if members is None:
+        status.member_providers = None
     if observed is None:
+        if members is not None:  # the providers first: the member roles trust them
+            wanted = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
+            events = _member_providers(target, members, status, wanted - set(targets.excluded_accounts))
         try:
             stacksets.create(name, member.compact, member.sha256, owner)
         except TerminalError as exc:
@@ -334,7 +348,10 @@ def reconcile_organization(
                 "StackSetDeploying",
                 f"deploying StackSet {name} to {', '.join(targets.organizational_units)}",
             ),
-            events=[Event("Normal", "StackSetCreated", f"created StackSet {name} for the member accounts")],
+            events=[
+                *events,
+                Event("Normal", "StackSetCreated", f"created StackSet {name} for the member accounts"),
+            ],
             requeue_after=settings.in_progress_seconds,
         )
     adopting = check_owned(target, "StackSet", name, observed.tags, "spec.aws.organization.stackSetName")
@@ -356,6 +373,12 @@ def reconcile_organization(
         wanted -= set(targets.excluded_accounts)
         missing = sorted(wanted - set(observed.instances))
         extra = sorted(set(observed.instances) - wanted)
+        if (
+            members is not None
+        ):  # what was added for accounts that leave goes first; then every wanted account
+            microsoft = provider_specs(target)["microsoft"]
+            events += release_members(members, microsoft, owner, extra)
+            events += _member_providers(target, members, status, wanted)
         if extra:  # excluded since, or moved out of the target OUs
             status.operation_id = stacksets.remove_instances(name, extra, targets.region) or None
             message = (
@@ -363,7 +386,7 @@ def reconcile_organization(
             )
             return AwsResult(
                 Verdict("False", "StackSetUpdating", message),
-                events=[Event("Normal", "StackSetUpdating", message)],
+                events=[*events, Event("Normal", "StackSetUpdating", message)],
                 requeue_after=settings.in_progress_seconds,
             )
         if missing:
@@ -371,10 +394,24 @@ def reconcile_organization(
             message = f"deploying StackSet {name} to {len(missing)} member accounts without an instance"
             return AwsResult(
                 Verdict("False", "StackSetDeploying", message),
-                events=[Event("Normal", "StackSetDeploying", message)],
+                events=[*events, Event("Normal", "StackSetDeploying", message)],
                 requeue_after=settings.in_progress_seconds,
             )
-    return _members_verdict(target, stacksets, observed, status, settings)
+    result = _members_verdict(target, stacksets, observed, status, settings)
+    result.events[:0] = events
+    return result
+
+
+def _member_providers(
+    target: Target,
+    members: Callable[[str], OidcProviders],
+    status: OrganizationStatus,
+    accounts: set[str],
+) -> list[Event]:
+    status.member_providers, events = ensure_members(
+        members, provider_specs(target)["microsoft"], target.owner, accounts
+    )
+    return events
 
 
 FAILING_SHOWN = 20  # failing accounts named on status, whatever the size of the organization
@@ -417,6 +454,18 @@ def _members_verdict(
             f"{'; ...' if len(failed) > 3 else ''}). Fix the cause in those accounts, then request a reconcile."
         )
         return AwsResult(Verdict("False", "MembersFailing", message))
+    providers = status.member_providers
+    if providers is not None and providers.failed:
+        org = target.spec.aws.organization
+        assert org is not None
+        shown = "; ".join(f"{f.account_id}: {f.reason}" for f in providers.failing[:3])
+        message = (
+            f"the identity provider could not be set up in {providers.failed} member accounts through role "
+            f"{org.member_provider_role_name} ({shown}{'; ...' if providers.failed > 3 else ''}); their Defender "
+            "roles cannot be used. Make the role assumable from the management account's identity there (or fix the "
+            "cause named), then request a reconcile."
+        )
+        return AwsResult(Verdict("False", "MemberProvidersFailing", message))
     pending = sum(1 for s in observed.states if s.status != "CURRENT")
     if pending:
         message = f"StackSet {name}: {pending} of {len(observed.states)} member accounts are being deployed"

@@ -66,6 +66,16 @@ class Clouds:
         region = target.spec.deployment.region
         hook = partial(writes, "aws")
         cloudformation, iam = clients.client("cloudformation", region), clients.client("iam", region)
+        org = target.spec.aws.organization
+        member_role = org.member_provider_role_name if org is not None else None
+
+        def members(member: str) -> OidcProviders:
+            """A member account's identity providers, through the role the spec names there."""
+            role = f"arn:{partition}:iam::{member}:role/{member_role}"
+            session = f"defender-operator-{target.namespace}-{target.name}"
+            member_iam = clients.assume(role, session).client("iam", region)
+            return OidcProviders(member_iam, partition, member, self.planned, hook)
+
         return AwsAccount(
             account=account,
             partition=partition,
@@ -78,6 +88,7 @@ class Clouds:
             )
             if target.spec.aws.organization is not None
             else None,
+            members=members if member_role else None,
         )
 
     def azure(self, target: Target, writes: CloudWrites = unrecorded_writes) -> Connectors:

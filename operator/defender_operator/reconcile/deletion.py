@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from ..api.status import AWSConnectorStatus, FirstCloudWrite, OrganizationStatus
 from ..aws.stackset import StackSets
 from ..errors import RetryableError
-from .aws_side import release_provider
+from .aws_side import AwsAccount, provider_specs, release_provider
 from .clouds import Clouds
 from .eks_side import made_entries, remove_entries
+from .member_providers import release_members
 from .model import Event, Target
 
 
@@ -35,12 +36,14 @@ class Cleanup:
 
 def _remove_stack_set(
     target: Target,
+    account: AwsAccount,
     stacksets: StackSets,
     status: AWSConnectorStatus,
     in_progress_seconds: float,
     events: list[Event],
 ) -> Cleanup | None:
-    """Remove the member instances, then the StackSet; None once it is gone (or is not ours)."""
+    """Remove the member instances, then the StackSet; None once it is gone (or is not ours). Member accounts'
+    identity providers are released first, in every account of the organization (by this object's tag on them)."""
     org = target.spec.aws.organization
     assert org is not None
     name = org.stack_set_name
@@ -54,6 +57,12 @@ def _remove_stack_set(
             return Cleanup(
                 False, f"waiting for StackSet {name} to remove its instances", in_progress_seconds, events
             )
+    if account.members is not None:
+        everyone = stacksets.accounts_under([stacksets.root()], target.spec.aws.account_id)
+        microsoft = provider_specs(target)["microsoft"]
+        events += release_members(
+            account.members, microsoft, target.owner, everyone | set(observed.instances)
+        )
     if observed.instances:
         try:
             operation = stacksets.remove_instances(name, observed.instances, target.spec.deployment.region)
@@ -116,7 +125,7 @@ def finalize(target: Target, clouds: Clouds, in_progress_seconds: float) -> Clea
         return Cleanup(True, "cleaned up; Terraform-managed roles are yours to destroy", events=events)
     account = clouds.aws(target)
     if account.stacksets is not None and target.spec.aws.organization is not None:
-        waiting = _remove_stack_set(target, account.stacksets, status, in_progress_seconds, events)
+        waiting = _remove_stack_set(target, account, account.stacksets, status, in_progress_seconds, events)
         if waiting is not None:
             return waiting
     stack_name = target.spec.stack_name

@@ -156,7 +156,7 @@ def reconcile(
                 if account.stacksets is not None and aws.verdict.status == "True" and aws.stalled is None:
                     status.organization = status.organization or OrganizationStatus()
                     members_result = reconcile_organization(
-                        target, account.stacksets, status.organization, settings
+                        target, account.stacksets, status.organization, settings, account.members
                     )
                     members = members_result.verdict
                     aws = _with_organization(aws, members_result)

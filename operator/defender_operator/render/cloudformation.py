@@ -163,9 +163,11 @@ def _provider_reference(condition: str, resource: str, host: str) -> dict[str, A
 def member_template(spec: AWSConnectorSpec) -> dict[str, Any]:
     """The StackSet template for member accounts of an organization."""
     ms = catalog().microsoft_oidc
-    create_default = (
-        "false" if spec.aws.organization and spec.aws.organization.member_oidc_provider_exists else "true"
+    org = spec.aws.organization
+    existing = org is not None and (
+        org.member_oidc_provider_exists or org.member_provider_role_name is not None
     )
+    create_default = "false" if existing else "true"  # the operator puts the audiences on it through the role
     parameters: dict[str, Any] = {
         "CreateOidcProvider": {
             "Type": "String",

@@ -1,0 +1,65 @@
+"""The Microsoft identity provider in member accounts of an organization, through a role there
+(``spec.aws.organization.memberProviderRoleName``).
+
+A member account that already has the provider (Microsoft Sentinel's, say) makes the StackSet's own provider fail
+("already exists"), and a provider without Defender's audiences makes every member role unusable. With the role,
+the operator treats each member account's provider as it treats the management account's: Defender's audiences
+added to an existing provider (recorded in its tags, with one user tag per object), a provider created where there
+is none, and on release only what this object added taken away. The member template then references the provider.
+
+Calls: one AssumeRole (cached for 45 minutes) and one GetOpenIDConnectProvider per member account per deep pass,
+plus the writes of accounts that need them. Events are one summary per pass, not one per account.
+"""
+
+from collections.abc import Callable, Iterable
+
+from ..api.status import FailingMember, MemberProviders
+from ..aws.oidc import OidcProviders, ProviderSpec
+from ..errors import CloudError
+from ..ownership import Owner
+from .model import Event
+
+SHOWN = 20  # failing accounts named on status
+
+
+def ensure_members(
+    members: Callable[[str], OidcProviders],
+    spec: ProviderSpec,
+    owner: Owner,
+    accounts: Iterable[str],
+) -> tuple[MemberProviders, list[Event]]:
+    """Defender's provider, with its audiences, in each of ``accounts``; how many are ready, and where it failed."""
+    ready, shared, created, added, failing = 0, 0, 0, 0, []
+    for account in sorted(accounts):
+        try:
+            observed, audiences, made = members(account).ensure(spec, owner)
+        except CloudError as exc:
+            failing.append(FailingMember(account_id=account, reason=exc.message))
+            continue
+        ready += 1
+        shared += not observed.created_by_operator
+        created += made
+        added += bool(audiences) and not made
+    status = MemberProviders(ready=ready, shared=shared, failing=failing[:SHOWN], failed=len(failing))
+    done = [f"created in {created}"] * bool(created) + [f"Defender's audiences added in {added}"] * bool(
+        added
+    )
+    return status, _event(done)
+
+
+def release_members(
+    members: Callable[[str], OidcProviders], spec: ProviderSpec, owner: Owner, accounts: Iterable[str]
+) -> list[Event]:
+    """Take away what this object added to the provider of each of ``accounts`` (found by its user tag on the
+    provider, not through status); a failure stops the cleanup, to be retried."""
+    released = 0
+    for account in sorted(accounts):
+        providers = members(account)
+        released += providers.release(spec.arn(providers.partition, account), owner) is not None
+    return _event([f"released in {released}"] * bool(released))
+
+
+def _event(done: list[str]) -> list[Event]:
+    if not done:
+        return []
+    return [Event("Normal", "MemberProviders", f"identity providers of member accounts: {'; '.join(done)}")]
