@@ -1,6 +1,7 @@
 """Organizations (issue 12, first part): the member StackSet reconciled level-triggered, so a kill between creating the
 StackSet and deploying it is repaired; every list read to its last page; a busy StackSet retried, not terminal."""
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,12 +9,22 @@ from typing import Any
 
 import pytest
 
+from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render.catalog import catalog
+from defender_operator.render.cloudformation import member_template
 from defender_operator.sandbox import Sandbox
 from tests.support.account_admin import enforce
 from tests.support.clouds import arm_client, arm_control, aws_control, connector_url, send
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
-from tests.support.onboarding import account_of, aws_in, defender_roles, delete, manifest, member_connector
+from tests.support.onboarding import (
+    account_of,
+    aws_in,
+    defender_roles,
+    delete,
+    manifest,
+    member_connector,
+    request_reconcile,
+)
 from tests.support.operator import OperatorProcess, module_operator, wait_condition
 
 pytestmark = pytest.mark.integration
@@ -353,3 +364,57 @@ def test_a_member_role_that_does_not_work_shows_on_members_ready_and_recovers(
         assert (
             aws_in(sandbox, member, "iam").list_open_id_connect_providers()["OpenIDConnectProviderList"] == []
         )
+
+
+def test_terraform_for_a_management_account_is_observed_and_never_written(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """deployment.method Terraform for a management account: the user's Terraform makes the roles and the member
+    StackSet (done here with the same calls and the rendered template); the operator waits for them, reports the
+    members on status and MembersReady, connects Azure, and writes nothing to AWS, not even on delete."""
+    m, members = organization(sandbox, namespace, members=2)
+    m["spec"]["plans"] = {
+        "servers": {"enabled": False},
+        "containers": {"enabled": False},
+        "databases": {"enabled": False},
+    }
+    m["spec"]["deployment"] = {"method": "Terraform"}
+    management = account_of(m)
+    operator.reset_aws_operations()
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "org", "AWSReady", "False", reason="AwaitingTerraform", timeout=60)
+    # terraform apply
+    aws_in(sandbox, management, "iam").create_role(
+        RoleName="CspmMonitorAws",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )
+    request_reconcile(kubeconfig, namespace, "org")
+    obj = wait_condition(
+        kubeconfig, namespace, "org", "MembersReady", "False", reason="AwaitingTerraform", timeout=60
+    )
+    assert "StackSet DefenderForCloud-Members does not exist yet" in condition(obj, "MembersReady")["message"]  # type: ignore[index]
+    cf = aws_in(sandbox, management, "cloudformation")
+    body = member_template(AWSConnectorSpec.model_validate(m["spec"]))
+    cf.create_stack_set(
+        StackSetName="DefenderForCloud-Members", TemplateBody=json.dumps(body), PermissionModel="SERVICE_MANAGED",
+        AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False}, Capabilities=["CAPABILITY_NAMED_IAM"],
+    )  # fmt: skip
+    cf.create_stack_instances(
+        StackSetName="DefenderForCloud-Members",
+        DeploymentTargets={
+            "OrganizationalUnitIds": m["spec"]["aws"]["organization"]["organizationalUnitIds"]
+        },
+        Regions=["us-east-1"],
+    )
+    request_reconcile(kubeconfig, namespace, "org")
+    obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=90)
+    assert obj["status"]["organization"]["memberAccounts"] == 2
+    assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+    delete(kubeconfig, namespace, "org")
+    writes = {
+        op for op in operator.aws_operations() if not op.startswith(("Describe", "Get", "List", "AssumeRole"))
+    }
+    assert writes == set(), writes  # Terraform's StackSet and roles are Terraform's
+    assert cf.describe_stack_set(StackSetName="DefenderForCloud-Members")["StackSet"]["Status"] == "ACTIVE"
+    for member in members:
+        assert "CspmMonitorAws" in defender_roles(sandbox, member)

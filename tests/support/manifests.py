@@ -110,8 +110,11 @@ BAD_CASES: list[BadCase] = [
         "stack-name", _set("spec.deployment.stackName", "1-starts-with-digit"), "spec.deployment.stackName"
     ),
     BadCase(
-        "terraform-for-organization",
-        lambda m: (_set("spec.aws.organization", {})(m), _set("spec.deployment.method", "Terraform")(m)),
+        "terraform-with-member-provider-role",
+        lambda m: (
+            _set("spec.aws.organization", {"memberProviderRoleName": "OrganizationAccountAccessRole"})(m),
+            _set("spec.deployment.method", "Terraform")(m),
+        ),
         "spec.deployment",
     ),
     BadCase(

@@ -60,16 +60,18 @@ def test_bad_manifest_gives_one_line_per_problem_and_no_traceback() -> None:
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-def test_management_account_renders_member_template_but_no_terraform(tmp_path: Path) -> None:
+def test_management_account_renders_member_template_and_terraform(tmp_path: Path) -> None:
     result = cli("render", "-f", "examples/management-account.yaml", "--out-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "cloudformation.json",
         "connector.json",
+        "main.tf.json",
         "member-stackset.json",
     ]
-    refused = cli("render", "-f", "examples/management-account.yaml", "--only", "terraform")
-    assert refused.returncode == 1 and "management account" in refused.stderr
+    terraform = cli("render", "-f", "examples/management-account.yaml", "--only", "terraform")
+    assert terraform.returncode == 0, terraform.stderr
+    assert "aws_cloudformation_stack_set_instance" in terraform.stdout
 
 
 def test_crd_command_matches_checked_in_file() -> None:

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from defender_operator.render.catalog import required_roles
 from defender_operator.render.cloudformation import member_template, stack_template
 from defender_operator.render.connector import connector_body
 from defender_operator.render.terraform import terraform_configuration
-from tests.support.checks import cfn_lint_errors, parliament_problems, schema_errors
+from tests.support.checks import cfn_lint_errors, parliament_problems, schema_errors, terraform_values
 from tests.support.manifests import base_manifest
 
 TENANT = "99999999-8888-7777-6666-555555555555"
@@ -343,3 +344,36 @@ def test_any_valid_spec_renders_valid_output(drawn: dict[str, Any]) -> None:
         r["RoleName"] for r in roles_of(rendered.cloudformation.content).values()
     }
     assert len(roles) == len(required_roles(spec))
+
+
+def test_terraform_for_a_management_account_deploys_the_member_stackset(tmp_path: Path) -> None:
+    """The StackSet and its instances as the operator would make them; the template body goes through the real
+    Terraform (its ${...} escaped) and comes out as exactly the member template."""
+    org = {"organizationalUnitIds": ["ou-ab12-cdefgh34"], "excludedAccountIds": ["777788889999"]}
+    spec = make(aws={"accountId": "444455556666", "organization": org})
+    tf = terraform_configuration(spec)
+    stack_set = tf["resource"]["aws_cloudformation_stack_set"]["members"]
+    assert (
+        stack_set["permission_model"] == "SERVICE_MANAGED" and stack_set["name"] == "DefenderForCloud-Members"
+    )
+    assert stack_set["auto_deployment"] == [{"enabled": True, "retain_stacks_on_account_removal": False}]
+    assert stack_set["operation_preferences"] == [
+        {"failure_tolerance_percentage": 100, "max_concurrent_percentage": 25}
+    ]
+    instance = tf["resource"]["aws_cloudformation_stack_set_instance"]["members"]
+    assert instance["deployment_targets"] == [
+        {
+            "organizational_unit_ids": ["ou-ab12-cdefgh34"],
+            "account_filter_type": "DIFFERENCE",
+            "accounts": ["777788889999"],
+        }
+    ]
+    alone = {"variable": {"unused": {"type": "string", "default": ""}}}  # the body needs nothing else
+    values = terraform_values(alone, {"body": stack_set["template_body"]}, {}, tmp_path)
+    assert json.loads(values["body"]) == member_template(spec)
+    everyone = terraform_configuration(make(aws={"accountId": "444455556666", "organization": {}}))
+    targets = everyone["resource"]["aws_cloudformation_stack_set_instance"]["members"]["deployment_targets"]
+    assert targets == [
+        {"organizational_unit_ids": ["${data.aws_organizations_organization.current.roots[0].id}"]}
+    ]
+    assert "aws_organizations_organization" in everyone["data"]

@@ -25,7 +25,6 @@ Rules that span fields (CEL in the CRD, and the same checks in `defender-operato
 - `spec.plans.servers.agentlessScanning.enabled: true` needs `spec.plans.servers.subPlan: P2`.
 - `spec.plans.cspm.ciem.enabled: true` needs `spec.plans.cspm.ciem.oidcSubject`.
 - `spec.aws.credentials.externalId` needs `spec.aws.credentials.roleArn`, and the role must be in `spec.aws.accountId`.
-- `spec.deployment.method: Terraform` is not available with `spec.aws.organization` (as in the portal).
 - Lists are sets: duplicates are rejected.
 
 """

@@ -649,9 +649,10 @@ class AWSConnectorSpec(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=rules(
             cel(
-                "!(has(self.aws.organization) && has(self.deployment) && has(self.deployment.method) && "
-                "self.deployment.method == 'Terraform')",
-                "deployment.method Terraform is not available for a management account (aws.organization)",
+                "!(has(self.aws.organization) && has(self.aws.organization.memberProviderRoleName) && "
+                "has(self.deployment) && has(self.deployment.method) && self.deployment.method == 'Terraform')",
+                "Terraform cannot be used with aws.organization.memberProviderRoleName: with Terraform the "
+                "operator writes nothing to AWS",
                 field_path=".deployment.method",
             ),
         )
@@ -678,10 +679,14 @@ class AWSConnectorSpec(CamelModel):
 
     @field_validator("deployment")
     @classmethod
-    def _terraform_single_account(cls, value: Deployment, info: ValidationInfo) -> Deployment:
+    def _member_providers_need_cloudformation(cls, value: Deployment, info: ValidationInfo) -> Deployment:
         aws = info.data.get("aws")
-        if aws is not None and aws.organization is not None and value.method == "Terraform":
-            raise ValueError("Terraform is not available for a management account (aws.organization)")
+        org = aws.organization if aws is not None else None
+        if org is not None and org.member_provider_role_name and value.method == "Terraform":
+            raise ValueError(
+                "Terraform cannot be used with aws.organization.memberProviderRoleName: with Terraform the "
+                "operator writes nothing to AWS"
+            )
         return value
 
     @property

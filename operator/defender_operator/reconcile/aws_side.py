@@ -423,8 +423,10 @@ def _members_verdict(
     observed: ObservedStackSet,
     status: OrganizationStatus,
     settings: Settings,
+    writes: bool = True,
 ) -> AwsResult:
-    """Count the instances by state; name the first failing accounts; retry them when a person asks."""
+    """Count the instances by state; name the first failing accounts; retry them when a person asks (unless the
+    StackSet is the user's Terraform's: ``writes`` False)."""
     name = observed_name(target)
     failed = [s for s in observed.states if s.failed]
     status.instances = InstanceCounts(
@@ -436,7 +438,9 @@ def _members_verdict(
     status.failing_accounts = [
         FailingMember(account_id=s.account, reason=s.reason) for s in failed[:FAILING_SHOWN]
     ]
-    if failed and target.reconcile_requested:  # a person fixed the cause: deploy those accounts again
+    if (
+        failed and writes and target.reconcile_requested
+    ):  # a person fixed the cause: deploy those accounts again
         accounts = sorted(s.account for s in failed)
         status.operation_id = (
             stacksets.remove_instances(name, accounts, target.spec.deployment.region) or None
@@ -451,7 +455,12 @@ def _members_verdict(
         shown = "; ".join(f"{s.account}: {s.reason or s.detailed}" for s in failed[:3])
         message = (
             f"StackSet {name} failed in {len(failed)} of {len(observed.states)} member accounts ({shown}"
-            f"{'; ...' if len(failed) > 3 else ''}). Fix the cause in those accounts, then request a reconcile."
+            f"{'; ...' if len(failed) > 3 else ''}). Fix the cause in those accounts, then "
+            + (
+                "request a reconcile."
+                if writes
+                else "deploy them again (terraform apply -replace=aws_cloudformation_stack_set_instance.members)."
+            )
         )
         return AwsResult(Verdict("False", "MembersFailing", message))
     providers = status.member_providers
@@ -603,6 +612,21 @@ def _check_drift(
 
 def _drift_repaired(kind: str) -> None:
     metrics.DRIFT_REPAIRS.labels(kind).inc()
+
+
+def observe_organization(
+    target: Target, stacksets: StackSets, status: OrganizationStatus, settings: Settings
+) -> AwsResult:
+    """deployment.method Terraform for a management account: the user's Terraform made the member StackSet and its
+    instances; the operator reads them for status and MembersReady, and writes nothing."""
+    name = observed_name(target)
+    observed = stacksets.observe(name)
+    status.member_providers = None
+    if observed is None:
+        message = f"apply the Terraform from `defender-operator render`; StackSet {name} does not exist yet"
+        return AwsResult(Verdict("False", "AwaitingTerraform", message), requeue_after=60.0)
+    status.stack_set_id, status.member_accounts = observed.stack_set_id, len(observed.instances)
+    return _members_verdict(target, stacksets, observed, status, settings, writes=False)
 
 
 def observe_terraform(target: Target, account: AwsAccount, status: AwsStatus) -> AwsResult:

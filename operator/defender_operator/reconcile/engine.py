@@ -14,7 +14,14 @@ from ..errors import CloudError, RetryableError
 from ..render.catalog import required_roles
 from ..settings import Settings
 from . import conditions, role_names
-from .aws_side import AwsAccount, AwsResult, observe_terraform, reconcile_aws, reconcile_organization
+from .aws_side import (
+    AwsAccount,
+    AwsResult,
+    observe_organization,
+    observe_terraform,
+    reconcile_aws,
+    reconcile_organization,
+)
 from .azure_side import AzureResult, reconcile_azure
 from .clouds import Clouds, CloudWrites, unrecorded_writes
 from .conditions import Verdict
@@ -149,17 +156,22 @@ def reconcile(
             status.aws = status.aws or AwsStatus()
             status.aws.role_names = {key: names[key] for key in required_roles(target.spec)}
             account = clouds.aws(target, writes)
-            if target.spec.deployment.method == "Terraform":
+            terraform = target.spec.deployment.method == "Terraform"
+            if terraform:
                 aws = observe_terraform(target, account, status.aws)
             else:
                 aws = reconcile_aws(target, account, status.aws, settings)
-                if account.stacksets is not None and aws.verdict.status == "True" and aws.stalled is None:
-                    status.organization = status.organization or OrganizationStatus()
-                    members_result = reconcile_organization(
+            if account.stacksets is not None and aws.verdict.status == "True" and aws.stalled is None:
+                status.organization = status.organization or OrganizationStatus()
+                members_result = (
+                    observe_organization(target, account.stacksets, status.organization, settings)
+                    if terraform
+                    else reconcile_organization(
                         target, account.stacksets, status.organization, settings, account.members
                     )
-                    members = members_result.verdict
-                    aws = _with_organization(aws, members_result)
+                )
+                members = members_result.verdict
+                aws = _with_organization(aws, members_result)
             events += aws.events
             stalled = aws.stalled
             if aws.requeue_after is not None:

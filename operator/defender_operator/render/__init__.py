@@ -15,7 +15,7 @@ class RenderedConnector:
 
     cloudformation: Rendered
     member_stackset: Rendered | None
-    terraform: Rendered | None
+    terraform: Rendered
     connector: Rendered
 
 
@@ -23,7 +23,7 @@ def render(spec: AWSConnectorSpec, role_arns: dict[str, str] | None = None) -> R
     return RenderedConnector(
         cloudformation=Rendered(stack_template(spec)),
         member_stackset=Rendered(member_template(spec)) if spec.aws.organization is not None else None,
-        terraform=Rendered(terraform_configuration(spec)) if spec.aws.organization is None else None,
+        terraform=Rendered(terraform_configuration(spec)),
         connector=Rendered(connector_body(spec, role_arns)),
     )
 

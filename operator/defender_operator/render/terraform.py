@@ -11,6 +11,7 @@ from typing import Any
 
 from ..api.spec import AWSConnectorSpec
 from .catalog import MANAGED_POLICY_PATH, catalog
+from .cloudformation import member_template
 from .iam import MANAGED_BY_TAG, role_documents
 from .placeholders import ciem_oidc_host, substitute
 from .ssm import ASSOCIATION_NAME, ASSOCIATION_SCHEDULE, automation_document
@@ -140,15 +141,67 @@ def terraform_configuration(spec: AWSConnectorSpec) -> dict[str, Any]:
                 },
             }
         }
+    data: dict[str, Any] = {"aws_partition": {"current": {}}, "aws_caller_identity": {"current": {}}}
+    if spec.aws.organization is not None:
+        _organization(spec, resources, data)
     return {
         "//": f"Microsoft Defender for Cloud onboarding of AWS account {spec.aws.account_id}, rendered by "
         "defender-operator. Apply it in that account; the operator connects Azure once the roles exist.",
         "terraform": requirements("aws", "hashicorp/aws", ">= 5.0"),
         "variable": variables,
-        "data": {"aws_partition": {"current": {}}, "aws_caller_identity": {"current": {}}},
+        "data": data,
         "locals": locals_,
         "resource": resources,
         "output": outputs,
+    }
+
+
+def literal(text: str) -> str:
+    """``text`` as a Terraform string that means exactly ``text``: ``${`` and ``%{`` start Terraform's own
+    interpolation and directives, so they are doubled (developer.hashicorp.com/terraform/language/expressions/
+    strings, "Escape Sequences")."""
+    return text.replace("${", "$${").replace("%{", "%%{")
+
+
+def _organization(spec: AWSConnectorSpec, resources: dict[str, Any], data: dict[str, Any]) -> None:
+    """A management account: the member accounts' StackSet (service-managed, automatic deployment to accounts
+    that join the target OUs), with the same template, targets and preferences the operator's StackSet has."""
+    org = spec.aws.organization
+    assert org is not None
+    preferences = [
+        {
+            "failure_tolerance_percentage": org.failure_tolerance_percentage,
+            "max_concurrent_percentage": org.max_concurrent_percentage,
+        }
+    ]
+    units: list[str] = list(org.organizational_unit_ids)
+    if not units:  # the root: every member account
+        data["aws_organizations_organization"] = {"current": {}}
+        units = ["${data.aws_organizations_organization.current.roots[0].id}"]
+    targets: dict[str, Any] = {"organizational_unit_ids": units}
+    if org.excluded_account_ids:
+        targets.update(account_filter_type="DIFFERENCE", accounts=list(org.excluded_account_ids))
+    resources["aws_cloudformation_stack_set"] = {
+        "members": {
+            "name": org.stack_set_name,
+            "description": "Microsoft Defender for Cloud roles in the member accounts (defender-operator)",
+            "permission_model": "SERVICE_MANAGED",
+            "auto_deployment": [{"enabled": True, "retain_stacks_on_account_removal": False}],
+            "capabilities": ["CAPABILITY_NAMED_IAM"],
+            "template_body": literal(json.dumps(member_template(spec), sort_keys=True)),
+            "operation_preferences": preferences,
+            "tags": _TAGS,
+            "lifecycle": [{"ignore_changes": ["administration_role_arn"]}],
+        }
+    }
+    resources["aws_cloudformation_stack_set_instance"] = {
+        "members": {
+            "stack_set_name": "${aws_cloudformation_stack_set.members.name}",
+            "deployment_targets": [targets],
+            "region": spec.deployment.region,
+            "operation_preferences": preferences,
+            "retain_stack": False,
+        }
     }
 
 
