@@ -369,6 +369,11 @@ def test_terraform_for_a_management_account_deploys_the_member_stackset(tmp_path
         }
     ]
     alone = {"variable": {"unused": {"type": "string", "default": ""}}}  # the body needs nothing else
+    for resource, rendered in (
+        ("aws_cloudformation_stack_set", stack_set),
+        ("aws_cloudformation_stack_set_instance", instance),
+    ):
+        assert schema_problems(resource, rendered) == [], resource
     values = terraform_values(alone, {"body": stack_set["template_body"]}, {}, tmp_path)
     assert json.loads(values["body"]) == member_template(spec)
     everyone = terraform_configuration(make(aws={"accountId": "444455556666", "organization": {}}))
@@ -377,3 +382,45 @@ def test_terraform_for_a_management_account_deploys_the_member_stackset(tmp_path
         {"organizational_unit_ids": ["${data.aws_organizations_organization.current.roots[0].id}"]}
     ]
     assert "aws_organizations_organization" in everyone["data"]
+
+
+# The AWS provider's schema of the two resources (arguments and nested blocks), as generated from the provider by
+# roman-mazur/cuetf (aws/res/aws_cloudformation_stack_set_gen.cue and aws_cloudformation_stack_set_instance_gen.cue,
+# commit 02171738, read 2026-12-01): no provider can be downloaded here to run `terraform validate`.
+PROVIDER_SCHEMA: dict[str, tuple[set[str], set[str], dict[str, set[str]]]] = {  # required, arguments, blocks
+    "aws_cloudformation_stack_set": (
+        {"name"},
+        {"administration_role_arn", "call_as", "capabilities", "description", "execution_role_name", "name",
+         "parameters", "permission_model", "tags", "template_body", "template_url"},
+        {
+            "auto_deployment": {"enabled", "retain_stacks_on_account_removal"},
+            "managed_execution": {"active"},
+            "operation_preferences": {"failure_tolerance_count", "failure_tolerance_percentage",
+                                      "max_concurrent_count", "max_concurrent_percentage",
+                                      "region_concurrency_type", "region_order"},
+        },
+    ),
+    "aws_cloudformation_stack_set_instance": (
+        {"stack_set_name"},
+        {"account_id", "call_as", "parameter_overrides", "region", "retain_stack", "stack_set_name"},
+        {
+            "deployment_targets": {"account_filter_type", "accounts", "accounts_url", "organizational_unit_ids"},
+            "operation_preferences": {"concurrency_mode", "failure_tolerance_count", "failure_tolerance_percentage",
+                                      "max_concurrent_count", "max_concurrent_percentage",
+                                      "region_concurrency_type", "region_order"},
+        },
+    ),
+}  # fmt: skip
+META_ARGUMENTS = {"lifecycle", "depends_on", "count", "for_each", "provider"}
+
+
+def schema_problems(resource: str, rendered: dict[str, Any]) -> list[str]:
+    required, arguments, blocks = PROVIDER_SCHEMA[resource]
+    problems = [f"missing {name}" for name in sorted(required - set(rendered))]
+    for key, value in rendered.items():
+        if key in blocks:
+            assert isinstance(value, list) and len(value) == 1, f"{key}: one block"  # max_items 1
+            problems += [f"{key}.{k}: not an argument" for k in sorted(set(value[0]) - blocks[key])]
+        elif key not in arguments | META_ARGUMENTS:
+            problems.append(f"{key}: not an argument")
+    return problems
