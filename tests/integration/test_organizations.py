@@ -25,7 +25,7 @@ from tests.support.onboarding import (
     member_connector,
     request_reconcile,
 )
-from tests.support.operator import OperatorProcess, module_operator, wait_condition
+from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
 
 pytestmark = pytest.mark.integration
 
@@ -418,3 +418,51 @@ def test_terraform_for_a_management_account_is_observed_and_never_written(
     assert cf.describe_stack_set(StackSetName="DefenderForCloud-Members")["StackSet"]["Status"] == "ACTIVE"
     for member in members:
         assert "CspmMonitorAws" in defender_roles(sandbox, member)
+
+
+@pytest.mark.parametrize(
+    "call", ["CreateStackInstances", "UpdateStackSet", "DeleteStackInstances", "DeleteStackSet"]
+)
+def test_a_kill_right_after_a_stackset_write_is_repaired(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str, call: str
+) -> None:
+    """The operator dies right after each kind of StackSet write took effect (before it recorded the operation):
+    after a restart the StackSet converges all the same (deploy, template update, an exclusion, delete)."""
+    m, members = organization(sandbox, namespace, members=2)
+    m["spec"]["plans"] = {
+        "servers": {"enabled": False},
+        "containers": {"enabled": False},
+        "databases": {"enabled": False},
+    }
+    if call == "CreateStackInstances":
+        operator.kill_after("aws", call)
+    assert apply(kubeconfig, m).returncode == 0
+    if call != "CreateStackInstances":
+        wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+        operator.kill_after("aws", call)
+        if call == "UpdateStackSet":
+            m["spec"]["plans"]["cspm"] = {"enabled": True}
+        elif call == "DeleteStackInstances":
+            m["spec"]["aws"]["organization"]["excludedAccountIds"] = [members[0]]
+        if call == "DeleteStackSet":
+            kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "org", "--wait=false", check=True)
+        else:
+            assert apply(kubeconfig, m).returncode == 0
+    wait_for(lambda: not operator.record or not operator.record.alive(), 60, "the operator to be killed")
+    operator.start()
+    if call == "DeleteStackSet":
+        wait_gone(kubeconfig, namespace, "org", timeout=120)
+    else:
+        wanted = 1 if call == "DeleteStackInstances" else 2
+        wait_for(lambda: member_accounts(kubeconfig, namespace) == wanted, 120, f"{wanted} member accounts")
+        obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+        assert obj["status"]["organization"]["instances"]["current"] == wanted
+        if call == "UpdateStackSet":
+            assert all("DefenderForCloud-AgentlessScanner" in defender_roles(sandbox, a) for a in members)
+        if call == "DeleteStackInstances":
+            assert defender_roles(sandbox, members[0]) == []
+        delete(kubeconfig, namespace, "org")
+    assert all(defender_roles(sandbox, member) == [] for member in members)
+    cf = aws_in(sandbox, account_of(m), "cloudformation")
+    summaries = cf.list_stack_sets()["Summaries"]  # moto ignores the Status filter
+    assert [s["StackSetName"] for s in summaries if s["Status"] == "ACTIVE"] == []
