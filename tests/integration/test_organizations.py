@@ -2,7 +2,6 @@
 StackSet and deploying it is repaired; every list read to its last page; a busy StackSet retried, not terminal."""
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,10 +119,7 @@ def test_excluding_and_moving_accounts_removes_their_instances(
     root = organizations.list_roots()["Roots"][0]["Id"]
     parent = organizations.list_parents(ChildId=members[1])["Parents"][0]["Id"]
     organizations.move_account(AccountId=members[1], SourceParentId=parent, DestinationParentId=root)
-    kubectl(
-        kubeconfig, "annotate", "awsc", "-n", namespace, "org", "--overwrite",
-        f"defender-operator.io/reconcile-requested-at={time.time()}", check=True,
-    )  # fmt: skip
+    request_reconcile(kubeconfig, namespace, "org")
     wait_for(lambda: member_accounts(kubeconfig, namespace) == 1, 90, "the moved account's instance to go")
     assert defender_roles(sandbox, members[1]) == [] and "CspmMonitorAws" in defender_roles(
         sandbox, members[2]
@@ -152,10 +148,7 @@ def test_failing_members_show_beside_ready_and_are_retried_on_request(
     assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]  # the management account itself
     assert condition(obj, "Stalled")["status"] == "False"  # type: ignore[index]
     iam.delete_role(RoleName="CspmMonitorAws")  # a person fixes the cause...
-    kubectl(
-        kubeconfig, "annotate", "awsc", "-n", namespace, "org", "--overwrite",
-        f"defender-operator.io/reconcile-requested-at={time.time()}", check=True,
-    )  # fmt: skip
+    request_reconcile(kubeconfig, namespace, "org")
     obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
     assert obj["status"]["organization"]["instances"]["current"] == 3
     assert obj["status"]["organization"]["failingAccounts"] == []
@@ -270,10 +263,7 @@ def test_members_ciem_role_trusts_the_management_oidc_role_and_a_joining_account
         "CreateAccountStatus"
     ]["AccountId"]
     organizations.move_account(AccountId=late, SourceParentId=root, DestinationParentId=ou)
-    kubectl(
-        kubeconfig, "annotate", "awsc", "-n", namespace, "org", "--overwrite",
-        f"defender-operator.io/reconcile-requested-at={time.time()}", check=True,
-    )  # fmt: skip
+    request_reconcile(kubeconfig, namespace, "org")
     wait_for(lambda: member_accounts(kubeconfig, namespace) == 3, 90, "the joining account's instance")
     wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=90)
     assert "DefenderForCloud-Ciem" in defender_roles(sandbox, late)
@@ -353,10 +343,7 @@ def test_a_member_role_that_does_not_work_shows_on_members_ready_and_recovers(
         assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
     finally:
         enforce(sandbox)  # the role works now
-    kubectl(
-        kubeconfig, "annotate", "awsc", "-n", namespace, "org", "--overwrite",
-        f"defender-operator.io/reconcile-requested-at={time.time()}", check=True,
-    )  # fmt: skip
+    request_reconcile(kubeconfig, namespace, "org")
     obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
     assert obj["status"]["organization"]["memberProviders"]["ready"] == 2
     delete(kubeconfig, namespace, "org")
