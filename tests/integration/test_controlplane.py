@@ -1,6 +1,8 @@
 """The CRD on a real kube-apiserver: installation, validation at `kubectl apply`, printer columns, explain, status."""
 
+import copy
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +137,28 @@ def test_a_restricted_user_is_refused(sandbox: Sandbox, namespace: str) -> None:
     with pytest.raises(ApiException) as info:
         api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
     assert info.value.status == 403
+
+
+def test_member_provider_role_is_set_at_creation_or_never(kubeconfig: Path, namespace: str) -> None:
+    """Adding the role later would make the member template drop the providers CloudFormation made (deleting them);
+    changing or removing it would lose the way to release what was added: the API server refuses all three."""
+    without = base_manifest("member-role", namespace)
+    without["spec"]["aws"]["organization"] = {}
+    assert apply(kubeconfig, without).returncode == 0
+    added = copy.deepcopy(without)
+    added["spec"]["aws"]["organization"]["memberProviderRoleName"] = "OrganizationAccountAccessRole"
+    refused(apply(kubeconfig, added))
+    created = copy.deepcopy(added)
+    created["metadata"]["name"] = "member-role-set"
+    assert apply(kubeconfig, created).returncode == 0
+    changed = copy.deepcopy(created)
+    changed["spec"]["aws"]["organization"]["memberProviderRoleName"] = "AWSControlTowerExecution"
+    removed = copy.deepcopy(created)
+    del removed["spec"]["aws"]["organization"]["memberProviderRoleName"]
+    for attempt in (changed, removed):
+        refused(apply(kubeconfig, attempt))
+
+
+def refused(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode != 0, "accepted"
+    assert "spec.aws.organization.memberProviderRoleName" in result.stderr and "immutable" in result.stderr

@@ -142,6 +142,19 @@ class AwsCredentials(CamelModel):
 class Organization(CamelModel):
     """Present when accountId is an AWS Organizations management account: members are onboarded by a StackSet."""
 
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "has(self.memberProviderRoleName) == has(oldSelf.memberProviderRoleName) && "
+                "(!has(self.memberProviderRoleName) || self.memberProviderRoleName == oldSelf.memberProviderRoleName)",
+                "memberProviderRoleName is immutable: set at creation or never (the member template then creates no "
+                "provider, and CloudFormation would delete the providers it made; the providers are released "
+                "through that role on delete)",
+                field_path=".memberProviderRoleName",
+            ),
+        )
+    )
+
     stack_set_name: Annotated[str, StringConstraints(pattern=STACK_NAME_PATTERN)] = Field(
         default="DefenderForCloud-Members",
         description="Name of the service-managed StackSet that creates the Defender roles in member accounts. "
@@ -186,7 +199,8 @@ class Organization(CamelModel):
         "Microsoft Sentinel's) and removed again when the account leaves or the object is deleted, or a provider "
         "created where there is none, as in the management account. For example OrganizationAccountAccessRole (AWS "
         "Organizations makes it in the accounts it creates) or AWSControlTowerExecution. The member template then "
-        "never creates the provider. Unset: the member template creates it, and fails in an account that has one.",
+        "never creates the provider. Unset: the member template creates it, and fails in an account that has one. "
+        "Immutable: set it when the object is created.",
     )
 
     @field_validator("organizational_unit_ids", "excluded_account_ids")
