@@ -443,9 +443,8 @@ def _pass(runtime: Runtime, target: Target, conflict: str | None, admission: Adm
     journal = WriteJournal(runtime.kube, target)
     outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
     outcome.status.first_cloud_write = journal.record
-    if journal.new or _dump(target.status) != _dump(
-        outcome.status
-    ):  # a record made mid-pass is in the stored status too
+    # A record made mid-pass is in the stored status too.
+    if journal.new or _dump(target.status) != _dump(outcome.status):
         journal.catch_up()
         outcome.status.first_cloud_write = journal.record
         runtime.kube.patch_status(target.namespace, target.name, _dump(outcome.status))

@@ -150,9 +150,8 @@ def reconcile_aws(target: Target, account: AwsAccount, status: AwsStatus, settin
         status.oidc_provider = ensure_provider(account.providers, specs["microsoft"], owner, events)
         if "ciem" in specs:
             status.ciem_oidc_provider = ensure_provider(account.providers, specs["ciem"], owner, events)
-        elif (
-            status.ciem_oidc_provider is not None
-        ):  # CIEM turned off: this object no longer needs its provider
+        elif status.ciem_oidc_provider is not None:
+            # CIEM turned off: this object no longer needs its provider.
             release_provider(account.providers, status.ciem_oidc_provider.arn, owner, events)
             status.ciem_oidc_provider = None
     assert status.oidc_provider is not None
@@ -373,9 +372,8 @@ def reconcile_organization(
         wanted -= set(targets.excluded_accounts)
         missing = sorted(wanted - set(observed.instances))
         extra = sorted(set(observed.instances) - wanted)
-        if (
-            members is not None
-        ):  # what was added for accounts that leave goes first; then every wanted account
+        if members is not None:
+            # What was added for the accounts that leave goes first; then every wanted account is set up.
             microsoft = provider_specs(target)["microsoft"]
             events += release_members(members, microsoft, owner, extra)
             events += _member_providers(target, members, status, wanted)
@@ -438,9 +436,8 @@ def _members_verdict(
     status.failing_accounts = [
         FailingMember(account_id=s.account, reason=s.reason) for s in failed[:FAILING_SHOWN]
     ]
-    if (
-        failed and writes and target.reconcile_requested
-    ):  # a person fixed the cause: deploy those accounts again
+    if failed and writes and target.reconcile_requested:
+        # A person fixed the cause: deploy those accounts again.
         accounts = sorted(s.account for s in failed)
         status.operation_id = (
             stacksets.remove_instances(name, accounts, target.spec.deployment.region) or None

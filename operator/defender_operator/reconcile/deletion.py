@@ -111,9 +111,8 @@ def finalize(target: Target, clouds: Clouds, in_progress_seconds: float) -> Clea
 
     events: list[Event] = []
     owner = target.owner
-    if (
-        written.azure is not None
-    ):  # otherwise Azure is not even signed in to: its credentials may never have worked
+    if written.azure is not None:
+        # Otherwise Azure is not even signed in to: its credentials may never have worked.
         connectors = clouds.azure(target)
         rg, name = target.spec.azure.resource_group, target.connector_name
         connector = connectors.observe(rg, name)

@@ -85,9 +85,8 @@ def _with_organization(account: AwsResult, members: AwsResult) -> AwsResult:
 
 def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus) -> list[Event]:
     """EKS reachability on deep passes, once onboarding is Ready; its failures stay on status.eks."""
-    if not discovery_on(
-        target.spec
-    ):  # turned off: the entries made for it go, as with any role it no longer needs
+    if not discovery_on(target.spec):
+        # Turned off: the entries made for it go, as with any role it no longer needs.
         events: list[Event] = []
         if made_entries(status.eks):
             try:
