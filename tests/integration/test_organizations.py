@@ -453,3 +453,32 @@ def test_a_kill_right_after_a_stackset_write_is_repaired(
     cf = aws_in(sandbox, account_of(m), "cloudformation")
     summaries = cf.list_stack_sets()["Summaries"]  # moto ignores the Status filter
     assert [s["StackSetName"] for s in summaries if s["Status"] == "ACTIVE"] == []
+
+
+def test_killed_right_after_adding_audiences_to_a_member_provider(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The operator dies right after the first audience reached a member account's existing provider: the user tag
+    written before it lets the restarted operator finish and, on delete, take back exactly what it added."""
+    m, members = organization(sandbox, namespace, members=1)
+    ms = catalog().microsoft_oidc
+    sentinel = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
+    iam = aws_in(sandbox, members[0], "iam")
+    shared = iam.create_open_id_connect_provider(
+        Url=ms.url, ClientIDList=[sentinel], ThumbprintList=ms.thumbprints
+    )["OpenIDConnectProviderArn"]
+    m["spec"]["aws"]["organization"]["memberProviderRoleName"] = "OrganizationAccountAccessRole"
+    operator.kill_after("aws", "AddClientIDToOpenIDConnectProvider")
+    assert apply(kubeconfig, m).returncode == 0
+    wait_for(lambda: not operator.record or not operator.record.alive(), 60, "the operator to be killed")
+    half = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=shared)["ClientIDList"]
+    assert sentinel in half and 1 < len(half) < 1 + len(ms.audiences), half  # killed half-way
+    operator.start()
+    obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+    assert obj["status"]["organization"]["memberProviders"]["shared"] == 1
+    assert set(iam.get_open_id_connect_provider(OpenIDConnectProviderArn=shared)["ClientIDList"]) == {
+        sentinel,
+        *ms.audiences,
+    }
+    delete(kubeconfig, namespace, "org")
+    assert iam.get_open_id_connect_provider(OpenIDConnectProviderArn=shared)["ClientIDList"] == [sentinel]
