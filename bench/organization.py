@@ -3,7 +3,8 @@
 Runs the scenario of tests/support/organization_scenario.py (onboard, exclude 10, move 20 out, 5 fail, 1 joins,
 delete; status and member accounts checked at each step) on its own sandbox, and prints, per step, the seconds to
 the wanted status and the AWS calls the operator made (counted by its proxy), as JSON. The integration tests run
-the same scenario at 300 accounts (tests/integration/test_organization_scale.py). Results go into
+the same scenario at 300 accounts
+(tests/integration/test_organizations.py::test_an_organization_of_300_accounts_in_20_ous). Results go into
 docs/performance.md.
 
     .venv/bin/python -m bench.organization [--accounts 300] [--ous 20]

@@ -12,6 +12,7 @@ from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render.catalog import catalog
 from defender_operator.render.cloudformation import member_template
 from defender_operator.sandbox import Sandbox
+from tests.support import organization_scenario
 from tests.support.account_admin import enforce
 from tests.support.clouds import arm_client, arm_control, aws_control, connector_url, send
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
@@ -482,3 +483,23 @@ def test_killed_right_after_adding_audiences_to_a_member_provider(
     }
     delete(kubeconfig, namespace, "org")
     assert iam.get_open_id_connect_provider(OpenIDConnectProviderArn=shared)["ClientIDList"] == [sentinel]
+
+
+def test_an_organization_of_300_accounts_in_20_ous(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """At the size of real organizations: 300 member accounts in 20 OUs through onboarding, exclusions, moves,
+    failures, a joining account and delete, the status and the member accounts checked at each step
+    (tests/support/organization_scenario.py; `python -m bench.organization` runs it for its figures)."""
+    management = account_of(manifest(namespace))  # a fresh account for the management account
+    steps = organization_scenario.run(
+        sandbox, operator, kubeconfig, namespace, management, accounts=300, ous=20
+    )
+    assert [s["step"] for s in steps] == [
+        "onboard",
+        "exclude 10",
+        "move 20 out",
+        "5 fail",
+        "1 joins",
+        "delete",
+    ]

@@ -1,4 +1,4 @@
-"""Issue 12's organization scenario, run by the integration tests (``test_organization_scale.py``) and by
+"""Issue 12's organization scenario, run by the integration tests (``test_organizations.py``) and by
 ``bench/organization.py`` (which prints its figures).
 
 An emulated AWS organization (the AWS emulator's Organizations API) of ``accounts`` member accounts spread over

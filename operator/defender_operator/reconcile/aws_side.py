@@ -373,10 +373,7 @@ def reconcile_organization(
         missing = sorted(wanted - set(observed.instances))
         extra = sorted(set(observed.instances) - wanted)
         if members is not None:
-            # What was added for the accounts that leave goes first; then every wanted account is set up.
-            microsoft = provider_specs(target)["microsoft"]
-            events += release_members(members, microsoft, owner, extra)
-            events += _member_providers(target, members, status, wanted)
+            events += _member_providers(target, members, status, wanted, leaving=extra)
         if extra:  # excluded since, or moved out of the target OUs
             status.operation_id = stacksets.remove_instances(name, extra, targets.region) or None
             message = (
@@ -405,11 +402,13 @@ def _member_providers(
     members: Callable[[str], OidcProviders],
     status: OrganizationStatus,
     accounts: set[str],
+    leaving: list[str] | None = None,
 ) -> list[Event]:
-    status.member_providers, events = ensure_members(
-        members, provider_specs(target)["microsoft"], target.owner, accounts
-    )
-    return events
+    """What was added for the accounts that leave goes first; then every wanted account is set up."""
+    microsoft = provider_specs(target)["microsoft"]
+    events = release_members(members, microsoft, target.owner, leaving or [])
+    status.member_providers, set_up = ensure_members(members, microsoft, target.owner, accounts)
+    return events + set_up
 
 
 FAILING_SHOWN = 20  # failing accounts named on status, whatever the size of the organization

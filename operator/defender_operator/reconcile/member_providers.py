@@ -41,9 +41,11 @@ def ensure_members(
         created += made
         added += bool(audiences) and not made
     status = MemberProviders(ready=ready, shared=shared, failing=failing[:SHOWN], failed=len(failing))
-    done = [f"created in {created}"] * bool(created) + [f"Defender's audiences added in {added}"] * bool(
-        added
-    )
+    done = []
+    if created:
+        done.append(f"created in {created}")
+    if added:
+        done.append(f"Defender's audiences added in {added}")
     return status, _event(done)
 
 
@@ -56,7 +58,7 @@ def release_members(
     for account in sorted(accounts):
         providers = members(account)
         released += providers.release(spec.arn(providers.partition, account), owner) is not None
-    return _event([f"released in {released}"] * bool(released))
+    return _event([f"released in {released}"] if released else [])
 
 
 def _event(done: list[str]) -> list[Event]:

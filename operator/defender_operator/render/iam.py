@@ -47,10 +47,8 @@ def role_documents(spec: AWSConnectorSpec, member: bool = False) -> list[RoleDoc
     known = literals(spec)
     keep = {name: "{" + name + "}" for name in DEFERRED}
 
-    def fill(value: Any, account: str | None = None) -> Any:
-        if account is None:
-            return substitute(value, known, keep, lambda s: s)
-        return substitute(value, {**known, "account": account}, keep, lambda s: s)
+    def fill(value: Any, also_known: dict[str, str] | None = None) -> Any:
+        return substitute(value, {**known, **(also_known or {})}, keep, lambda s: s)
 
     managed = spec.aws.role_policies == "Managed"
     roles = []
@@ -59,13 +57,14 @@ def role_documents(spec: AWSConnectorSpec, member: bool = False) -> list[RoleDoc
             continue
         template = catalog().roles[key]
         policies = template.inline_policies(spec.access)
-        trust_account = spec.aws.account_id if member and key == "ciemDiscovery" else None
+        # A member's CIEM role trusts the management account's OIDC role: {account} is the management account.
+        trust_known = {"account": spec.aws.account_id} if member and key == "ciemDiscovery" else None
         roles.append(
             RoleDocument(
                 key=key,
                 name=role_name(spec, key),
                 description=f"Microsoft Defender for Cloud - {template.description}",
-                trust=_document(fill(template.trust, trust_account)),
+                trust=_document(fill(template.trust, trust_known)),
                 inline_policies={}
                 if managed
                 else {fill(p.name): _document(fill(p.statements)) for p in policies},

@@ -92,12 +92,12 @@ class ProxyHandler(BaseHTTPRequestHandler):
             return False
         rid = str(time.time_ns())
         service = rule.service or self.state.service
+        kind, code, message = _AWS_DEFAULTS.get(
+            rule.status, ("Receiver", "InternalFailure", "Injected failure")
+        )
         if service == "aws" and rest_json:
             # REST-JSON services (EKS) answer {"message"} with the code in x-amzn-ErrorType
             # (smithy.io/2.0/aws/protocols/aws-restjson1-protocol.html, "Operation error serialization").
-            _, code, message = _AWS_DEFAULTS.get(
-                rule.status, ("Receiver", "InternalFailure", "Injected failure")
-            )
             body = json.dumps({"message": message}).encode()
             headers = {
                 "Content-Type": "application/json",
@@ -106,9 +106,6 @@ class ProxyHandler(BaseHTTPRequestHandler):
             }
             self._reply(rule.status, body, headers)
         elif service == "aws":
-            kind, code, message = _AWS_DEFAULTS.get(
-                rule.status, ("Receiver", "InternalFailure", "Injected failure")
-            )
             xml = _AWS_ERROR.format(type=kind, code=rule.code or code, message=message, rid=rid)
             self._reply(rule.status, xml.encode(), {"Content-Type": "text/xml", "x-amzn-RequestId": rid})
         else:
