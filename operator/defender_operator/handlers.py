@@ -43,7 +43,7 @@ from .api.spec import AWSConnectorSpec
 from .api.status import AWSConnectorStatus, FirstCloudWrite
 from .credentials import CredentialFactory
 from .errors import CloudError, RetryableError, TerminalError
-from .kube import Kube, load_config
+from .kube import Kube, StatusConflict, load_config
 from .reconcile import conditions
 from .reconcile.clouds import CloudName, Clouds
 from .reconcile.conditions import Verdict
@@ -135,12 +135,29 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: this operator has no creation or update handlers (the daemon's loop compares generations and
+    annotations itself, see ``wake``), so Kopf's ``last-handled-configuration`` annotation, a copy of the spec that
+    costs one more PATCH for every new object and a deep copy of the body on every watch event, would serve nothing.
+    Every object reads as already handled; deletion (the only changing cause with a handler) is detected from
+    ``deletionTimestamp``, not from a diff."""
+
+    _NOTHING = kopf.BodyEssence()
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return self._NOTHING
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self._NOTHING
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure_kopf(settings: kopf.OperatorSettings, operator: Settings) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 300  # the API server ends a watch after 5 minutes; Kopf then re-lists
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
@@ -274,41 +291,46 @@ def target_of(body: Any, instance: str) -> Target:
 
 
 class WriteJournal:
-    """``writes`` of one pass: before the first write to a cloud, records ``status.firstCloudWrite.<cloud>`` (a
-    status patch that must succeed first); counts which writes took effect. A record made in this pass for writes
-    that the cloud all refused (a terminal error: nothing changed) is withdrawn at the end of the pass, so an object
-    whose first write was denied is still one that never wrote anything."""
+    """``writes`` of one pass, and every status write of the pass.
 
-    def __init__(self, kube: Kube, target: Target) -> None:
-        self.kube, self.target = kube, target
+    Before the first write to a cloud, records ``status.firstCloudWrite.<cloud>`` (a status write that must succeed
+    first); counts which writes took effect. A record made in this pass for writes that the cloud all refused (a
+    terminal error: nothing changed) is withdrawn at the end of the pass, so an object whose first write was denied
+    is still one that never wrote anything.
+
+    Each status write replaces the whole status and is conditional on the resourceVersion the pass last saw (that of
+    its copy of the object, then each write's answer). The copy can be older than an earlier pass's record (Kopf's
+    body follows the watch, which may lag); a status built from it would erase that record, and cleanup would then
+    skip that cloud. The API server refuses such a write (409), and the journal then takes the records from the live
+    object and writes once more: no read before a write, only after a refusal.
+    """
+
+    def __init__(self, kube: Kube, target: Target, version: str) -> None:
+        self.kube, self.target, self.version = kube, target, version
+        self.stored = target.status  # the status of the object at self.version, as far as this pass knows
         self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
         self.new: set[str] = set()  # clouds recorded in this pass
         self.effective: set[str] = set()  # clouds with a write that took effect (or may have) in this pass
-        self._read_live = False
 
-    def catch_up(self) -> None:
-        """Take a record this pass's copy of the object lacks from the live object. The pass may work from a copy
-        older than an earlier pass's record; the status written at the end of the pass replaces the whole status,
-        so a record missing here would be erased, and cleanup would then skip that cloud. Read at most once a
-        pass, and only before a first write to an unrecorded cloud or a status write while a cloud is unrecorded:
-        a pass in sync (a Terraform-method object never writes to AWS) reads nothing more."""
-        if self._read_live or (self.written.aws is not None and self.written.azure is not None):
-            return
-        self._read_live = True
-        live = self.kube.first_writes(self.target.namespace, self.target.name)
-        for cloud in ("aws", "azure"):
-            if getattr(self.written, cloud) is None and live.get(cloud):
-                setattr(self.written, cloud, live[cloud])
+    def announce(self, status: AWSConnectorStatus) -> None:
+        """Write the status that says a new generation is being worked on."""
+        self._put(status.model_copy(deep=True), lambda: self._known)
+
+    def finish(self, status: AWSConnectorStatus) -> None:
+        """Write the pass's resulting status (with its records, the withdrawn ones left out) if it changed."""
+        status.first_cloud_write = self.record
+        if self.new or _dump(self.stored) != _dump(status):
+            self._put(status, lambda: self.record)
 
     @contextlib.contextmanager
     def __call__(self, cloud: CloudName) -> Iterator[None]:
         if getattr(self.written, cloud) is None:
-            self.catch_up()
-        if getattr(self.written, cloud) is None:
             stamp = now()
-            self.kube.record_first_write(self.target.namespace, self.target.name, cloud, stamp)
-            setattr(self.written, cloud, stamp)
-            self.new.add(cloud)
+            # Raises when the object is gone: nothing is written for an object no cleanup will follow.
+            self._put(self.stored.model_copy(deep=True), lambda: self._with(cloud, stamp), must_exist=True)
+            if getattr(self.written, cloud) is None:  # not found recorded by an earlier pass meanwhile
+                setattr(self.written, cloud, stamp)
+                self.new.add(cloud)
         try:
             yield
         except TerminalError:
@@ -324,6 +346,47 @@ class WriteJournal:
         for cloud in self.new - self.effective:
             setattr(written, cloud, None)
         return written if written.aws or written.azure else None
+
+    @property
+    def _known(self) -> FirstCloudWrite | None:
+        return self.written.model_copy() if self.written.aws or self.written.azure else None
+
+    def _with(self, cloud: CloudName, stamp: str) -> FirstCloudWrite:
+        written = self.written.model_copy()
+        if getattr(written, cloud) is None:
+            setattr(written, cloud, stamp)
+        return written
+
+    def _put(
+        self,
+        status: AWSConnectorStatus,
+        records: Callable[[], FirstCloudWrite | None],
+        must_exist: bool = False,
+    ) -> None:
+        namespace, name = self.target.namespace, self.target.name
+        for attempt in (1, 2):
+            status.first_cloud_write = records()
+            try:
+                version = self.kube.write_status(
+                    namespace, name, _dump(status), self.version, must_exist=must_exist
+                )
+            except StatusConflict:
+                if attempt == 2:
+                    raise
+                live = self.kube.live_status(namespace, name)
+                if live is None:
+                    if must_exist:
+                        raise
+                    return  # deleted meanwhile: nothing to report on
+                found, self.version = live
+                for cloud, stamp in (found.get("firstCloudWrite") or {}).items():
+                    if cloud in ("aws", "azure") and getattr(self.written, cloud) is None and stamp:
+                        setattr(self.written, cloud, stamp)
+                continue
+            if version is not None:
+                self.version = version
+            self.stored = status.model_copy(deep=True)
+            return
 
 
 def _status_without_kopf(status: Any) -> dict[str, Any]:
@@ -424,7 +487,9 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
     conflict = conflict_with(indexes["by_account"], body["spec"], target.namespace, target.name)
     admission = admission_of(target, indexes["policies"], indexes["namespace_labels"])
     try:
-        return await runtime.exclusive(target.uid, _pass, runtime, target, conflict, admission)
+        return await runtime.exclusive(
+            target.uid, _pass, runtime, target, str(meta["resourceVersion"]), conflict, admission
+        )
     except Exception:
         log.exception("reconcile failed unexpectedly", extra={"object": target.key})
         metrics.count_panic()
@@ -432,22 +497,21 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
         return runtime.backoff(target.uid)
 
 
-def _pass(runtime: Runtime, target: Target, conflict: str | None, admission: Admission) -> float:
-    """One pass in a worker thread, under the object's lock: reconcile, then write status and Events."""
+def _pass(
+    runtime: Runtime, target: Target, version: str, conflict: str | None, admission: Admission
+) -> float:
+    """One pass in a worker thread, under the object's lock: reconcile, then write status and Events. ``version``
+    is the resourceVersion of the copy ``target`` was read from."""
     if target.uid in runtime.deleting:  # cleanup began while this pass waited for the lock
         return runtime.settings.resync_seconds
     started = time.monotonic()
     target = replace(target, deep=_deep_due(runtime, target))
+    journal = WriteJournal(runtime.kube, target, version)
     if target.status.observed_generation != target.generation and not target.paused:
-        target = _announce(runtime, target)
-    journal = WriteJournal(runtime.kube, target)
+        target = replace(target, status=_announced(target))
+        journal.announce(target.status)
     outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
-    outcome.status.first_cloud_write = journal.record
-    # A record made mid-pass is in the stored status too.
-    if journal.new or _dump(target.status) != _dump(outcome.status):
-        journal.catch_up()
-        outcome.status.first_cloud_write = journal.record
-        runtime.kube.patch_status(target.namespace, target.name, _dump(outcome.status))
+    journal.finish(outcome.status)
     for event in outcome.events:
         runtime.kube.post_event(target.namespace, target.name, target.uid, event)
     ready = conditions.get(outcome.status.conditions, "Ready")
@@ -490,13 +554,13 @@ def _deep_due(runtime: Runtime, target: Target) -> bool:
     )
 
 
-def _announce(runtime: Runtime, target: Target) -> Target:
-    """A new generation: say so on the status before any cloud call (Reconciling=True, observedGeneration)."""
+def _announced(target: Target) -> AWSConnectorStatus:
+    """A new generation: the status that says so, written before any cloud call (Reconciling=True,
+    observedGeneration)."""
     status = target.status.model_copy(deep=True)
     status.conditions = conditions.started(status.conditions, target.generation, now())
     status.observed_generation = target.generation
-    runtime.kube.patch_status(target.namespace, target.name, _dump(status))
-    return replace(target, status=status)
+    return status
 
 
 def _left_behind(status: AWSConnectorStatus) -> str:

@@ -42,6 +42,10 @@ def load_config() -> client.ApiClient:
     return client.ApiClient()
 
 
+class StatusConflict(Exception):
+    """The object changed since the resourceVersion a status write was based on."""
+
+
 class Kube:
     _EVENT_CACHE = 4096  # events remembered for aggregation (client-go's LRU holds 4096 too)
 
@@ -67,8 +71,41 @@ class Kube:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
                 raise
 
-    def first_writes(self, namespace: str, name: str) -> dict[str, str]:
-        """``status.firstCloudWrite`` as the API server has it now ({} when the object is gone)."""
+    def write_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str,
+        *,
+        must_exist: bool = False,
+    ) -> str | None:
+        """Replace the whole status, only if the object is still at ``resource_version`` (Kubernetes' optimistic
+        concurrency: a patch that sets metadata.resourceVersion is refused with 409 Conflict when the object has
+        changed since; raised here as :class:`StatusConflict`). So a status built from an old copy of the object
+        never overwrites what was written after that copy, a pass's ``firstCloudWrite`` record above all, without
+        reading the object before every write. Returns the object's new resourceVersion; None when the object is
+        gone, unless ``must_exist``: then the 404 is raised."""
+        patch: list[dict[str, Any]] = [
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "add", "path": "/status", "value": status},
+        ]
+        try:
+            answer = self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise StatusConflict(
+                    f"{namespace}/{name} changed since resourceVersion {resource_version}"
+                ) from None
+            if exc.status == 404 and not must_exist:
+                return None
+            raise
+        return str(cast(dict[str, Any], answer)["metadata"]["resourceVersion"])
+
+    def live_status(self, namespace: str, name: str) -> tuple[dict[str, Any], str] | None:
+        """The status and resourceVersion the API server has now (None when the object is gone)."""
         try:
             obj = cast(
                 dict[str, Any],
@@ -76,16 +113,9 @@ class Kube:
             )
         except ApiException as exc:
             if exc.status == 404:
-                return {}
+                return None
             raise
-        return dict((obj.get("status") or {}).get("firstCloudWrite") or {})
-
-    def record_first_write(self, namespace: str, name: str, cloud: str, stamp: str) -> None:
-        """Record, before the first cloud write, that one is about to happen. Raises when the object is gone, so
-        nothing is written for an object that can no longer be cleaned up after."""
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": {"firstCloudWrite": {cloud: stamp}}}
-        )
+        return dict(obj.get("status") or {}), str(obj["metadata"]["resourceVersion"])
 
     def remove_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
         """Drop ``finalizer`` from the object (a JSON patch that tests the list first, so a concurrent change wins)."""

@@ -14,10 +14,13 @@ from typing import Any
 
 import pytest
 
+from defender_operator.api.names import ANNOTATION_PAUSED
 from defender_operator.api.spec import RoleNames
+from defender_operator.handlers import WriteJournal, target_of
+from defender_operator.kube import Kube, StatusConflict
 from defender_operator.sandbox import Sandbox
 from tests.support.clouds import arm_client, arm_control, arm_requests, aws_control, connector_url, send
-from tests.support.kube import apply, condition, get_object, kubectl, restart_apiserver, wait_for
+from tests.support.kube import api_client, apply, condition, get_object, kubectl, restart_apiserver, wait_for
 from tests.support.onboarding import (
     MS_PROVIDER,
     account_of,
@@ -538,3 +541,38 @@ def test_json_logs_carry_fields_not_framework_internals(operator: OperatorProces
     assert lines and not [line for line in lines if "settings" in line or "k8s_skip" in line]
     passes = [line for line in lines if line["message"] == "reconciled"]
     assert passes and {"object", "result", "reason", "duration"} <= set(passes[0])
+
+
+def test_a_status_built_from_an_old_copy_never_erases_a_first_write_record(
+    kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """A pass can start from a copy of the object older than the record an earlier pass wrote (Kopf's body follows
+    the watch). Its status writes are conditional on the copy's resourceVersion, so the API server refuses them; the
+    journal takes the live record, keeps its stamp, and the record survives both a first-write check and the final
+    status (without this, the final status would erase it and a delete would skip the cloud)."""
+    m = manifest(namespace)
+    m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "acme", "Paused", "True")
+    old = get_object(kubeconfig, namespace, "acme")
+    assert old is not None and "firstCloudWrite" not in old["status"]
+    kube = Kube(api_client(kubeconfig))
+    # An earlier pass's record, written after the old copy was read.
+    status = {**old["status"], "firstCloudWrite": {"aws": "2026-01-01T00:00:00Z"}}
+    kube.write_status(namespace, "acme", status, old["metadata"]["resourceVersion"])
+    with pytest.raises(StatusConflict):  # the old copy's version is refused from now on
+        kube.write_status(namespace, "acme", old["status"], old["metadata"]["resourceVersion"])
+
+    target = target_of(old, "default")
+    journal = WriteJournal(kube, target, old["metadata"]["resourceVersion"])
+    with journal("aws"):
+        pass  # a write to AWS
+    with journal("azure"):
+        pass  # a first write to Azure: recorded, beside the earlier pass's AWS record
+    journal.finish(target.status.model_copy(deep=True))
+    live = get_object(kubeconfig, namespace, "acme")
+    assert live is not None
+    records = live["status"]["firstCloudWrite"]
+    assert records["aws"] == "2026-01-01T00:00:00Z" and records["azure"], records
+    assert journal.new == {"azure"}
+    delete(kubeconfig, namespace, "acme")

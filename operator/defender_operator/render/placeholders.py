@@ -64,7 +64,7 @@ def substitute(
         }
     if isinstance(value, list):
         return [substitute(v, known, deferred, wrap, whole) for v in value]
-    if not isinstance(value, str):
+    if not isinstance(value, str) or "{" not in value:  # most strings of a policy hold no placeholder
         return value
     match = _PLACEHOLDER.fullmatch(value)
     if whole and match and match.group(1) in whole:
