@@ -63,8 +63,13 @@ def test_create_reaches_ready_with_the_right_stack_roles_and_connector(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
     m = manifest(namespace)
+    operator.reset_aws_operations()
     assert apply(kubeconfig, m).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    calls = operator.aws_operations()
+    # No read a first onboarding can do without: the stack is created without a DescribeStacks first (an existing
+    # one would be refused by CloudFormation, then looked at), and described once, complete, after.
+    assert (calls.get("CreateStack"), calls.get("DescribeStacks")) == (1, 1), calls
     account = account_of(m)
     status = obj["status"]
     assert obj["metadata"]["finalizers"] == [FINALIZER]

@@ -95,22 +95,31 @@ class Stacks:
 
     def create(
         self, name: str, body: str, template_hash: str, parameters: dict[str, str], owner: Owner
-    ) -> str:
+    ) -> str | None:
+        """The new stack's id; None when a stack of that name exists already (CloudFormation refuses to create
+        it, AlreadyExistsException, and changes nothing), so a caller may try the create before any read."""
         if self.planned is not None:
             self.planned.append(f"create stack {name} (template {template_hash[:12]})")
             return ""
-        with self.writing():
-            result = call(
-                self.cf,
-                "create_stack",
-                StackName=name,
-                TemplateBody=body,
-                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
-                Capabilities=CAPABILITIES,
-                Tags=self._tags(template_hash, owner),
-                ClientRequestToken=idempotency_token("create"),
-                OnFailure="ROLLBACK",
-            )
+        try:
+            with self.writing():
+                result = call(
+                    self.cf,
+                    "create_stack",
+                    StackName=name,
+                    TemplateBody=body,
+                    Parameters=[
+                        {"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())
+                    ],
+                    Capabilities=CAPABILITIES,
+                    Tags=self._tags(template_hash, owner),
+                    ClientRequestToken=idempotency_token("create"),
+                    OnFailure="ROLLBACK",
+                )
+        except AwsClientError as exc:
+            if exc.code == "AlreadyExistsException":
+                return None
+            raise
         return str(result["StackId"])
 
     def update(

@@ -161,7 +161,11 @@ def reconcile_aws(target: Target, account: AwsAccount, status: AwsStatus, settin
     template = Rendered(stack_template(target.spec))  # only what this side sends, not every rendering
     name = target.spec.stack_name
     status.stack_name = name
-    stack = account.stacks.observe(name)
+    # A stack this object has never seen is most likely not there: it is created without a read first, and looked
+    # at only if CloudFormation answers that it exists (an earlier pass that died after creating it, or someone
+    # else's stack, which check_owned then refuses).
+    first = status.stack_id is None and not account.stacks.dry_run
+    stack = None if first else account.stacks.observe(name)
     result = _reconcile_stack(
         target, account.stacks, stack, status, template.compact, template.sha256, parameters, settings
     )
@@ -191,9 +195,10 @@ def _reconcile_stack(
                 )
             )
             _drift_repaired("stack")
-        status.stack_id = (
-            stacks.create(status.stack_name or "", body, template_hash, parameters, owner) or None
-        )
+        stack_id = stacks.create(status.stack_name or "", body, template_hash, parameters, owner)
+        if stack_id is None:  # it exists after all
+            return _reconcile_existing(target, stacks, status, body, template_hash, parameters, settings)
+        status.stack_id = stack_id or None
         status.stack_status, status.template_hash = "CREATE_IN_PROGRESS", template_hash
         status.roles, status.failed_template_hash = {}, None
         # Roles just made from the template have not drifted: the first check waits drift_check_seconds, and a
@@ -289,6 +294,25 @@ def _reconcile_stack(
     return AwsResult(
         Verdict("True", "StackReady", f"stack {status.stack_name} is {stack.status}"), role_arns=arns
     )
+
+
+def _reconcile_existing(
+    target: Target,
+    stacks: Stacks,
+    status: AwsStatus,
+    body: str,
+    template_hash: str,
+    parameters: dict[str, str],
+    settings: Settings,
+) -> AwsResult:
+    """The stack CloudFormation would not create because it exists: reconcile it as found."""
+    stack = stacks.observe(status.stack_name or "")
+    if stack is None:  # deleted again meanwhile
+        return AwsResult(
+            Verdict("False", "StackInProgress", f"stack {status.stack_name} is being deleted"),
+            requeue_after=settings.in_progress_seconds,
+        )
+    return _reconcile_stack(target, stacks, stack, status, body, template_hash, parameters, settings)
 
 
 def reconcile_organization(
