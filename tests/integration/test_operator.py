@@ -67,9 +67,11 @@ def test_create_reaches_ready_with_the_right_stack_roles_and_connector(
     assert apply(kubeconfig, m).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
     calls = operator.aws_operations()
-    # No read a first onboarding can do without: the stack is created without a DescribeStacks first (an existing
-    # one would be refused by CloudFormation, then looked at), and described once, complete, after.
+    # No read a first onboarding can do without: the identity provider and the stack are created without a read
+    # first (an existing one would be refused by IAM or CloudFormation, then looked at), and the stack is described
+    # once, complete, after.
     assert (calls.get("CreateStack"), calls.get("DescribeStacks")) == (1, 1), calls
+    assert "GetOpenIDConnectProvider" not in calls, calls  # nor the provider: created, then recorded in status
     account = account_of(m)
     status = obj["status"]
     assert obj["metadata"]["finalizers"] == [FINALIZER]

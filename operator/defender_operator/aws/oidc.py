@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import RetryableError
 from ..ownership import MANAGED_BY, MANAGED_BY_TAG, Owner
 from ..writes import Writing, unrecorded, write
 from .api import AwsClientError, call
@@ -117,31 +118,37 @@ class OidcProviders:
                 found.append(provider)
         return found
 
-    def ensure(self, spec: ProviderSpec, owner: Owner) -> tuple[ObservedProvider, list[str], bool]:
+    def ensure(
+        self, spec: ProviderSpec, owner: Owner, first: bool = False
+    ) -> tuple[ObservedProvider, list[str], bool]:
         """Make the provider trust ``spec``'s audiences and record this object as a user.
 
         Returns the provider, the audiences added now and whether it was created now. In steady state: one read.
+        ``first`` (this object has never seen the provider): try the create before any read; IAM refuses a second
+        provider of the same URL (EntityAlreadyExists, nothing changed), and only then is the existing one read
+        (Microsoft Sentinel's, say) and shared as usual.
         """
-        observed = self.observe(spec)
         arn = spec.arn(self.partition, self.account)
+        tags = {
+            CREATED_TAG: owner.ref,
+            AUDIENCES_TAG: " ".join(sorted(audience_code(a) for a in spec.audiences)),
+            user_tag(owner): owner.ref,
+            MANAGED_BY_TAG: MANAGED_BY,
+        }
+        created: tuple[ObservedProvider, list[str], bool] = (
+            ObservedProvider(arn=arn, audiences=list(spec.audiences), tags=tags),
+            [],
+            True,
+        )
+        if first and self.planned is None and self._create(spec, tags):
+            return created
+        observed = self.observe(spec)
         if observed is None:
-            tags = {
-                CREATED_TAG: owner.ref,
-                AUDIENCES_TAG: " ".join(sorted(audience_code(a) for a in spec.audiences)),
-                user_tag(owner): owner.ref,
-                MANAGED_BY_TAG: MANAGED_BY,
-            }
-            with self._write(f"create identity provider https://{spec.host}") as writing:
-                if writing:
-                    call(
-                        self.iam,
-                        "create_open_id_connect_provider",
-                        Url=f"https://{spec.host}",
-                        ClientIDList=spec.audiences,
-                        ThumbprintList=spec.thumbprints,
-                        Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())],
-                    )
-            return ObservedProvider(arn=arn, audiences=list(spec.audiences), tags=tags), [], True
+            if self.planned is not None:
+                self.planned.append(f"create identity provider https://{spec.host}")
+            elif not self._create(spec, tags):
+                raise RetryableError("ProviderChanging", f"identity provider {arn} was created meanwhile")
+            return created
         missing = [a for a in spec.audiences if a not in observed.audiences]
         tags = dict(observed.tags)
         if user_tag(owner) not in tags:
@@ -169,6 +176,24 @@ class OidcProviders:
                         ClientID=audience,
                     )
         return ObservedProvider(arn=arn, audiences=observed.audiences + missing, tags=tags), missing, False
+
+    def _create(self, spec: ProviderSpec, tags: dict[str, str]) -> bool:
+        """Create the provider; False when one of its URL exists already."""
+        try:
+            with self.writing():
+                call(
+                    self.iam,
+                    "create_open_id_connect_provider",
+                    Url=f"https://{spec.host}",
+                    ClientIDList=spec.audiences,
+                    ThumbprintList=spec.thumbprints,
+                    Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())],
+                )
+        except AwsClientError as exc:
+            if exc.code == "EntityAlreadyExists":
+                return False
+            raise
+        return True
 
     def release(self, arn: str, owner: Owner) -> str | None:
         """This object no longer relies on the provider: what was done, for an Event; None when nothing was.

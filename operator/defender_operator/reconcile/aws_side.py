@@ -77,10 +77,15 @@ def _now() -> str:
 
 
 def ensure_provider(
-    providers: OidcProviders, spec: ProviderSpec, owner: Owner, events: list[Event]
+    providers: OidcProviders,
+    spec: ProviderSpec,
+    owner: Owner,
+    events: list[Event],
+    known: OidcProviderStatus | None = None,
 ) -> OidcProviderStatus:
-    """Create the provider, or add the missing audiences to an existing one (e.g. Microsoft Sentinel's)."""
-    observed, added, created = providers.ensure(spec, owner)
+    """Create the provider, or add the missing audiences to an existing one (e.g. Microsoft Sentinel's). ``known``:
+    the provider as the status last recorded it (None: never seen, so it is created without a read first)."""
+    observed, added, created = providers.ensure(spec, owner, first=known is None)
     if created:
         events.append(
             Event("Normal", "IdentityProviderCreated", f"created identity provider https://{spec.host}")
@@ -147,9 +152,13 @@ def reconcile_aws(target: Target, account: AwsAccount, status: AwsStatus, settin
         ("ciem" in specs) == (status.ciem_oidc_provider is not None)
     )
     if target.deep or not known:
-        status.oidc_provider = ensure_provider(account.providers, specs["microsoft"], owner, events)
+        status.oidc_provider = ensure_provider(
+            account.providers, specs["microsoft"], owner, events, status.oidc_provider
+        )
         if "ciem" in specs:
-            status.ciem_oidc_provider = ensure_provider(account.providers, specs["ciem"], owner, events)
+            status.ciem_oidc_provider = ensure_provider(
+                account.providers, specs["ciem"], owner, events, status.ciem_oidc_provider
+            )
         elif status.ciem_oidc_provider is not None:
             # CIEM turned off: this object no longer needs its provider.
             release_provider(account.providers, status.ciem_oidc_provider.arn, owner, events)
