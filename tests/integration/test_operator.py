@@ -71,7 +71,9 @@ def test_create_reaches_ready_with_the_right_stack_roles_and_connector(
     # first (an existing one would be refused by IAM or CloudFormation, then looked at), and the stack is described
     # once, complete, after.
     assert (calls.get("CreateStack"), calls.get("DescribeStacks")) == (1, 1), calls
-    assert "GetOpenIDConnectProvider" not in calls, calls  # nor the provider: created, then recorded in status
+    assert "GetOpenIDConnectProvider" not in calls, (
+        calls
+    )  # nor the provider: created, then recorded in status
     account = account_of(m)
     status = obj["status"]
     assert obj["metadata"]["finalizers"] == [FINALIZER]
@@ -732,3 +734,24 @@ def test_metrics_have_controller_runtimes_meanings(operator: OperatorProcess) ->
         values['workqueue_adds_total{name="awsconnector"}'] > 0
         and 'workqueue_depth{name="awsconnector"}' in values
     )
+
+
+def test_a_subscription_is_verified_once_for_many_accounts(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Many AWS accounts onboard into one subscription: the operator reads it (reachable, in spec.azure.tenantId)
+    once an hour per credential, not before every object's first connector write."""
+    arm_control(sandbox, "/_sandbox/requests", method="DELETE")
+    first, second = manifest(namespace, "first"), manifest(namespace, "second")
+    for m in (first, second):
+        assert apply(kubeconfig, m).returncode == 0
+    for name in ("first", "second"):
+        wait_condition(kubeconfig, namespace, name, "Ready", "True")
+    subscription = f"/subscriptions/{first['spec']['azure']['subscriptionId']}"
+    reads = [
+        r for r in arm_requests(sandbox) if r["method"] == "GET" and r["path"].split("?")[0] == subscription
+    ]
+    assert len(reads) <= 1, reads  # none when an earlier test of this operator verified it within the hour
+    assert connector(sandbox, first).status_code == connector(sandbox, second).status_code == 200
+    delete(kubeconfig, namespace, "first")
+    delete(kubeconfig, namespace, "second")

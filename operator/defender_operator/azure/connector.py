@@ -9,6 +9,8 @@ health reports (api-version 2023-05-01-preview, the one azure-mgmt-security 7.0.
 """
 
 import json
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +104,26 @@ def _error_message(response: HttpResponse) -> tuple[str, str]:
         return str(response.status_code), str(response.reason)
 
 
+class VerifiedSubscriptions:
+    """Subscriptions one credential has found reachable and in the expected tenant, for an hour (as the AWS identity
+    behind long-lived keys is asked again hourly): many AWS accounts are onboarded into one subscription, whose
+    tenant does not change from one object or pass to the next, so it is read once, not before every first write."""
+
+    TTL = 60 * 60
+
+    def __init__(self) -> None:
+        self._until: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            return self._until.get(key, 0.0) > time.monotonic()
+
+    def add(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._until[key] = time.monotonic() + self.TTL
+
+
 class Connectors:
     def __init__(
         self,
@@ -110,12 +132,14 @@ class Connectors:
         tenant: str,
         planned: list[str] | None = None,
         writing: Writing = unrecorded,
+        verified: VerifiedSubscriptions | None = None,
     ) -> None:
         """With ``planned``, writes are not made but described there (``defender-operator plan``). Before its first
-        write, the adapter checks that ``subscription`` is reachable and belongs to ``tenant``."""
+        write, the adapter checks that ``subscription`` is reachable and belongs to ``tenant`` (unless ``verified``,
+        shared by the adapters of one credential, says it did lately)."""
         self.pipeline, self.subscription, self.tenant, self.planned = pipeline, subscription, tenant, planned
         self.writing = writing
-        self._verified = False
+        self._verified = verified if verified is not None else VerifiedSubscriptions()
 
     @property
     def dry_run(self) -> bool:
@@ -184,7 +208,7 @@ class Connectors:
     def verify_subscription(self) -> None:
         """The subscription is reachable with these credentials and belongs to the tenant the spec names (ARM
         "Subscriptions - Get"), checked once per adapter, before its first write."""
-        if self._verified:
+        if (self.subscription, self.tenant.lower()) in self._verified:
             return
         path = f"/subscriptions/{self.subscription}"
         response = self._send("GetSubscription", "GET", path, SUBSCRIPTION_API_VERSION)
@@ -197,7 +221,7 @@ class Connectors:
                 f"subscription {self.subscription} belongs to tenant {owner}, not spec.azure.tenantId {self.tenant}; "
                 "nothing was written",
             )
-        self._verified = True
+        self._verified.add((self.subscription, self.tenant.lower()))
 
     def observe(self, resource_group: str, name: str) -> ObservedConnector | None:
         path = connector_id(self.subscription, resource_group, name)

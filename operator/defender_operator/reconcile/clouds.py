@@ -16,7 +16,7 @@ from ..aws.oidc import OidcProviders
 from ..aws.stack import Stacks
 from ..aws.stackset import StackSets
 from ..azure.client import arm_pipeline
-from ..azure.connector import Connectors
+from ..azure.connector import Connectors, VerifiedSubscriptions
 from ..credentials import CredentialFactory
 from ..errors import TerminalError
 from ..settings import Settings
@@ -39,9 +39,8 @@ class Clouds:
     ) -> None:
         """With ``planned``, the adapters describe their writes there instead of making them."""
         self.settings, self.credentials, self.planned = settings, credentials, planned
-        self._pipelines: dict[
-            int, ARMPipelineClient[Any, Any]
-        ] = {}  # one per credential, reused across passes
+        # One ARM pipeline per credential, reused across passes, and the subscriptions that credential verified.
+        self._pipelines: dict[int, tuple[ARMPipelineClient[Any, Any], VerifiedSubscriptions]] = {}
 
     def forget_idle(self, idle_seconds: float) -> int:
         """Drop what no object used for ``idle_seconds``: clients, credentials, and ARM pipelines of dropped
@@ -93,13 +92,13 @@ class Clouds:
 
     def azure(self, target: Target, writes: CloudWrites = unrecorded_writes) -> Connectors:
         credential = self.credentials.azure_credential(target.namespace, target.spec)
-        pipeline = self._pipelines.get(id(credential))
-        if pipeline is None:
+        held = self._pipelines.get(id(credential))
+        if held is None:
             pipeline = arm_pipeline(
                 credential, self.settings.azure_arm_endpoint, ca_bundle=self.settings.azure_ca_bundle
             )
-            self._pipelines[id(credential)] = pipeline
+            held = self._pipelines[id(credential)] = (pipeline, VerifiedSubscriptions())
         azure = target.spec.azure
         return Connectors(
-            pipeline, azure.subscription_id, azure.tenant_id, self.planned, partial(writes, "azure")
+            held[0], azure.subscription_id, azure.tenant_id, self.planned, partial(writes, "azure"), held[1]
         )
