@@ -2,8 +2,9 @@
 
 Runs the operator as a real process against a fresh sandbox (real kube-apiserver, moto, ARM emulator), like the
 integration tests. Baselines are measured in the same run and printed beside the operator's figures, with ratios:
-the direct client (bench/direct_client.py: the same calls, no operator, at the operator's 8 workers) onboarding one
-and ``--objects`` other accounts; and for memory, the operator with no object and a no-op Kopf operator
+the direct client (bench/direct_client.py: the ideal client, no operator, at the operator's 8 workers) onboarding one
+and ``--objects`` other accounts, and the same client making every cloud call of the operator's first pass on
+``--objects`` more; and for memory, the operator with no object and a no-op Kopf operator
 (bench/noop_kopf.py: one idle daemon per object) over the same objects.
 
     .venv/bin/python -m bench.converge [--objects 20] [--idle-seconds 60]
@@ -139,6 +140,12 @@ def main() -> None:
         warm_emulators(box, operator.aws_proxy)
         direct_one = onboard_all(box, [direct(0)], operator.aws_proxy)
         direct_many = onboard_all(box, [direct(i) for i in range(1, 1 + args.objects)], operator.aws_proxy)
+        same_many = onboard_all(
+            box,
+            [manifest("direct", i, 600000000000, "same") for i in range(1, 1 + args.objects)],
+            operator.aws_proxy,
+            same_calls=True,
+        )
         baseline = converge(kubeconfig, "bench", range(0, 1))
         many = converge(kubeconfig, "bench", range(1, 1 + args.objects))
         memory_full = rss_mib(operator.record.pid)
@@ -173,6 +180,8 @@ def main() -> None:
             f"converge_{args.objects}_s": round(many, 2),
             f"direct_client_{args.objects}_s": round(direct_many, 2),
             "converge_ratio_to_direct_client": round(many / direct_many, 2),
+            f"direct_client_same_calls_{args.objects}_s": round(same_many, 2),
+            "converge_ratio_to_direct_client_same_calls": round(many / same_many, 2),
             "converge_ratio_per_object": round(many / args.objects / baseline, 3),
             "aws_calls_per_pass": round(sum(aws_ops.values()) / passes, 2),
             "arm_calls_per_pass": round(len(arm) / passes, 2),

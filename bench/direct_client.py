@@ -1,9 +1,12 @@
-"""Baseline: the ideal client, onboarding an account with the same calls the operator's first pass makes, directly.
+"""Baselines: clients onboarding an account with the calls of the operator's first pass, made directly.
 
-Assume the onboarding role, create the Microsoft identity provider, create the stack with the operator's own
-template, poll it to CREATE_COMPLETE, read the subscription and PUT the connector with the operator's own body: no
-Kubernetes, no status, no ownership marks, no conditional checks beyond ARM's create-only header. bench.converge runs
-it against the same emulators, at the operator's concurrency (8 workers), beside the operator.
+The ideal client assumes the onboarding role, creates the Microsoft identity provider, creates the stack with the
+operator's own template, polls it to CREATE_COMPLETE, and PUTs the connector with the operator's own body (create-only,
+after the subscription was read once for all): no Kubernetes, no status, no ownership marks, no reads it can do
+without. With ``same_calls`` it also makes the other cloud calls of the operator's first pass: it reads the
+connector before the PUT (the check that keeps the operator off another team's connector), Defender's health
+reports after it, and lists the EKS clusters of the region (Kubernetes discovery). bench.converge runs both against
+the same emulators, at the operator's concurrency (8 workers), beside the operator.
 """
 
 import json
@@ -17,6 +20,7 @@ import botocore.session
 from tests.support.clouds import arm_client, send
 
 from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.azure.connector import HEALTH_API_VERSION
 from defender_operator.render.catalog import catalog
 from defender_operator.render.cloudformation import OIDC_PARAMETER, stack_template
 from defender_operator.render.connector import API_VERSION, connector_body
@@ -25,11 +29,13 @@ from defender_operator.sandbox import Sandbox
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
 # One session for every client, its service models loaded before any measure: the ideal client pays neither.
 SESSION = boto3.Session(botocore_session=botocore.session.get_session())
-for _service in ("sts", "iam", "cloudformation"):
+for _service in ("sts", "iam", "cloudformation", "eks"):
     SESSION.client(_service, region_name="us-east-1", aws_access_key_id="warm", aws_secret_access_key="warm")
 
 
-def onboard(box: Sandbox, manifest: dict[str, Any], arm: Any, aws_endpoint: str) -> None:
+def onboard(
+    box: Sandbox, manifest: dict[str, Any], arm: Any, aws_endpoint: str, same_calls: bool = False
+) -> None:
     spec = AWSConnectorSpec.model_validate(manifest["spec"])
     assert spec.aws.credentials and spec.aws.credentials.role_arn
     env = box.env()
@@ -68,24 +74,36 @@ def onboard(box: Sandbox, manifest: dict[str, Any], arm: Any, aws_endpoint: str)
         time.sleep(0.2)
     assert stack["StackStatus"] == "CREATE_COMPLETE", stack["StackStatus"]
     subscription, group = spec.azure.subscription_id, spec.azure.resource_group
-    assert send(arm, "GET", f"/subscriptions/{subscription}?api-version=2022-12-01").status_code == 200
     body = connector_body(spec)
     path = (
         f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Security/securityConnectors/"
-        f"{spec.azure.connector_name or manifest['metadata']['name']}?api-version={API_VERSION}"
+        f"{spec.azure.connector_name or manifest['metadata']['name']}"
     )
-    response = send(arm, "PUT", path, body, **{"If-None-Match": "*"})
+    if same_calls:
+        assert send(arm, "GET", f"{path}?api-version={API_VERSION}").status_code == 404
+    response = send(arm, "PUT", f"{path}?api-version={API_VERSION}", body, **{"If-None-Match": "*"})
     assert response.status_code in (200, 201), response.text()
+    if same_calls:
+        health = f"{path}/providers/Microsoft.Security/healthReports?api-version={HEALTH_API_VERSION}"
+        assert send(arm, "GET", health).status_code == 200
+        SESSION.client("eks", **{**assumed, "region_name": spec.aws.regions[0]}).list_clusters()
 
 
 def onboard_all(
-    box: Sandbox, manifests: Sequence[dict[str, Any]], aws_endpoint: str, workers: int = 8
+    box: Sandbox,
+    manifests: Sequence[dict[str, Any]],
+    aws_endpoint: str,
+    workers: int = 8,
+    same_calls: bool = False,
 ) -> float:
     """Seconds to onboard every manifest, ``workers`` at a time (one ARM pipeline, as the operator shares one).
     ``aws_endpoint`` is the operator's own way to AWS (its proxy), so both take the same path."""
     arm = arm_client(box)
     started = time.monotonic()
+    subscriptions = {m["spec"]["azure"]["subscriptionId"] for m in manifests}
+    for subscription in subscriptions:  # once for all, as the operator reads it once an hour per credential
+        assert send(arm, "GET", f"/subscriptions/{subscription}?api-version=2022-12-01").status_code == 200
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done in [pool.submit(onboard, box, m, arm, aws_endpoint) for m in manifests]:
+        for done in [pool.submit(onboard, box, m, arm, aws_endpoint, same_calls) for m in manifests]:
             done.result()
     return time.monotonic() - started
