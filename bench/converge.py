@@ -28,7 +28,7 @@ from tests.conftest import TEST_POLICY
 from tests.support.clouds import arm_control, arm_requests, aws_client
 from tests.support.kube import api_client, apply, kubectl, wait_for
 from tests.support.manifests import base_manifest
-from tests.support.operator import start_operator
+from tests.support.operator import OperatorProcess, start_operator
 
 from bench.direct_client import onboard_all
 from bench.sandbox import bench_sandbox
@@ -109,6 +109,24 @@ def noop_kopf_rss(box: Any, objects: int, log: Path) -> float:
         process.wait(30)
 
 
+def operator_with_defaults(box: Any, prefix: str) -> OperatorProcess:
+    """The operator with its own defaults (resync every 300 s), as users run it, for convergence and memory: the
+    tests' 8 s resync would add passes over objects already Ready, which no deployment makes that often, while
+    later objects converge."""
+    return start_operator(
+        box, Path(tempfile.mkdtemp(prefix=prefix)), extra_env={"DEFENDER_OPERATOR_RESYNC_SECONDS": "300"}
+    )
+
+
+def bench_namespace(kubeconfig: Path) -> None:
+    """Namespace ``bench``, and the grant its objects need: they use the operator's identity (roleArn), which a
+    cluster admin grants (docs/tenancy.md)."""
+    kubectl(kubeconfig, "create", "namespace", "bench", check=True)
+    apply(kubeconfig, TEST_POLICY)
+    wait_for(lambda: "sandbox-tests" in kubectl(kubeconfig, "get", "effectiveonboardingpolicy", "effective",
+             "-o", "jsonpath={.spec.rules[*].policy}").stdout, 30, "the grant")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=20)
@@ -116,22 +134,11 @@ def main() -> None:
     args = parser.parse_args()
     with bench_sandbox() as box:
         kubeconfig = box.control_plane.kubeconfig
-        # Convergence and memory are measured with the operator's own defaults (resync every 300 s), as users run
-        # it: the tests' 8 s resync would add passes over objects already Ready, which no deployment makes that
-        # often, while later objects converge.
-        operator = start_operator(
-            box,
-            Path(tempfile.mkdtemp(prefix="bench-operator-")),
-            extra_env={"DEFENDER_OPERATOR_RESYNC_SECONDS": "300"},
-        )
+        operator = operator_with_defaults(box, "bench-operator-")
         assert operator.record is not None
         time.sleep(2)
         memory_empty = rss_mib(operator.record.pid)
-        kubectl(kubeconfig, "create", "namespace", "bench", check=True)
-        # The objects use the operator's identity (roleArn), which a cluster admin grants (docs/tenancy.md).
-        apply(kubeconfig, TEST_POLICY)
-        wait_for(lambda: "sandbox-tests" in kubectl(kubeconfig, "get", "effectiveonboardingpolicy", "effective",
-                 "-o", "jsonpath={.spec.rules[*].policy}").stdout, 30, "the grant")  # fmt: skip
+        bench_namespace(kubeconfig)
 
         # The direct clients on accounts of their own, before and after the operator (A B operator B A): the AWS
         # emulator slows as it holds more accounts (300 onboardings measured four times in a row: 34.2, 33.5,

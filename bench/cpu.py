@@ -15,19 +15,17 @@ import argparse
 import json
 import os
 import re
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import TEST_POLICY
 from tests.support.clouds import arm_control, arm_requests
-from tests.support.kube import apply, kubectl, wait_for
-from tests.support.operator import OperatorProcess, start_operator
+from tests.support.kube import kubectl
+from tests.support.operator import OperatorProcess
 
-from bench.converge import converge, manifest, warm_emulators
+from bench.converge import bench_namespace, converge, manifest, operator_with_defaults, warm_emulators
 from bench.direct_client import onboard_all
 from bench.sandbox import bench_sandbox
 
@@ -109,15 +107,8 @@ def main() -> None:
     args = parser.parse_args()
     with bench_sandbox() as box:
         kubeconfig = box.control_plane.kubeconfig
-        operator = start_operator(
-            box,
-            Path(tempfile.mkdtemp(prefix="bench-cpu-")),
-            extra_env={"DEFENDER_OPERATOR_RESYNC_SECONDS": "300"},
-        )
-        kubectl(kubeconfig, "create", "namespace", "bench", check=True)
-        apply(kubeconfig, TEST_POLICY)
-        wait_for(lambda: "sandbox-tests" in kubectl(kubeconfig, "get", "effectiveonboardingpolicy", "effective",
-                 "-o", "jsonpath={.spec.rules[*].policy}").stdout, 30, "the grant")  # fmt: skip
+        operator = operator_with_defaults(box, "bench-cpu-")
+        bench_namespace(kubeconfig)
         warm_emulators(box, operator.aws_proxy)
         # One object each first, outside the measure, so both sides start warm.
         onboard_all(box, [manifest("direct", 0, 500000000000, "direct")], operator.aws_proxy)

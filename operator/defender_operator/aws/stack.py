@@ -106,13 +106,7 @@ class Stacks:
                 result = call(
                     self.cf,
                     "create_stack",
-                    StackName=name,
-                    TemplateBody=body,
-                    Parameters=[
-                        {"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())
-                    ],
-                    Capabilities=CAPABILITIES,
-                    Tags=self._tags(template_hash, owner),
+                    **self._template(name, body, template_hash, parameters, owner),
                     ClientRequestToken=idempotency_token("create"),
                     OnFailure="ROLLBACK",
                 )
@@ -121,6 +115,18 @@ class Stacks:
                 return None
             raise
         return str(result["StackId"])
+
+    def _template(
+        self, name: str, body: str, template_hash: str, parameters: dict[str, str], owner: Owner
+    ) -> dict[str, Any]:
+        """The arguments CreateStack and UpdateStack share: the template, its parameters and the stack's tags."""
+        return {
+            "StackName": name,
+            "TemplateBody": body,
+            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
+            "Capabilities": CAPABILITIES,
+            "Tags": self._tags(template_hash, owner),
+        }
 
     def update(
         self, name: str, body: str, template_hash: str, parameters: dict[str, str], owner: Owner
@@ -134,13 +140,7 @@ class Stacks:
                 call(
                     self.cf,
                     "update_stack",
-                    StackName=name,
-                    TemplateBody=body,
-                    Parameters=[
-                        {"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())
-                    ],
-                    Capabilities=CAPABILITIES,
-                    Tags=self._tags(template_hash, owner),
+                    **self._template(name, body, template_hash, parameters, owner),
                     ClientRequestToken=idempotency_token("update"),
                 )
         except AwsClientError as exc:

@@ -205,8 +205,16 @@ def _reconcile_stack(
             )
             _drift_repaired("stack")
         stack_id = stacks.create(status.stack_name or "", body, template_hash, parameters, owner)
-        if stack_id is None:  # it exists after all
-            return _reconcile_existing(target, stacks, status, body, template_hash, parameters, settings)
+        if stack_id is None:  # it exists after all: reconcile it as found
+            existing = stacks.observe(status.stack_name or "")
+            if existing is None:  # deleted again meanwhile
+                return AwsResult(
+                    Verdict("False", "StackInProgress", f"stack {status.stack_name} is being deleted"),
+                    requeue_after=settings.in_progress_seconds,
+                )
+            return _reconcile_stack(
+                target, stacks, existing, status, body, template_hash, parameters, settings
+            )
         status.stack_id = stack_id or None
         status.stack_status, status.template_hash = "CREATE_IN_PROGRESS", template_hash
         status.roles, status.failed_template_hash = {}, None
@@ -303,25 +311,6 @@ def _reconcile_stack(
     return AwsResult(
         Verdict("True", "StackReady", f"stack {status.stack_name} is {stack.status}"), role_arns=arns
     )
-
-
-def _reconcile_existing(
-    target: Target,
-    stacks: Stacks,
-    status: AwsStatus,
-    body: str,
-    template_hash: str,
-    parameters: dict[str, str],
-    settings: Settings,
-) -> AwsResult:
-    """The stack CloudFormation would not create because it exists: reconcile it as found."""
-    stack = stacks.observe(status.stack_name or "")
-    if stack is None:  # deleted again meanwhile
-        return AwsResult(
-            Verdict("False", "StackInProgress", f"stack {status.stack_name} is being deleted"),
-            requeue_after=settings.in_progress_seconds,
-        )
-    return _reconcile_stack(target, stacks, stack, status, body, template_hash, parameters, settings)
 
 
 def reconcile_organization(
