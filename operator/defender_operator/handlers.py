@@ -490,6 +490,13 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
         return await runtime.exclusive(
             target.uid, _pass, runtime, target, str(meta["resourceVersion"]), conflict, admission
         )
+    except StatusConflict:
+        # The object changed again while a refused status write was retried (a person editing it, say): look again
+        # soon, from a newer copy. Nothing is lost: a cloud write is made only after its record was written, and
+        # the next pass writes the status again.
+        log.warning("the object changed during the pass; looking again", extra={"object": target.key})
+        runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
+        return runtime.backoff(target.uid)
     except Exception:
         log.exception("reconcile failed unexpectedly", extra={"object": target.key})
         metrics.count_panic()
