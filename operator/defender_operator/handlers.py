@@ -385,7 +385,7 @@ class WriteJournal:
                 continue
             if version is not None:
                 self.version = version
-            self.stored = status.model_copy(deep=True)
+            self.stored = status  # callers pass a status nothing else changes afterwards
             return
 
 
@@ -603,7 +603,7 @@ async def cleanup(body: Any, memo: Any, **_: Any) -> None:
         await asyncio.to_thread(runtime.kube.post_event, target.namespace, target.name, target.uid, event)
     if result.status is not None and _dump(target.status) != _dump(result.status):
         await asyncio.to_thread(
-            runtime.kube.patch_status, target.namespace, target.name, _dump(result.status)
+            runtime.kube.write_status, target.namespace, target.name, _dump(result.status)
         )
     if not result.done:
         raise kopf.TemporaryError(result.message, delay=result.retry_after)
@@ -639,7 +639,7 @@ async def _blocked(runtime: Runtime, target: Target, exc: CloudError) -> None:
         "CleanupBlocked",
         message,
     ):
-        await asyncio.to_thread(runtime.kube.patch_status, target.namespace, target.name, _dump(status))
+        await asyncio.to_thread(runtime.kube.write_status, target.namespace, target.name, _dump(status))
         await asyncio.to_thread(
             runtime.kube.post_event,
             target.namespace,

@@ -55,41 +55,25 @@ class Kube:
         self._event_counts: OrderedDict[str, int] = OrderedDict()
         self._events_lock = threading.Lock()
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Replace the whole status (JSON patch ``add /status``: adds or replaces)."""
-        try:
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                [{"op": "add", "path": "/status", "value": status}],
-                _content_type=JSON_PATCH,
-            )
-        except ApiException as exc:
-            if exc.status != 404:  # deleted meanwhile: nothing to report on
-                raise
-
     def write_status(
         self,
         namespace: str,
         name: str,
         status: dict[str, Any],
-        resource_version: str,
+        resource_version: str | None = None,
         *,
         must_exist: bool = False,
     ) -> str | None:
-        """Replace the whole status, only if the object is still at ``resource_version`` (Kubernetes' optimistic
-        concurrency: a patch that sets metadata.resourceVersion is refused with 409 Conflict when the object has
-        changed since; raised here as :class:`StatusConflict`). So a status built from an old copy of the object
-        never overwrites what was written after that copy, a pass's ``firstCloudWrite`` record above all, without
-        reading the object before every write. Returns the object's new resourceVersion; None when the object is
-        gone, unless ``must_exist``: then the 404 is raised."""
-        patch: list[dict[str, Any]] = [
-            {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version},
-            {"op": "add", "path": "/status", "value": status},
-        ]
+        """Replace the whole status (JSON patch ``add /status``, so keys that must disappear do). With
+        ``resource_version``, only if the object is still at that version (Kubernetes' optimistic concurrency: a
+        patch that sets metadata.resourceVersion is refused with 409 Conflict when the object has changed since;
+        raised here as :class:`StatusConflict`): a status built from an old copy of the object never overwrites what
+        was written after that copy, a pass's ``firstCloudWrite`` record above all, without reading the object
+        before every write. Returns the object's new resourceVersion; None when the object is gone (deleted
+        meanwhile: nothing to report on), unless ``must_exist``: then the 404 is raised."""
+        patch: list[dict[str, Any]] = [{"op": "add", "path": "/status", "value": status}]
+        if resource_version is not None:
+            patch.insert(0, {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
         try:
             answer = self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH

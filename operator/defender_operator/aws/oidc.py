@@ -144,9 +144,7 @@ class OidcProviders:
             return created
         observed = self.observe(spec)
         if observed is None:
-            if self.planned is not None:
-                self.planned.append(f"create identity provider https://{spec.host}")
-            elif not self._create(spec, tags):
+            if not self._create(spec, tags):
                 raise RetryableError("ProviderChanging", f"identity provider {arn} was created meanwhile")
             return created
         missing = [a for a in spec.audiences if a not in observed.audiences]
@@ -178,9 +176,11 @@ class OidcProviders:
         return ObservedProvider(arn=arn, audiences=observed.audiences + missing, tags=tags), missing, False
 
     def _create(self, spec: ProviderSpec, tags: dict[str, str]) -> bool:
-        """Create the provider; False when one of its URL exists already."""
+        """Create the provider (in a plan: describe the create); False when one of its URL exists already."""
         try:
-            with self.writing():
+            with self._write(f"create identity provider https://{spec.host}") as writing:
+                if not writing:
+                    return True
                 call(
                     self.iam,
                     "create_open_id_connect_provider",

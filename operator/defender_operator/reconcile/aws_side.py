@@ -81,11 +81,11 @@ def ensure_provider(
     spec: ProviderSpec,
     owner: Owner,
     events: list[Event],
-    known: OidcProviderStatus | None = None,
+    first: bool = False,
 ) -> OidcProviderStatus:
-    """Create the provider, or add the missing audiences to an existing one (e.g. Microsoft Sentinel's). ``known``:
-    the provider as the status last recorded it (None: never seen, so it is created without a read first)."""
-    observed, added, created = providers.ensure(spec, owner, first=known is None)
+    """Create the provider, or add the missing audiences to an existing one (e.g. Microsoft Sentinel's). ``first``:
+    the status has never recorded it, so it is created without a read first."""
+    observed, added, created = providers.ensure(spec, owner, first)
     if created:
         events.append(
             Event("Normal", "IdentityProviderCreated", f"created identity provider https://{spec.host}")
@@ -153,11 +153,11 @@ def reconcile_aws(target: Target, account: AwsAccount, status: AwsStatus, settin
     )
     if target.deep or not known:
         status.oidc_provider = ensure_provider(
-            account.providers, specs["microsoft"], owner, events, status.oidc_provider
+            account.providers, specs["microsoft"], owner, events, first=status.oidc_provider is None
         )
         if "ciem" in specs:
             status.ciem_oidc_provider = ensure_provider(
-                account.providers, specs["ciem"], owner, events, status.ciem_oidc_provider
+                account.providers, specs["ciem"], owner, events, first=status.ciem_oidc_provider is None
             )
         elif status.ciem_oidc_provider is not None:
             # CIEM turned off: this object no longer needs its provider.
