@@ -8,10 +8,11 @@ import json
 from functools import cache
 from typing import Any
 
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.core.responses import EmptyResult
 from moto.iam import models as iam_models
 from moto.iam.aws_managed_policies import aws_managed_policies_data
-from moto.iam.models import AWSManagedPolicy, IAMBackend, Role, iam_backends
+from moto.iam.models import AccessKey, AWSManagedPolicy, IAMBackend, Role, iam_backends
 from moto.iam.responses import IamResponse
 from moto.utilities.utils import get_partition
 
@@ -218,8 +219,62 @@ def _delete_role(
     backend.delete_role(role.name)
 
 
+_KEY_OWNERS: dict[
+    str, tuple[str, str]
+] = {}  # access key id -> (account, partition) of the backend holding it
+
+
+class _IndexedKeys(dict[str, AccessKey]):
+    """One IAM backend's access keys, each also entered in the index of every account's keys."""
+
+    def __init__(self, account_id: str, partition: str, keys: dict[str, AccessKey]) -> None:
+        super().__init__(keys)
+        self.owner = (account_id, partition)
+        for key_id in keys:
+            _KEY_OWNERS[key_id] = self.owner
+
+    def __setitem__(self, key_id: str, key: AccessKey) -> None:
+        super().__setitem__(key_id, key)
+        _KEY_OWNERS[key_id] = self.owner
+
+    def __delitem__(self, key_id: str) -> None:
+        super().__delitem__(key_id)
+        _KEY_OWNERS.pop(key_id, None)
+
+
+def _index_access_keys(backend: IAMBackend) -> None:
+    if not isinstance(backend.access_keys, _IndexedKeys):
+        backend.access_keys = _IndexedKeys(backend.account_id, backend.partition, backend.access_keys)
+
+
+def account_of_access_key(access_key: str) -> str:
+    """The account whose credentials these are, as STS and every AWS service know at once. moto looks through every
+    account's keys on every request, so each request took longer the more accounts existed (300 onboardings made the
+    next 300 about half as slow again); the index answers in constant time. A key the index holds but its account
+    no longer does (after ``/moto-api/reset``) is unknown, as moto's own lookup finds it."""
+    owner = _KEY_OWNERS.get(access_key)
+    if owner is not None and access_key in iam_backends[owner[0]][owner[1]].access_keys:
+        return owner[0]
+    return DEFAULT_ACCOUNT_ID
+
+
+def _patch_access_key_lookup() -> None:
+    original_init = IAMBackend.__init__
+
+    def init(self: IAMBackend, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        _index_access_keys(self)
+
+    IAMBackend.__init__ = init  # type: ignore[method-assign]
+    for account in list(iam_backends.values()):  # backends made before the patch
+        for backend in list(account.values()):
+            _index_access_keys(backend)
+    iam_models.get_account_id_from = account_of_access_key  # moto's responses import it at each request
+
+
 def apply() -> None:
     _patch_managed_policy_lookup()
+    _patch_access_key_lookup()
     IamResponse.add_client_id_to_open_id_connect_provider = _add_client_id  # type: ignore[attr-defined]
     IamResponse.remove_client_id_from_open_id_connect_provider = _remove_client_id  # type: ignore[attr-defined]
     Role.create_from_cloudformation_json = classmethod(_create_role)  # type: ignore[method-assign,assignment,arg-type]
