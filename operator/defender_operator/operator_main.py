@@ -6,6 +6,7 @@ start-up finished and Kopf is watching. Metrics are served by prometheus-client 
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import threading
@@ -72,6 +73,7 @@ async def _heartbeat(probes: Probes) -> None:
 def run(args: argparse.Namespace) -> int:
     settings: Settings = settings_from(args)
     logs.configure(settings.log_format, settings.log_level)
+    collect_less_often(settings.gc_young_threshold)
     probes = Probes()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
@@ -113,6 +115,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def collect_less_often(young_threshold: int) -> None:
+    """Python collects its youngest generation every 700 allocations by default; each AWS client built for an object
+    allocates tens of thousands of objects, so while many objects converge the collector ran thousands of times and
+    walked the older generations, holding every cached client, again and again (a third of the operator's CPU over
+    300 new objects: docs/performance.md). The older generations keep Python's thresholds. 0 changes nothing."""
+    if young_threshold:
+        _, middle, oldest = gc.get_threshold()
+        gc.set_threshold(young_threshold, middle, oldest)
+
+
 def _elector(settings: Settings) -> LeaderElector:
     namespace = settings.lease_namespace or os.environ.get("POD_NAMESPACE")
     if namespace is None and SERVICE_ACCOUNT_NAMESPACE.exists():
@@ -128,6 +140,9 @@ def _elector(settings: Settings) -> LeaderElector:
 
 
 async def _mark_ready(flag: threading.Event, probes: Probes) -> None:
+    """Ready once Kopf's start-up is done; what start-up loaded (modules, the AWS service models) lives as long as
+    the process, so it is frozen out of every later garbage collection, which otherwise walks it each time."""
     while not flag.is_set():
         await asyncio.sleep(0.2)
+    gc.freeze()
     probes.ready.set()

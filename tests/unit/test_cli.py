@@ -128,6 +128,29 @@ def test_run_help_documents_every_setting_with_its_default_and_variable() -> Non
     assert "(default: 15.0; env DEFENDER_OPERATOR_IN_PROGRESS_SECONDS)" in text
 
 
+def test_configuration_page_lists_every_setting() -> None:
+    from defender_operator.settings import Settings
+
+    page = (REPO / "docs" / "configuration.md").read_text()
+    missing = [name for name in Settings.model_fields if f"| `{name.upper()}` |" not in page]
+    assert not missing, f"docs/configuration.md has no row for {missing}"
+
+
+def test_the_collector_runs_less_often_only_when_asked() -> None:
+    import gc
+
+    from defender_operator.operator_main import collect_less_often
+
+    before = gc.get_threshold()
+    try:
+        collect_less_often(0)
+        assert gc.get_threshold() == before
+        collect_less_often(12345)
+        assert gc.get_threshold() == (12345, *before[1:])
+    finally:
+        gc.set_threshold(*before)
+
+
 def test_aws_setup_prints_the_checked_in_setup_files() -> None:
     for only, path in (
         ("template", REPO / "deploy" / "aws" / "account-setup.json"),
