@@ -207,7 +207,8 @@ class Connectors:
 
     def verify_subscription(self) -> None:
         """The subscription is reachable with these credentials and belongs to the tenant the spec names (ARM
-        "Subscriptions - Get"), checked once per adapter, before its first write."""
+        "Subscriptions - Get"), checked before the adapter's first write unless this credential verified it within
+        the hour (:class:`VerifiedSubscriptions`)."""
         if (self.subscription, self.tenant.lower()) in self._verified:
             return
         path = f"/subscriptions/{self.subscription}"
