@@ -20,6 +20,7 @@ import botocore.session
 from tests.support.clouds import arm_client, send
 
 from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.aws.client_classes import share_client_classes
 from defender_operator.azure.connector import HEALTH_API_VERSION
 from defender_operator.operator_main import collect_less_often
 from defender_operator.render.catalog import catalog
@@ -29,7 +30,9 @@ from defender_operator.sandbox import Sandbox
 from defender_operator.settings import Settings
 
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
-# One session for every client, its service models loaded before any measure: the ideal client pays neither.
+# One session for every client, its service models loaded before any measure, and one client class per service (as
+# the operator builds them, aws/client_classes.py): the ideal client pays none of these.
+share_client_classes()
 SESSION = boto3.Session(botocore_session=botocore.session.get_session())
 for _service in ("sts", "iam", "cloudformation", "eks"):
     SESSION.client(_service, region_name="us-east-1", aws_access_key_id="warm", aws_secret_access_key="warm")

@@ -22,6 +22,7 @@ from azure.identity import ClientSecretCredential, DefaultAzureCredential, Workl
 
 from .api.spec import AWSConnectorSpec
 from .aws.api import CLIENT_CONFIG, call
+from .aws.client_classes import share_client_classes
 from .errors import TerminalError
 from .logs import secret
 from .settings import Settings
@@ -95,6 +96,7 @@ class CredentialFactory:
         self.settings, self.read_secret = settings, read_secret
         for variable in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET"):
             secret(os.environ.get(variable))  # the operator's own keys, when it has any
+        share_client_classes()  # a client class per service, not per object (aws/client_classes.py)
         self._session = boto3.Session(botocore_session=botocore.session.get_session())
         self._assumed: dict[tuple[str, ...], _Keys] = {}
         self._identities: dict[_Keys | None, tuple[str, float]] = {}  # keys -> (ARN, valid until)

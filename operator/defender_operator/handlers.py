@@ -206,14 +206,18 @@ def _cluster_instance(kube: Kube) -> str:
 # --- tenancy: ClusterOnboardingPolicies --------------------------------------------------------------------------
 
 
+# The indexes are ``async`` only so that Kopf calls them on its event loop: it runs a plain function in a thread pool,
+# one hop per watch event, which cost more than the few dictionary lookups they do.
+
+
 @kopf.index(GROUP, VERSION, POLICY_PLURAL)
-def policies(name: str, spec: Any, **_: Any) -> dict[str, EffectiveRule]:
+async def policies(name: str, spec: Any, **_: Any) -> dict[str, EffectiveRule]:
     """Policy name -> its rule, as the admission policy reads it."""
     return {name: effective_rule(name, ClusterOnboardingPolicySpec.model_validate(dict(spec)))}
 
 
 @kopf.index("", "v1", "namespaces")
-def namespace_labels(name: str, labels: Any, **_: Any) -> dict[str, dict[str, str]]:
+async def namespace_labels(name: str, labels: Any, **_: Any) -> dict[str, dict[str, str]]:
     """Namespace -> its labels, for the policies' namespace selectors."""
     return {name: dict(labels or {})}
 
@@ -261,7 +265,7 @@ def _claim(meta: Any, status: Any) -> str:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def by_account(
+async def by_account(
     namespace: str | None, name: str, spec: Any, meta: Any, status: Any, **_: Any
 ) -> dict[str, tuple[str, str]]:
     """AWS account and subscription -> (claim rank, "namespace/name") of every object onboarding it."""

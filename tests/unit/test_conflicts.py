@@ -1,6 +1,7 @@
 """Which of two objects onboarding the same AWS account into the same subscription goes ahead (Azure allows one
 connector per pair); the other is Stalled with ConnectorConflict and writes nothing."""
 
+import asyncio
 from typing import Any
 
 from defender_operator.handlers import by_account, conflict_with
@@ -15,9 +16,8 @@ def entry(
     name: str, created: str, uid: str, status: dict[str, Any] | None = None
 ) -> tuple[str, tuple[str, str]]:
     meta = {"creationTimestamp": created, "uid": uid}
-    ((key, value),) = by_account(
-        namespace="team", name=name, spec=SPEC, meta=meta, status=status or {}
-    ).items()
+    entries = asyncio.run(by_account(namespace="team", name=name, spec=SPEC, meta=meta, status=status or {}))
+    ((key, value),) = entries.items()
     return key, value
 
 
