@@ -1,4 +1,4 @@
-"""Clients of different credentials share their botocore class, and nothing they sign with."""
+"""Clients of different credentials share their botocore class and service model, and nothing they sign with."""
 
 from typing import Any
 
@@ -41,13 +41,20 @@ def test_clients_of_different_credentials_share_a_class_and_sign_with_their_own_
     tenants = [_Keys(f"AKIATENANT{i}", f"secret{i}", f"token{i}") for i in range(3)]
     clients = [factory._client(keys, "sts", "us-east-1") for keys in tenants]
     assert len({type(c) for c in clients}) == 1  # one class, built once
+    assert (
+        len({id(c.meta.service_model) for c in clients}) == 1
+    )  # one model, its operations' models built once
+    assert (
+        len({id(c._request_signer) for c in clients}) == 3 and len({id(c.meta.events) for c in clients}) == 3
+    )
     assert type(factory._client(tenants[0], "iam", "us-east-1")) is not type(clients[0])  # per service
     for keys, client in reversed(list(zip(tenants, clients, strict=True))):
         assert _signed_by(client) == keys.access_key_id
 
 
-def test_classes_are_per_session() -> None:
-    """A class carries its session's ``creating-client-class`` additions, so another session gets its own."""
+def test_classes_and_models_are_per_session() -> None:
+    """A class carries its session's ``creating-client-class`` additions and a model its loader's data, so another
+    session gets its own."""
     assert share_client_classes() and share_client_classes()  # idempotent
     sessions = [botocore.session.get_session() for _ in range(2)]
     sessions[1].register(
@@ -58,8 +65,9 @@ def test_classes_are_per_session() -> None:
         for s in sessions
     ]
     assert type(made[0]) is not type(made[1])
+    assert made[0].meta.service_model is not made[1].meta.service_model
     assert not hasattr(made[0], "extra") and made[1].extra == 1
     again = sessions[0].create_client(
         "sts", region_name="us-east-1", aws_access_key_id="c", aws_secret_access_key="d"
     )
-    assert type(again) is type(made[0])
+    assert type(again) is type(made[0]) and again.meta.service_model is made[0].meta.service_model
