@@ -87,9 +87,10 @@ class CredentialFactory:
     """Builds (and caches) the clients and credentials the adapters use.
 
     Every AWS client comes from one botocore session, so the service models are loaded once for the process rather
-    than once per object (about 15 MiB an object otherwise: docs/performance.md); clients are cached per credentials,
-    service and region, at most ``aws_client_cache`` of them (about 0.3 MiB each, the largest part of an object's
-    cost), so memory stays bounded with a thousand objects.
+    than once per object (about 15 MiB an object otherwise: docs/performance.md), and clients of one service share
+    their class and service model (aws/client_classes.py); clients are cached per credentials, service and region, at
+    most ``aws_client_cache`` of them (about 0.13 MiB each, the largest part of an object's cost), so memory stays
+    bounded with a thousand objects.
     """
 
     def __init__(self, settings: Settings, read_secret: SecretReader) -> None:

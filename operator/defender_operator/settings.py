@@ -69,8 +69,8 @@ class Settings(BaseSettings):
     aws_client_cache: int = Field(
         default=128,
         ge=8,
-        description="AWS clients kept between passes (least recently used go first). Each holds about 0.3 MiB; with "
-        "more objects than fit, clients are built again per pass (about 6 ms each): docs/performance.md.",
+        description="AWS clients kept between passes (least recently used go first). Each holds about 0.13 MiB; with "
+        "more objects than fit, clients are built again per pass (about 3 ms each): docs/performance.md.",
     )
     gc_young_threshold: int = Field(
         default=2000,
