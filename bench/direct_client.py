@@ -30,8 +30,8 @@ from defender_operator.sandbox import Sandbox
 from defender_operator.settings import Settings
 
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
-# One session for every client, its service models loaded before any measure, and one client class per service (as
-# the operator builds them, aws/client_classes.py): the ideal client pays none of these.
+# One session for every client, its service models loaded before any measure, and one client class and service model
+# per service (as the operator builds them, aws/client_classes.py): the ideal client pays none of these.
 share_client_classes()
 SESSION = boto3.Session(botocore_session=botocore.session.get_session())
 for _service in ("sts", "iam", "cloudformation", "eks"):

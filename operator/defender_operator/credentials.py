@@ -97,7 +97,7 @@ class CredentialFactory:
         self.settings, self.read_secret = settings, read_secret
         for variable in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET"):
             secret(os.environ.get(variable))  # the operator's own keys, when it has any
-        share_client_classes()  # a client class per service, not per object (aws/client_classes.py)
+        share_client_classes()  # a client class and service model per service, not per object
         self._session = boto3.Session(botocore_session=botocore.session.get_session())
         self._assumed: dict[tuple[str, ...], _Keys] = {}
         self._identities: dict[_Keys | None, tuple[str, float]] = {}  # keys -> (ARN, valid until)

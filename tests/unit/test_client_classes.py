@@ -36,17 +36,14 @@ def _signed_by(client: Any) -> str:
     return authorization.split("Credential=", 1)[1].split("/", 1)[0]
 
 
-def test_clients_of_different_credentials_share_a_class_and_sign_with_their_own_keys() -> None:
+def test_clients_of_different_credentials_share_a_class_and_a_model_and_sign_with_their_own_keys() -> None:
     factory = CredentialFactory(Settings(aws_endpoint_url="http://127.0.0.1:9"), lambda ns, name: {})
     tenants = [_Keys(f"AKIATENANT{i}", f"secret{i}", f"token{i}") for i in range(3)]
     clients = [factory._client(keys, "sts", "us-east-1") for keys in tenants]
-    assert len({type(c) for c in clients}) == 1  # one class, built once
-    assert (
-        len({id(c.meta.service_model) for c in clients}) == 1
-    )  # one model, its operations' models built once
-    assert (
-        len({id(c._request_signer) for c in clients}) == 3 and len({id(c.meta.events) for c in clients}) == 3
-    )
+    classes, models = {type(c) for c in clients}, {id(c.meta.service_model) for c in clients}
+    assert len(classes) == 1 and len(models) == 1  # built once: the model's operation models too
+    signers, emitters = {id(c._request_signer) for c in clients}, {id(c.meta.events) for c in clients}
+    assert len(signers) == 3 and len(emitters) == 3  # what a request is signed and sent with stays per client
     assert type(factory._client(tenants[0], "iam", "us-east-1")) is not type(clients[0])  # per service
     for keys, client in reversed(list(zip(tenants, clients, strict=True))):
         assert _signed_by(client) == keys.access_key_id
