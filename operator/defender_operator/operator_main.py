@@ -119,7 +119,8 @@ def collect_less_often(young_threshold: int) -> None:
     """Python collects its youngest generation every 700 allocations by default; each AWS client built for an object
     allocates thousands of objects, so while many objects converge the collector ran thousands of times and walked
     the older generations, holding every cached client, again and again (a third of the operator's CPU over 300 new
-    objects; a higher threshold holds evicted clients' garbage longer: docs/performance.md). The older generations keep Python's thresholds. 0 changes nothing."""
+    objects; a higher threshold holds evicted clients' garbage longer: docs/performance.md). The older generations
+    keep Python's thresholds. 0 changes nothing."""
     if young_threshold:
         _, middle, oldest = gc.get_threshold()
         gc.set_threshold(young_threshold, middle, oldest)

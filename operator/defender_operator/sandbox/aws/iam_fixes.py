@@ -249,8 +249,8 @@ def _index_access_keys(backend: IAMBackend) -> None:
 def account_of_access_key(access_key: str) -> str:
     """The account whose credentials these are, as STS and every AWS service know at once. moto looks through every
     partition of every account on every request, so each request took longer the more accounts existed (300
-    onboardings in a row took 35, 39, then 46 s); the index answers in constant time. A key the index holds but its account
-    no longer does (after ``/moto-api/reset``) is unknown, as moto's own lookup finds it."""
+    onboardings in a row took 35, 39, then 46 s); the index answers in constant time. A key the index holds but its
+    account no longer does (after ``/moto-api/reset``) is unknown, as moto's own lookup finds it."""
     owner = _KEY_OWNERS.get(access_key)
     if owner is not None and access_key in iam_backends[owner[0]][owner[1]].access_keys:
         return owner[0]
