@@ -3,11 +3,12 @@
 Runs the operator as a real process against a fresh sandbox (real kube-apiserver, moto, ARM emulator), like the
 integration tests. Baselines are measured in the same run and printed beside the operator's figures, with ratios:
 the direct client (bench/direct_client.py: the ideal client, no operator, at the operator's 8 workers) onboarding one
-and ``--objects`` other accounts, and the same client making every cloud call of the operator's first pass on
-``--objects`` more; and for memory, the operator with no object and a no-op Kopf operator
-(bench/noop_kopf.py: one idle daemon per object) over the same objects.
+and ``--objects`` other accounts, and the same client making every cloud call of the operator's first pass; and for
+memory, the operator with no object and a no-op Kopf operator (bench/noop_kopf.py: one idle daemon per object) over
+the same objects. ``--rounds`` rounds of ``--objects`` new objects each, every round between two measures of the
+direct clients; the figure is the median of the rounds' ratios, and every round is printed.
 
-    .venv/bin/python -m bench.converge [--objects 20] [--idle-seconds 60]
+    .venv/bin/python -m bench.converge [--objects 20] [--rounds 3] [--idle-seconds 60]
 
 Results go into docs/performance.md.
 """
@@ -130,6 +131,7 @@ def bench_namespace(kubeconfig: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     args = parser.parse_args()
     with bench_sandbox() as box:
@@ -140,38 +142,77 @@ def main() -> None:
         memory_empty = rss_mib(operator.record.pid)
         bench_namespace(kubeconfig)
 
-        # The direct clients on accounts of their own, before and after the operator (A B operator B A): the AWS
-        # emulator slows as it holds more accounts (300 onboardings measured four times in a row: 34.2, 33.5,
-        # 35.7 and 39.0 s), so each baseline is the mean of a measure before and one after the operator's.
+        # Rounds of ``--objects`` new objects, each between two measures of both direct clients on accounts of their
+        # own: D S, round 1, S D, round 2, D S, ... Each round's baseline is the mean of the measures on either side
+        # of it, because this machine's speed drifts by a fifth within minutes (in one run of the single-round
+        # version the ideal client took 38.6 s before the operator and 28.8 s four minutes after it), and each round
+        # is a "--objects at once" measure of its own; the figure is the median of the rounds' ratios, with every
+        # round printed. Later rounds run beside the earlier rounds' objects, in sync and idle, as in a cluster.
         def onboard(first: int, same_calls: bool = False) -> float:
             account, prefix = (600000000000, "same") if same_calls else (500000000000, "direct")
             manifests = [manifest("direct", i, account, prefix) for i in range(first, first + args.objects)]
             return onboard_all(box, manifests, operator.aws_proxy, same_calls=same_calls)
 
+        def baselines(first: int, direct_first: bool) -> tuple[float, float]:
+            """(ideal client, client making the same calls), each onboarding ``--objects`` new accounts."""
+            if direct_first:
+                direct = onboard(first)
+                return direct, onboard(first, same_calls=True)
+            same = onboard(first, same_calls=True)
+            return onboard(first), same
+
         warm_emulators(box, operator.aws_proxy)
         direct_one = onboard_all(box, [manifest("direct", 0, 500000000000, "direct")], operator.aws_proxy)
-        direct_before, same_before = onboard(1), onboard(1, same_calls=True)
+        measures = [baselines(1, direct_first=True)]
         baseline = converge(kubeconfig, "bench", range(0, 1))
-        many = converge(kubeconfig, "bench", range(1, 1 + args.objects))
+        rounds: list[dict[str, Any]] = []
+        memory_first_round = 0.0
+        for r in range(args.rounds):
+            first = 1 + r * args.objects
+            many = converge(kubeconfig, "bench", range(first, first + args.objects))
+            if r == 0:
+                memory_first_round = rss_mib(operator.record.pid)
+            measures.append(baselines(1 + (r + 1) * args.objects, direct_first=r % 2 == 1))
+            (direct_before, same_before), (direct_after, same_after) = measures[r], measures[r + 1]
+            direct_many, same_many = (direct_before + direct_after) / 2, (same_before + same_after) / 2
+            rounds.append(
+                {
+                    "operator_s": round(many, 2),
+                    "direct_client_s": round(direct_many, 2),
+                    "direct_client_before_and_after_s": [round(direct_before, 2), round(direct_after, 2)],
+                    "ratio_to_direct_client": round(many / direct_many, 3),
+                    "direct_client_same_calls_s": round(same_many, 2),
+                    "direct_client_same_calls_before_and_after_s": [
+                        round(same_before, 2),
+                        round(same_after, 2),
+                    ],
+                    "ratio_to_direct_client_same_calls": round(many / same_many, 3),
+                }
+            )
+            print(json.dumps({"round": r + 1, **rounds[-1]}), flush=True)
+        objects = args.objects * args.rounds + 1
         memory_full = rss_mib(operator.record.pid)
-        same_after, direct_after = onboard(1 + args.objects, same_calls=True), onboard(1 + args.objects)
-        direct_many, same_many = (direct_before + direct_after) / 2, (same_before + same_after) / 2
 
-        # Idle cost: every object is Ready; count the calls of the resync passes of an operator with the tests'
-        # 8 s resync, once it has made its first pass over every object (a new process checks everything once).
+        # Idle cost: every object is Ready; count the calls and the passes of an operator that resyncs often (8 s,
+        # the tests' interval, or slower for many objects: at most 25 passes a second, which 8 workers keep up with),
+        # once it has made its first pass over every object (a new process checks everything once).
         operator.stop()
-        operator = start_operator(box, Path(tempfile.mkdtemp(prefix="bench-operator-idle-")))
-        objects = args.objects + 1
+        resync = max(8, objects // 25)
+        operator = start_operator(
+            box,
+            Path(tempfile.mkdtemp(prefix="bench-operator-idle-")),
+            extra_env={"DEFENDER_OPERATOR_RESYNC_SECONDS": str(resync)},
+        )
         wait_for(
-            lambda: operator.log().count('"reconciled"') >= objects, 300, "a first pass over every object"
+            lambda: operator.log().count('"reconciled"') >= objects, 600, "a first pass over every object"
         )
         operator.reset_aws_operations()
         arm_control(box, "/_sandbox/requests", method="DELETE")
-        resync = float(operator.env()["DEFENDER_OPERATOR_RESYNC_SECONDS"])
+        passes_before = operator.log().count('"reconciled"')
         time.sleep(args.idle_seconds)
         aws_ops = operator.aws_operations()
         arm = arm_requests(box)
-        passes = objects * args.idle_seconds / resync
+        passes = operator.log().count('"reconciled"') - passes_before
         # AssumeRole changes nothing in the account; REST-JSON services (EKS) are counted by method and path.
         reads = ("Describe", "Get", "List", "AssumeRole", "GET ")
         aws_writes = sum(n for op, n in aws_ops.items() if not op.startswith(reads))
@@ -180,19 +221,21 @@ def main() -> None:
 
         operator.stop()
         kopf_memory = noop_kopf_rss(box, objects, Path(tempfile.mkdtemp(prefix="bench-kopf-")) / "kopf.log")
+        ratios = [r["ratio_to_direct_client"] for r in rounds]
         results = {
             "objects": objects,
             "converge_one_s": round(baseline, 2),
             "direct_client_one_s": round(direct_one, 2),
             "converge_one_minus_direct_s": round(baseline - direct_one, 2),
-            f"converge_{args.objects}_s": round(many, 2),
-            f"direct_client_{args.objects}_s": round(direct_many, 2),
-            "direct_client_before_and_after_s": [round(direct_before, 2), round(direct_after, 2)],
-            "converge_ratio_to_direct_client": round(many / direct_many, 2),
-            f"direct_client_same_calls_{args.objects}_s": round(same_many, 2),
-            "direct_client_same_calls_before_and_after_s": [round(same_before, 2), round(same_after, 2)],
-            "converge_ratio_to_direct_client_same_calls": round(many / same_many, 2),
-            "converge_ratio_per_object": round(many / args.objects / baseline, 3),
+            "rounds": rounds,
+            f"converge_{args.objects}_s_median": statistics.median(r["operator_s"] for r in rounds),
+            "converge_ratio_to_direct_client_median": statistics.median(ratios),
+            "converge_ratio_to_direct_client_range": [min(ratios), max(ratios)],
+            "converge_ratio_to_direct_client_same_calls_median": statistics.median(
+                r["ratio_to_direct_client_same_calls"] for r in rounds
+            ),
+            "idle_resync_s": resync,
+            "idle_passes": passes,
             "aws_calls_per_pass": round(sum(aws_ops.values()) / passes, 2),
             "arm_calls_per_pass": round(len(arm) / passes, 2),
             "aws_writes_idle": aws_writes,
@@ -203,8 +246,8 @@ def main() -> None:
             if arm_durations
             else None,
             "rss_empty_mib": round(memory_empty, 1),
+            "rss_after_round_1_mib": round(memory_first_round, 1),
             f"rss_{objects}_objects_mib": round(memory_full, 1),
-            "rss_ratio": round(memory_full / memory_empty, 2),
             "rss_per_object_mib": round((memory_full - memory_empty) / objects, 2),
             f"noop_kopf_rss_{objects}_objects_mib": round(kopf_memory, 1),
             "rss_ratio_to_noop_kopf": round(memory_full / kopf_memory, 2),
