@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
 from tests.conftest import TEST_POLICY
 from tests.support.clouds import arm_control, arm_requests, aws_client
 from tests.support.kube import api_client, apply, kubectl, wait_for
@@ -71,16 +72,25 @@ def converge(kubeconfig: Path, namespace: str, indices: range) -> float:
         api.create_namespaced_custom_object(*where, manifest(namespace, i))
     while pending and time.monotonic() - started < 900:
         stream = watch.Watch()
-        for event in stream.stream(
-            api.list_namespaced_custom_object, *where, resource_version=version, timeout_seconds=60
-        ):
-            obj = event["object"]
-            version = obj["metadata"]["resourceVersion"]
-            if is_ready(obj):
-                pending.discard(obj["metadata"]["name"])
-            if not pending:
-                stream.stop()
-                break
+        try:
+            for event in stream.stream(
+                api.list_namespaced_custom_object, *where, resource_version=version, timeout_seconds=60
+            ):
+                obj = event["object"]
+                version = obj["metadata"]["resourceVersion"]
+                if is_ready(obj):
+                    pending.discard(obj["metadata"]["name"])
+                if not pending:
+                    stream.stop()
+                    break
+        except ApiException as exc:
+            if exc.status != 410:
+                raise
+            # The version left the API server's watch window (many writes, or etcd's compaction every 5 minutes):
+            # list again and watch from there, as an informer does.
+            listing = api.list_namespaced_custom_object(*where)
+            pending -= {o["metadata"]["name"] for o in listing["items"] if is_ready(o)}
+            version = listing["metadata"]["resourceVersion"]
     assert not pending, f"not Ready after 900 s: {sorted(pending)[:5]}"
     return time.monotonic() - started
 
