@@ -33,7 +33,7 @@ from tests.support.manifests import base_manifest
 from tests.support.operator import OperatorProcess, start_operator
 
 from bench.direct_client import onboard_all
-from bench.sandbox import bench_sandbox
+from bench.sandbox import bench_sandbox, operator_state
 
 
 def rss_mib(pid: int) -> float:
@@ -125,7 +125,7 @@ def operator_with_defaults(box: Any, prefix: str) -> OperatorProcess:
     tests' 8 s resync would add passes over objects already Ready, which no deployment makes that often, while
     later objects converge."""
     return start_operator(
-        box, Path(tempfile.mkdtemp(prefix=prefix)), extra_env={"DEFENDER_OPERATOR_RESYNC_SECONDS": "300"}
+        box, operator_state(box, prefix), extra_env={"DEFENDER_OPERATOR_RESYNC_SECONDS": "300"}
     )
 
 
@@ -210,7 +210,7 @@ def main() -> None:
         resync = max(8, objects // 25)
         operator = start_operator(
             box,
-            Path(tempfile.mkdtemp(prefix="bench-operator-idle-")),
+            operator_state(box, "bench-operator-idle-"),
             extra_env={"DEFENDER_OPERATOR_RESYNC_SECONDS": str(resync)},
         )
         wait_for(
@@ -232,6 +232,10 @@ def main() -> None:
         operator.stop()
         kopf_memory = noop_kopf_rss(box, objects, Path(tempfile.mkdtemp(prefix="bench-kopf-")) / "kopf.log")
         ratios = [r["ratio_to_direct_client"] for r in rounds]
+
+        def per_pass(calls: float) -> float | None:
+            return round(calls / passes, 2) if passes else None  # None: --idle-seconds too short for a pass
+
         results = {
             "objects": objects,
             "converge_one_s": round(baseline, 2),
@@ -246,12 +250,12 @@ def main() -> None:
             ),
             "idle_resync_s": resync,
             "idle_passes": passes,
-            "aws_calls_per_pass": round(sum(aws_ops.values()) / passes, 2),
-            "arm_calls_per_pass": round(len(arm) / passes, 2),
+            "aws_calls_per_pass": per_pass(sum(aws_ops.values())),
+            "arm_calls_per_pass": per_pass(len(arm)),
             "aws_writes_idle": aws_writes,
             "arm_writes_idle": arm_writes,
-            "aws_calls_per_object_hour_at_300s_resync": round(sum(aws_ops.values()) / passes * 3600 / 300, 1),
-            "arm_calls_per_object_hour_at_300s_resync": round(len(arm) / passes * 3600 / 300, 1),
+            "aws_calls_per_object_hour_at_300s_resync": per_pass(sum(aws_ops.values()) * 3600 / 300),
+            "arm_calls_per_object_hour_at_300s_resync": per_pass(len(arm) * 3600 / 300),
             "arm_median_request_ms": round(statistics.median(arm_durations) * 1000, 1)
             if arm_durations
             else None,

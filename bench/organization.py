@@ -12,15 +12,13 @@ docs/performance.md.
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 
 from tests.conftest import TEST_POLICY
 from tests.support.kube import apply, kubectl
 from tests.support.operator import start_operator
 from tests.support.organization_scenario import MINIMUM_ACCOUNTS, run
 
-from bench.sandbox import bench_sandbox
+from bench.sandbox import bench_sandbox, operator_state
 
 NAMESPACE = "bench-org"
 MANAGEMENT = "600000000000"
@@ -37,7 +35,7 @@ def main() -> None:
         )
     with bench_sandbox() as box:
         kubeconfig = box.control_plane.kubeconfig
-        operator = start_operator(box, Path(tempfile.mkdtemp(prefix="bench-org-")))
+        operator = start_operator(box, operator_state(box, "bench-org-"))
         kubectl(kubeconfig, "create", "namespace", NAMESPACE, check=True)
         apply(kubeconfig, TEST_POLICY)
         results = run(box, operator, kubeconfig, NAMESPACE, MANAGEMENT, args.accounts, args.ous)
