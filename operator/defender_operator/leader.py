@@ -5,7 +5,10 @@ A candidate takes the Lease when it is free or expired (renewTime + leaseDuratio
 resourceVersion it read (a concurrent taker loses with 409), then renews it every ``retry_period``. The leader that
 cannot renew within ``renew_deadline`` (shorter than the lease duration) stops the whole process at once: worker
 threads cannot be cancelled, and a standby may take the Lease once it expires, so the old leader must be gone by
-then (controller-runtime exits on "leader election lost" for the same reason). On a clean shutdown the leader
+then (controller-runtime exits on "leader election lost" for the same reason). Every kind of failure counts, and no
+renewal may outlast the deadline: an unreachable API server makes the Kubernetes client raise urllib3's errors (not
+``OSError``), and a silent one makes a request without a timeout wait for ever; either used to end the renewals
+while the process went on reconciling, so a standby would have taken over beside it. On a clean shutdown the leader
 releases the Lease, so a rolling update hands over without waiting for it to expire.
 
 Kopf's own peering is not used: it pauses lower-priority operators when it sees a higher-priority peer, which does
@@ -29,6 +32,14 @@ log = logging.getLogger("defender_operator.leader")
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class LeadershipLost(Exception):
+    """The Lease was not renewed within the renew deadline."""
+
+
+def _one_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
 
 
 def identity() -> str:
@@ -56,11 +67,12 @@ class LeaderElector:
             retry_period,
         )
 
-    def _try(self) -> bool:
-        """Take or renew the Lease once; True when this process holds it now."""
+    def _try(self, timeout: float | None = None) -> bool:
+        """Take or renew the Lease once; True when this process holds it now. ``timeout`` bounds each request (the
+        Kubernetes client waits for ever by default)."""
         now = _now()
         try:
-            lease = self.leases.read_namespaced_lease(self.name, self.namespace)
+            lease = self.leases.read_namespaced_lease(self.name, self.namespace, _request_timeout=timeout)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -69,7 +81,7 @@ class LeaderElector:
                 spec=self._spec(now, now, 0),
             )
             try:
-                self.leases.create_namespaced_lease(self.namespace, body)
+                self.leases.create_namespaced_lease(self.namespace, body, _request_timeout=timeout)
             except ApiException as exc:
                 if exc.status == 409:
                     return False  # someone else created it first
@@ -85,7 +97,9 @@ class LeaderElector:
         transitions = (spec.lease_transitions or 0) + (0 if mine else 1)
         lease.spec = self._spec(spec.acquire_time if mine and spec.acquire_time else now, now, transitions)
         try:
-            self.leases.replace_namespaced_lease(self.name, self.namespace, lease)  # carries resourceVersion
+            self.leases.replace_namespaced_lease(  # carries resourceVersion
+                self.name, self.namespace, lease, _request_timeout=timeout
+            )
         except ApiException as exc:
             if exc.status == 409:
                 return False  # changed since we read it: another candidate took or renewed it
@@ -108,40 +122,63 @@ class LeaderElector:
         )
         while True:
             try:
-                if await asyncio.to_thread(self._try):
+                if await asyncio.to_thread(self._try, self.renew_deadline):
                     log.info(
                         "leading", extra={"lease": f"{self.namespace}/{self.name}", "holder": self.holder}
                     )
                     return
-            except (ApiException, OSError) as exc:
-                log.warning("lease unavailable", extra={"error": str(exc).splitlines()[0]})
+            except Exception as exc:  # any failure: try again (urllib3's are not OSErrors)
+                log.warning("lease unavailable", extra={"error": _one_line(exc)})
             await asyncio.sleep(self.retry_period)
 
     async def keep(self) -> None:
-        """Renew until the process ends; leave at once when a renewal does not succeed within the deadline."""
+        """Renew until the process ends; raise :class:`LeadershipLost` as soon as a renewal has not succeeded within
+        the deadline, whatever the reason: a refusal, another holder, an error of any kind (an unreachable API
+        server raises urllib3's errors, not ``OSError``), or no answer at all (no request outlives the deadline, as
+        client-go bounds a renewal by it)."""
         last = time.monotonic()
+        reason = "the renew deadline passed"
         while True:
             await asyncio.sleep(self.retry_period)
-            try:
-                if await asyncio.to_thread(self._try):
-                    last = time.monotonic()
-                    continue
-                reason = "another process holds the lease"
-            except (ApiException, OSError) as exc:
-                reason = str(exc).splitlines()[0]
-            if time.monotonic() - last > self.renew_deadline or reason == "another process holds the lease":
-                log.error("leader election lost; exiting", extra={"reason": reason, "holder": self.holder})
-                logging.shutdown()
-                os._exit(1)
+            left = self.renew_deadline - (time.monotonic() - last)
+            if left > 0:
+                try:
+                    renewal = asyncio.to_thread(self._try, left)
+                    if await asyncio.wait_for(renewal, timeout=left):
+                        last = time.monotonic()
+                        continue
+                    raise LeadershipLost("another process holds the lease")
+                except TimeoutError:
+                    reason = "the API server did not answer within the renew deadline"
+                except LeadershipLost:
+                    raise
+                except Exception as exc:  # any failure to renew is one
+                    reason = _one_line(exc)
+            if time.monotonic() - last > self.renew_deadline:
+                raise LeadershipLost(reason)
+
+    async def keep_or_exit(self) -> None:
+        """:meth:`keep`, and stop the whole process at once when leadership is lost (worker threads cannot be
+        cancelled, and a standby may take the Lease once it expires)."""
+        try:
+            await self.keep()
+        except LeadershipLost as exc:
+            log.error("leader election lost; exiting", extra={"reason": str(exc), "holder": self.holder})
+            logging.shutdown()
+            os._exit(1)
 
     def release(self) -> None:
         """On a clean shutdown: let a standby take over at once (renewTime in the past, holder cleared)."""
         try:
-            lease = self.leases.read_namespaced_lease(self.name, self.namespace)
+            lease = self.leases.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self.renew_deadline
+            )
             if lease.spec is None or lease.spec.holder_identity != self.holder:
                 return
             lease.spec.holder_identity = None
             lease.spec.renew_time = _now() - timedelta(seconds=self.lease_duration + 1)
-            self.leases.replace_namespaced_lease(self.name, self.namespace, lease)
-        except (ApiException, OSError) as exc:
-            log.warning("could not release the lease", extra={"error": str(exc).splitlines()[0]})
+            self.leases.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=self.renew_deadline
+            )
+        except Exception as exc:  # best effort: the Lease expires anyway
+            log.warning("could not release the lease", extra={"error": _one_line(exc)})

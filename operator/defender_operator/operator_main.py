@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         keeper = None
         if elector is not None:
             await elector.acquire()  # a standby waits here, alive but not ready
-            keeper = asyncio.create_task(elector.keep())
+            keeper = asyncio.create_task(elector.keep_or_exit())
         watcher = asyncio.create_task(_mark_ready(ready_flag, probes))
         try:
             await kopf.operator(
