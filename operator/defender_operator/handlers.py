@@ -43,7 +43,7 @@ from .api.spec import AWSConnectorSpec
 from .api.status import AWSConnectorStatus, FirstCloudWrite
 from .credentials import CredentialFactory
 from .errors import CloudError, RetryableError, TerminalError
-from .kube import Kube, StatusConflict, load_config
+from .kube import Kube, StatusConflict, api_server_unavailable, load_config, one_line
 from .reconcile import conditions
 from .reconcile.clouds import CloudName, Clouds
 from .reconcile.conditions import Verdict
@@ -501,9 +501,19 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
         log.warning("the object changed during the pass; looking again", extra={"object": target.key})
         runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
         return runtime.backoff(target.uid)
-    except Exception:
-        log.exception("reconcile failed unexpectedly", extra={"object": target.key})
-        metrics.count_panic()
+    except Exception as exc:
+        if api_server_unavailable(exc):
+            # A control-plane upgrade, an overloaded or unreachable API server: an error to back off from, as
+            # controller-runtime counts a reconcile that returns one, not a panic (those are bugs, and alert). No
+            # cloud write was made without its record, and the next pass writes the status again.
+            log.warning(
+                "the Kubernetes API server did not answer; backing off",
+                extra={"object": target.key, "error": one_line(exc)},
+            )
+            metrics.count_result("error")
+        else:
+            log.exception("reconcile failed unexpectedly", extra={"object": target.key})
+            metrics.count_panic()
         runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
         return runtime.backoff(target.uid)
 

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -44,6 +45,22 @@ def load_config() -> client.ApiClient:
 
 class StatusConflict(Exception):
     """The object changed since the resourceVersion a status write was based on."""
+
+
+_BUSY = {429, 500, 502, 503, 504}
+
+
+def api_server_unavailable(exc: BaseException) -> bool:
+    """The API server did not take a request: unreachable or silent (the Kubernetes client lets urllib3's errors
+    through), or overloaded or failing (429, 5xx). Not a refusal such as 403 or 422, which a person must look at."""
+    return isinstance(exc, urllib3.exceptions.HTTPError) or (
+        isinstance(exc, ApiException) and exc.status in _BUSY
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's type and first line, for a log line without a traceback."""
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
 
 
 class Kube:

@@ -27,6 +27,8 @@ from datetime import UTC, datetime, timedelta
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from .kube import one_line
+
 log = logging.getLogger("defender_operator.leader")
 
 
@@ -36,10 +38,6 @@ def _now() -> datetime:
 
 class LeadershipLost(Exception):
     """The Lease was not renewed within the renew deadline."""
-
-
-def _one_line(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
 
 
 def identity() -> str:
@@ -128,7 +126,7 @@ class LeaderElector:
                     )
                     return
             except Exception as exc:  # any failure: try again (urllib3's are not OSErrors)
-                log.warning("lease unavailable", extra={"error": _one_line(exc)})
+                log.warning("lease unavailable", extra={"error": one_line(exc)})
             await asyncio.sleep(self.retry_period)
 
     async def keep(self) -> None:
@@ -153,7 +151,7 @@ class LeaderElector:
                 except LeadershipLost:
                     raise
                 except Exception as exc:  # any failure to renew is one
-                    reason = _one_line(exc)
+                    reason = one_line(exc)
             if time.monotonic() - last > self.renew_deadline:
                 raise LeadershipLost(reason)
 
@@ -181,4 +179,4 @@ class LeaderElector:
                 self.name, self.namespace, lease, _request_timeout=self.renew_deadline
             )
         except Exception as exc:  # best effort: the Lease expires anyway
-            log.warning("could not release the lease", extra={"error": _one_line(exc)})
+            log.warning("could not release the lease", extra={"error": one_line(exc)})

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from defender_operator.sandbox import Sandbox
 from tests.support.clouds import aws_control
+from tests.support.forwarder import forwarder
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import account_of, connector, manifest, stacks_of
 from tests.support.operator import OperatorProcess, start_operator, wait_gone
@@ -154,3 +156,56 @@ def test_shards_split_the_namespaces_each_with_its_own_lease(
     finally:
         for shard in shards:
             shard.stop()
+
+
+def test_an_api_server_outage_is_an_error_to_back_off_from_not_a_panic(
+    sandbox: Sandbox, kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    """The operator loses the API server in the middle of a first pass (a control-plane upgrade; a partition): the
+    pass cannot record its first AWS write, so it writes nothing to AWS, backs off with a warning and a counted error
+    (no traceback, no panic, which would page someone), and onboards the object once the API server is back."""
+    with forwarder(sandbox.control_plane.server) as link:
+        cut_off = tmp_path / "kubeconfig"
+        config = yaml.safe_load(sandbox.control_plane.kubeconfig.read_text())
+        for cluster in config["clusters"]:
+            cluster["cluster"]["server"] = link.url
+        cut_off.write_text(yaml.safe_dump(config))
+        operator = start_operator(sandbox, tmp_path / "operator", kubeconfig=cut_off, namespaces=[namespace])
+        try:
+            operator.inject_aws_fault(
+                pathPattern="AssumeRole", latency=3, count=1
+            )  # the pass is in AWS when cut
+            m = manifest(namespace)
+            assert apply(kubeconfig, m).returncode == 0
+            wait_for(
+                lambda: (
+                    (condition(get_object(kubeconfig, namespace, "acme"), "Reconciling") or {}).get("status")
+                    == "True"
+                ),
+                15,
+                "the pass to announce itself",
+            )
+            link.cut()
+            wait_for(
+                lambda: "the Kubernetes API server did not answer; backing off" in operator.log(),
+                30,
+                "the pass to back off",
+            )
+            assert (
+                stacks_of(sandbox, account_of(m)) == []
+            )  # its first AWS write was never recorded, so never made
+            link.restore()
+            wait_for(
+                lambda: ready(kubeconfig, namespace, "acme"),
+                90,
+                "the object Ready once the API server is back",
+            )
+            assert [s["StackStatus"] for s in stacks_of(sandbox, account_of(m))] == ["CREATE_COMPLETE"]
+            assert "reconcile failed unexpectedly" not in operator.log()
+            metrics = operator.metrics()
+            assert 'controller_runtime_reconcile_panics_total{controller="awsconnector"} 0.0' in metrics
+            assert 'controller_runtime_reconcile_errors_total{controller="awsconnector"} 0.0' not in metrics
+            kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+            wait_gone(kubeconfig, namespace, "acme")
+        finally:
+            operator.stop()
