@@ -172,9 +172,8 @@ def test_an_api_server_outage_is_an_error_to_back_off_from_not_a_panic(
         cut_off.write_text(yaml.safe_dump(config))
         operator = start_operator(sandbox, tmp_path / "operator", kubeconfig=cut_off, namespaces=[namespace])
         try:
-            operator.inject_aws_fault(
-                pathPattern="AssumeRole", latency=3, count=1
-            )  # the pass is in AWS when cut
+            # The first pass waits 8 s in AWS: time enough to cut it off before it records its first AWS write.
+            operator.inject_aws_fault(pathPattern="AssumeRole", latency=8, count=1)
             m = manifest(namespace)
             assert apply(kubeconfig, m).returncode == 0
             wait_for(
