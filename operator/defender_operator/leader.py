@@ -141,17 +141,16 @@ class LeaderElector:
             left = self.renew_deadline - (time.monotonic() - last)
             if left > 0:
                 try:
-                    renewal = asyncio.to_thread(self._try, left)
-                    if await asyncio.wait_for(renewal, timeout=left):
-                        last = time.monotonic()
-                        continue
-                    raise LeadershipLost("another process holds the lease")
+                    renewed = await asyncio.wait_for(asyncio.to_thread(self._try, left), timeout=left)
                 except TimeoutError:
                     reason = "the API server did not answer within the renew deadline"
-                except LeadershipLost:
-                    raise
                 except Exception as exc:  # any failure to renew is one
                     reason = one_line(exc)
+                else:
+                    if not renewed:
+                        raise LeadershipLost("another process holds the lease")
+                    last = time.monotonic()
+                    continue
             if time.monotonic() - last > self.renew_deadline:
                 raise LeadershipLost(reason)
 

@@ -15,8 +15,8 @@ from defender_operator.sandbox import Sandbox
 from tests.support.clouds import aws_control
 from tests.support.forwarder import forwarder
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
-from tests.support.onboarding import account_of, connector, manifest, stacks_of
-from tests.support.operator import OperatorProcess, start_operator, wait_gone
+from tests.support.onboarding import account_of, connector, delete, manifest, stacks_of
+from tests.support.operator import OperatorProcess, start_operator, wait_condition, wait_gone
 
 pytestmark = pytest.mark.integration
 
@@ -176,35 +176,22 @@ def test_an_api_server_outage_is_an_error_to_back_off_from_not_a_panic(
             operator.inject_aws_fault(pathPattern="AssumeRole", latency=8, count=1)
             m = manifest(namespace)
             assert apply(kubeconfig, m).returncode == 0
-            wait_for(
-                lambda: (
-                    (condition(get_object(kubeconfig, namespace, "acme"), "Reconciling") or {}).get("status")
-                    == "True"
-                ),
-                15,
-                "the pass to announce itself",
-            )
+            wait_condition(kubeconfig, namespace, "acme", "Reconciling", "True", timeout=15)  # the pass began
             link.cut()
             wait_for(
                 lambda: "the Kubernetes API server did not answer; backing off" in operator.log(),
                 30,
                 "the pass to back off",
             )
-            assert (
-                stacks_of(sandbox, account_of(m)) == []
-            )  # its first AWS write was never recorded, so never made
+            # Its first AWS write was never recorded, so it was never made.
+            assert stacks_of(sandbox, account_of(m)) == []
             link.restore()
-            wait_for(
-                lambda: ready(kubeconfig, namespace, "acme"),
-                90,
-                "the object Ready once the API server is back",
-            )
+            wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
             assert [s["StackStatus"] for s in stacks_of(sandbox, account_of(m))] == ["CREATE_COMPLETE"]
             assert "reconcile failed unexpectedly" not in operator.log()
             metrics = operator.metrics()
             assert 'controller_runtime_reconcile_panics_total{controller="awsconnector"} 0.0' in metrics
             assert 'controller_runtime_reconcile_errors_total{controller="awsconnector"} 0.0' not in metrics
-            kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
-            wait_gone(kubeconfig, namespace, "acme")
+            delete(kubeconfig, namespace, "acme")
         finally:
             operator.stop()
