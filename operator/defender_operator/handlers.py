@@ -48,7 +48,7 @@ from .reconcile import conditions
 from .reconcile.clouds import CloudName, Clouds
 from .reconcile.conditions import Verdict
 from .reconcile.deletion import Cleanup, finalize
-from .reconcile.engine import now, reconcile
+from .reconcile.engine import now, reconcile, writes_ahead
 from .reconcile.model import Event, Target
 from .reconcile.tenancy import Admission, admit
 from .settings import Settings
@@ -316,9 +316,15 @@ class WriteJournal:
         self.new: set[str] = set()  # clouds recorded in this pass
         self.effective: set[str] = set()  # clouds with a write that took effect (or may have) in this pass
 
-    def announce(self, status: AWSConnectorStatus) -> None:
-        """Write the status that says a new generation is being worked on."""
-        self._put(status.model_copy(deep=True), lambda: self._known)
+    def announce(self, status: AWSConnectorStatus, ahead: tuple[CloudName, ...] = ()) -> None:
+        """Write the status that says a new generation is being worked on, with the record of the first writes the
+        pass expects to make in ``ahead`` (``engine.writes_ahead``): one status write, not two. Such a record is
+        withdrawn like any other when the pass ends without the write."""
+        ahead = tuple(cloud for cloud in ahead if getattr(self.written, cloud) is None)
+        if ahead:
+            self._record(status.model_copy(deep=True), ahead)
+        else:
+            self._put(status.model_copy(deep=True), lambda: self._known)
 
     def finish(self, status: AWSConnectorStatus) -> None:
         """Write the pass's resulting status (with its records, the withdrawn ones left out) if it changed."""
@@ -329,12 +335,7 @@ class WriteJournal:
     @contextlib.contextmanager
     def __call__(self, cloud: CloudName) -> Iterator[None]:
         if getattr(self.written, cloud) is None:
-            stamp = now()
-            # Raises when the object is gone: nothing is written for an object no cleanup will follow.
-            self._put(self.stored.model_copy(deep=True), lambda: self._with(cloud, stamp), must_exist=True)
-            if getattr(self.written, cloud) is None:  # not found recorded by an earlier pass meanwhile
-                setattr(self.written, cloud, stamp)
-                self.new.add(cloud)
+            self._record(self.stored.model_copy(deep=True), (cloud,))
         try:
             yield
         except TerminalError:
@@ -355,10 +356,21 @@ class WriteJournal:
     def _known(self) -> FirstCloudWrite | None:
         return self.written.model_copy() if self.written.aws or self.written.azure else None
 
-    def _with(self, cloud: CloudName, stamp: str) -> FirstCloudWrite:
+    def _record(self, status: AWSConnectorStatus, clouds: tuple[CloudName, ...]) -> None:
+        """Write ``status`` with ``clouds`` recorded as about to be written. Raises when the object is gone:
+        nothing is written for an object no cleanup will follow."""
+        stamp = now()
+        self._put(status, lambda: self._with(clouds, stamp), must_exist=True)
+        for cloud in clouds:
+            if getattr(self.written, cloud) is None:  # not found recorded by an earlier pass meanwhile
+                setattr(self.written, cloud, stamp)
+                self.new.add(cloud)
+
+    def _with(self, clouds: tuple[CloudName, ...], stamp: str) -> FirstCloudWrite:
         written = self.written.model_copy()
-        if getattr(written, cloud) is None:
-            setattr(written, cloud, stamp)
+        for cloud in clouds:
+            if getattr(written, cloud) is None:
+                setattr(written, cloud, stamp)
         return written
 
     def _put(
@@ -530,7 +542,7 @@ def _pass(
     journal = WriteJournal(runtime.kube, target, version)
     if target.status.observed_generation != target.generation and not target.paused:
         target = replace(target, status=_announced(target))
-        journal.announce(target.status)
+        journal.announce(target.status, writes_ahead(target, conflict, admission))
     outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
     journal.finish(outcome.status)
     for event in outcome.events:

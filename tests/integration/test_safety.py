@@ -576,3 +576,34 @@ def test_a_status_built_from_an_old_copy_never_erases_a_first_write_record(
     assert records["aws"] == "2026-01-01T00:00:00Z" and records["azure"], records
     assert journal.new == {"azure"}
     delete(kubeconfig, namespace, "acme")
+
+
+def test_an_announcement_carries_the_first_aws_record_and_a_pass_without_the_write_withdraws_it(
+    kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """A new generation's first pass says so and records its first AWS write in one status write, not two: the write
+    then needs no record of its own. A pass that ends without the write (denied, the wrong account) withdraws the
+    record with its result, so cleanup still knows that nothing was written and releases the object at once."""
+    kube = Kube(api_client(kubeconfig))
+    for name, writes in (("wrote", True), ("never-wrote", False)):
+        m = manifest(namespace, name)
+        m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
+        assert apply(kubeconfig, m).returncode == 0
+        wait_condition(kubeconfig, namespace, name, "Paused", "True")
+        old = get_object(kubeconfig, namespace, name)
+        assert old is not None and "firstCloudWrite" not in old["status"]
+        target = target_of(old, "default")
+        journal = WriteJournal(kube, target, old["metadata"]["resourceVersion"])
+        journal.announce(target.status.model_copy(deep=True), ("aws",))
+        announced = get_object(kubeconfig, namespace, name)
+        assert announced is not None and announced["status"]["firstCloudWrite"]["aws"], announced["status"]
+        assert journal.version == announced["metadata"]["resourceVersion"]
+        if writes:
+            with journal("aws"):
+                pass  # a write to AWS: already recorded, so no status write before it
+            assert journal.version == announced["metadata"]["resourceVersion"]
+        journal.finish(target.status.model_copy(deep=True))
+        live = get_object(kubeconfig, namespace, name)
+        assert live is not None
+        assert ("firstCloudWrite" in live["status"]) == writes, live["status"]
+        delete(kubeconfig, namespace, name)

@@ -7,7 +7,7 @@ import pytest
 
 from defender_operator.api.names import ANNOTATION_ADOPT, ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
 from defender_operator.api.spec import AWSConnectorSpec
-from defender_operator.api.status import AWSConnectorStatus
+from defender_operator.api.status import AWSConnectorStatus, FirstCloudWrite
 from defender_operator.aws.stack import idempotency_token
 from defender_operator.azure.connector import HealthIssueReport, HealthReport, ObservedConnector, comparable
 from defender_operator.errors import TerminalError
@@ -15,8 +15,9 @@ from defender_operator.reconcile import conditions
 from defender_operator.reconcile.aws_side import role_arns_from_outputs
 from defender_operator.reconcile.azure_side import check_owned, desired_body, health_verdict
 from defender_operator.reconcile.conditions import Verdict
-from defender_operator.reconcile.engine import _transition_events, plans_summary
+from defender_operator.reconcile.engine import _transition_events, plans_summary, writes_ahead
 from defender_operator.reconcile.model import Target
+from defender_operator.reconcile.tenancy import Admission
 from defender_operator.render.cloudformation import stack_template
 from defender_operator.render.connector import connector_body, default_role_arns
 from tests.support.manifests import base_manifest
@@ -205,3 +206,22 @@ def test_the_connector_carries_the_owner_mark_and_adoption_needs_the_same_accoun
         "id", '"e"', {"properties": {"hierarchyIdentifier": adopting.spec.aws.account_id}}
     )
     check_owned(adopting, same_account)
+
+
+def test_a_new_generation_records_its_first_aws_write_ahead_only_when_nothing_stops_it_first() -> None:
+    allowed = Admission("Default")
+    assert writes_ahead(target(), None, allowed) == ("aws",)
+    assert writes_ahead(target(), None, None) == ("aws",)  # not checked (the plan command)
+    recorded = AWSConnectorStatus(first_cloud_write=FirstCloudWrite(aws=T0))
+    assert writes_ahead(target(recorded), None, allowed) == ()  # an earlier pass's record stands
+    azure_only = AWSConnectorStatus(first_cloud_write=FirstCloudWrite(azure=T0))
+    assert writes_ahead(target(azure_only), None, allowed) == ("aws",)
+    assert writes_ahead(target(), "ns/other", allowed) == ()  # another object's claim: no write follows
+    assert writes_ahead(target(), None, Admission(None, "not allowed")) == ()
+    assert writes_ahead(target(**{ANNOTATION_PAUSED: "true"}), None, allowed) == ()
+    manifest = base_manifest()["spec"]
+    manifest["deployment"] = {"method": "Terraform"}  # the roles are Terraform's: AWS is only read
+    terraform = Target(
+        "ns", "acme", "uid", 2, AWSConnectorSpec.model_validate(manifest), AWSConnectorStatus(), {}
+    )
+    assert writes_ahead(terraform, None, allowed) == ()

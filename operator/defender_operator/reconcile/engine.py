@@ -23,7 +23,7 @@ from .aws_side import (
     reconcile_organization,
 )
 from .azure_side import AzureResult, reconcile_azure
-from .clouds import Clouds, CloudWrites, unrecorded_writes
+from .clouds import CloudName, Clouds, CloudWrites, unrecorded_writes
 from .conditions import Verdict
 from .eks_side import discovery_on, made_entries, reconcile_eks, remove_entries
 from .model import Event, Outcome, Result, Target
@@ -107,6 +107,22 @@ def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus) -> lis
         return []
     status.eks = result.status
     return result.events
+
+
+def writes_ahead(
+    target: Target, conflict_with: str | None, admission: Admission | None
+) -> tuple[CloudName, ...]:
+    """The cloud whose first write a new generation's pass can record in its announcement: AWS, when the object has
+    never written there and nothing found so far stops the pass before writing (a refusal by policy, another object's
+    claim on the account, Terraform's roles). One status write then says both "a new generation" and "a write may
+    follow"; if the pass ends without one, its result withdraws the record (``WriteJournal``). Azure is not recorded
+    ahead: its first write follows a stack that real CloudFormation takes minutes to create, a later pass."""
+    if target.paused or conflict_with or (admission is not None and admission.refusal):
+        return ()
+    if target.spec.deployment.method == "Terraform":
+        return ()
+    written = target.status.first_cloud_write
+    return () if written is not None and written.aws is not None else ("aws",)
 
 
 def reconcile(
