@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import kopf
 
@@ -52,9 +52,9 @@ from .reconcile.engine import now, reconcile, writes_ahead
 from .reconcile.model import Event, Target
 from .reconcile.tenancy import Admission, admit
 from .settings import Settings
+from .workers import Workers
 
 log = logging.getLogger("defender_operator")
-T = TypeVar("T")
 
 
 @dataclass
@@ -64,10 +64,9 @@ class Runtime:
     settings: Settings
     kube: Kube
     clouds: Clouds
-    workers: asyncio.Semaphore
+    workers: Workers
     instance: str
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)  # uids whose cleanup has begun: no pass starts any more
     blocked: set[str] = field(default_factory=set)  # uids whose cleanup cannot reach a cloud
     deep_checked: dict[str, float] = field(default_factory=dict)  # uid -> when its last deep pass ended
@@ -98,36 +97,6 @@ class Runtime:
     def jittered(self, seconds: float) -> float:
         spread = seconds * self.settings.resync_jitter
         return max(0.1, seconds + random.uniform(-spread, spread))
-
-    async def exclusive(self, uid: str, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in a worker thread, under the object's lock and a worker slot.
-
-        If the caller is cancelled (Kopf stops the daemon of a deleted object), the lock is kept until the thread
-        has finished: cleanup must not start while a pass can still write.
-        """
-        lock = self.locks.setdefault(uid, asyncio.Lock())
-        with metrics.queued():
-            await lock.acquire()
-            try:
-                await self.workers.acquire()
-            except BaseException:
-                lock.release()
-                raise
-        try:
-            task = asyncio.ensure_future(asyncio.to_thread(_working, fn, *args))
-            try:
-                return await asyncio.shield(task)
-            except asyncio.CancelledError:
-                await asyncio.wait([task])
-                raise
-        finally:
-            self.workers.release()
-            lock.release()
-
-
-def _working(fn: Callable[..., T], *args: Any) -> T:
-    with metrics.working():
-        return fn(*args)
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -181,7 +150,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         settings=operator,
         kube=kube,
         clouds=Clouds(operator, factory),
-        workers=asyncio.Semaphore(operator.workers),
+        workers=Workers(operator.workers),
         instance=instance,
     )
     metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(operator.workers)
@@ -436,7 +405,7 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **_
     if type == "DELETED":
         runtime.seen.pop(uid, None)
         runtime.ready.pop(uid, None)
-        runtime.locks.pop(uid, None)
+        runtime.workers.forget(uid)
         runtime.deleting.discard(uid)
         runtime.blocked.discard(uid)
         runtime.deep_checked.pop(uid, None)
@@ -503,7 +472,7 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
     conflict = conflict_with(indexes["by_account"], body["spec"], target.namespace, target.name)
     admission = admission_of(target, indexes["policies"], indexes["namespace_labels"])
     try:
-        return await runtime.exclusive(
+        return await runtime.workers.exclusive(
             target.uid, _pass, runtime, target, str(meta["resourceVersion"]), conflict, admission
         )
     except StatusConflict:
@@ -620,7 +589,7 @@ async def cleanup(body: Any, memo: Any, **_: Any) -> None:
     runtime.wakeups.get(target.uid, asyncio.Event()).set()
     started = time.monotonic()
     try:
-        result = await runtime.exclusive(target.uid, _finalize, runtime, target)
+        result = await runtime.workers.exclusive(target.uid, _finalize, runtime, target)
     except CloudError as exc:
         await _blocked(runtime, target, exc)
         return  # not reached: _blocked raises

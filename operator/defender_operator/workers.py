@@ -1,0 +1,60 @@
+"""The worker slots: at most ``count`` passes and cleanups at once, one at a time per object, each in a thread.
+
+The threads are a pool of exactly ``count``, the operator's own. ``asyncio.to_thread`` would run them in the event
+loop's default pool, which has ``min(32, cores + 4)`` threads: six on a two-core node, so eight workers would run
+six passes at a time (and the other two would hold slots while they wait for a thread), whatever the setting says.
+"""
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from . import metrics
+
+T = TypeVar("T")
+
+
+class Workers:
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._slots = asyncio.Semaphore(count)
+        self._pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def exclusive(self, uid: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread, under the object's lock and a worker slot.
+
+        If the caller is cancelled (Kopf stops the daemon of a deleted object), the lock is kept until the thread
+        has finished: cleanup must not start while a pass can still write.
+        """
+        lock = self._locks.setdefault(uid, asyncio.Lock())
+        with metrics.queued():
+            await lock.acquire()
+            try:
+                await self._slots.acquire()
+            except BaseException:
+                lock.release()
+                raise
+        try:
+            call = functools.partial(contextvars.copy_context().run, _working, fn, *args)
+            task = asyncio.get_running_loop().run_in_executor(self._pool, call)
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await asyncio.wait([task])
+                raise
+        finally:
+            self._slots.release()
+            lock.release()
+
+    def forget(self, uid: str) -> None:
+        """The object is gone: drop its lock."""
+        self._locks.pop(uid, None)
+
+
+def _working(fn: Callable[..., T], *args: Any) -> T:
+    with metrics.working():
+        return fn(*args)

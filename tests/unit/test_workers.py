@@ -1,0 +1,67 @@
+"""The worker slots: as many passes at once as the setting says, whatever the node's cores, and one per object."""
+
+import asyncio
+import threading
+import time
+
+from defender_operator.workers import Workers
+
+
+def test_every_slot_runs_at_once_whatever_the_cores() -> None:
+    """40 slots, 40 passes that each wait for all the others: they all run together. In the event loop's default
+    pool (at most 32 threads, and cores + 4 below that: 6 on two cores) they never would, and the barrier breaks."""
+    count = 40
+    barrier = threading.Barrier(count, timeout=10)
+
+    async def main() -> list[int]:
+        workers = Workers(count)
+        return await asyncio.gather(*(workers.exclusive(f"uid-{i}", barrier.wait) for i in range(count)))
+
+    assert sorted(asyncio.run(main())) == list(range(count))
+
+
+def test_passes_of_one_object_never_overlap() -> None:
+    running: list[str] = []
+    overlaps: list[list[str]] = []
+
+    def work(uid: str) -> None:
+        running.append(uid)
+        if running.count(uid) > 1:
+            overlaps.append(list(running))
+        time.sleep(0.02)
+        running.remove(uid)
+
+    async def main() -> None:
+        workers = Workers(8)
+        await asyncio.gather(*(workers.exclusive(uid, work, uid) for uid in ["a", "b"] * 6))
+
+    asyncio.run(main())
+    assert overlaps == []
+
+
+def test_a_cancelled_pass_holds_its_object_until_its_thread_ends() -> None:
+    """Kopf cancels the daemon of a deleted object; its thread goes on, and cleanup must wait for it."""
+    release = threading.Event()
+    order: list[str] = []
+
+    def pass_() -> None:
+        release.wait(10)
+        order.append("pass ended")
+
+    def cleanup() -> None:
+        order.append("cleanup")
+
+    async def main() -> None:
+        workers = Workers(2)
+        first = asyncio.ensure_future(workers.exclusive("uid", pass_))
+        await asyncio.sleep(0.05)  # the pass is in its thread
+        first.cancel()
+        second = asyncio.ensure_future(workers.exclusive("uid", cleanup))
+        await asyncio.sleep(0.2)
+        assert order == []  # cleanup has not started while the pass's thread runs
+        release.set()
+        await second
+        assert first.cancelled()
+
+    asyncio.run(main())
+    assert order == ["pass ended", "cleanup"]
