@@ -162,8 +162,9 @@ def test_an_api_server_outage_is_an_error_to_back_off_from_not_a_panic(
     sandbox: Sandbox, kubeconfig: Path, namespace: str, tmp_path: Path
 ) -> None:
     """The operator loses the API server in the middle of a first pass (a control-plane upgrade; a partition): the
-    pass cannot record its first AWS write, so it writes nothing to AWS, backs off with a warning and a counted error
-    (no traceback, no panic, which would page someone), and onboards the object once the API server is back."""
+    pass makes the AWS writes its announcement recorded, cannot record its first Azure write, so it writes nothing
+    to Azure, backs off with a warning and a counted error (no traceback, no panic, which would page someone), and
+    onboards the object once the API server is back."""
     with forwarder(sandbox.control_plane.server) as link:
         cut_off = tmp_path / "kubeconfig"
         config = yaml.safe_load(sandbox.control_plane.kubeconfig.read_text())
@@ -172,22 +173,25 @@ def test_an_api_server_outage_is_an_error_to_back_off_from_not_a_panic(
         cut_off.write_text(yaml.safe_dump(config))
         operator = start_operator(sandbox, tmp_path / "operator", kubeconfig=cut_off, namespaces=[namespace])
         try:
-            # The first pass waits 8 s in AWS: time enough to cut it off before it records its first AWS write.
+            # The first pass waits 8 s in AWS: time enough to cut it off before it records its first Azure write.
             operator.inject_aws_fault(pathPattern="AssumeRole", latency=8, count=1)
             m = manifest(namespace)
             assert apply(kubeconfig, m).returncode == 0
-            wait_condition(kubeconfig, namespace, "acme", "Reconciling", "True", timeout=15)  # the pass began
+            announced = wait_condition(kubeconfig, namespace, "acme", "Reconciling", "True", timeout=15)
+            assert announced["status"]["firstCloudWrite"]["aws"]  # the pass began, its AWS writes recorded
             link.cut()
             wait_for(
                 lambda: "the Kubernetes API server did not answer; backing off" in operator.log(),
                 30,
                 "the pass to back off",
             )
-            # Its first AWS write was never recorded, so it was never made.
-            assert stacks_of(sandbox, account_of(m)) == []
+            # Its first Azure write was never recorded, so it was never made.
+            assert "azure" not in get_object(kubeconfig, namespace, "acme")["status"]["firstCloudWrite"]  # type: ignore[index]
+            assert connector(sandbox, m).status_code == 404
             link.restore()
             wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
             assert [s["StackStatus"] for s in stacks_of(sandbox, account_of(m))] == ["CREATE_COMPLETE"]
+            assert connector(sandbox, m).status_code == 200
             assert "reconcile failed unexpectedly" not in operator.log()
             metrics = operator.metrics()
             assert 'controller_runtime_reconcile_panics_total{controller="awsconnector"} 0.0' in metrics
