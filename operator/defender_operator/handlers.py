@@ -133,9 +133,8 @@ def configure_kopf(settings: kopf.OperatorSettings, operator: Settings) -> None:
     settings.watching.inactivity_timeout = 600
     settings.networking.request_timeout = 60
     settings.posting.enabled = False  # Events are posted by the operator, on transitions only
-    settings.execution.max_workers = operator.workers
     settings.scanning.disabled = True  # no CRD or namespace watching: fewer permissions
-    settings.peering.standalone = True  # one replica (Deployment strategy Recreate); no peering objects
+    settings.peering.standalone = True  # one active replica through the Lease (leader.py), not Kopf's peering
 
 
 @kopf.on.startup()
