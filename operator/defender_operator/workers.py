@@ -19,7 +19,6 @@ T = TypeVar("T")
 
 class Workers:
     def __init__(self, count: int) -> None:
-        self.count = count
         self._slots = asyncio.Semaphore(count)
         self._pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
         self._locks: dict[str, asyncio.Lock] = {}
