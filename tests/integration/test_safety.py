@@ -240,6 +240,39 @@ def test_killed_right_after_a_create_write(
     assert left_behind(sandbox, m) == {}
 
 
+def test_killed_after_the_announcement_with_credentials_that_never_work_blocks_cleanup_until_orphaned(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The price of recording the first AWS write in the announcement (docs/design-decisions.md): the operator dies
+    after that status write and before its pass ends, and the credentials never work again, so nothing can show
+    whether a write was made. Cleanup does not guess: it reports CleanupBlocked with the way out, Orphan releases
+    the object, and nothing was left in AWS."""
+    m = manifest(namespace)
+    operator.kill_after("aws", "AssumeRole")  # the first cloud call after the announcement
+    operator.inject_aws_fault(pathPattern="AssumeRole", status=403, code="AccessDenied", count=1000)
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+        wait_for(lambda: not operator.record or not operator.record.alive(), 30, "the operator to be killed")
+        announced = get_object(kubeconfig, namespace, "acme")
+        assert announced is not None and announced["status"]["firstCloudWrite"]["aws"], announced["status"]
+        operator.start()
+        wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="AWSAccessDenied")
+        kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+        wait_for(
+            lambda: stalled_reason(kubeconfig, namespace, "acme") == "CleanupBlocked",
+            30,
+            "cleanup to report that it is blocked",
+        )
+        kubectl(
+            kubeconfig, "patch", "awsc", "-n", namespace, "acme", "--type", "merge",
+            "-p", '{"spec":{"deletionPolicy":"Orphan"}}', check=True,
+        )  # fmt: skip
+        wait_gone(kubeconfig, namespace, "acme", timeout=10)
+    finally:
+        operator.clear_aws_faults()
+    assert left_behind(sandbox, m) == {}
+
+
 @pytest.mark.parametrize(
     ("cloud", "pattern", "method"), DELETE_WRITES, ids=[w[1].split("/")[0] for w in DELETE_WRITES]
 )
