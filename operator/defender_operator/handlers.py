@@ -289,10 +289,11 @@ class WriteJournal:
         pass expects to make in ``ahead`` (``engine.writes_ahead``): one status write, not two. Such a record is
         withdrawn like any other when the pass ends without the write."""
         ahead = tuple(cloud for cloud in ahead if getattr(self.written, cloud) is None)
+        announced = status.model_copy(deep=True)
         if ahead:
-            self._record(status.model_copy(deep=True), ahead)
+            self._record(announced, ahead)
         else:
-            self._put(status.model_copy(deep=True), lambda: self._known)
+            self._put(announced, lambda: self._known)
 
     def finish(self, status: AWSConnectorStatus) -> None:
         """Write the pass's resulting status (with its records, the withdrawn ones left out) if it changed."""
