@@ -36,6 +36,9 @@ TEST_POLICY = {
             "roleArns": ["arn:aws:iam::*:role/*"],
             "ambientIdentity": True,
             "eksAccessEntries": True,
+            "ciemTenantIds": ["*"],
+            "organizations": True,
+            "memberRoleNames": ["*"],
         },
         "azure": {
             "ambientIdentity": True,
@@ -43,6 +46,7 @@ TEST_POLICY = {
             "subscriptionIds": ["*"],
             "resourceGroups": ["*"],
         },
+        "adoption": True,
     },
 }
 

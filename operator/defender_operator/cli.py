@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from . import __version__
-from .api.admission import admission_binding, admission_policy
+from .api.admission import admission_objects
 from .api.crd import custom_resource_definition, policy_definitions
 from .api.manifest import Manifest, load_manifests
 from .render import RenderedConnector, render
@@ -132,7 +132,7 @@ def crd_yaml(which: str = "awsconnectors") -> str:
     elif which == "policies":
         documents = policy_definitions()
     else:
-        documents = [admission_policy(), admission_binding()]
+        documents = admission_objects()
     return header + yaml.safe_dump_all(documents, sort_keys=False, width=120)
 
 

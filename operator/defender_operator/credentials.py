@@ -24,7 +24,7 @@ from .api.spec import AWSConnectorSpec
 from .aws.api import CLIENT_CONFIG, call
 from .aws.client_classes import share_client_classes
 from .errors import TerminalError
-from .logs import secret
+from .logs import forget_secrets, secret
 from .settings import Settings
 
 SecretReader = Callable[[str, str], dict[str, str]]
@@ -36,22 +36,53 @@ _IDENTITY_TTL = 60 * 60  # the identity behind long-lived keys is asked again ho
 
 
 def _secret(
-    read: SecretReader, namespace: str, name: str, keys: tuple[str, ...], what: str
+    read: SecretReader,
+    namespace: str,
+    name: str,
+    keys: tuple[str, ...],
+    what: str,
+    optional: tuple[str, ...] = (),
 ) -> dict[str, str]:
+    """The credentials a Secret holds under ``keys`` (and ``optional``), each one checked to be text without
+    whitespace or control characters inside (one trailing newline, as ``echo`` leaves it, is taken off): such a value
+    would otherwise reach an HTTP header, and the error saying why it was refused would quote it."""
     try:
         data = read(namespace, name)
     except KeyError:
         raise TerminalError(
             "CredentialsSecretMissing", f"{what}: Secret {namespace}/{name} does not exist"
         ) from None
+    owner = ("secret", namespace, name)
     for value in data.values():  # every value of a credentials Secret, whatever its key, is never printed
-        secret(value)
-    missing = [k for k in keys if not data.get(k)]
+        secret(value, owner)
+        secret(value.strip(), owner)
+    missing = [k for k in keys if not data.get(k, "").strip()]
     if missing:
         raise TerminalError(
             "CredentialsSecretInvalid", f"{what}: Secret {namespace}/{name} has no {', '.join(missing)}"
         )
-    return data
+    found = {}
+    for key in (*keys, *optional):
+        value = data.get(key, "").strip()
+        if not value:
+            continue
+        if not value.isprintable() or any(c.isspace() for c in value) or _not_text(value):
+            raise TerminalError(
+                "CredentialsSecretInvalid",
+                f"{what}: key {key} of Secret {namespace}/{name} is not one line of text (it holds bytes that are "
+                "not UTF-8, whitespace or control characters); store the credential alone",
+            )
+        found[key] = value
+    return found
+
+
+def _not_text(value: str) -> bool:
+    """Whether the value came from bytes that are not UTF-8 (``Kube.read_secret`` keeps them as surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -104,6 +135,9 @@ class CredentialFactory:
         self._clients: OrderedDict[tuple[Any, ...], Any] = OrderedDict()  # least recently used first
         self._azure: dict[tuple[str, ...], TokenCredential] = {}
         self._used: dict[Any, float] = {}  # cache key -> when it was last used (monotonic)
+        self._secrets_used: dict[
+            tuple[str, str], float
+        ] = {}  # Secret -> when it was last read (for the redactor)
         self._lock = threading.Lock()
 
     def warm(self) -> None:
@@ -127,12 +161,20 @@ class CredentialFactory:
         with self._lock:
             stale = {key for key, used in self._used.items() if used < cutoff}
             before = len(self._clients) + len(self._assumed) + len(self._azure)
+            before_assumed = set(self._assumed)
             self._clients = OrderedDict((k, v) for k, v in self._clients.items() if k not in stale)
             self._assumed = {k: v for k, v in self._assumed.items() if k not in stale}
             self._azure = {k: v for k, v in self._azure.items() if k not in stale or k == ("operator",)}
             live_keys = {k[0] for k in self._clients}
             self._identities = {k: v for k, v in self._identities.items() if k in live_keys}
             self._used = {k: v for k, v in self._used.items() if k not in stale}
+            for key in stale:  # an assumed role's session: its keys are not looked for in the logs any more
+                if key in before_assumed:
+                    forget_secrets(("assumed", key))
+            for ref, used in list(self._secrets_used.items()):
+                if used < cutoff:  # a Secret no object has read for a while: forget its values
+                    del self._secrets_used[ref]
+                    forget_secrets(("secret", *ref))
             return before - len(self._clients) - len(self._assumed) - len(self._azure)
 
     def azure_credentials(self) -> list[TokenCredential]:
@@ -194,7 +236,9 @@ class CredentialFactory:
                 creds.secret_ref.name,
                 ("accessKeyId", "secretAccessKey"),
                 "spec.aws.credentials.secretRef",
+                optional=("sessionToken",),
             )
+            self._secrets_used[(namespace, creds.secret_ref.name)] = time.monotonic()
             base = _Keys(data["accessKeyId"], data["secretAccessKey"], data.get("sessionToken") or None)
         if not (creds and creds.role_arn):
             return AwsClients(self, base)
@@ -214,10 +258,11 @@ class CredentialFactory:
             if external_id:
                 kwargs["ExternalId"] = external_id
             answer = call(self._client(base, "sts", self.settings.aws_region), "assume_role", **kwargs)
+            forget_secrets(("assumed", key))  # the session it replaces
             assumed = _Keys(
                 answer["Credentials"]["AccessKeyId"],
-                str(secret(answer["Credentials"]["SecretAccessKey"])),
-                str(secret(answer["Credentials"]["SessionToken"])),
+                str(secret(answer["Credentials"]["SecretAccessKey"], ("assumed", key))),
+                str(secret(answer["Credentials"]["SessionToken"], ("assumed", key))),
                 time.monotonic() + _ASSUMED_ROLE_TTL,
                 str(answer["AssumedRoleUser"]["Arn"]),
             )
@@ -253,6 +298,7 @@ class CredentialFactory:
             ("clientId", "clientSecret"),
             "spec.azure.credentialsSecretRef",
         )
+        self._secrets_used[(namespace, ref.name)] = time.monotonic()
         key = (spec.azure.tenant_id, data["clientId"], str(hash(data["clientSecret"])))
         with self._lock:
             self._used[key] = time.monotonic()

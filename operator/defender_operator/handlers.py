@@ -7,8 +7,10 @@ project's finalizer until cleanup is done. An index by AWS account and subscript
 
 A pass and a cleanup of one object never overlap: both run under the object's lock, which is held until the worker
 thread really ends (a cancelled coroutine does not stop its thread), and once cleanup has begun no pass starts.
-Before the first write to either cloud, the pass records ``status.firstCloudWrite``; cleanup of an object without
-it has nothing to remove and ends at once, whatever its credentials.
+Before the first write to either cloud, the pass records it (``reconcile/journal.py``: the object's OnboardingRecord,
+then ``status.firstCloudWrite``); cleanup works from that record, and of an object without one it has nothing to
+remove and ends at once, whatever its credentials. The grant is decided when a worker slot is free, for passes and
+cleanups alike.
 """
 
 import asyncio
@@ -16,7 +18,6 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,16 +40,19 @@ from .api.policy import (
     EffectiveRule,
     effective_rule,
 )
+from .api.record import OnboardingRecordSpec
 from .api.spec import AWSConnectorSpec
-from .api.status import AWSConnectorStatus, FirstCloudWrite
+from .api.status import AWSConnectorStatus
 from .credentials import CredentialFactory
 from .errors import CloudError, RetryableError, TerminalError
 from .kube import Kube, StatusConflict, api_server_unavailable, load_config, one_line
 from .reconcile import conditions
-from .reconcile.clouds import CloudName, Clouds
+from .reconcile.claims import claim_rank, conflict_with, onboarding_key
+from .reconcile.clouds import Clouds
 from .reconcile.conditions import Verdict
 from .reconcile.deletion import Cleanup, finalize
 from .reconcile.engine import now, reconcile, writes_ahead
+from .reconcile.journal import CleanupLedger, WriteJournal, release_held
 from .reconcile.model import Event, Target
 from .reconcile.tenancy import Admission, admit
 from .settings import Settings
@@ -213,23 +217,11 @@ def sync_effective_policy(kube: Kube) -> None:
         log.info("admission policy parameter updated", extra={"policies": len(rules)})
 
 
-def admission_of(target: Target, policy_index: Any, labels_index: Any) -> Admission:
-    rules = [rule for entries in policy_index.values() for rule in entries]
-    labels: dict[str, str] = next(iter(labels_index.get(target.namespace, [])), {})
-    return admit(target.spec, target.namespace, labels, rules)
-
-
-def _onboarding(spec: Any) -> str:
-    """What Azure allows only once: one connector per AWS account and subscription."""
-    return f"{spec.get('aws', {}).get('accountId', '')}/{spec.get('azure', {}).get('subscriptionId', '')}"
-
-
-def _claim(meta: Any, status: Any) -> str:
-    """Rank of an object's claim on its onboarding, lowest first: an object that has written to a cloud before one
-    that has not (so a newcomer never displaces the object whose stack and connector exist, even when both were
-    created in the same second, creationTimestamp's resolution), then the older, then the uid as the tie-break."""
-    wrote = "0" if (status or {}).get("firstCloudWrite") else "1"
-    return f"{wrote}/{meta.get('creationTimestamp')}/{meta.get('uid')}"
+def admission_of(target: Target, indexes: Any) -> Admission:
+    """The grant, decided now from the policies' and namespaces' indexes (on the event loop, which updates them)."""
+    rules = [rule for entries in indexes["policies"].values() for rule in entries]
+    labels: dict[str, str] = next(iter(indexes["namespace_labels"].get(target.namespace, [])), {})
+    return admit(target.spec, target.namespace, labels, rules, adopt=target.adopt)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -237,141 +229,32 @@ async def by_account(
     namespace: str | None, name: str, spec: Any, meta: Any, status: Any, **_: Any
 ) -> dict[str, tuple[str, str]]:
     """AWS account and subscription -> (claim rank, "namespace/name") of every object onboarding it."""
-    return {_onboarding(spec): (_claim(meta, status), f"{namespace}/{name}")}
+    return {onboarding_key(spec): (claim_rank(meta, status), f"{namespace}/{name}")}
 
 
-def conflict_with(index: Any, spec: Any, namespace: str, name: str) -> str | None:
-    """The object with the strongest claim on the same account and subscription, if it is not this one."""
-    entries = sorted(index.get(_onboarding(spec), []))
-    if not entries or entries[0][1] == f"{namespace}/{name}":
-        return None
-    return str(entries[0][1])
+@kopf.index(GROUP, VERSION, PLURAL)
+async def by_name(namespace: str | None, name: str, uid: str, **_: Any) -> dict[tuple[str, str], str]:
+    """(namespace, name) -> uid of every AWSConnector: which objects live now (adoption never takes over a live
+    object's resources), and whose loop to wake when the winner of a conflict goes."""
+    return {(str(namespace), name): uid}
 
 
-def target_of(body: Any, instance: str) -> Target:
+def target_of(body: Any, instance: str, indexes: Any = None, spec: dict[str, Any] | None = None) -> Target:
+    """The object as a pass sees it (``spec``: another spec than the body's, the record's in a cleanup). With the
+    indexes, it can tell which other AWSConnectors live."""
     meta = body["metadata"]
+    names = indexes["by_name"] if indexes is not None else None
     return Target(
         namespace=meta["namespace"],
         name=meta["name"],
         uid=meta["uid"],
         generation=int(meta.get("generation", 1)),
-        spec=AWSConnectorSpec.model_validate(dict(body["spec"])),
+        spec=AWSConnectorSpec.model_validate(dict(body["spec"]) if spec is None else spec),
         status=AWSConnectorStatus.model_validate(_status_without_kopf(body.get("status") or {})),
         annotations=dict(meta.get("annotations") or {}),
         instance=instance,
+        live=(lambda namespace, name: (namespace, name) in names) if names is not None else Target.live,
     )
-
-
-class WriteJournal:
-    """``writes`` of one pass, and every status write of the pass.
-
-    Before the first write to a cloud, records ``status.firstCloudWrite.<cloud>`` (a status write that must succeed
-    first); counts which writes took effect. A record made in this pass for writes that the cloud all refused (a
-    terminal error: nothing changed) is withdrawn at the end of the pass, so an object whose first write was denied
-    is still one that never wrote anything.
-
-    Each status write replaces the whole status and is conditional on the resourceVersion the pass last saw (that of
-    its copy of the object, then each write's answer). The copy can be older than an earlier pass's record (Kopf's
-    body follows the watch, which may lag); a status built from it would erase that record, and cleanup would then
-    skip that cloud. The API server refuses such a write (409), and the journal then takes the records from the live
-    object and writes once more: no read before a write, only after a refusal.
-    """
-
-    def __init__(self, kube: Kube, target: Target, version: str) -> None:
-        self.kube, self.target, self.version = kube, target, version
-        self.stored = target.status  # the status of the object at self.version, as far as this pass knows
-        self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
-        self.new: set[str] = set()  # clouds recorded in this pass
-        self.effective: set[str] = set()  # clouds with a write that took effect (or may have) in this pass
-
-    def announce(self, status: AWSConnectorStatus, ahead: tuple[CloudName, ...] = ()) -> None:
-        """Write the status that says a new generation is being worked on, with the record of the first writes the
-        pass expects to make in ``ahead`` (``engine.writes_ahead``): one status write, not two. Such a record is
-        withdrawn like any other when the pass ends without the write."""
-        ahead = tuple(cloud for cloud in ahead if getattr(self.written, cloud) is None)
-        announced = status.model_copy(deep=True)
-        if ahead:
-            self._record(announced, ahead)
-        else:
-            self._put(announced, lambda: self._known)
-
-    def finish(self, status: AWSConnectorStatus) -> None:
-        """Write the pass's resulting status (with its records, the withdrawn ones left out) if it changed."""
-        status.first_cloud_write = self.record
-        if self.new or _dump(self.stored) != _dump(status):
-            self._put(status, lambda: self.record)
-
-    @contextlib.contextmanager
-    def __call__(self, cloud: CloudName) -> Iterator[None]:
-        if getattr(self.written, cloud) is None:
-            self._record(self.stored.model_copy(deep=True), (cloud,))
-        try:
-            yield
-        except TerminalError:
-            raise  # refused: the cloud changed nothing
-        except BaseException:
-            self.effective.add(cloud)  # a timeout or a crash: it may have taken effect
-            raise
-        self.effective.add(cloud)
-
-    @property
-    def record(self) -> FirstCloudWrite | None:
-        written = self.written.model_copy()
-        for cloud in self.new - self.effective:
-            setattr(written, cloud, None)
-        return written if written.aws or written.azure else None
-
-    @property
-    def _known(self) -> FirstCloudWrite | None:
-        return self.written.model_copy() if self.written.aws or self.written.azure else None
-
-    def _record(self, status: AWSConnectorStatus, clouds: tuple[CloudName, ...]) -> None:
-        """Write ``status`` with ``clouds`` recorded as about to be written. Raises when the object is gone:
-        nothing is written for an object no cleanup will follow."""
-        stamp = now()
-        self._put(status, lambda: self._with(clouds, stamp), must_exist=True)
-        for cloud in clouds:
-            if getattr(self.written, cloud) is None:  # not found recorded by an earlier pass meanwhile
-                setattr(self.written, cloud, stamp)
-                self.new.add(cloud)
-
-    def _with(self, clouds: tuple[CloudName, ...], stamp: str) -> FirstCloudWrite:
-        written = self.written.model_copy()
-        for cloud in clouds:
-            if getattr(written, cloud) is None:
-                setattr(written, cloud, stamp)
-        return written
-
-    def _put(
-        self,
-        status: AWSConnectorStatus,
-        records: Callable[[], FirstCloudWrite | None],
-        must_exist: bool = False,
-    ) -> None:
-        namespace, name = self.target.namespace, self.target.name
-        for attempt in (1, 2):
-            status.first_cloud_write = records()
-            try:
-                version = self.kube.write_status(
-                    namespace, name, _dump(status), self.version, must_exist=must_exist
-                )
-            except StatusConflict:
-                if attempt == 2:
-                    raise
-                live = self.kube.live_status(namespace, name)
-                if live is None:
-                    if must_exist:
-                        raise
-                    return  # deleted meanwhile: nothing to report on
-                found, self.version = live
-                for cloud, stamp in (found.get("firstCloudWrite") or {}).items():
-                    if cloud in ("aws", "azure") and getattr(self.written, cloud) is None and stamp:
-                        setattr(self.written, cloud, stamp)
-                continue
-            if version is not None:
-                self.version = version
-            self.stored = status  # callers pass a status nothing else changes afterwards
-            return
 
 
 def _status_without_kopf(status: Any) -> dict[str, Any]:
@@ -394,9 +277,10 @@ def _signature(meta: Any) -> tuple[Any, ...]:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **_: Any) -> None:
-    """Wake the object's loop when something the loop acts on changed (not on its own status writes); release at
-    once an object whose cleanup is blocked when it is switched to ``deletionPolicy: Orphan``."""
+async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **indexes: Any) -> None:
+    """Wake the object's loop when something the loop acts on changed (not on its own status writes), and the loops
+    of the objects that lost its account to it when it goes; release at once an object whose cleanup is blocked when
+    it is switched to ``deletionPolicy: Orphan``."""
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
@@ -410,6 +294,13 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **_
         runtime.blocked.discard(uid)
         runtime.deep_checked.pop(uid, None)
         _update_objects_gauge(runtime)
+        for _rank, ref in indexes["by_account"].get(
+            onboarding_key(spec), []
+        ):  # the conflict is over: look again
+            loser_namespace, _slash, loser_name = str(ref).partition("/")
+            for other in indexes["by_name"].get((loser_namespace, loser_name), []):
+                if other != uid and other in runtime.wakeups:
+                    runtime.wakeups[other].set()
     elif runtime.seen.get(uid) != signature:
         runtime.seen[uid] = signature
         event = runtime.wakeups.get(uid)
@@ -420,15 +311,16 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **_
             and meta.get("deletionTimestamp")
             and spec.get("deletionPolicy") == "Orphan"
         ):
-            target = target_of(body, runtime.instance)
+            namespace, name = meta["namespace"], meta["name"]
             await asyncio.to_thread(
                 runtime.kube.post_event,
-                target.namespace,
-                target.name,
+                namespace,
+                name,
                 uid,
                 Event("Normal", "Orphaned", "cleanup was blocked; released with deletionPolicy Orphan"),
             )
-            await asyncio.to_thread(runtime.kube.remove_finalizer, target.namespace, target.name, FINALIZER)
+            await asyncio.to_thread(release_held, runtime.kube, namespace, uid, dict(spec))
+            await asyncio.to_thread(runtime.kube.remove_finalizer, namespace, name, FINALIZER)
 
 
 def _update_objects_gauge(runtime: Runtime) -> None:
@@ -465,15 +357,22 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
         # Kopf adds the finalizer first; until then a write could outlive an object deleted at once.
         return runtime.settings.in_progress_seconds
     try:
-        target = target_of(body, runtime.instance)
+        target = target_of(body, runtime.instance, indexes)
     except ValueError as exc:  # the CRD prevents this; a stale CRD might not
         log.error("invalid spec", extra={"object": f"{meta['namespace']}/{meta['name']}", "error": str(exc)})
         return runtime.settings.resync_seconds
     conflict = conflict_with(indexes["by_account"], body["spec"], target.namespace, target.name)
-    admission = admission_of(target, indexes["policies"], indexes["namespace_labels"])
     try:
         return await runtime.workers.exclusive(
-            target.uid, _pass, runtime, target, str(meta["resourceVersion"]), conflict, admission
+            target.uid,
+            _pass,
+            runtime,
+            target,
+            str(meta["resourceVersion"]),
+            conflict,
+            late=lambda: admission_of(
+                target, indexes
+            ),  # the grant as it is when the slot is free, not before
         )
     except StatusConflict:
         # The object changed again while a refused status write was retried (a person editing it, say): look again
@@ -508,7 +407,9 @@ def _pass(
         return runtime.settings.resync_seconds
     started = time.monotonic()
     target = replace(target, deep=_deep_due(runtime, target))
-    journal = WriteJournal(runtime.kube, target, version)
+    journal = WriteJournal(
+        runtime.kube, target, version, admission.allowed_by, runtime.settings.clock_skew_seconds
+    )
     if target.status.observed_generation != target.generation and not target.paused:
         target = replace(target, status=_announced(target))
         journal.announce(target.status, writes_ahead(target, conflict, admission))
@@ -577,70 +478,117 @@ def _left_behind(status: AWSConnectorStatus) -> str:
     return ", ".join(things) or "whatever the operator wrote before its first status update"
 
 
-def _finalize(runtime: Runtime, target: Target) -> Cleanup:
-    return finalize(target, runtime.clouds, runtime.settings.in_progress_seconds)
+def _finalize(runtime: Runtime, body: Any, admission_for: Any) -> Cleanup:
+    """One step of cleanup, from the record: the spec last acted on (whatever was patched into the object since)
+    and what was written. The grant is checked again now: the operator's identities are used only while a policy
+    still allows that spec."""
+    meta = body["metadata"]
+    live_policy = (body.get("spec") or {}).get("deletionPolicy", "Delete")
+    if live_policy == "Orphan":  # read before anything is parsed: nothing stands between a delete and Orphan
+        release_held(runtime.kube, meta["namespace"], meta["uid"], dict(body.get("spec") or {}))
+        return Cleanup(
+            True,
+            "deletionPolicy Orphan",
+            events=[Event("Normal", "Orphaned", "left the stack and the connector in place")],
+        )
+    found = runtime.kube.read_record(meta["uid"])
+    record = OnboardingRecordSpec.model_validate(found[0]) if found is not None else None
+    if record is not None:
+        spec = {**record.connector, "deletionPolicy": live_policy}
+        target = target_of(body, runtime.instance, spec=spec)
+        target = replace(
+            target, status=target.status.model_copy(update={"first_cloud_write": record.written.model_copy()})
+        )
+    else:  # nothing recorded, or an object from before records: its own spec, under the same grant
+        target = target_of(body, runtime.instance)
+    written = target.status.first_cloud_write
+    if written is not None and (written.aws or written.azure) and target.spec.deletion_policy == "Delete":
+        admission = admission_for(target)
+        if admission.refusal:
+            raise TerminalError("NotAllowedByPolicy", admission.refusal)
+        member_allowed = admission.allows_account
+    else:
+        member_allowed = Admission(None).allows_account
+    ledger = CleanupLedger(runtime.kube, target, record, runtime.settings.clock_skew_seconds)
+    result = finalize(
+        target, runtime.clouds, runtime.settings.in_progress_seconds, ledger, member_allowed=member_allowed
+    )
+    if result.done:
+        release_held(runtime.kube, target.namespace, target.uid, dict(body.get("spec") or {}), record)
+    return result
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")
-async def cleanup(body: Any, memo: Any, **_: Any) -> None:
+async def cleanup(body: Any, memo: Any, **indexes: Any) -> None:
     runtime = _runtime(memo)
-    target = target_of(body, runtime.instance)
-    runtime.deleting.add(target.uid)
-    runtime.wakeups.get(target.uid, asyncio.Event()).set()
+    meta = body["metadata"]
+    uid, key = meta["uid"], f"{meta['namespace']}/{meta['name']}"
+    runtime.deleting.add(uid)
+    runtime.wakeups.get(uid, asyncio.Event()).set()
     started = time.monotonic()
+
+    def admission_for(target: Target) -> Admission:
+        return admission_of(target, indexes)
+
     try:
-        result = await runtime.workers.exclusive(target.uid, _finalize, runtime, target)
+        result = await runtime.workers.exclusive(uid, _finalize, runtime, body, admission_for)
     except CloudError as exc:
-        await _blocked(runtime, target, exc)
+        await _blocked(runtime, body, exc)
         return  # not reached: _blocked raises
-    runtime.blocked.discard(target.uid)
-    for event in result.events:
-        await asyncio.to_thread(runtime.kube.post_event, target.namespace, target.name, target.uid, event)
-    if result.status is not None and _dump(target.status) != _dump(result.status):
-        await asyncio.to_thread(
-            runtime.kube.write_status, target.namespace, target.name, _dump(result.status)
+    except ValueError as exc:  # an object from before records whose spec the operator cannot read
+        await _blocked(
+            runtime, body, TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}")
         )
+        return
+    runtime.blocked.discard(uid)
+    namespace, name = meta["namespace"], meta["name"]
+    for event in result.events:
+        await asyncio.to_thread(runtime.kube.post_event, namespace, name, uid, event)
+    status = _status_of(body)
+    if result.status is not None and _dump(status) != _dump(result.status):
+        await asyncio.to_thread(runtime.kube.write_status, namespace, name, _dump(result.status))
     if not result.done:
         raise kopf.TemporaryError(result.message, delay=result.retry_after)
-    runtime.failures.pop(target.uid, None)
+    runtime.failures.pop(uid, None)
     log.info(
         "cleaned up",
-        extra={
-            "object": target.key,
-            "result": result.message,
-            "duration": round(time.monotonic() - started, 3),
-        },
+        extra={"object": key, "result": result.message, "duration": round(time.monotonic() - started, 3)},
     )
 
 
-async def _blocked(runtime: Runtime, target: Target, exc: CloudError) -> None:
+def _status_of(body: Any) -> AWSConnectorStatus:
+    return AWSConnectorStatus.model_validate(_status_without_kopf(body.get("status") or {}))
+
+
+async def _blocked(runtime: Runtime, body: Any, exc: CloudError) -> None:
     """Cleanup could not reach a cloud. Retryable: back off. Otherwise (credentials broke after something was
-    written): say what is left and the ways out, once, and look again on the resync interval."""
-    runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
+    written, the grant was withdrawn, ownership is disputed): say what is left and the ways out, once, and look again
+    on the resync interval."""
+    meta = body["metadata"]
+    uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
+    runtime.failures[uid] = runtime.failures.get(uid, 0) + 1
     if isinstance(exc, RetryableError):
-        raise kopf.TemporaryError(f"cleanup: {exc.message}", delay=runtime.backoff(target.uid))
+        raise kopf.TemporaryError(f"cleanup: {exc.message}", delay=runtime.backoff(uid))
     assert isinstance(exc, TerminalError)
-    runtime.blocked.add(target.uid)
+    runtime.blocked.add(uid)
+    status = _status_of(body)
     message = (
-        f"cleanup is blocked: {exc.message}. Left in place: {_left_behind(target.status)}. Fix the credentials "
-        "(cleanup is retried), or set spec.deletionPolicy to Orphan to release the object and keep them."
+        f"cleanup is blocked: {exc.message}. Left in place: {_left_behind(status)}. Fix the cause (cleanup is "
+        "retried), or set spec.deletionPolicy to Orphan to release the object and keep them."
     )
-    status = target.status.model_copy(deep=True)
+    status = status.model_copy(deep=True)
     verdict = Verdict("True", "CleanupBlocked", message)
+    generation = int(meta.get("generation", 1))
     before = conditions.get(status.conditions, "Stalled")
-    status.conditions = conditions.put(status.conditions, "Stalled", verdict, target.generation, now())
+    status.conditions = conditions.put(status.conditions, "Stalled", verdict, generation, now())
     if before is None or (before.status, before.reason, before.message) != (
         "True",
         "CleanupBlocked",
         message,
     ):
-        await asyncio.to_thread(runtime.kube.write_status, target.namespace, target.name, _dump(status))
+        await asyncio.to_thread(runtime.kube.write_status, namespace, name, _dump(status))
         await asyncio.to_thread(
-            runtime.kube.post_event,
-            target.namespace,
-            target.name,
-            target.uid,
-            Event("Warning", "CleanupBlocked", message),
+            runtime.kube.post_event, namespace, name, uid, Event("Warning", "CleanupBlocked", message)
         )
-    log.warning("cleanup blocked", extra={"object": target.key, "reason": exc.reason})
+    log.warning("cleanup blocked", extra={"object": f"{namespace}/{name}", "reason": exc.reason})
     raise kopf.TemporaryError(message, delay=runtime.jittered(runtime.settings.resync_seconds))

@@ -27,8 +27,12 @@ from .api.names import (
     KIND,
     PLURAL,
     POLICY_PLURAL,
+    RECORD_KIND,
+    RECORD_PLURAL,
     VERSION,
 )
+from .api.record import record_labels
+from .logs import REDACTOR
 from .reconcile.model import Event
 
 COMPONENT = "defender-operator"
@@ -47,6 +51,14 @@ class StatusConflict(Exception):
     """The object changed since the resourceVersion a status write was based on."""
 
 
+class RecordConflict(Exception):
+    """The OnboardingRecord changed (or was created) since it was read."""
+
+
+class SecretDeleting(Exception):
+    """A Secret the object's credentials come from is being deleted: it can no longer be held for cleanup."""
+
+
 _BUSY = {429, 500, 502, 503, 504}
 
 
@@ -61,6 +73,18 @@ def api_server_unavailable(exc: BaseException) -> bool:
 def one_line(exc: BaseException) -> str:
     """The exception's type and first line, for a log line without a traceback."""
     return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+
+
+def _redacted(value: Any) -> Any:
+    """Every string of a status with the known secrets taken out: a cloud's error message can quote what it was
+    sent (http.client's "Invalid header value b'...'" quotes a header), and such messages go to conditions."""
+    if isinstance(value, str):
+        return REDACTOR.redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 class Kube:
@@ -88,7 +112,7 @@ class Kube:
         was written after that copy, a pass's ``firstCloudWrite`` record above all, without reading the object
         before every write. Returns the object's new resourceVersion; None when the object is gone (deleted
         meanwhile: nothing to report on), unless ``must_exist``: then the 404 is raised."""
-        patch: list[dict[str, Any]] = [{"op": "add", "path": "/status", "value": status}]
+        patch: list[dict[str, Any]] = [{"op": "add", "path": "/status", "value": _redacted(status)}]
         if resource_version is not None:
             patch.insert(0, {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
         try:
@@ -142,6 +166,126 @@ class Kube:
             if exc.status not in (404, 422):  # gone, or changed meanwhile (the next event decides again)
                 raise
 
+    # --- the operator's own records (api/record.py) -----------------------------------------------------------------
+
+    def read_record(self, uid: str) -> tuple[dict[str, Any], str] | None:
+        """The OnboardingRecord of the object with ``uid``: its spec and resourceVersion; None when there is none."""
+        try:
+            found = cast(
+                dict[str, Any], self.custom.get_cluster_custom_object(GROUP, VERSION, RECORD_PLURAL, uid)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(found.get("spec") or {}), str(found["metadata"]["resourceVersion"])
+
+    def write_record(
+        self, uid: str, spec: dict[str, Any], resource_version: str | None, labels: dict[str, str]
+    ) -> str:
+        """Create the record (``resource_version`` None) or replace it if it is still at ``resource_version``;
+        :class:`RecordConflict` otherwise. Returns the new resourceVersion."""
+        body: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": RECORD_KIND,
+            "metadata": {"name": uid, "labels": {"app.kubernetes.io/managed-by": COMPONENT, **labels}},
+            "spec": spec,
+        }
+        try:
+            if resource_version is None:
+                answer = self.custom.create_cluster_custom_object(GROUP, VERSION, RECORD_PLURAL, body)
+            else:
+                body["metadata"]["resourceVersion"] = resource_version
+                answer = self.custom.replace_cluster_custom_object(GROUP, VERSION, RECORD_PLURAL, uid, body)
+        except ApiException as exc:
+            if exc.status in (404, 409):  # created or changed meanwhile, or deleted since it was read
+                raise RecordConflict(f"record {uid} changed since it was read") from None
+            raise
+        return str(cast(dict[str, Any], answer)["metadata"]["resourceVersion"])
+
+    def find_records(self, namespace: str, name: str) -> list[tuple[str, dict[str, Any], str]]:
+        """(uid, spec, resourceVersion) of the records of the objects called ``namespace``/``name``."""
+        found = self.custom.list_cluster_custom_object(
+            GROUP,
+            VERSION,
+            RECORD_PLURAL,
+            label_selector=",".join(f"{k}={v}" for k, v in record_labels(namespace, name).items()),
+        )
+        return [
+            (str(r["metadata"]["name"]), dict(r.get("spec") or {}), str(r["metadata"]["resourceVersion"]))
+            for r in cast(dict[str, Any], found).get("items", [])
+        ]
+
+    def delete_record(self, uid: str) -> None:
+        try:
+            self.custom.delete_cluster_custom_object(GROUP, VERSION, RECORD_PLURAL, uid)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # --- Secrets that cleanup will need ---------------------------------------------------------------------------
+
+    def hold_secret(self, namespace: str, name: str, finalizer: str) -> bool:
+        """Put ``finalizer`` on the Secret, so it outlives a delete (of itself or of its namespace) until cleanup has
+        used it. False when the Secret does not exist; :class:`SecretDeleting` when it is being deleted (the API
+        server takes no new finalizer then). Only ``metadata.finalizers`` is changed (a JSON patch that tests the
+        list it replaces)."""
+        for _ in range(3):
+            try:
+                secret = self.core.read_namespaced_secret(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            meta = secret.metadata
+            assert meta is not None
+            finalizers = list(meta.finalizers or [])
+            if finalizer in finalizers:
+                return True
+            if meta.deletion_timestamp is not None:
+                raise SecretDeleting(f"Secret {namespace}/{name} is being deleted")
+            if self._patch_secret_finalizers(
+                namespace, name, meta.resource_version, [*finalizers, finalizer]
+            ):
+                return True
+        raise SecretDeleting(f"Secret {namespace}/{name} keeps changing; try again")
+
+    def release_secret(self, namespace: str, name: str, finalizer: str) -> None:
+        """Take ``finalizer`` off the Secret (nothing when it is not there)."""
+        for _ in range(3):
+            try:
+                secret = self.core.read_namespaced_secret(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise
+            assert secret.metadata is not None
+            finalizers = list(secret.metadata.finalizers or [])
+            if finalizer not in finalizers:
+                return
+            after = [f for f in finalizers if f != finalizer]
+            if self._patch_secret_finalizers(namespace, name, secret.metadata.resource_version, after):
+                return
+
+    def _patch_secret_finalizers(
+        self, namespace: str, name: str, version: str | None, after: list[str]
+    ) -> bool:
+        """Set the Secret's finalizers if it is still at ``version`` (nothing else of it is sent); False when it
+        changed meanwhile."""
+        patch: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": version},
+            {"op": "add", "path": "/metadata/finalizers", "value": after},
+        ]
+        try:
+            self.core.patch_namespaced_secret(name, namespace, patch, _content_type=JSON_PATCH)
+        except ApiException as exc:
+            if exc.status in (409, 422):  # the test failed: someone changed them
+                return False
+            if exc.status == 404:
+                return True
+            raise
+        return True
+
     def list_policies(self) -> list[dict[str, Any]]:
         """Every ClusterOnboardingPolicy."""
         found = self.custom.list_cluster_custom_object(GROUP, VERSION, POLICY_PLURAL)
@@ -190,11 +334,15 @@ class Kube:
             if exc.status == 404:
                 raise KeyError(name) from None
             raise
-        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        # Bytes that are not UTF-8 are kept as surrogates, for credentials.py to refuse with a reason (not a crash).
+        return {
+            k: base64.b64decode(v).decode("utf-8", "surrogateescape") for k, v in (secret.data or {}).items()
+        }
 
     def post_event(self, namespace: str, name: str, uid: str, event: Event) -> None:
         """Create the Event, or count one more of the same (best effort: a missing permission must not stop
         reconciling)."""
+        event = Event(event.type, event.reason, REDACTOR.redact(event.message))
         key = "\x00".join(
             (COMPONENT, API_VERSION, KIND, namespace, name, uid, event.type, event.reason, event.message)
         )

@@ -4,9 +4,15 @@ that Kopf and the SDKs use too, with every secret redacted at every level.
 At DEBUG the SDKs print what they send and receive: botocore the AssumeRole answer (SecretAccessKey, SessionToken),
 azure-identity token responses, the Kubernetes client the Secrets it reads. So every line passes through
 :class:`Redactor` before it is written: values the operator has read as secrets (registered by ``credentials.py``
-with :func:`secret`) are replaced wherever they appear, and so are the values of fields that carry credentials in
-AWS, Entra and HTTP wire formats, whoever's they are. The Kubernetes client's body dumps are also capped at INFO,
-because a Secret arrives there base64-encoded.
+with :func:`secret`, each under the Secret or session it came from, and let go with it) are replaced wherever they
+appear, and so are the values of fields that carry credentials in AWS, Entra and HTTP wire formats, whoever's they
+are (Python reprs of header dicts included, whose values are bytes). The Kubernetes client's body dumps are also
+capped at INFO, because a Secret arrives there base64-encoded.
+
+The cost of a line does not grow with the number of secrets known: they are found by their first ``MIN_SECRET``
+characters in one pass over the line. Values shorter than that are not registered (an account id has 12 digits, a
+namespace or a reason a few letters: blanking every occurrence of such values in everyone's logs would hide more
+than it protects; the credential fields' patterns still catch them in wire formats).
 """
 
 import base64
@@ -21,7 +27,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 # Kopf's per-object logger adds these to every record: the object reference (kept, as "object") and internals.
 _KOPF_INTERNALS = {"settings", "k8s_skip", "k8s_ref"}
 REDACTED = "[redacted]"
-_MIN_SECRET = 6  # shorter values are too likely to be ordinary words
+MIN_SECRET = 16  # shorter values are too likely to be ordinary words, ids or names
 
 _FIELD_PATTERNS = [  # each keeps <pre> and <post> and replaces what is between
     # XML (AWS query protocol answers): <SecretAccessKey>...</SecretAccessKey>
@@ -37,34 +43,74 @@ _FIELD_PATTERNS = [  # each keeps <pre> and <post> and replaces what is between
         r"(?P<pre>(?:client_secret|client_assertion|refresh_token|password|X-Amz-Security-Token)=)[^&\s'\"]+(?P<post>)"
     ),
     # headers: Authorization: Bearer ..., X-Amz-Security-Token: ...
-    re.compile(r"(?P<pre>[Aa]uthorization['\"]?\s*[:=]\s*['\"]?)[^'\"\n]+(?P<post>)"),
-    re.compile(r"(?P<pre>[Xx]-[Aa]mz-[Ss]ecurity-[Tt]oken['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+(?P<post>)"),
+    # headers, also as Python reprs of header dicts with bytes values: 'X-Amz-Security-Token': b'...'
+    re.compile(r"(?P<pre>[Aa]uthorization['\"]?\s*[:=]\s*b?['\"]?)[^'\"\n]+(?P<post>)"),
+    re.compile(r"(?P<pre>[Xx]-[Aa]mz-[Ss]ecurity-[Tt]oken['\"]?\s*[:=]\s*b?['\"]?)[^'\"\s,}]+(?P<post>)"),
 ]
 
 
 class Redactor(logging.Filter):
-    """Replaces secrets in a record's final text (message, arguments, exception and extra fields)."""
+    """Replaces secrets in a record's final text (message, arguments, exception and extra fields).
+
+    Values are held by owners (a Secret, an assumed-role session): ``add(value, owner)``; ``release(owner)`` lets go
+    of what only that owner held, so the set follows the credentials in use, not every credential ever read."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._values: set[str] = set()
+        self._holders: dict[str, set[object]] = {}  # value (and its base64) -> owners holding it
+        self._owned: dict[object, set[str]] = {}  # owner -> its values
+        self._by_prefix: dict[str, set[str]] = {}  # first MIN_SECRET characters -> values
         self._lock = threading.Lock()
 
-    def add(self, value: str | None) -> None:
-        if value and len(value) >= _MIN_SECRET:
-            encoded = base64.b64encode(value.encode()).decode()
-            with self._lock:
-                self._values.update({value, encoded})
+    def add(self, value: str | None, owner: object = None) -> None:
+        if not value or len(value) < MIN_SECRET:
+            return
+        encoded = base64.b64encode(value.encode("utf-8", "surrogateescape")).decode()
+        with self._lock:
+            for each in (value, encoded):
+                self._holders.setdefault(each, set()).add(owner)
+                self._owned.setdefault(owner, set()).add(each)
+                self._by_prefix.setdefault(each[:MIN_SECRET], set()).add(each)
+
+    def release(self, owner: object) -> None:
+        with self._lock:
+            for value in self._owned.pop(owner, set()):
+                holders = self._holders.get(value, set())
+                holders.discard(owner)
+                if not holders:
+                    del self._holders[value]
+                    bucket = self._by_prefix.get(value[:MIN_SECRET], set())
+                    bucket.discard(value)
+                    if not bucket:
+                        del self._by_prefix[value[:MIN_SECRET]]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._holders)
 
     def redact(self, text: str) -> str:
-        with self._lock:
-            values = sorted(self._values, key=len, reverse=True)
-        for value in values:
-            if value in text:
-                text = text.replace(value, REDACTED)
+        text = self._known(text)
         for pattern in _FIELD_PATTERNS:
             text = pattern.sub(_replace_value, text)
         return text
+
+    def _known(self, text: str) -> str:
+        """One pass over ``text``: at each position, the values that start with the next MIN_SECRET characters."""
+        with self._lock:
+            if not self._by_prefix:
+                return text
+            prefixes = self._by_prefix
+            out, i, start, end = [], 0, 0, len(text) - MIN_SECRET + 1
+            while i < end:
+                candidates = prefixes.get(text[i : i + MIN_SECRET])
+                match = max((v for v in candidates or () if text.startswith(v, i)), key=len, default=None)
+                if match is None:
+                    i += 1
+                    continue
+                out.append(text[start:i])
+                out.append(REDACTED)
+                i = start = i + len(match)
+        return "".join(out) + text[start:] if out else text
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = self.redact(record.getMessage()), None
@@ -84,10 +130,16 @@ def _replace_value(match: re.Match[str]) -> str:
 REDACTOR = Redactor()
 
 
-def secret(value: str | None) -> str | None:
-    """Register ``value`` as a secret (never to be printed) and return it unchanged."""
-    REDACTOR.add(value)
+def secret(value: str | None, owner: object = None) -> str | None:
+    """Register ``value`` as a secret (never to be printed), held by ``owner`` (None: for the process's life), and
+    return it unchanged."""
+    REDACTOR.add(value, owner)
     return value
+
+
+def forget_secrets(owner: object) -> None:
+    """``owner``'s credentials are no longer in use: its values need not be looked for any more."""
+    REDACTOR.release(owner)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, str | int | float | bool | None]:

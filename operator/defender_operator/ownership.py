@@ -6,9 +6,11 @@ the first status write; cleanup finds what to remove by deterministic name plus 
 someone else, or that has none (hand-made, portal-made, another cluster's), is never updated or deleted unless the
 object asks to adopt it (docs/design-decisions.md, "Ownership").
 
-The mark names the object by ``<instance>/<namespace>/<name>``: the same declaration in the same installation is the
-same owner even when the object was deleted with ``deletionPolicy: Orphan`` and created again; the uid is recorded
-beside it for audit. Tag keys use only characters that both AWS and Azure accept in tag keys (Azure refuses ``/``).
+The mark names the object by ``<instance>/<namespace>/<name>`` and its uid. Both must match: an object deleted with
+``deletionPolicy: Orphan`` and created again under the same name is another object, and what the first one left is
+not the second one's to change or delete unless it asks to adopt it (it may onboard another account by then). The
+mark is only one proof: anyone who may tag can write it, so nothing is taken away on the mark alone
+(``reconcile/proofs.py``). Tag keys use only characters that both AWS and Azure accept (Azure refuses ``/``).
 """
 
 import hashlib
@@ -44,7 +46,12 @@ class Owner:
         return {OWNER_TAG: self.ref, OWNER_UID_TAG: self.uid, MANAGED_BY_TAG: MANAGED_BY}
 
     def owns(self, tags: Mapping[str, str]) -> bool:
-        return tags.get(OWNER_TAG) == self.ref
+        return tags.get(OWNER_TAG) == self.ref and tags.get(OWNER_UID_TAG) == self.uid
+
+    def namesake(self, tags: Mapping[str, str]) -> bool:
+        """The mark names this object's namespace and name but another uid: an earlier object of the same name
+        (deleted with Orphan) left it."""
+        return tags.get(OWNER_TAG) == self.ref and tags.get(OWNER_UID_TAG) != self.uid
 
 
 def owner_of(tags: Mapping[str, str]) -> str | None:
@@ -52,7 +59,12 @@ def owner_of(tags: Mapping[str, str]) -> str | None:
     return tags.get(OWNER_TAG)
 
 
-def describe_owner(tags: Mapping[str, str]) -> str:
-    """'AWSConnector <ref>' or 'not made by defender-operator', for Stalled messages."""
-    owner = owner_of(tags)
-    return f"it belongs to AWSConnector {owner}" if owner else "it was not made by defender-operator"
+def describe_owner(tags: Mapping[str, str], owner: Owner | None = None) -> str:
+    """Whose it is, for Stalled messages: another AWSConnector, an earlier object of this one's name, or no one."""
+    ref = owner_of(tags)
+    if owner is not None and owner.namesake(tags):
+        return (
+            f"it was left by an earlier AWSConnector {ref} (uid {tags.get(OWNER_UID_TAG, '?')}), deleted with "
+            "deletionPolicy Orphan"
+        )
+    return f"it belongs to AWSConnector {ref}" if ref else "it was not made by defender-operator"

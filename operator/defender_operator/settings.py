@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="Longest delay after repeated errors."
     )
     workers: int = Field(default=8, ge=1, description="Objects reconciled at the same time.")
+    clock_skew_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How far the clouds' clocks may be behind the operator's when a resource's creation time is "
+        "compared with the moment the operator recorded before writing it (the second proof of ownership, "
+        "docs/tenancy.md).",
+    )
     aws_client_cache: int = Field(
         default=128,
         ge=8,

@@ -23,8 +23,12 @@ class Workers:
         self._pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def exclusive(self, uid: str, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in a worker thread, under the object's lock and a worker slot.
+    async def exclusive(
+        self, uid: str, fn: Callable[..., T], *args: Any, late: Callable[[], Any] | None = None
+    ) -> T:
+        """``fn(*args)`` in a worker thread, under the object's lock and a worker slot; with ``late``,
+        ``fn(*args, late())``, ``late`` called on the event loop once the slot is held (a decision such as the
+        grant, which must not be the one of before a wait for a slot).
 
         If the caller is cancelled (Kopf stops the daemon of a deleted object), the lock is kept until the thread
         has finished: cleanup must not start while a pass can still write.
@@ -38,6 +42,8 @@ class Workers:
                 lock.release()
                 raise
         try:
+            if late is not None:
+                args = (*args, late())
             call = functools.partial(contextvars.copy_context().run, _working, fn, *args)
             task = asyncio.get_running_loop().run_in_executor(self._pool, call)
             try:

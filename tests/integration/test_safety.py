@@ -16,7 +16,8 @@ import pytest
 
 from defender_operator.api.names import ANNOTATION_PAUSED
 from defender_operator.api.spec import RoleNames
-from defender_operator.handlers import WriteJournal, target_of
+from defender_operator.handlers import target_of
+from defender_operator.reconcile.journal import WriteJournal
 from defender_operator.kube import Kube, StatusConflict
 from defender_operator.sandbox import Sandbox
 from tests.support.clouds import arm_client, arm_control, arm_requests, aws_control, connector_url, send

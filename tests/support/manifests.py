@@ -68,6 +68,14 @@ BAD_CASES: list[BadCase] = [
     ),
     BadCase("location-aws-style", _set("spec.azure.location", "eu-west-1"), "spec.azure.location"),
     BadCase("unknown-field", _set("spec.plans.servers.turbo", True), "spec.plans.servers.turbo"),
+    # CRD and operator once disagreed: the API server took a 129-character tag key the operator could not parse.
+    BadCase("tag-key-129", _set("spec.azure.tags", {"k" * 129: "v"}), "spec.azure.tags"),
+    BadCase(
+        "exclusion-tag-key-129",
+        _set("spec.plans.cspm", {"enabled": True, "agentlessVmScanning": {"exclusionTags": {"k" * 129: "v"}}}),
+        "spec.plans.cspm.agentlessVmScanning.exclusionTags",
+    ),
+    BadCase("tags-51", _set("spec.azure.tags", {f"k{i}": "v" for i in range(51)}), "spec.azure.tags"),
     BadCase(
         "agentless-with-p1",
         _set("spec.plans.servers", {"subPlan": "P1", "agentlessScanning": {"enabled": True}}),

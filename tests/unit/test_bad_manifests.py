@@ -10,7 +10,9 @@ from tests.support.manifests import BAD_CASES, BadCase, base_manifest
 def test_bad_manifest_is_rejected_naming_the_field(case: BadCase) -> None:
     manifest = parse_document(case.apply(base_manifest()), 1)
     assert manifest.spec is None
-    assert any(problem.startswith(case.field + ":") for problem in manifest.problems), manifest.problems
+    assert any(problem.startswith((case.field + ":", case.field + ".")) for problem in manifest.problems), (
+        manifest.problems
+    )
 
 
 def test_the_base_manifest_is_valid() -> None:

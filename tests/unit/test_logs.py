@@ -41,6 +41,10 @@ def test_text_lines_carry_the_fields(capsys: pytest.CaptureFixture[str]) -> None
         "grant_type=client_credentials&client_id=app&client_secret=wJalr/K7MDENG+bPxRfi&scope=x",
         "request headers: {'Authorization': 'Bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.e30.sig'}",
         "headers={'X-Amz-Security-Token': 'FQoGZXIvYXdzEJr//////////', 'Host': 'sts'}",
+        # botocore's DEBUG dump of a request's headers: a dict whose values are bytes
+        "Sending http request: <AWSPreparedRequest headers={'X-Amz-Security-Token': b'FQoGZXIvYXdzEJr//////////', "
+        "'Authorization': b'AWS4-HMAC-SHA256 Credential=ASIA1/20261204/us-east-1/sts/aws4_request, "
+        "Signature=wJalr/K7MDENG+bPxRfi'}>",
     ],
 )
 def test_credential_fields_are_redacted_whoever_they_belong_to(line: str) -> None:
@@ -85,3 +89,36 @@ def test_kopf_internals_are_left_out_and_its_object_reference_kept(
         logging.getLogger().handlers.clear()
     entry = json.loads(capsys.readouterr().err)
     assert entry["object"] == "ns/a" and not {"settings", "k8s_skip", "k8s_ref"} & set(entry)
+
+
+def test_a_secret_is_forgotten_with_the_last_owner_holding_it() -> None:
+    redactor = logs.Redactor()
+    redactor.add("shared-value-0123456789", ("secret", "a", "keys"))
+    redactor.add("shared-value-0123456789", ("secret", "b", "keys"))
+    redactor.add("only-a-value-0123456789", ("secret", "a", "keys"))
+    assert len(redactor) == 4  # each value and its base64
+    redactor.release(("secret", "a", "keys"))
+    assert redactor.redact("x shared-value-0123456789 only-a-value-0123456789") == (
+        f"x {logs.REDACTED} only-a-value-0123456789"
+    )
+    redactor.release(("secret", "b", "keys"))
+    assert len(redactor) == 0
+
+
+def test_short_values_never_blank_ordinary_words_ids_or_names() -> None:
+    """A tenant's Secret of short values ("security", an account id) must not blank them in everyone's logs."""
+    redactor = logs.Redactor()
+    for value in ("security", "111122223333", "Onboarded", "a" * (logs.MIN_SECRET - 1)):
+        redactor.add(value, "tenant")
+    line = "reconciled object=security/payments account=111122223333 reason=Onboarded"
+    assert redactor.redact(line) == line and len(redactor) == 0
+
+
+def test_many_secrets_each_found_in_one_pass_longest_first() -> None:
+    redactor = logs.Redactor()
+    values = [f"secret-{i:06d}-abcdefghijkl" for i in range(20_000)]
+    for i, value in enumerate(values):
+        redactor.add(value, i % 7)
+    redactor.add(values[5] + "-longer-suffix", "x")  # shares its first characters with a shorter one
+    line = f"a {values[0]} b {values[19_999]}{values[3]} c {values[5]}-longer-suffix d"
+    assert redactor.redact(line) == f"a {logs.REDACTED} b {logs.REDACTED}{logs.REDACTED} c {logs.REDACTED} d"

@@ -1,4 +1,4 @@
-"""The owner mark: the same declaration in the same installation owns; anything else does not."""
+"""The owner mark: the same object (namespace, name and uid) in the same installation owns; anything else does not."""
 
 from defender_operator.aws.oidc import audience_code, user_tag
 from defender_operator.ownership import OWNER_TAG, Owner, describe_owner
@@ -7,7 +7,9 @@ from defender_operator.ownership import OWNER_TAG, Owner, describe_owner
 def test_owner_is_instance_namespace_and_name_and_fits_a_tag_value() -> None:
     mine = Owner("cluster-a", "security", "payments", "uid-1")
     assert mine.owns(mine.tags())
-    assert mine.owns(Owner("cluster-a", "security", "payments", "uid-2").tags())  # re-created after Orphan
+    namesake = Owner("cluster-a", "security", "payments", "uid-2").tags()  # re-created after Orphan
+    assert not mine.owns(namesake) and mine.namesake(namesake)
+    assert "earlier AWSConnector" in describe_owner(namesake, mine)
     assert not mine.owns(Owner("cluster-b", "security", "payments", "uid-1").tags())  # another cluster
     assert not mine.owns(Owner("cluster-a", "team-b", "payments", "uid-1").tags())
     assert not mine.owns({})  # hand-made

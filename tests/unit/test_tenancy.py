@@ -105,7 +105,7 @@ def test_namespaces_by_label_selector() -> None:
 
 
 def test_globs_become_anchored_regexes() -> None:
-    assert glob_regex("arn:aws:iam::*:role/defender-*") == r"^arn:aws:iam::.*:role/defender\-.*$"
+    assert glob_regex("arn:aws:iam::*:role/defender-*") == r"^arn:aws:iam::[^/]*:role/defender\-[^/]*$"
     assert glob_regex("rg.(x)") == r"^rg\.\(x\)$"
 
 

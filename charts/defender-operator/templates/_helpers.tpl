@@ -38,8 +38,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [events]
   verbs: [create, get, patch]
 {{- if .Values.rbac.readSecrets }}
+# get: the credentials an AWSConnector names; patch: only its finalizers, so a Secret cleanup needs outlives its
+# namespace (the secret-guard ValidatingAdmissionPolicy refuses any other change by the operator).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, patch]
 {{- end }}
 {{- end }}

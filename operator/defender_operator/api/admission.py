@@ -10,9 +10,20 @@ never run) such objects are refused. The same decision, in Python, is :func:`def
 
 from typing import Any
 
-from .names import API_VERSION, EFFECTIVE_KIND, EFFECTIVE_NAME, GROUP, PLURAL
+from .names import ANNOTATION_ADOPT, API_VERSION, EFFECTIVE_KIND, EFFECTIVE_NAME, GROUP, PLURAL
+from .spec import AWSConnectorSpec
 
 POLICY_NAME = f"{PLURAL}.{GROUP}"
+FROZEN_NAME = f"{PLURAL}-deleting.{GROUP}"
+
+
+def _adopt(obj: str) -> str:
+    """The adopt annotation's value on ``obj`` (object or oldObject), '' when it has none."""
+    return (
+        f"(has({obj}.metadata.annotations) && '{ANNOTATION_ADOPT}' in {obj}.metadata.annotations ? "
+        f"{obj}.metadata.annotations['{ANNOTATION_ADOPT}'] : '')"
+    )
+
 
 _AWS_OWN = "has(object.spec.aws.credentials) && has(object.spec.aws.credentials.secretRef)"
 _AZURE_OWN = "has(object.spec.azure.credentialsSecretRef)"
@@ -24,17 +35,29 @@ _SELECTS = (
     "e.operator == 'NotIn' ? !(e.key in variables.labels && variables.labels[e.key] in e.values) : "
     "e.operator == 'Exists' ? e.key in variables.labels : !(e.key in variables.labels)))"
 )
+_ADOPTION_OK = "(!variables.adopt || (has(r.adoption) && r.adoption))"
+_CIEM_ON = (
+    "has(object.spec.plans) && has(object.spec.plans.cspm) && has(object.spec.plans.cspm.enabled) && "
+    "object.spec.plans.cspm.enabled && has(object.spec.plans.cspm.ciem) && has(object.spec.plans.cspm.ciem.enabled) "
+    "&& object.spec.plans.cspm.ciem.enabled"
+)
 _AWS_OK = (
     f"({_AWS_OWN}) || (r.awsAccountIds.exists(a, a == '*' || a == object.spec.aws.accountId) && "
     "(variables.roleArn != '' ? r.awsRoleArnRegexes.exists(p, variables.roleArn.matches(p)) : "
     "r.awsAmbientIdentity) && (!has(object.spec.aws.eksAccessEntries) || "
-    "object.spec.aws.eksAccessEntries != 'Manage' || (has(r.awsEksAccessEntries) && r.awsEksAccessEntries)))"
+    "object.spec.aws.eksAccessEntries != 'Manage' || (has(r.awsEksAccessEntries) && r.awsEksAccessEntries)) && "
+    f"(!({_CIEM_ON}) || (has(r.awsCiemTenantIds) && "
+    "r.awsCiemTenantIds.exists(t, t == '*' || t == object.spec.azure.tenantId))) && "
+    "(!has(object.spec.aws.organization) || (has(r.awsOrganizations) && r.awsOrganizations)) && "
+    "(!has(object.spec.aws.organization) || !has(object.spec.aws.organization.memberProviderRoleName) || "
+    "(has(r.awsMemberRoleRegexes) && r.awsMemberRoleRegexes.exists(p, "
+    f"object.spec.aws.organization.memberProviderRoleName.matches(p)))) && {_ADOPTION_OK})"
 )
 _AZURE_OK = (
     f"({_AZURE_OWN}) || (r.azureAmbientIdentity && "
     "r.azureTenantIds.exists(t, t == '*' || t == object.spec.azure.tenantId) && "
     "r.azureSubscriptionIds.exists(s, s == '*' || s == object.spec.azure.subscriptionId) && "
-    "r.azureResourceGroupRegexes.exists(p, object.spec.azure.resourceGroup.matches(p)))"
+    f"r.azureResourceGroupRegexes.exists(p, object.spec.azure.resourceGroup.matches(p)) && {_ADOPTION_OK})"
 )
 _ADVICE = (
     "'. Without a policy only credentials from Secrets in the object\\'s own namespace can be used "
@@ -67,8 +90,9 @@ def admission_policy() -> dict[str, Any]:
             },
             "matchConditions": [
                 {
-                    "name": "spec-is-new-or-changed",
-                    "expression": "request.operation == 'CREATE' || object.spec != oldObject.spec",
+                    "name": "spec-or-adoption-is-new-or-changed",
+                    "expression": "request.operation == 'CREATE' || object.spec != oldObject.spec || "
+                    f"{_adopt('object')} != {_adopt('oldObject')}",
                 },
                 {"name": "not-being-deleted", "expression": "!has(object.metadata.deletionTimestamp)"},
                 {
@@ -86,6 +110,7 @@ def admission_policy() -> dict[str, Any]:
                     "expression": "has(object.spec.aws.credentials) && has(object.spec.aws.credentials.roleArn) ? "
                     "object.spec.aws.credentials.roleArn : ''",
                 },
+                {"name": "adopt", "expression": f"{_adopt('object')}.lowerAscii() == 'true'"},
                 {"name": "applicable", "expression": f"params.spec.rules.filter(r, {_SELECTS})"},
             ],
             "validations": [
@@ -96,7 +121,9 @@ def admission_policy() -> dict[str, Any]:
                     "' for account ' + object.spec.aws.accountId + ' is not allowed in namespace ' + "
                     "object.metadata.namespace + (size(variables.applicable) == 0 ? ': no ClusterOnboardingPolicy "
                     "selects it' : ': no ClusterOnboardingPolicy for it allows that (aws.accountIds, aws.roleArns, "
-                    f"aws.ambientIdentity, aws.eksAccessEntries for eksAccessEntries Manage)') + {_ADVICE}",
+                    "aws.ambientIdentity, aws.eksAccessEntries for eksAccessEntries Manage, aws.ciemTenantIds for "
+                    "CIEM, aws.organizations and aws.memberRoleNames for an organization, adoption for the "
+                    f"{ANNOTATION_ADOPT} annotation)') + {_ADVICE}",
                     "reason": "Forbidden",
                 },
                 {
@@ -106,7 +133,8 @@ def admission_policy() -> dict[str, Any]:
                     "object.spec.azure.resourceGroup + ' and tenant ' + object.spec.azure.tenantId + ' is not "
                     "allowed in namespace ' + object.metadata.namespace + (size(variables.applicable) == 0 ? ': no "
                     "ClusterOnboardingPolicy selects it' : ': no ClusterOnboardingPolicy for it allows that "
-                    f"(azure.ambientIdentity, azure.tenantIds, azure.subscriptionIds, azure.resourceGroups)') + {_ADVICE}",
+                    "(azure.ambientIdentity, azure.tenantIds, azure.subscriptionIds, azure.resourceGroups, adoption "
+                    f"for the {ANNOTATION_ADOPT} annotation)') + {_ADVICE}",
                     "reason": "Forbidden",
                 },
                 {
@@ -131,3 +159,62 @@ def admission_binding() -> dict[str, Any]:
             "paramRef": {"name": EFFECTIVE_NAME, "parameterNotFoundAction": "Deny"},
         },
     }
+
+
+def _unchanged(field: str) -> str:
+    new, old = f"object.spec.{field}", f"oldObject.spec.{field}"
+    return f"(has({new}) == has({old}) && (!has({new}) || {new} == {old}))"
+
+
+def frozen_policy() -> dict[str, Any]:
+    """Once an AWSConnector is being deleted its spec is frozen, but for ``deletionPolicy`` (Orphan is the way out of
+    a cleanup that cannot finish): cleanup acts on the spec the operator last reconciled, never on credentials,
+    accounts or roles patched in after ``kubectl delete`` (and the operator ignores such changes: it cleans up from
+    its own record). No parameter, so nothing can make it unresolvable: it fails closed."""
+    fields = [
+        f.alias or name for name, f in AWSConnectorSpec.model_fields.items() if name != "deletion_policy"
+    ]
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": FROZEN_NAME, "labels": {"app.kubernetes.io/part-of": "defender-operator"}},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "apiVersions": ["*"],
+                        "operations": ["UPDATE"],
+                        "resources": [PLURAL],
+                    }
+                ]
+            },
+            "matchConditions": [
+                {"name": "being-deleted", "expression": "has(oldObject.metadata.deletionTimestamp)"},
+            ],
+            "validations": [
+                {
+                    "expression": " && ".join(_unchanged(field) for field in fields),
+                    "message": "spec is frozen once the AWSConnector is being deleted: cleanup uses the spec it was "
+                    "last reconciled with; only spec.deletionPolicy may change (Orphan releases the object and "
+                    "leaves both clouds as they are).",
+                    "reason": "Forbidden",
+                }
+            ],
+        },
+    }
+
+
+def frozen_binding() -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": FROZEN_NAME, "labels": {"app.kubernetes.io/part-of": "defender-operator"}},
+        "spec": {"policyName": FROZEN_NAME, "validationActions": ["Deny"]},
+    }
+
+
+def admission_objects() -> list[dict[str, Any]]:
+    """Everything admission needs, as crds/admission.yaml, the chart and the sandbox install it."""
+    return [admission_policy(), admission_binding(), frozen_policy(), frozen_binding()]

@@ -20,11 +20,14 @@ from .names import (
     PLURAL,
     POLICY_KIND,
     POLICY_PLURAL,
+    RECORD_KIND,
+    RECORD_PLURAL,
     SHORT_NAMES,
     SINGULAR,
     VERSION,
 )
 from .policy import ClusterOnboardingPolicySpec, EffectiveOnboardingPolicySpec
+from .record import OnboardingRecordSpec
 from .schema import CEL_KEY
 from .spec import AWSConnectorSpec
 from .status import AWSConnectorStatus
@@ -33,11 +36,32 @@ _DROPPED_KEYS = {"title", "propertyNames", "$defs"}
 _OPTIONAL = "x-defender-operator-optional"  # marks an unwrapped `X | None`: absent means "not set", not "{}"
 
 
+def _key_rule(names: dict[str, Any]) -> dict[str, Any]:
+    """A map's ``propertyNames`` (which structural schemas forbid) as the CEL rule the API server checks instead."""
+    checks, said = [], []
+    if "minLength" in names:
+        checks.append(f"size(k) >= {names['minLength']}")
+        said.append(f"at least {names['minLength']}")
+    if "maxLength" in names:
+        checks.append(f"size(k) <= {names['maxLength']}")
+        said.append(f"at most {names['maxLength']}")
+    if "pattern" in names:
+        checks.append(f"k.matches({names['pattern']!r})")
+        said.append(f"matching {names['pattern']}")
+    return {
+        "rule": f"self.all(k, {' && '.join(checks)})",
+        "message": f"keys must be {' and '.join(said)} characters",
+    }
+
+
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
     if isinstance(node, list):
         return [_inline(item, defs) for item in node]
     if not isinstance(node, dict):
         return node
+    if isinstance(node.get("propertyNames"), dict) and node["propertyNames"]:
+        rule = _key_rule(node["propertyNames"])
+        node = {**node, CEL_KEY: [*node.get(CEL_KEY, []), rule]}
     if "$ref" in node:
         target = _inline(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
         siblings = {k: _inline(v, defs) for k, v in node.items() if k != "$ref"}
@@ -65,6 +89,8 @@ def _structural(node: Any) -> Any:
     out = {k: _structural(v) for k, v in node.items() if k != _OPTIONAL}
     if out.get("additionalProperties") is False:
         del out["additionalProperties"]  # unknown fields are pruned, and rejected by strict field validation
+    if out.get("additionalProperties") is True and out.get("x-kubernetes-preserve-unknown-fields"):
+        del out["additionalProperties"]  # a free-form object (a record's copy of a spec): kept as it is
     if "const" in out:
         out["enum"] = [out.pop("const")]
     if out.get("type") == "object" and "properties" in out:
@@ -196,7 +222,8 @@ def custom_resource_definition() -> dict[str, Any]:
 
 
 def policy_definitions() -> list[dict[str, Any]]:
-    """The CRDs of the tenancy policy: the admin's ClusterOnboardingPolicy and the operator's summary of them."""
+    """The cluster-scoped CRDs of tenancy: the admin's ClusterOnboardingPolicy, the operator's summary of them, and
+    the operator's OnboardingRecords (what each AWSConnector wrote, where no tenant can write)."""
     return [
         _crd(
             kind=POLICY_KIND,
@@ -220,6 +247,24 @@ def policy_definitions() -> list[dict[str, Any]]:
             description=f"{EFFECTIVE_KIND} ({API_VERSION}), written by the operator (do not edit): every "
             f"{POLICY_KIND}'s rule in one object, the parameter of the admission policy that checks AWSConnectors.",
             spec=EffectiveOnboardingPolicySpec,
+        ),
+        _crd(
+            kind=RECORD_KIND,
+            plural=RECORD_PLURAL,
+            scope="Cluster",
+            description=f"{RECORD_KIND} ({API_VERSION}), written by the operator only (do not edit): one per "
+            f"{KIND}, named by its uid, saying what the operator wrote for it, with which spec, under which grant. "
+            "It is the operator's own proof of ownership and the spec cleanup uses (docs/tenancy.md); one left after "
+            "its object is gone lists what may be left in the clouds.",
+            spec=OnboardingRecordSpec,
+            columns=[
+                {"name": "Namespace", "type": "string", "jsonPath": ".spec.object.namespace"},
+                {"name": "Object", "type": "string", "jsonPath": ".spec.object.name"},
+                {"name": "Account", "type": "string", "jsonPath": ".spec.connector.aws.accountId"},
+                {"name": "AWS", "type": "string", "jsonPath": ".spec.written.aws"},
+                {"name": "Azure", "type": "string", "jsonPath": ".spec.written.azure"},
+                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            ],
         ),
     ]
 

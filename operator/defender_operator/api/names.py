@@ -19,3 +19,8 @@ POLICY_PLURAL = "clusteronboardingpolicies"
 EFFECTIVE_KIND = "EffectiveOnboardingPolicy"
 EFFECTIVE_PLURAL = "effectiveonboardingpolicies"
 EFFECTIVE_NAME = "effective"  # the one EffectiveOnboardingPolicy, the admission policy's parameter
+RECORD_KIND = "OnboardingRecord"
+RECORD_PLURAL = "onboardingrecords"  # cluster-scoped, one per AWSConnector, named by its uid (api/record.py)
+SECRET_FINALIZER_PREFIX = (
+    f"{GROUP}/in-use-by-"  # + the uid of the AWSConnector whose cleanup needs the Secret
+)

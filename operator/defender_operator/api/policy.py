@@ -35,6 +35,7 @@ RoleArnPattern = Annotated[
     StringConstraints(pattern=r"^arn:(aws[a-z-]*|\*):iam::([0-9]{12}|\*):role/[A-Za-z0-9+=,.@_/*-]{1,512}$"),
 ]
 ResourceGroupPattern = Annotated[str, StringConstraints(pattern=r"^[-A-Za-z0-9_.()*]{1,90}$")]
+RoleNamePattern = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+=,.@_*-]{1,64}$")]
 
 
 class LabelSelectorRequirement(CamelModel):
@@ -115,6 +116,26 @@ class AwsGrant(CamelModel):
         "gives Defender's discovery role cluster-admin in every EKS cluster of their accounts that takes access "
         "entries (docs/aws-permissions.md).",
     )
+    ciem_tenant_ids: list[UuidOrAny] = Field(
+        default_factory=list,
+        description="Entra tenants whose identities CIEM may be made to trust with the operator's identity "
+        "(spec.plans.cspm.ciem: an identity provider for sts.windows.net/<spec.azure.tenantId>/ and a role with "
+        "SecurityAudit and read of every S3 object that trusts oidcSubject, a service principal of that tenant); * "
+        "for any. Empty: CIEM is refused.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    organizations: bool = Field(
+        default=False,
+        description="Whether objects may onboard an AWS Organization (spec.aws.organization) with the operator's "
+        "identity: a service-managed StackSet that creates Defender's roles in every member account it targets.",
+    )
+    member_role_names: list[RoleNamePattern] = Field(
+        default_factory=list,
+        description="Roles the operator may assume in member accounts of an organization "
+        "(spec.aws.organization.memberProviderRoleName; * matches any characters); each member account must also "
+        "be in accountIds. Empty: none.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
 
 
 class AzureGrant(CamelModel):
@@ -147,11 +168,18 @@ class ClusterOnboardingPolicySpec(CamelModel):
     namespaces: NamespaceSelection = Field(description="The namespaces this policy applies to.")
     aws: AwsGrant = Field(default_factory=AwsGrant, description="The AWS side.")
     azure: AzureGrant = Field(default_factory=AzureGrant, description="The Azure side.")
+    adoption: bool = Field(
+        default=False,
+        description="Whether objects annotated defender-operator.io/adopt=true may take over, with the operator's "
+        "identity, an existing stack, StackSet or connector that carries no mark of theirs (never one of another "
+        "live AWSConnector).",
+    )
 
 
 def glob_regex(pattern: str) -> str:
-    """A glob with * (any characters) as an anchored RE2 regular expression, for CEL's matches()."""
-    return "^" + ".*".join(re.escape(part) for part in pattern.split(ANY)) + "$"
+    """A glob with * as an anchored RE2 regular expression, for CEL's matches(). ``*`` matches any characters but
+    ``/``, so a role pattern never reaches into another IAM path (role/defender-* is not role/defender-x/Admin)."""
+    return "^" + "[^/]*".join(re.escape(part) for part in pattern.split(ANY)) + "$"
 
 
 class EffectiveRule(CamelModel):
@@ -165,6 +193,12 @@ class EffectiveRule(CamelModel):
     )
     aws_ambient_identity: bool = Field(default=False, description="The operator's AWS identity, directly.")
     aws_eks_access_entries: bool = Field(default=False, description="eksAccessEntries Manage allowed.")
+    aws_ciem_tenant_ids: list[str] = Field(default_factory=list, description="CIEM tenants, or * for any.")
+    aws_organizations: bool = Field(default=False, description="Organizations allowed.")
+    aws_member_role_regexes: list[str] = Field(
+        default_factory=list, description="Member account role patterns, as regexes."
+    )
+    adoption: bool = Field(default=False, description="Adoption allowed.")
     azure_tenant_ids: list[str] = Field(default_factory=list, description="Tenants, or * for any.")
     azure_subscription_ids: list[str] = Field(
         default_factory=list, description="Subscriptions, or * for any."
@@ -174,7 +208,7 @@ class EffectiveRule(CamelModel):
     )
     azure_ambient_identity: bool = Field(default=False, description="The operator's Azure identity.")
 
-    @field_validator("aws_role_arn_regexes", "azure_resource_group_regexes")
+    @field_validator("aws_role_arn_regexes", "azure_resource_group_regexes", "aws_member_role_regexes")
     @classmethod
     def _compiles(cls, values: list[str]) -> list[str]:
         for value in values:
@@ -196,6 +230,10 @@ def effective_rule(name: str, spec: ClusterOnboardingPolicySpec) -> EffectiveRul
         aws_role_arn_regexes=sorted(glob_regex(p) for p in spec.aws.role_arns),
         aws_ambient_identity=spec.aws.ambient_identity,
         aws_eks_access_entries=spec.aws.eks_access_entries,
+        aws_ciem_tenant_ids=sorted(spec.aws.ciem_tenant_ids),
+        aws_organizations=spec.aws.organizations,
+        aws_member_role_regexes=sorted(glob_regex(p) for p in spec.aws.member_role_names),
+        adoption=spec.adoption,
         azure_tenant_ids=sorted(spec.azure.tenant_ids),
         azure_subscription_ids=sorted(spec.azure.subscription_ids),
         azure_resource_group_regexes=sorted(glob_regex(p) for p in spec.azure.resource_groups),

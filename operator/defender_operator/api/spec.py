@@ -36,9 +36,16 @@ ARM_ID_PATTERN = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/[^/]+/.+
 Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]
 AccountId = Annotated[str, StringConstraints(pattern=ACCOUNT_ID_PATTERN)]
 RoleName = Annotated[str, StringConstraints(pattern=ROLE_NAME_PATTERN)]
-TagMap = dict[
-    Annotated[str, StringConstraints(min_length=1, max_length=128)],
-    Annotated[str, StringConstraints(max_length=256)],
+# Tags: at most 50 per resource, keys of 1-128 and values of at most 256 characters, the limits both clouds share
+# (AWS: "Tagging best practices", tag restrictions; Azure: "Use tags to organize your Azure resources", limits: a
+# storage-compatible key length of 128, values of 256, 50 name-value pairs). The keys' limits become a CEL rule in the
+# CRD (api/crd.py), so the API server refuses what the operator would.
+TagMap = Annotated[
+    dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=128)],
+        Annotated[str, StringConstraints(max_length=256)],
+    ],
+    Field(max_length=50),
 ]
 
 

@@ -24,6 +24,7 @@ class ObservedEntry:
     principal_arn: str
     tags: dict[str, str]
     policies: list[str]
+    created: Any = None  # createdAt: the second proof of ownership (reconcile/proofs.py)
 
 
 class EksClusters:
@@ -76,12 +77,15 @@ class EksClusters:
         return ObservedEntry(
             principal_arn=principal,
             tags=dict(found["accessEntry"].get("tags") or {}),
+            created=found["accessEntry"].get("createdAt"),
             policies=[p["policyArn"] for p in policies.get("associatedAccessPolicies") or []],
         )
 
-    def grant(self, region: str, cluster: str, principal: str, owner: Owner) -> None:
-        """Create the entry marked as the owner's and associate the access policy (again, if a crash came between
-        the two calls: association is idempotent)."""
+    def grant(self, region: str, cluster: str, principal: str, owner: Owner) -> bool:
+        """Create the entry marked as the owner's and associate the access policy. When the entry exists already
+        (someone else created it between the read and now: ResourceInUseException), the policy is associated only if
+        the entry carries the owner's mark (this object's own, from an attempt that died before associating); an
+        entry another actor made is never given cluster-admin. Returns whether the entry is the owner's."""
         eks = self.client_in(region)
         with self._write(f"create access entry for {principal} in EKS cluster {region}/{cluster}") as writing:
             if writing:
@@ -96,7 +100,11 @@ class EksClusters:
                 except AwsClientError as exc:
                     if exc.code != "ResourceInUseException":
                         raise
+                    existing = self.entry(region, cluster, principal)
+                    if existing is None or not owner.owns(existing.tags):
+                        return False
         self.associate(region, cluster, principal)
+        return True
 
     def associate(self, region: str, cluster: str, principal: str) -> None:
         policy = ACCESS_POLICY.format(partition=self.partition)

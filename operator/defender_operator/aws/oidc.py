@@ -11,12 +11,16 @@ the provider carries its sharing in its own tags, read live before every change:
 
 A user's tag is written before any audience is added, so a crash in between leaves a record, never an unrecorded
 change. On release an object removes its own user tag; the last user removes the audiences the operator added, and
-deletes the provider only when the operator created it and nothing foreign remains
+deletes the provider only when the operator created it and nothing foreign remains. These tags are what the operator
+wrote, but anyone who may tag can write them too, so a release believes them only as far as the operator's own record
+agrees (``reconcile/proofs.py``): the provider was created after the object first wrote to AWS, and the audiences
+removed are Defender's own and were added by this object
 (docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_providers_create_oidc.html; Defender's guidance for
 Sentinel-connected accounts: learn.microsoft.com/azure/defender-for-cloud/sentinel-connected-aws).
 """
 
 import hashlib
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +49,7 @@ class ObservedProvider:
     arn: str
     audiences: list[str]
     tags: dict[str, str]
+    created: Any = None  # CreateDate: the second proof of ownership (reconcile/proofs.py)
 
     @property
     def created_by_operator(self) -> bool:
@@ -104,7 +109,9 @@ class OidcProviders:
                 return None
             raise
         tags = {t["Key"]: t["Value"] for t in found.get("Tags", [])}
-        return ObservedProvider(arn=arn, audiences=list(found.get("ClientIDList", [])), tags=tags)
+        return ObservedProvider(
+            arn=arn, audiences=list(found.get("ClientIDList", [])), tags=tags, created=found.get("CreateDate")
+        )
 
     def observe(self, spec: ProviderSpec) -> ObservedProvider | None:
         return self.observe_arn(spec.arn(self.partition, self.account))
@@ -119,14 +126,19 @@ class OidcProviders:
         return found
 
     def ensure(
-        self, spec: ProviderSpec, owner: Owner, first: bool = False
+        self,
+        spec: ProviderSpec,
+        owner: Owner,
+        first: bool = False,
+        before_adding: Callable[[str, list[str]], None] | None = None,
     ) -> tuple[ObservedProvider, list[str], bool]:
         """Make the provider trust ``spec``'s audiences and record this object as a user.
 
         Returns the provider, the audiences added now and whether it was created now. In steady state: one read.
         ``first`` (this object has never seen the provider): try the create before any read; IAM refuses a second
         provider of the same URL (EntityAlreadyExists, nothing changed), and only then is the existing one read
-        (Microsoft Sentinel's, say) and shared as usual.
+        (Microsoft Sentinel's, say) and shared as usual. ``before_adding(arn, audiences)`` is called before audiences
+        are added to an existing provider (the operator records them, so only those are ever removed again).
         """
         arn = spec.arn(self.partition, self.account)
         tags = {
@@ -154,6 +166,8 @@ class OidcProviders:
         if missing:
             tags[AUDIENCES_TAG] = " ".join(sorted(observed.added_codes | {audience_code(a) for a in missing}))
         changed = {k: v for k, v in tags.items() if observed.tags.get(k) != v}
+        if missing and before_adding is not None and self.planned is None:
+            before_adding(arn, missing)
         # The record first: a crash after it leaves a claim, never an unrecorded change.
         if changed:
             with self._write(f"tag identity provider {arn} as used by {owner.ref}") as writing:
@@ -195,23 +209,42 @@ class OidcProviders:
             raise
         return True
 
-    def release(self, arn: str, owner: Owner) -> str | None:
+    def release(
+        self,
+        arn: str,
+        owner: Owner,
+        made: Callable[[ObservedProvider], bool],
+        shared: Collection[str],
+        defender_audiences: Collection[str],
+        hand_over: Callable[[str, list[str]], None] | None = None,
+    ) -> str | None:
         """This object no longer relies on the provider: what was done, for an Event; None when nothing was.
 
-        Re-reads the provider, so the decision rests on its live audiences and users, not on what status says. The
-        user tag goes last, so a crash half-way leaves the record that lets the next attempt finish the job.
+        Re-reads the provider, so the decision rests on its live audiences and users, not on what status says.
+        ``made(observed)``: the operator's record says this object created it; ``shared``: the audiences the record
+        says this object added to it; only Defender's own audiences (``defender_audiences``) are ever taken away.
+        When other objects still use a provider this object made, ``hand_over(arn, their refs)`` passes the making
+        on to them. The user tag goes last, so a crash half-way leaves the record that lets the next attempt finish.
         """
         observed = self.observe_arn(arn)
         mine = user_tag(owner)
         if observed is None or mine not in observed.tags:
             return None
+        created = observed.created_by_operator and made(observed)
         others = sorted(v for k, v in observed.users().items() if k != mine)
         if others:
+            if created and hand_over is not None:
+                hand_over(arn, others)
             self._untag(arn, [mine])
             return f"left identity provider {arn} in place for {', '.join(others)}"
-        ours = [a for a in observed.audiences if audience_code(a) in observed.added_codes]
+        tagged = [a for a in observed.audiences if audience_code(a) in observed.added_codes]
+        ours = [
+            a
+            for a in observed.audiences
+            if a in defender_audiences and (a in shared or (created and a in tagged))
+        ]
         foreign = [a for a in observed.audiences if a not in ours]
-        if observed.created_by_operator and not foreign:
+        if created and not foreign:
             self._delete(arn)
             return f"deleted identity provider {arn}"
         for audience in ours:

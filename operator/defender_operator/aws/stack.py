@@ -26,6 +26,7 @@ class ObservedStack:
     tags: dict[str, str]
     outputs: dict[str, str]
     parameters: dict[str, str]
+    created: Any = None  # CreationTime: the second proof of ownership (reconcile/proofs.py)
 
     @property
     def in_progress(self) -> bool:
@@ -88,6 +89,7 @@ class Stacks:
             parameters={
                 p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters") or []
             },
+            created=stack.get("CreationTime"),
         )
 
     def _tags(self, template_hash: str, owner: Owner) -> list[dict[str, str]]:

@@ -72,6 +72,12 @@ class ObservedConnector:
         return {str(k): str(v) for k, v in (self.body.get("tags") or {}).items()}
 
     @property
+    def created(self) -> str | None:
+        """systemData.createdAt: the second proof of ownership (reconcile/proofs.py)."""
+        value = (self.body.get("systemData") or {}).get("createdAt")
+        return str(value) if value else None
+
+    @property
     def account(self) -> str:
         return str(self.body.get("properties", {}).get("hierarchyIdentifier", ""))
 

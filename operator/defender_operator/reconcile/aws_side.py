@@ -21,7 +21,7 @@ from ..aws.oidc import OidcProviders, ProviderSpec
 from ..aws.stack import ObservedStack, Stacks
 from ..aws.stackset import TRUSTED_ACCESS_MESSAGE, ObservedStackSet, StackSets, Targets
 from ..errors import TerminalError
-from ..ownership import Owner, describe_owner
+from ..ownership import Owner, describe_owner, owner_of
 from ..render.catalog import catalog
 from ..render.cloudformation import (
     CIEM_OIDC_PARAMETER,
@@ -35,6 +35,7 @@ from ..render.iam import role_documents
 from ..render.placeholders import ciem_oidc_host
 from ..settings import Settings
 from .conditions import Verdict
+from .ledger import UNRECORDED_LEDGER, Ledger
 from .member_providers import ensure_members, release_members
 from .model import Event, Target
 
@@ -76,16 +77,22 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def defender_audiences() -> set[str]:
+    """Every audience Defender's providers get: the only ones the operator ever takes away from a provider."""
+    return {*catalog().microsoft_oidc.audiences, catalog().ciem_audience}
+
+
 def ensure_provider(
     providers: OidcProviders,
     spec: ProviderSpec,
     owner: Owner,
     events: list[Event],
+    ledger: Ledger,
     first: bool = False,
 ) -> OidcProviderStatus:
-    """Create the provider, or add the missing audiences to an existing one (e.g. Microsoft Sentinel's). ``first``:
-    the status has never recorded it, so it is created without a read first."""
-    observed, added, created = providers.ensure(spec, owner, first)
+    """Create the provider, or add the missing audiences to an existing one (e.g. Microsoft Sentinel's), recorded in
+    the ledger first. ``first``: the status has never recorded it, so it is created without a read first."""
+    observed, added, created = providers.ensure(spec, owner, first, before_adding=ledger.shared)
     if created:
         events.append(
             Event("Normal", "IdentityProviderCreated", f"created identity provider https://{spec.host}")
@@ -99,24 +106,60 @@ def ensure_provider(
     )
 
 
-def release_provider(providers: OidcProviders, arn: str, owner: Owner, events: list[Event]) -> None:
-    released = providers.release(arn, owner)
+def release_provider(
+    providers: OidcProviders, arn: str, owner: Owner, events: list[Event], ledger: Ledger
+) -> None:
+    """This object no longer needs the provider: take away what the mark and the record both say it added."""
+    proof, record = ledger.proof("aws"), ledger.recorded()
+    released = providers.release(
+        arn,
+        owner,
+        made=lambda observed: proof.made(observed.created, observed.arn),
+        shared=record.shared(arn) if record is not None else [],
+        defender_audiences=defender_audiences(),
+        hand_over=ledger.hand_over,
+    )
     if released:
+        ledger.unshared(arn)
         events.append(Event("Normal", "IdentityProviderReleased", released))
+
+
+def live_owner(target: Target, tags: dict[str, str]) -> str | None:
+    """The other live AWSConnector of this installation whose mark ``tags`` carry, if any: adoption never takes
+    over its resources. A mark of another installation, of an object that is gone, or of an earlier object of this
+    one's name (deleted with Orphan) names no live owner."""
+    ref = owner_of(tags)
+    if ref is None or not ref.startswith(f"{target.instance}/") or target.owner.namesake(tags):
+        return None
+    parts = ref.split("/")
+    if (
+        len(parts) != 3 or "~" in parts[2]
+    ):  # shortened to fit a tag: cannot tell which object; assume it lives
+        return ref
+    return ref if target.live(parts[1], parts[2]) else None
 
 
 def check_owned(target: Target, kind: str, name: str, tags: dict[str, str], field: str) -> bool:
     """Whether this object may write ``kind`` ``name``: True when it is adopting it now, False when it owns it
-    already; TerminalError (Stalled, nothing written) when it belongs to someone else."""
+    already by its mark (the caller proves it by the record before it writes); TerminalError (Stalled, nothing
+    written) when it belongs to someone else."""
     if target.owner.owns(tags):
         return False
-    if target.adopt:
+    holder = live_owner(target, tags)
+    if target.adopt and holder is None:
         return True
+    title = f"{kind[0].upper()}{kind[1:]}OwnedElsewhere"
+    where = f"{kind} {name} already exists in AWS account {target.spec.aws.account_id}"
+    if target.adopt:
+        raise TerminalError(
+            title,
+            f"{where} and belongs to AWSConnector {holder}, which exists: adoption never takes over another live "
+            f"object's resources; nothing was written. Set {field} to another name.",
+        )
     raise TerminalError(
-        f"{kind[0].upper()}{kind[1:]}OwnedElsewhere",
-        f"{kind} {name} already exists in AWS account {target.spec.aws.account_id} and {describe_owner(tags)}; "
-        f"nothing was written. Set {field} to another name, or, if it is the same onboarding, annotate the object "
-        f"{ANNOTATION_ADOPT}=true to take it over.",
+        title,
+        f"{where} and {describe_owner(tags, target.owner)}; nothing was written. Set {field} to another name, or, if "
+        f"it is the same onboarding, annotate the object {ANNOTATION_ADOPT}=true to take it over.",
     )
 
 
@@ -144,7 +187,13 @@ def role_arns_from_outputs(target: Target, outputs: dict[str, str]) -> dict[str,
     return arns
 
 
-def reconcile_aws(target: Target, account: AwsAccount, status: AwsStatus, settings: Settings) -> AwsResult:
+def reconcile_aws(
+    target: Target,
+    account: AwsAccount,
+    status: AwsStatus,
+    settings: Settings,
+    ledger: Ledger = UNRECORDED_LEDGER,
+) -> AwsResult:
     events: list[Event] = []
     owner = target.owner
     specs = provider_specs(target)
@@ -153,15 +202,20 @@ def reconcile_aws(target: Target, account: AwsAccount, status: AwsStatus, settin
     )
     if target.deep or not known:
         status.oidc_provider = ensure_provider(
-            account.providers, specs["microsoft"], owner, events, first=status.oidc_provider is None
+            account.providers, specs["microsoft"], owner, events, ledger, first=status.oidc_provider is None
         )
         if "ciem" in specs:
             status.ciem_oidc_provider = ensure_provider(
-                account.providers, specs["ciem"], owner, events, first=status.ciem_oidc_provider is None
+                account.providers,
+                specs["ciem"],
+                owner,
+                events,
+                ledger,
+                first=status.ciem_oidc_provider is None,
             )
         elif status.ciem_oidc_provider is not None:
             # CIEM turned off: this object no longer needs its provider.
-            release_provider(account.providers, status.ciem_oidc_provider.arn, owner, events)
+            release_provider(account.providers, status.ciem_oidc_provider.arn, owner, events, ledger)
             status.ciem_oidc_provider = None
     assert status.oidc_provider is not None
     parameters = {OIDC_PARAMETER: status.oidc_provider.arn}
@@ -176,7 +230,7 @@ def reconcile_aws(target: Target, account: AwsAccount, status: AwsStatus, settin
     first = status.stack_id is None and not account.stacks.dry_run
     stack = None if first else account.stacks.observe(name)
     result = _reconcile_stack(
-        target, account.stacks, stack, status, template.compact, template.sha256, parameters, settings
+        target, account.stacks, stack, status, template.compact, template.sha256, parameters, settings, ledger
     )
     result.events[:0] = events
     return result
@@ -191,6 +245,7 @@ def _reconcile_stack(
     template_hash: str,
     parameters: dict[str, str],
     settings: Settings,
+    ledger: Ledger,
 ) -> AwsResult:
     owner = target.owner
     if stack is None:
@@ -213,7 +268,7 @@ def _reconcile_stack(
                     requeue_after=settings.in_progress_seconds,
                 )
             return _reconcile_stack(
-                target, stacks, existing, status, body, template_hash, parameters, settings
+                target, stacks, existing, status, body, template_hash, parameters, settings, ledger
             )
         status.stack_id = stack_id or None
         status.stack_status, status.template_hash = "CREATE_IN_PROGRESS", template_hash
@@ -226,7 +281,7 @@ def _reconcile_stack(
         if created is not None and created.status == "CREATE_COMPLETE":
             # Already done when first described (a small stack can be): go on in this pass, no fixed wait.
             result = _reconcile_stack(
-                target, stacks, created, status, body, template_hash, parameters, settings
+                target, stacks, created, status, body, template_hash, parameters, settings, ledger
             )
             result.events[:0] = events
             return result
@@ -250,7 +305,7 @@ def _reconcile_stack(
             Verdict("False", "StackFailed", message), stalled=Verdict("True", "StackFailed", message)
         )
     if stack.status == "ROLLBACK_COMPLETE":
-        return _after_failed_create(target, stacks, stack, status, template_hash, settings)
+        return _after_failed_create(target, stacks, stack, status, template_hash, settings, ledger)
 
     retry_failed = target.reconcile_requested or status.failed_template_hash != template_hash
     if (
@@ -283,6 +338,10 @@ def _reconcile_stack(
     # A retry that was asked for updates even when the stack's tags already carry this template's hash.
     retrying = target.reconcile_requested and status.failed_template_hash == template_hash
     changed = adopting or retrying or stack.template_hash != template_hash or stack.parameters != parameters
+    if changed and adopting:
+        ledger.adopted(stack.stack_id)
+    elif changed:
+        ledger.proof("aws").check(stack.created, stack.stack_id, f"stack {status.stack_name}")
     if changed and stacks.update(status.stack_name or "", body, template_hash, parameters, owner):
         status.stack_status, status.template_hash = "UPDATE_IN_PROGRESS", template_hash
         status.failed_template_hash = None
@@ -305,12 +364,29 @@ def _reconcile_stack(
             f"stack {status.stack_name} has no output for every role; request a reconcile to redeploy it",
         )
     status.roles = arns
-    drift = _check_drift(target, stacks, status, parameters, settings)
+    drift = _check_drift(target, stacks, stack, status, parameters, settings, ledger)
     if drift is not None:
         return drift
     return AwsResult(
         Verdict("True", "StackReady", f"stack {status.stack_name} is {stack.status}"), role_arns=arns
     )
+
+
+PENDING = (
+    "pending"  # the record's stackSetId between the decision to create the StackSet and its first observation
+)
+
+
+def prove_stack_set(ledger: Ledger, name: str, observed: ObservedStackSet) -> None:
+    """The second proof for a StackSet, which CloudFormation gives no creation time: the record names its id (or
+    names it ``pending``: created by this object, not observed since, which records the id now)."""
+    record = ledger.recorded()
+    if record is None or observed.stack_set_id in (record.stack_set_id, *record.adopted):
+        return
+    if record.stack_set_id == PENDING:
+        ledger.stack_set(observed.stack_set_id)
+        return
+    ledger.proof("aws").check(None, observed.stack_set_id, f"StackSet {name} ({observed.stack_set_id})")
 
 
 def reconcile_organization(
@@ -319,6 +395,7 @@ def reconcile_organization(
     status: OrganizationStatus,
     settings: Settings,
     members: Callable[[str], OidcProviders] | None = None,
+    ledger: Ledger = UNRECORDED_LEDGER,
 ) -> AwsResult:
     """The member accounts' StackSet: create and deploy it, update it when the template changes, report it."""
     org = target.spec.aws.organization
@@ -350,7 +427,10 @@ def reconcile_organization(
     if observed is None:
         if members is not None:  # the providers first: the member roles trust them
             wanted = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
-            events = _member_providers(target, members, status, wanted - set(targets.excluded_accounts))
+            events = _member_providers(
+                target, members, status, wanted - set(targets.excluded_accounts), ledger
+            )
+        ledger.stack_set(PENDING)
         try:
             stacksets.create(name, member.compact, member.sha256, owner)
         except TerminalError as exc:
@@ -377,7 +457,10 @@ def reconcile_organization(
         )
     adopting = check_owned(target, "StackSet", name, observed.tags, "spec.aws.organization.stackSetName")
     status.stack_set_id, status.member_accounts = observed.stack_set_id, len(observed.instances)
+    if adopting:
+        ledger.adopted(observed.stack_set_id)
     if adopting or observed.template_hash != member.sha256:
+        prove_stack_set(ledger, name, observed)
         status.operation_id = stacksets.update(name, member.compact, member.sha256, owner, targets) or None
         status.template_hash = member.sha256
         return AwsResult(
@@ -395,7 +478,9 @@ def reconcile_organization(
         missing = sorted(wanted - set(observed.instances))
         extra = sorted(set(observed.instances) - wanted)
         if members is not None:
-            events += _member_providers(target, members, status, wanted, leaving=extra)
+            events += _member_providers(target, members, status, wanted, ledger, leaving=extra)
+        if extra or missing:
+            prove_stack_set(ledger, name, observed)
         if extra:  # excluded since, or moved out of the target OUs
             status.operation_id = stacksets.remove_instances(name, extra, targets.region) or None
             message = (
@@ -424,13 +509,22 @@ def _member_providers(
     members: Callable[[str], OidcProviders],
     status: OrganizationStatus,
     accounts: set[str],
+    ledger: Ledger,
     leaving: list[str] | None = None,
 ) -> list[Event]:
     """What was added for the accounts that leave goes first; then every wanted account is set up."""
     microsoft = provider_specs(target)["microsoft"]
-    events = release_members(members, microsoft, target.owner, leaving or [])
-    status.member_providers, set_up = ensure_members(members, microsoft, target.owner, accounts)
-    return events + set_up
+    released, not_released = release_members(members, microsoft, target.owner, leaving or [], ledger)
+    providers, set_up = ensure_members(members, microsoft, target.owner, accounts, ledger)
+    if not_released:  # accounts that left keep what was added until their role lets the operator in again
+        providers = providers.model_copy(
+            update={
+                "failing": (not_released + providers.failing)[:FAILING_SHOWN],
+                "failed": providers.failed + len(not_released),
+            }
+        )
+    status.member_providers = providers
+    return released + set_up
 
 
 FAILING_SHOWN = 20  # failing accounts named on status, whatever the size of the organization
@@ -533,6 +627,7 @@ def _after_failed_create(
     status: AwsStatus,
     template_hash: str,
     settings: Settings,
+    ledger: Ledger,
 ) -> AwsResult:
     """ROLLBACK_COMPLETE: nothing of the stack exists any more, so deleting and recreating it is always safe; it is
     only worth it when something changed (the template, or a person asked for a retry after fixing the cause)."""
@@ -546,6 +641,7 @@ def _after_failed_create(
             Verdict("False", "StackCreateFailed", message),
             stalled=Verdict("True", "StackCreateFailed", message),
         )
+    ledger.proof("aws").check(stack.created, stack.stack_id, f"stack {status.stack_name}")
     stacks.delete(stack.stack_id)
     status.stack_status, status.failed_template_hash = "DELETE_IN_PROGRESS", None
     return AwsResult(
@@ -572,7 +668,13 @@ def _seconds_since(timestamp: str | None) -> float:
 
 
 def _check_drift(
-    target: Target, stacks: Stacks, status: AwsStatus, parameters: dict[str, str], settings: Settings
+    target: Target,
+    stacks: Stacks,
+    stack: ObservedStack,
+    status: AwsStatus,
+    parameters: dict[str, str],
+    settings: Settings,
+    ledger: Ledger,
 ) -> AwsResult | None:
     """Advance the drift state machine by one step: detect -> (drifted) repair -> done. None when the stack is fine."""
     name = status.stack_name or ""
@@ -610,6 +712,7 @@ def _check_drift(
         status.drift_detection_id, status.last_drift_check = None, _now()
         if not result.drifted:
             return None
+        ledger.proof("aws").check(stack.created, stack.stack_id, f"stack {name}")
         status.repair_change_set_id = stacks.start_drift_repair(name, parameters)
         _drift_repaired("role")
         message = f"roles of stack {name} were changed outside the operator: {', '.join(result.resources)}; putting them back"

@@ -3,8 +3,10 @@
 The desired body comes from the spec and the stack's role ARNs, plus the owner mark as tags. One GET per pass; a PUT
 only when the live body differs (read-only fields ignored). A connector that disappeared or changed while the spec
 did not is drift: repaired, and reported as such. A connector of the wanted name that this object does not own
-(another object's, another cluster's, one made in the portal) is never written: Stalled, naming what is there, unless
-the object asks to adopt it and it onboards the same AWS account.
+(another object's, another cluster's, an earlier object's of the same name, one made in the portal) is never written:
+Stalled, naming what is there, unless the object asks to adopt it, it onboards the same AWS account and it is not
+another live object's. One that carries this object's mark is written only when the operator's record agrees
+(``proofs.py``): created after the object's first write to Azure, or adopted.
 """
 
 from dataclasses import dataclass, field
@@ -18,7 +20,9 @@ from ..errors import TerminalError
 from ..ownership import describe_owner
 from ..render.connector import connector_body
 from ..render.document import Rendered
+from .aws_side import live_owner
 from .conditions import Verdict
+from .ledger import UNRECORDED_LEDGER, Ledger
 from .model import Event, Target
 
 
@@ -44,13 +48,21 @@ def health_verdict(report: HealthReport) -> Verdict:
 
 
 def check_owned(target: Target, observed: ObservedConnector) -> None:
-    """Refuse a connector this object does not own, unless it asked to adopt it and it onboards the same account."""
+    """Refuse a connector this object does not own, unless it asked to adopt it, it onboards the same account and
+    it is not another live object's."""
     if target.owner.owns(observed.tags):
         return
     name, rg = target.connector_name, target.spec.azure.resource_group
-    if target.adopt and observed.account == target.spec.aws.account_id:
+    holder = live_owner(target, observed.tags)
+    if target.adopt and observed.account == target.spec.aws.account_id and holder is None:
         return
     what = f"security connector {name} in resource group {rg} already exists for AWS account {observed.account or '?'}"
+    if target.adopt and holder is not None:
+        raise TerminalError(
+            "ConnectorOwnedElsewhere",
+            f"{what} and belongs to AWSConnector {holder}, which exists: adoption never takes over another live "
+            "object's resources; nothing was written. Choose another spec.azure.connectorName.",
+        )
     if target.adopt:
         raise TerminalError(
             "ConnectorOwnedElsewhere",
@@ -59,8 +71,9 @@ def check_owned(target: Target, observed: ObservedConnector) -> None:
         )
     raise TerminalError(
         "ConnectorOwnedElsewhere",
-        f"{what} and {describe_owner(observed.tags)}; nothing was written. Choose another spec.azure.connectorName, "
-        f"or, if it is the same onboarding, annotate the object {ANNOTATION_ADOPT}=true to take it over.",
+        f"{what} and {describe_owner(observed.tags, target.owner)}; nothing was written. Choose another "
+        f"spec.azure.connectorName, or, if it is the same onboarding, annotate the object {ANNOTATION_ADOPT}=true "
+        "to take it over.",
     )
 
 
@@ -86,6 +99,7 @@ def reconcile_azure(
     status: AzureStatus,
     role_arns: dict[str, str],
     organization: OrganizationStatus | None = None,
+    ledger: Ledger = UNRECORDED_LEDGER,
 ) -> AzureResult:
     events: list[Event] = []
     spec, name = target.spec, target.connector_name
@@ -100,6 +114,10 @@ def reconcile_azure(
     if observed is None or comparable(observed.body) != comparable(desired):
         # Drift: the connector we wrote is gone, or differs although the body we want is the one we last wrote.
         drifted = status.connector_id is not None if observed is None else status.applied_hash == desired_hash
+        if observed is not None and adopting:
+            ledger.adopted(observed.id)
+        elif observed is not None:
+            ledger.proof("azure").check(observed.created, observed.id, f"security connector {observed.id}")
         written = connectors.put(rg, name, desired, observed.etag if observed else None)
         if adopting:
             events.append(Event("Normal", "ConnectorAdopted", f"took over security connector {written.id}"))

@@ -5,9 +5,8 @@ only from ``spec.azure.subscriptionId``, so nothing is ever written outside it.
 """
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from azure.mgmt.core import ARMPipelineClient
 
@@ -20,17 +19,9 @@ from ..azure.connector import Connectors, VerifiedSubscriptions
 from ..credentials import CredentialFactory
 from ..errors import TerminalError
 from ..settings import Settings
-from ..writes import unrecorded
 from .aws_side import AwsAccount
+from .ledger import UNRECORDED_LEDGER, Ledger
 from .model import Target
-
-CloudName = Literal["aws", "azure"]
-CloudWrites = Callable[[CloudName], AbstractContextManager[object]]
-"""``writes(cloud)`` wraps each write to ``cloud`` (see :mod:`defender_operator.writes`)."""
-
-
-def unrecorded_writes(cloud: CloudName) -> AbstractContextManager[object]:
-    return unrecorded()
 
 
 class Clouds:
@@ -52,8 +43,14 @@ class Clouds:
             dropped += 1
         return dropped
 
-    def aws(self, target: Target, writes: CloudWrites = unrecorded_writes) -> AwsAccount:
-        """``writes("aws")`` wraps every write the adapters make."""
+    def aws(
+        self,
+        target: Target,
+        writes: Ledger = UNRECORDED_LEDGER,
+        member_allowed: Callable[[str], bool] = lambda account: True,
+    ) -> AwsAccount:
+        """``writes("aws")`` wraps every write the adapters make; a member account's role is assumed only where
+        ``member_allowed`` (the grant's accounts) says so, at the moment of use."""
         clients = self.credentials.aws_clients(target.namespace, target.name, target.spec)
         arn = clients.identity_arn()
         account, partition = arn.split(":")[4], arn.split(":")[1]
@@ -70,6 +67,12 @@ class Clouds:
 
         def members(member: str) -> OidcProviders:
             """A member account's identity providers, through the role the spec names there."""
+            if not member_allowed(member):
+                raise TerminalError(
+                    "NotAllowedByPolicy",
+                    f"member account {member} is not in the aws.accountIds of the ClusterOnboardingPolicy that "
+                    f"allows this object, so role {member_role} is not assumed there",
+                )
             role = f"arn:{partition}:iam::{member}:role/{member_role}"
             session = f"defender-operator-{target.namespace}-{target.name}"
             member_iam = clients.assume(role, session).client("iam", region)
@@ -90,7 +93,7 @@ class Clouds:
             members=members if member_role else None,
         )
 
-    def azure(self, target: Target, writes: CloudWrites = unrecorded_writes) -> Connectors:
+    def azure(self, target: Target, writes: Ledger = UNRECORDED_LEDGER) -> Connectors:
         credential = self.credentials.azure_credential(target.namespace, target.spec)
         held = self._pipelines.get(id(credential))
         if held is None:

@@ -2,25 +2,28 @@
 the stack, then the identity providers (deleted, or only the audiences the operator added removed).
 
 Cleanup does not trust ``status`` to know what exists: it finds the connector, stack and StackSet by their
-deterministic names and removes them only when they carry this object's owner mark, and it finds the identity
-providers by this object's user tag. So it is complete even when the object was deleted before its first status
-write or while the operator was down. The one thing status does tell is ``firstCloudWrite``, written per cloud before
-the first write there: a cloud without it was never written to and is not even signed in to, so an object whose
-credentials never worked is released at once.
+deterministic names and removes them only when they carry this object's owner mark and the operator's record proves
+them this object's (``proofs.py``), and it finds the identity providers by this object's user tag. So it is complete
+even when the object was deleted before its first status write or while the operator was down. What the record does
+tell is the spec last acted on (cleanup uses it, not a spec changed after deletionTimestamp) and, per cloud, the moment
+before the first write there: a cloud without it was never written to and is not even signed in to, so an object
+whose credentials never worked is released at once.
 
 Each call advances by one step and says whether it is done; a stack that is still deleting ends the call with "look
 again soon", so no worker waits on CloudFormation. Each removal happens once: the next call sees it gone and says
 nothing more. ``deletionPolicy: Orphan`` and paused objects leave both clouds as they are.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..api.status import AWSConnectorStatus, FirstCloudWrite, OrganizationStatus
 from ..aws.stackset import StackSets
 from ..errors import RetryableError
-from .aws_side import AwsAccount, provider_specs, release_provider
+from .aws_side import prove_stack_set, provider_specs, release_provider
 from .clouds import Clouds
-from .eks_side import made_entries, remove_entries
+from .eks_side import made_entries, regions_of, remove_entries
+from .ledger import UNRECORDED_LEDGER, Ledger
 from .member_providers import release_members
 from .model import Event, Target
 
@@ -36,20 +39,20 @@ class Cleanup:
 
 def _remove_stack_set(
     target: Target,
-    account: AwsAccount,
     stacksets: StackSets,
     status: AWSConnectorStatus,
     in_progress_seconds: float,
     events: list[Event],
+    ledger: Ledger,
 ) -> Cleanup | None:
-    """Remove the member instances, then the StackSet; None once it is gone (or is not ours). Member accounts'
-    identity providers are released first, in every account of the organization (by this object's tag on them)."""
+    """Remove the member instances, then the StackSet; None once it is gone (or is not this object's)."""
     org = target.spec.aws.organization
     assert org is not None
     name = org.stack_set_name
     observed = stacksets.observe(name)
     if observed is None or not target.owner.owns(observed.tags):
         return None
+    prove_stack_set(ledger, name, observed)
     organization = status.organization
     if organization is not None and organization.operation_id:
         state, _ = stacksets.operation(name, organization.operation_id)
@@ -57,12 +60,6 @@ def _remove_stack_set(
             return Cleanup(
                 False, f"waiting for StackSet {name} to remove its instances", in_progress_seconds, events
             )
-    if account.members is not None:
-        everyone = stacksets.accounts_under([stacksets.root()], target.spec.aws.account_id)
-        microsoft = provider_specs(target)["microsoft"]
-        events += release_members(
-            account.members, microsoft, target.owner, everyone | set(observed.instances)
-        )
     if observed.instances:
         try:
             operation = stacksets.remove_instances(name, observed.instances, target.spec.deployment.region)
@@ -78,16 +75,40 @@ def _remove_stack_set(
     return None
 
 
-def _granted_access_entries(target: Target, status: AWSConnectorStatus) -> bool:
-    """Whether the object may have created EKS access entries: it manages them, or status still shows some it made
-    (after a switch back to Report). Not scanning otherwise spares every cleanup the calls, and an operator without
-    EKS permissions the refusal."""
-    if target.spec.aws.eks_access_entries == "Manage":
-        return True
-    return made_entries(status.eks)
+def _member_accounts(target: Target, stacksets: StackSets) -> set[str]:
+    """The member accounts this object may have added audiences in: those its StackSet targets (the only ones the
+    grant let it assume the member role in) and those with an instance."""
+    org = target.spec.aws.organization
+    assert org is not None
+    wanted = stacksets.accounts_under(
+        list(org.organizational_unit_ids) or [stacksets.root()], target.spec.aws.account_id
+    )
+    observed = stacksets.observe(org.stack_set_name)
+    instances = (
+        set(observed.instances) if observed is not None and target.owner.owns(observed.tags) else set()
+    )
+    return (wanted - set(org.excluded_account_ids)) | instances
 
 
-def finalize(target: Target, clouds: Clouds, in_progress_seconds: float) -> Cleanup:
+def _eks_regions(target: Target, status: AWSConnectorStatus, ledger: Ledger, partition: str) -> list[str]:
+    """Regions where this object may have made EKS access entries: those the record lists, and (for objects from
+    before the record kept them) the spec's when status shows entries it made."""
+    record = ledger.recorded()
+    regions = set(record.eks_regions) if record is not None else set()
+    if target.spec.aws.eks_access_entries == "Manage" or made_entries(status.eks):
+        regions |= set(regions_of(target.spec, partition)) if not regions else set()
+    return sorted(regions)
+
+
+def finalize(
+    target: Target,
+    clouds: Clouds,
+    in_progress_seconds: float,
+    ledger: Ledger = UNRECORDED_LEDGER,
+    member_allowed: Callable[[str], bool] = lambda account: True,
+) -> Cleanup:
+    """One step of cleanup. ``target`` carries the spec the operator last acted on (the record's, not one changed
+    after deletionTimestamp) and, as ``status.firstCloudWrite``, what the record says was written."""
     status: AWSConnectorStatus = target.status.model_copy(deep=True)
     if target.spec.deletion_policy == "Orphan":
         return Cleanup(
@@ -117,22 +138,46 @@ def finalize(target: Target, clouds: Clouds, in_progress_seconds: float) -> Clea
         rg, name = target.spec.azure.resource_group, target.connector_name
         connector = connectors.observe(rg, name)
         if connector is not None and owner.owns(connector.tags):
+            ledger.proof("azure").check(connector.created, connector.id, f"security connector {connector.id}")
             connectors.delete(rg, name, connector.etag)
             events.append(Event("Normal", "ConnectorDeleted", f"deleted security connector {connector.id}"))
 
-    if written.aws is None or target.spec.deployment.method == "Terraform":
-        return Cleanup(True, "cleaned up; Terraform-managed roles are yours to destroy", events=events)
-    account = clouds.aws(target)
-    if account.stacksets is not None and target.spec.aws.organization is not None:
-        waiting = _remove_stack_set(target, account, account.stacksets, status, in_progress_seconds, events)
+    if written.aws is None:
+        return Cleanup(True, "cleaned up", events=events)
+    account = clouds.aws(target, ledger, member_allowed)
+    terraform = target.spec.deployment.method == "Terraform"
+    members_failing: list[str] = []
+    if account.stacksets is not None and target.spec.aws.organization is not None and not terraform:
+        if account.members is not None:  # before the member roles that trust the providers go
+            microsoft = provider_specs(target)["microsoft"]
+            released, failing = release_members(
+                account.members, microsoft, owner, _member_accounts(target, account.stacksets), ledger
+            )
+            events += released
+            members_failing = [f"{f.account_id}: {f.reason}" for f in failing]
+        waiting = _remove_stack_set(target, account.stacksets, status, in_progress_seconds, events, ledger)
         if waiting is not None:
             return waiting
     stack_name = target.spec.stack_name
-    stack = account.stacks.observe(stack_name)
+    stack = None if terraform else account.stacks.observe(stack_name)
     deleting = stack is not None and stack.status == "DELETE_IN_PROGRESS"
-    if _granted_access_entries(target, status) and not deleting:  # before the role they name goes
-        events += remove_entries(target.spec, owner, account.eks, account.partition, account.account)
+    if not deleting:  # before the role they name goes
+        regions = _eks_regions(target, status, ledger, account.partition)
+        if regions:
+            events += remove_entries(
+                target.spec,
+                owner,
+                account.eks,
+                account.partition,
+                account.account,
+                regions,
+                ledger.proof("aws"),
+            )
+            ledger.eks_regions_cleared(regions)
+    if terraform:
+        return Cleanup(True, "cleaned up; Terraform-managed roles are yours to destroy", events=events)
     if stack is not None and owner.owns(stack.tags):
+        ledger.proof("aws").check(stack.created, stack.stack_id, f"stack {stack_name}")
         if stack.status != "DELETE_IN_PROGRESS":
             account.stacks.delete(stack.stack_id)
             if stack.status == "DELETE_FAILED":
@@ -144,7 +189,17 @@ def finalize(target: Target, clouds: Clouds, in_progress_seconds: float) -> Clea
         return Cleanup(False, f"waiting for stack {stack_name} to be deleted", in_progress_seconds, events)
 
     for provider in account.providers.list_used_by(owner):
-        release_provider(account.providers, provider.arn, owner, events)
+        release_provider(account.providers, provider.arn, owner, events, ledger)
     if status.aws is not None:
         status.aws.oidc_provider = status.aws.ciem_oidc_provider = None
+    if members_failing:
+        org = target.spec.aws.organization
+        assert org is not None
+        message = (
+            f"cleaned up but for the identity providers of {len(members_failing)} member accounts, where role "
+            f"{org.member_provider_role_name} could not be used ({'; '.join(members_failing[:3])}"
+            f"{'; ...' if len(members_failing) > 3 else ''}); retrying. Make the role assumable again, or set "
+            "spec.deletionPolicy to Orphan to leave Defender's audiences on those providers."
+        )
+        return Cleanup(False, message, in_progress_seconds * 4, events, status)
     return Cleanup(True, "cleaned up", events=events)

@@ -3,7 +3,11 @@ discovery role's access entry.
 
 Runs after the connector is Ready, on deep passes only (a cluster created later shows within deepCheckSeconds, or at
 once on a requested reconcile). Its failures go to ``status.eks.error`` and never to Ready: onboarding does not
-depend on it. Only entries marked with this object's owner tags are ever changed or deleted.
+depend on it; a region that cannot be read (an opt-in region not enabled, say) is named there and the others are
+still read. Only entries that carry this object's owner mark and that the operator's record proves are this
+object's (created after its first write to AWS) are ever changed or deleted. The regions where entries are made are
+recorded before the first one is made, so entries in a region later dropped from the spec are removed then, and on
+delete, whatever the spec says by then.
 """
 
 from dataclasses import dataclass, field
@@ -14,9 +18,12 @@ import boto3
 from ..api.spec import AWSConnectorSpec
 from ..api.status import EksCluster, EksStatus
 from ..aws.eks import ACCESS_POLICY, CONFIG_MAP, EksClusters
+from ..errors import CloudError
 from ..ownership import Owner
 from ..render.catalog import role_name
+from .ledger import UNRECORDED_LEDGER, Ledger
 from .model import Event
+from .proofs import Proof
 
 LISTED = 50  # clusters named on status; the counts cover all
 
@@ -62,15 +69,34 @@ class EksResult:
 
 
 def reconcile_eks(
-    spec: AWSConnectorSpec, owner: Owner, eks: EksClusters, partition: str, account: str
+    spec: AWSConnectorSpec,
+    owner: Owner,
+    eks: EksClusters,
+    partition: str,
+    account: str,
+    ledger: Ledger = UNRECORDED_LEDGER,
 ) -> EksResult:
     manage = spec.aws.eks_access_entries == "Manage"
     role = discovery_role(spec, partition, account)
     policy = ACCESS_POLICY.format(partition=partition)
     clusters: list[EksCluster] = []
     events: list[Event] = []
-    for region in regions_of(spec, partition):
-        for name in sorted(eks.names(region)):
+    regions = regions_of(spec, partition)
+    record = ledger.recorded()
+    proof = ledger.proof("aws")
+    dropped = sorted(set(record.eks_regions) - set(regions)) if record is not None else []
+    if dropped:  # regions taken out of the spec: what this object made there goes, as with any role it drops
+        events += remove_entries(spec, owner, eks, partition, account, dropped, proof)
+        ledger.eks_regions_cleared(dropped)
+    recorded = False
+    unreadable: list[str] = []
+    for region in regions:
+        try:
+            names = sorted(eks.names(region))
+        except CloudError as exc:
+            unreadable.append(f"{region}: {exc.message}")
+            continue
+        for name in names:
             mode = eks.authentication_mode(region, name)
             if mode is None:
                 continue
@@ -80,13 +106,20 @@ def reconcile_eks(
                 clusters.append(seen)
                 continue
             entry = eks.entry(region, name, role)
-            ours = entry is not None and owner.owns(entry.tags)
+            ours = (
+                entry is not None and owner.owns(entry.tags) and proof.made(entry.created, f"{region}/{name}")
+            )
             if entry is None and manage:
-                eks.grant(region, name, role, owner)
-                events.append(
-                    Event("Normal", "AccessEntryCreated", f"gave {role} access to EKS {region}/{name}")
-                )
-                seen.access = "Granted"
+                if not recorded:
+                    ledger.eks_regions(regions)
+                    recorded = True
+                if eks.grant(region, name, role, owner):
+                    events.append(
+                        Event("Normal", "AccessEntryCreated", f"gave {role} access to EKS {region}/{name}")
+                    )
+                    seen.access = "Granted"
+                else:  # made by someone else just now: theirs, read on the next deep pass
+                    seen.access = "AccessEntry"
             elif ours and not manage:  # no longer wanted: ours go, as everything the object stops declaring
                 eks.revoke(region, name, role)
                 events.append(
@@ -112,6 +145,7 @@ def reconcile_eks(
             reachable=reachable,
             needs_action=len(clusters) - reachable,
             granted=sum(c.access == "Granted" for c in clusters),
+            error=f"regions not read: {'; '.join(unreadable)}" if unreadable else None,
         ),
         events,
     )
@@ -124,17 +158,24 @@ def made_entries(eks: EksStatus | None) -> TypeGuard[EksStatus]:
 
 
 def remove_entries(
-    spec: AWSConnectorSpec, owner: Owner, eks: EksClusters, partition: str, account: str
+    spec: AWSConnectorSpec,
+    owner: Owner,
+    eks: EksClusters,
+    partition: str,
+    account: str,
+    regions: list[str],
+    proof: Proof,
 ) -> list[Event]:
-    """Cleanup: the discovery role's entries this object created, found in the clusters (not through status)."""
+    """The discovery role's entries this object created in ``regions``, found in the clusters (not through status):
+    those with its mark that the record proves (an entry that carries the mark but predates the record is left)."""
     role = discovery_role(spec, partition, account)
     events = []
-    for region in regions_of(spec, partition):
+    for region in regions:
         for name in eks.names(region):
             if eks.authentication_mode(region, name) in (None, CONFIG_MAP):
                 continue
             entry = eks.entry(region, name, role)
-            if entry is not None and owner.owns(entry.tags):
+            if entry is not None and owner.owns(entry.tags) and proof.made(entry.created, f"{region}/{name}"):
                 eks.revoke(region, name, role)
                 events.append(
                     Event("Normal", "AccessEntryDeleted", f"removed {role} from EKS {region}/{name}")

@@ -23,9 +23,10 @@ from .aws_side import (
     reconcile_organization,
 )
 from .azure_side import AzureResult, reconcile_azure
-from .clouds import CloudName, Clouds, CloudWrites, unrecorded_writes
+from .clouds import Clouds
 from .conditions import Verdict
-from .eks_side import discovery_on, made_entries, reconcile_eks, remove_entries
+from .eks_side import discovery_on, made_entries, reconcile_eks, regions_of, remove_entries
+from .ledger import UNRECORDED_LEDGER, CloudName, Ledger
 from .model import Event, Outcome, Result, Target
 from .tenancy import Admission
 
@@ -83,25 +84,38 @@ def _with_organization(account: AwsResult, members: AwsResult) -> AwsResult:
     )
 
 
-def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus) -> list[Event]:
+def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus, ledger: Ledger) -> list[Event]:
     """EKS reachability on deep passes, once onboarding is Ready; its failures stay on status.eks."""
     if not discovery_on(target.spec):
         # Turned off: the entries made for it go, as with any role it no longer needs.
         events: list[Event] = []
         if made_entries(status.eks):
+            record = ledger.recorded()
+            regions = sorted(
+                {*regions_of(target.spec, account.partition), *(record.eks_regions if record else [])}
+            )
             try:
                 events = remove_entries(
-                    target.spec, target.owner, account.eks, account.partition, account.account
+                    target.spec,
+                    target.owner,
+                    account.eks,
+                    account.partition,
+                    account.account,
+                    regions,
+                    ledger.proof("aws"),
                 )
             except CloudError as exc:
                 status.eks = status.eks.model_copy(update={"error": exc.message})
                 return []
+            ledger.eks_regions_cleared(regions)
         status.eks = None
         return events
     if not target.deep and status.eks is not None:
         return []
     try:
-        result = reconcile_eks(target.spec, target.owner, account.eks, account.partition, account.account)
+        result = reconcile_eks(
+            target.spec, target.owner, account.eks, account.partition, account.account, ledger
+        )
     except CloudError as exc:
         status.eks = (status.eks or EksStatus()).model_copy(update={"error": exc.message})
         return []
@@ -130,11 +144,11 @@ def reconcile(
     clouds: Clouds,
     settings: Settings,
     conflict_with: str | None = None,
-    writes: CloudWrites = unrecorded_writes,
+    ledger: Ledger = UNRECORDED_LEDGER,
     admission: Admission | None = None,
 ) -> Outcome:
-    """One pass. ``writes(cloud)`` wraps every change in a cloud (the caller records the first durably, so cleanup
-    knows whether anything can be left behind there). ``admission`` is the tenancy decision, made before any cloud
+    """One pass. ``ledger(cloud)`` wraps every change in a cloud (the caller records the first durably, so cleanup
+    knows whether anything can be left behind there, and keeps the record that proves ownership). ``admission`` is the tenancy decision, made before any cloud
     call (None: not checked, as in ``defender-operator plan``, which runs with the user's own credentials)."""
     status = target.status.model_copy(deep=True)
     names = role_names.resolve(target.spec, target.status)
@@ -170,19 +184,21 @@ def reconcile(
         try:
             status.aws = status.aws or AwsStatus()
             status.aws.role_names = {key: names[key] for key in required_roles(target.spec)}
-            account = clouds.aws(target, writes)
+            account = clouds.aws(
+                target, ledger, admission.allows_account if admission is not None else lambda a: True
+            )
             terraform = target.spec.deployment.method == "Terraform"
             if terraform:
                 aws = observe_terraform(target, account, status.aws)
             else:
-                aws = reconcile_aws(target, account, status.aws, settings)
+                aws = reconcile_aws(target, account, status.aws, settings, ledger)
             if account.stacksets is not None and aws.verdict.status == "True" and aws.stalled is None:
                 status.organization = status.organization or OrganizationStatus()
                 members_result = (
                     observe_organization(target, account.stacksets, status.organization, settings)
                     if terraform
                     else reconcile_organization(
-                        target, account.stacksets, status.organization, settings, account.members
+                        target, account.stacksets, status.organization, settings, account.members, ledger
                     )
                 )
                 members = members_result.verdict
@@ -196,10 +212,11 @@ def reconcile(
                 status.azure = status.azure or AzureStatus()
                 azure = reconcile_azure(
                     target,
-                    clouds.azure(target, writes),
+                    clouds.azure(target, ledger),
                     status.azure,
                     aws.role_arns,
                     status.organization,
+                    ledger,
                 )
                 events += azure.events
         except CloudError as exc:
@@ -214,7 +231,7 @@ def reconcile(
                 stalled, result = Verdict("True", exc.reason, exc.message), "terminal"
 
     if account is not None and azure is not None and azure.verdict.status == "True":
-        events += _eks(target, account, status)
+        events += _eks(target, account, status, ledger)
     azure_verdict = azure.verdict if azure else WAITING_FOR_AWS
     stamp = now()
     status.conditions = conditions.summarize(

@@ -17,6 +17,7 @@ from ..api.status import FailingMember, MemberProviders
 from ..aws.oidc import OidcProviders, ProviderSpec
 from ..errors import CloudError
 from ..ownership import Owner
+from .ledger import UNRECORDED_LEDGER, Ledger
 from .model import Event
 
 SHOWN = 20  # failing accounts named on status
@@ -27,12 +28,14 @@ def ensure_members(
     spec: ProviderSpec,
     owner: Owner,
     accounts: Iterable[str],
+    ledger: Ledger = UNRECORDED_LEDGER,
 ) -> tuple[MemberProviders, list[Event]]:
-    """Defender's provider, with its audiences, in each of ``accounts``; how many are ready, and where it failed."""
+    """Defender's provider, with its audiences, in each of ``accounts``; how many are ready, and where it failed.
+    Audiences added to a provider this object did not create are recorded in the ledger first."""
     ready, shared, created, added, failing = 0, 0, 0, 0, []
     for account in sorted(accounts):
         try:
-            observed, audiences, made = members(account).ensure(spec, owner)
+            observed, audiences, made = members(account).ensure(spec, owner, before_adding=ledger.shared)
         except CloudError as exc:
             failing.append(FailingMember(account_id=account, reason=exc.message))
             continue
@@ -50,15 +53,36 @@ def ensure_members(
 
 
 def release_members(
-    members: Callable[[str], OidcProviders], spec: ProviderSpec, owner: Owner, accounts: Iterable[str]
-) -> list[Event]:
+    members: Callable[[str], OidcProviders],
+    spec: ProviderSpec,
+    owner: Owner,
+    accounts: Iterable[str],
+    ledger: Ledger = UNRECORDED_LEDGER,
+) -> tuple[list[Event], list[FailingMember]]:
     """Take away what this object added to the provider of each of ``accounts`` (found by its user tag on the
-    provider, not through status); a failure stops the cleanup, to be retried."""
-    released = 0
+    provider and proven by the record, not through status). An account that fails (its role gone, say) is reported
+    and does not stop the others; the caller retries those."""
+    released, failing = 0, []
+    proof, record = ledger.proof("aws"), ledger.recorded()
     for account in sorted(accounts):
-        providers = members(account)
-        released += providers.release(spec.arn(providers.partition, account), owner) is not None
-    return _event([f"released in {released}"] if released else [])
+        try:
+            providers = members(account)
+            arn = spec.arn(providers.partition, account)
+            done = providers.release(
+                arn,
+                owner,
+                made=lambda observed: proof.made(observed.created, observed.arn),
+                shared=record.shared(arn) if record is not None else [],
+                defender_audiences=spec.audiences,
+                hand_over=ledger.hand_over,
+            )
+        except CloudError as exc:
+            failing.append(FailingMember(account_id=account, reason=exc.message))
+            continue
+        if done is not None:
+            released += 1
+            ledger.unshared(arn)
+    return _event([f"released in {released}"] if released else []), failing
 
 
 def _event(done: list[str]) -> list[Event]:

@@ -1,5 +1,6 @@
 """What one reconcile pass works on and what it returns. Plain data: no Kopf, no SDKs."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,6 +23,8 @@ class Target:
     annotations: dict[str, str] = field(default_factory=dict)
     instance: str = "default"  # the operator installation (settings.instance), part of the owner mark
     deep: bool = True  # also check the identity providers and Defender's health (settings.deep_check_seconds)
+    # (namespace, name) -> whether that AWSConnector exists now; unknown means it may: adoption is then refused
+    live: Callable[[str, str], bool] = field(default=lambda namespace, name: True, compare=False, repr=False)
 
     @property
     def key(self) -> str:

@@ -8,6 +8,7 @@ installed): the operator's check is the authority. Pure: the caller passes the p
 import re
 from dataclasses import dataclass
 
+from ..api.names import ANNOTATION_ADOPT
 from ..api.policy import ANY, EffectiveRule
 from ..api.spec import AWSConnectorSpec
 
@@ -17,10 +18,16 @@ POLICY_DOC = "docs/tenancy.md"
 
 @dataclass(frozen=True)
 class Admission:
-    """``allowed_by``: the policy that allows it, or "Default" (own Secrets only); ``refusal`` otherwise."""
+    """``allowed_by``: the policy that allows it, or "Default" (own Secrets only); ``refusal`` otherwise.
+    ``aws_accounts``: the accounts the allowing policy lets the operator's identity act in (member accounts of an
+    organization are checked against it one by one); None when the operator's AWS identity is not used."""
 
     allowed_by: str | None
     refusal: str | None = None
+    aws_accounts: tuple[str, ...] | None = None
+
+    def allows_account(self, account: str) -> bool:
+        return self.aws_accounts is None or ANY in self.aws_accounts or account in self.aws_accounts
 
 
 def uses_operator_aws(spec: AWSConnectorSpec) -> bool:
@@ -51,6 +58,22 @@ def _aws_gap(rule: EffectiveRule, spec: AWSConnectorSpec) -> str | None:
         return "aws.ambientIdentity is not true"
     if spec.aws.eks_access_entries == "Manage" and not rule.aws_eks_access_entries:
         return "aws.eksAccessEntries is not true (spec.aws.eksAccessEntries: Manage)"
+    cspm = spec.plans.cspm
+    if cspm.enabled and cspm.ciem.enabled and not _any(rule.aws_ciem_tenant_ids, spec.azure.tenant_id):
+        return (
+            f"aws.ciemTenantIds does not include {spec.azure.tenant_id} (spec.plans.cspm.ciem: its role would "
+            "trust an identity of that Entra tenant)"
+        )
+    org = spec.aws.organization
+    if org is not None and not rule.aws_organizations:
+        return "aws.organizations is not true (spec.aws.organization)"
+    member_role = org.member_provider_role_name if org is not None else None
+    if member_role is not None and not any(
+        re.fullmatch(p, member_role) for p in rule.aws_member_role_regexes
+    ):
+        return (
+            f"aws.memberRoleNames does not match {member_role} (spec.aws.organization.memberProviderRoleName)"
+        )
     return None
 
 
@@ -82,18 +105,26 @@ def _needs(spec: AWSConnectorSpec) -> str:
 
 
 def admit(
-    spec: AWSConnectorSpec, namespace: str, labels: dict[str, str], rules: list[EffectiveRule]
+    spec: AWSConnectorSpec,
+    namespace: str,
+    labels: dict[str, str],
+    rules: list[EffectiveRule],
+    adopt: bool = False,
 ) -> Admission:
-    """Whether the object may be reconciled, and by which policy."""
+    """Whether the object may be reconciled, and by which policy (``adopt``: it carries the adopt annotation)."""
     aws, azure = uses_operator_aws(spec), uses_operator_azure(spec)
     if not aws and not azure:
         return Admission(DEFAULT)
     applicable = [r for r in rules if r.namespaces.selects(namespace, labels)]
     gaps = []
     for rule in sorted(applicable, key=lambda r: r.policy):
-        gap = (_aws_gap(rule, spec) if aws else None) or (_azure_gap(rule, spec) if azure else None)
+        gap = (
+            (_aws_gap(rule, spec) if aws else None)
+            or (_azure_gap(rule, spec) if azure else None)
+            or (None if rule.adoption or not adopt else f"adoption is not true ({ANNOTATION_ADOPT}=true)")
+        )
         if gap is None:
-            return Admission(rule.policy)
+            return Admission(rule.policy, aws_accounts=tuple(rule.aws_account_ids) if aws else None)
         gaps.append(f"{rule.policy}: {gap}")
     if not applicable:
         why = f"no ClusterOnboardingPolicy selects namespace {namespace}"

@@ -112,7 +112,7 @@ def down(state: Path, keep_logs: Path | None = None) -> list[str]:
 
 def up(state: Path, *, emulators: bool = True, async_stack_seconds: float = 0.0) -> Sandbox:
     """Start the sandbox in ``state`` (after cleaning up whatever an earlier run left there)."""
-    from ..api.admission import admission_binding, admission_policy
+    from ..api.admission import admission_objects
     from ..api.crd import all_definitions
 
     down(state)
@@ -125,7 +125,7 @@ def up(state: Path, *, emulators: bool = True, async_stack_seconds: float = 0.0)
             for crd in all_definitions():
                 controlplane.install_crd(plane, crd)
             # As the chart installs it: AWSConnectors that no ClusterOnboardingPolicy allows are refused at apply.
-            controlplane.apply_admission(plane, [admission_policy(), admission_binding()])
+            controlplane.apply_admission(plane, admission_objects())
             sandbox = Sandbox(state=state, control_plane=plane, **(clouds.result() if clouds else {}))
         sandbox.save()
         return sandbox

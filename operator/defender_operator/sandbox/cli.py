@@ -22,6 +22,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace, state: Path) -> int:
     print(binaries.kube_apiserver())
+    print(binaries.kube_controller_manager())
     print(binaries.helm())
     print(binaries.promtool())
     return 0

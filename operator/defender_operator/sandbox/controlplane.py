@@ -1,9 +1,14 @@
-"""A real Kubernetes control plane on loopback: etcd and kube-apiserver, started the way envtest starts them.
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager.
 
-Flags follow controller-runtime's envtest (pkg/internal/testing/controlplane): client-certificate authentication
-against a throw-away CA, RBAC authorization, service-account keys, no admission of service accounts (there is no
-controller-manager). ``--endpoint-reconciler-type=none`` because kube-apiserver refuses to advertise a loopback
+The API server's flags follow controller-runtime's envtest (pkg/internal/testing/controlplane): client-certificate
+authentication against a throw-away CA, RBAC authorization, service-account keys, no admission of service accounts
+(no tokens are minted). ``--endpoint-reconciler-type=none`` because kube-apiserver refuses to advertise a loopback
 address for the ``kubernetes`` Service otherwise.
+
+The controller manager runs what a cluster does on its own with API objects alone: the namespace controller (a
+deleted namespace empties and goes), the garbage collector (owner references), ClusterRole aggregation (``edit`` and
+``view`` gain the chart's rules), Deployments, ReplicaSets and PodDisruptionBudgets. There are no nodes and no
+kubelet: no container ever runs, so a Deployment's pods never become Ready here (docs/development.md).
 """
 
 import contextlib
@@ -83,8 +88,9 @@ def _write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, 
 
 
 def start(state: Path) -> ControlPlane:
-    """Start etcd and kube-apiserver in ``state`` and return once /readyz answers ok."""
+    """Start etcd, kube-apiserver and kube-controller-manager in ``state`` and return once they answer."""
     apiserver_bin = binaries.kube_apiserver()
+    controller_manager_bin = binaries.kube_controller_manager()
     pki = state / "pki"
     pki.mkdir(parents=True, exist_ok=True)
     serving_ca, client_ca, signer = (
@@ -149,7 +155,51 @@ def start(state: Path) -> ControlPlane:
     wait_ready(apiserver, f"{server}/readyz", "kube-apiserver", context, expect=b"ok")
     plane = ControlPlane(state=state, server=server, etcd_url=etcd_url)
     _write_kubeconfig(plane.kubeconfig, server, plane.ca_file, admin_cert, admin_key, "sandbox-admin")
+    _start_controller_manager(plane, controller_manager_bin)
     return plane
+
+
+# The controllers a cluster runs on API objects alone; none that needs nodes, a cloud or signing keys.
+CONTROLLERS = (
+    "namespace-controller",
+    "garbage-collector-controller",
+    "clusterrole-aggregation-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "disruption-controller",
+    "serviceaccount-controller",
+)
+
+
+def _start_controller_manager(plane: ControlPlane, binary: Path) -> None:
+    """kube-controller-manager as its own bootstrap identity (system:kube-controller-manager, whose RBAC the API
+    server creates), serving only its health on a loopback port."""
+    kubeconfig = plane.issue_user("system:kube-controller-manager")
+    port = processes.free_port()
+    manager = processes.start(
+        plane.state,
+        "kube-controller-manager",
+        [
+            str(binary),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={plane.state / 'kcm-certs'}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            f"--controllers={','.join(CONTROLLERS)}",
+            "--concurrent-namespace-syncs=5",
+            "--v=1",
+        ],
+    )
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE  # its own self-signed serving cert
+    wait_ready(
+        manager, f"https://127.0.0.1:{port}/healthz", "kube-controller-manager", insecure, expect=b"ok"
+    )
 
 
 def api_request(plane: ControlPlane, method: str, path: str, body: Any = None) -> Any:

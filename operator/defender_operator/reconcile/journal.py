@@ -1,0 +1,449 @@
+"""The write journal of one pass: what is recorded before the operator changes anything in a cloud.
+
+Two records are kept, in this order, before the first write of a pass:
+
+1. The object's OnboardingRecord (``api/record.py``, cluster-scoped, written only by the operator): the spec the
+   pass acts on (cleanup uses it, never a spec changed later), what allowed it, and when the first write to each cloud
+   was about to be made, the moment that makes the second proof of ownership (``proofs.py``). The Secrets the
+   object's credentials come from are held (a finalizer) first, so cleanup can still sign in when the namespace goes.
+2. ``status.firstCloudWrite``, the same moments where users and the claim ranking (``claims.py``) see them.
+
+A record made in this pass for writes that the cloud all refused (a terminal error: nothing changed) is withdrawn
+at the end of the pass, so an object whose first write was denied is still one that never wrote anything.
+
+Each status write replaces the whole status and is conditional on the resourceVersion the pass last saw (that of
+its copy of the object, then each write's answer). The copy can be older than an earlier pass's record (Kopf's body
+follows the watch, which may lag); a status built from it would erase that record. The API server refuses such a
+write (409), and the journal then takes the records from the live object and writes once more: no read before a
+write, only after a refusal. The OnboardingRecord is read once in a pass that writes, and written conditionally too.
+"""
+
+import contextlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..api.names import SECRET_FINALIZER_PREFIX
+from ..api.record import ObjectRef, OnboardingRecordSpec, SharedAudiences, record_labels
+from ..api.spec import AWSConnectorSpec
+from ..api.status import AWSConnectorStatus, FirstCloudWrite
+from ..errors import TerminalError
+from ..kube import Kube, RecordConflict, SecretDeleting, StatusConflict
+from . import role_names
+from .ledger import CloudName
+from .model import Target
+from .proofs import Proof, moment
+
+
+def now() -> str:
+    """A record's moment: UTC, to the millisecond (a cloud's creation time is compared with it)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def secret_finalizer(uid: str) -> str:
+    return f"{SECRET_FINALIZER_PREFIX}{uid}"
+
+
+def secrets_of(spec: AWSConnectorSpec) -> set[str]:
+    """The Secrets (in the object's namespace) its credentials come from."""
+    names = set()
+    if spec.aws.credentials is not None and spec.aws.credentials.secret_ref is not None:
+        names.add(spec.aws.credentials.secret_ref.name)
+    if spec.azure.credentials_secret_ref is not None:
+        names.add(spec.azure.credentials_secret_ref.name)
+    return names
+
+
+def raw_secret_names(spec: dict[str, Any]) -> set[str]:
+    """The Secrets a spec names, read without parsing it (a spec the operator cannot parse still lets them go)."""
+    aws = ((spec.get("aws") or {}).get("credentials") or {}).get("secretRef") or {}
+    azure = (spec.get("azure") or {}).get("credentialsSecretRef") or {}
+    return {str(ref["name"]) for ref in (aws, azure) if isinstance(ref, dict) and ref.get("name")}
+
+
+def release_held(
+    kube: Kube, namespace: str, uid: str, spec: dict[str, Any], record: OnboardingRecordSpec | None = None
+) -> None:
+    """Cleanup is over (or not wanted: Orphan): the Secrets held for it are let go, then the record is deleted."""
+    if record is None:
+        found = kube.read_record(uid)
+        record = OnboardingRecordSpec.model_validate(found[0]) if found is not None else None
+    names = raw_secret_names(spec) | (raw_secret_names(record.connector) if record is not None else set())
+    for name in sorted(names):
+        kube.release_secret(namespace, name, secret_finalizer(uid))
+    kube.delete_record(uid)
+
+
+def recorded_spec(target: Target) -> dict[str, Any]:
+    """The spec as the pass acts on it, role names resolved (so cleanup finds the roles the stack has, whatever a
+    later release calls them by default)."""
+    names = role_names.resolve(target.spec, target.status)
+    spec = role_names.with_names(target.spec, names)
+    return spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+class RecordBook:
+    """One object's OnboardingRecord: read at most once per pass (only by a pass that writes), written before the
+    writes it records, each write conditional on the version read."""
+
+    def __init__(self, kube: Kube, target: Target, skew_seconds: float) -> None:
+        self.kube, self.target, self.skew = kube, target, timedelta(seconds=skew_seconds)
+        self.record: OnboardingRecordSpec | None = None
+        self.version: str | None = None
+        self._loaded = False
+
+    def load(self) -> OnboardingRecordSpec | None:
+        if not self._loaded:
+            found = self.kube.read_record(self.target.uid)
+            self.record, self.version = (
+                (OnboardingRecordSpec.model_validate(found[0]), found[1]) if found else (None, None)
+            )
+            self._loaded = True
+        return self.record
+
+    def fresh(self) -> OnboardingRecordSpec:
+        """A record for an object that has none yet, from what its status says (objects from before the record
+        existed): what was written, its StackSet, the regions of the access entries it made."""
+        t, status = self.target, self.target.status
+        granted = (
+            sorted({c.region for c in status.eks.clusters if c.access == "Granted"}) if status.eks else []
+        )
+        return OnboardingRecordSpec(
+            object=ObjectRef(namespace=t.namespace, name=t.name, uid=t.uid),
+            instance=t.instance,
+            written=(status.first_cloud_write or FirstCloudWrite()).model_copy(),
+            stack_set_id=status.organization.stack_set_id if status.organization else None,
+            eks_regions=granted,
+        )
+
+    def change(self, edit: Callable[[OnboardingRecordSpec], OnboardingRecordSpec]) -> OnboardingRecordSpec:
+        """Apply ``edit`` to the record and write it if that changed anything (read again once after a conflict)."""
+        for attempt in (1, 2):
+            current = self.load()
+            wanted = edit(current if current is not None else self.fresh())
+            if wanted == current:
+                return wanted
+            body = wanted.model_dump(by_alias=True, mode="json", exclude_none=True)
+            try:
+                self.version = self.kube.write_record(
+                    self.target.uid,
+                    body,
+                    self.version,
+                    record_labels(self.target.namespace, self.target.name),
+                )
+            except RecordConflict:
+                if attempt == 2:
+                    raise
+                self._loaded = False
+                continue
+            self.record = wanted
+            return wanted
+        raise AssertionError("not reached")
+
+    def proof(self, cloud: CloudName) -> Proof:
+        return proof_of(self.load(), self.target.status, cloud, self.skew)
+
+
+def proof_of(
+    record: OnboardingRecordSpec | None, status: AWSConnectorStatus, cloud: CloudName, skew: timedelta
+) -> Proof:
+    """The record's proof for ``cloud``; for an object from before records, what its status says was written."""
+    written = getattr(record.written, cloud) if record is not None else None
+    if written is None:
+        first = status.first_cloud_write
+        written = getattr(first, cloud) if first is not None else None
+    adopted = frozenset(record.adopted) if record is not None else frozenset()
+    return Proof(written=moment(written), adopted=adopted, skew=skew)
+
+
+def hand_over(kube: Kube, target: Target, resource_id: str, refs: list[str]) -> None:
+    """``target`` made ``resource_id`` (an identity provider) and leaves it to the objects named by ``refs`` (owner
+    refs) that still use it: each one's record lists it as adopted, so the last of them may delete it. Refs of another
+    installation, or of objects without a record, are skipped (they cannot prove it theirs: the provider stays)."""
+    for ref in refs:
+        parts = ref.split("/")
+        if len(parts) != 3 or parts[0] != target.instance:
+            continue
+        for uid, found, version in kube.find_records(parts[1], parts[2]):
+            record = OnboardingRecordSpec.model_validate(found)
+            if record.object.name != parts[2] or resource_id in record.adopted:
+                continue
+            updated = record.model_copy(update={"adopted": sorted({*record.adopted, resource_id})})
+            body = updated.model_dump(by_alias=True, mode="json", exclude_none=True)
+            try:
+                kube.write_record(uid, body, version, record_labels(parts[1], parts[2]))
+            except RecordConflict:
+                continue  # changed meanwhile by its own pass: handed over again on this object's next attempt
+
+
+class WriteJournal:
+    """``writes`` of one pass (``reconcile()``'s ledger), and every status write of the pass.
+
+    Before the first write to a cloud, records the moment in the OnboardingRecord and in
+    ``status.firstCloudWrite.<cloud>`` (both writes must succeed first); counts which writes took effect.
+    """
+
+    def __init__(
+        self,
+        kube: Kube,
+        target: Target,
+        version: str,
+        allowed_by: str | None = None,
+        skew_seconds: float = 120,
+    ) -> None:
+        self.kube, self.target, self.version, self.allowed_by = kube, target, version, allowed_by
+        self.book = RecordBook(kube, target, skew_seconds)
+        self.stored = target.status  # the status of the object at self.version, as far as this pass knows
+        self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
+        self.new: set[str] = set()  # clouds recorded in this pass
+        self.effective: set[str] = set()  # clouds with a write that took effect (or may have) in this pass
+        self._snapshot_current = False  # the record holds this pass's spec
+
+    # --- the record ---------------------------------------------------------------------------------------------------
+
+    def _snapshot(self, clouds: tuple[CloudName, ...] = (), stamp: str | None = None) -> OnboardingRecordSpec:
+        """Hold the credentials' Secrets, then write the record: this pass's spec, what allowed it and, for
+        ``clouds``, the moment of the first write (an earlier one found in the record is kept)."""
+        spec = recorded_spec(self.target)
+        needed = secrets_of(self.target.spec)
+        finalizer = secret_finalizer(self.target.uid)
+        for name in sorted(needed):
+            try:
+                self.kube.hold_secret(self.target.namespace, name, finalizer)
+            except SecretDeleting as exc:
+                raise TerminalError(
+                    "CredentialsSecretDeleting",
+                    f"{exc}: the operator needs it to clean up what it writes, so it writes nothing with it. "
+                    "Create the Secret again under another name, point the spec at it, and update Secrets in place "
+                    "(kubectl apply) rather than deleting and re-creating them.",
+                ) from None
+        before = self.book.load()
+
+        def edit(record: OnboardingRecordSpec) -> OnboardingRecordSpec:
+            written = record.written.model_copy()
+            for cloud in clouds:
+                if getattr(written, cloud) is None:
+                    setattr(written, cloud, stamp)
+            return record.model_copy(
+                update={
+                    "generation": self.target.generation,
+                    "allowed_by": self.allowed_by,
+                    "connector": spec,
+                    "written": written,
+                }
+            )
+
+        record = self.book.change(edit)
+        for cloud in ("aws", "azure"):
+            stamp_of = getattr(record.written, cloud)
+            if stamp_of is not None and getattr(self.written, cloud) is None:
+                setattr(self.written, cloud, stamp_of)
+        self._snapshot_current = True
+        if before is not None:  # Secrets the spec no longer names: cleanup will not need them
+            gone = secrets_of(AWSConnectorSpec.model_validate(before.connector)) - needed
+            for name in sorted(gone):
+                self.kube.release_secret(self.target.namespace, name, finalizer)
+        return record
+
+    def proof(self, cloud: CloudName) -> Proof:
+        return self.book.proof(cloud)
+
+    def recorded(self) -> OnboardingRecordSpec | None:
+        return self.book.load()
+
+    def hand_over(self, resource_id: str, refs: list[str]) -> None:
+        hand_over(self.kube, self.target, resource_id, refs)
+
+    def eks_regions_cleared(self, regions: list[str]) -> None:
+        record = self.book.load()
+        if record is not None and set(regions) & set(record.eks_regions):
+            self.book.change(
+                lambda r: r.model_copy(update={"eks_regions": sorted(set(r.eks_regions) - set(regions))})
+            )
+
+    def adopted(self, resource_id: str) -> None:
+        """Record that this object takes over ``resource_id`` (before the write that does)."""
+        self.book.change(
+            lambda r: (
+                r
+                if resource_id in r.adopted
+                else r.model_copy(update={"adopted": sorted({*r.adopted, resource_id})})
+            )
+        )
+
+    def shared(self, arn: str, audiences: list[str]) -> None:
+        """Record the audiences this object is about to add to a provider it did not create."""
+
+        def edit(record: OnboardingRecordSpec) -> OnboardingRecordSpec:
+            known = record.shared(arn)
+            if set(audiences) <= set(known):
+                return record
+            others = [s for s in record.shared_audiences if s.arn != arn]
+            entry = SharedAudiences(arn=arn, audiences=sorted({*known, *audiences}))
+            return record.model_copy(
+                update={"shared_audiences": sorted([*others, entry], key=lambda s: s.arn)}
+            )
+
+        self.book.change(edit)
+
+    def unshared(self, arn: str) -> None:
+        """The audiences on ``arn`` were removed again (or the provider is gone)."""
+        record = self.book.load()
+        if record is not None and record.shared(arn):
+            self.book.change(
+                lambda r: r.model_copy(
+                    update={"shared_audiences": [s for s in r.shared_audiences if s.arn != arn]}
+                )
+            )
+
+    def stack_set(self, stack_set_id: str) -> None:
+        self.book.change(lambda r: r.model_copy(update={"stack_set_id": stack_set_id}))
+
+    def eks_regions(self, regions: list[str]) -> None:
+        """Record the regions where access entries are about to be made (the union of every region used)."""
+        self.book.change(
+            lambda r: (
+                r
+                if set(regions) <= set(r.eks_regions)
+                else r.model_copy(update={"eks_regions": sorted({*r.eks_regions, *regions})})
+            )
+        )
+
+    # --- the status --------------------------------------------------------------------------------------------------
+
+    def announce(self, status: AWSConnectorStatus, ahead: tuple[CloudName, ...] = ()) -> None:
+        """Write the status that says a new generation is being worked on, with the record of the first writes the
+        pass expects to make in ``ahead`` (``engine.writes_ahead``): one status write, not two. Such a record is
+        withdrawn like any other when the pass ends without the write."""
+        ahead = tuple(cloud for cloud in ahead if getattr(self.written, cloud) is None)
+        announced = status.model_copy(deep=True)
+        if ahead:
+            self._record(announced, ahead)
+        else:
+            self._put(announced, lambda: self._known)
+
+    def finish(self, status: AWSConnectorStatus) -> None:
+        """Write the pass's resulting status (with its records, the withdrawn ones left out) if it changed."""
+        withdrawn = self.new - self.effective
+        if withdrawn:
+            self.book.change(lambda r: r.model_copy(update={"written": self._without(r.written, withdrawn)}))
+        status.first_cloud_write = self.record
+        if self.new or _dump(self.stored) != _dump(status):
+            self._put(status, lambda: self.record)
+
+    @contextlib.contextmanager
+    def __call__(self, cloud: CloudName) -> Iterator[None]:
+        if getattr(self.written, cloud) is None:
+            self._record(self.stored.model_copy(deep=True), (cloud,))
+        elif not self._snapshot_current:
+            self._snapshot()
+        try:
+            yield
+        except TerminalError:
+            raise  # refused: the cloud changed nothing
+        except BaseException:
+            self.effective.add(cloud)  # a timeout or a crash: it may have taken effect
+            raise
+        self.effective.add(cloud)
+
+    @property
+    def record(self) -> FirstCloudWrite | None:
+        written = self._without(self.written, self.new - self.effective)
+        return written if written.aws or written.azure else None
+
+    @staticmethod
+    def _without(written: FirstCloudWrite, clouds: set[str]) -> FirstCloudWrite:
+        kept = written.model_copy()
+        for cloud in clouds:
+            setattr(kept, cloud, None)
+        return kept
+
+    @property
+    def _known(self) -> FirstCloudWrite | None:
+        return self.written.model_copy() if self.written.aws or self.written.azure else None
+
+    def _record(self, status: AWSConnectorStatus, clouds: tuple[CloudName, ...]) -> None:
+        """Record ``clouds`` as about to be written: in the OnboardingRecord, then in ``status``. Raises when the
+        object is gone: nothing is written for an object no cleanup will follow."""
+        stamp = now()
+        record = self._snapshot(tuple(c for c in clouds if getattr(self.written, c) is None), stamp)
+        for cloud in clouds:
+            if getattr(record.written, cloud) == stamp:  # not found recorded by an earlier pass meanwhile
+                self.new.add(cloud)
+        self._put(status, lambda: self._known, must_exist=True)
+
+    def _put(
+        self,
+        status: AWSConnectorStatus,
+        records: Callable[[], FirstCloudWrite | None],
+        must_exist: bool = False,
+    ) -> None:
+        namespace, name = self.target.namespace, self.target.name
+        for attempt in (1, 2):
+            status.first_cloud_write = records()
+            try:
+                version = self.kube.write_status(
+                    namespace, name, _dump(status), self.version, must_exist=must_exist
+                )
+            except StatusConflict:
+                if attempt == 2:
+                    raise
+                live = self.kube.live_status(namespace, name)
+                if live is None:
+                    if must_exist:
+                        raise
+                    return  # deleted meanwhile: nothing to report on
+                found, self.version = live
+                for cloud, stamp in (found.get("firstCloudWrite") or {}).items():
+                    if cloud in ("aws", "azure") and getattr(self.written, cloud) is None and stamp:
+                        setattr(self.written, cloud, stamp)
+                continue
+            if version is not None:
+                self.version = version
+            self.stored = status  # callers pass a status nothing else changes afterwards
+            return
+
+
+def _dump(status: AWSConnectorStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+class CleanupLedger:
+    """The ledger of a cleanup: proofs from the record read when cleanup began; writes are not journaled (the record
+    already says what was written), and what goes is taken off the record as it goes."""
+
+    def __init__(
+        self, kube: Kube, target: Target, record: OnboardingRecordSpec | None, skew_seconds: float
+    ) -> None:
+        self.kube, self.target, self.record = kube, target, record
+        self.skew = timedelta(seconds=skew_seconds)
+
+    def __call__(self, cloud: CloudName) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()
+
+    def proof(self, cloud: CloudName) -> Proof:
+        return proof_of(self.record, self.target.status, cloud, self.skew)
+
+    def recorded(self) -> OnboardingRecordSpec | None:
+        return self.record
+
+    def hand_over(self, resource_id: str, refs: list[str]) -> None:
+        hand_over(self.kube, self.target, resource_id, refs)
+
+    def adopted(self, resource_id: str) -> None:
+        return None
+
+    def shared(self, arn: str, audiences: list[str]) -> None:
+        return None
+
+    def unshared(self, arn: str) -> None:
+        return None
+
+    def stack_set(self, stack_set_id: str) -> None:
+        return None
+
+    def eks_regions(self, regions: list[str]) -> None:
+        return None
+
+    def eks_regions_cleared(self, regions: list[str]) -> None:
+        return None
