@@ -581,6 +581,7 @@ async def _blocked(runtime: Runtime, body: Any, exc: CloudError) -> None:
     generation = int(meta.get("generation", 1))
     before = conditions.get(status.conditions, "Stalled")
     status.conditions = conditions.put(status.conditions, "Stalled", verdict, generation, now())
+    status.observed_generation = generation  # the delete bumped it: this is what was seen of that generation
     if before is None or (before.status, before.reason, before.message) != (
         "True",
         "CleanupBlocked",

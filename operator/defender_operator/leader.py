@@ -1,8 +1,11 @@
 """Leader election on a coordination.k8s.io Lease, the way client-go's leaderelection package does it, so that with
 several replicas exactly one acts and a standby takes over when it dies.
 
-A candidate takes the Lease when it is free or expired (renewTime + leaseDurationSeconds in the past), with the
-resourceVersion it read (a concurrent taker loses with 409), then renews it every ``retry_period``. The leader that
+A candidate takes the Lease when it is free or expired, with the resourceVersion it read (a concurrent taker loses
+with 409), then renews it every ``retry_period``. Expired is judged as client-go judges it, on the candidate's own
+clock: the Lease has not changed for ``leaseDurationSeconds`` since this process last saw it change. Comparing the
+holder's renewTime with the local time would let a standby whose clock runs ahead of the leader's (or a leader whose
+clock runs behind) take a Lease that is being renewed: two leaders. The leader that
 cannot renew within ``renew_deadline`` (shorter than the lease duration) stops the whole process at once: worker
 threads cannot be cancelled, and a standby may take the Lease once it expires, so the old leader must be gone by
 then (controller-runtime exits on "leader election lost" for the same reason). Every kind of failure counts, and no
@@ -22,7 +25,8 @@ import os
 import socket
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -55,8 +59,14 @@ class LeaderElector:
         renew_deadline: float,
         retry_period: float,
         holder: str | None = None,
+        clock: "Callable[[], datetime]" = lambda: _now(),
     ) -> None:
+        """``clock``: the wall time written as acquireTime and renewTime (for information only: nobody's decision
+        depends on it)."""
         assert renew_deadline < lease_duration, "the leader must give up before a standby may take over"
+        self.clock = clock
+        self._seen: tuple[object, ...] | None = None  # the Lease record as last read
+        self._seen_at = 0.0  # when it last changed, on this process's monotonic clock
         self.leases = client.CoordinationV1Api(api)
         self.name, self.namespace, self.holder = name, namespace, holder or identity()
         self.lease_duration, self.renew_deadline, self.retry_period = (
@@ -68,7 +78,7 @@ class LeaderElector:
     def _try(self, timeout: float | None = None) -> bool:
         """Take or renew the Lease once; True when this process holds it now. ``timeout`` bounds each request (the
         Kubernetes client waits for ever by default)."""
-        now = _now()
+        now = self.clock()
         try:
             lease = self.leases.read_namespaced_lease(self.name, self.namespace, _request_timeout=timeout)
         except ApiException as exc:
@@ -87,9 +97,11 @@ class LeaderElector:
             return True
         spec = lease.spec or client.V1LeaseSpec()
         mine = spec.holder_identity == self.holder
-        renewed = spec.renew_time or spec.acquire_time
         duration = spec.lease_duration_seconds or self.lease_duration
-        expired = renewed is None or renewed + timedelta(seconds=duration) < now
+        record = (spec.holder_identity, spec.renew_time, spec.acquire_time, spec.lease_transitions)
+        if record != self._seen:
+            self._seen, self._seen_at = record, time.monotonic()
+        expired = time.monotonic() > self._seen_at + duration
         if not mine and spec.holder_identity and not expired:
             return False
         transitions = (spec.lease_transitions or 0) + (0 if mine else 1)
@@ -172,8 +184,8 @@ class LeaderElector:
             )
             if lease.spec is None or lease.spec.holder_identity != self.holder:
                 return
-            lease.spec.holder_identity = None
-            lease.spec.renew_time = _now() - timedelta(seconds=self.lease_duration + 1)
+            lease.spec.holder_identity = None  # a holder-less Lease is free to take at once
+            lease.spec.renew_time = self.clock()
             self.leases.replace_namespaced_lease(
                 self.name, self.namespace, lease, _request_timeout=self.renew_deadline
             )

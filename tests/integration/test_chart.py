@@ -61,9 +61,16 @@ def test_the_chart_carries_the_generated_crds_and_admission_policy() -> None:
         "AWSConnector",
         "ClusterOnboardingPolicy",
         "EffectiveOnboardingPolicy",
+        "OnboardingRecord",
     ]
     assert all(c["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"} for c in crds)
     assert {d["kind"] for d in docs} >= {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    policies = {d["metadata"]["name"] for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
+    assert {"awsconnectors.defender-operator.io", "awsconnectors-deleting.defender-operator.io"} <= policies
+    (guard,) = [
+        d for d in docs if d["metadata"]["name"].endswith("-secret-guard") and "matchConditions" in d["spec"]
+    ]
+    assert "system:serviceaccount:" in guard["spec"]["matchConditions"][0]["expression"]
     assert not {"ValidatingAdmissionPolicy"} & {
         d["kind"] for d in template("--set", "admissionPolicy.enabled=false")
     }

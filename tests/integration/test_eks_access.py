@@ -257,3 +257,63 @@ def test_a_delete_while_an_entry_is_being_created_removes_it(
         == 1
     ), operator.aws_operations()
     assert entries(sandbox, account, "us-east-1", "omega") == []
+
+
+def test_entries_in_a_region_dropped_from_the_spec_go_at_once(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Issue 25: a region taken out of spec.aws.regions used to keep this object's entries for its life and after."""
+    m = manifest(namespace, "dropped")
+    account = str(m["spec"]["aws"]["accountId"])
+    m["spec"]["aws"]["regions"] = ["us-east-1", "eu-west-1"]
+    m["spec"]["aws"]["eksAccessEntries"] = "Manage"
+    cluster(sandbox, account, "us-east-1", "kept", "API")
+    cluster(sandbox, account, "eu-west-1", "dropped", "API")
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "dropped", "Ready", "True", timeout=120)
+    eks_status(kubeconfig, namespace, "dropped", 2)
+    assert entries(sandbox, account, "eu-west-1", "dropped") == [discovery_role(account)]
+    m["spec"]["aws"]["regions"] = ["us-east-1"]
+    assert apply(kubeconfig, m).returncode == 0
+    wait_for(
+        lambda: entries(sandbox, account, "eu-west-1", "dropped") == [],
+        60,
+        "the dropped region's entry to go",
+    )
+    assert entries(sandbox, account, "us-east-1", "kept") == [discovery_role(account)]
+    delete(kubeconfig, namespace, "dropped")
+    assert entries(sandbox, account, "us-east-1", "kept") == []
+
+
+def test_with_terraform_the_entries_the_operator_made_still_go_on_delete(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Issue 25: in Terraform mode cleanup returned before removing the access entries the operator had made."""
+    m = manifest(
+        namespace,
+        "tf",
+        plans={"servers": {"enabled": False}, "databases": {"enabled": False}},
+        deployment={"method": "Terraform"},
+    )
+    account = str(m["spec"]["aws"]["accountId"])
+    m["spec"]["aws"]["eksAccessEntries"] = "Manage"
+    cluster(sandbox, account, "us-east-1", "tf", "API")
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "tf", "AWSReady", "False", reason="AwaitingTerraform")
+    missing = condition_message(obj, "AWSReady").split("missing roles: ", 1)[1].split(", ")
+    iam = aws_in(sandbox, account, "iam")
+    for role in missing:  # what the user's terraform apply makes
+        iam.create_role(
+            RoleName=role, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []})
+        )
+    request_reconcile(kubeconfig, namespace, "tf")
+    wait_condition(kubeconfig, namespace, "tf", "Ready", "True")
+    eks_status(kubeconfig, namespace, "tf", 1)
+    assert entries(sandbox, account, "us-east-1", "tf") == [discovery_role(account)]
+    delete(kubeconfig, namespace, "tf")
+    assert entries(sandbox, account, "us-east-1", "tf") == []
+    assert iam.get_role(RoleName=missing[0])  # Terraform's roles are Terraform's to destroy
+
+
+def condition_message(obj: dict[str, Any], kind: str) -> str:
+    return str(next(c["message"] for c in obj["status"]["conditions"] if c["type"] == kind))

@@ -24,6 +24,7 @@ from tests.support.onboarding import (
     manifest,
     member_connector,
     request_reconcile,
+    stacks_of,
 )
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
 
@@ -352,6 +353,45 @@ def test_a_member_role_that_does_not_work_shows_on_members_ready_and_recovers(
         assert (
             aws_in(sandbox, member, "iam").list_open_id_connect_providers()["OpenIDConnectProviderList"] == []
         )
+
+
+def test_delete_releases_member_providers_only_where_it_may_and_one_failing_member_blocks_nothing_else(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Issue 25: cleanup assumed the member role in every active account of the organization (outside the targets
+    and so outside the grant too), and one member where the role failed blocked the whole delete for ever. Now only
+    the targeted accounts (and those with an instance) are visited; a failing one is named on the object while
+    everything else is cleaned up, and the delete finishes once the role works again."""
+    m, members = organization(sandbox, namespace, members=2)
+    organizations = aws_in(sandbox, account_of(m), "organizations")
+    created = organizations.create_account(Email="outside@example.com", AccountName="outside")[
+        "CreateAccountStatus"
+    ]
+    outside = organizations.describe_create_account_status(CreateAccountRequestId=created["Id"])[
+        "CreateAccountStatus"
+    ]["AccountId"]  # at the root: not in the StackSet's OU
+    m["spec"]["aws"]["organization"]["memberProviderRoleName"] = "DefenderProviderAdmin"
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+    enforce(sandbox, outside, members[0])  # the role gives nothing there from now on
+    try:
+        kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "org", "--wait=false", check=True)
+        obj = wait_condition(
+            kubeconfig, namespace, "org", "Stalled", "True", reason="CleanupBlocked", timeout=120
+        )
+        message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+        assert members[0] in message and outside not in message and "Orphan" in message
+        assert stacks_of(sandbox, account_of(m)) == []  # everything else went
+        # members[0] cannot be read from here while the emulator authorizes it
+        assert defender_roles(sandbox, members[1]) == []
+        released = aws_in(sandbox, members[1], "iam").list_open_id_connect_providers()
+        assert released["OpenIDConnectProviderList"] == []
+    finally:
+        enforce(sandbox)  # the role works again
+    wait_gone(kubeconfig, namespace, "org", timeout=60)
+    assert (
+        aws_in(sandbox, members[0], "iam").list_open_id_connect_providers()["OpenIDConnectProviderList"] == []
+    )
 
 
 def test_terraform_for_a_management_account_is_observed_and_never_written(

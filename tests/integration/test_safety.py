@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 from defender_operator.api.names import ANNOTATION_PAUSED
+from defender_operator.api.record import ObjectRef, OnboardingRecordSpec
 from defender_operator.api.spec import RoleNames
+from defender_operator.api.status import FirstCloudWrite
 from defender_operator.handlers import target_of
-from defender_operator.reconcile.journal import WriteJournal
 from defender_operator.kube import Kube, StatusConflict
+from defender_operator.reconcile.journal import WriteJournal
 from defender_operator.sandbox import Sandbox
 from tests.support.clouds import arm_client, arm_control, arm_requests, aws_control, connector_url, send
 from tests.support.kube import api_client, apply, condition, get_object, kubectl, restart_apiserver, wait_for
@@ -151,7 +153,11 @@ def test_broken_credentials_after_writing_block_cleanup_visibly_and_orphan_relea
     m["spec"]["aws"]["credentials"]["secretRef"] = {"name": "aws-keys"}
     assert apply(kubeconfig, m).returncode == 0
     wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
-    kubectl(kubeconfig, "delete", "secret", "aws-keys", "-n", namespace, check=True)
+    # The Secret is held for cleanup (a finalizer), so deleting it breaks nothing; emptying it does.
+    patch = '[{"op": "remove", "path": "/data/secretAccessKey"}]'
+    kubectl(
+        kubeconfig, "patch", "secret", "aws-keys", "-n", namespace, "--type=json", "-p", patch, check=True
+    )
     kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
     obj = wait_for(
         lambda: (
@@ -591,7 +597,14 @@ def test_a_status_built_from_an_old_copy_never_erases_a_first_write_record(
     old = get_object(kubeconfig, namespace, "acme")
     assert old is not None and "firstCloudWrite" not in old["status"]
     kube = Kube(api_client(kubeconfig))
-    # An earlier pass's record, written after the old copy was read.
+    # An earlier pass's record (in the OnboardingRecord, then in status), written after the old copy was read.
+    uid = old["metadata"]["uid"]
+    earlier = OnboardingRecordSpec(
+        object=ObjectRef(namespace=namespace, name="acme", uid=uid),
+        instance="default",
+        written=FirstCloudWrite(aws="2026-01-01T00:00:00Z"),
+    )
+    kube.write_record(uid, earlier.model_dump(by_alias=True, exclude_none=True), None, {})
     status = {**old["status"], "firstCloudWrite": {"aws": "2026-01-01T00:00:00Z"}}
     kube.write_status(namespace, "acme", status, old["metadata"]["resourceVersion"])
     with pytest.raises(StatusConflict):  # the old copy's version is refused from now on

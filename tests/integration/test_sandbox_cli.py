@@ -71,7 +71,13 @@ def test_up_env_status_down_and_recovery_after_a_crash(state: Path) -> None:
     assert up.returncode == 0, up.stderr
     assert "sandbox ready in" in up.stderr
     first = processes.recorded(state)
-    assert {r.name for r in first} == {"etcd", "kube-apiserver", "aws-emulator", "arm-emulator"}
+    assert {r.name for r in first} == {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "aws-emulator",
+        "arm-emulator",
+    }
     assert subprocess.run(cli("status"), env=env(state), capture_output=True, timeout=30).returncode == 0
     checked = subprocess.run(
         ["bash", "-c", ENV_CHECK], env=env(state), capture_output=True, text=True, timeout=120

@@ -72,7 +72,9 @@ BAD_CASES: list[BadCase] = [
     BadCase("tag-key-129", _set("spec.azure.tags", {"k" * 129: "v"}), "spec.azure.tags"),
     BadCase(
         "exclusion-tag-key-129",
-        _set("spec.plans.cspm", {"enabled": True, "agentlessVmScanning": {"exclusionTags": {"k" * 129: "v"}}}),
+        _set(
+            "spec.plans.cspm", {"enabled": True, "agentlessVmScanning": {"exclusionTags": {"k" * 129: "v"}}}
+        ),
         "spec.plans.cspm.agentlessVmScanning.exclusionTags",
     ),
     BadCase("tags-51", _set("spec.azure.tags", {f"k{i}": "v" for i in range(51)}), "spec.azure.tags"),

@@ -65,3 +65,24 @@ def test_a_cancelled_pass_holds_its_object_until_its_thread_ends() -> None:
 
     asyncio.run(main())
     assert order == ["pass ended", "cleanup"]
+
+
+def test_a_late_decision_is_made_once_the_slot_is_free_not_while_waiting_for_it() -> None:
+    """A pass queued behind a busy slot decides its grant when it gets the slot: a grant withdrawn while it waited
+    is the one it acts on (issue 25)."""
+    grant = {"allowed": True}
+    release = threading.Event()
+
+    async def main() -> tuple[bool, bool]:
+        workers = Workers(1)
+        busy = asyncio.ensure_future(workers.exclusive("uid-a", release.wait, 10))
+        await asyncio.sleep(0)  # the busy pass holds the only slot
+        queued = asyncio.ensure_future(
+            workers.exclusive("uid-b", lambda allowed: allowed, late=lambda: grant["allowed"])
+        )
+        await asyncio.sleep(0.05)
+        grant["allowed"] = False  # withdrawn while the second pass waits for the slot
+        release.set()
+        return await busy, await queued
+
+    assert asyncio.run(main()) == (True, False)

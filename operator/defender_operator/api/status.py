@@ -233,7 +233,9 @@ class OrganizationStatus(StatusModel):
         "whatever the size of the organization; instances.failed has the count).",
     )
     members: list[MemberAccount] = Field(
-        default_factory=list, description="Member accounts and their connectors."
+        default_factory=list,
+        description="The first 100 member accounts with a connector (bounded, whatever the size of the "
+        "organization; memberConnectors has the count).",
     )
     member_providers: MemberProviders | None = Field(
         default=None, description="Identity providers of member accounts, when the operator manages them."

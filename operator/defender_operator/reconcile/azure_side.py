@@ -25,6 +25,10 @@ from .conditions import Verdict
 from .ledger import UNRECORDED_LEDGER, Ledger
 from .model import Event, Target
 
+# Member accounts named on status: an organization of thousands would otherwise outgrow the object's size limit (etcd
+# takes at most 1.5 MiB), and every status write would then fail; memberConnectors has the count.
+MEMBERS_SHOWN = 100
+
 
 @dataclass
 class AzureResult:
@@ -137,7 +141,7 @@ def reconcile_azure(
         members, organization.member_connector_scope = connectors.members_of(spec.aws.account_id, rg)
         organization.member_connectors = len(members)
         organization.members = [
-            MemberAccount(account_id=a, connector_id=c) for a, c in sorted(members.items())
+            MemberAccount(account_id=a, connector_id=c) for a, c in sorted(members.items())[:MEMBERS_SHOWN]
         ]
     if connectors.dry_run:
         return AzureResult(

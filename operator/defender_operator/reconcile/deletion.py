@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..api.status import AWSConnectorStatus, FirstCloudWrite, OrganizationStatus
 from ..aws.stackset import StackSets
-from ..errors import RetryableError
+from ..errors import RetryableError, TerminalError
 from .aws_side import prove_stack_set, provider_specs, release_provider
 from .clouds import Clouds
 from .eks_side import made_entries, regions_of, remove_entries
@@ -195,11 +195,12 @@ def finalize(
     if members_failing:
         org = target.spec.aws.organization
         assert org is not None
-        message = (
-            f"cleaned up but for the identity providers of {len(members_failing)} member accounts, where role "
-            f"{org.member_provider_role_name} could not be used ({'; '.join(members_failing[:3])}"
-            f"{'; ...' if len(members_failing) > 3 else ''}); retrying. Make the role assumable again, or set "
-            "spec.deletionPolicy to Orphan to leave Defender's audiences on those providers."
+        raise TerminalError(
+            "MemberProvidersFailing",
+            f"everything else is cleaned up, but the identity providers of {len(members_failing)} member accounts "
+            f"could not be released through role {org.member_provider_role_name} "
+            f"({'; '.join(members_failing[:3])}{'; ...' if len(members_failing) > 3 else ''}). Make the role usable "
+            "there again (cleanup is retried), or set spec.deletionPolicy to Orphan to leave Defender's audiences on "
+            "those providers",
         )
-        return Cleanup(False, message, in_progress_seconds * 4, events, status)
     return Cleanup(True, "cleaned up", events=events)

@@ -89,12 +89,12 @@ def reconcile_eks(
         events += remove_entries(spec, owner, eks, partition, account, dropped, proof)
         ledger.eks_regions_cleared(dropped)
     recorded = False
-    unreadable: list[str] = []
+    unreadable: dict[str, str] = {}
     for region in regions:
         try:
             names = sorted(eks.names(region))
         except CloudError as exc:
-            unreadable.append(f"{region}: {exc.message}")
+            unreadable[region] = exc.message
             continue
         for name in names:
             mode = eks.authentication_mode(region, name)
@@ -145,10 +145,20 @@ def reconcile_eks(
             reachable=reachable,
             needs_action=len(clusters) - reachable,
             granted=sum(c.access == "Granted" for c in clusters),
-            error=f"regions not read: {'; '.join(unreadable)}" if unreadable else None,
+            error=_unreadable(unreadable, len(regions)),
         ),
         events,
     )
+
+
+def _unreadable(failures: dict[str, str], regions: int) -> str | None:
+    """Why clusters could not be read: the cause alone when no region could be (missing permissions, say), else the
+    regions that could not (an opt-in region not enabled, say) with theirs."""
+    if not failures:
+        return None
+    if len(failures) == regions and len(set(failures.values())) == 1:
+        return next(iter(failures.values()))
+    return "regions not read: " + "; ".join(f"{region}: {why}" for region, why in failures.items())
 
 
 def made_entries(eks: EksStatus | None) -> TypeGuard[EksStatus]:

@@ -240,7 +240,7 @@ class WriteJournal:
                 setattr(self.written, cloud, stamp_of)
         self._snapshot_current = True
         if before is not None:  # Secrets the spec no longer names: cleanup will not need them
-            gone = secrets_of(AWSConnectorSpec.model_validate(before.connector)) - needed
+            gone = raw_secret_names(before.connector) - needed
             for name in sorted(gone):
                 self.kube.release_secret(self.target.namespace, name, finalizer)
         return record
@@ -326,7 +326,12 @@ class WriteJournal:
         """Write the pass's resulting status (with its records, the withdrawn ones left out) if it changed."""
         withdrawn = self.new - self.effective
         if withdrawn:
-            self.book.change(lambda r: r.model_copy(update={"written": self._without(r.written, withdrawn)}))
+            record = self.book.change(
+                lambda r: r.model_copy(update={"written": self._without(r.written, withdrawn)})
+            )
+            if not (record.written.aws or record.written.azure):  # never wrote: no record, no Secret held
+                release_held(self.kube, self.target.namespace, self.target.uid, record.connector, record)
+                self.book.record, self.book.version = None, None
         status.first_cloud_write = self.record
         if self.new or _dump(self.stored) != _dump(status):
             self._put(status, lambda: self.record)

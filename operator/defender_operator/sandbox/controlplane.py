@@ -172,9 +172,10 @@ CONTROLLERS = (
 
 
 def _start_controller_manager(plane: ControlPlane, binary: Path) -> None:
-    """kube-controller-manager as its own bootstrap identity (system:kube-controller-manager, whose RBAC the API
-    server creates), serving only its health on a loopback port."""
-    kubeconfig = plane.issue_user("system:kube-controller-manager")
+    """kube-controller-manager, serving only its health on a loopback port. With one identity for every controller
+    (no service-account tokens are minted here), it needs what all of them do together, as in a cluster that runs it
+    without ``--use-service-account-credentials``: system:masters."""
+    kubeconfig = plane.issue_user("system:kube-controller-manager", ["system:masters"])
     port = processes.free_port()
     manager = processes.start(
         plane.state,
@@ -185,6 +186,7 @@ def _start_controller_manager(plane: ControlPlane, binary: Path) -> None:
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
             "--authorization-always-allow-paths=/healthz,/readyz,/livez",
+            "--authentication-skip-lookup=true",  # no front proxy: nothing to read from kube-system
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
             f"--cert-dir={plane.state / 'kcm-certs'}",

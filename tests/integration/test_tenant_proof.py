@@ -1,0 +1,553 @@
+"""Tenant-proof (issue 25): no tenant, tag-only actor or unlucky deletion turns the operator's power against anyone.
+
+The tenant here is a user with a Role in one namespace that lets it manage AWSConnectors and Secrets there and
+nothing else, acting with its own client certificate against the sandbox's API server (with its admission policies
+and, for namespace deletion, the real namespace controller of kube-controller-manager). The tag-only actor writes
+tags in AWS and Azure and nothing else. The operator runs as its own process.
+"""
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from defender_operator.api.admission import FROZEN_NAME, frozen_binding
+from defender_operator.aws.oidc import AUDIENCES_TAG, CREATED_TAG, audience_code
+from defender_operator.ownership import OWNER_TAG, OWNER_UID_TAG
+from defender_operator.sandbox import Sandbox
+from defender_operator.sandbox.controlplane import apply_admission
+from tests.conftest import OPT_OUT
+from tests.support.clouds import arm_client, connector_url, send
+from tests.support.kube import apply, condition, get_object, kubectl, wait_for
+from tests.support.onboarding import (
+    MS_PROVIDER,
+    account_of,
+    aws_in,
+    connector,
+    defender_roles,
+    manifest,
+    stacks_of,
+)
+from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
+
+pytestmark = pytest.mark.integration
+
+DEFAULT_TENANT = "99999999-8888-7777-6666-555555555555"
+OTHER_TENANT = "77777777-6666-5555-4444-333333333333"
+OTHER_SUBSCRIPTION = "22222222-3333-4444-5555-666666666666"
+SENTINEL_AUDIENCE = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
+SKEW = (
+    1.0  # the operator's allowed clock skew here; foreign resources are made more than this before the object
+)
+
+
+@pytest.fixture(scope="module")
+def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    # A long resync: whatever a test waits for must come from an event, not from the next periodic pass.
+    env = {"DEFENDER_OPERATOR_CLOCK_SKEW_SECONDS": str(SKEW), "DEFENDER_OPERATOR_RESYNC_SECONDS": "300"}
+    with module_operator(sandbox, tmp_path_factory, "tenant-proof-operator", extra_env=env) as running:
+        yield running
+
+
+# --- the actors --------------------------------------------------------------------------------------------------------
+
+
+def bare_namespace(kubeconfig: Path) -> str:
+    """A namespace that the tests' own policy does not select: only what a test grants applies."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {OPT_OUT: "true"}}}
+    assert apply(kubeconfig, body).returncode == 0
+    return name
+
+
+def tenant(sandbox: Sandbox, kubeconfig: Path, namespace: str) -> Path:
+    """A user who may manage AWSConnectors and Secrets in ``namespace`` and nothing else."""
+    user = f"tenant-{namespace}"
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "tenant", "namespace": namespace},
+        "rules": [
+            {"apiGroups": ["defender-operator.io"], "resources": ["awsconnectors"], "verbs": ["*"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]},
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "tenant", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+    assert apply(kubeconfig, [role, binding]).returncode == 0
+    return sandbox.control_plane.issue_user(user)
+
+
+def grant(kubeconfig: Path, namespaces: list[str], account: str, adoption: bool = False, **aws: Any) -> str:
+    """A policy: ``namespaces`` may have the operator assume defender-onboarding in ``account`` and use its Azure
+    identity, plus the AWS grants given; returns its name once the admission parameter carries it."""
+    name = f"grant-{uuid.uuid4().hex[:6]}"
+    policy = {
+        "apiVersion": "defender-operator.io/v1alpha1",
+        "kind": "ClusterOnboardingPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaces": {"names": namespaces},
+            "aws": {"accountIds": [account], "roleArns": ["arn:aws:iam::*:role/defender-onboarding"], **aws},
+            "azure": {"ambientIdentity": True, "tenantIds": ["*"], "subscriptionIds": ["*"]},
+            "adoption": adoption,
+        },
+    }
+    assert apply(kubeconfig, policy).returncode == 0
+    wait_for(
+        lambda: name in effective_policies(kubeconfig), 30, f"the operator to fold {name} into the parameter"
+    )
+    return name
+
+
+def change_grant(kubeconfig: Path, name: str, **aws: Any) -> None:
+    patch = json.dumps({"spec": {"aws": aws}})
+    kubectl(kubeconfig, "patch", "clusteronboardingpolicy", name, "--type=merge", "-p", patch, check=True)
+
+    def folded() -> bool:
+        out = kubectl(
+            kubeconfig, "get", "effectiveonboardingpolicy", "effective", "-o", "json", check=True
+        ).stdout
+        rule = next(r for r in json.loads(out)["spec"]["rules"] if r["policy"] == name)
+        return all(rule.get(f"aws{k[0].upper()}{k[1:]}") == v for k, v in aws.items())
+
+    wait_for(folded, 30, f"the operator to fold the change of {name}")
+
+
+def effective_policies(kubeconfig: Path) -> list[str]:
+    out = kubectl(
+        kubeconfig, "get", "effectiveonboardingpolicy", "effective", "-o", "json", check=True
+    ).stdout
+    return [r["policy"] for r in json.loads(out)["spec"]["rules"]]
+
+
+def revoke(kubeconfig: Path, name: str) -> None:
+    kubectl(kubeconfig, "delete", "clusteronboardingpolicy", name, "--ignore-not-found", check=True)
+
+
+def record_of(kubeconfig: Path, uid: str) -> dict[str, Any] | None:
+    found = kubectl(kubeconfig, "get", "onboardingrecord", uid, "-o", "json")
+    return json.loads(found.stdout) if found.returncode == 0 else None
+
+
+def provider_arn(account: str) -> str:
+    return f"arn:aws:iam::{account}:oidc-provider/{MS_PROVIDER}"
+
+
+def older_than_skew(since: float) -> None:
+    """Wait until the clock is past ``since`` by more than the skew the operator allows (a condition on the clock,
+    so a slow machine only waits longer)."""
+    wait_for(lambda: time.time() > since + SKEW + 1, SKEW + 5, "the clock to pass the allowed skew")
+
+
+def left_behind(sandbox: Sandbox, m: dict[str, Any]) -> dict[str, Any]:
+    account = account_of(m)
+    iam = aws_in(sandbox, account, "iam")
+    found = {
+        "stacks": [s["StackName"] for s in stacks_of(sandbox, account)],
+        "roles": defender_roles(sandbox, account),
+        "providers": [p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]],
+        "connector": connector(sandbox, m).status_code != 404,
+    }
+    return {kind: what for kind, what in found.items() if what}
+
+
+def tenant_secrets(kubeconfig: Path, namespace: str, **aws: str) -> None:
+    """The tenant's own AWS keys (the role is assumed with them) and Azure app, as Secrets in its namespace."""
+    keys = {"accessKeyId": "AKIATENANTOWNKEYS", "secretAccessKey": "tenant-own-secret-access-key", **aws}
+    kubectl(
+        kubeconfig, "create", "secret", "generic", "aws-keys", "-n", namespace,
+        *[f"--from-literal={k}={v}" for k, v in keys.items()], check=True,
+    )  # fmt: skip
+    kubectl(
+        kubeconfig, "create", "secret", "generic", "azure-app", "-n", namespace,
+        "--from-literal=clientId=tenant-app", "--from-literal=clientSecret=sandbox", check=True,
+    )  # fmt: skip
+
+
+def own_secrets(m: dict[str, Any]) -> dict[str, Any]:
+    m["spec"]["aws"]["credentials"]["secretRef"] = {"name": "aws-keys"}
+    m["spec"]["azure"]["credentialsSecretRef"] = {"name": "azure-app"}
+    return m
+
+
+# --- 1. CIEM is a grant of its own --------------------------------------------------------------------------------------
+
+
+def ciem(m: dict[str, Any], tenant_id: str) -> dict[str, Any]:
+    m["spec"]["azure"]["tenantId"] = tenant_id
+    m["spec"]["plans"] = {
+        "cspm": {"enabled": True, "ciem": {"enabled": True, "oidcSubject": str(uuid.uuid4())}}
+    }
+    return m
+
+
+def test_ciem_trusts_only_an_entra_tenant_the_grant_names(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    m = manifest(namespace)
+    policy = grant(kubeconfig, [namespace], account_of(m))
+    try:
+        refused = apply(user, ciem(m, OTHER_TENANT))
+        assert refused.returncode != 0 and "aws.ciemTenantIds" in refused.stderr, refused.stderr
+        change_grant(kubeconfig, policy, ciemTenantIds=[DEFAULT_TENANT])
+        refused = apply(user, ciem(m, OTHER_TENANT))  # its own Entra tenant: not the one granted
+        assert refused.returncode != 0 and "aws.ciemTenantIds" in refused.stderr
+        # Admitted while the grant named its tenant, then the grant changes: the operator's own check refuses it.
+        paused = ciem(m, DEFAULT_TENANT)
+        paused["metadata"]["annotations"] = {"defender-operator.io/paused": "true"}
+        assert apply(user, paused).returncode == 0
+        change_grant(kubeconfig, policy, ciemTenantIds=[OTHER_TENANT])
+        kubectl(user, "annotate", "awsc", "-n", namespace, "acme", "defender-operator.io/paused-", check=True)
+        obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="NotAllowedByPolicy")
+        assert "aws.ciemTenantIds" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+        assert left_behind(sandbox, m) == {} and record_of(kubeconfig, obj["metadata"]["uid"]) is None
+        kubectl(user, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+        wait_gone(kubeconfig, namespace, "acme", timeout=20)
+    finally:
+        revoke(kubeconfig, policy)
+
+
+# --- 2. adoption never crosses another live object ----------------------------------------------------------------------
+
+
+def test_adoption_never_takes_over_another_live_objects_stack(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    a, b = bare_namespace(kubeconfig), bare_namespace(kubeconfig)
+    prod = manifest(a, "prod")
+    account = account_of(prod)
+    policy = grant(kubeconfig, [a, b], account, adoption=True)
+    try:
+        assert apply(kubeconfig, prod).returncode == 0
+        wait_condition(kubeconfig, a, "prod", "Ready", "True")
+        (before,) = stacks_of(sandbox, account)
+        hijack = manifest(
+            b, "hijack", account=account
+        )  # the same account (and stack name), another subscription
+        hijack["spec"]["azure"]["subscriptionId"] = OTHER_SUBSCRIPTION
+        hijack["metadata"]["annotations"] = {"defender-operator.io/adopt": "true"}
+        assert apply(tenant(sandbox, kubeconfig, b), hijack).returncode == 0
+        obj = wait_condition(kubeconfig, b, "hijack", "Stalled", "True", reason="StackOwnedElsewhere")
+        message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+        assert f"{a}/prod" in message and "which exists" in message
+        kubectl(kubeconfig, "delete", "awsc", "-n", b, "hijack", "--wait=false", check=True)
+        wait_gone(kubeconfig, b, "hijack")
+        (after,) = stacks_of(sandbox, account)
+        assert (after["StackId"], after.get("LastUpdatedTime")) == (
+            before["StackId"],
+            before.get("LastUpdatedTime"),
+        )
+        wait_condition(kubeconfig, a, "prod", "Ready", "True")
+        kubectl(kubeconfig, "delete", "awsc", "-n", a, "prod", "--wait=false", check=True)
+        wait_gone(kubeconfig, a, "prod")
+        assert left_behind(sandbox, prod) == {}
+    finally:
+        revoke(kubeconfig, policy)
+
+
+# --- 3. the spec cleanup acts on ------------------------------------------------------------------------------------------
+
+
+def test_the_spec_is_frozen_once_deleted_and_cleanup_uses_the_last_one_reconciled(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    m = manifest(namespace)
+    account = account_of(m)
+    policy = grant(kubeconfig, [namespace], account)
+    operator.inject_aws_fault(
+        pathPattern="DeleteStack", status=400, count=10_000
+    )  # cleanup waits on the stack
+    try:
+        assert apply(user, m).returncode == 0
+        obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+        record = record_of(kubeconfig, obj["metadata"]["uid"])
+        assert record is not None and record["spec"]["connector"]["aws"]["credentials"]["roleArn"].endswith(
+            "role/defender-onboarding"
+        )
+        kubectl(user, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+        wait_for(lambda: connector(sandbox, m).status_code == 404, 30, "cleanup to reach the stack")
+        admin_role = f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole"
+        patch = json.dumps({"spec": {"aws": {"credentials": {"roleArn": admin_role}}}})
+        refused = kubectl(user, "patch", "awsc", "-n", namespace, "acme", "--type=merge", "-p", patch)
+        assert refused.returncode != 0 and "spec is frozen" in refused.stderr, refused.stderr
+        # Without the admission policy (not installed, or failing open), the patch lands: the operator ignores it.
+        kubectl(kubeconfig, "delete", "validatingadmissionpolicybinding", FROZEN_NAME, check=True)
+        try:  # the API server drops the binding from its cache a moment later
+            wait_for(
+                lambda: (
+                    kubectl(
+                        user, "patch", "awsc", "-n", namespace, "acme", "--type=merge", "-p", patch
+                    ).returncode
+                    == 0
+                ),
+                30,
+                "the patch to land without the frozen-spec policy",
+            )
+        finally:
+            apply_admission(sandbox.control_plane, [frozen_binding()])
+        operator.reset_aws_operations()
+        operator.clear_aws_faults()
+        wait_gone(kubeconfig, namespace, "acme", timeout=60)
+        assert operator.aws_operations().get("AssumeRole", 0) == 0, "cleanup assumed the role patched in"
+        assert left_behind(sandbox, m) == {} and record_of(kubeconfig, obj["metadata"]["uid"]) is None
+    finally:
+        operator.clear_aws_faults()
+        revoke(kubeconfig, policy)
+
+
+def test_credentials_that_are_not_one_line_of_text_are_refused_with_a_reason_and_no_record(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    (tmp_path / "id").write_bytes(b"AKIA\xff\xfe\x00BINARY")
+    kubectl(
+        user, "create", "secret", "generic", "binary", "-n", namespace, f"--from-file=accessKeyId={tmp_path / 'id'}",
+        "--from-literal=secretAccessKey=tenant-own-secret-access-key", check=True,
+    )  # fmt: skip
+    token = "FQoGZXIvYXdzEJrSECRETTOKEN"
+    kubectl(
+        user, "create", "secret", "generic", "broken-token", "-n", namespace,
+        "--from-literal=accessKeyId=AKIATENANTOWNKEYS", "--from-literal=secretAccessKey=tenant-own-secret-access-key",
+        f"--from-literal=sessionToken={token[:10]}\n{token[10:]}", check=True,
+    )  # fmt: skip
+    kubectl(
+        user, "create", "secret", "generic", "azure-app", "-n", namespace,
+        "--from-literal=clientId=tenant-app", "--from-literal=clientSecret=sandbox", check=True,
+    )  # fmt: skip
+    for secret in ("binary", "broken-token"):
+        m = manifest(namespace, secret)
+        m["spec"]["aws"]["credentials"]["secretRef"] = {"name": secret}
+        m["spec"]["azure"]["credentialsSecretRef"] = {"name": "azure-app"}
+        assert apply(user, m).returncode == 0
+        obj = wait_condition(
+            kubeconfig, namespace, secret, "Stalled", "True", reason="CredentialsSecretInvalid"
+        )
+        assert "is not one line of text" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+        assert token[10:] not in json.dumps(obj["status"])
+        assert (
+            "firstCloudWrite" not in obj["status"] and record_of(kubeconfig, obj["metadata"]["uid"]) is None
+        )
+        kubectl(user, "delete", "awsc", "-n", namespace, secret, "--wait=false", check=True)
+        wait_gone(kubeconfig, namespace, secret, timeout=20)
+        assert left_behind(sandbox, m) == {}
+    assert token[10:] not in operator.log()
+
+
+def test_a_trailing_newline_in_a_credential_is_taken_off(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    tenant_secrets(user, namespace, secretAccessKey="tenant-own-secret-access-key\n")
+    m = own_secrets(manifest(namespace))
+    assert apply(user, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    kubectl(user, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "acme")
+    assert left_behind(sandbox, m) == {}
+
+
+# --- 4. deleting a namespace ------------------------------------------------------------------------------------------------
+
+
+def test_deleting_a_namespace_cleans_up_both_clouds_with_the_namespaces_own_secrets(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """The namespace controller (kube-controller-manager) deletes the AWSConnector and its Secrets in one sweep; the
+    Secrets are held until cleanup has used them, and the namespace goes once cleanup is done."""
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    tenant_secrets(user, namespace)
+    m = own_secrets(manifest(namespace))
+    assert apply(user, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    assert obj["status"]["allowedBy"] == "Default"
+    secret = json.loads(
+        kubectl(user, "get", "secret", "aws-keys", "-n", namespace, "-o", "json", check=True).stdout
+    )
+    assert f"defender-operator.io/in-use-by-{obj['metadata']['uid']}" in secret["metadata"]["finalizers"]
+    kubectl(kubeconfig, "delete", "namespace", namespace, "--wait=false", check=True)
+    wait_for(
+        lambda: kubectl(kubeconfig, "get", "namespace", namespace).returncode != 0,
+        120,
+        f"namespace {namespace} to be deleted by the namespace controller",
+        interval=1,
+    )
+    assert left_behind(sandbox, m) == {}
+    assert record_of(kubeconfig, obj["metadata"]["uid"]) is None
+
+
+# --- 11. an orphaned connector and a namesake -----------------------------------------------------------------------------
+
+
+def test_an_orphaned_connector_is_never_taken_over_by_a_namesake_for_another_account(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    first = manifest(namespace, "gamma", deletionPolicy="Orphan")
+    assert apply(kubeconfig, first).returncode == 0
+    wait_condition(kubeconfig, namespace, "gamma", "Ready", "True")
+    left = connector(sandbox, first).json()
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "gamma", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "gamma")
+    again = manifest(namespace, "gamma")  # the same name, another account
+    assert apply(kubeconfig, again).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "gamma", "Stalled", "True", reason="ConnectorOwnedElsewhere")
+    assert "earlier AWSConnector" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+    kubectl(
+        kubeconfig,
+        "annotate",
+        "awsc",
+        "-n",
+        namespace,
+        "gamma",
+        "defender-operator.io/adopt=true",
+        check=True,
+    )
+    wait_for(
+        lambda: (
+            "adoption is only"
+            in (condition(get_object(kubeconfig, namespace, "gamma"), "Stalled") or {}).get("message", "")
+        ),
+        30,
+        "the adoption of a connector of another account to be refused",
+    )
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "gamma", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "gamma")
+    kept = connector(sandbox, first)  # Orphan's promise: left as it was, never rewritten, never deleted
+    assert kept.status_code == 200 and kept.json()["etag"] == left["etag"]
+    assert kept.json()["properties"]["hierarchyIdentifier"] == account_of(first)
+
+
+# --- 12. a tag-only actor -----------------------------------------------------------------------------------------------------
+
+
+def test_a_tag_only_actor_cannot_make_the_operator_delete_or_rewrite_what_is_not_its_own(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    m = manifest(namespace)
+    account = account_of(m)
+    iam = aws_in(sandbox, account, "iam")
+    # Sentinel's provider, and another team's connector of the name this object will use, both there before it.
+    iam.create_open_id_connect_provider(
+        Url=f"https://{MS_PROVIDER}", ClientIDList=[SENTINEL_AUDIENCE], ThumbprintList=["0" * 40]
+    )
+    url = connector_url("acme", m["spec"]["azure"]["resourceGroup"])
+    theirs = {
+        "location": "westeurope",
+        "properties": {
+            "hierarchyIdentifier": account,
+            "environmentName": "AWS",
+            "environmentData": {"environmentType": "AwsAccount", "scanInterval": 24},
+            "offerings": [
+                {
+                    "offeringType": "CspmMonitorAws",
+                    "nativeCloudConnection": {"cloudRoleArn": f"arn:aws:iam::{account}:role/CspmMonitorAws"},
+                }
+            ],
+        },
+        "tags": {"team": "payments"},
+    }
+    assert send(arm_client(sandbox), "PUT", url, theirs).status_code == 201
+    older_than_skew(time.time())
+    m["metadata"]["annotations"] = {"defender-operator.io/paused": "true"}
+    assert apply(kubeconfig, m).returncode == 0
+    uid = wait_for(
+        lambda: (get_object(kubeconfig, namespace, "acme") or {}).get("metadata", {}).get("uid"), 30, "uid"
+    )
+    ref = f"{operator_instance(kubeconfig)}/{namespace}/acme"
+    # The tag-only actor writes this object's full mark onto the other team's connector (tags only: same body).
+    forged = {
+        **theirs,
+        "tags": {**theirs["tags"], OWNER_TAG: ref, OWNER_UID_TAG: uid, "managed-by": "defender-operator"},
+    }
+    assert send(arm_client(sandbox), "PUT", url, forged).status_code == 200
+    etag = connector(sandbox, m).json()["etag"]
+    kubectl(
+        kubeconfig, "annotate", "awsc", "-n", namespace, "acme", "defender-operator.io/paused-", check=True
+    )
+    obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="OwnershipDisputed")
+    assert "security connector" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert connector(sandbox, m).json()["etag"] == etag  # not rewritten
+    # Meanwhile the operator shared Sentinel's provider; the actor now claims it was made by this object, with
+    # Sentinel's audience among those the operator added.
+    provider = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=provider_arn(account))
+    assert SENTINEL_AUDIENCE in provider["ClientIDList"] and len(provider["ClientIDList"]) > 1
+    iam.tag_open_id_connect_provider(
+        OpenIDConnectProviderArn=provider_arn(account),
+        Tags=[
+            {"Key": CREATED_TAG, "Value": ref},
+            {"Key": AUDIENCES_TAG, "Value": " ".join(audience_code(a) for a in provider["ClientIDList"])},
+        ],
+    )
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "acme", timeout=60)
+    kept = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=provider_arn(account))
+    assert kept["ClientIDList"] == [SENTINEL_AUDIENCE], "Sentinel's provider lost its audience or more"
+    live = connector(sandbox, m)
+    assert live.status_code == 200 and live.json()["etag"] == etag, "the other team's connector was deleted"
+    assert stacks_of(sandbox, account) == [] and defender_roles(sandbox, account) == []
+
+
+def operator_instance(kubeconfig: Path) -> str:
+    """The operator's installation name in the owner mark: cluster-<uid of kube-system>."""
+    found = kubectl(
+        kubeconfig, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}", check=True
+    )
+    return f"cluster-{found.stdout.strip()}"
+
+
+# --- 8. organizations are grants of their own -------------------------------------------------------------------------------
+
+
+def test_organizations_and_member_roles_need_grants_of_their_own(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    m = manifest(namespace)
+    policy = grant(kubeconfig, [namespace], account_of(m))
+    try:
+        m["spec"]["aws"]["organization"] = {"memberProviderRoleName": "OrganizationAccountAccessRole"}
+        refused = apply(user, m)
+        assert refused.returncode != 0 and "aws.organizations" in refused.stderr, refused.stderr
+        change_grant(kubeconfig, policy, organizations=True)
+        refused = apply(user, m)
+        assert refused.returncode != 0 and "aws.memberRoleNames" in refused.stderr, refused.stderr
+        assert left_behind(sandbox, m) == {}
+    finally:
+        revoke(kubeconfig, policy)
+
+
+# --- low: the loser of a conflict is looked at again when the winner goes -----------------------------------------------------
+
+
+def test_the_loser_of_a_conflict_is_looked_at_again_as_soon_as_the_winner_goes(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    winner = manifest(namespace, "winner")
+    assert apply(kubeconfig, winner).returncode == 0
+    wait_condition(kubeconfig, namespace, "winner", "Ready", "True")
+    loser = manifest(namespace, "loser", account=account_of(winner))
+    assert apply(kubeconfig, loser).returncode == 0
+    wait_condition(kubeconfig, namespace, "loser", "Stalled", "True", reason="ConnectorConflict")
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "winner", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "winner")
+    # The resync here is 300 s: Ready within a minute comes from the winner's deletion, not from a periodic pass.
+    wait_condition(kubeconfig, namespace, "loser", "Ready", "True", timeout=60)
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "loser", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "loser")
