@@ -157,11 +157,12 @@ def cmd_aws_setup(args: argparse.Namespace) -> int:
     )
     from .render.terraform import account_setup_configuration, hub_configuration
 
+    tenants = tuple(args.ciem_tenant or ())
     documents = {
-        "template": account_setup_template,
-        "terraform": account_setup_configuration,
-        "policy": operator_policy,
-        "stackset": setup_stack_set_template,
+        "template": lambda: account_setup_template(tenants),
+        "terraform": lambda: account_setup_configuration(tenants),
+        "policy": lambda: operator_policy(tenants),
+        "stackset": lambda: setup_stack_set_template(tenants),
         "hub": hub_template,
         "hub-terraform": hub_configuration,
     }
@@ -257,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
         "policy: the operator's IAM policy for rolePolicies Inline; stackset: the setup stack as a service-managed "
         "StackSet for an organization's OUs; hub: the hub role the operator runs as (CloudFormation, EKS Pod "
         "Identity); hub-terraform: the same as Terraform (Pod Identity or IRSA)",
+    )
+    p.add_argument(
+        "--ciem-tenant",
+        action="append",
+        metavar="TENANT_ID",
+        help="an Entra tenant CIEM may trust (repeat for several): the operator may then create the identity provider "
+        "sts.windows.net/<tenant>/ besides Microsoft's; without it, CIEM with the operator's identity is refused by "
+        "IAM, as a ClusterOnboardingPolicy's aws.ciemTenantIds refuses it in the cluster",
     )
     p.set_defaults(func=cmd_aws_setup)
 

@@ -160,6 +160,19 @@ def test_the_hardened_policy_forbids_inline_policies_and_foreign_attachments() -
     assert decide(both, "iam:CreatePolicyVersion", setup_policy, {}) == (False, True)
 
 
+def test_identity_providers_only_for_microsofts_issuer_and_the_ciem_tenants_the_administrator_names() -> None:
+    """Issue 25: the policy allowed a provider for any Entra tenant (sts.windows.net/*), so whoever reached the
+    operator could make a CIEM role trust an identity of their own tenant."""
+    microsoft = f"arn:aws:iam::{ACCOUNT}:oidc-provider/sts.windows.net/33e01921-4d64-4f8c-a055-5bdaffd5e33d/"
+    own = f"arn:aws:iam::{ACCOUNT}:oidc-provider/sts.windows.net/77777777-6666-5555-4444-333333333333/"
+    assert allowed("iam:CreateOpenIDConnectProvider", microsoft)
+    assert not allowed("iam:CreateOpenIDConnectProvider", own)
+    granted = [resolved(managed_operator_policy(("77777777-6666-5555-4444-333333333333",)))]
+    assert decide(granted, "iam:CreateOpenIDConnectProvider", own, {})[0]
+    other = own.replace("77777777", "88888888")
+    assert not decide(granted, "iam:CreateOpenIDConnectProvider", other, {})[0]
+
+
 def test_the_roles_named_in_policies_are_those_the_catalog_names() -> None:
     """rolePolicies Managed keeps these roles' default names (CEL and the model refuse a rename)."""
     import re

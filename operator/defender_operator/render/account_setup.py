@@ -38,16 +38,25 @@ def _operator_policy_text() -> str:
     return resources.files(__package__).joinpath("data/operator-iam-policy.json").read_text()
 
 
-def operator_policy() -> dict[str, Any]:
-    """The operator's IAM policy for roles with inline policies (``rolePolicies: Inline``, the default)."""
+def operator_policy(ciem_tenants: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The operator's IAM policy for roles with inline policies (``rolePolicies: Inline``, the default).
+
+    Identity providers: Microsoft's issuer only, plus ``sts.windows.net/<tenant>/`` for each Entra tenant CIEM may
+    trust (``aws-setup --ciem-tenant``): a provider for any tenant would let whoever reaches the operator make a role
+    trust an identity of their own tenant."""
     policy: dict[str, Any] = json.loads(_operator_policy_text())
+    for statement in policy["Statement"]:
+        if statement["Sid"] == "IdentityProviders" and ciem_tenants:
+            microsoft = statement["Resource"]
+            prefix = microsoft.rsplit("sts.windows.net/", 1)[0]
+            statement["Resource"] = [microsoft, *(f"{prefix}sts.windows.net/{t}/" for t in ciem_tenants)]
     return policy
 
 
-def managed_operator_policy() -> dict[str, Any]:
+def managed_operator_policy(ciem_tenants: tuple[str, ...] = ()) -> dict[str, Any]:
     """The hardened policy (``rolePolicies: Managed``): no inline policies at all, attachments of the setup stack's
     policies besides the AWS managed ones, and explicit denies that hold whatever else the identity is given."""
-    policy = copy.deepcopy(operator_policy())
+    policy = copy.deepcopy(operator_policy(ciem_tenants))
     for statement in policy["Statement"]:
         if statement["Sid"] == "RolesCreatedByTheStack":
             statement["Action"] = [a for a in statement["Action"] if a != "iam:PutRolePolicy"]
@@ -122,7 +131,7 @@ def _logical_id(name: str) -> str:
     return stem if stem.endswith("Policy") else stem + "Policy"
 
 
-def account_setup_template() -> dict[str, Any]:
+def account_setup_template(ciem_tenants: tuple[str, ...] = ()) -> dict[str, Any]:
     """CloudFormation for one account (deploy it with a StackSet to every account): the operator's role, trusted
     by the principal the operator runs as (with an external id when given), and the catalog's managed policies."""
     trust = operator_trust({"Ref": "OperatorPrincipalArn"}, {"Ref": "ExternalId"})
@@ -167,7 +176,7 @@ def account_setup_template() -> dict[str, Any]:
                     "Policies": [
                         {
                             "PolicyName": "defender-operator",
-                            "PolicyDocument": _cloudformation(managed_operator_policy()),
+                            "PolicyDocument": _cloudformation(managed_operator_policy(ciem_tenants)),
                         }
                     ],
                     "Tags": [MANAGED_BY_TAG],
@@ -284,12 +293,12 @@ def hub_template() -> dict[str, Any]:
     }
 
 
-def setup_stack_set_template() -> dict[str, Any]:
+def setup_stack_set_template(ciem_tenants: tuple[str, ...] = ()) -> dict[str, Any]:
     """CloudFormation for the organization's management account: a service-managed StackSet that deploys the
     account setup stack to every account of the given OUs, and to accounts as they join them."""
-    body = json.dumps(account_setup_template(), separators=(",", ":"), sort_keys=True)
+    body = json.dumps(account_setup_template(ciem_tenants), separators=(",", ":"), sort_keys=True)
     passed = ("OperatorPrincipalArn", "ExternalId", "OperatorRoleName")
-    setup = account_setup_template()["Parameters"]
+    setup = account_setup_template(ciem_tenants)["Parameters"]
     return {
         "AWSTemplateFormatVersion": TEMPLATE_VERSION,
         "Description": "defender-operator account setup in every account of the given OUs (service-managed StackSet)",

@@ -205,7 +205,7 @@ def _organization(spec: AWSConnectorSpec, resources: dict[str, Any], data: dict[
     }
 
 
-def account_setup_configuration() -> dict[str, Any]:
+def account_setup_configuration(ciem_tenants: tuple[str, ...] = ()) -> dict[str, Any]:
     """The account setup stack (:mod:`.account_setup`) as Terraform: the same policies and the same operator role."""
     from .account_setup import OPERATOR_ROLE_NAME, managed_operator_policy, operator_trust, setup_policies
 
@@ -254,7 +254,7 @@ def account_setup_configuration() -> dict[str, Any]:
                 "operator": {
                     "name": "defender-operator",
                     "role": "${aws_iam_role.operator.id}",
-                    "policy": _policy_json(managed_operator_policy()),
+                    "policy": _policy_json(managed_operator_policy(ciem_tenants)),
                 }
             },
         },
