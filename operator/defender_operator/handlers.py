@@ -91,7 +91,8 @@ class Runtime:
     ready: dict[str, str] = field(default_factory=dict)  # uid -> Ready status, for the objects gauge
 
     def backoff(self, uid: str) -> float:
-        """Exponential backoff with full jitter after consecutive failures."""
+        """Exponential backoff with full jitter after consecutive failures (each one counted as a retry)."""
+        metrics.RETRIES.labels(metrics.CONTROLLER).inc()
         attempts = self.failures.get(uid, 0)
         ceiling = min(
             self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2 ** max(attempts - 1, 0)
@@ -294,6 +295,7 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
         runtime.blocked.discard(uid)
         runtime.deep_checked.pop(uid, None)
         _update_objects_gauge(runtime)
+        metrics.forget_object(meta["namespace"], meta["name"], str(spec.get("aws", {}).get("accountId", "")))
         for _rank, ref in indexes["by_account"].get(
             onboarding_key(spec), []
         ):  # the conflict is over: look again
@@ -420,6 +422,7 @@ def _pass(
     ready = conditions.get(outcome.status.conditions, "Ready")
     runtime.ready[target.uid] = ready.status if ready else "Unknown"
     _update_objects_gauge(runtime)
+    metrics.set_ready(target.namespace, target.name, target.spec.aws.account_id, runtime.ready[target.uid])
     result = outcome.result
     metrics.count_result(result)
     fields = {

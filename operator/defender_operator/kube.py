@@ -11,6 +11,7 @@ import base64
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -18,6 +19,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from . import metrics
 from .api.names import (
     API_VERSION,
     EFFECTIVE_KIND,
@@ -40,11 +42,31 @@ JSON_PATCH = "application/json-patch+json"
 
 
 def load_config() -> client.ApiClient:
+    """The operator's client of the API server, every request of it counted (``rest_client_requests_total``, as
+    client-go counts them: by status code, method and host; "<error>" when no answer came)."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    api = client.ApiClient()
+    rest = api.rest_client
+    host = urllib3.util.parse_url(api.configuration.host).netloc or ""
+    send: Callable[..., Any] = rest.request
+
+    def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = send(method, url, *args, **kwargs)
+        except ApiException as exc:
+            metrics.count_request(str(exc.status), method, host)
+            raise
+        except Exception:
+            metrics.count_request("<error>", method, host)
+            raise
+        metrics.count_request(str(response.status), method, host)
+        return response
+
+    setattr(rest, "request", counted)  # noqa: B010 (an instance attribute: this client's requests only)
+    return api
 
 
 class StatusConflict(Exception):

@@ -1,7 +1,8 @@
 """``defender-operator run``: logging, the metrics and probe endpoints, then Kopf with this project's handlers.
 
 /healthz answers 200 while the event loop runs (a heartbeat task proves it is not stuck); /readyz answers 200 once
-start-up finished and Kopf is watching. Metrics are served by prometheus-client on their own port.
+start-up finished and Kopf is watching, or, with leader election, as soon as a standby waits for the Lease (which
+``leader_election_master_status`` tells apart). Metrics are served by prometheus-client on their own port.
 """
 
 import argparse
@@ -19,7 +20,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from . import handlers, logs
+from . import handlers, logs, metrics
 from .kube import load_config
 from .leader import LeaderElector
 from .settings import Settings, settings_from
@@ -86,9 +87,16 @@ def run(args: argparse.Namespace) -> int:
         heartbeat = asyncio.create_task(_heartbeat(probes))
         elector = _elector(settings) if settings.leader_election else None
         keeper = None
+        leading = metrics.LEADER.labels(settings.lease_name)
         if elector is not None:
-            await elector.acquire()  # a standby waits here, alive but not ready
+            # A standby is ready: it serves its purpose by waiting. Readiness that waited for the Lease would keep a
+            # Deployment's new pods unready while the old leader holds it, so a rolling update (maxUnavailable 0)
+            # and a drain under a PodDisruptionBudget would never finish; controller-runtime is ready either way too.
+            leading.set(0)
+            probes.ready.set()
+            await elector.acquire()
             keeper = asyncio.create_task(elector.keep_or_exit())
+        leading.set(1)
         watcher = asyncio.create_task(_mark_ready(ready_flag, probes))
         try:
             await kopf.operator(

@@ -84,7 +84,10 @@ def test_the_standby_takes_over_when_the_leader_is_killed(
         leader, standby = (first, second) if leader_id in first.log() else (second, first)
         assert leader_id in leader.log() and leader_id not in standby.log()
         wait_for(leader.ready, 30, "the leader's /readyz")
-        assert not standby.ready()  # alive, waiting for the lease, not acting
+        # Both ready (a rollout and a drain need the standby Ready too); the metric tells which one leads.
+        wait_for(standby.ready, 30, "the standby's /readyz")
+        assert f'leader_election_master_status{{name="{lease}"}} 1.0' in leader.metrics()
+        assert f'leader_election_master_status{{name="{lease}"}} 0.0' in standby.metrics()
         manifests = [manifest(namespace, f"acme-{i}") for i in range(OBJECTS)]
         done, pending = manifests[: OBJECTS // 2], manifests[OBJECTS // 2 :]
         assert apply(kubeconfig, done).returncode == 0

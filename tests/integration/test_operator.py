@@ -744,6 +744,26 @@ def test_metrics_have_controller_runtimes_meanings(operator: OperatorProcess) ->
         values['workqueue_adds_total{name="awsconnector"}'] > 0
         and 'workqueue_depth{name="awsconnector"}' in values
     )
+    q = 'name="awsconnector"'
+    assert values[f"workqueue_retries_total{{{q}}}"] >= 0  # pre-created
+    assert values[f"workqueue_unfinished_work_seconds{{{q}}}"] >= 0
+    assert values[f"workqueue_longest_running_processor_seconds{{{q}}}"] >= 0
+    requests = {k: v for k, v in values.items() if k.startswith("rest_client_requests_total{")}
+    assert any('code="200"' in k and 'method="PATCH"' in k for k in requests), requests  # status writes
+
+
+def test_each_object_has_a_ready_status_series_that_goes_with_it(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """One series per object and status, for alerts that name the object (cert-manager's certificate_ready_status)."""
+    m, _ = onboarded(kubeconfig, namespace, "series")
+    labels = f'account="{account_of(m)}",condition="True",name="series",namespace="{namespace}"'  # sorted
+    line = f"defender_operator_awsconnector_ready_status{{{labels}}} 1.0"
+    wait_for(lambda: line in operator.metrics(), 30, "the object's ready series")
+    delete(kubeconfig, namespace, "series")
+    wait_for(
+        lambda: f'name="series",namespace="{namespace}"' not in operator.metrics(), 30, "the series to go"
+    )
 
 
 def test_a_subscription_is_verified_once_for_many_accounts(

@@ -36,3 +36,14 @@ def test_every_alert_has_a_test_and_the_docs_point_at_the_rules() -> None:
     }
     assert alerts == tested
     assert "charts/defender-operator/files/alerts.yaml" in (REPO / "docs" / "operations.md").read_text()
+
+
+def test_every_alert_links_a_runbook_that_exists() -> None:
+    """runbook_url of each alert is a section of docs/troubleshooting.md named after the alert."""
+    doc = (REPO / "docs" / "troubleshooting.md").read_text()
+    anchors = {line[4:].strip().lower() for line in doc.splitlines() if line.startswith("### ")}
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            url = rule["annotations"]["runbook_url"]
+            assert url.endswith(f"docs/troubleshooting.md#{rule['alert'].lower()}"), url
+            assert rule["alert"].lower() in anchors, rule["alert"]
