@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -203,8 +203,20 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return sandbox_main(args)
 
 
+USAGE = 64  # sysexits.h EX_USAGE: not argparse's 2, which `plan --detailed-exitcode` means "changes"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 64 (EX_USAGE) instead of 2, so that `plan --detailed-exitcode`'s 2 always
+    means "changes" and a script cannot take a typo for a plan (subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="defender-operator",
         description="Onboard AWS accounts into Microsoft Defender for Cloud from Kubernetes.",
     )
@@ -310,7 +322,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--detailed-exitcode",
         action="store_true",
-        help="exit 0 when nothing would change, 2 when something would, 1 when it could not plan",
+        help="exit 0 when nothing would change, 2 when something would, 1 when it could not plan (a usage error "
+        f"exits {USAGE}, never 2)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="text (default), or one JSON document",
+    )
+    p.add_argument(
+        "--kubeconfig", help="kubeconfig to read the objects' status and Secrets from (default: as kubectl)"
+    )
+    p.add_argument("--context", help="the kubeconfig context to use (default: its current context)")
+    p.add_argument(
+        "--no-cluster",
+        action="store_true",
+        help="plan against the clouds alone, without the objects' status or Secrets (otherwise a cluster that cannot "
+        "be reached is an error)",
     )
     p.set_defaults(func=cmd_plan)
 

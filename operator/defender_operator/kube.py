@@ -41,13 +41,17 @@ COMPONENT = "defender-operator"
 JSON_PATCH = "application/json-patch+json"
 
 
-def load_config() -> client.ApiClient:
-    """The operator's client of the API server, every request of it counted (``rest_client_requests_total``, as
-    client-go counts them: by status code, method and host; "<error>" when no answer came)."""
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
+def load_config(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+    """The operator's client of the API server (in the cluster, else from the kubeconfig: ``kubeconfig`` and
+    ``context`` as kubectl's flags), every request of it counted (``rest_client_requests_total``, as client-go counts
+    them: by status code, method and host; "<error>" when no answer came)."""
+    if kubeconfig is None and context is None:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config()  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
     api = client.ApiClient()
     rest = api.rest_client
     host = urllib3.util.parse_url(api.configuration.host).netloc or ""

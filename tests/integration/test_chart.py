@@ -136,22 +136,49 @@ def test_the_chart_is_configurable_like_cert_managers() -> None:
     assert [d for d in docs if d["kind"] == "PodDisruptionBudget"]
     rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d.get("rules", [])]
     assert not [r for r in rules if "secrets" in r.get("resources", [])]
-    # The ServiceMonitor only where the Prometheus Operator's CRD exists.
-    assert not [
-        d for d in template("--set", "metrics.serviceMonitor.enabled=true") if d["kind"] == "ServiceMonitor"
-    ]
+    # The ServiceMonitor and PrometheusRule whenever enabled: helm template (and Argo CD, Flux) render without a
+    # cluster, so a Capabilities check dropped them silently there.
     monitored = template(
-        "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.scrapeTimeout=10s",
-        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+        "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.scrapeTimeout=10s"
     )  # fmt: skip
     (monitor,) = [d for d in monitored if d["kind"] == "ServiceMonitor"]
     assert monitor["spec"]["endpoints"][0]["scrapeTimeout"] == "10s"
-    ruled = template(
-        "--set", "prometheusRule.enabled=true", "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"
-    )  # fmt: skip
-    (rule,) = [d for d in ruled if d["kind"] == "PrometheusRule"]
+    (rule,) = [d for d in template("--set", "prometheusRule.enabled=true") if d["kind"] == "PrometheusRule"]
     assert rule["spec"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
-    assert not [d for d in template("--set", "prometheusRule.enabled=true") if d["kind"] == "PrometheusRule"]
+    assert not [d for d in template() if d["kind"] in ("ServiceMonitor", "PrometheusRule", "NetworkPolicy")]
+
+
+def test_names_labels_spread_network_policy_extra_objects_and_policy_readers() -> None:
+    docs = template(
+        "--set", "fullnameOverride=defender",
+        "--set", "commonLabels.team=security",
+        "--set", "networkPolicy.enabled=true",
+        "--set-json", 'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"name":"monitoring"}}}]',
+        "--set-json", 'extraObjects=[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"{{ .Release.Name }}-x"}}]',
+        "--set", "rbac.policiesReadableByAllUsers=false",
+    )  # fmt: skip
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert deployment["metadata"]["name"] == "defender"
+    assert all(d["metadata"]["labels"]["team"] == "security" for d in docs if d["kind"] != "ConfigMap")
+    assert deployment["spec"]["template"]["metadata"]["labels"]["team"] == "security"
+    (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    ]
+    assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} >= {53, 443}
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"] == ["defender-operator-x"]
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-policy-reader")]
+    assert [d for d in template() if d["metadata"]["name"].endswith("-policy-reader")]
+    renamed = template("--set", "nameOverride=dfc")
+    (deployment,) = [d for d in renamed if d["kind"] == "Deployment"]
+    assert deployment["metadata"]["name"] == "defender-operator-dfc"
+    assert deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "dfc"
+    # helm test: a hook pod that reads the operator's metrics through its Service
+    (probe,) = [d for d in template() if d["kind"] == "Pod"]
+    assert probe["metadata"]["annotations"]["helm.sh/hook"] == "test"
 
 
 def test_the_packaged_chart_installs_on_the_api_server(kubeconfig: Path, tmp_path: Path) -> None:

@@ -711,6 +711,21 @@ def test_plan_shows_changes_and_writes_nothing(
         failed = plan_command({**env, **broken}, manifest_file, "--detailed-exitcode")
         assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
         assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    # Machine-readable, with the cluster named explicitly (no KUBECONFIG in the environment).
+    no_kubeconfig = {k: v for k, v in env.items() if k != "KUBECONFIG"} | {"HOME": str(tmp_path)}
+    explicit = plan_command(
+        no_kubeconfig, manifest_file, "-o", "json", "--kubeconfig", str(kubeconfig), "--context", "sandbox"
+    )
+    assert explicit.returncode == 0, explicit.stderr
+    (planned_object,) = json.loads(explicit.stdout)["objects"]
+    assert planned_object["object"] == f"{namespace}/planned" and planned_object["result"] == "changes"
+    assert any(c.startswith("update connector") for c in planned_object["changes"]), planned_object
+    # No cluster configured: an error that says so, not a plan that silently ignores what the operator created.
+    alone = plan_command(no_kubeconfig, manifest_file)
+    assert alone.returncode == 1 and "--no-cluster" in alone.stderr, alone.stderr
+    # A usage error is never 2 ("changes").
+    usage = plan_command(env, manifest_file, "--detailed-exitcode", "--no-such-flag")
+    assert usage.returncode == 64, usage.returncode
     delete(kubeconfig, namespace, "planned")
 
 

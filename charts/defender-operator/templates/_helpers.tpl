@@ -1,20 +1,27 @@
-{{- define "defender-operator.name" -}}defender-operator{{- end }}
+{{- define "defender-operator.name" -}}{{ .Values.nameOverride | default "defender-operator" | trunc 63 | trimSuffix "-" }}{{- end }}
 
 {{- define "defender-operator.fullname" -}}
-{{- if contains "defender-operator" .Release.Name }}{{ .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}{{ printf "%s-defender-operator" .Release.Name | trunc 63 | trimSuffix "-" }}{{ end }}
+{{- if .Values.fullnameOverride }}{{ .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "defender-operator.name" . }}
+{{- if contains $name .Release.Name }}{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}{{ printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}{{ end }}
+{{- end }}
 {{- end }}
 
 {{- define "defender-operator.labels" -}}
-app.kubernetes.io/name: defender-operator
+app.kubernetes.io/name: {{ include "defender-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "defender-operator.selectorLabels" -}}
-app.kubernetes.io/name: defender-operator
+app.kubernetes.io/name: {{ include "defender-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
