@@ -103,6 +103,11 @@ def test_a_busy_stackset_is_retried_not_stalled(
     stalled = condition(obj, "Stalled")
     assert stalled is not None and stalled["status"] == "False"
     assert "StackSetBusy" in operator.log()
+    # kubectl get shows the member rollout, not only the management account's Ready (issue 27)
+    row = kubectl(
+        kubeconfig, "get", "awsc", "-n", namespace, "org", "--no-headers", check=True
+    ).stdout.split()
+    assert row[6] == f"{len(members)}/{len(members)}", row
     delete(kubeconfig, namespace, "org")
 
 

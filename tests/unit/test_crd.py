@@ -67,7 +67,7 @@ def test_immutable_fields_carry_transition_rules() -> None:
 def test_printer_columns_and_names() -> None:
     version = custom_resource_definition()["spec"]["versions"][0]
     names = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert names == ["Account", "Interval", "Plans", "Ready", "Reason", "Age"]
+    assert names == ["Account", "Interval", "Plans", "Ready", "Reason", "Members", "Age"]
     wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
     assert {"Connector", "Stack"} <= set(wide)
     assert version["subresources"] == {"status": {}}

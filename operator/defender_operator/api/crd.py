@@ -136,6 +136,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Plans", "type": "string", "jsonPath": ".status.plans"},
     _condition_column("Ready", "Ready", "status"),
     _condition_column("Reason", "Ready", "reason"),
+    {
+        "name": "Members",
+        "type": "string",
+        "jsonPath": ".status.organization.progress",
+        "description": "Member accounts deployed, of those targeted (organizations only)",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Connector", "type": "string", "jsonPath": ".status.azure.connectorName", "priority": 1},
     {"name": "Stack", "type": "string", "jsonPath": ".status.aws.stackName", "priority": 1},

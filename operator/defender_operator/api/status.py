@@ -220,6 +220,11 @@ class OrganizationStatus(StatusModel):
     )
     template_hash: str | None = Field(default=None, description="Hash of the member template last deployed.")
     member_accounts: int = Field(default=0, description="Member accounts with a StackSet instance.")
+    progress: str | None = Field(
+        default=None,
+        description="Member accounts whose instance is deployed and current, of those with one (e.g. 120/300), for "
+        "kubectl get's MEMBERS column while a StackSet rolls out.",
+    )
     member_connectors: int = Field(default=0, description="Member connectors Defender has created so far.")
     member_connector_scope: str | None = Field(
         default=None,

@@ -551,6 +551,7 @@ def _members_verdict(
     status.failing_accounts = [
         FailingMember(account_id=s.account, reason=s.reason) for s in failed[:FAILING_SHOWN]
     ]
+    status.progress = f"{status.instances.current}/{len(observed.states)}"
     if failed and writes and target.reconcile_requested:
         # A person fixed the cause: deploy those accounts again.
         accounts = sorted(s.account for s in failed)
