@@ -45,8 +45,9 @@ class LeadershipLost(Exception):
 
 
 def identity() -> str:
-    """Unique per process: the pod's name (hostname) and a random suffix, as client-go's examples use."""
-    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    """Unique per process: the pod's name (POD_NAME, from the downward API; else the hostname) and a random suffix,
+    as client-go's examples use."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
 
 
 class LeaderElector:

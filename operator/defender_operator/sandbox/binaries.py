@@ -44,7 +44,8 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager")
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+KWOK_VERSION = "v0.8.0"  # simulated nodes: pods are scheduled, run and become Ready without a container
 
 
 def kubernetes_path(command: str) -> Path:
@@ -70,6 +71,15 @@ def kubernetes_binary(command: str, progress: Progress = _stderr) -> Path:
 
 def kube_apiserver(progress: Progress = _stderr) -> Path:
     return kubernetes_binary("kube-apiserver", progress)
+
+
+def kube_scheduler(progress: Progress = _stderr) -> Path:
+    return kubernetes_binary("kube-scheduler", progress)
+
+
+def kwok(progress: Progress = _stderr) -> Path:
+    """kwok (sigs.k8s.io/kwok): simulated nodes and the pods on them, for Deployments, drains and PDBs."""
+    return _go_install("kwok", KWOK_VERSION, "sigs.k8s.io/kwok/cmd/kwok", "-s -w", progress)
 
 
 def kube_controller_manager(progress: Progress = _stderr) -> Path:

@@ -23,6 +23,8 @@ def main(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace, state: Path) -> int:
     print(binaries.kube_apiserver())
     print(binaries.kube_controller_manager())
+    print(binaries.kube_scheduler())
+    print(binaries.kwok())
     print(binaries.helm())
     print(binaries.promtool())
     return 0

@@ -7,8 +7,9 @@ address for the ``kubernetes`` Service otherwise.
 
 The controller manager runs what a cluster does on its own with API objects alone: the namespace controller (a
 deleted namespace empties and goes), the garbage collector (owner references), ClusterRole aggregation (``edit`` and
-``view`` gain the chart's rules), Deployments, ReplicaSets and PodDisruptionBudgets. There are no nodes and no
-kubelet: no container ever runs, so a Deployment's pods never become Ready here (docs/development.md).
+``view`` gain the chart's rules), Deployments, ReplicaSets and PodDisruptionBudgets. kube-scheduler places pods on
+nodes, and kwok simulates the nodes' kubelets (``kwok/stages.yaml``): a node a test creates is Ready, a pod bound to
+it runs and is Ready at once, an evicted or deleted pod goes. No container ever runs (docs/development.md).
 """
 
 import contextlib
@@ -18,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,7 @@ def start(state: Path) -> ControlPlane:
     """Start etcd, kube-apiserver and kube-controller-manager in ``state`` and return once they answer."""
     apiserver_bin = binaries.kube_apiserver()
     controller_manager_bin = binaries.kube_controller_manager()
+    scheduler_bin, kwok_bin = binaries.kube_scheduler(), binaries.kwok()
     pki = state / "pki"
     pki.mkdir(parents=True, exist_ok=True)
     serving_ca, client_ca, signer = (
@@ -142,7 +145,9 @@ def start(state: Path) -> ControlPlane:
             "--service-cluster-ip-range=10.0.0.0/24",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
+            # No ServiceAccount admission (no tokens are minted), and no not-ready taint on new nodes: without a node
+            # lifecycle controller nothing would take it off the simulated nodes (kwok's), and nothing would schedule.
+            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
             f"--client-ca-file={pki / 'client-ca.crt'}",
             f"--service-account-issuer={server}/",
             f"--service-account-key-file={sa_cert}",
@@ -156,7 +161,56 @@ def start(state: Path) -> ControlPlane:
     plane = ControlPlane(state=state, server=server, etcd_url=etcd_url)
     _write_kubeconfig(plane.kubeconfig, server, plane.ca_file, admin_cert, admin_key, "sandbox-admin")
     _start_controller_manager(plane, controller_manager_bin)
+    _start_scheduler(plane, scheduler_bin)
+    _start_kwok(plane, kwok_bin)
     return plane
+
+
+def _start_scheduler(plane: ControlPlane, binary: Path) -> None:
+    kubeconfig = plane.issue_user("system:kube-scheduler", ["system:masters"])
+    port = processes.free_port()
+    scheduler = processes.start(
+        plane.state,
+        "kube-scheduler",
+        [
+            str(binary),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez",
+            "--authentication-skip-lookup=true",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--leader-elect=false",
+            "--v=1",
+        ],
+    )
+    insecure = ssl.create_default_context()
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    wait_ready(scheduler, f"https://127.0.0.1:{port}/healthz", "kube-scheduler", insecure, expect=b"ok")
+
+
+def _start_kwok(plane: ControlPlane, binary: Path) -> None:
+    """kwok manages every node (the sandbox has only simulated ones) with the project's own stages."""
+    kubeconfig = plane.issue_user("system:kwok", ["system:masters"])
+    stages = resources.files(__package__).joinpath("kwok/stages.yaml")
+    config = plane.state / "kwok-stages.yaml"
+    config.write_text(stages.read_text())
+    port = processes.free_port()
+    kwok = processes.start(
+        plane.state,
+        "kwok",
+        [
+            str(binary),
+            f"--kubeconfig={kubeconfig}",
+            f"--config={config}",
+            "--manage-all-nodes=true",
+            "--cidr=10.244.0.0/16",
+            "--node-ip=10.0.1.1",
+            f"--server-address=127.0.0.1:{port}",
+        ],
+    )
+    wait_ready(kwok, f"http://127.0.0.1:{port}/healthz", "kwok")
 
 
 # The controllers a cluster runs on API objects alone; none that needs nodes, a cloud or signing keys.
