@@ -506,10 +506,10 @@ def test_stack_name_cannot_be_added_or_removed(kubeconfig: Path, namespace: str,
     m = manifest(namespace, "paused-naming")
     m["metadata"]["annotations"] = {"defender-operator.io/paused": "true"}  # the operator leaves it alone
     if direction == "remove":
-        m["spec"]["deployment"] = {"stackName": "Custom"}
+        m["spec"]["deployment"] = {"stackName": "DefenderForCloud-Custom"}
     assert apply(kubeconfig, m).returncode == 0
     if direction == "add":
-        m["spec"]["deployment"] = {"stackName": "Custom"}
+        m["spec"]["deployment"] = {"stackName": "DefenderForCloud-Custom"}
     else:
         m["spec"]["deployment"] = {}
     result = apply(kubeconfig, m)

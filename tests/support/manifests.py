@@ -119,6 +119,17 @@ BAD_CASES: list[BadCase] = [
     BadCase(
         "stack-name", _set("spec.deployment.stackName", "1-starts-with-digit"), "spec.deployment.stackName"
     ),
+    # The operator's IAM policy allows stacks and StackSets under DefenderForCloud- only (issue 28).
+    BadCase(
+        "stack-name-outside-the-policy",
+        _set("spec.deployment.stackName", "Onboarding"),
+        "spec.deployment.stackName",
+    ),
+    BadCase(
+        "stack-set-name-outside-the-policy",
+        _set("spec.aws.organization", {"stackSetName": "Members"}),
+        "spec.aws.organization.stackSetName",
+    ),
     BadCase(
         "terraform-with-member-provider-role",
         lambda m: (

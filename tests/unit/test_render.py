@@ -382,6 +382,9 @@ def test_terraform_for_a_management_account_deploys_the_member_stackset(tmp_path
         {"organizational_unit_ids": ["${data.aws_organizations_organization.current.roots[0].id}"]}
     ]
     assert "aws_organizations_organization" in everyone["data"]
+    # account_filter_type/accounts exist from provider 5.55.0 (issue 28): the render pins what it needs
+    assert tf["terraform"]["required_providers"]["aws"]["version"] == ">= 5.55.0"
+    assert everyone["terraform"]["required_providers"]["aws"]["version"] == ">= 5.0"
 
 
 # The AWS provider's schema of the two resources (arguments and nested blocks), as generated from the provider by

@@ -29,7 +29,10 @@ EXTERNAL_ID_PATTERN = (
     r"^[A-Za-z0-9+=,.@:/_-]+$"  # lengths as constraints: RE2 allows repeat counts up to 1000
 )
 # CloudFormation stack and StackSet names (API_CreateStack.html, API_CreateStackSet.html).
-STACK_NAME_PATTERN = r"^[A-Za-z][-A-Za-z0-9]{0,127}$"
+# Stack and StackSet names: CloudFormation's (a letter, then letters, digits and hyphens, at most 128), and under the
+# DefenderForCloud- prefix the operator's IAM policy allows (docs/operator-iam-policy.json: stack/DefenderForCloud-*,
+# stackset/DefenderForCloud-*), so a name the CRD takes never fails in an account set up with least privilege.
+STACK_NAME_PATTERN = r"^DefenderForCloud-[-A-Za-z0-9]{1,111}$"
 OU_OR_ROOT_PATTERN = r"^(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}|r-[0-9a-z]{4,32})$"
 ARM_ID_PATTERN = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/[^/]+/.+$"
 

@@ -26,6 +26,17 @@ _PSEUDO = {
 _TAGS = {MANAGED_BY_TAG["Key"]: MANAGED_BY_TAG["Value"]}
 
 
+# deployment_targets.account_filter_type and .accounts on aws_cloudformation_stack_set_instance (the excluded member
+# accounts) came with hashicorp/terraform-provider-aws#37898, merged in June 2024 and released by 5.55.0; older 5.x
+# providers refuse them at `terraform plan`.
+STACK_SET_FILTERS_PROVIDER = ">= 5.55.0"
+
+
+def _aws_provider(spec: AWSConnectorSpec) -> str:
+    org = spec.aws.organization
+    return STACK_SET_FILTERS_PROVIDER if org is not None and org.excluded_account_ids else ">= 5.0"
+
+
 def requirements(name: str, source: str, version: str) -> dict[str, Any]:
     """The ``terraform`` block: the language version JSON syntax with these expressions needs, and the provider."""
     return {
@@ -147,7 +158,7 @@ def terraform_configuration(spec: AWSConnectorSpec) -> dict[str, Any]:
     return {
         "//": f"Microsoft Defender for Cloud onboarding of AWS account {spec.aws.account_id}, rendered by "
         "defender-operator. Apply it in that account; the operator connects Azure once the roles exist.",
-        "terraform": requirements("aws", "hashicorp/aws", ">= 5.0"),
+        "terraform": requirements("aws", "hashicorp/aws", _aws_provider(spec)),
         "variable": variables,
         "data": data,
         "locals": locals_,
