@@ -218,6 +218,7 @@ def test_terraform_mirrors_the_stack() -> None:
         "k8s_agentless_discovery",
         "image_assessment",
         "databases_dspm",
+        "databases_threat_protection",
     }
     assert len(tf["resource"]["aws_iam_role"]) == len(roles_of(stack_template(spec)))
     trust = json.loads(tf["resource"]["aws_iam_role"]["cspm_monitor"]["assume_role_policy"])
@@ -427,3 +428,33 @@ def schema_problems(resource: str, rendered: dict[str, Any]) -> list[str]:
         elif key not in arguments | META_ARGUMENTS:
             problems.append(f"{key}: not an argument")
     return problems
+
+
+def test_rds_threat_protection_has_its_own_role_with_microsofts_rds_permissions() -> None:
+    """Issue 28: the connector pointed RDS protection at the DSPM role, which lacks 13 of the 18 RDS actions Microsoft
+    lists for DefenderForCloud-DataThreatProtectionDB (Learn, enable-defender-for-databases-aws, 2026-07-03)."""
+    spec = make(plans={"databases": {"enabled": True, "rds": {"enabled": True}, "dspm": {"enabled": False}}})
+    stack = stack_template(spec)
+    roles = {r["RoleName"]: r for r in roles_of(stack).values()}
+    assert (
+        "DefenderForCloud-DataThreatProtectionDB" in roles
+        and "DefenderForCloud-DataSecurityPostureDB" not in roles
+    )
+    actions = {
+        a
+        for p in roles["DefenderForCloud-DataThreatProtectionDB"]["Policies"]
+        for s in p["PolicyDocument"]["Statement"]
+        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    missing_before = {
+        "rds:AddTagsToResource", "rds:CreateDBParameterGroup", "rds:CreateDBClusterParameterGroup",
+        "rds:CreateOptionGroup", "rds:ModifyOptionGroup", "rds:ModifyDBParameterGroup",
+        "rds:ModifyDBClusterParameterGroup", "rds:ModifyDBInstance", "rds:ModifyDBCluster", "rds:DescribeDBLogFiles",
+        "rds:DownloadDBLogFilePortion", "rds:DescribeDBParameterGroups", "rds:DescribeDBClusterParameterGroups",
+    }  # fmt: skip
+    assert missing_before <= actions and len({a for a in actions if a.startswith("rds:")}) == 18
+    offering = next(
+        o for o in render(spec).connector.content["properties"]["offerings"]
+        if o["offeringType"] == "DefenderForDatabasesAws"
+    )  # fmt: skip
+    assert offering["rds"]["cloudRoleArn"].endswith(":role/DefenderForCloud-DataThreatProtectionDB")

@@ -281,6 +281,10 @@ class RoleNames(CamelModel):
         default="DefenderForCloud-DataSecurityPostureDB",
         description="Data security posture for databases role.",
     )
+    databases_threat_protection: RoleName = Field(
+        default="DefenderForCloud-DataThreatProtectionDB",
+        description="Threat protection for open-source RDS databases role (Defender for Databases, RDS).",
+    )
     ciem_oidc: RoleName = Field(
         default="DefenderForCloud-OidcCiem", description="CIEM role federated with your tenant."
     )

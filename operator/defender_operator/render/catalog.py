@@ -32,6 +32,7 @@ ROLE_KEYS: tuple[str, ...] = (
     "imageAssessment",
     "sensitiveDataDiscovery",
     "databasesDspm",
+    "databasesThreatProtection",
     "ciemOidc",
     "ciemDiscovery",
 )
@@ -139,7 +140,8 @@ def required_roles(spec: AWSConnectorSpec) -> list[str]:
         or (containers.enabled and containers.image_assessment.enabled),
         "sensitiveDataDiscovery": cspm.enabled and cspm.sensitive_data_discovery.enabled,
         "databasesDspm": (cspm.enabled and cspm.databases_dspm.enabled)
-        or (databases.enabled and (databases.dspm.enabled or databases.rds.enabled)),
+        or (databases.enabled and databases.dspm.enabled),
+        "databasesThreatProtection": databases.enabled and databases.rds.enabled,
         "ciemOidc": ciem,
         "ciemDiscovery": ciem,
     }

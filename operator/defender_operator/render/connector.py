@@ -132,7 +132,7 @@ def _offerings(spec: AWSConnectorSpec, arns: dict[str, str]) -> list[dict[str, A
             {
                 "offeringType": "DefenderForDatabasesAws",
                 "arcAutoProvisioning": _arc(d.arc_auto_provisioning, arns.get("arcAutoProvisioning")),
-                "rds": _switch(d.rds.enabled, arns.get("databasesDspm")),
+                "rds": _switch(d.rds.enabled, arns.get("databasesThreatProtection")),
                 "databasesDspm": _switch(d.dspm.enabled, arns.get("databasesDspm")),
             }
         )
