@@ -24,12 +24,13 @@ from .api.spec import AWSConnectorSpec
 from .aws.api import CLIENT_CONFIG, call
 from .aws.client_classes import share_client_classes
 from .errors import TerminalError
-from .logs import forget_secrets, secret
+from .logs import REDACTOR, forget_secrets, secret
 from .settings import Settings
 
 SecretReader = Callable[[str, str], dict[str, str]]
 """(namespace, name) -> decoded secret data; raises KeyError when the secret does not exist."""
 
+SECRET_KEYS = ("secretAccessKey", "sessionToken", "clientSecret")  # the keys whose values are credentials
 PUBLIC_AUTHORITIES = {"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn"}
 _ASSUMED_ROLE_TTL = 45 * 60  # STS default session is 1 h; renew well before
 _IDENTITY_TTL = 60 * 60  # the identity behind long-lived keys is asked again hourly
@@ -52,10 +53,10 @@ def _secret(
         raise TerminalError(
             "CredentialsSecretMissing", f"{what}: Secret {namespace}/{name} does not exist"
         ) from None
-    owner = ("secret", namespace, name)
-    for value in data.values():  # every value of a credentials Secret, whatever its key, is never printed
-        secret(value, owner)
-        secret(value.strip(), owner)
+    # The credential values of the Secret (not its other keys, whatever they hold: a tenant's Secret must not choose
+    # what is blanked out of the operator's output), as stored and as used, replacing what it held before.
+    held = [data.get(k, "") for k in (*keys, *optional) if k in SECRET_KEYS]
+    REDACTOR.hold(("secret", namespace, name), [*held, *(v.strip() for v in held)])
     missing = [k for k in keys if not data.get(k, "").strip()]
     if missing:
         raise TerminalError(

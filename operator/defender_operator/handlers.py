@@ -52,8 +52,8 @@ from .reconcile.clouds import Clouds
 from .reconcile.conditions import Verdict
 from .reconcile.deletion import Cleanup, finalize
 from .reconcile.engine import now, reconcile, writes_ahead
-from .reconcile.journal import CleanupLedger, WriteJournal, release_held
-from .reconcile.model import Event, Target
+from .reconcile.journal import CleanupLedger, WriteJournal, abandon, release_held
+from .reconcile.model import Event, Target, resource_keys
 from .reconcile.tenancy import Admission, admit
 from .settings import Settings
 from .workers import Workers
@@ -72,6 +72,7 @@ class Runtime:
     instance: str
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)  # uids whose cleanup has begun: no pass starts any more
+    cleaned: set[str] = field(default_factory=set)  # uids whose cleanup ended (their record is gone with it)
     blocked: set[str] = field(default_factory=set)  # uids whose cleanup cannot reach a cloud
     deep_checked: dict[str, float] = field(default_factory=dict)  # uid -> when its last deep pass ended
     last_forget: float = 0.0
@@ -235,16 +236,22 @@ async def by_account(
 
 @kopf.index(GROUP, VERSION, PLURAL)
 async def by_name(namespace: str | None, name: str, uid: str, **_: Any) -> dict[tuple[str, str], str]:
-    """(namespace, name) -> uid of every AWSConnector: which objects live now (adoption never takes over a live
-    object's resources), and whose loop to wake when the winner of a conflict goes."""
+    """(namespace, name) -> uid of every AWSConnector: whose loop to wake when the winner of a conflict goes."""
     return {(str(namespace), name): uid}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def by_resource(namespace: str | None, name: str, spec: Any, **_: Any) -> dict[str, str]:
+    """Each stack, StackSet and connector a live AWSConnector's spec declares -> "namespace/name": adoption never
+    takes over what another live object declares, whatever the resource's tags say (``aws_side.live_holder``)."""
+    return {key: f"{namespace}/{name}" for key in resource_keys(str(namespace), name, spec)}
 
 
 def target_of(body: Any, instance: str, indexes: Any = None, spec: dict[str, Any] | None = None) -> Target:
     """The object as a pass sees it (``spec``: another spec than the body's, the record's in a cleanup). With the
     indexes, it can tell which other AWSConnectors live."""
     meta = body["metadata"]
-    names = indexes["by_name"] if indexes is not None else None
+    declared = indexes["by_resource"] if indexes is not None else None
     return Target(
         namespace=meta["namespace"],
         name=meta["name"],
@@ -254,7 +261,9 @@ def target_of(body: Any, instance: str, indexes: Any = None, spec: dict[str, Any
         status=AWSConnectorStatus.model_validate(_status_without_kopf(body.get("status") or {})),
         annotations=dict(meta.get("annotations") or {}),
         instance=instance,
-        live=(lambda namespace, name: (namespace, name) in names) if names is not None else Target.live,
+        holders=(lambda key: [str(h) for h in declared.get(key, [])])
+        if declared is not None
+        else Target.holders,
     )
 
 
@@ -296,9 +305,16 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
         runtime.deep_checked.pop(uid, None)
         _update_objects_gauge(runtime)
         metrics.forget_object(meta["namespace"], meta["name"], str(spec.get("aws", {}).get("accountId", "")))
-        for _rank, ref in indexes["by_account"].get(
-            onboarding_key(spec), []
-        ):  # the conflict is over: look again
+        if uid not in runtime.cleaned and await asyncio.to_thread(
+            abandon, runtime.kube, meta["namespace"], uid
+        ):
+            log.warning(
+                "the object went without its cleanup (its finalizer was removed): its record is marked abandoned",
+                extra={"object": f"{meta['namespace']}/{meta['name']}", "record": uid},
+            )
+        runtime.cleaned.discard(uid)
+        # the conflict is over: the objects that lost the account to this one look again
+        for _rank, ref in indexes["by_account"].get(onboarding_key(spec), []):
             loser_namespace, _slash, loser_name = str(ref).partition("/")
             for other in indexes["by_name"].get((loser_namespace, loser_name), []):
                 if other != uid and other in runtime.wakeups:
@@ -322,6 +338,7 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
                 Event("Normal", "Orphaned", "cleanup was blocked; released with deletionPolicy Orphan"),
             )
             await asyncio.to_thread(release_held, runtime.kube, namespace, uid, dict(spec))
+            runtime.cleaned.add(uid)
             await asyncio.to_thread(runtime.kube.remove_finalizer, namespace, name, FINALIZER)
 
 
@@ -553,6 +570,7 @@ async def cleanup(body: Any, memo: Any, **indexes: Any) -> None:
     if not result.done:
         raise kopf.TemporaryError(result.message, delay=result.retry_after)
     runtime.failures.pop(uid, None)
+    runtime.cleaned.add(uid)
     log.info(
         "cleaned up",
         extra={"object": key, "result": result.message, "duration": round(time.monotonic() - started, 3)},

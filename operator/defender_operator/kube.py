@@ -101,16 +101,15 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
 
 
-def _redacted(value: Any) -> Any:
-    """Every string of a status with the known secrets taken out: a cloud's error message can quote what it was
-    sent (http.client's "Invalid header value b'...'" quotes a header), and such messages go to conditions."""
-    if isinstance(value, str):
-        return REDACTOR.redact(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    return value
+def _redacted(status: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The status with known secrets taken out of its free text, the conditions' messages: a cloud's error message
+    can quote what it was sent (http.client's "Invalid header value b'...'" quotes a header). Structured fields (names,
+    ARNs, times) are left exactly as they are: the operator reads them back."""
+    conditions = [
+        {**c, "message": REDACTOR.redact(c["message"], namespace)} if isinstance(c.get("message"), str) else c
+        for c in status.get("conditions") or []
+    ]
+    return {**status, "conditions": conditions} if "conditions" in status else status
 
 
 class Kube:
@@ -138,7 +137,9 @@ class Kube:
         was written after that copy, a pass's ``firstCloudWrite`` record above all, without reading the object
         before every write. Returns the object's new resourceVersion; None when the object is gone (deleted
         meanwhile: nothing to report on), unless ``must_exist``: then the 404 is raised."""
-        patch: list[dict[str, Any]] = [{"op": "add", "path": "/status", "value": _redacted(status)}]
+        patch: list[dict[str, Any]] = [
+            {"op": "add", "path": "/status", "value": _redacted(status, namespace)}
+        ]
         if resource_version is not None:
             patch.insert(0, {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
         try:
@@ -368,7 +369,7 @@ class Kube:
     def post_event(self, namespace: str, name: str, uid: str, event: Event) -> None:
         """Create the Event, or count one more of the same (best effort: a missing permission must not stop
         reconciling)."""
-        event = Event(event.type, event.reason, REDACTOR.redact(event.message))
+        event = Event(event.type, event.reason, REDACTOR.redact(event.message, namespace))
         key = "\x00".join(
             (COMPONENT, API_VERSION, KIND, namespace, name, uid, event.type, event.reason, event.message)
         )

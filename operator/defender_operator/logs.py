@@ -21,6 +21,7 @@ import logging
 import re
 import sys
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -28,6 +29,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 _KOPF_INTERNALS = {"settings", "k8s_skip", "k8s_ref"}
 REDACTED = "[redacted]"
 MIN_SECRET = 16  # shorter values are too likely to be ordinary words, ids or names
+MAX_SECRET = 8192  # longer ones are no credential (an STS session token is about 1 KiB)
 
 _FIELD_PATTERNS = [  # each keeps <pre> and <post> and replaces what is between
     # XML (AWS query protocol answers): <SecretAccessKey>...</SecretAccessKey>
@@ -52,8 +54,14 @@ _FIELD_PATTERNS = [  # each keeps <pre> and <post> and replaces what is between
 class Redactor(logging.Filter):
     """Replaces secrets in a record's final text (message, arguments, exception and extra fields).
 
-    Values are held by owners (a Secret, an assumed-role session): ``add(value, owner)``; ``release(owner)`` lets go
-    of what only that owner held, so the set follows the credentials in use, not every credential ever read."""
+    Values are held by owners (a Secret, an assumed-role session): ``hold(owner, values)`` replaces what the owner
+    held (a Secret read again after a rotation holds its new values only), ``release(owner)`` lets go of what only
+    that owner held, so the set follows the credentials in use, not every credential ever read. Values longer than
+    MAX_SECRET are not registered (no credential is that long; a tenant's megabyte of "secret" would cost everyone).
+
+    ``redact(text, namespace)`` for what is written into one object (its status, its Events) looks only for the
+    operator's own and assumed credentials and the Secrets of that namespace: a tenant cannot make the operator blank
+    another namespace's messages by storing their words in its own Secret."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,7 +71,7 @@ class Redactor(logging.Filter):
         self._lock = threading.Lock()
 
     def add(self, value: str | None, owner: object = None) -> None:
-        if not value or len(value) < MIN_SECRET:
+        if not value or not MIN_SECRET <= len(value) <= MAX_SECRET:
             return
         encoded = base64.b64encode(value.encode("utf-8", "surrogateescape")).decode()
         with self._lock:
@@ -71,6 +79,12 @@ class Redactor(logging.Filter):
                 self._holders.setdefault(each, set()).add(owner)
                 self._owned.setdefault(owner, set()).add(each)
                 self._by_prefix.setdefault(each[:MIN_SECRET], set()).add(each)
+
+    def hold(self, owner: object, values: Iterable[str]) -> None:
+        """``owner`` holds exactly ``values`` from now on (what it held before and holds no more is let go)."""
+        self.release(owner)
+        for value in values:
+            self.add(value, owner)
 
     def release(self, owner: object) -> None:
         with self._lock:
@@ -88,13 +102,21 @@ class Redactor(logging.Filter):
         with self._lock:
             return len(self._holders)
 
-    def redact(self, text: str) -> str:
-        text = self._known(text)
+    def redact(self, text: str, namespace: str | None = None) -> str:
+        text = self._known(text, namespace)
         for pattern in _FIELD_PATTERNS:
             text = pattern.sub(_replace_value, text)
         return text
 
-    def _known(self, text: str) -> str:
+    def _visible(self, value: str, namespace: str | None) -> bool:
+        if namespace is None:
+            return True
+        return any(
+            not (isinstance(o, tuple) and len(o) == 3 and o[0] == "secret") or o[1] == namespace
+            for o in self._holders.get(value, ())
+        )
+
+    def _known(self, text: str, namespace: str | None = None) -> str:
         """One pass over ``text``: at each position, the values that start with the next MIN_SECRET characters."""
         with self._lock:
             if not self._by_prefix:
@@ -103,7 +125,11 @@ class Redactor(logging.Filter):
             out, i, start, end = [], 0, 0, len(text) - MIN_SECRET + 1
             while i < end:
                 candidates = prefixes.get(text[i : i + MIN_SECRET])
-                match = max((v for v in candidates or () if text.startswith(v, i)), key=len, default=None)
+                match = max(
+                    (v for v in candidates or () if text.startswith(v, i) and self._visible(v, namespace)),
+                    key=len,
+                    default=None,
+                )
                 if match is None:
                     i += 1
                     continue

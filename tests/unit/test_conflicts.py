@@ -54,3 +54,19 @@ def test_another_subscription_is_no_conflict() -> None:
     other = {**SPEC, "azure": {"subscriptionId": "00000000-0000-0000-0000-000000000002"}}
     idx = index(entry("a", "2026-11-30T10:00:00Z", "2222"))
     assert conflict_with(idx, other, "team", "b") is None
+
+
+def test_a_subscription_id_in_another_case_is_the_same_onboarding() -> None:
+    """Azure compares subscription ids without case; the CRD accepts either (issue 25, found by an adversarial
+    review): two objects must not both onboard one account into one subscription by writing it differently."""
+    from defender_operator.reconcile.claims import onboarding_key
+
+    lower = {
+        "aws": {"accountId": "111122223333"},
+        "azure": {"subscriptionId": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"},
+    }
+    upper = {
+        "aws": {"accountId": "111122223333"},
+        "azure": {"subscriptionId": "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE"},
+    }
+    assert onboarding_key(lower) == onboarding_key(upper)

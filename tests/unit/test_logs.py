@@ -122,3 +122,36 @@ def test_many_secrets_each_found_in_one_pass_longest_first() -> None:
     redactor.add(values[5] + "-longer-suffix", "x")  # shares its first characters with a shorter one
     line = f"a {values[0]} b {values[19_999]}{values[3]} c {values[5]}-longer-suffix d"
     assert redactor.redact(line) == f"a {logs.REDACTED} b {logs.REDACTED}{logs.REDACTED} c {logs.REDACTED} d"
+
+
+def test_a_tenants_secret_blanks_nothing_outside_its_namespace_and_never_structured_status() -> None:
+    """Issue 25 (found by an adversarial review): a tenant could store other objects' role names or ARNs in its own
+    Secret and have them blanked in every status, which the operator reads back as state."""
+    from defender_operator.kube import _redacted
+
+    redactor = logs.REDACTOR
+    word = "DefenderForCloud-DefenderForServers"
+    redactor.hold(("secret", "tenant-a", "keys"), [word])
+    try:
+        message = f"role {word} is missing"
+        assert redactor.redact(message, namespace="tenant-b") == message
+        assert redactor.redact(message, namespace="tenant-a") == f"role {logs.REDACTED} is missing"
+        assert redactor.redact(message) == f"role {logs.REDACTED} is missing"  # logs: every secret, anywhere
+        status = {
+            "aws": {"roleNames": {"defenderForServers": word}},
+            "conditions": [{"type": "Ready", "message": message}],
+        }
+        assert _redacted(status, "tenant-b") == status
+        assert _redacted(status, "tenant-a")["aws"] == status["aws"]  # structured fields are never rewritten
+    finally:
+        redactor.release(("secret", "tenant-a", "keys"))
+
+
+def test_a_secret_read_again_holds_its_new_values_only_and_oversized_values_are_ignored() -> None:
+    redactor = logs.Redactor()
+    redactor.hold("owner", ["first-value-0123456789"])
+    redactor.hold("owner", ["second-value-0123456789"])  # rotated
+    assert redactor.redact("first-value-0123456789") == "first-value-0123456789"
+    assert redactor.redact("second-value-0123456789") == logs.REDACTED
+    redactor.hold("owner", ["x" * (logs.MAX_SECRET + 1)])
+    assert len(redactor) == 0

@@ -269,6 +269,7 @@ def policy_definitions() -> list[dict[str, Any]]:
                 {"name": "Account", "type": "string", "jsonPath": ".spec.connector.aws.accountId"},
                 {"name": "AWS", "type": "string", "jsonPath": ".spec.written.aws"},
                 {"name": "Azure", "type": "string", "jsonPath": ".spec.written.azure"},
+                {"name": "Abandoned", "type": "string", "jsonPath": ".spec.abandoned"},
                 {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
             ],
         ),

@@ -77,6 +77,11 @@ class OnboardingRecordSpec(CamelModel):
     eks_regions: list[str] = Field(
         default_factory=list, description="Regions where this object may have made EKS access entries."
     )
+    abandoned: str | None = Field(
+        default=None,
+        description="When the AWSConnector went without its cleanup (its finalizer removed by hand): what this record "
+        "lists may be left in the clouds. Delete the record once that is dealt with.",
+    )
 
     def shared(self, arn: str) -> list[str]:
         return next((s.audiences for s in self.shared_audiences if s.arn == arn), [])

@@ -21,7 +21,7 @@ from ..aws.oidc import OidcProviders, ProviderSpec
 from ..aws.stack import ObservedStack, Stacks
 from ..aws.stackset import TRUSTED_ACCESS_MESSAGE, ObservedStackSet, StackSets, Targets
 from ..errors import TerminalError
-from ..ownership import Owner, describe_owner, owner_of
+from ..ownership import Owner, describe_owner
 from ..render.catalog import catalog
 from ..render.cloudformation import (
     CIEM_OIDC_PARAMETER,
@@ -38,6 +38,7 @@ from .conditions import Verdict
 from .ledger import UNRECORDED_LEDGER, Ledger
 from .member_providers import ensure_members, release_members
 from .model import Event, Target
+from .proofs import made_provider
 
 STABLE = {
     "CREATE_COMPLETE",
@@ -114,7 +115,7 @@ def release_provider(
     released = providers.release(
         arn,
         owner,
-        made=lambda observed: proof.made(observed.created, observed.arn),
+        made=lambda observed: made_provider(observed, owner, proof),
         shared=record.shared(arn) if record is not None else [],
         defender_audiences=defender_audiences(),
         hand_over=ledger.hand_over,
@@ -124,19 +125,10 @@ def release_provider(
         events.append(Event("Normal", "IdentityProviderReleased", released))
 
 
-def live_owner(target: Target, tags: dict[str, str]) -> str | None:
-    """The other live AWSConnector of this installation whose mark ``tags`` carry, if any: adoption never takes
-    over its resources. A mark of another installation, of an object that is gone, or of an earlier object of this
-    one's name (deleted with Orphan) names no live owner."""
-    ref = owner_of(tags)
-    if ref is None or not ref.startswith(f"{target.instance}/") or target.owner.namesake(tags):
-        return None
-    parts = ref.split("/")
-    if (
-        len(parts) != 3 or "~" in parts[2]
-    ):  # shortened to fit a tag: cannot tell which object; assume it lives
-        return ref
-    return ref if target.live(parts[1], parts[2]) else None
+def live_holder(target: Target, key: str) -> str | None:
+    """Another live AWSConnector whose own spec declares the resource ``key`` (``model.resource_keys``), from the
+    operator's index of live objects: adoption never takes it over, whatever the resource's (forgeable) tags say."""
+    return next((holder for holder in target.holders(key) if holder != target.key), None)
 
 
 def check_owned(target: Target, kind: str, name: str, tags: dict[str, str], field: str) -> bool:
@@ -145,7 +137,8 @@ def check_owned(target: Target, kind: str, name: str, tags: dict[str, str], fiel
     written) when it belongs to someone else."""
     if target.owner.owns(tags):
         return False
-    holder = live_owner(target, tags)
+    account = target.spec.aws.account_id
+    holder = live_holder(target, f"{'stack' if kind == 'stack' else 'stackset'}/{account}/{name}")
     if target.adopt and holder is None:
         return True
     title = f"{kind[0].upper()}{kind[1:]}OwnedElsewhere"

@@ -20,7 +20,7 @@ from ..errors import TerminalError
 from ..ownership import describe_owner
 from ..render.connector import connector_body
 from ..render.document import Rendered
-from .aws_side import live_owner
+from .aws_side import live_holder
 from .conditions import Verdict
 from .ledger import UNRECORDED_LEDGER, Ledger
 from .model import Event, Target
@@ -57,7 +57,8 @@ def check_owned(target: Target, observed: ObservedConnector) -> None:
     if target.owner.owns(observed.tags):
         return
     name, rg = target.connector_name, target.spec.azure.resource_group
-    holder = live_owner(target, observed.tags)
+    azure = target.spec.azure
+    holder = live_holder(target, f"connector/{azure.subscription_id.lower()}/{rg.lower()}/{name.lower()}")
     if target.adopt and observed.account == target.spec.aws.account_id and holder is None:
         return
     what = f"security connector {name} in resource group {rg} already exists for AWS account {observed.account or '?'}"

@@ -12,8 +12,9 @@ from typing import Any
 
 
 def onboarding_key(spec: Mapping[str, Any]) -> str:
-    """What Azure allows only once: one connector per AWS account and subscription."""
-    return f"{spec.get('aws', {}).get('accountId', '')}/{spec.get('azure', {}).get('subscriptionId', '')}"
+    """What Azure allows only once: one connector per AWS account and subscription (a subscription id in any case:
+    Azure compares them without it)."""
+    return f"{spec.get('aws', {}).get('accountId', '')}/{str(spec.get('azure', {}).get('subscriptionId', '')).lower()}"
 
 
 def claim_rank(meta: Mapping[str, Any], status: Mapping[str, Any] | None) -> str:

@@ -188,8 +188,18 @@ def finalize(
                 events.append(Event("Normal", "StackDeleting", f"deleting stack {stack_name}"))
         return Cleanup(False, f"waiting for stack {stack_name} to be deleted", in_progress_seconds, events)
 
+    # The providers this object's own spec uses (the Microsoft one of its account, its CIEM tenant's) and those its
+    # status recorded: not every provider that carries its user tag, which anyone who may tag can put anywhere.
+    ours = {spec.arn(account.partition, account.account) for spec in provider_specs(target).values()}
+    recorded = status.aws
+    ours |= (
+        {p.arn for p in (recorded.oidc_provider, recorded.ciem_oidc_provider) if p is not None}
+        if recorded
+        else set()
+    )
     for provider in account.providers.list_used_by(owner):
-        release_provider(account.providers, provider.arn, owner, events, ledger)
+        if provider.arn in ours:
+            release_provider(account.providers, provider.arn, owner, events, ledger)
     if status.aws is not None:
         status.aws.oidc_provider = status.aws.ciem_oidc_provider = None
     if members_failing:

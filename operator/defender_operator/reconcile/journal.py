@@ -19,9 +19,12 @@ write, only after a refusal. The OnboardingRecord is read once in a pass that wr
 """
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 from ..api.names import SECRET_FINALIZER_PREFIX
 from ..api.record import ObjectRef, OnboardingRecordSpec, SharedAudiences, record_labels
@@ -72,6 +75,24 @@ def release_held(
     for name in sorted(names):
         kube.release_secret(namespace, name, secret_finalizer(uid))
     kube.delete_record(uid)
+
+
+def abandon(kube: Kube, namespace: str, uid: str) -> bool:
+    """The object went without its cleanup (someone removed the operator's finalizer): let go of the Secrets held for
+    it (they would otherwise stay Terminating for ever), and mark its record abandoned, an inventory of what may be
+    left in the clouds. False when there is no record (cleanup ran, or nothing was written)."""
+    found = kube.read_record(uid)
+    if found is None:
+        return False
+    record = OnboardingRecordSpec.model_validate(found[0])
+    for name in sorted(raw_secret_names(record.connector)):
+        kube.release_secret(namespace, name, secret_finalizer(uid))
+    if record.abandoned is None:
+        marked = record.model_copy(update={"abandoned": now()})
+        body = marked.model_dump(by_alias=True, mode="json", exclude_none=True)
+        with contextlib.suppress(RecordConflict):
+            kube.write_record(uid, body, found[1], record_labels(record.object.namespace, record.object.name))
+    return True
 
 
 def recorded_spec(target: Target) -> dict[str, Any]:
@@ -156,23 +177,48 @@ def proof_of(
     return Proof(written=moment(written), adopted=adopted, skew=skew)
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def _uses(record: OnboardingRecordSpec, arn: str) -> bool:
+    """Whether the record's own spec makes its object use the identity provider ``arn``: one in its AWS account
+    (the user tags that name the object are tags, which anyone who may tag can write)."""
+    account = str((record.connector.get("aws") or {}).get("accountId", ""))
+    return bool(account) and f":iam::{account}:oidc-provider/" in arn
+
+
 def hand_over(kube: Kube, target: Target, resource_id: str, refs: list[str]) -> None:
     """``target`` made ``resource_id`` (an identity provider) and leaves it to the objects named by ``refs`` (owner
-    refs) that still use it: each one's record lists it as adopted, so the last of them may delete it. Refs of another
-    installation, or of objects without a record, are skipped (they cannot prove it theirs: the provider stays)."""
+    refs, from the provider's user tags) that still use it: each one's record lists it as adopted, so the last of them
+    may delete it. Only well-formed refs of this installation whose record's own spec uses the provider are given it
+    (the tags are forgeable); a failure to hand over leaves the provider in place, never cleanup stuck."""
     for ref in refs:
         parts = ref.split("/")
-        if len(parts) != 3 or parts[0] != target.instance:
+        if (
+            len(parts) != 3
+            or parts[0] != target.instance
+            or not _DNS_LABEL.match(parts[1])
+            or not _DNS_SUBDOMAIN.match(parts[2])
+        ):
             continue
-        for uid, found, version in kube.find_records(parts[1], parts[2]):
+        try:
+            found_records = kube.find_records(parts[1], parts[2])
+        except ApiException:
+            continue
+        for uid, found, version in found_records:
             record = OnboardingRecordSpec.model_validate(found)
-            if record.object.name != parts[2] or resource_id in record.adopted:
+            if (
+                record.object.name != parts[2]
+                or resource_id in record.adopted
+                or not _uses(record, resource_id)
+            ):
                 continue
             updated = record.model_copy(update={"adopted": sorted({*record.adopted, resource_id})})
             body = updated.model_dump(by_alias=True, mode="json", exclude_none=True)
             try:
                 kube.write_record(uid, body, version, record_labels(parts[1], parts[2]))
-            except RecordConflict:
+            except (RecordConflict, ApiException):
                 continue  # changed meanwhile by its own pass: handed over again on this object's next attempt
 
 

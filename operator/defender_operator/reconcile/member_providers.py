@@ -19,6 +19,7 @@ from ..errors import CloudError
 from ..ownership import Owner
 from .ledger import UNRECORDED_LEDGER, Ledger
 from .model import Event
+from .proofs import made_provider
 
 SHOWN = 20  # failing accounts named on status
 
@@ -71,7 +72,7 @@ def release_members(
             done = providers.release(
                 arn,
                 owner,
-                made=lambda observed: proof.made(observed.created, observed.arn),
+                made=lambda observed: made_provider(observed, owner, proof),
                 shared=record.shared(arn) if record is not None else [],
                 defender_audiences=spec.audiences,
                 hand_over=ledger.hand_over,

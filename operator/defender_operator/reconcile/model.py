@@ -1,8 +1,8 @@
 """What one reconcile pass works on and what it returns. Plain data: no Kopf, no SDKs."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ..api.names import ANNOTATION_ADOPT, ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
 from ..api.spec import AWSConnectorSpec
@@ -23,8 +23,9 @@ class Target:
     annotations: dict[str, str] = field(default_factory=dict)
     instance: str = "default"  # the operator installation (settings.instance), part of the owner mark
     deep: bool = True  # also check the identity providers and Defender's health (settings.deep_check_seconds)
-    # (namespace, name) -> whether that AWSConnector exists now; unknown means it may: adoption is then refused
-    live: Callable[[str, str], bool] = field(default=lambda namespace, name: True, compare=False, repr=False)
+    # a resource key (``resource_keys``) -> "namespace/name" of every live AWSConnector whose spec declares it (the
+    # operator's own index, not tags): adoption never takes over what another live object declares
+    holders: Callable[[str], list[str]] = field(default=lambda key: [], compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -77,3 +78,21 @@ class Outcome:
     events: list[Event]
     requeue_after: float
     result: Result
+
+
+def resource_keys(namespace: str, name: str, spec: Mapping[str, Any]) -> list[str]:
+    """The names in the clouds a spec (as stored, defaults applied) makes its object write: its stack, its StackSet,
+    its connector. Two live objects declaring one of them cannot both own it."""
+    aws, azure = spec.get("aws") or {}, spec.get("azure") or {}
+    account = str(aws.get("accountId", ""))
+    stack = (spec.get("deployment") or {}).get("stackName") or f"DefenderForCloud-{account}"
+    keys = [f"stack/{account}/{stack}"]
+    if aws.get("organization") is not None:
+        stack_set = (aws.get("organization") or {}).get("stackSetName") or "DefenderForCloud-Members"
+        keys.append(f"stackset/{account}/{stack_set}")
+    subscription, group = (
+        str(azure.get("subscriptionId", "")).lower(),
+        str(azure.get("resourceGroup", "")).lower(),
+    )
+    keys.append(f"connector/{subscription}/{group}/{(azure.get('connectorName') or name).lower()}")
+    return keys

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..aws.oidc import ObservedProvider
 from ..errors import TerminalError
+from ..ownership import Owner
 
 DISPUTED = "OwnershipDisputed"
 
@@ -69,3 +71,12 @@ UNRECORDED = Proof(written=None, unrecorded=True)
 def _when(created: Any) -> str:
     when = moment(created)
     return when.isoformat() if when else "at an unknown time"
+
+
+def made_provider(observed: ObservedProvider, owner: Owner, proof: Proof) -> bool:
+    """This object made the identity provider: its creation mark names this object (not merely some object of the
+    operator) and the provider is newer than the object's first write to AWS, or the record has it (handed over by
+    its maker when it left)."""
+    if observed.arn in proof.adopted:
+        return True
+    return observed.created_by(owner) and proof.made(observed.created, observed.arn)
