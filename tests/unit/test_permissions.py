@@ -4,6 +4,7 @@ import ast
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render.account_setup import operator_policy
@@ -191,6 +192,8 @@ MICROSOFT_CONTAINERS_ACTIONS = {
     ],
     "k8sAgentlessDiscovery": EKS_CLUSTER_ACTIONS,
 }
+# The same page, "AWS least privileged access" (read 2026-12-04): the discovery role's least-privilege actions.
+MICROSOFT_LEAST_PRIVILEGE_DISCOVERY = ["eks:DescribeCluster", "eks:UpdateClusterConfig"]
 
 
 def test_the_containers_roles_have_every_action_microsoft_lists_today() -> None:
@@ -198,20 +201,28 @@ def test_the_containers_roles_have_every_action_microsoft_lists_today() -> None:
     from defender_operator.render.iam import role_documents
     from tests.support.manifests import base_manifest
 
+    def granted(role: Any) -> set[str]:
+        return {
+            action
+            for policy in role.inline_policies.values()
+            for statement in policy["Statement"]
+            if statement["Effect"] == "Allow"
+            for action in (
+                [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+            )
+        }
+
     for access in ("Default", "LeastPrivilege"):
         spec = AWSConnectorSpec.model_validate({**base_manifest()["spec"], "access": access})
         roles = {r.key: r for r in role_documents(spec)}
         for key, wanted in MICROSOFT_CONTAINERS_ACTIONS.items():
-            granted = {
-                action
-                for policy in roles[key].inline_policies.values()
-                for statement in policy["Statement"]
-                if statement["Effect"] == "Allow"
-                for action in (
-                    [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
-                )
-            }
-            assert [a for a in wanted if a not in granted] == [], (key, access)
+            if (key, access) == ("k8sAgentlessDiscovery", "LeastPrivilege"):
+                wanted = MICROSOFT_LEAST_PRIVILEGE_DISCOVERY
+            assert [a for a in wanted if a not in granted(roles[key])] == [], (key, access)
+    # Least privilege: exactly Microsoft's least-privilege list for the discovery role (issue 28), no access entries.
+    spec = AWSConnectorSpec.model_validate({**base_manifest()["spec"], "access": "LeastPrivilege"})
+    discovery = next(r for r in role_documents(spec) if r.key == "k8sAgentlessDiscovery")
+    assert granted(discovery) == set(MICROSOFT_LEAST_PRIVILEGE_DISCOVERY)
 
 
 def test_the_iam_policy_attaches_only_the_managed_policies_the_catalog_uses() -> None:
