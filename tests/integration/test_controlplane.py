@@ -86,7 +86,16 @@ def test_defaults_are_filled_by_the_api_server(kubeconfig: Path, namespace: str)
 def test_printer_columns(kubeconfig: Path, namespace: str) -> None:
     assert apply(kubeconfig, base_manifest("columns", namespace)).returncode == 0
     out = kubectl(kubeconfig, "get", "awsc", "-n", namespace, "columns", check=True).stdout
-    assert out.split("\n")[0].split() == ["NAME", "ACCOUNT", "INTERVAL", "PLANS", "READY", "REASON", "AGE"]
+    assert out.split("\n")[0].split() == [
+        "NAME",
+        "ACCOUNT",
+        "INTERVAL",
+        "PLANS",
+        "READY",
+        "REASON",
+        "MEMBERS",
+        "AGE",
+    ]
     assert "111122223333" in out
     wide = kubectl(
         kubeconfig, "get", "awsconnectors", "-n", namespace, "columns", "-o", "wide", check=True

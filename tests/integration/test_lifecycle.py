@@ -84,7 +84,7 @@ def pods(kubeconfig: Path) -> list[dict[str, Any]]:
 
 def rolled_out(kubeconfig: Path) -> None:
     status = kubectl(
-        kubeconfig, "rollout", "status", "deployment", RELEASE, "-n", NAMESPACE, "--timeout=120s"
+        kubeconfig, "rollout", "status", "deployment", RELEASE, "-n", NAMESPACE, "--timeout=300s", timeout=330
     )
     assert status.returncode == 0, status.stdout + status.stderr
 
@@ -164,7 +164,7 @@ def test_an_upgrade_from_the_previous_chart_a_rollout_restart_and_a_drain_of_the
         assert leader_pod in running
         drained = kubectl(
             kubeconfig, "drain", running[leader_pod], "--ignore-daemonsets", "--delete-emptydir-data",
-            "--timeout=120s",
+            "--timeout=300s", timeout=330,
         )  # fmt: skip
         assert drained.returncode == 0, drained.stderr  # the PodDisruptionBudget allows it
         # The evicted pod's process gets SIGTERM, as from its kubelet: it releases the Lease as it exits.

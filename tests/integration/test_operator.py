@@ -100,6 +100,7 @@ def test_create_reaches_ready_with_the_right_stack_roles_and_connector(
         "k8sAgentlessDiscovery",
         "imageAssessment",
         "databasesDspm",
+        "databasesThreatProtection",
     }
     (stack,) = stacks_of(sandbox, account)
     spec = AWSConnectorSpec.model_validate(m["spec"])

@@ -75,6 +75,8 @@ def test_up_env_status_down_and_recovery_after_a_crash(state: Path) -> None:
         "etcd",
         "kube-apiserver",
         "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
         "aws-emulator",
         "arm-emulator",
     }

@@ -19,14 +19,15 @@ T = TypeVar("T")
 
 
 def kubectl(
-    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = False
+    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = False, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
+    """Runs kubectl; ``timeout`` bounds the process, so a command with its own ``--timeout`` needs a larger one."""
     result = subprocess.run(
         [str(binaries.kubectl()), "--kubeconfig", str(kubeconfig), *args],
         input=stdin,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         env={**os.environ, "KUBECTL_EXTERNAL_DIFF": ""},
     )
     if check and result.returncode != 0:
