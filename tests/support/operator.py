@@ -112,6 +112,10 @@ class OperatorProcess:
         assert self.arm_proxy is not None and self.sandbox.arm_ca_file
         control(self.arm_proxy, "/_proxy/faults", rule, ca_file=self.sandbox.arm_ca_file)
 
+    def clear_arm_faults(self) -> None:
+        if self.arm_proxy is not None:
+            control(self.arm_proxy, "/_proxy/faults", method="DELETE", ca_file=self.sandbox.arm_ca_file)
+
     def kill_after(self, cloud: str, pattern: str, method: str = "*") -> None:
         """SIGKILL the operator right after its next request matching ``pattern`` took effect in ``cloud``."""
         assert self.record is not None

@@ -1,0 +1,106 @@
+"""``python -m bench.chaos --seed S --schedules N [--steps K] [--hours H] [--shrink]``: a campaign on its own sandbox.
+
+Schedule i uses seed S+i. Every schedule is printed as a step list with its verdict; a failing one is shrunk (with
+``--shrink``) and written out as a regression case under tests/integration/chaos_cases/, which the test suite
+replays. The summary counts schedules, steps, operations by kind and violations. It stops by itself after N
+schedules or H hours, whichever comes first.
+"""
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.operator import start_operator
+
+from bench.sandbox import bench_sandbox, operator_state
+
+from .runner import Runner
+from .schedule import Step, describe, generate, to_json
+from .shrink import shrink
+
+CASES = Path(__file__).resolve().parents[2] / "tests" / "integration" / "chaos_cases"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A schedule that broke an invariant, and where its (shrunk) regression case was written."""
+
+    seed: int
+    violations: list[str]
+    case: Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos")
+    parser.add_argument("--seed", type=int, default=random.randrange(1_000_000))
+    parser.add_argument("--schedules", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--hours", type=float, default=12.0, help="stop after this long, whatever is left")
+    parser.add_argument(
+        "--shrink", action="store_true", help="shrink a failing schedule into a regression case"
+    )
+    parser.add_argument("--summary", help="also write the summary as JSON here")
+    args = parser.parse_args()
+    deadline = time.monotonic() + args.hours * 3600
+    totals: dict[str, int] = {}
+    failures: list[Failure] = []
+    done = steps_run = 0
+    with bench_sandbox() as box:
+        operator = start_operator(
+            box,
+            operator_state(box, "chaos-"),
+            arm_proxy=True,
+            extra_env={"DEFENDER_OPERATOR_RESYNC_SECONDS": "8", "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "1"},
+        )
+        runner = Runner(box, box.control_plane.kubeconfig, operator)
+        for i in range(args.schedules):
+            if time.monotonic() > deadline:
+                break
+            seed = args.seed + i
+            steps = generate(seed, args.steps)
+            outcome = runner.run(seed, steps)
+            done, steps_run = done + 1, steps_run + len(steps)
+            for op, n in outcome.counts.items():
+                totals[op] = totals.get(op, 0) + n
+            verdict = "ok" if not outcome.violations else f"{len(outcome.violations)} VIOLATIONS"
+            print(f"--- seed {seed}: {verdict} ({outcome.seconds:.0f}s)\n{describe(steps)}", flush=True)
+            for violation in outcome.violations:
+                print(f"    ! {violation}", flush=True)
+            if outcome.violations:
+                kept = steps
+                if args.shrink:
+
+                    def still_fails(candidate: list[Step], seed: int = seed) -> bool:
+                        return bool(runner.run(seed, candidate).violations)
+
+                    kept = shrink(steps, still_fails)
+                    print(f"    shrunk to {len(kept)} steps:\n{describe(kept)}", flush=True)
+                CASES.mkdir(parents=True, exist_ok=True)
+                case = CASES / f"seed-{seed}.json"
+                case.write_text(
+                    json.dumps(
+                        {"seed": seed, "violations": outcome.violations, "steps": to_json(kept)}, indent=1
+                    )
+                    + "\n"
+                )
+                failures.append(Failure(seed, list(outcome.violations), case))
+    summary = {
+        "firstSeed": args.seed,
+        "schedules": done,
+        "steps": steps_run,
+        "operations": dict(sorted(totals.items())),
+        "violations": sum(len(f.violations) for f in failures),
+        "failingSeeds": [f.seed for f in failures],
+    }
+    print(json.dumps(summary, indent=1))
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary, indent=1) + "\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

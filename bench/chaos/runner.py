@@ -1,0 +1,493 @@
+"""Runs a schedule against the sandbox and the operator as its own process, then judges the outcome.
+
+Invariants, checked against the clouds' and the cluster's real state once the schedule is over (faults cleared,
+paused objects resumed, the operator running):
+
+1. every live object converges: Ready, with its stack (this object's mark) and its connector (this object's mark,
+   the spec's account and scan interval) in place; or Stalled for a cause the schedule made (another object's claim
+   on the account, another team's connector of its name);
+2. never two connectors of the operator for one AWS account in the subscription;
+3. deleting every object finishes within a bound, and leaves nothing carrying a deleted object's mark (stacks,
+   connectors, identity-provider user tags, OnboardingRecords), except what deletionPolicy Orphan keeps;
+4. nothing foreign was modified or deleted: another team's connector keeps its etag, Sentinel keeps its audience;
+5. no unexpected exception in the operator's log, and no secret in its log, the objects' status or their Events.
+
+A violation is a sentence saying which invariant and what was seen.
+"""
+
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.clouds import arm_client, connector_url, send
+from tests.support.kube import apply, condition, get_object, kubectl
+from tests.support.onboarding import MS_PROVIDER, aws_in, manifest
+from tests.support.operator import OperatorProcess
+
+from defender_operator.api.names import ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
+from defender_operator.sandbox import Sandbox
+
+from .schedule import NAMES, NAMESPACES, PLAN_CHOICES, Step, slot_of
+
+SENTINEL_AUDIENCE = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
+ALLOWED_STALLED = {"ConnectorConflict", "ConnectorOwnedElsewhere"}
+CONVERGE_SECONDS = 180.0
+DELETE_SECONDS = 180.0
+_accounts = itertools.count(int(uuid.uuid4().int % 10**6) * 100 + 500000000000)
+
+
+@dataclass
+class Outcome:
+    seed: int
+    steps: list[Step]
+    violations: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class World:
+    """One schedule's pool and what its foreign actors did."""
+
+    run: str
+    namespaces: list[str]
+    accounts: list[str]
+    canary: str
+    foreign: dict[str, str] = field(default_factory=dict)  # connector url -> etag it was made with
+    sentinel_accounts: set[str] = field(default_factory=set)
+    orphans: dict[str, str] = field(
+        default_factory=dict
+    )  # uid -> "namespace/name" of objects deleted as Orphan
+    uids: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name" of every object ever created
+
+
+class Runner:
+    def __init__(self, sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess) -> None:
+        self.sandbox, self.kubeconfig, self.operator = sandbox, kubeconfig, operator
+
+    # --- one schedule -------------------------------------------------------------------------------------------
+
+    def run(self, seed: int, steps: list[Step]) -> Outcome:
+        started = time.monotonic()
+        outcome = Outcome(seed, steps)
+        world = self._world(seed)
+        log_from = len(self.operator.log())
+        try:
+            for step in steps:
+                outcome.counts[step.op] = outcome.counts.get(step.op, 0) + 1
+                self._ensure_operator()
+                self._step(world, step)
+            self._settle(world)
+            outcome.violations += self._converged(world)
+            outcome.violations += self._deleted(world)
+            outcome.violations += self._foreign(world)
+            outcome.violations += self._logs(world, self.operator.log()[log_from:])
+        finally:
+            self._teardown(world)
+            outcome.seconds = time.monotonic() - started
+        return outcome
+
+    def _world(self, seed: int) -> World:
+        run = f"c{seed % 10000}-{uuid.uuid4().hex[:5]}"
+        namespaces = [f"chaos-{run}-{i}" for i in range(NAMESPACES)]
+        accounts = [str(next(_accounts)) for _ in range(2)]
+        world = World(run, namespaces, accounts, canary=f"chaos-canary-secret-{uuid.uuid4().hex}")
+        for namespace in namespaces:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": namespace,
+                    "labels": {"chaos-run": run, "defender-operator.io/tests-without-policy": "true"},
+                },
+            }
+            assert apply(self.kubeconfig, body).returncode == 0
+            kubectl(
+                self.kubeconfig, "create", "secret", "generic", "aws-keys", "-n", namespace,
+                "--from-literal=accessKeyId=AKIACHAOSTENANTKEY", f"--from-literal=secretAccessKey={world.canary}",
+                check=True,
+            )  # fmt: skip
+            kubectl(
+                self.kubeconfig, "create", "secret", "generic", "azure-app", "-n", namespace,
+                "--from-literal=clientId=chaos-app", "--from-literal=clientSecret=sandbox", check=True,
+            )  # fmt: skip
+        policy = {
+            "apiVersion": "defender-operator.io/v1alpha1",
+            "kind": "ClusterOnboardingPolicy",
+            "metadata": {"name": f"chaos-{run}"},
+            "spec": {
+                "namespaces": {"selector": {"matchLabels": {"chaos-run": run}}},
+                "aws": {"accountIds": accounts, "roleArns": ["arn:aws:iam::*:role/defender-onboarding"]},
+                "azure": {"ambientIdentity": True, "tenantIds": ["*"], "subscriptionIds": ["*"]},
+            },
+        }
+        assert apply(self.kubeconfig, policy).returncode == 0
+        self._wait(lambda: f"chaos-{run}" in self._effective(), 30)
+        return world
+
+    def _effective(self) -> list[str]:
+        out = kubectl(self.kubeconfig, "get", "effectiveonboardingpolicy", "effective", "-o", "json")
+        return [r["policy"] for r in json.loads(out.stdout)["spec"]["rules"]] if out.returncode == 0 else []
+
+    def _step(self, world: World, step: Step) -> None:
+        index, name = slot_of(step.slot)
+        namespace = world.namespaces[index]
+        args = step.args
+        if step.op == "create":
+            m = manifest(namespace, name, account=world.accounts[args["account"]])
+            m["spec"]["scanIntervalHours"] = args["interval"]
+            m["spec"]["plans"] = PLAN_CHOICES[args["plans"]]
+            if args["orphan"]:
+                m["spec"]["deletionPolicy"] = "Orphan"
+            if args["ownSecret"]:
+                m["spec"]["aws"]["credentials"]["secretRef"] = {"name": "aws-keys"}
+                m["spec"]["azure"]["credentialsSecretRef"] = {"name": "azure-app"}
+            apply(
+                self.kubeconfig, m
+            )  # may be refused (an immutable field of a live object): that is a schedule too
+            obj = get_object(self.kubeconfig, namespace, name)
+            if obj is not None:
+                world.uids[obj["metadata"]["uid"]] = f"{namespace}/{name}"
+        elif step.op == "patch":
+            patch = {"spec": {"scanIntervalHours": args["interval"], "plans": PLAN_CHOICES[args["plans"]]}}
+            kubectl(
+                self.kubeconfig,
+                "patch",
+                "awsc",
+                "-n",
+                namespace,
+                name,
+                "--type=merge",
+                "-p",
+                json.dumps(patch),
+            )
+        elif step.op == "delete":
+            self._note_orphan(world, namespace, name)
+            kubectl(
+                self.kubeconfig, "delete", "awsc", "-n", namespace, name, "--wait=false", "--ignore-not-found"
+            )
+        elif step.op in ("pause", "unpause"):
+            value = f"{ANNOTATION_PAUSED}=true" if step.op == "pause" else f"{ANNOTATION_PAUSED}-"
+            kubectl(self.kubeconfig, "annotate", "awsc", "-n", namespace, name, value, "--overwrite")
+        elif step.op == "reconcile":
+            value = f"{ANNOTATION_RECONCILE_REQUESTED_AT}={uuid.uuid4().hex}"
+            kubectl(self.kubeconfig, "annotate", "awsc", "-n", namespace, name, value, "--overwrite")
+        elif step.op == "kill":
+            self.operator.kill()
+            self.operator.start()
+        elif step.op == "kill_after_aws_write":
+            self.operator.kill_after("aws", "CreateStack|UpdateStack|DeleteStack|CreateOpenIDConnectProvider")
+        elif step.op == "kill_after_arm_write":
+            self.operator.kill_after("arm", "securityConnectors", "PUT")
+        elif step.op == "aws_faults":
+            self.operator.inject_aws_fault(
+                pathPattern=args["operation"], status=args["status"], count=args["count"]
+            )
+        elif step.op == "arm_faults":
+            self.operator.inject_arm_fault(
+                pathPattern="securityConnectors", status=args["status"], count=args["count"]
+            )
+        elif step.op == "foreign_connector":
+            self._foreign_connector(world, namespace, name)
+        elif step.op == "sentinel":
+            self._sentinel(world, world.accounts[args["account"]])
+        elif step.op == "delete_stack":
+            obj = get_object(self.kubeconfig, namespace, name)
+            if obj is not None:
+                account = obj["spec"]["aws"]["accountId"]
+                cf = aws_in(self.sandbox, account, "cloudformation")
+                stacks = [s for s in cf.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"]
+                for stack in stacks:
+                    cf.delete_stack(StackName=stack["StackId"])
+        elif step.op == "wait":
+            time.sleep(float(args["seconds"]))
+        elif (
+            step.op == "tamper_foreign"
+        ):  # sabotage (never generated): shows the judge sees invariant 4 broken
+            arm = arm_client(self.sandbox)
+            for url in world.foreign:
+                body = send(arm, "GET", url).json()
+                send(arm, "PUT", url, {**body, "tags": {"team": "tampered"}})
+        elif step.op == "leak_secret":  # sabotage (never generated): shows the judge sees invariant 5 broken
+            event = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"chaos-leak-{uuid.uuid4().hex[:8]}", "namespace": namespace},
+                "involvedObject": {"kind": "Secret", "name": "aws-keys", "namespace": namespace, "apiVersion": "v1"},
+                "reason": "Sabotage",
+                "message": f"the key is {world.canary}",
+                "type": "Normal",
+            }
+            made = apply(self.kubeconfig, event)
+            assert made.returncode == 0, made.stderr
+
+    def _note_orphan(self, world: World, namespace: str, name: str) -> None:
+        obj = get_object(self.kubeconfig, namespace, name)
+        if obj is not None and obj["spec"].get("deletionPolicy") == "Orphan":
+            world.orphans[obj["metadata"]["uid"]] = f"{namespace}/{name}"
+
+    def _foreign_connector(self, world: World, namespace: str, name: str) -> None:
+        url = connector_url(name, f"rg-{namespace}")
+        arm = arm_client(self.sandbox)
+        if send(arm, "GET", url).status_code != 404:
+            return  # never overwrite what is there (ours or another's)
+        other = "300000000000"
+        body = {
+            "location": "westeurope",
+            "properties": {
+                "hierarchyIdentifier": other,
+                "environmentName": "AWS",
+                "environmentData": {"environmentType": "AwsAccount", "scanInterval": 24},
+                "offerings": [
+                    {
+                        "offeringType": "CspmMonitorAws",
+                        "nativeCloudConnection": {
+                            "cloudRoleArn": f"arn:aws:iam::{other}:role/CspmMonitorAws"
+                        },
+                    }
+                ],
+            },
+            "tags": {"team": "payments"},
+        }
+        made = send(arm, "PUT", url, body, **{"If-None-Match": "*"})
+        if made.status_code in (200, 201):
+            world.foreign[url] = made.json()["etag"]
+
+    def _sentinel(self, world: World, account: str) -> None:
+        iam = aws_in(self.sandbox, account, "iam")
+        arn = f"arn:aws:iam::{account}:oidc-provider/{MS_PROVIDER}"
+        try:
+            iam.add_client_id_to_open_id_connect_provider(
+                OpenIDConnectProviderArn=arn, ClientID=SENTINEL_AUDIENCE
+            )
+        except iam.exceptions.NoSuchEntityException:
+            iam.create_open_id_connect_provider(
+                Url=f"https://{MS_PROVIDER}", ClientIDList=[SENTINEL_AUDIENCE], ThumbprintList=["0" * 40]
+            )
+        world.sentinel_accounts.add(account)
+
+    # --- judging ----------------------------------------------------------------------------------------------------
+
+    def _ensure_operator(self) -> None:
+        if self.operator.record is None or not self.operator.record.alive():
+            self.operator.start()
+
+    def _settle(self, world: World) -> None:
+        """The schedule is over: faults cleared (a kill rule not yet used too), the operator up, paused objects
+        resumed (a person unpausing them)."""
+        self.operator.clear_aws_faults()
+        self.operator.clear_arm_faults()
+        self._ensure_operator()
+        for namespace in world.namespaces:
+            for name in NAMES:
+                if get_object(self.kubeconfig, namespace, name) is not None:
+                    kubectl(
+                        self.kubeconfig, "annotate", "awsc", "-n", namespace, name, f"{ANNOTATION_PAUSED}-"
+                    )
+
+    def _objects(self, world: World) -> list[dict[str, Any]]:
+        found = []
+        for namespace in world.namespaces:
+            out = kubectl(self.kubeconfig, "get", "awsc", "-n", namespace, "-o", "json")
+            if out.returncode == 0:
+                found += json.loads(out.stdout)["items"]
+        return found
+
+    def _converged(self, world: World) -> list[str]:
+        """Invariants 1 and 2, judged until they hold or the bound passes: the operator sees a hand-made change
+        (a stack deleted by a person) on its next pass, not at once, so a Ready object whose clouds still differ
+        is given until the bound to repair them."""
+        deadline = time.monotonic() + CONVERGE_SECONDS
+        while True:
+            violations = self._convergence_violations(self._objects(world))
+            if not violations or time.monotonic() > deadline:
+                return violations
+            time.sleep(1)
+
+    def _convergence_violations(self, objects: list[dict[str, Any]]) -> list[str]:
+        violations = []
+        mine: dict[str, list[str]] = {}
+        for obj in objects:
+            key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+            if not _settled(obj):
+                ready = condition(obj, "Ready") or {}
+                violations.append(
+                    f"converge: {key} neither Ready nor Stalled after {CONVERGE_SECONDS:.0f}s "
+                    f"(Ready {ready.get('status')} {ready.get('reason')}: {ready.get('message', '')[:200]})"
+                )
+                continue
+            stalled = condition(obj, "Stalled") or {}
+            if stalled.get("status") == "True":
+                if stalled.get("reason") not in ALLOWED_STALLED:
+                    violations.append(
+                        f"converge: {key} Stalled {stalled.get('reason')}: {stalled.get('message', '')[:300]}"
+                    )
+                continue
+            violations += self._matches(obj, key)
+            mine.setdefault(obj["spec"]["aws"]["accountId"], []).append(key)
+        for account, keys in mine.items():
+            if len(keys) > 1:
+                violations.append(
+                    f"uniqueness: {keys} are all Ready for account {account} in one subscription"
+                )
+        return violations
+
+    def _matches(self, obj: dict[str, Any], key: str) -> list[str]:
+        """A Ready object's clouds hold exactly what its spec says (the parts the schedule varies)."""
+        uid, spec = obj["metadata"]["uid"], obj["spec"]
+        account = spec["aws"]["accountId"]
+        problems = []
+        cf = aws_in(self.sandbox, account, "cloudformation")
+        stacks = [s for s in cf.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"]
+        owned = [
+            s
+            for s in stacks
+            if {t["Key"]: t["Value"] for t in s.get("Tags", [])}.get("defender-operator-owner-uid") == uid
+        ]
+        if len(owned) != 1:
+            problems.append(f"clouds: {key} is Ready with {len(owned)} stacks of its own in {account}")
+        live = send(
+            arm_client(self.sandbox),
+            "GET",
+            connector_url(
+                spec["azure"].get("connectorName") or obj["metadata"]["name"], spec["azure"]["resourceGroup"]
+            ),
+        )
+        if live.status_code != 200:
+            problems.append(f"clouds: {key} is Ready without its connector ({live.status_code})")
+            return problems
+        body = live.json()
+        if (body.get("tags") or {}).get("defender-operator-owner-uid") != uid:
+            problems.append(f"clouds: {key}'s connector does not carry its mark")
+        if body["properties"].get("hierarchyIdentifier") != account:
+            problems.append(
+                f"clouds: {key}'s connector onboards {body['properties'].get('hierarchyIdentifier')}"
+            )
+        interval = body["properties"].get("environmentData", {}).get("scanInterval")
+        if interval != spec.get("scanIntervalHours", 4):
+            problems.append(
+                f"clouds: {key}'s connector scans every {interval} h, the spec says {spec.get('scanIntervalHours')}"
+            )
+        return problems
+
+    def _deleted(self, world: World) -> list[str]:
+        for obj in self._objects(world):
+            self._note_orphan(world, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        for namespace in world.namespaces:
+            kubectl(self.kubeconfig, "delete", "awsc", "--all", "-n", namespace, "--wait=false")
+        deadline = time.monotonic() + DELETE_SECONDS
+        while time.monotonic() < deadline and self._objects(world):
+            time.sleep(1)
+        violations = [
+            f"deletion: {o['metadata']['namespace']}/{o['metadata']['name']} not gone after {DELETE_SECONDS:.0f}s "
+            f"({(condition(o, 'Stalled') or {}).get('message', '')[:200]})"
+            for o in self._objects(world)
+        ]
+        gone = {uid for uid in world.uids if uid not in world.orphans}
+        for account in world.accounts:
+            cf = aws_in(self.sandbox, account, "cloudformation")
+            for stack in cf.describe_stacks()["Stacks"]:
+                tags = {t["Key"]: t["Value"] for t in stack.get("Tags", [])}
+                if (
+                    stack["StackStatus"] != "DELETE_COMPLETE"
+                    and tags.get("defender-operator-owner-uid") in gone
+                ):
+                    violations.append(
+                        f"leak: stack {stack['StackName']} of deleted {world.uids[tags['defender-operator-owner-uid']]}"
+                    )
+            iam = aws_in(self.sandbox, account, "iam")
+            kept = set(world.orphans.values())  # what Orphan leaves still relies on the provider
+            for entry in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
+                found = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=entry["Arn"])
+                users = {
+                    t["Value"].split("/", 1)[-1]
+                    for t in found.get("Tags", [])
+                    if t["Key"].startswith("defender-operator-user.")
+                }
+                left = sorted(u for u in users if u.split("/")[0] in world.namespaces and u not in kept)
+                if left:
+                    violations.append(f"leak: provider {entry['Arn']} still names deleted objects {left}")
+        for uid in gone:
+            if kubectl(self.kubeconfig, "get", "onboardingrecord", uid).returncode == 0:
+                violations.append(f"leak: OnboardingRecord of deleted {world.uids[uid]}")
+        arm = arm_client(self.sandbox)
+        for namespace in world.namespaces:
+            listed = send(arm, "GET", connector_url("x", f"rg-{namespace}").replace("/x?", "?"))
+            for item in listed.json().get("value", []) if listed.status_code == 200 else []:
+                if (item.get("tags") or {}).get("defender-operator-owner-uid") in gone:
+                    violations.append(
+                        f"leak: connector {item['name']} of deleted {world.uids[item['tags']['defender-operator-owner-uid']]}"
+                    )
+        return violations
+
+    def _foreign(self, world: World) -> list[str]:
+        violations = []
+        arm = arm_client(self.sandbox)
+        for url, etag in world.foreign.items():
+            live = send(arm, "GET", url)
+            if live.status_code != 200 or live.json().get("etag") != etag:
+                violations.append(
+                    f"foreign: another team's connector {url.split('?')[0].rsplit('/', 1)[-1]} was changed or deleted"
+                )
+        for account in world.sentinel_accounts:
+            iam = aws_in(self.sandbox, account, "iam")
+            arn = f"arn:aws:iam::{account}:oidc-provider/{MS_PROVIDER}"
+            try:
+                audiences = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arn)["ClientIDList"]
+            except iam.exceptions.NoSuchEntityException:
+                audiences = []
+            if SENTINEL_AUDIENCE not in audiences:
+                violations.append(f"foreign: Sentinel's audience is gone from the provider of {account}")
+        return violations
+
+    def _logs(self, world: World, log: str) -> list[str]:
+        violations = []
+        if "reconcile failed unexpectedly" in log or "Traceback" in log:
+            line = next(line for line in log.splitlines() if "unexpectedly" in line or "Traceback" in line)
+            violations.append(f"log: an unexpected exception: {line[:400]}")
+        if world.canary in log:
+            violations.append("secrets: a tenant's secret is in the operator's log")
+        for namespace in world.namespaces:
+            events = kubectl(self.kubeconfig, "get", "events", "-n", namespace, "-o", "json").stdout
+            if world.canary in events:
+                violations.append(f"secrets: a tenant's secret is in an Event of {namespace}")
+        return violations
+
+    def _teardown(self, world: World) -> None:
+        self.operator.clear_aws_faults()
+        self.operator.clear_arm_faults()
+        self._ensure_operator()
+        kubectl(
+            self.kubeconfig, "delete", "clusteronboardingpolicy", f"chaos-{world.run}", "--ignore-not-found"
+        )
+        for namespace in world.namespaces:  # objects still there after a violation are let go
+            for obj in self._objects(world):
+                kubectl(
+                    self.kubeconfig, "patch", "awsc", "-n", obj["metadata"]["namespace"], obj["metadata"]["name"],
+                    "--type=json", "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]',
+                )  # fmt: skip
+            kubectl(self.kubeconfig, "delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+
+    @staticmethod
+    def _wait(predicate: Any, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.2)
+        raise TimeoutError("the chaos harness waited in vain")
+
+
+def _settled(obj: dict[str, Any]) -> bool:
+    """The operator has judged this generation: Ready or Stalled, not being deleted."""
+    if obj["metadata"].get("deletionTimestamp"):
+        return False
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"]["generation"]:
+        return False
+    ready, stalled = condition(obj, "Ready"), condition(obj, "Stalled")
+    return bool(ready and ready["status"] == "True") or bool(stalled and stalled["status"] == "True")

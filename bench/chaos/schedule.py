@@ -1,0 +1,115 @@
+"""Randomized schedules: what the campaign does, as plain data, reproducible from a seed.
+
+A schedule is a list of steps over a small pool, so that they collide: two namespaces, two object names in each, two
+AWS accounts, one subscription, one resource group per namespace (two objects for one account and subscription meet
+as a conflict; an object created again under an old name meets what the old one left). Each step is one operation a
+user, a cluster or a cloud does; ``wait`` steps are the random short pauses between them. ``generate`` is pure: the
+same seed gives the same schedule, which ``describe`` prints as a readable step list.
+"""
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+NAMESPACES = 2
+NAMES = ("alpha", "beta")
+ACCOUNTS = 2
+SLOTS = NAMESPACES * len(NAMES)  # object slots: (namespace index, name)
+
+# Operation -> weight. Object operations name a slot; the others act on the operator, a cloud or a foreign actor.
+WEIGHTS: dict[str, int] = {
+    "create": 8,  # apply a manifest (random plans, regions, interval, credentials, deletion policy) to a slot
+    "patch": 4,  # change the spec of a slot's object (interval, plans, regions)
+    "delete": 4,  # kubectl delete, without waiting
+    "pause": 1,
+    "unpause": 2,
+    "reconcile": 2,  # the reconcile-requested-at annotation
+    "kill": 2,  # SIGKILL the operator, then start it again
+    "kill_after_aws_write": 1,  # SIGKILL right after its next AWS write took effect (through the fault proxy)
+    "kill_after_arm_write": 1,  # the same for ARM
+    "aws_faults": 2,  # throttling / 5xx on some AWS operations for a while
+    "arm_faults": 2,  # 429 / 500 on ARM for a while
+    "foreign_connector": 1,  # another team makes a connector of a slot's name in its resource group
+    "sentinel": 1,  # Microsoft Sentinel adds its audience to an account's identity provider
+    "delete_stack": 1,  # a person deletes an object's stack by hand
+    "wait": 6,
+}
+AWS_FAULTY = ("CreateStack", "UpdateStack", "DescribeStacks", "CreateOpenIDConnectProvider", "AssumeRole")
+PLAN_CHOICES: tuple[dict[str, dict[str, bool]], ...] = (
+    {},
+    {"servers": {"enabled": False}},
+    {"containers": {"enabled": False}, "databases": {"enabled": False}},
+    {"cspm": {"enabled": True}},
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str
+    slot: int = 0
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        namespace, name = slot_of(self.slot)
+        target = (
+            f" ns{namespace}/{name}"
+            if self.op in OBJECT_OPS or self.op in ("foreign_connector", "delete_stack")
+            else ""
+        )
+        details = " ".join(f"{k}={v}" for k, v in sorted(self.args.items()))
+        return f"{self.op}{target}{(' ' + details) if details else ''}"
+
+
+OBJECT_OPS = {"create", "patch", "delete", "pause", "unpause", "reconcile"}
+# Never generated: the judge's own test breaks invariants on purpose with these, to show it sees them broken.
+SABOTAGE_OPS = {"tamper_foreign", "leak_secret"}
+
+
+def slot_of(slot: int) -> tuple[int, str]:
+    return slot // len(NAMES), NAMES[slot % len(NAMES)]
+
+
+def generate(seed: int, steps: int) -> list[Step]:
+    rng = random.Random(seed)
+    ops, weights = list(WEIGHTS), list(WEIGHTS.values())
+    schedule: list[Step] = []
+    for _ in range(steps):
+        op = rng.choices(ops, weights)[0]
+        slot = rng.randrange(SLOTS)
+        args: dict[str, Any] = {}
+        if op == "create":
+            args = {
+                "account": rng.randrange(ACCOUNTS),
+                "plans": rng.randrange(len(PLAN_CHOICES)),
+                "interval": rng.choice([4, 6, 12, 24]),
+                "orphan": rng.random() < 0.2,
+                "ownSecret": rng.random() < 0.3,
+            }
+        elif op == "patch":
+            args = {"interval": rng.choice([4, 6, 12, 24]), "plans": rng.randrange(len(PLAN_CHOICES))}
+        elif op == "aws_faults":
+            args = {
+                "operation": rng.choice(AWS_FAULTY),
+                "status": rng.choice([400, 500, 503]),
+                "count": rng.randint(1, 6),
+            }
+        elif op == "arm_faults":
+            args = {"status": rng.choice([429, 500, 503]), "count": rng.randint(1, 6)}
+        elif op == "sentinel":
+            args = {"account": rng.randrange(ACCOUNTS)}
+        elif op == "wait":
+            args = {"seconds": round(rng.uniform(0.2, 3.0), 1)}
+        schedule.append(Step(op, slot, args))
+    return schedule
+
+
+def describe(schedule: list[Step]) -> str:
+    return "\n".join(f"{i + 1:3}. {step.describe()}" for i, step in enumerate(schedule))
+
+
+def to_json(schedule: list[Step]) -> list[dict[str, Any]]:
+    return [asdict(step) for step in schedule]
+
+
+def from_json(data: list[dict[str, Any]]) -> list[Step]:
+    return [Step(d["op"], int(d.get("slot", 0)), dict(d.get("args") or {})) for d in data]
