@@ -217,7 +217,12 @@ class Runner:
                 "apiVersion": "v1",
                 "kind": "Event",
                 "metadata": {"name": f"chaos-leak-{uuid.uuid4().hex[:8]}", "namespace": namespace},
-                "involvedObject": {"kind": "Secret", "name": "aws-keys", "namespace": namespace, "apiVersion": "v1"},
+                "involvedObject": {
+                    "kind": "Secret",
+                    "name": "aws-keys",
+                    "namespace": namespace,
+                    "apiVersion": "v1",
+                },
                 "reason": "Sabotage",
                 "message": f"the key is {world.canary}",
                 "type": "Normal",
