@@ -150,6 +150,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def cmd_aws_setup(args: argparse.Namespace) -> int:
     from .render.account_setup import (
+        SetupOptions,
         account_setup_template,
         hub_template,
         operator_policy,
@@ -157,12 +158,12 @@ def cmd_aws_setup(args: argparse.Namespace) -> int:
     )
     from .render.terraform import account_setup_configuration, hub_configuration
 
-    tenants = tuple(args.ciem_tenant or ())
+    options = SetupOptions(tuple(args.ciem_tenant or ()), tuple(args.assume_role or ()))
     documents = {
-        "template": lambda: account_setup_template(tenants),
-        "terraform": lambda: account_setup_configuration(tenants),
-        "policy": lambda: operator_policy(tenants),
-        "stackset": lambda: setup_stack_set_template(tenants),
+        "template": lambda: account_setup_template(options),
+        "terraform": lambda: account_setup_configuration(options),
+        "policy": lambda: operator_policy(options),
+        "stackset": lambda: setup_stack_set_template(options),
         "hub": hub_template,
         "hub-terraform": hub_configuration,
     }
@@ -278,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="an Entra tenant CIEM may trust (repeat for several): the operator may then create the identity provider "
         "sts.windows.net/<tenant>/ besides Microsoft's; without it, CIEM with the operator's identity is refused by "
         "IAM, as a ClusterOnboardingPolicy's aws.ciemTenantIds refuses it in the cluster",
+    )
+    p.add_argument(
+        "--assume-role",
+        action="append",
+        metavar="ROLE",
+        help="a role the operator may assume (a name, meaning that role in any account, or an ARN pattern; repeat "
+        "for several): list the aws.roleArns and aws.memberRoleNames of your ClusterOnboardingPolicies. Without it "
+        "sts:AssumeRole is on every role that trusts the account",
     )
     p.set_defaults(func=cmd_aws_setup)
 

@@ -10,6 +10,7 @@ import parliament
 
 from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render.account_setup import (
+    SetupOptions,
     account_setup_template,
     hub_policy,
     hub_template,
@@ -167,7 +168,11 @@ def test_identity_providers_only_for_microsofts_issuer_and_the_ciem_tenants_the_
     own = f"arn:aws:iam::{ACCOUNT}:oidc-provider/sts.windows.net/77777777-6666-5555-4444-333333333333/"
     assert allowed("iam:CreateOpenIDConnectProvider", microsoft)
     assert not allowed("iam:CreateOpenIDConnectProvider", own)
-    granted = [resolved(managed_operator_policy(("77777777-6666-5555-4444-333333333333",)))]
+    granted = [
+        resolved(
+            managed_operator_policy(SetupOptions(ciem_tenants=("77777777-6666-5555-4444-333333333333",)))
+        )
+    ]
     assert decide(granted, "iam:CreateOpenIDConnectProvider", own, {})[0]
     other = own.replace("77777777", "88888888")
     assert not decide(granted, "iam:CreateOpenIDConnectProvider", other, {})[0]
@@ -311,3 +316,21 @@ def test_terraform_evaluates_the_trust_and_policies_it_is_given(tmp_path: Path) 
     )
     del cloudformation["Statement"][0]["Condition"]  # the Fn::If of an empty OrganizationId
     assert anywhere == cloudformation
+
+
+def test_assume_role_only_on_the_roles_the_administrator_names() -> None:
+    """Issue 28: sts:AssumeRole on * reaches every role that trusts the account (OrganizationAccountAccessRole in
+    every member, from a management account); --assume-role narrows it to the grants' roles."""
+    member_admin = "arn:aws:iam::210987654321:role/OrganizationAccountAccessRole"
+    onboarding = "arn:aws:iam::210987654321:role/defender-onboarding"
+    assert allowed("sts:AssumeRole", member_admin)  # the default, which docs/production.md warns about
+    options = SetupOptions(assume_roles=("defender-onboarding", "arn:aws:iam::111122223333:role/hub-*"))
+    for policy in (operator_policy(options), resolved(managed_operator_policy(options))):
+        assert decide([policy], "sts:AssumeRole", onboarding, {})[0]
+        assert decide([policy], "sts:AssumeRole", "arn:aws:iam::111122223333:role/hub-eu", {})[0]
+        assert not decide([policy], "sts:AssumeRole", member_admin, {})[0]
+        assert not decide([policy], "sts:AssumeRole", "arn:aws:iam::444455556666:role/hub-eu", {})[0]
+    from defender_operator.render.terraform import account_setup_configuration
+
+    terraform = json.dumps(account_setup_configuration(options))
+    assert "role/defender-onboarding" in terraform and "OrganizationAccountAccessRole" not in terraform

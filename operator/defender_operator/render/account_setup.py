@@ -38,25 +38,47 @@ def _operator_policy_text() -> str:
     return resources.files(__package__).joinpath("data/operator-iam-policy.json").read_text()
 
 
-def operator_policy(ciem_tenants: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The operator's IAM policy for roles with inline policies (``rolePolicies: Inline``, the default).
+@dataclass(frozen=True)
+class SetupOptions:
+    """What the administrator narrows the operator's identity to (``aws-setup`` flags).
 
-    Identity providers: Microsoft's issuer only, plus ``sts.windows.net/<tenant>/`` for each Entra tenant CIEM may
-    trust (``aws-setup --ciem-tenant``): a provider for any tenant would let whoever reaches the operator make a role
-    trust an identity of their own tenant."""
+    ``ciem_tenants``: Entra tenants CIEM may trust besides Microsoft's issuer (``--ciem-tenant``); a provider for any
+    tenant would let whoever reaches the operator make a role trust an identity of their own tenant.
+    ``assume_roles``: the roles the operator may assume (``--assume-role``, a role name or an ARN pattern), which
+    should be the ``aws.roleArns`` and ``aws.memberRoleNames`` of the ClusterOnboardingPolicies; without them
+    ``sts:AssumeRole`` is on ``*``, which reaches every role that trusts the account (in a management account,
+    ``OrganizationAccountAccessRole`` in every member: docs/production.md)."""
+
+    ciem_tenants: tuple[str, ...] = ()
+    assume_roles: tuple[str, ...] = ()
+
+
+def assumable(role: str) -> str:
+    """An ``--assume-role`` value as a Resource: a bare role name is that role in any account."""
+    return role if role.startswith("arn:") else f"arn:aws:iam::*:role/{role}"
+
+
+def operator_policy(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
+    """The operator's IAM policy for roles with inline policies (``rolePolicies: Inline``, the default), narrowed by
+    ``options``: identity providers for Microsoft's issuer and the named CIEM tenants, AssumeRole on the named roles."""
     policy: dict[str, Any] = json.loads(_operator_policy_text())
     for statement in policy["Statement"]:
-        if statement["Sid"] == "IdentityProviders" and ciem_tenants:
+        if statement["Sid"] == "IdentityProviders" and options.ciem_tenants:
             microsoft = statement["Resource"]
             prefix = microsoft.rsplit("sts.windows.net/", 1)[0]
-            statement["Resource"] = [microsoft, *(f"{prefix}sts.windows.net/{t}/" for t in ciem_tenants)]
+            statement["Resource"] = [
+                microsoft,
+                *(f"{prefix}sts.windows.net/{t}/" for t in options.ciem_tenants),
+            ]
+        if statement["Sid"] == "AssumeOnboardingRoles" and options.assume_roles:
+            statement["Resource"] = sorted({assumable(r) for r in options.assume_roles})
     return policy
 
 
-def managed_operator_policy(ciem_tenants: tuple[str, ...] = ()) -> dict[str, Any]:
+def managed_operator_policy(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
     """The hardened policy (``rolePolicies: Managed``): no inline policies at all, attachments of the setup stack's
     policies besides the AWS managed ones, and explicit denies that hold whatever else the identity is given."""
-    policy = copy.deepcopy(operator_policy(ciem_tenants))
+    policy = copy.deepcopy(operator_policy(options))
     for statement in policy["Statement"]:
         if statement["Sid"] == "RolesCreatedByTheStack":
             statement["Action"] = [a for a in statement["Action"] if a != "iam:PutRolePolicy"]
@@ -131,7 +153,7 @@ def _logical_id(name: str) -> str:
     return stem if stem.endswith("Policy") else stem + "Policy"
 
 
-def account_setup_template(ciem_tenants: tuple[str, ...] = ()) -> dict[str, Any]:
+def account_setup_template(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
     """CloudFormation for one account (deploy it with a StackSet to every account): the operator's role, trusted
     by the principal the operator runs as (with an external id when given), and the catalog's managed policies."""
     trust = operator_trust({"Ref": "OperatorPrincipalArn"}, {"Ref": "ExternalId"})
@@ -176,7 +198,7 @@ def account_setup_template(ciem_tenants: tuple[str, ...] = ()) -> dict[str, Any]
                     "Policies": [
                         {
                             "PolicyName": "defender-operator",
-                            "PolicyDocument": _cloudformation(managed_operator_policy(ciem_tenants)),
+                            "PolicyDocument": _cloudformation(managed_operator_policy(options)),
                         }
                     ],
                     "Tags": [MANAGED_BY_TAG],
@@ -293,12 +315,12 @@ def hub_template() -> dict[str, Any]:
     }
 
 
-def setup_stack_set_template(ciem_tenants: tuple[str, ...] = ()) -> dict[str, Any]:
+def setup_stack_set_template(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
     """CloudFormation for the organization's management account: a service-managed StackSet that deploys the
     account setup stack to every account of the given OUs, and to accounts as they join them."""
-    body = json.dumps(account_setup_template(ciem_tenants), separators=(",", ":"), sort_keys=True)
+    body = json.dumps(account_setup_template(options), separators=(",", ":"), sort_keys=True)
     passed = ("OperatorPrincipalArn", "ExternalId", "OperatorRoleName")
-    setup = account_setup_template(ciem_tenants)["Parameters"]
+    setup = account_setup_template(options)["Parameters"]
     return {
         "AWSTemplateFormatVersion": TEMPLATE_VERSION,
         "Description": "defender-operator account setup in every account of the given OUs (service-managed StackSet)",

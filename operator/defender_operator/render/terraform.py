@@ -7,7 +7,7 @@ owning it. Policy documents are JSON strings in which Terraform interpolates ``$
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api.spec import AWSConnectorSpec
 from .catalog import MANAGED_POLICY_PATH, catalog
@@ -15,6 +15,9 @@ from .cloudformation import member_template
 from .iam import MANAGED_BY_TAG, role_documents
 from .placeholders import ciem_oidc_host, substitute
 from .ssm import ASSOCIATION_NAME, ASSOCIATION_SCHEDULE, automation_document
+
+if TYPE_CHECKING:
+    from .account_setup import SetupOptions
 
 _PSEUDO = {
     "partition": "${data.aws_partition.current.partition}",
@@ -216,9 +219,17 @@ def _organization(spec: AWSConnectorSpec, resources: dict[str, Any], data: dict[
     }
 
 
-def account_setup_configuration(ciem_tenants: tuple[str, ...] = ()) -> dict[str, Any]:
+def account_setup_configuration(options: "SetupOptions | None" = None) -> dict[str, Any]:
     """The account setup stack (:mod:`.account_setup`) as Terraform: the same policies and the same operator role."""
-    from .account_setup import OPERATOR_ROLE_NAME, managed_operator_policy, operator_trust, setup_policies
+    from .account_setup import (
+        OPERATOR_ROLE_NAME,
+        SetupOptions,
+        managed_operator_policy,
+        operator_trust,
+        setup_policies,
+    )
+
+    options = options or SetupOptions()
 
     principal = "${var.operator_principal_arn}"
     with_external_id = operator_trust(principal, "${var.external_id}")
@@ -265,7 +276,7 @@ def account_setup_configuration(ciem_tenants: tuple[str, ...] = ()) -> dict[str,
                 "operator": {
                     "name": "defender-operator",
                     "role": "${aws_iam_role.operator.id}",
-                    "policy": _policy_json(managed_operator_policy(ciem_tenants)),
+                    "policy": _policy_json(managed_operator_policy(options)),
                 }
             },
         },
