@@ -8,7 +8,8 @@ paused objects resumed, the operator running):
    on the account, another team's connector of its name);
 2. never two connectors of the operator for one AWS account in the subscription;
 3. deleting every object finishes within a bound, and leaves nothing carrying a deleted object's mark (stacks,
-   connectors, identity-provider user tags, OnboardingRecords), except what deletionPolicy Orphan keeps;
+   connectors, identity-provider user tags, OnboardingRecords), except what deletionPolicy Orphan or a pause during
+   deletion keeps (then a later object of that account may stall on StackOwnedElsewhere);
 4. nothing foreign was modified or deleted: another team's connector keeps its etag, Sentinel keeps its audience;
 5. no unexpected exception in the operator's log, and no secret in its log, the objects' status or their Events.
 
@@ -35,6 +36,8 @@ from .schedule import NAMES, NAMESPACES, PLAN_CHOICES, Step, slot_of
 
 SENTINEL_AUDIENCE = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
 ALLOWED_STALLED = {"ConnectorConflict", "ConnectorOwnedElsewhere"}
+# What a later object of the same account meets where an earlier one was let go without cleanup (Orphan, paused)
+LEFT_BEHIND = {"StackOwnedElsewhere"}
 CONVERGE_SECONDS = 180.0
 DELETE_SECONDS = 180.0
 _accounts = itertools.count(int(uuid.uuid4().int % 10**6) * 100 + 500000000000)
@@ -59,9 +62,11 @@ class World:
     canary: str
     foreign: dict[str, str] = field(default_factory=dict)  # connector url -> etag it was made with
     sentinel_accounts: set[str] = field(default_factory=set)
-    orphans: dict[str, str] = field(
-        default_factory=dict
-    )  # uid -> "namespace/name" of objects deleted as Orphan
+    # uid -> "namespace/name" of objects whose deletion may leave their resources: deletionPolicy Orphan, or paused
+    # while being deleted (a paused object's deletion skips cleanup by design: docs/troubleshooting.md,
+    # PausedNotCleanedUp)
+    orphans: dict[str, str] = field(default_factory=dict)
+    paused: set[str] = field(default_factory=set)  # uids of objects whose pause annotation is set
     uids: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name" of every object ever created
 
 
@@ -173,6 +178,13 @@ class Runner:
         elif step.op in ("pause", "unpause"):
             value = f"{ANNOTATION_PAUSED}=true" if step.op == "pause" else f"{ANNOTATION_PAUSED}-"
             kubectl(self.kubeconfig, "annotate", "awsc", "-n", namespace, name, value, "--overwrite")
+            obj = get_object(self.kubeconfig, namespace, name)
+            if obj is not None and step.op == "pause":
+                world.paused.add(obj["metadata"]["uid"])
+                if obj["metadata"].get("deletionTimestamp"):  # paused while its deletion is under way
+                    world.orphans[obj["metadata"]["uid"]] = f"{namespace}/{name}"
+            elif obj is not None:
+                world.paused.discard(obj["metadata"]["uid"])
         elif step.op == "reconcile":
             value = f"{ANNOTATION_RECONCILE_REQUESTED_AT}={uuid.uuid4().hex}"
             kubectl(self.kubeconfig, "annotate", "awsc", "-n", namespace, name, value, "--overwrite")
@@ -232,8 +244,11 @@ class Runner:
 
     def _note_orphan(self, world: World, namespace: str, name: str) -> None:
         obj = get_object(self.kubeconfig, namespace, name)
-        if obj is not None and obj["spec"].get("deletionPolicy") == "Orphan":
-            world.orphans[obj["metadata"]["uid"]] = f"{namespace}/{name}"
+        if obj is None:
+            return
+        uid = obj["metadata"]["uid"]
+        if obj["spec"].get("deletionPolicy") == "Orphan" or uid in world.paused:
+            world.orphans[uid] = f"{namespace}/{name}"
 
     def _foreign_connector(self, world: World, namespace: str, name: str) -> None:
         url = connector_url(name, f"rg-{namespace}")
@@ -293,6 +308,7 @@ class Runner:
                     kubectl(
                         self.kubeconfig, "annotate", "awsc", "-n", namespace, name, f"{ANNOTATION_PAUSED}-"
                     )
+        world.paused.clear()
 
     def _objects(self, world: World) -> list[dict[str, Any]]:
         found = []
@@ -308,12 +324,12 @@ class Runner:
         is given until the bound to repair them."""
         deadline = time.monotonic() + CONVERGE_SECONDS
         while True:
-            violations = self._convergence_violations(self._objects(world))
+            violations = self._convergence_violations(self._objects(world), bool(world.orphans))
             if not violations or time.monotonic() > deadline:
                 return violations
             time.sleep(1)
 
-    def _convergence_violations(self, objects: list[dict[str, Any]]) -> list[str]:
+    def _convergence_violations(self, objects: list[dict[str, Any]], orphans: bool) -> list[str]:
         violations = []
         mine: dict[str, list[str]] = {}
         for obj in objects:
@@ -327,7 +343,7 @@ class Runner:
                 continue
             stalled = condition(obj, "Stalled") or {}
             if stalled.get("status") == "True":
-                if stalled.get("reason") not in ALLOWED_STALLED:
+                if stalled.get("reason") not in ALLOWED_STALLED | (LEFT_BEHIND if orphans else set()):
                     violations.append(
                         f"converge: {key} Stalled {stalled.get('reason')}: {stalled.get('message', '')[:300]}"
                     )
