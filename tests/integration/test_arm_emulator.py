@@ -274,3 +274,45 @@ def test_role_assignments_limit_a_client_to_their_scopes(sandbox: Sandbox) -> No
     finally:
         arm_control(sandbox, "/_sandbox/role-assignments", {"sandbox-tests": None})
     assert send(client, "PUT", connector_url("c2", "team-b"), body("111122224444")).status_code == 201
+
+
+def test_pricings_are_free_until_turned_on_and_read_at_subscription_scope(sandbox: Sandbox) -> None:
+    """Microsoft.Security/pricings as the REST spec (2024-01-01) has them: every plan Free in a new subscription,
+    PUT turns one on, unknown names are refused, and a client assigned on a resource group only cannot read them."""
+    client = arm_client(sandbox)
+    base = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Security/pricings"
+    version = "?api-version=2024-01-01"
+    listed = send(client, "GET", base + version).json()["value"]
+    assert {p["name"] for p in listed} >= {"VirtualMachines", "Containers", "SqlServerVirtualMachines"}
+    assert {p["properties"]["pricingTier"] for p in listed} == {"Free"}
+    assert send(client, "GET", base + version.replace("2024-01-01", "2017-08-01-preview")).status_code == 400
+    turned = send(
+        client,
+        "PUT",
+        f"{base}/VirtualMachines{version}",
+        {"properties": {"pricingTier": "Standard", "subPlan": "P2"}},
+    )
+    assert turned.status_code == 200 and turned.json()["properties"]["subPlan"] == "P2"
+    assert (
+        send(client, "GET", f"{base}/virtualmachines{version}").json()["properties"]["pricingTier"]
+        == "Standard"
+    )
+    assert send(client, "GET", f"{base}/NoSuchPlan{version}").status_code == 404
+    assert (
+        send(
+            client, "PUT", f"{base}/Containers{version}", {"properties": {"pricingTier": "Gold"}}
+        ).status_code
+        == 400
+    )
+    arm_control(
+        sandbox,
+        "/_sandbox/role-assignments",
+        {"sandbox-tests": [f"/subscriptions/{SUBSCRIPTION}/resourceGroups/a"]},
+    )
+    try:
+        refused = send(client, "GET", base + version)
+        assert refused.status_code == 403
+        assert "'Microsoft.Security/pricings/read'" in refused.json()["error"]["message"]
+    finally:
+        arm_control(sandbox, "/_sandbox/role-assignments", {"sandbox-tests": None})
+        send(client, "PUT", f"{base}/VirtualMachines{version}", {"properties": {"pricingTier": "Free"}})

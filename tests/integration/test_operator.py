@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -387,6 +388,40 @@ def test_health_is_reported(
     set_health(sandbox, obj["status"]["azure"]["connectorId"], "Healthy")
     request_reconcile(kubeconfig, namespace, "acme")
     wait_condition(kubeconfig, namespace, "acme", "Healthy", "True")
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_prerequisites_name_the_defender_plans_off_in_the_subscription_and_see_them_turned_on(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Issue 28: a subscription with Defender for Servers and Containers off (Free, as a new subscription is) onboards
+    and is Ready, but Prerequisites says what is not protected and how to fix it (-o wide, an event); turned on by
+    a subscription owner, the next deep pass sees it."""
+    subscription = str(uuid.uuid4())
+    m = manifest(namespace, "acme", plans={"databases": {"enabled": False}})
+    m["spec"]["azure"]["subscriptionId"] = subscription
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "acme", "Prerequisites", "False")
+    assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+    message = condition(obj, "Prerequisites")["message"]  # type: ignore[index]
+    assert condition(obj, "Prerequisites")["reason"] == "DefenderPlanOff"  # type: ignore[index]
+    assert (
+        "VirtualMachines" in message and "Containers" in message and "SqlServerVirtualMachines" not in message
+    )
+    assert (
+        f"az security pricing create -n Containers --tier standard --subscription {subscription}" in message
+    )
+    assert "PrerequisitesMissing" in {e["reason"] for e in events(kubeconfig, namespace, "acme")}
+    wide = kubectl(kubeconfig, "get", "awsc", "-n", namespace, "acme", "-o", "wide", check=True).stdout
+    assert "PREREQUISITES" in wide.splitlines()[0] and "False" in wide.splitlines()[1]
+    arm = arm_client(sandbox)
+    for plan in ("VirtualMachines", "Containers"):
+        url = f"/subscriptions/{subscription}/providers/Microsoft.Security/pricings/{plan}?api-version=2024-01-01"
+        assert send(arm, "PUT", url, {"properties": {"pricingTier": "Standard"}}).status_code == 200
+    request_reconcile(kubeconfig, namespace, "acme")
+    obj = wait_condition(kubeconfig, namespace, "acme", "Prerequisites", "True")
+    assert condition(obj, "Prerequisites")["reason"] == "Met"  # type: ignore[index]
+    assert "PrerequisitesMet" in {e["reason"] for e in events(kubeconfig, namespace, "acme")}
     delete(kubeconfig, namespace, "acme")
 
 

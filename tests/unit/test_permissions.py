@@ -61,6 +61,7 @@ ARM_ACTIONS = {
     "PutSecurityConnector": "Microsoft.Security/securityConnectors/write",
     "DeleteSecurityConnector": "Microsoft.Security/securityConnectors/delete",
     "ListHealthReports": "Microsoft.Security/healthReports/read",
+    "ListPricings": "Microsoft.Security/pricings/read",
     "ListSecurityConnectors": "Microsoft.Security/securityConnectors/read",
     "GetSubscription": "Microsoft.Resources/subscriptions/read",
 }

@@ -29,6 +29,9 @@ from ..render.connector import API_VERSION
 from ..writes import Writing, unrecorded
 
 HEALTH_API_VERSION = "2023-05-01-preview"
+PRICING_API_VERSION = (
+    "2024-01-01"  # Microsoft.Security pricings, the stable version azure-mgmt-security 7.0.0 uses
+)
 SUBSCRIPTION_API_VERSION = "2022-12-01"
 _READ_ONLY = ("id", "name", "type", "systemData", "etag")
 
@@ -300,6 +303,18 @@ class Connectors:
                     members[str(props.get("hierarchyIdentifier"))] = str(connector.get("id"))
             link = page.get("nextLink")
         return members
+
+    def pricing_tiers(self) -> dict[str, str]:
+        """The subscription's Defender plans (Microsoft.Security "Pricings - List"): plan name -> Free or Standard.
+        A read at subscription scope: a role assigned only on resource groups is refused (AzureAccessDenied)."""
+        path = f"/subscriptions/{self.subscription}/providers/Microsoft.Security/pricings"
+        response = self._send("ListPricings", "GET", path, PRICING_API_VERSION)
+        if response.status_code != 200:
+            self._raise(response, "reading the subscription's Defender plans")
+        return {
+            str(p.get("name", "")): str((p.get("properties") or {}).get("pricingTier", ""))
+            for p in response.json().get("value", [])
+        }
 
     def health(self, resource_group: str, name: str) -> HealthReport:
         path = (

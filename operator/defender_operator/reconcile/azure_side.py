@@ -16,10 +16,11 @@ from .. import metrics
 from ..api.names import ANNOTATION_ADOPT
 from ..api.status import AzureStatus, HealthIssue, HealthStatus, MemberAccount, OrganizationStatus
 from ..azure.connector import Connectors, HealthIssueReport, HealthReport, ObservedConnector, comparable
-from ..errors import TerminalError
+from ..errors import CloudError, TerminalError
 from ..ownership import describe_owner
 from ..render.connector import connector_body
 from ..render.document import Rendered
+from . import conditions, prerequisites
 from .aws_side import live_holder
 from .conditions import Verdict
 from .ledger import UNRECORDED_LEDGER, Ledger
@@ -35,6 +36,7 @@ class AzureResult:
     verdict: Verdict
     health: Verdict
     events: list[Event] = field(default_factory=list)
+    prerequisites: Verdict | None = None  # None: not checked in this pass (the condition keeps what it said)
 
 
 def health_verdict(report: HealthReport) -> Verdict:
@@ -148,11 +150,13 @@ def reconcile_azure(
         return AzureResult(
             Verdict("True", "ConnectorReady", f"connector {name}"), Verdict("Unknown", "NotEvaluated"), events
         )
+    checked = _prerequisites(target, connectors)
     if not target.deep and status.health is not None:  # health is read on deep passes only
         return AzureResult(
             Verdict("True", "ConnectorReady", f"connector {status.connector_id}"),
             health_verdict(report_of(status.health)),
             events,
+            checked,
         )
     report = connectors.health(rg, name)
     status.health = HealthStatus(
@@ -164,5 +168,19 @@ def reconcile_azure(
         last_scanned=report.last_scanned,
     )
     return AzureResult(
-        Verdict("True", "ConnectorReady", f"connector {status.connector_id}"), health_verdict(report), events
+        Verdict("True", "ConnectorReady", f"connector {status.connector_id}"),
+        health_verdict(report),
+        events,
+        checked,
     )
+
+
+def _prerequisites(target: Target, connectors: Connectors) -> Verdict | None:
+    """The Prerequisites condition, read on deep passes (and on the first pass that reaches the connector): the
+    subscription's Defender plans change rarely, and by hand."""
+    if not target.deep and conditions.get(target.status.conditions, "Prerequisites") is not None:
+        return None
+    try:
+        return prerequisites.verdict(target.spec, connectors.pricing_tiers())
+    except CloudError as exc:
+        return prerequisites.unreadable(exc.message)

@@ -40,7 +40,17 @@ def get(conditions: list[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
 
 
-ORDER = ("Ready", "Reconciling", "Stalled", "Paused", "AWSReady", "AzureReady", "Healthy", "MembersReady")
+ORDER = (
+    "Ready",
+    "Reconciling",
+    "Stalled",
+    "Paused",
+    "AWSReady",
+    "AzureReady",
+    "Healthy",
+    "MembersReady",
+    "Prerequisites",
+)
 
 
 def ordered(conditions: list[Condition]) -> list[Condition]:

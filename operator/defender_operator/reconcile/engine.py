@@ -63,6 +63,11 @@ def _transition_events(before: AWSConnectorStatus, after: AWSConnectorStatus) ->
     old, new = pair("Stalled")
     if new and new.status == "True" and (old is None or (old.status, old.reason) != ("True", new.reason)):
         events.append(Event("Warning", new.reason, new.message))
+    old, new = pair("Prerequisites")
+    if new and new.status == "False" and (old is None or (old.status, old.message) != ("False", new.message)):
+        events.append(Event("Warning", "PrerequisitesMissing", new.message))
+    elif new and new.status == "True" and old is not None and old.status == "False":
+        events.append(Event("Normal", "PrerequisitesMet", new.message))
     old, new = pair("Healthy")
     if new and new.status == "False" and (old is None or (old.status, old.message) != ("False", new.message)):
         events.append(Event("Warning", "NotHealthy", new.message))
@@ -248,6 +253,10 @@ def reconcile(
     )
     if members is not None:
         status.conditions = conditions.members(status.conditions, members, target.generation, stamp)
+    if azure is not None and azure.prerequisites is not None:
+        status.conditions = conditions.ordered(
+            conditions.put(status.conditions, "Prerequisites", azure.prerequisites, target.generation, stamp)
+        )
     status.observed_generation = target.generation
     if target.requested_at:
         status.last_handled_reconcile_at = target.requested_at

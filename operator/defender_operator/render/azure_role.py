@@ -13,13 +13,14 @@ from .terraform import requirements
 ROLE_NAME = "Defender Operator"
 DESCRIPTION = (
     "What defender-operator needs: manage Defender for Cloud security connectors, read their health, and read the "
-    "subscription (its tenant is checked before any write)."
+    "subscription (its tenant is checked before any write) and, where assigned on it, its Defender plans."
 )
 ACTIONS = (
     "Microsoft.Security/securityConnectors/read",
     "Microsoft.Security/securityConnectors/write",
     "Microsoft.Security/securityConnectors/delete",
     "Microsoft.Security/healthReports/read",
+    "Microsoft.Security/pricings/read",
     "Microsoft.Resources/subscriptions/read",
 )
 

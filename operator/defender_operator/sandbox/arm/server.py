@@ -1,5 +1,5 @@
-"""The ARM emulator's HTTPS server: Microsoft.Security connectors and health reports, an Entra token endpoint, and
-control endpoints for tests.
+"""The ARM emulator's HTTPS server: Microsoft.Security connectors, health reports and pricings (a subscription's
+Defender plans), an Entra token endpoint, and control endpoints for tests.
 
 Run as ``python -m defender_operator.sandbox.arm.server --port N --cert C --key K``. azure-identity's
 ClientSecretCredential and WorkloadIdentityCredential sign in against ``/{tenant}/oauth2/v2.0/token`` (authority =
@@ -43,6 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..faults import FaultRule, FaultTable
+from .pricings import PRICING_API_VERSIONS, Pricings
 from .store import CONNECTOR_API_VERSIONS, HEALTH_API_VERSIONS, ArmError, Store
 
 _CONNECTOR = re.compile(
@@ -62,6 +63,10 @@ _HEALTH = re.compile(
     r"securityConnectors/(?P<name>[^/]+))/providers/Microsoft\.Security/healthReports(/(?P<report>[^/]+))?$",
     re.IGNORECASE,
 )
+_PRICINGS = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.Security/pricings(/(?P<name>[^/]+))?$",
+    re.IGNORECASE,
+)
 _SUBSCRIPTION = re.compile(r"^/subscriptions/(?P<sub>[^/]+)(/.*)?$", re.IGNORECASE)
 _OPENID = re.compile(r"^/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration$")
 _TOKEN = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")
@@ -74,6 +79,7 @@ SUBSCRIPTION_API_VERSIONS = ("2022-12-01", "2021-01-01", "2020-01-01")
 class State:
     def __init__(self, page_size: int) -> None:
         self.store = Store()
+        self.pricings = Pricings()
         self.faults = FaultTable()
         self.page_size = page_size
         self.requests: list[dict[str, Any]] = []
@@ -86,6 +92,7 @@ class State:
 
     def reset(self) -> None:
         self.store.reset()
+        self.pricings.reset()
         self.faults.clear()
         with self.lock:
             self.requests.clear()
@@ -340,6 +347,18 @@ class Handler(BaseHTTPRequestHandler):
                 },
             )
             return
+        if m := _PRICINGS.match(path):
+            self._api_version(query, PRICING_API_VERSIONS)
+            pricings = self.state.pricings
+            if method == "GET" and m["name"]:
+                self._send(200, pricings.get(m["sub"], m["name"]))
+            elif method == "GET":
+                self._send(200, {"value": pricings.list(m["sub"])})
+            elif method == "PUT" and m["name"]:
+                self._send(200, pricings.put(m["sub"], m["name"], self._body()))
+            else:
+                raise ArmError(405, "MethodNotAllowed", f"{method} is not supported on pricings.")
+            return
         if m := _HEALTH.match(path):
             self._api_version(query, HEALTH_API_VERSIONS)
             if method != "GET":
@@ -441,6 +460,8 @@ def _action(method: str, path: str) -> str:
     """The RBAC action ARM checks for a request (Microsoft.Security and Microsoft.Resources operations)."""
     if _HEALTH.match(path):
         return "Microsoft.Security/healthReports/read"
+    if _PRICINGS.match(path):
+        return f"Microsoft.Security/pricings/{'write' if method == 'PUT' else 'read'}"
     if _CONNECTOR.match(path) or _LIST_RG.match(path) or _LIST_SUB.match(path):
         verb = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}.get(method, "read")
         return f"Microsoft.Security/securityConnectors/{verb}"

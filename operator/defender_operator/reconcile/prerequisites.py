@@ -1,0 +1,91 @@
+"""Prerequisites Microsoft lists for the plans a spec enables that live outside what the operator writes: the
+matching Defender plan switched on in the Azure subscription (``Microsoft.Security/pricings``).
+
+Without them the connector and the roles are in place and Defender still protects nothing of that plan, so an
+object would look Ready and not be. The check is read-only and says what is missing and how to fix it; it never
+turns a plan on (that is billed, a subscription owner's decision) and never holds Ready back.
+
+Source: Microsoft Learn, "Prerequisites for Defender for Cloud plans on AWS" (defender-for-cloud/aws-plan-prerequisites,
+page dated 2025-11-11, read 2026-12-04): Servers needs "Microsoft Defender for Servers enabled on your subscription";
+Containers, "Microsoft Defender for Containers enabled on your subscription"; SQL on EC2 and RDS Custom needs the
+Defender for SQL plan and Defender for Servers (its Arc pipeline); RDS open-source engines need "the Microsoft Defender
+for open-source relational databases plan enabled on your subscription". docs/prerequisites.md keeps the table.
+"""
+
+from dataclasses import dataclass
+
+from ..api.spec import AWSConnectorSpec
+from .conditions import Verdict
+
+
+@dataclass(frozen=True)
+class Pricing:
+    name: str  # the pricing's name in Microsoft.Security/pricings
+    plan: str  # what the portal calls the plan
+    needed_by: str  # the spec's plan that needs it
+
+
+def needed(spec: AWSConnectorSpec) -> list[Pricing]:
+    """The subscription's Defender plans the spec's AWS plans rely on, in a stable order."""
+    plans = spec.plans
+    out: list[Pricing] = []
+    if plans.servers.enabled:
+        out.append(Pricing("VirtualMachines", "Defender for Servers", "plans.servers"))
+    if plans.containers.enabled:
+        out.append(Pricing("Containers", "Defender for Containers", "plans.containers"))
+    if plans.databases.enabled:
+        if not plans.servers.enabled:
+            out.append(
+                Pricing("VirtualMachines", "Defender for Servers", "plans.databases (SQL Server on EC2)")
+            )
+        out.append(
+            Pricing("SqlServerVirtualMachines", "Defender for SQL servers on machines", "plans.databases")
+        )
+        out.append(
+            Pricing(
+                "OpenSourceRelationalDatabases",
+                "Defender for open-source relational databases",
+                "plans.databases",
+            )
+        )
+    return out
+
+
+def verdict(spec: AWSConnectorSpec, tiers: dict[str, str]) -> Verdict:
+    """The Prerequisites condition from the subscription's pricing tiers (plan name -> Free | Standard)."""
+    subscription = spec.azure.subscription_id
+    wanted = needed(spec)
+    if not wanted:
+        return Verdict(
+            "True", "NothingRequired", "the enabled plans need no Defender plan on the subscription"
+        )
+    on = {name.lower() for name, tier in tiers.items() if tier.lower() == "standard"}
+    missing = [p for p in wanted if p.name.lower() not in on]
+    if not missing:
+        names = ", ".join(p.name for p in wanted)
+        return Verdict(
+            "True",
+            "Met",
+            f"the Defender plans the spec relies on are on in subscription {subscription}: {names}",
+        )
+    parts = [f"{p.plan} ({p.name}, for {p.needed_by})" for p in missing]
+    fixes = "; ".join(
+        f"az security pricing create -n {p.name} --tier standard --subscription {subscription}"
+        for p in missing
+    )
+    return Verdict(
+        "False",
+        "DefenderPlanOff",
+        f"off in subscription {subscription}: {', '.join(parts)}. AWS resources of these plans are not protected "
+        f"until a subscription owner turns them on (billed): {fixes}",
+    )
+
+
+def unreadable(message: str) -> Verdict:
+    """The subscription's plans could not be read (the operator's role is assigned on resource groups only)."""
+    return Verdict(
+        "Unknown",
+        "PricingsUnreadable",
+        f"{message}. To see this check, give the operator's Azure identity Microsoft.Security/pricings/read on the "
+        "subscription (the built-in Security Reader role does); onboarding does not depend on it",
+    )

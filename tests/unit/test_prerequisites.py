@@ -1,0 +1,76 @@
+"""The Prerequisites condition's verdict (issue 28), as a pure function of the spec and the subscription's plans."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.reconcile.prerequisites import needed, unreadable, verdict
+from tests.support.manifests import base_manifest
+
+ALL_OFF: dict[str, str] = {}
+
+
+def spec(**plans: bool) -> AWSConnectorSpec:
+    body = base_manifest()["spec"]
+    body["plans"] = {name: {"enabled": on} for name, on in plans.items()}
+    return AWSConnectorSpec.model_validate(body)
+
+
+def test_cspm_alone_needs_nothing_on_the_subscription() -> None:
+    result = verdict(spec(servers=False, containers=False, databases=False), ALL_OFF)
+    assert (result.status, result.reason) == ("True", "NothingRequired")
+
+
+def test_each_plan_names_the_pricing_microsoft_lists_for_it() -> None:
+    assert [p.name for p in needed(spec(servers=True, containers=False, databases=False))] == [
+        "VirtualMachines"
+    ]
+    assert [p.name for p in needed(spec(servers=False, containers=True, databases=False))] == ["Containers"]
+    # SQL on EC2 rides on Defender for Servers' Arc pipeline: without the Servers plan it is still needed.
+    assert [p.name for p in needed(spec(servers=False, containers=False, databases=True))] == [
+        "VirtualMachines",
+        "SqlServerVirtualMachines",
+        "OpenSourceRelationalDatabases",
+    ]
+
+
+def test_a_missing_plan_is_named_with_its_fix_and_a_met_one_is_not() -> None:
+    s = spec(servers=True, containers=True, databases=False)
+    result = verdict(s, {"VirtualMachines": "Standard", "Containers": "Free"})
+    assert (result.status, result.reason) == ("False", "DefenderPlanOff")
+    assert "Defender for Containers (Containers, for plans.containers)" in result.message
+    assert "VirtualMachines" not in result.message
+    assert (
+        f"az security pricing create -n Containers --tier standard --subscription {s.azure.subscription_id}"
+        in (result.message)
+    )
+    met = verdict(s, {"virtualmachines": "standard", "Containers": "Standard"})  # ARM's names, any case
+    assert (met.status, met.reason) == ("True", "Met")
+
+
+def test_unreadable_plans_are_unknown_and_say_what_grant_shows_them() -> None:
+    result = unreadable("reading the subscription's Defender plans failed: AuthorizationFailed: ...")
+    assert (result.status, result.reason) == ("Unknown", "PricingsUnreadable")
+    assert "Microsoft.Security/pricings/read" in result.message
+
+
+@given(
+    st.fixed_dictionaries(
+        {"servers": st.booleans(), "containers": st.booleans(), "databases": st.booleans()}
+    ),
+    st.dictionaries(
+        st.sampled_from(
+            ["VirtualMachines", "Containers", "SqlServerVirtualMachines", "OpenSourceRelationalDatabases"]
+        ),
+        st.sampled_from(["Free", "Standard"]),
+    ),
+)
+def test_true_exactly_when_every_needed_plan_is_standard(
+    plans: dict[str, bool], tiers: dict[str, str]
+) -> None:
+    s = spec(**plans)
+    result = verdict(s, tiers)
+    every = all(tiers.get(p.name) == "Standard" for p in needed(s))
+    assert (result.status == "True") == every
+    if not every:
+        assert all(p.name in result.message for p in needed(s) if tiers.get(p.name) != "Standard")
