@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.clouds import arm_client, connector_url, send
+from tests.support.clouds import arm_client, connector_url, foreign_connector_body, send
 from tests.support.kube import apply, condition, get_object, kubectl
 from tests.support.onboarding import MS_PROVIDER, aws_in, manifest
 from tests.support.operator import OperatorProcess
@@ -255,24 +255,7 @@ class Runner:
         arm = arm_client(self.sandbox)
         if send(arm, "GET", url).status_code != 404:
             return  # never overwrite what is there (ours or another's)
-        other = "300000000000"
-        body = {
-            "location": "westeurope",
-            "properties": {
-                "hierarchyIdentifier": other,
-                "environmentName": "AWS",
-                "environmentData": {"environmentType": "AwsAccount", "scanInterval": 24},
-                "offerings": [
-                    {
-                        "offeringType": "CspmMonitorAws",
-                        "nativeCloudConnection": {
-                            "cloudRoleArn": f"arn:aws:iam::{other}:role/CspmMonitorAws"
-                        },
-                    }
-                ],
-            },
-            "tags": {"team": "payments"},
-        }
+        body = foreign_connector_body("300000000000")
         made = send(arm, "PUT", url, body, **{"If-None-Match": "*"})
         if made.status_code in (200, 201):
             world.foreign[url] = made.json()["etag"]

@@ -22,7 +22,15 @@ from defender_operator.handlers import target_of
 from defender_operator.kube import Kube, StatusConflict
 from defender_operator.reconcile.journal import WriteJournal
 from defender_operator.sandbox import Sandbox
-from tests.support.clouds import arm_client, arm_control, arm_requests, aws_control, connector_url, send
+from tests.support.clouds import (
+    arm_client,
+    arm_control,
+    arm_requests,
+    aws_control,
+    connector_url,
+    foreign_connector_body,
+    send,
+)
 from tests.support.kube import api_client, apply, condition, get_object, kubectl, restart_apiserver, wait_for
 from tests.support.onboarding import (
     MS_PROVIDER,
@@ -374,33 +382,13 @@ def test_a_provider_shared_by_two_objects_outlives_the_first(
     assert stacks_of(sandbox, account) == [] and defender_roles(sandbox, account) == []
 
 
-def foreign_connector(m: dict[str, Any], account: str, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "location": "westeurope",
-        "properties": {
-            "hierarchyIdentifier": account,
-            "environmentName": "AWS",
-            "environmentData": {"environmentType": "AwsAccount", "scanInterval": 24},
-            "offerings": [
-                {
-                    "offeringType": "CspmMonitorAws",
-                    "nativeCloudConnection": {"cloudRoleArn": f"arn:aws:iam::{account}:role/CspmMonitorAws"},
-                }
-            ],
-        },
-    }
-    if tags:
-        body["tags"] = tags
-    return body
-
-
 def test_another_teams_connector_of_the_same_name_is_never_touched(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
     m = manifest(namespace)
     url = connector_url("acme", m["spec"]["azure"]["resourceGroup"])
     theirs = "300011112222"
-    made = send(arm_client(sandbox), "PUT", url, foreign_connector(m, theirs, {"team": "payments"}))
+    made = send(arm_client(sandbox), "PUT", url, foreign_connector_body(theirs))
     assert made.status_code == 201
     assert apply(kubeconfig, m).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="ConnectorOwnedElsewhere")
@@ -436,7 +424,8 @@ def test_a_connector_of_another_cluster_is_refused_and_one_of_the_same_account_c
         "managed-by": "defender-operator",
     }
     assert (
-        send(arm_client(sandbox), "PUT", url, foreign_connector(m, account, other_cluster)).status_code == 201
+        send(arm_client(sandbox), "PUT", url, foreign_connector_body(account, other_cluster)).status_code
+        == 201
     )
     assert apply(kubeconfig, m).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="ConnectorOwnedElsewhere")

@@ -21,7 +21,7 @@ from defender_operator.ownership import OWNER_TAG, OWNER_UID_TAG
 from defender_operator.sandbox import Sandbox
 from defender_operator.sandbox.controlplane import apply_admission
 from tests.conftest import OPT_OUT
-from tests.support.clouds import arm_client, connector_url, send
+from tests.support.clouds import arm_client, connector_url, foreign_connector_body, send
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import (
     MS_PROVIDER,
@@ -447,21 +447,7 @@ def test_a_tag_only_actor_cannot_make_the_operator_delete_or_rewrite_what_is_not
         Url=f"https://{MS_PROVIDER}", ClientIDList=[SENTINEL_AUDIENCE], ThumbprintList=["0" * 40]
     )
     url = connector_url("acme", m["spec"]["azure"]["resourceGroup"])
-    theirs = {
-        "location": "westeurope",
-        "properties": {
-            "hierarchyIdentifier": account,
-            "environmentName": "AWS",
-            "environmentData": {"environmentType": "AwsAccount", "scanInterval": 24},
-            "offerings": [
-                {
-                    "offeringType": "CspmMonitorAws",
-                    "nativeCloudConnection": {"cloudRoleArn": f"arn:aws:iam::{account}:role/CspmMonitorAws"},
-                }
-            ],
-        },
-        "tags": {"team": "payments"},
-    }
+    theirs = foreign_connector_body(account)
     assert send(arm_client(sandbox), "PUT", url, theirs).status_code == 201
     older_than_skew(time.time())
     m["metadata"]["annotations"] = {"defender-operator.io/paused": "true"}

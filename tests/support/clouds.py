@@ -87,3 +87,23 @@ def arm_requests(sandbox: Sandbox) -> list[dict[str, Any]]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def foreign_connector_body(account: str, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """A connector someone else made (the portal's minimal CSPM onboarding) with ``tags`` (default: another team's,
+    no operator mark)."""
+    return {
+        "location": "westeurope",
+        "properties": {
+            "hierarchyIdentifier": account,
+            "environmentName": "AWS",
+            "environmentData": {"environmentType": "AwsAccount", "scanInterval": 24},
+            "offerings": [
+                {
+                    "offeringType": "CspmMonitorAws",
+                    "nativeCloudConnection": {"cloudRoleArn": f"arn:aws:iam::{account}:role/CspmMonitorAws"},
+                }
+            ],
+        },
+        "tags": {"team": "payments"} if tags is None else tags,
+    }

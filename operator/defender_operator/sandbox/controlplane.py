@@ -167,27 +167,7 @@ def start(state: Path) -> ControlPlane:
 
 
 def _start_scheduler(plane: ControlPlane, binary: Path) -> None:
-    kubeconfig = plane.issue_user("system:kube-scheduler", ["system:masters"])
-    port = processes.free_port()
-    scheduler = processes.start(
-        plane.state,
-        "kube-scheduler",
-        [
-            str(binary),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--authorization-always-allow-paths=/healthz,/readyz,/livez",
-            "--authentication-skip-lookup=true",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={port}",
-            "--leader-elect=false",
-            "--v=1",
-        ],
-    )
-    insecure = ssl.create_default_context()
-    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
-    wait_ready(scheduler, f"https://127.0.0.1:{port}/healthz", "kube-scheduler", insecure, expect=b"ok")
+    _start_component(plane, "kube-scheduler", binary, ["--leader-elect=false", "--v=1"])
 
 
 def _start_kwok(plane: ControlPlane, binary: Path) -> None:
@@ -226,14 +206,32 @@ CONTROLLERS = (
 
 
 def _start_controller_manager(plane: ControlPlane, binary: Path) -> None:
-    """kube-controller-manager, serving only its health on a loopback port. With one identity for every controller
-    (no service-account tokens are minted here), it needs what all of them do together, as in a cluster that runs it
-    without ``--use-service-account-credentials``: system:masters."""
-    kubeconfig = plane.issue_user("system:kube-controller-manager", ["system:masters"])
-    port = processes.free_port()
-    manager = processes.start(
-        plane.state,
+    """kube-controller-manager with one identity for every controller (no service-account tokens are minted here),
+    so it needs what all of them do together, as in a cluster that runs it without
+    ``--use-service-account-credentials``: system:masters."""
+    _start_component(
+        plane,
         "kube-controller-manager",
+        binary,
+        [
+            f"--cert-dir={plane.state / 'kcm-certs'}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            f"--controllers={','.join(CONTROLLERS)}",
+            "--concurrent-namespace-syncs=5",
+            "--v=1",
+        ],
+    )
+
+
+def _start_component(plane: ControlPlane, name: str, binary: Path, args: list[str]) -> None:
+    """A control-plane component as ``system:<name>`` in system:masters, serving only its health on a loopback port
+    (its own self-signed serving certificate); waits until it is healthy."""
+    kubeconfig = plane.issue_user(f"system:{name}", ["system:masters"])
+    port = processes.free_port()
+    process = processes.start(
+        plane.state,
+        name,
         [
             str(binary),
             f"--kubeconfig={kubeconfig}",
@@ -243,19 +241,12 @@ def _start_controller_manager(plane: ControlPlane, binary: Path) -> None:
             "--authentication-skip-lookup=true",  # no front proxy: nothing to read from kube-system
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
-            f"--cert-dir={plane.state / 'kcm-certs'}",
-            "--leader-elect=false",
-            "--use-service-account-credentials=false",
-            f"--controllers={','.join(CONTROLLERS)}",
-            "--concurrent-namespace-syncs=5",
-            "--v=1",
+            *args,
         ],
     )
     insecure = ssl.create_default_context()
-    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE  # its own self-signed serving cert
-    wait_ready(
-        manager, f"https://127.0.0.1:{port}/healthz", "kube-controller-manager", insecure, expect=b"ok"
-    )
+    insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+    wait_ready(process, f"https://127.0.0.1:{port}/healthz", name, insecure, expect=b"ok")
 
 
 def api_request(plane: ControlPlane, method: str, path: str, body: Any = None) -> Any:
