@@ -123,6 +123,49 @@ def test_update_changes_trust_and_policies_in_place(sandbox: Sandbox) -> None:
     assert iam.list_role_policies(RoleName="CspmMonitorAws")["PolicyNames"] == ["CspmMonitorAwsPolicy"]
 
 
+def test_a_role_removed_by_an_update_and_added_back_by_the_next_is_created_again(sandbox: Sandbox) -> None:
+    """Issue 26: moto kept a resource an update removed, so ListStackResources still named it and the update that
+    added it back created nothing and said UPDATE_COMPLETE (the sandbox then showed Ready with a connector naming a
+    role that did not exist). CloudFormation deletes the removed resource and creates it anew."""
+    create(sandbox)
+    cf, iam = aws_client(sandbox, "cloudformation"), aws_client(sandbox, "iam")
+    parameters = [{"ParameterKey": "OidcProviderArn", "UsePreviousValue": True}]
+
+    def roles() -> set[str]:
+        return {r["RoleName"] for r in iam.list_roles()["Roles"]}
+
+    def listed() -> set[str]:
+        return {
+            r["LogicalResourceId"] for r in cf.list_stack_resources(StackName="s")["StackResourceSummaries"]
+        }
+
+    everything, resources = roles(), listed()
+    off = template(plans={"servers": {"enabled": False}})
+    cf.update_stack(StackName="s", TemplateBody=off, Parameters=parameters, Capabilities=NAMED_IAM)
+    assert status(sandbox, "s") == "UPDATE_COMPLETE"
+    gone, unlisted = everything - roles(), resources - listed()
+    assert gone and unlisted  # the Servers roles went, from IAM and from the stack
+    cf.update_stack(StackName="s", TemplateBody=template(), Parameters=parameters, Capabilities=NAMED_IAM)
+    assert status(sandbox, "s") == "UPDATE_COMPLETE"
+    assert roles() == everything and listed() == resources
+
+
+def test_list_stack_sets_honours_its_status_filter(sandbox: Sandbox) -> None:
+    """API_ListStackSets.html: Status (ACTIVE | DELETED) filters the stack sets listed; moto ignored it."""
+    cf = aws_client(sandbox, "cloudformation")
+    body = json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}})
+    for name in ("kept", "gone"):
+        cf.create_stack_set(StackSetName=name, TemplateBody=body)
+    cf.delete_stack_set(StackSetName="gone")
+
+    def names(**status: str) -> set[str]:
+        return {s["StackSetName"] for s in cf.list_stack_sets(**status)["Summaries"]}
+
+    assert names(Status="ACTIVE") == {"kept"}
+    assert names(Status="DELETED") == {"gone"}
+    assert names() == {"kept", "gone"}
+
+
 def test_a_reused_request_token_is_a_retry_and_changes_nothing(sandbox: Sandbox) -> None:
     """API_UpdateStack.html, ClientRequestToken: a request with a token CloudFormation has seen is a retry."""
     create(sandbox, ClientRequestToken="attempt-1")

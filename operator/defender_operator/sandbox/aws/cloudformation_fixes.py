@@ -16,6 +16,8 @@
 - Asynchrony: with a delay configured, create, update and delete stay *_IN_PROGRESS for that long before the
   resources change, and a stack in progress refuses updates ("... is in UPDATE_IN_PROGRESS state and can not be
   updated"). moto finishes every operation inside the API call.
+- Removed resources: an update that drops a resource deletes it and forgets it, so a later update that adds it back
+  creates it again (moto kept the deleted resource in the stack and re-created nothing, reporting UPDATE_COMPLETE).
 """
 
 import json
@@ -311,6 +313,22 @@ def _existing_resources(self: Stack) -> list[Any]:
     ]
 
 
+_original_map_update = parsing.ResourceMap.update
+
+
+def _map_update(
+    self: parsing.ResourceMap, template: dict[str, Any], parameters: dict[str, Any] | None = None
+) -> None:
+    """An update that removes a resource forgets it: moto deleted the resource but kept it among the stack's
+    resources, so ListStackResources still named it and an update that added it back created nothing and reported
+    UPDATE_COMPLETE. CloudFormation deletes a resource removed from the template and creates it anew when a later
+    template has it again (AWS CloudFormation User Guide, "Update behaviors of stack resources")."""
+    before = set(self._resource_json_map)
+    _original_map_update(self, template, parameters)
+    for logical_id in before - set(template.get("Resources", {})):
+        self._parsed_resources.pop(logical_id, None)
+
+
 _original_update_stack = CloudFormationResponse.update_stack
 
 
@@ -335,6 +353,7 @@ def apply() -> None:
     parsing.parse_and_update_resource = _tracking(parsing.parse_and_update_resource)
     Stack.create_resources = _create_resources  # type: ignore[method-assign]
     Stack.update = _update  # type: ignore[method-assign]
+    parsing.ResourceMap.update = _map_update  # type: ignore[method-assign]
     CloudFormationBackend.delete_stack = _delete_stack  # type: ignore[method-assign]
     Stack.outputs = property(_outputs)  # type: ignore[method-assign,assignment]
     Stack.stack_resources = property(_existing_resources)  # type: ignore[method-assign,assignment]

@@ -17,6 +17,7 @@
   them (they are recorded, not enforced: failure tolerance does not stop a deployment here).
 - ``ListStackInstances`` and ``ListStackSetOperationResults`` are paged (``MaxResults`` 1-100, ``NextToken``:
   API_ListStackInstances.html); moto returns everything at once, which hides a client that reads one page only.
+- ``ListStackSets`` honours its ``Status`` filter (ACTIVE or DELETED); moto lists deleted stack sets either way.
 """
 
 from typing import Any
@@ -242,7 +243,16 @@ def _operation_dto(self: StackSetOperationDTO, operation: dict[str, Any], stack_
     self.operation_preferences = _PREFERENCES.get(operation["OperationId"])  # type: ignore[attr-defined]
 
 
+def _list_stack_sets(self: CloudFormationResponse) -> ActionResult:
+    """``Status`` (ACTIVE or DELETED) filters the stack sets listed (API_ListStackSets.html); moto ignores it and
+    lists deleted stack sets beside active ones."""
+    wanted = self._get_param("Status")
+    stack_sets = self.cloudformation_backend.list_stack_sets()
+    return ActionResult({"Summaries": [s for s in stack_sets if wanted is None or s.status == wanted]})
+
+
 def apply() -> None:
+    CloudFormationResponse.list_stack_sets = _list_stack_sets  # type: ignore[method-assign]
     for name in ("create_stack_instances", "update_stack_set"):
         _recording_preferences(name)
     StackSetOperationDTO.__init__ = _operation_dto  # type: ignore[method-assign]
