@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from defender_operator.api.crd import custom_resource_definition
 from defender_operator.api.names import GROUP, KIND, PLURAL, VERSION
+from defender_operator.api.schema import NEW
 from defender_operator.api.spec import AWSConnectorSpec
 from tests.support.kube import api_client, kubectl
 
@@ -99,8 +100,9 @@ def server_verdict(api: client.CustomObjectsApi, namespace: str, spec: dict[str,
 
 
 def parser_verdict(spec: dict[str, Any]) -> tuple[bool, str]:
+    """The operator's verdict on a new object (the dry run is a create: rules ratcheted for stored objects apply)."""
     try:
-        AWSConnectorSpec.model_validate(spec)
+        AWSConnectorSpec.model_validate(spec, context=NEW)
     except ValidationError as exc:
         return False, str(exc)
     return True, ""

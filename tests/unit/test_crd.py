@@ -81,3 +81,39 @@ def test_reference_doc_is_current() -> None:
     assert (REPO / "docs" / "reference.md").read_text() == reference_markdown(), (
         "docs/reference.md is stale: run `defender-operator docs reference > docs/reference.md`"
     )
+
+
+def test_the_stack_name_prefix_holds_for_new_objects_and_is_ratcheted_for_stored_ones() -> None:
+    """Issue 28 asked for stack names under the prefix the operator's IAM policy allows; an adversarial review found
+    that requiring it outright made objects stored before the rule unreadable after an upgrade (neither reconciled
+    nor deletable). New objects are refused (CEL at the API server, the NEW context in `render`); stored ones parse."""
+    from pydantic import ValidationError
+
+    from defender_operator.api.schema import NEW
+    from defender_operator.api.spec import AWSConnectorSpec
+    from tests.support.manifests import base_manifest
+
+    legacy = base_manifest()["spec"]
+    legacy["deployment"] = {"stackName": "Onboarding"}
+    legacy["aws"]["organization"] = {"stackSetName": "Members"}
+    stored = AWSConnectorSpec.model_validate(legacy)  # as the operator reads a stored object
+    assert stored.deployment.stack_name == "Onboarding"
+    try:
+        AWSConnectorSpec.model_validate(legacy, context=NEW)
+    except ValidationError as exc:
+        fields = {".".join(str(p) for p in e["loc"]) for e in exc.errors()}
+        assert {"deployment.stackName", "aws.organization.stackSetName"} <= fields, fields
+    else:
+        raise AssertionError("a new object with a name outside DefenderForCloud- was accepted")
+    crd = custom_resource_definition()
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    for rules_of in (
+        spec["deployment"]["properties"]["stackName"]["x-kubernetes-validations"],
+        spec["aws"]["properties"]["organization"]["properties"]["stackSetName"]["x-kubernetes-validations"],
+    ):
+        ratchet = [r for r in rules_of if "startsWith('DefenderForCloud-')" in r["rule"]]
+        assert (
+            ratchet
+            and ratchet[0]["optionalOldSelf"] is True
+            and ratchet[0]["rule"].startswith("oldSelf.hasValue()")
+        )

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
 from .names import API_VERSION, KIND
+from .schema import NEW
 from .spec import AWSConnectorSpec
 
 _MAX_CHOICES_SHOWN = 6
@@ -86,7 +87,7 @@ def parse_document(doc: Any, index: int) -> Manifest:
         problems.append("metadata.name: required value")
     spec = None
     try:
-        spec = AWSConnectorSpec.model_validate(doc.get("spec"))
+        spec = AWSConnectorSpec.model_validate(doc.get("spec"), context=NEW)
     except ValidationError as exc:
         problems.extend(format_validation_error(exc))
     return Manifest(

@@ -27,15 +27,28 @@ class CamelModel(BaseModel):
 
 
 def cel(
-    rule: str, message: str, *, field_path: str | None = None, reason: str | None = None
+    rule: str,
+    message: str,
+    *,
+    field_path: str | None = None,
+    reason: str | None = None,
+    optional_old_self: bool = False,
 ) -> dict[str, Any]:
-    """One ``x-kubernetes-validations`` entry (a CEL rule with the message users see)."""
+    """One ``x-kubernetes-validations`` entry (a CEL rule with the message users see). ``optional_old_self``: the
+    rule also runs at creation, with ``oldSelf`` an optional that has no value (Kubernetes 1.30+)."""
     entry: dict[str, Any] = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     if reason:
         entry["reason"] = reason
+    if optional_old_self:
+        entry["optionalOldSelf"] = True
     return entry
+
+
+# Validation context for a manifest that is being created (``kubectl apply`` of a new object, ``render -f``): rules
+# that hold for new objects only, ratcheted for stored ones, are checked (pydantic ``context``).
+NEW = {"new": True}
 
 
 def immutable(field_label: str) -> dict[str, Any]:

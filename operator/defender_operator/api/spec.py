@@ -29,10 +29,36 @@ EXTERNAL_ID_PATTERN = (
     r"^[A-Za-z0-9+=,.@:/_-]+$"  # lengths as constraints: RE2 allows repeat counts up to 1000
 )
 # CloudFormation stack and StackSet names (API_CreateStack.html, API_CreateStackSet.html).
-# Stack and StackSet names: CloudFormation's (a letter, then letters, digits and hyphens, at most 128), and under the
-# DefenderForCloud- prefix the operator's IAM policy allows (docs/operator-iam-policy.json: stack/DefenderForCloud-*,
-# stackset/DefenderForCloud-*), so a name the CRD takes never fails in an account set up with least privilege.
-STACK_NAME_PATTERN = r"^DefenderForCloud-[-A-Za-z0-9]{1,111}$"
+# CloudFormation stack and StackSet names (API_CreateStack.html, API_CreateStackSet.html): a letter, then letters,
+# digits and hyphens, at most 128.
+STACK_NAME_PATTERN = r"^[A-Za-z][-A-Za-z0-9]{0,127}$"
+# New stacks and StackSets are named under the prefix the operator's IAM policy allows (docs/operator-iam-policy.json:
+# stack/DefenderForCloud-*, stackset/DefenderForCloud-*), so a name the CRD takes never fails in an account set up
+# with least privilege (issue 28). Objects stored before the rule keep their names (the rule is ratcheted: CEL with
+# optionalOldSelf at the API server, the ``NEW`` validation context in the operator), or they could be neither
+# reconciled nor deleted after an upgrade.
+STACK_NAME_PREFIX = "DefenderForCloud-"
+_Name = TypeVar("_Name", str, str | None)
+
+
+def _prefixed(field_label: str) -> dict[str, Any]:
+    return cel(
+        f"oldSelf.hasValue() || self.startsWith('{STACK_NAME_PREFIX}')",
+        f"{field_label} must start with {STACK_NAME_PREFIX}, the prefix the operator's IAM policy allows stacks and "
+        "StackSets under",
+        optional_old_self=True,
+    )
+
+
+def _check_prefix(value: _Name, info: ValidationInfo) -> _Name:
+    if value is not None and (info.context or {}).get("new") and not value.startswith(STACK_NAME_PREFIX):
+        raise ValueError(
+            f"must start with {STACK_NAME_PREFIX}, the prefix the operator's IAM policy allows stacks and StackSets "
+            "under"
+        )
+    return value
+
+
 OU_OR_ROOT_PATTERN = r"^(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}|r-[0-9a-z]{4,32})$"
 ARM_ID_PATTERN = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/[^/]+/.+$"
 
@@ -169,7 +195,7 @@ class Organization(CamelModel):
         default="DefenderForCloud-Members",
         description="Name of the service-managed StackSet that creates the Defender roles in member accounts. "
         "Immutable.",
-        json_schema_extra=rules(immutable("stackSetName")),
+        json_schema_extra=rules(immutable("stackSetName"), _prefixed("stackSetName")),
     )
     organizational_unit_ids: list[Annotated[str, StringConstraints(pattern=OU_OR_ROOT_PATTERN)]] = Field(
         default_factory=list,
@@ -217,6 +243,11 @@ class Organization(CamelModel):
     @classmethod
     def _no_duplicates(cls, values: list[str]) -> list[str]:
         return _unique(values)
+
+    @field_validator("stack_set_name")
+    @classmethod
+    def _stack_set_name_prefixed(cls, value: str, info: ValidationInfo) -> str:
+        return _check_prefix(value, info)
 
 
 def _defaults_in_descriptions(schema: dict[str, Any]) -> None:
@@ -661,14 +692,20 @@ class Deployment(CamelModel):
     )
     stack_name: Annotated[str, StringConstraints(pattern=STACK_NAME_PATTERN)] | None = Field(
         default=None,
-        description="CloudFormation stack name. Default: DefenderForCloud-<accountId>. Immutable.",
-        json_schema_extra=rules(immutable("stackName")),
+        description="CloudFormation stack name, under DefenderForCloud- (the prefix the operator's IAM policy "
+        "allows). Default: DefenderForCloud-<accountId>. Immutable.",
+        json_schema_extra=rules(immutable("stackName"), _prefixed("stackName")),
     )
     region: AwsRegion = Field(
         default="us-east-1",
         description="Region of the stack (IAM is global) and of the Systems Manager automation for Arc. Immutable.",
         json_schema_extra=rules(immutable("region")),
     )
+
+    @field_validator("stack_name")
+    @classmethod
+    def _stack_name_prefixed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_prefix(value, info)
 
 
 class AWSConnectorSpec(CamelModel):
