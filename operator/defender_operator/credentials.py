@@ -53,10 +53,6 @@ def _secret(
         raise TerminalError(
             "CredentialsSecretMissing", f"{what}: Secret {namespace}/{name} does not exist"
         ) from None
-    # The credential values of the Secret (not its other keys, whatever they hold: a tenant's Secret must not choose
-    # what is blanked out of the operator's output), as stored and as used, replacing what it held before.
-    held = [data.get(k, "") for k in (*keys, *optional) if k in SECRET_KEYS]
-    REDACTOR.hold(("secret", namespace, name), [*held, *(v.strip() for v in held)])
     missing = [k for k in keys if not data.get(k, "").strip()]
     if missing:
         raise TerminalError(
@@ -74,6 +70,11 @@ def _secret(
                 "not UTF-8, whitespace or control characters); store the credential alone",
             )
         found[key] = value
+    # The credential values of the Secret, once they are known to be credentials (not its other keys, nor text a
+    # credential cannot be, whatever they hold: a tenant's Secret must not choose what is blanked out of everyone's
+    # log lines), as stored and as used, replacing what it held before.
+    used = [key for key in found if key in SECRET_KEYS]
+    REDACTOR.hold(("secret", namespace, name), [*(data[k] for k in used), *(found[k] for k in used)])
     return found
 
 

@@ -155,3 +155,41 @@ def test_a_secret_read_again_holds_its_new_values_only_and_oversized_values_are_
     assert redactor.redact("second-value-0123456789") == logs.REDACTED
     redactor.hold("owner", ["x" * (logs.MAX_SECRET + 1)])
     assert len(redactor) == 0
+
+
+def test_only_values_that_can_be_credentials_are_held_so_a_tenant_cannot_blank_others_lines() -> None:
+    """An adversarial review's find (issue 25): a Secret's secretAccessKey was held before it was checked, so a
+    tenant could store "reconcile failed unexpectedly" (or any 16+ character text) and blank it out of every log
+    line. A value that is refused as a credential is never held; one that is accepted is, as stored and as used."""
+    import pytest as _pytest
+
+    from defender_operator.credentials import _secret
+    from defender_operator.errors import TerminalError
+    from defender_operator.logs import REDACTOR
+
+    text = "reconcile failed unexpectedly"
+    with _pytest.raises(TerminalError):
+        _secret(
+            lambda ns, n: {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": text},
+            "t",
+            "s",
+            ("accessKeyId", "secretAccessKey"),
+            "AWS",
+        )
+    assert REDACTOR.redact(f"a line: {text}") == f"a line: {text}"
+    key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    found = _secret(
+        lambda ns, n: {
+            "accessKeyId": "AKIAEXAMPLE",
+            "secretAccessKey": key + "\n",
+            "note": "a long ordinary sentence",
+        },
+        "t2",
+        "s",
+        ("accessKeyId", "secretAccessKey"),
+        "AWS",
+    )
+    assert found["secretAccessKey"] == key
+    assert REDACTOR.redact(f"key={key}") == f"key={logs.REDACTED}"
+    assert REDACTOR.redact("a long ordinary sentence") == "a long ordinary sentence"
+    REDACTOR.release(("secret", "t2", "s"))
