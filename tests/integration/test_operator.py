@@ -130,6 +130,7 @@ def test_create_reaches_ready_with_the_right_stack_roles_and_connector(
         "AWSReady": "True",
         "AzureReady": "True",
         "Healthy": "True",
+        "Prerequisites": "False",  # the sandbox's subscription has every Defender plan off, as a new one has
     }
     row = kubectl(
         kubeconfig, "get", "awsc", "-n", namespace, "acme", "--no-headers", check=True

@@ -32,6 +32,10 @@ def test_each_plan_names_the_pricing_microsoft_lists_for_it() -> None:
         "SqlServerVirtualMachines",
         "OpenSourceRelationalDatabases",
     ]
+    body = base_manifest()["spec"]
+    body["plans"] = {"containers": {"enabled": False}, "databases": {"rds": {"enabled": False}}}
+    no_rds = AWSConnectorSpec.model_validate(body)
+    assert [p.name for p in needed(no_rds)] == ["VirtualMachines", "SqlServerVirtualMachines"]
 
 
 def test_a_missing_plan_is_named_with_its_fix_and_a_met_one_is_not() -> None:
@@ -49,9 +53,9 @@ def test_a_missing_plan_is_named_with_its_fix_and_a_met_one_is_not() -> None:
 
 
 def test_unreadable_plans_are_unknown_and_say_what_grant_shows_them() -> None:
-    result = unreadable("reading the subscription's Defender plans failed: AuthorizationFailed: ...")
+    result = unreadable("AzureAccessDenied")
     assert (result.status, result.reason) == ("Unknown", "PricingsUnreadable")
-    assert "Microsoft.Security/pricings/read" in result.message
+    assert "Microsoft.Security/pricings/read" in result.message and "(AzureAccessDenied)" in result.message
 
 
 @given(

@@ -16,7 +16,7 @@ from .. import metrics
 from ..api.names import ANNOTATION_ADOPT
 from ..api.status import AzureStatus, HealthIssue, HealthStatus, MemberAccount, OrganizationStatus
 from ..azure.connector import Connectors, HealthIssueReport, HealthReport, ObservedConnector, comparable
-from ..errors import CloudError, TerminalError
+from ..errors import CloudError, RetryableError, TerminalError
 from ..ownership import describe_owner
 from ..render.connector import connector_body
 from ..render.document import Rendered
@@ -182,5 +182,9 @@ def _prerequisites(target: Target, connectors: Connectors) -> Verdict | None:
         return None
     try:
         return prerequisites.verdict(target.spec, connectors.pricing_tiers())
-    except CloudError as exc:
-        return prerequisites.unreadable(exc.message)
+    except (
+        RetryableError
+    ):  # throttled or unavailable: what the condition said still stands, asked again next time
+        return None
+    except CloudError as exc:  # refused: said without ARM's text, which names the caller's ids
+        return prerequisites.unreadable(exc.reason)

@@ -41,13 +41,14 @@ def needed(spec: AWSConnectorSpec) -> list[Pricing]:
         out.append(
             Pricing("SqlServerVirtualMachines", "Defender for SQL servers on machines", "plans.databases")
         )
-        out.append(
-            Pricing(
-                "OpenSourceRelationalDatabases",
-                "Defender for open-source relational databases",
-                "plans.databases",
+        if plans.databases.rds.enabled:
+            out.append(
+                Pricing(
+                    "OpenSourceRelationalDatabases",
+                    "Defender for open-source relational databases",
+                    "plans.databases.rds",
+                )
             )
-        )
     return out
 
 
@@ -81,11 +82,13 @@ def verdict(spec: AWSConnectorSpec, tiers: dict[str, str]) -> Verdict:
     )
 
 
-def unreadable(message: str) -> Verdict:
-    """The subscription's plans could not be read (the operator's role is assigned on resource groups only)."""
+def unreadable(reason: str) -> Verdict:
+    """Azure refused to read the subscription's plans (``reason``: the operator's error reason, AzureAccessDenied
+    when its role is assigned on resource groups only)."""
     return Verdict(
         "Unknown",
         "PricingsUnreadable",
-        f"{message}. To see this check, give the operator's Azure identity Microsoft.Security/pricings/read on the "
-        "subscription (the built-in Security Reader role does); onboarding does not depend on it",
+        f"the subscription's Defender plans could not be read ({reason}). To see this check, give the Azure identity "
+        "this object uses Microsoft.Security/pricings/read on the subscription (the built-in Security Reader role "
+        "has it); onboarding does not depend on it",
     )
