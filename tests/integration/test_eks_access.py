@@ -285,6 +285,27 @@ def test_entries_in_a_region_dropped_from_the_spec_go_at_once(
     assert entries(sandbox, account, "us-east-1", "kept") == []
 
 
+def test_the_record_names_only_regions_where_entries_were_made(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Issue 25: every region of the spec was recorded (with regions: [], every region of the partition), and
+    cleanup lists clusters in each recorded region, so one it cannot read (an opt-in region not enabled) blocked the
+    delete for ever. Only the regions where this object made an entry are recorded, so only those are visited."""
+    m = manifest(namespace, "recorded")
+    account = str(m["spec"]["aws"]["accountId"])
+    m["spec"]["aws"]["regions"] = ["us-east-1", "eu-west-1", "ap-southeast-2"]
+    m["spec"]["aws"]["eksAccessEntries"] = "Manage"
+    cluster(sandbox, account, "eu-west-1", "only", "API")
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "recorded", "Ready", "True", timeout=120)
+    eks_status(kubeconfig, namespace, "recorded", 1)
+    uid = get_object(kubeconfig, namespace, "recorded")["metadata"]["uid"]  # type: ignore[index]
+    record = json.loads(kubectl(kubeconfig, "get", "onboardingrecord", uid, "-o", "json", check=True).stdout)
+    assert record["spec"]["eksRegions"] == ["eu-west-1"]
+    delete(kubeconfig, namespace, "recorded")
+    assert entries(sandbox, account, "eu-west-1", "only") == []
+
+
 def test_with_terraform_the_entries_the_operator_made_still_go_on_delete(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:

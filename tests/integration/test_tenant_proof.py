@@ -353,7 +353,15 @@ def test_a_trailing_newline_in_a_credential_is_taken_off(
 ) -> None:
     namespace = bare_namespace(kubeconfig)
     user = tenant(sandbox, kubeconfig, namespace)
-    tenant_secrets(user, namespace, secretAccessKey="tenant-own-secret-access-key\n")
+    # Every value as `echo` leaves it; the key id and the session token go into HTTP headers, where a newline is
+    # refused by the HTTP library before any request (a crash, not a cloud error, before the fix).
+    tenant_secrets(
+        user,
+        namespace,
+        accessKeyId="AKIATENANTOWNKEYS\n",
+        secretAccessKey="tenant-own-secret-access-key\n",
+        sessionToken="tenant-own-session-token\n",
+    )
     m = own_secrets(manifest(namespace))
     assert apply(user, m).returncode == 0
     wait_condition(kubeconfig, namespace, "acme", "Ready", "True")

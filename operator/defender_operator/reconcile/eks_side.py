@@ -88,7 +88,7 @@ def reconcile_eks(
     if dropped:  # regions taken out of the spec: what this object made there goes, as with any role it drops
         events += remove_entries(spec, owner, eks, partition, account, dropped, proof)
         ledger.eks_regions_cleared(dropped)
-    recorded = False
+    recorded: set[str] = set(record.eks_regions) if record is not None else set()
     unreadable: dict[str, str] = {}
     for region in regions:
         try:
@@ -110,9 +110,11 @@ def reconcile_eks(
                 entry is not None and owner.owns(entry.tags) and proof.made(entry.created, f"{region}/{name}")
             )
             if entry is None and manage:
-                if not recorded:
-                    ledger.eks_regions(regions)
-                    recorded = True
+                # Recorded region by region, where an entry is about to be made: cleanup visits these only, so a
+                # region it cannot read (an opt-in region not enabled, with regions: []) cannot block a delete.
+                if region not in recorded:
+                    ledger.eks_regions([region])
+                    recorded.add(region)
                 if eks.grant(region, name, role, owner):
                     events.append(
                         Event("Normal", "AccessEntryCreated", f"gave {role} access to EKS {region}/{name}")
