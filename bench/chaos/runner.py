@@ -60,6 +60,7 @@ class World:
     namespaces: list[str]
     accounts: list[str]
     canary: str
+    foreign_account: str
     foreign: dict[str, str] = field(default_factory=dict)  # connector url -> etag it was made with
     sentinel_accounts: set[str] = field(default_factory=set)
     # uid -> "namespace/name" of objects whose deletion may leave their resources: deletionPolicy Orphan, or paused
@@ -100,7 +101,13 @@ class Runner:
         run = f"c{seed % 10000}-{uuid.uuid4().hex[:5]}"
         namespaces = [f"chaos-{run}-{i}" for i in range(NAMESPACES)]
         accounts = [str(next(_accounts)) for _ in range(2)]
-        world = World(run, namespaces, accounts, canary=f"chaos-canary-secret-{uuid.uuid4().hex}")
+        world = World(
+            run,
+            namespaces,
+            accounts,
+            canary=f"chaos-canary-secret-{uuid.uuid4().hex}",
+            foreign_account=str(next(_accounts)),
+        )
         for namespace in namespaces:
             body = {
                 "apiVersion": "v1",
@@ -255,7 +262,9 @@ class Runner:
         arm = arm_client(self.sandbox)
         if send(arm, "GET", url).status_code != 404:
             return  # never overwrite what is there (ours or another's)
-        body = foreign_connector_body("300000000000")
+        # Another team's account, its own per schedule: Azure allows one connector per account in a subscription,
+        # and another team's connectors outlive the schedule that made them.
+        body = foreign_connector_body(world.foreign_account)
         made = send(arm, "PUT", url, body, **{"If-None-Match": "*"})
         if made.status_code in (200, 201):
             world.foreign[url] = made.json()["etag"]
@@ -468,6 +477,9 @@ class Runner:
         kubectl(
             self.kubeconfig, "delete", "clusteronboardingpolicy", f"chaos-{world.run}", "--ignore-not-found"
         )
+        arm = arm_client(self.sandbox)
+        for url in world.foreign:  # the other team takes its connectors away
+            send(arm, "DELETE", url)
         for namespace in world.namespaces:  # objects still there after a violation are let go
             for obj in self._objects(world):
                 kubectl(
