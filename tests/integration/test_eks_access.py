@@ -11,7 +11,7 @@ import pytest
 
 from defender_operator.sandbox import Sandbox
 from tests.support.kube import apply, get_object, kubectl, wait_for
-from tests.support.onboarding import aws_in, delete, manifest, request_reconcile
+from tests.support.onboarding import aws_in, delete, manifest, request_reconcile, stacks_of
 from tests.support.operator import OperatorProcess, module_operator, wait_condition
 
 pytestmark = pytest.mark.integration
@@ -304,6 +304,38 @@ def test_the_record_names_only_regions_where_entries_were_made(
     assert record["spec"]["eksRegions"] == ["eu-west-1"]
     delete(kubeconfig, namespace, "recorded")
     assert entries(sandbox, account, "eu-west-1", "only") == []
+
+
+def test_an_entry_made_by_hand_is_never_the_operators_whatever_tags_it_carries(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """An adversarial review's find (issue 25): the operator took an access entry for its own when it carried the
+    object's mark and postdated its first write. A cluster owner following the fix status prints makes exactly such
+    an entry by hand, and anyone who may tag can put the mark on it: the operator then removed it (Report) or
+    deleted it on cleanup. Only an entry the record named before it was made is the operator's."""
+    m = manifest(namespace, "forged")
+    account = str(m["spec"]["aws"]["accountId"])
+    cluster(sandbox, account, "us-east-1", "owned", "API")
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "forged", "Ready", "True", timeout=120)
+    assert by_name(eks_status(kubeconfig, namespace, "forged", 1))["owned"]["access"] == "CanBeCreated"
+    mark = {
+        t["Key"]: t["Value"]
+        for t in stacks_of(sandbox, account)[0]["Tags"]
+        if t["Key"].startswith("defender-operator")
+    }
+    role = discovery_role(account)
+    aws_in(sandbox, account, "eks").create_access_entry(clusterName="owned", principalArn=role, tags=mark)
+    request_reconcile(kubeconfig, namespace, "forged")
+
+    def reported() -> bool:
+        eks = ((get_object(kubeconfig, namespace, "forged") or {}).get("status") or {}).get("eks") or {}
+        return by_name(eks).get("owned", {}).get("access") == "AccessEntry"
+
+    wait_for(reported, 60, "the hand-made entry reported as someone else's")
+    assert entries(sandbox, account, "us-east-1", "owned") == [role]
+    delete(kubeconfig, namespace, "forged")
+    assert entries(sandbox, account, "us-east-1", "owned") == [role]
 
 
 def test_with_terraform_the_entries_the_operator_made_still_go_on_delete(

@@ -77,6 +77,12 @@ class OnboardingRecordSpec(CamelModel):
     eks_regions: list[str] = Field(
         default_factory=list, description="Regions where this object may have made EKS access entries."
     )
+    eks_entries: list[str] | None = Field(
+        default=None,
+        description="The EKS access entries (region/cluster) this object made, each recorded before it was created: "
+        "only these are its own, whatever tags an entry carries. Absent in records from before entries were kept "
+        "(their entries are judged by eksRegions, the mark and the creation time).",
+    )
     abandoned: str | None = Field(
         default=None,
         description="When the AWSConnector went without its cleanup (its finalizer removed by hand): what this record "

@@ -172,6 +172,7 @@ def finalize(
                 account.account,
                 regions,
                 ledger.proof("aws"),
+                ledger.recorded(),
             )
             ledger.eks_regions_cleared(regions)
     if terraform:

@@ -15,9 +15,10 @@ from typing import TypeGuard
 
 import boto3
 
+from ..api.record import OnboardingRecordSpec
 from ..api.spec import AWSConnectorSpec
 from ..api.status import EksCluster, EksStatus
-from ..aws.eks import ACCESS_POLICY, CONFIG_MAP, EksClusters
+from ..aws.eks import ACCESS_POLICY, CONFIG_MAP, EksClusters, ObservedEntry
 from ..errors import CloudError
 from ..ownership import Owner
 from ..render.catalog import role_name
@@ -86,9 +87,8 @@ def reconcile_eks(
     proof = ledger.proof("aws")
     dropped = sorted(set(record.eks_regions) - set(regions)) if record is not None else []
     if dropped:  # regions taken out of the spec: what this object made there goes, as with any role it drops
-        events += remove_entries(spec, owner, eks, partition, account, dropped, proof)
+        events += remove_entries(spec, owner, eks, partition, account, dropped, proof, record)
         ledger.eks_regions_cleared(dropped)
-    recorded: set[str] = set(record.eks_regions) if record is not None else set()
     unreadable: dict[str, str] = {}
     for region in regions:
         try:
@@ -106,15 +106,12 @@ def reconcile_eks(
                 clusters.append(seen)
                 continue
             entry = eks.entry(region, name, role)
-            ours = (
-                entry is not None and owner.owns(entry.tags) and proof.made(entry.created, f"{region}/{name}")
-            )
+            ours = made_here(entry, owner, proof, record, region, name)
             if entry is None and manage:
-                # Recorded region by region, where an entry is about to be made: cleanup visits these only, so a
-                # region it cannot read (an opt-in region not enabled, with regions: []) cannot block a delete.
-                if region not in recorded:
-                    ledger.eks_regions([region])
-                    recorded.add(region)
+                # Recorded entry by entry before it is made: cleanup visits only the recorded regions (so a region
+                # it cannot read, an opt-in region not enabled with regions: [], cannot block a delete), and only a
+                # recorded entry is this object's, whatever tags someone put on another.
+                ledger.eks_entry(region, name)
                 if eks.grant(region, name, role, owner):
                     events.append(
                         Event("Normal", "AccessEntryCreated", f"gave {role} access to EKS {region}/{name}")
@@ -124,6 +121,7 @@ def reconcile_eks(
                     seen.access = "AccessEntry"
             elif ours and not manage:  # no longer wanted: ours go, as everything the object stops declaring
                 eks.revoke(region, name, role)
+                ledger.eks_entry_removed(region, name)
                 events.append(
                     Event("Normal", "AccessEntryDeleted", f"removed {role} from EKS {region}/{name}")
                 )
@@ -169,6 +167,27 @@ def made_entries(eks: EksStatus | None) -> TypeGuard[EksStatus]:
     return eks is not None and (eks.granted > 0 or any(c.access == "Granted" for c in eks.clusters))
 
 
+def made_here(
+    entry: ObservedEntry | None,
+    owner: Owner,
+    proof: Proof,
+    record: OnboardingRecordSpec | None,
+    region: str,
+    cluster: str,
+) -> bool:
+    """Whether ``entry`` is one this object made: its mark, created after the object's first write (the proof), and
+    recorded before it was made. Tags can be put on an entry by anyone with eks:TagResource, and an entry a cluster
+    owner makes by hand, following the fix status prints, postdates that first write; only the record tells them
+    apart. Records from before entries were kept fall back on their regions; without a record (plans) the mark and
+    the proof decide."""
+    key = f"{region}/{cluster}"
+    if entry is None or not owner.owns(entry.tags) or not proof.made(entry.created, key):
+        return False
+    if record is None:
+        return True
+    return key in record.eks_entries if record.eks_entries is not None else region in record.eks_regions
+
+
 def remove_entries(
     spec: AWSConnectorSpec,
     owner: Owner,
@@ -177,9 +196,10 @@ def remove_entries(
     account: str,
     regions: list[str],
     proof: Proof,
+    record: OnboardingRecordSpec | None,
 ) -> list[Event]:
     """The discovery role's entries this object created in ``regions``, found in the clusters (not through status):
-    those with its mark that the record proves (an entry that carries the mark but predates the record is left)."""
+    those :func:`made_here` says it made (an entry that carries the mark but that it did not record is left)."""
     role = discovery_role(spec, partition, account)
     events = []
     for region in regions:
@@ -187,7 +207,7 @@ def remove_entries(
             if eks.authentication_mode(region, name) in (None, CONFIG_MAP):
                 continue
             entry = eks.entry(region, name, role)
-            if entry is not None and owner.owns(entry.tags) and proof.made(entry.created, f"{region}/{name}"):
+            if made_here(entry, owner, proof, record, region, name):
                 eks.revoke(region, name, role)
                 events.append(
                     Event("Normal", "AccessEntryDeleted", f"removed {role} from EKS {region}/{name}")

@@ -108,6 +108,7 @@ def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus, ledger
                     account.account,
                     regions,
                     ledger.proof("aws"),
+                    ledger.recorded(),
                 )
             except CloudError as exc:
                 status.eks = status.eks.model_copy(update={"error": exc.message})

@@ -304,7 +304,22 @@ class WriteJournal:
         record = self.book.load()
         if record is not None and set(regions) & set(record.eks_regions):
             self.book.change(
-                lambda r: r.model_copy(update={"eks_regions": sorted(set(r.eks_regions) - set(regions))})
+                lambda r: r.model_copy(
+                    update={
+                        "eks_regions": sorted(set(r.eks_regions) - set(regions)),
+                        "eks_entries": None
+                        if r.eks_entries is None
+                        else [e for e in r.eks_entries if e.split("/", 1)[0] not in regions],
+                    }
+                )
+            )
+
+    def eks_entry_removed(self, region: str, cluster: str) -> None:
+        key = f"{region}/{cluster}"
+        record = self.book.load()
+        if record is not None and record.eks_entries is not None and key in record.eks_entries:
+            self.book.change(
+                lambda r: r.model_copy(update={"eks_entries": [e for e in r.eks_entries or [] if e != key]})
             )
 
     def adopted(self, resource_id: str) -> None:
@@ -345,13 +360,22 @@ class WriteJournal:
     def stack_set(self, stack_set_id: str) -> None:
         self.book.change(lambda r: r.model_copy(update={"stack_set_id": stack_set_id}))
 
-    def eks_regions(self, regions: list[str]) -> None:
-        """Record the regions where access entries are about to be made (the union of every region used)."""
+    def eks_entry(self, region: str, cluster: str) -> None:
+        """Record the access entry about to be made, and its region (cleanup visits the recorded regions)."""
+        key = f"{region}/{cluster}"
+        eks = self.target.status.eks
+        # A record from before entries were kept starts from the entries status shows this object made.
+        legacy = {f"{c.region}/{c.name}" for c in eks.clusters if c.access == "Granted"} if eks else set()
         self.book.change(
             lambda r: (
                 r
-                if set(regions) <= set(r.eks_regions)
-                else r.model_copy(update={"eks_regions": sorted({*r.eks_regions, *regions})})
+                if region in r.eks_regions and key in (r.eks_entries or [])
+                else r.model_copy(
+                    update={
+                        "eks_regions": sorted({*r.eks_regions, region}),
+                        "eks_entries": sorted({*(legacy if r.eks_entries is None else r.eks_entries), key}),
+                    }
+                )
             )
         )
 
@@ -493,7 +517,10 @@ class CleanupLedger:
     def stack_set(self, stack_set_id: str) -> None:
         return None
 
-    def eks_regions(self, regions: list[str]) -> None:
+    def eks_entry(self, region: str, cluster: str) -> None:
+        return None
+
+    def eks_entry_removed(self, region: str, cluster: str) -> None:
         return None
 
     def eks_regions_cleared(self, regions: list[str]) -> None:

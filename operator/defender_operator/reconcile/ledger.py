@@ -38,8 +38,11 @@ class Ledger(Protocol):
     def stack_set(self, stack_set_id: str) -> None:
         """After creating the member StackSet."""
 
-    def eks_regions(self, regions: list[str]) -> None:
-        """Before making access entries in ``regions``."""
+    def eks_entry(self, region: str, cluster: str) -> None:
+        """Before making an access entry in ``cluster`` of ``region``."""
+
+    def eks_entry_removed(self, region: str, cluster: str) -> None:
+        """After the access entry this object made in ``cluster`` of ``region`` went."""
 
     def eks_regions_cleared(self, regions: list[str]) -> None:
         """After the access entries this object made in ``regions`` went."""
@@ -72,7 +75,10 @@ class Unrecorded:
     def stack_set(self, stack_set_id: str) -> None:
         return None
 
-    def eks_regions(self, regions: list[str]) -> None:
+    def eks_entry(self, region: str, cluster: str) -> None:
+        return None
+
+    def eks_entry_removed(self, region: str, cluster: str) -> None:
         return None
 
     def eks_regions_cleared(self, regions: list[str]) -> None:
