@@ -2,6 +2,7 @@
 StackSet and deploying it is repaired; every list read to its last page; a busy StackSet retried, not terminal."""
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,34 @@ def test_failing_members_show_beside_ready_and_are_retried_on_request(
     obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
     assert obj["status"]["organization"]["instances"]["current"] == 3
     assert obj["status"]["organization"]["failingAccounts"] == []
+    delete(kubeconfig, namespace, "org")
+
+
+def test_status_names_at_most_100_member_connectors_and_counts_them_all(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Issue 25 (Low): status.organization.members grew with the organization, and thousands of members would pass
+    the object's size limit (every status write then fails). It names the first 100 (by account id) and counts all,
+    read through the list's nextLink pages (the emulator pages by 50)."""
+    m, _members = organization(sandbox, namespace, members=1)
+    management = account_of(m)
+    subscription = str(uuid.uuid4())
+    m["spec"]["azure"]["subscriptionId"] = subscription
+    arm = arm_client(sandbox)
+    accounts = [f"{900000000000 + i}" for i in range(105)]
+    for account in accounts:  # the member connectors Defender makes for the organization's accounts
+        url = connector_url(f"member-{account}", m["spec"]["azure"]["resourceGroup"], subscription)
+        assert send(arm, "PUT", url, member_connector(account, management)).status_code == 201
+    assert apply(kubeconfig, m).returncode == 0
+
+    def counted() -> dict[str, Any] | None:
+        status = ((get_object(kubeconfig, namespace, "org") or {}).get("status") or {}).get(
+            "organization", {}
+        )
+        return status if status.get("memberConnectors") == 105 else None
+
+    status = wait_for(counted, 120, "the 105 member connectors to be counted")
+    assert [member["accountId"] for member in status["members"]] == accounts[:100]
     delete(kubeconfig, namespace, "org")
 
 

@@ -30,6 +30,7 @@ from tests.support.onboarding import (
     connector,
     defender_roles,
     manifest,
+    request_reconcile,
     stacks_of,
 )
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
@@ -346,6 +347,36 @@ def test_credentials_that_are_not_one_line_of_text_are_refused_with_a_reason_and
         wait_gone(kubeconfig, namespace, secret, timeout=20)
         assert left_behind(sandbox, m) == {}
     assert token[10:] not in operator.log()
+
+
+def test_a_withdrawn_grant_stops_cleanup_before_any_identity_is_used(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """Issue 25: the operator's identities are used in cleanup only while a policy still allows the spec last acted
+    on. The grant withdrawn from an onboarded object, its deletion is blocked and says why, and assumes no role."""
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    m = manifest(namespace)
+    account = account_of(m)
+    policy = grant(kubeconfig, [namespace], account)
+    assert apply(user, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    kubectl(kubeconfig, "delete", "clusteronboardingpolicy", policy, check=True)
+    wait_for(lambda: policy not in effective_policies(kubeconfig), 30, "the grant to be withdrawn")
+    request_reconcile(kubeconfig, namespace, "acme")
+    wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="NotAllowedByPolicy")
+    operator.reset_aws_operations()  # every pass from here on starts after the withdrawal
+    kubectl(user, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    blocked = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="CleanupBlocked")
+    assert "is not allowed" in condition(blocked, "Stalled")["message"]  # type: ignore[index]
+    assert operator.aws_operations().get("AssumeRole", 0) == 0, "cleanup used the identity without a grant"
+    assert connector(sandbox, m).status_code == 200 and left_behind(sandbox, m) != {}
+    # The way out the message names (an administrator here): let the object go; its resources stay, as said.
+    kubectl(
+        kubeconfig, "patch", "awsc", "-n", namespace, "acme", "--type=json",
+        "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]', check=True,
+    )  # fmt: skip
+    wait_gone(kubeconfig, namespace, "acme")
 
 
 def test_a_trailing_newline_in_a_credential_is_taken_off(
