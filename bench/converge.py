@@ -66,10 +66,18 @@ def converge(kubeconfig: Path, namespace: str, indices: range) -> float:
     api = client.CustomObjectsApi(api_client(kubeconfig))
     where = ("defender-operator.io", "v1alpha1", namespace, "awsconnectors")
     version = api.list_namespaced_custom_object(*where)["metadata"]["resourceVersion"]
-    pending = {f"acct-{i}" for i in indices}
     started = time.monotonic()
     for i in indices:
         api.create_namespaced_custom_object(*where, manifest(namespace, i))
+    wait_all_ready(api, namespace, {f"acct-{i}" for i in indices}, version)
+    return time.monotonic() - started
+
+
+def wait_all_ready(api: client.CustomObjectsApi, namespace: str, names: set[str], version: str) -> None:
+    """Until a watch from ``version`` has seen every object of ``names`` Ready (at most 900 s)."""
+    where = ("defender-operator.io", "v1alpha1", namespace, "awsconnectors")
+    pending = set(names)
+    started = time.monotonic()
     while pending and time.monotonic() - started < 900:
         stream = watch.Watch()
         try:
@@ -92,7 +100,6 @@ def converge(kubeconfig: Path, namespace: str, indices: range) -> float:
             pending -= {o["metadata"]["name"] for o in listing["items"] if is_ready(o)}
             version = listing["metadata"]["resourceVersion"]
     assert not pending, f"not Ready after 900 s: {sorted(pending)[:5]}"
-    return time.monotonic() - started
 
 
 def warm_emulators(box: Any, aws_endpoint: str) -> None:
