@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from . import handlers, logs, metrics
+from . import handlers, kube_session, logs, metrics
 from .kube import load_config
 from .leader import LeaderElector
 from .settings import Settings, settings_from
@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
                 keeper.cancel()
                 await asyncio.to_thread(elector.release)
 
-    assert handlers.reconcile_loop is not None  # the handlers register themselves on import
+    # the handlers register themselves on import
+    assert handlers.reconcile_loop is not None and kube_session.login is not None
     log.info(
         "starting",
         extra={"namespaces": ",".join(settings.namespaces) or "*", "metricsPort": settings.metrics_port},

@@ -1,0 +1,44 @@
+"""Kopf's session to the API server, with at most ``kube_connections`` connections open at once.
+
+Kopf's own session has no connection limit (``aiohttp.TCPConnector(limit=0)``), so an operator that starts over a
+backlog opens one TLS connection per object at once: Kopf's per-object workers each PATCH the finalizer in the same
+second. Each connection holds asyncio's 256 KiB TLS read buffer and a handshake's CPU: with 1,000 objects, 263 MiB of
+the operator's 502 MiB peak were those buffers, and the handshakes delayed the first pass by seconds
+(docs/performance.md, "A backlog"). With a limit, requests beyond it wait for a free connection (Kopf's request
+timeout covers the wait, and Kopf retries a request that timed out), so memory and handshakes follow the limit, not
+the backlog. The watch streams hold a connection each for their whole life (three: AWSConnectors, onboarding
+policies, namespaces), so the limit leaves room beyond them (``Settings.kube_connections``).
+
+Credentials come from Kopf's own ``login_via_client`` (in-cluster service account, else kubeconfig), so nothing about
+authentication changes: when the API server answers 401, Kopf invalidates the session (and closes it) and calls this
+handler again, which reads the current token.
+"""
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import kopf
+
+from .settings import Settings
+
+
+@kopf.on.login()
+async def login(memo: Any, **kwargs: Any) -> kopf.AiohttpSession | None:
+    info = await asyncio.to_thread(kopf.login_via_client, **kwargs)
+    if info is None:  # no client library: Kopf tries its other ways
+        return None
+    operator: Settings = memo.settings
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=operator.kube_connections, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        aiohttp_session=session,
+        server=info.server,
+        default_namespace=info.default_namespace,
+        expiration=info.expiration,
+        priority=info.priority,
+    )
