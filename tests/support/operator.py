@@ -37,6 +37,7 @@ class OperatorProcess:
     arm_proxy: str | None = None  # the ARM traffic goes through a fault proxy too, when set
     extra_env: dict[str, str] | None = None
     name: str = "operator"  # the recorded process's name, and its log's
+    launcher: list[str] | None = None  # a prefix of the argv (e.g. one that enters a memory-limited cgroup)
 
     def env(self) -> dict[str, str]:
         env = {**self.sandbox.env(), "AWS_ENDPOINT_URL": self.aws_proxy}
@@ -62,9 +63,8 @@ class OperatorProcess:
 
     def start(self, wait_ready: bool = True) -> None:
         """Start the process; by default wait until /readyz (a standby in leader election never gets there)."""
-        self.record = processes.start(
-            self.state, self.name, [sys.executable, "-m", "defender_operator.cli", "run"], env=self.env()
-        )
+        argv = [*(self.launcher or []), sys.executable, "-m", "defender_operator.cli", "run"]
+        self.record = processes.start(self.state, self.name, argv, env=self.env())
         if wait_ready:
             wait_for(self.ready, 60, "the operator's /readyz")
 
@@ -135,6 +135,7 @@ def start_operator(
     arm_proxy: bool = False,
     extra_env: dict[str, str] | None = None,
     wait_ready: bool = True,
+    launcher: list[str] | None = None,
 ) -> OperatorProcess:
     assert sandbox.aws_endpoint and sandbox.arm_endpoint
     state.mkdir(parents=True, exist_ok=True)
@@ -151,6 +152,7 @@ def start_operator(
         if arm_proxy
         else None,
         extra_env=extra_env,
+        launcher=launcher,
     )
     operator.start(wait_ready)
     return operator
