@@ -6,8 +6,9 @@ second. Each connection holds asyncio's 256 KiB TLS read buffer and a handshake'
 the operator's 502 MiB peak were those buffers, and the handshakes delayed the first pass by seconds
 (docs/performance.md, "A backlog"). With a limit, requests beyond it wait for a free connection (Kopf's request
 timeout covers the wait, and Kopf retries a request that timed out), so memory and handshakes follow the limit, not
-the backlog. The watch streams hold a connection each for their whole life (three: AWSConnectors, onboarding
-policies, namespaces), so the limit leaves room beyond them (``Settings.kube_connections``).
+the backlog. A watch stream holds its connection for its whole life, so the limit is one connection per watch plus
+``Settings.kube_connections`` for requests: were watches to take the last connections, every request would wait
+for ever.
 
 Credentials come from Kopf's own ``login_via_client`` (in-cluster service account, else kubeconfig), so nothing about
 authentication changes: when the API server answers 401, Kopf invalidates the session (and closes it) and calls this
@@ -28,9 +29,8 @@ async def login(memo: Any, **kwargs: Any) -> kopf.AiohttpSession | None:
     info = await asyncio.to_thread(kopf.login_via_client, **kwargs)
     if info is None:  # no client library: Kopf tries its other ways
         return None
-    operator: Settings = memo.settings
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=operator.kube_connections, ssl=info.as_ssl_context()),
+        connector=aiohttp.TCPConnector(limit=connection_limit(memo.settings), ssl=info.as_ssl_context()),
         headers=info.as_http_headers(),
         proxy=info.proxy_url,
         trust_env=info.trust_env,
@@ -42,3 +42,10 @@ async def login(memo: Any, **kwargs: Any) -> kopf.AiohttpSession | None:
         expiration=info.expiration,
         priority=info.priority,
     )
+
+
+def connection_limit(operator: Settings) -> int:
+    """One connection per watch Kopf keeps: AWSConnectors cluster-wide or in each watched namespace, and the
+    cluster-scoped onboarding policies and namespaces (indexes); then the requests' share."""
+    watches = (len(operator.namespaces) or 1) + 2
+    return watches + operator.kube_connections

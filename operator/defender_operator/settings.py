@@ -80,11 +80,11 @@ class Settings(BaseSettings):
         "more objects than fit, clients are built again per pass (about 3 ms each): docs/performance.md.",
     )
     kube_connections: int = Field(
-        default=16,
-        ge=6,
-        description="Connections to the Kubernetes API server open at once for watching and for Kopf's own requests "
-        "(three watches hold one each); beyond it requests wait for a free one. Kopf alone has no limit, which at "
-        "start-up over many objects opened one connection per object: docs/performance.md.",
+        default=12,
+        ge=1,
+        description="Connections to the Kubernetes API server open at once for Kopf's requests, beyond one per watch; "
+        "more requests wait for a free one. Kopf alone has no limit, which at start-up over many objects opened one "
+        "connection per object: docs/performance.md.",
     )
     gc_young_threshold: int = Field(
         default=2000,

@@ -1,0 +1,65 @@
+"""Kopf's session to the API server: Kopf's own credentials, and a connection limit that leaves the requests their
+share whatever number of watches the namespaces make (kube_session.py)."""
+
+import asyncio
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import kopf
+import pytest
+import yaml
+
+from defender_operator.kube_session import connection_limit, login
+from defender_operator.settings import Settings
+
+
+def test_every_watch_has_its_connection_and_the_requests_keep_their_share() -> None:
+    assert connection_limit(Settings()) == 3 + 12  # AWSConnectors cluster-wide, policies, namespaces
+    many = Settings(namespaces=[f"team-{i}" for i in range(40)], kube_connections=4)
+    assert connection_limit(many) == 40 + 2 + 4
+
+
+def test_the_session_carries_kopfs_credentials_under_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True},
+                    }
+                ],
+                "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    # the client library reads KUBECONFIG when it is imported; this is where it keeps what it read
+    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    memo = SimpleNamespace(settings=Settings(namespaces=["a", "b"]))
+
+    async def session_of_login() -> tuple[int, str, str]:
+        context = await login(memo=memo, logger=logging.getLogger("test"), settings=kopf.OperatorSettings())
+        assert isinstance(context, kopf.AiohttpSession)
+        try:
+            session = context.aiohttp_session
+            return (
+                session.connector.limit if session.connector else 0,
+                session.headers["Authorization"],
+                context.server,
+            )
+        finally:
+            await context.aiohttp_session.close()
+
+    limit, authorization, server = asyncio.run(session_of_login())
+    assert limit == 2 + 2 + 12
+    assert authorization == "Bearer not-a-real-token"
+    assert server == "https://127.0.0.1:6443"
