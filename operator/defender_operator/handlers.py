@@ -45,6 +45,7 @@ from .api.spec import AWSConnectorSpec
 from .api.status import AWSConnectorStatus
 from .credentials import CredentialFactory
 from .errors import CloudError, RetryableError, TerminalError
+from .event_recorder import EventRecorder
 from .kube import Kube, StatusConflict, api_server_unavailable, load_config, one_line
 from .reconcile import conditions
 from .reconcile.claims import claim_rank, conflict_with, onboarding_key
@@ -70,6 +71,7 @@ class Runtime:
     clouds: Clouds
     workers: Workers
     instance: str
+    events: EventRecorder
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)  # uids whose cleanup has begun: no pass starts any more
     cleaned: set[str] = field(default_factory=set)  # uids whose cleanup ended (their record is gone with it)
@@ -157,6 +159,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         clouds=Clouds(operator, factory),
         workers=Workers(operator.workers),
         instance=instance,
+        events=EventRecorder(kube),
     )
     metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(operator.workers)
     metrics.precreate()
@@ -330,8 +333,7 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
             and spec.get("deletionPolicy") == "Orphan"
         ):
             namespace, name = meta["namespace"], meta["name"]
-            await asyncio.to_thread(
-                runtime.kube.post_event,
+            runtime.events.record(
                 namespace,
                 name,
                 uid,
@@ -435,7 +437,7 @@ def _pass(
     outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
     journal.finish(outcome.status)
     for event in outcome.events:
-        runtime.kube.post_event(target.namespace, target.name, target.uid, event)
+        runtime.events.record(target.namespace, target.name, target.uid, event)
     ready = conditions.get(outcome.status.conditions, "Ready")
     runtime.ready[target.uid] = ready.status if ready else "Unknown"
     _update_objects_gauge(runtime)
@@ -563,7 +565,7 @@ async def cleanup(body: Any, memo: Any, **indexes: Any) -> None:
     runtime.blocked.discard(uid)
     namespace, name = meta["namespace"], meta["name"]
     for event in result.events:
-        await asyncio.to_thread(runtime.kube.post_event, namespace, name, uid, event)
+        runtime.events.record(namespace, name, uid, event)
     status = _status_of(body)
     if result.status is not None and _dump(status) != _dump(result.status):
         await asyncio.to_thread(runtime.kube.write_status, namespace, name, _dump(result.status))
@@ -609,8 +611,6 @@ async def _blocked(runtime: Runtime, body: Any, exc: CloudError) -> None:
         message,
     ):
         await asyncio.to_thread(runtime.kube.write_status, namespace, name, _dump(status))
-        await asyncio.to_thread(
-            runtime.kube.post_event, namespace, name, uid, Event("Warning", "CleanupBlocked", message)
-        )
+        runtime.events.record(namespace, name, uid, Event("Warning", "CleanupBlocked", message))
     log.warning("cleanup blocked", extra={"object": f"{namespace}/{name}", "reason": exc.reason})
     raise kopf.TemporaryError(message, delay=runtime.jittered(runtime.settings.resync_seconds))

@@ -12,7 +12,11 @@ for ever.
 
 Credentials come from Kopf's own ``login_via_client`` (in-cluster service account, else kubeconfig), so nothing about
 authentication changes: when the API server answers 401, Kopf invalidates the session (and closes it) and calls this
-handler again, which reads the current token.
+handler again, which reads the current token (the kubelet rotates the service account's). Kopf refuses credentials
+equal to ones it invalidated; a new session never equals an old one, so this handler does that part itself: when the
+credentials read again are those that were just refused, it gives none, and Kopf stops with its LoginError as it
+would with its own session, instead of logging in again and again. A failure to read them is permanent for the same
+reason (Kopf's own login fails the start-up; a retried one would leave a pod unready for ever).
 """
 
 import asyncio
@@ -24,11 +28,12 @@ import kopf
 from .settings import Settings
 
 
-@kopf.on.login()
+@kopf.on.login(errors=kopf.ErrorsMode.PERMANENT)
 async def login(memo: Any, **kwargs: Any) -> kopf.AiohttpSession | None:
     info = await asyncio.to_thread(kopf.login_via_client, **kwargs)
-    if info is None:  # no client library: Kopf tries its other ways
+    if info is None or info == getattr(memo, "kube_credentials", None):  # None: no client library
         return None
+    memo.kube_credentials = info
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=connection_limit(memo.settings), ssl=info.as_ssl_context()),
         headers=info.as_http_headers(),

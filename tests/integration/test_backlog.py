@@ -3,7 +3,7 @@ restart after an outage) converges within the memory limit it is given, without 
 
 The backlog and the limit are sized against the operator before Kopf's connections were bounded
 (``kube_session.py``): over 300 objects it peaked at 278 MiB (one TLS connection per object at start-up, 256 KiB of
-buffer each) and is killed under this limit; it now peaks near 192 MiB (docs/performance.md, "A backlog").
+buffer each) and is killed under this limit (in the bench; here with 14 of 300 Ready); it now peaks near 192-199 MiB (docs/performance.md, "A backlog").
 """
 
 import contextlib
@@ -22,7 +22,7 @@ from tests.support.memory import memory_limit, peak_mib
 from tests.support.operator import start_operator
 
 BACKLOG = 300
-LIMIT_MIB = 240  # 25% above the measured peak
+LIMIT_MIB = 250  # 25% above the peak measured here (199 MiB)
 SUBSCRIPTION = (
     "b4c1b4c1-0000-4000-8000-000000000300"  # its own, so no other test's listing sees these connectors
 )
@@ -48,10 +48,9 @@ def test_an_operator_started_over_a_backlog_converges_within_its_memory_limit(
     namespace = f"backlog-{uuid.uuid4().hex[:8]}"
     kubectl(kubeconfig, "create", "namespace", namespace, check=True)
     api = client.CustomObjectsApi(api_client(kubeconfig))
-    for i in range(BACKLOG):
-        api.create_namespaced_custom_object(*WHERE, namespace, "awsconnectors", _manifest(namespace, i))
-
     try:
+        for i in range(BACKLOG):
+            api.create_namespaced_custom_object(*WHERE, namespace, "awsconnectors", _manifest(namespace, i))
         with memory_limit(LIMIT_MIB) as limit:
             operator = start_operator(
                 sandbox,
@@ -74,6 +73,7 @@ def test_an_operator_started_over_a_backlog_converges_within_its_memory_limit(
                     ready = sum(1 for obj in listing["items"] if _ready(obj))
                     time.sleep(1)
                 peak = peak_mib(operator.record.pid)
+                print(f"peak resident memory over {BACKLOG} objects: {peak:.0f} MiB (limit {LIMIT_MIB} MiB)")
                 assert peak < LIMIT_MIB, (
                     f"peak resident memory {peak:.0f} MiB, over the {LIMIT_MIB} MiB limit"
                 )

@@ -8,7 +8,9 @@ result, and the reason is printed.
 """
 
 import contextlib
+import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +61,14 @@ def _own_cgroups() -> dict[str, str]:
     return paths
 
 
+PREFIX = "defender-operator-test-"
+
+
 def _make(parent: Path, limit_file: str, limit: int) -> Path | None:
-    child = parent / f"defender-operator-test-{uuid.uuid4().hex[:8]}"
+    for stale in parent.glob(f"{PREFIX}*"):  # left by a run that was killed before its teardown
+        with contextlib.suppress(OSError):
+            stale.rmdir()
+    child = parent / f"{PREFIX}{uuid.uuid4().hex[:8]}"
     try:
         child.mkdir()
     except OSError:
@@ -92,13 +100,24 @@ def memory_limit(limit_mib: int) -> Iterator[MemoryLimit]:
             if (root / "cgroup.controllers").exists() and cgroup is None:
                 cgroup = _make(root / own[""].lstrip("/"), "memory.max", limit)
     if cgroup is None:
-        print(
+        warnings.warn(
             f"no cgroup with a memory controller can be made here; the {limit_mib} MiB limit is checked against "
-            "the process's peak resident memory instead of enforced"
+            "the process's peak resident memory instead of enforced",
+            stacklevel=3,
         )
     try:
         yield MemoryLimit(limit_mib, cgroup)
     finally:
         if cgroup is not None:
-            with contextlib.suppress(OSError):
-                cgroup.rmdir()
+            _remove(cgroup)
+
+
+def _remove(cgroup: Path) -> None:
+    """Remove the cgroup once its processes are gone (a stopped process may take a moment to be reaped)."""
+    deadline = time.monotonic() + 30
+    while (cgroup / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    try:
+        cgroup.rmdir()
+    except OSError as exc:
+        warnings.warn(f"cgroup {cgroup} not removed: {exc}", stacklevel=2)

@@ -20,46 +20,51 @@ def test_every_watch_has_its_connection_and_the_requests_keep_their_share() -> N
     assert connection_limit(many) == 40 + 2 + 4
 
 
-def test_the_session_carries_kopfs_credentials_under_the_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
+def _kubeconfig(path: Path, token: str) -> None:
+    cluster = {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True}
+    path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True},
-                    }
-                ],
-                "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "users": [{"name": "u", "user": {"token": token}}],
                 "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
                 "current-context": "x",
             }
         )
     )
+
+
+async def _login(memo: SimpleNamespace) -> tuple[int, str, str] | None:
+    """(connection limit, Authorization header, server) of the session the handler gives, or None."""
+    context = await login(memo=memo, logger=logging.getLogger("test"), settings=kopf.OperatorSettings())
+    if context is None:
+        return None
+    assert isinstance(context, kopf.AiohttpSession)
+    try:
+        session = context.aiohttp_session
+        return (
+            session.connector.limit if session.connector else 0,
+            session.headers["Authorization"],
+            context.server,
+        )
+    finally:
+        await context.aiohttp_session.close()
+
+
+def test_the_session_carries_kopfs_credentials_under_the_limit_and_refused_ones_are_not_offered_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
     # the client library reads KUBECONFIG when it is imported; this is where it keeps what it read
     monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     memo = SimpleNamespace(settings=Settings(namespaces=["a", "b"]))
 
-    async def session_of_login() -> tuple[int, str, str]:
-        context = await login(memo=memo, logger=logging.getLogger("test"), settings=kopf.OperatorSettings())
-        assert isinstance(context, kopf.AiohttpSession)
-        try:
-            session = context.aiohttp_session
-            return (
-                session.connector.limit if session.connector else 0,
-                session.headers["Authorization"],
-                context.server,
-            )
-        finally:
-            await context.aiohttp_session.close()
-
-    limit, authorization, server = asyncio.run(session_of_login())
-    assert limit == 2 + 2 + 12
-    assert authorization == "Bearer not-a-real-token"
-    assert server == "https://127.0.0.1:6443"
+    _kubeconfig(kubeconfig, "first-token")
+    assert asyncio.run(_login(memo)) == (2 + 2 + 12, "Bearer first-token", "https://127.0.0.1:6443")
+    # Kopf calls the handler again after a 401: the same token again would be refused again, for ever
+    assert asyncio.run(_login(memo)) is None
+    _kubeconfig(kubeconfig, "rotated-token")
+    assert asyncio.run(_login(memo)) == (16, "Bearer rotated-token", "https://127.0.0.1:6443")
