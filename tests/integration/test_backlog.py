@@ -2,8 +2,9 @@
 restart after an outage) converges within the memory limit it is given, without being killed and restarted.
 
 The backlog and the limit are sized against the operator before Kopf's connections were bounded
-(``kube_session.py``): over 300 objects it peaked at 278 MiB (one TLS connection per object at start-up, 256 KiB of
-buffer each) and is killed under this limit (in the bench; here with 14 of 300 Ready); it now peaks near 192-199 MiB (docs/performance.md, "A backlog").
+(``kube_session.py``): over 300 objects it peaked at 278 MiB in bench.backlog (one TLS connection per object at
+start-up, 256 KiB of buffer each), and under this limit the out-of-memory killer ends it with 14 of 300 objects
+Ready; it now peaks at 192-199 MiB (docs/performance.md, "A backlog").
 """
 
 import contextlib
