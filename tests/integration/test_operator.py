@@ -48,6 +48,7 @@ from tests.support.operator import (
     module_operator,
     set_health,
     wait_condition,
+    wait_events,
     wait_gone,
 )
 
@@ -136,8 +137,7 @@ def test_create_reaches_ready_with_the_right_stack_roles_and_connector(
         kubeconfig, "get", "awsc", "-n", namespace, "acme", "--no-headers", check=True
     ).stdout.split()
     assert row[1:6] == [account, "4", "CSPM,Servers(P2),Containers,Databases", "True", "Onboarded"]
-    reasons = {e["reason"] for e in events(kubeconfig, namespace, "acme")}
-    assert {"StackCreating", "ConnectorCreated", "Ready"} <= reasons
+    wait_events(kubeconfig, namespace, "acme", {"StackCreating", "ConnectorCreated", "Ready"})
     delete(kubeconfig, namespace, "acme")
 
 
@@ -218,7 +218,7 @@ def test_spec_changes_update_stack_and_connector(
         "DefenderForServersAws",
         "DefenderForDatabasesAws",
     }
-    assert "ConnectorUpdated" in {e["reason"] for e in events(kubeconfig, namespace, "acme")}
+    wait_events(kubeconfig, namespace, "acme", {"ConnectorUpdated"})
     delete(kubeconfig, namespace, "acme")
 
 
@@ -325,8 +325,13 @@ def test_out_of_band_changes_are_repaired(
         "the stack to be recreated",
     )
     wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
-    drift_events = [e for e in events(kubeconfig, namespace, "acme") if e["reason"] == "DriftRepaired"]
-    assert len(drift_events) >= 4, [e["message"] for e in drift_events]
+    wait_for(
+        lambda: (
+            len([e for e in events(kubeconfig, namespace, "acme") if e["reason"] == "DriftRepaired"]) >= 4
+        ),
+        60,
+        "an Event for each repair",
+    )
     assert 'defender_operator_drift_repairs_total{kind="role"}' in operator.metrics()
     delete(kubeconfig, namespace, "acme")
 
@@ -385,7 +390,7 @@ def test_health_is_reported(
     assert "Role cannot be assumed" in message and "Redeploy the CloudFormation stack" in message
     assert obj["status"]["azure"]["health"]["issues"][0]["key"] == "RoleAssumptionFailed"
     assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
-    assert "NotHealthy" in {e["reason"] for e in events(kubeconfig, namespace, "acme")}
+    wait_events(kubeconfig, namespace, "acme", {"NotHealthy"})
     set_health(sandbox, obj["status"]["azure"]["connectorId"], "Healthy")
     request_reconcile(kubeconfig, namespace, "acme")
     wait_condition(kubeconfig, namespace, "acme", "Healthy", "True")
@@ -412,7 +417,7 @@ def test_prerequisites_name_the_defender_plans_off_in_the_subscription_and_see_t
     assert (
         f"az security pricing create -n Containers --tier standard --subscription {subscription}" in message
     )
-    assert "PrerequisitesMissing" in {e["reason"] for e in events(kubeconfig, namespace, "acme")}
+    wait_events(kubeconfig, namespace, "acme", {"PrerequisitesMissing"})
     wide = kubectl(kubeconfig, "get", "awsc", "-n", namespace, "acme", "-o", "wide", check=True).stdout
     assert "PREREQUISITES" in wide.splitlines()[0] and "False" in wide.splitlines()[1]
     arm = arm_client(sandbox)
@@ -422,7 +427,7 @@ def test_prerequisites_name_the_defender_plans_off_in_the_subscription_and_see_t
     request_reconcile(kubeconfig, namespace, "acme")
     obj = wait_condition(kubeconfig, namespace, "acme", "Prerequisites", "True")
     assert condition(obj, "Prerequisites")["reason"] == "Met"  # type: ignore[index]
-    assert "PrerequisitesMet" in {e["reason"] for e in events(kubeconfig, namespace, "acme")}
+    wait_events(kubeconfig, namespace, "acme", {"PrerequisitesMet"})
     delete(kubeconfig, namespace, "acme")
 
 
@@ -437,9 +442,9 @@ def test_delete_removes_everything_it_created(
     iam = aws_in(sandbox, account, "iam")
     assert iam.list_roles()["Roles"] == []
     assert iam.list_open_id_connect_providers()["OpenIDConnectProviderList"] == []
-    assert {"ConnectorDeleted", "StackDeleting", "IdentityProviderReleased"} <= {
-        e["reason"] for e in events(kubeconfig, namespace, "acme")
-    }
+    wait_events(
+        kubeconfig, namespace, "acme", {"ConnectorDeleted", "StackDeleting", "IdentityProviderReleased"}
+    )
 
 
 def test_orphan_leaves_both_clouds(
@@ -469,7 +474,7 @@ def test_paused_object_is_left_alone_and_can_still_be_deleted(
     assert unchanged() and connector_puts(sandbox, "acme") == []
     delete(kubeconfig, namespace, "acme")
     assert connector(sandbox, m).status_code == 200  # paused: cleanup skipped, deletion not blocked
-    assert "PausedNotCleanedUp" in {e["reason"] for e in events(kubeconfig, namespace, "acme")}
+    wait_events(kubeconfig, namespace, "acme", {"PausedNotCleanedUp"})
 
 
 def test_restart_mid_create_makes_exactly_one_stack_and_connector(
@@ -556,7 +561,9 @@ def test_bad_credentials_stall_with_a_clear_message(
     assert "AADSTS7000215" in message and "not-the-secret" not in message
     log = operator.log()
     assert "not-the-secret" not in log
-    assert "not-the-secret" not in json.dumps(events(kubeconfig, namespace, "acme"))
+    assert "not-the-secret" not in json.dumps(
+        wait_events(kubeconfig, namespace, "acme", {"AzureCredentialsRejected"})
+    )
     missing = manifest(namespace, "missing-secret")
     missing["spec"]["azure"]["credentialsSecretRef"] = {"name": "nope"}
     assert apply(kubeconfig, missing).returncode == 0

@@ -46,9 +46,9 @@ from tests.support.onboarding import (
 )
 from tests.support.operator import (
     OperatorProcess,
-    events,
     module_operator,
     wait_condition,
+    wait_events,
     wait_gone,
 )
 
@@ -96,9 +96,10 @@ def connectors_in(sandbox: Sandbox, m: dict[str, Any]) -> list[str]:
     return [c["name"] for c in send(arm_client(sandbox), "GET", group).json()["value"]]
 
 
-def event_counts(kubeconfig: Path, namespace: str, name: str) -> dict[str, int]:
+def event_counts(kubeconfig: Path, namespace: str, name: str, expected: set[str]) -> dict[str, int]:
+    """How many times each Event was posted, once every one of ``expected`` was (they are posted asynchronously)."""
     counts: dict[str, int] = {}
-    for event in events(kubeconfig, namespace, name):
+    for event in wait_events(kubeconfig, namespace, name, expected):
         counts[event["reason"]] = counts.get(event["reason"], 0) + int(event.get("count") or 1)
     return counts
 
@@ -179,7 +180,7 @@ def test_broken_credentials_after_writing_block_cleanup_visibly_and_orphan_relea
     message = condition(obj, "Stalled")["message"]  # type: ignore[index]
     assert "aws-keys" in message and f"stack DefenderForCloud-{account_of(m)}" in message
     assert "deletionPolicy" in message
-    assert event_counts(kubeconfig, namespace, "acme").get("CleanupBlocked") == 1
+    assert event_counts(kubeconfig, namespace, "acme", {"CleanupBlocked"}).get("CleanupBlocked") == 1
     assert connector(sandbox, m).status_code == 404  # what could be removed was removed
     kubectl(
         kubeconfig, "patch", "awsc", "-n", namespace, "acme", "--type", "merge",
@@ -437,7 +438,7 @@ def test_a_connector_of_another_cluster_is_refused_and_one_of_the_same_account_c
     tags = connector(sandbox, m).json()["tags"]
     assert tags["defender-operator-owner"].endswith(f"/{namespace}/acme")
     assert not tags["defender-operator-owner"].startswith("cluster-elsewhere")
-    assert "ConnectorAdopted" in event_counts(kubeconfig, namespace, "acme")
+    assert "ConnectorAdopted" in event_counts(kubeconfig, namespace, "acme", {"ConnectorAdopted"})
     delete(kubeconfig, namespace, "acme")
     assert left_behind(sandbox, m) == {}
 
@@ -522,7 +523,7 @@ def test_cleanup_writes_and_reports_each_step_once(
         aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
     deletes = [r for r in arm_requests(sandbox) if r["method"] == "DELETE" and r["path"].endswith("/acme")]
     assert len(deletes) == 1
-    counts = event_counts(kubeconfig, namespace, "acme")
+    counts = event_counts(kubeconfig, namespace, "acme", {"ConnectorDeleted", "StackDeleting"})
     assert counts["ConnectorDeleted"] == 1 and counts["StackDeleting"] == 1
     assert left_behind(sandbox, m) == {}
 

@@ -10,7 +10,7 @@ import pytest
 from defender_operator.sandbox import Sandbox
 from tests.support.kube import apply, kubectl
 from tests.support.onboarding import account_of, delete, manifest, stacks_of
-from tests.support.operator import events, start_operator, wait_condition
+from tests.support.operator import start_operator, wait_condition, wait_events
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,11 @@ def test_no_secret_at_debug_level(sandbox: Sandbox, kubeconfig: Path, tmp_path: 
         )
         log = running.log()
         assert "AssumeRole" in log and "DEBUG" in log  # the SDKs did talk, at DEBUG
-        seen = json.dumps(obj) + json.dumps(events(kubeconfig, namespace, "acme")) + log
+        seen = (
+            json.dumps(obj)
+            + json.dumps(wait_events(kubeconfig, namespace, "acme", {"AzureCredentialsRejected"}))
+            + log
+        )
         assert [name for name, value in canaries.items() if value in seen] == []
         assert not re.search(r"<(SecretAccessKey|SessionToken)>(?!\[redacted\])", log)
         assert not re.search(r"\"access_token\":\s*\"(?!\[redacted\])", log)

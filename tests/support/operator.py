@@ -223,6 +223,19 @@ def events(kubeconfig: Path, namespace: str, name: str) -> list[dict[str, Any]]:
     return items
 
 
+def wait_events(
+    kubeconfig: Path, namespace: str, name: str, reasons: set[str], timeout: float = 60
+) -> list[dict[str, Any]]:
+    """The object's Events once every one of ``reasons`` is among them: the operator posts Events from a thread of
+    its own after the status is written (event_recorder.py), so a test that saw the status waits for them too."""
+
+    def found() -> list[dict[str, Any]] | None:
+        items = events(kubeconfig, namespace, name)
+        return items if reasons <= {e["reason"] for e in items} else None
+
+    return wait_for(found, timeout, f"Events {sorted(reasons)} of {namespace}/{name}", interval=0.5)
+
+
 def connector_puts(sandbox: Sandbox, name: str) -> list[dict[str, Any]]:
     return [
         r
