@@ -558,6 +558,68 @@ def test_organizations_and_member_roles_need_grants_of_their_own(
         revoke(kubeconfig, policy)
 
 
+def test_a_member_account_outside_the_grants_accounts_is_never_assumed_into(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """Issue 25, finding 8: an organizations grant with member roles reaches only the member accounts the grant's
+    accountIds list. The other member is reported failing with the reason, and nothing is made or removed there
+    through its role, onboarding or deletion; the listed member gets its identity provider."""
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    m = manifest(namespace, "org")
+    organizations = aws_in(sandbox, account_of(m), "organizations")
+    organizations.create_organization(FeatureSet="ALL")
+    root = organizations.list_roots()["Roots"][0]["Id"]
+    ou = organizations.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
+    members = []
+    for i in range(2):
+        request = organizations.create_account(Email=f"m{i}@example.com", AccountName=f"m{i}")[
+            "CreateAccountStatus"
+        ]
+        member = organizations.describe_create_account_status(CreateAccountRequestId=request["Id"])[
+            "CreateAccountStatus"
+        ]["AccountId"]
+        organizations.move_account(AccountId=member, SourceParentId=root, DestinationParentId=ou)
+        members.append(member)
+    granted, outside = members
+    policy = grant(
+        kubeconfig,
+        [namespace],
+        account_of(m),
+        accountIds=[account_of(m), granted],
+        organizations=True,
+        memberRoleNames=["OrganizationAccountAccessRole"],
+    )
+    m["spec"]["aws"]["organization"] = {
+        "organizationalUnitIds": [ou],
+        "memberProviderRoleName": "OrganizationAccountAccessRole",
+    }
+    try:
+        assert apply(user, m).returncode == 0
+
+        def failing() -> list[dict[str, Any]] | None:
+            obj = get_object(kubeconfig, namespace, "org") or {}
+            providers = obj.get("status", {}).get("organization", {}).get("memberProviders", {})
+            return providers.get("failing") or None if providers.get("ready") == 1 else None
+
+        [reported] = wait_for(failing, 120, "the granted member ready and the other one failing")
+        assert reported["accountId"] == outside and "aws.accountIds" in reported["reason"], reported
+        assert [p["Arn"] for p in providers_in(sandbox, granted)] == [provider_arn(granted)]
+        assert providers_in(sandbox, outside) == []
+        kubectl(user, "delete", "awsc", "-n", namespace, "org", "--wait=false", check=True)
+        wait_gone(kubeconfig, namespace, "org", timeout=120)
+        assert providers_in(sandbox, granted) == [] and providers_in(sandbox, outside) == []
+    finally:
+        revoke(kubeconfig, policy)
+
+
+def providers_in(sandbox: Sandbox, account: str) -> list[dict[str, Any]]:
+    providers: list[dict[str, Any]] = aws_in(sandbox, account, "iam").list_open_id_connect_providers()[
+        "OpenIDConnectProviderList"
+    ]
+    return providers
+
+
 # --- low: the loser of a conflict is looked at again when the winner goes -----------------------------------------------------
 
 

@@ -83,6 +83,14 @@ class OnboardingRecordSpec(CamelModel):
         "only these are its own, whatever tags an entry carries. Absent in records from before entries were kept "
         "(their entries are judged by eksRegions, the mark and the creation time).",
     )
+    member_accounts: list[str] | None = Field(
+        default=None,
+        description="Member accounts of the organization whose identity provider this object may change through "
+        "spec.aws.organization.memberProviderRoleName, each recorded before its first change there: cleanup "
+        "releases providers in these only, so a member the grant never let it into never blocks a delete. Absent "
+        "in records of objects that changed member providers before these were kept (cleanup then visits every "
+        "member account the StackSet targets).",
+    )
     abandoned: str | None = Field(
         default=None,
         description="When the AWSConnector went without its cleanup (its finalizer removed by hand): what this record "

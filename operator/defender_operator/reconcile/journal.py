@@ -129,12 +129,15 @@ class RecordBook:
         granted = (
             sorted({c.region for c in status.eks.clusters if c.access == "Granted"}) if status.eks else []
         )
+        providers = status.organization.member_providers if status.organization else None
         return OnboardingRecordSpec(
             object=ObjectRef(namespace=t.namespace, name=t.name, uid=t.uid),
             instance=t.instance,
             written=(status.first_cloud_write or FirstCloudWrite()).model_copy(),
             stack_set_id=status.organization.stack_set_id if status.organization else None,
             eks_regions=granted,
+            # an object that set up member providers before they were recorded: which ones is not known
+            member_accounts=None if providers is not None and (providers.ready or providers.failed) else [],
         )
 
     def change(self, edit: Callable[[OnboardingRecordSpec], OnboardingRecordSpec]) -> OnboardingRecordSpec:
@@ -360,6 +363,18 @@ class WriteJournal:
     def stack_set(self, stack_set_id: str) -> None:
         self.book.change(lambda r: r.model_copy(update={"stack_set_id": stack_set_id}))
 
+    def members(self, accounts: list[str]) -> None:
+        """Record the member accounts whose providers the pass is about to look after (one write for them all)."""
+        if not accounts:
+            return
+        self.book.change(
+            lambda r: (
+                r
+                if r.member_accounts is None or set(accounts) <= set(r.member_accounts)
+                else r.model_copy(update={"member_accounts": sorted({*r.member_accounts, *accounts})})
+            )
+        )
+
     def eks_entry(self, region: str, cluster: str) -> None:
         """Record the access entry about to be made, and its region (cleanup visits the recorded regions)."""
         key = f"{region}/{cluster}"
@@ -515,6 +530,9 @@ class CleanupLedger:
         return None
 
     def stack_set(self, stack_set_id: str) -> None:
+        return None
+
+    def members(self, accounts: list[str]) -> None:
         return None
 
     def eks_entry(self, region: str, cluster: str) -> None:

@@ -38,6 +38,9 @@ class Ledger(Protocol):
     def stack_set(self, stack_set_id: str) -> None:
         """After creating the member StackSet."""
 
+    def members(self, accounts: list[str]) -> None:
+        """Before looking after the identity providers of member ``accounts`` through the member role."""
+
     def eks_entry(self, region: str, cluster: str) -> None:
         """Before making an access entry in ``cluster`` of ``region``."""
 
@@ -73,6 +76,9 @@ class Unrecorded:
         return None
 
     def stack_set(self, stack_set_id: str) -> None:
+        return None
+
+    def members(self, accounts: list[str]) -> None:
         return None
 
     def eks_entry(self, region: str, cluster: str) -> None:

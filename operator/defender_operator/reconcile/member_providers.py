@@ -32,11 +32,19 @@ def ensure_members(
     ledger: Ledger = UNRECORDED_LEDGER,
 ) -> tuple[MemberProviders, list[Event]]:
     """Defender's provider, with its audiences, in each of ``accounts``; how many are ready, and where it failed.
-    Audiences added to a provider this object did not create are recorded in the ledger first."""
+    The accounts reached through the member role (those the grant allows) are recorded in the ledger before any
+    change in them, in one write; audiences added to a provider this object did not create are recorded first too."""
     ready, shared, created, added, failing = 0, 0, 0, 0, []
+    reached: dict[str, OidcProviders] = {}
     for account in sorted(accounts):
         try:
-            observed, audiences, made = members(account).ensure(spec, owner, before_adding=ledger.shared)
+            reached[account] = members(account)
+        except CloudError as exc:
+            failing.append(FailingMember(account_id=account, reason=exc.message))
+    ledger.members(sorted(reached))
+    for account, providers in reached.items():
+        try:
+            observed, audiences, made = providers.ensure(spec, owner, before_adding=ledger.shared)
         except CloudError as exc:
             failing.append(FailingMember(account_id=account, reason=exc.message))
             continue
@@ -44,6 +52,7 @@ def ensure_members(
         shared += not observed.created_by_operator
         created += made
         added += bool(audiences) and not made
+    failing.sort(key=lambda member: member.account_id)
     status = MemberProviders(ready=ready, shared=shared, failing=failing[:SHOWN], failed=len(failing))
     done = []
     if created:
@@ -60,11 +69,13 @@ def release_members(
     accounts: Iterable[str],
     ledger: Ledger = UNRECORDED_LEDGER,
 ) -> tuple[list[Event], list[FailingMember]]:
-    """Take away what this object added to the provider of each of ``accounts`` (found by its user tag on the
-    provider and proven by the record, not through status). An account that fails (its role gone, say) is reported
+    """Take away what this object added to the provider of each of ``accounts`` that the record names (found by its
+    user tag on the provider and proven by the record, not through status). An account that fails (its role gone, say) is reported
     and does not stop the others; the caller retries those."""
     released, failing = 0, []
     proof, record = ledger.proof("aws"), ledger.recorded()
+    if record is not None and record.member_accounts is not None:  # the only ones it may have changed
+        accounts = set(accounts) & set(record.member_accounts)
     for account in sorted(accounts):
         try:
             providers = members(account)
