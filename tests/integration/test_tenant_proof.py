@@ -472,6 +472,51 @@ def test_an_orphaned_connector_is_never_taken_over_by_a_namesake_for_another_acc
     assert kept.json()["properties"]["hierarchyIdentifier"] == account_of(first)
 
 
+def test_adoption_is_a_grant_of_its_own_at_admission_and_in_every_pass(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """Issue 25, finding 2: the adopt annotation needs ``adoption: true`` in the policy that allows the object; the
+    API server refuses it without, and a pass of an annotated object whose grant lost it is refused too."""
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    m = manifest(namespace)
+    policy = grant(kubeconfig, [namespace], account_of(m))
+
+    def set_adoption(allowed: bool) -> None:
+        patch = json.dumps({"spec": {"adoption": allowed}})
+        kubectl(
+            kubeconfig, "patch", "clusteronboardingpolicy", policy, "--type=merge", "-p", patch, check=True
+        )
+
+        def folded() -> bool:
+            out = kubectl(
+                kubeconfig, "get", "effectiveonboardingpolicy", "effective", "-o", "json", check=True
+            ).stdout
+            rule = next(r for r in json.loads(out)["spec"]["rules"] if r["policy"] == policy)
+            return bool(rule.get("adoption")) == allowed
+
+        wait_for(folded, 30, f"the operator to fold adoption={allowed}")
+
+    try:
+        m["metadata"]["annotations"] = {"defender-operator.io/adopt": "true"}
+        refused = apply(user, m)
+        assert refused.returncode != 0 and "adoption" in refused.stderr, refused.stderr
+        assert left_behind(sandbox, m) == {}
+        set_adoption(True)
+        assert apply(user, m).returncode == 0
+        wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+        set_adoption(False)
+        request_reconcile(kubeconfig, namespace, "acme")
+        obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="NotAllowedByPolicy")
+        assert "adoption is not true" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+        set_adoption(True)  # cleanup acts under the grant of what it last acted on
+        kubectl(user, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+        wait_gone(kubeconfig, namespace, "acme")
+        assert left_behind(sandbox, m) == {}
+    finally:
+        revoke(kubeconfig, policy)
+
+
 # --- 12. a tag-only actor -----------------------------------------------------------------------------------------------------
 
 
