@@ -38,6 +38,7 @@ from tests.support.onboarding import (
     manifest,
     member_connector,
     onboarded,
+    organization_ou,
     request_reconcile,
     stacks_of,
 )
@@ -641,20 +642,7 @@ def test_management_account_onboards_its_organization(
 ) -> None:
     m = manifest(namespace, "org")
     management = account_of(m)
-    organizations = aws_in(sandbox, management, "organizations")
-    organizations.create_organization(FeatureSet="ALL")
-    root = organizations.list_roots()["Roots"][0]["Id"]
-    ou = organizations.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
-    members = []
-    for i in range(3):
-        status = organizations.create_account(Email=f"member{i}@example.com", AccountName=f"member{i}")[
-            "CreateAccountStatus"
-        ]
-        account = organizations.describe_create_account_status(CreateAccountRequestId=status["Id"])[
-            "CreateAccountStatus"
-        ]["AccountId"]
-        organizations.move_account(AccountId=account, SourceParentId=root, DestinationParentId=ou)
-        members.append(account)
+    ou, members = organization_ou(sandbox, management, 3, email="member")
     m["spec"]["aws"]["organization"] = {"organizationalUnitIds": [ou], "excludedAccountIds": [members[2]]}
     assert apply(kubeconfig, m).returncode == 0
     obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=90)

@@ -30,6 +30,7 @@ from tests.support.onboarding import (
     connector,
     defender_roles,
     manifest,
+    organization_ou,
     request_reconcile,
     stacks_of,
 )
@@ -612,20 +613,7 @@ def test_a_member_account_outside_the_grants_accounts_is_never_assumed_into(
     namespace = bare_namespace(kubeconfig)
     user = tenant(sandbox, kubeconfig, namespace)
     m = manifest(namespace, "org")
-    organizations = aws_in(sandbox, account_of(m), "organizations")
-    organizations.create_organization(FeatureSet="ALL")
-    root = organizations.list_roots()["Roots"][0]["Id"]
-    ou = organizations.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
-    members = []
-    for i in range(2):
-        request = organizations.create_account(Email=f"m{i}@example.com", AccountName=f"m{i}")[
-            "CreateAccountStatus"
-        ]
-        member = organizations.describe_create_account_status(CreateAccountRequestId=request["Id"])[
-            "CreateAccountStatus"
-        ]["AccountId"]
-        organizations.move_account(AccountId=member, SourceParentId=root, DestinationParentId=ou)
-        members.append(member)
+    ou, members = organization_ou(sandbox, account_of(m), 2)
     granted, outside = members
     policy = grant(
         kubeconfig,

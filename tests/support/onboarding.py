@@ -136,3 +136,23 @@ def drift_checked(kubeconfig: Path, namespace: str, since: str | None, name: str
         and status.get("lastDriftCheck") != since
         and not status.get("driftDetectionId")
     )
+
+
+def organization_ou(
+    sandbox: Sandbox, management: str, members: int, email: str = "m"
+) -> tuple[str, list[str]]:
+    """An organization of ``management`` with an OU ("workloads") of ``members`` new accounts: (the OU, the
+    accounts)."""
+    organizations = aws_in(sandbox, management, "organizations")
+    organizations.create_organization(FeatureSet="ALL")
+    root = organizations.list_roots()["Roots"][0]["Id"]
+    ou = organizations.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
+    accounts = []
+    for i in range(members):
+        request = organizations.create_account(Email=f"{email}{i}@example.com", AccountName=f"{email}{i}")
+        account = organizations.describe_create_account_status(
+            CreateAccountRequestId=request["CreateAccountStatus"]["Id"]
+        )["CreateAccountStatus"]["AccountId"]
+        organizations.move_account(AccountId=account, SourceParentId=root, DestinationParentId=ou)
+        accounts.append(account)
+    return ou, accounts
