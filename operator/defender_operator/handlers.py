@@ -40,7 +40,6 @@ from .api.policy import (
     EffectiveRule,
     effective_rule,
 )
-from .api.record import OnboardingRecordSpec
 from .api.spec import AWSConnectorSpec
 from .api.status import AWSConnectorStatus
 from .credentials import CredentialFactory
@@ -49,11 +48,12 @@ from .event_recorder import EventRecorder
 from .kube import Kube, StatusConflict, api_server_unavailable, load_config, one_line
 from .reconcile import conditions
 from .reconcile.claims import claim_rank, conflict_with, onboarding_key
+from .reconcile.cleanup_step import cleanup_step
 from .reconcile.clouds import Clouds
 from .reconcile.conditions import Verdict
-from .reconcile.deletion import Cleanup, finalize
+from .reconcile.deletion import Cleanup
 from .reconcile.engine import now, reconcile, writes_ahead
-from .reconcile.journal import CleanupLedger, WriteJournal, abandon, release_held
+from .reconcile.journal import WriteJournal, abandon, release_held
 from .reconcile.model import Event, Target, resource_keys
 from .reconcile.tenancy import Admission, admit
 from .settings import Settings
@@ -501,43 +501,19 @@ def _left_behind(status: AWSConnectorStatus) -> str:
 
 
 def _finalize(runtime: Runtime, body: Any, admission_for: Any) -> Cleanup:
-    """One step of cleanup, from the record: the spec last acted on (whatever was patched into the object since)
-    and what was written. The grant is checked again now: the operator's identities are used only while a policy
-    still allows that spec."""
+    """One step of cleanup in a worker thread (``reconcile/cleanup_step.py`` decides what it acts on)."""
     meta = body["metadata"]
-    live_policy = (body.get("spec") or {}).get("deletionPolicy", "Delete")
-    if live_policy == "Orphan":  # read before anything is parsed: nothing stands between a delete and Orphan
-        release_held(runtime.kube, meta["namespace"], meta["uid"], dict(body.get("spec") or {}))
-        return Cleanup(
-            True,
-            "deletionPolicy Orphan",
-            events=[Event("Normal", "Orphaned", "left the stack and the connector in place")],
-        )
-    found = runtime.kube.read_record(meta["uid"])
-    record = OnboardingRecordSpec.model_validate(found[0]) if found is not None else None
-    if record is not None:
-        spec = {**record.connector, "deletionPolicy": live_policy}
-        target = target_of(body, runtime.instance, spec=spec)
-        target = replace(
-            target, status=target.status.model_copy(update={"first_cloud_write": record.written.model_copy()})
-        )
-    else:  # nothing recorded, or an object from before records: its own spec, under the same grant
-        target = target_of(body, runtime.instance)
-    written = target.status.first_cloud_write
-    if written is not None and (written.aws or written.azure) and target.spec.deletion_policy == "Delete":
-        admission = admission_for(target)
-        if admission.refusal:
-            raise TerminalError("NotAllowedByPolicy", admission.refusal)
-        member_allowed = admission.allows_account
-    else:
-        member_allowed = Admission(None).allows_account
-    ledger = CleanupLedger(runtime.kube, target, record, runtime.settings.clock_skew_seconds)
-    result = finalize(
-        target, runtime.clouds, runtime.settings.in_progress_seconds, ledger, member_allowed=member_allowed
+    return cleanup_step(
+        runtime.kube,
+        runtime.clouds,
+        meta["uid"],
+        meta["namespace"],
+        dict(body.get("spec") or {}),
+        lambda spec: target_of(body, runtime.instance, spec=spec),
+        admission_for,
+        runtime.settings.in_progress_seconds,
+        runtime.settings.clock_skew_seconds,
     )
-    if result.done:
-        release_held(runtime.kube, target.namespace, target.uid, dict(body.get("spec") or {}), record)
-    return result
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")

@@ -1,0 +1,66 @@
+"""One step of an AWSConnector's cleanup, decided from the operator's record, not from the object.
+
+What a cleanup acts on is domain logic, kept out of the Kopf layer: ``deletionPolicy: Orphan`` is read before
+anything is parsed (nothing stands between a delete and Orphan); the spec acted on is the one the record says was
+last reconciled, whatever was patched into the object after ``deletionTimestamp``; the grant is checked again now,
+so the operator's identities are used only while a policy still allows that spec, and member accounts only where
+that policy's accounts reach; the Secrets held for the object and its record go once cleanup is done.
+"""
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ..api.record import OnboardingRecordSpec
+from ..errors import TerminalError
+from ..kube import Kube
+from .clouds import Clouds
+from .deletion import Cleanup, finalize
+from .journal import CleanupLedger, release_held
+from .model import Event, Target
+from .tenancy import Admission
+
+
+def cleanup_step(
+    kube: Kube,
+    clouds: Clouds,
+    uid: str,
+    namespace: str,
+    live_spec: dict[str, Any],
+    target_for: Callable[[dict[str, Any] | None], Target],
+    admission_for: Callable[[Target], Admission],
+    in_progress_seconds: float,
+    skew_seconds: float,
+) -> Cleanup:
+    """``target_for(spec)``: the object as a pass sees it with ``spec`` (None: its own spec, for an object from
+    before records). ``admission_for(target)``: the grant as it is now."""
+    live_policy = live_spec.get("deletionPolicy", "Delete")
+    if live_policy == "Orphan":
+        release_held(kube, namespace, uid, live_spec)
+        return Cleanup(
+            True,
+            "deletionPolicy Orphan",
+            events=[Event("Normal", "Orphaned", "left the stack and the connector in place")],
+        )
+    found = kube.read_record(uid)
+    record = OnboardingRecordSpec.model_validate(found[0]) if found is not None else None
+    if record is not None:
+        target = target_for({**record.connector, "deletionPolicy": live_policy})
+        target = replace(
+            target, status=target.status.model_copy(update={"first_cloud_write": record.written.model_copy()})
+        )
+    else:  # nothing recorded, or an object from before records: its own spec, under the same grant
+        target = target_for(None)
+    written = target.status.first_cloud_write
+    if written is not None and (written.aws or written.azure) and target.spec.deletion_policy == "Delete":
+        admission = admission_for(target)
+        if admission.refusal:
+            raise TerminalError("NotAllowedByPolicy", admission.refusal)
+        member_allowed = admission.allows_account
+    else:
+        member_allowed = Admission(None).allows_account
+    ledger = CleanupLedger(kube, target, record, skew_seconds)
+    result = finalize(target, clouds, in_progress_seconds, ledger, member_allowed=member_allowed)
+    if result.done:
+        release_held(kube, target.namespace, target.uid, live_spec, record)
+    return result
