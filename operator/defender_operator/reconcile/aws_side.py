@@ -505,8 +505,13 @@ def _member_providers(
     ledger: Ledger,
     leaving: list[str] | None = None,
 ) -> list[Event]:
-    """What was added for the accounts that leave goes first; then every wanted account is set up."""
+    """What was added for the accounts that leave goes first (those that left the StackSet, and those recorded as
+    reached and no longer wanted, so a release that failed is retried on every deep pass); then every wanted account
+    is set up."""
     microsoft = provider_specs(target)["microsoft"]
+    record = ledger.recorded()
+    if record is not None and record.member_accounts is not None:
+        leaving = sorted({*(leaving or []), *(set(record.member_accounts) - accounts)})
     released, not_released = release_members(members, microsoft, target.owner, leaving or [], ledger)
     providers, set_up = ensure_members(members, microsoft, target.owner, accounts, ledger)
     if not_released:  # accounts that left keep what was added until their role lets the operator in again

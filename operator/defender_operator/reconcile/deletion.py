@@ -150,9 +150,13 @@ def finalize(
     if account.stacksets is not None and target.spec.aws.organization is not None and not terraform:
         if account.members is not None:  # before the member roles that trust the providers go
             microsoft = provider_specs(target)["microsoft"]
-            released, failing = release_members(
-                account.members, microsoft, owner, _member_accounts(target, account.stacksets), ledger
+            record = ledger.recorded()
+            accounts = (
+                set(record.member_accounts)  # every member it reached, in the targets or not any more
+                if record is not None and record.member_accounts is not None
+                else _member_accounts(target, account.stacksets)
             )
+            released, failing = release_members(account.members, microsoft, owner, accounts, ledger)
             events += released
             members_failing = [f"{f.account_id}: {f.reason}" for f in failing]
         waiting = _remove_stack_set(target, account.stacksets, status, in_progress_seconds, events, ledger)

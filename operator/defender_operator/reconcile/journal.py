@@ -129,15 +129,18 @@ class RecordBook:
         granted = (
             sorted({c.region for c in status.eks.clusters if c.access == "Granted"}) if status.eks else []
         )
-        providers = status.organization.member_providers if status.organization else None
+        org = t.spec.aws.organization
+        member_role = org.member_provider_role_name if org is not None else None
         return OnboardingRecordSpec(
             object=ObjectRef(namespace=t.namespace, name=t.name, uid=t.uid),
             instance=t.instance,
             written=(status.first_cloud_write or FirstCloudWrite()).model_copy(),
             stack_set_id=status.organization.stack_set_id if status.organization else None,
             eks_regions=granted,
-            # an object that set up member providers before they were recorded: which ones is not known
-            member_accounts=None if providers is not None and (providers.ready or providers.failed) else [],
+            # an object that may have set up member providers before they were recorded: which ones is not known
+            member_accounts=None
+            if member_role and status.first_cloud_write and status.first_cloud_write.aws
+            else [],
         )
 
     def change(self, edit: Callable[[OnboardingRecordSpec], OnboardingRecordSpec]) -> OnboardingRecordSpec:
@@ -364,16 +367,36 @@ class WriteJournal:
         self.book.change(lambda r: r.model_copy(update={"stack_set_id": stack_set_id}))
 
     def members(self, accounts: list[str]) -> None:
-        """Record the member accounts whose providers the pass is about to look after (one write for them all)."""
-        if not accounts:
+        """Record the member accounts whose providers the pass is about to look after (one write for them all; a
+        record made here holds the spec and its Secrets like any other)."""
+        record = self.book.load()
+        if not accounts or (
+            record is not None
+            and (record.member_accounts is None or set(accounts) <= set(record.member_accounts))
+        ):
             return
+        if not self._snapshot_current:
+            self._snapshot()
         self.book.change(
             lambda r: (
                 r
-                if r.member_accounts is None or set(accounts) <= set(r.member_accounts)
+                if r.member_accounts is None
                 else r.model_copy(update={"member_accounts": sorted({*r.member_accounts, *accounts})})
             )
         )
+
+    def members_released(self, accounts: list[str]) -> None:
+        record = self.book.load()
+        if (
+            record is not None
+            and record.member_accounts is not None
+            and set(accounts) & set(record.member_accounts)
+        ):
+            self.book.change(
+                lambda r: r.model_copy(
+                    update={"member_accounts": [a for a in r.member_accounts or [] if a not in accounts]}
+                )
+            )
 
     def eks_entry(self, region: str, cluster: str) -> None:
         """Record the access entry about to be made, and its region (cleanup visits the recorded regions)."""
@@ -533,6 +556,9 @@ class CleanupLedger:
         return None
 
     def members(self, accounts: list[str]) -> None:
+        return None
+
+    def members_released(self, accounts: list[str]) -> None:
         return None
 
     def eks_entry(self, region: str, cluster: str) -> None:

@@ -41,6 +41,9 @@ class Ledger(Protocol):
     def members(self, accounts: list[str]) -> None:
         """Before looking after the identity providers of member ``accounts`` through the member role."""
 
+    def members_released(self, accounts: list[str]) -> None:
+        """After what this object added in member ``accounts`` went: they are not visited again."""
+
     def eks_entry(self, region: str, cluster: str) -> None:
         """Before making an access entry in ``cluster`` of ``region``."""
 
@@ -79,6 +82,9 @@ class Unrecorded:
         return None
 
     def members(self, accounts: list[str]) -> None:
+        return None
+
+    def members_released(self, accounts: list[str]) -> None:
         return None
 
     def eks_entry(self, region: str, cluster: str) -> None:

@@ -70,9 +70,9 @@ def release_members(
     ledger: Ledger = UNRECORDED_LEDGER,
 ) -> tuple[list[Event], list[FailingMember]]:
     """Take away what this object added to the provider of each of ``accounts`` that the record names (found by its
-    user tag on the provider and proven by the record, not through status). An account that fails (its role gone, say) is reported
-    and does not stop the others; the caller retries those."""
-    released, failing = 0, []
+    user tag on the provider and proven by the record, not through status); the accounts done leave the record. An
+    account that fails (its role gone, say) is reported and does not stop the others; the caller retries those."""
+    released, failing, gone = 0, [], []
     proof, record = ledger.proof("aws"), ledger.recorded()
     if record is not None and record.member_accounts is not None:  # the only ones it may have changed
         accounts = set(accounts) & set(record.member_accounts)
@@ -94,6 +94,8 @@ def release_members(
         if done is not None:
             released += 1
             ledger.unshared(arn)
+        gone.append(account)
+    ledger.members_released(gone)
     return _event([f"released in {released}"] if released else []), failing
 
 
