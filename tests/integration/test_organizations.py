@@ -389,6 +389,38 @@ def test_a_member_role_that_does_not_work_shows_on_members_ready_and_recovers(
         )
 
 
+def test_a_member_whose_release_failed_as_it_left_is_released_once_its_role_works(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """An account excluded while the member role gave nothing there kept the provider the operator made, and once
+    its StackSet instance went nothing visited it again (found attacking the record of member accounts). The
+    record's accounts that are no longer wanted are retried on every deep pass."""
+    m, members = organization(sandbox, namespace, members=2)
+    m["spec"]["aws"]["organization"]["memberProviderRoleName"] = "DefenderProviderAdmin"
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+    leaving = members[0]
+    enforce(sandbox, leaving)  # the role gives nothing there from now on
+    try:
+        m["spec"]["aws"]["organization"]["excludedAccountIds"] = [leaving]
+        assert apply(kubeconfig, m).returncode == 0
+        wait_for(
+            lambda: member_accounts(kubeconfig, namespace) == 1, 90, "the excluded account's instance to go"
+        )
+    finally:
+        enforce(sandbox)  # the role works again
+    request_reconcile(kubeconfig, namespace, "org")
+    wait_for(
+        lambda: (
+            aws_in(sandbox, leaving, "iam").list_open_id_connect_providers()["OpenIDConnectProviderList"]
+            == []
+        ),
+        90,
+        "the provider left in the excluded account to be released",
+    )
+    delete(kubeconfig, namespace, "org")
+
+
 def test_delete_releases_member_providers_only_where_it_may_and_one_failing_member_blocks_nothing_else(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
