@@ -33,7 +33,7 @@ from ..api.status import AWSConnectorStatus, FirstCloudWrite
 from ..errors import TerminalError
 from ..kube import Kube, RecordConflict, SecretDeleting, StatusConflict
 from . import role_names
-from .ledger import CloudName
+from .ledger import CloudName, Unrecorded
 from .model import Target
 from .proofs import Proof, moment
 
@@ -521,7 +521,7 @@ def _dump(status: AWSConnectorStatus) -> dict[str, Any]:
     return status.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
-class CleanupLedger:
+class CleanupLedger(Unrecorded):
     """The ledger of a cleanup: proofs from the record read when cleanup began; writes are not journaled (the record
     already says what was written), and what goes is taken off the record as it goes."""
 
@@ -542,30 +542,3 @@ class CleanupLedger:
 
     def hand_over(self, resource_id: str, refs: list[str]) -> None:
         hand_over(self.kube, self.target, resource_id, refs)
-
-    def adopted(self, resource_id: str) -> None:
-        return None
-
-    def shared(self, arn: str, audiences: list[str]) -> None:
-        return None
-
-    def unshared(self, arn: str) -> None:
-        return None
-
-    def stack_set(self, stack_set_id: str) -> None:
-        return None
-
-    def members(self, accounts: list[str]) -> None:
-        return None
-
-    def members_released(self, accounts: list[str]) -> None:
-        return None
-
-    def eks_entry(self, region: str, cluster: str) -> None:
-        return None
-
-    def eks_entry_removed(self, region: str, cluster: str) -> None:
-        return None
-
-    def eks_regions_cleared(self, regions: list[str]) -> None:
-        return None
