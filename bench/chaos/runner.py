@@ -11,7 +11,13 @@ paused objects resumed, the operator running):
    connectors, identity-provider user tags, OnboardingRecords), except what deletionPolicy Orphan or a pause during
    deletion keeps (then a later object of that account may stall on StackOwnedElsewhere);
 4. nothing foreign was modified or deleted: another team's connector keeps its etag, Sentinel keeps its audience;
-5. no unexpected exception in the operator's log, and no secret in its log, the objects' status or their Events.
+5. no unexpected exception in the operator's log, and no secret (any value the tenant ever stored) in its log, the
+   objects' status or their Events;
+6. never a write outside the grant: nothing at all in the account no grant allows, and nothing changed in an account
+   while its grant was withdrawn (its stacks, identity providers and connectors are the same when the grant comes
+   back as once the operator had seen it go), unless a person changed them in between or an object used the
+   tenant's own Secrets there (a tenant's own credentials need no grant: docs/tenancy.md);
+7. deleting a namespace, objects, Secrets and all, finishes within the bound.
 
 A violation is a sentence saying which invariant and what was seen.
 """
@@ -25,21 +31,25 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.clouds import arm_client, connector_url, foreign_connector_body, send
-from tests.support.kube import apply, condition, get_object, kubectl
+from tests.support.kube import apply, condition, get_object, kubectl, restart_apiserver
 from tests.support.onboarding import MS_PROVIDER, aws_in, manifest
 from tests.support.operator import OperatorProcess
 
 from defender_operator.api.names import ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
 from defender_operator.sandbox import Sandbox
 
-from .schedule import NAMES, NAMESPACES, PLAN_CHOICES, Step, slot_of
+from .schedule import ACCOUNTS, NAMES, NAMESPACES, PLAN_CHOICES, Step, slot_of
 
 SENTINEL_AUDIENCE = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
 ALLOWED_STALLED = {"ConnectorConflict", "ConnectorOwnedElsewhere"}
+# What an object using its namespace's own Secret meets once the tenant deleted that Secret: held (Terminating) while
+# an object still needs it for cleanup, and not used for new writes; then gone until a person makes it again.
+SECRET_GONE = {"CredentialsSecretDeleting", "CredentialsSecretMissing"}
 # What a later object of the same account meets where an earlier one was let go without cleanup (Orphan, paused)
 LEFT_BEHIND = {"StackOwnedElsewhere"}
 CONVERGE_SECONDS = 180.0
 DELETE_SECONDS = 180.0
+ACKNOWLEDGE_SECONDS = 90.0  # for the operator to show it saw a grant withdrawn, or given back
 _accounts = itertools.count(int(uuid.uuid4().int % 10**6) * 100 + 500000000000)
 
 
@@ -58,9 +68,23 @@ class World:
 
     run: str
     namespaces: list[str]
-    accounts: list[str]
+    accounts: list[str]  # granted, then the one no grant allows
     canary: str
     foreign_account: str
+    canaries: list[str] = field(
+        default_factory=list
+    )  # every secret value the tenant stored, rotations included
+    # account index -> its clouds' state once the operator had seen its grant withdrawn (None: it did not show it
+    # within the bound, so the window is not judged)
+    narrowed: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+    touched: set[str] = field(
+        default_factory=set
+    )  # accounts a person changed while their grant was withdrawn
+    secret_deleted: set[int] = field(
+        default_factory=set
+    )  # namespaces whose tenant deleted its AWS keys Secret
+    namespaces_deleting: set[int] = field(default_factory=set)
+    violations: list[str] = field(default_factory=list)  # seen while the schedule ran
     foreign: dict[str, str] = field(default_factory=dict)  # connector url -> etag it was made with
     sentinel_accounts: set[str] = field(default_factory=set)
     # uid -> "namespace/name" of objects whose deletion may leave their resources: deletionPolicy Orphan, or paused
@@ -88,6 +112,8 @@ class Runner:
                 self._ensure_operator()
                 self._step(world, step)
             self._settle(world)
+            outcome.violations += world.violations
+            outcome.violations += self._outside(world)
             outcome.violations += self._converged(world)
             outcome.violations += self._deleted(world)
             outcome.violations += self._foreign(world)
@@ -99,56 +125,73 @@ class Runner:
 
     def _world(self, seed: int) -> World:
         run = f"c{seed % 10000}-{uuid.uuid4().hex[:5]}"
-        namespaces = [f"chaos-{run}-{i}" for i in range(NAMESPACES)]
-        accounts = [str(next(_accounts)) for _ in range(2)]
         world = World(
             run,
-            namespaces,
-            accounts,
+            [f"chaos-{run}-{i}" for i in range(NAMESPACES)],
+            [str(next(_accounts)) for _ in range(ACCOUNTS + 1)],
             canary=f"chaos-canary-secret-{uuid.uuid4().hex}",
             foreign_account=str(next(_accounts)),
         )
-        for namespace in namespaces:
-            body = {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {
-                    "name": namespace,
-                    "labels": {"chaos-run": run, "defender-operator.io/tests-without-policy": "true"},
-                },
-            }
-            assert apply(self.kubeconfig, body).returncode == 0
-            kubectl(
-                self.kubeconfig, "create", "secret", "generic", "aws-keys", "-n", namespace,
-                "--from-literal=accessKeyId=AKIACHAOSTENANTKEY", f"--from-literal=secretAccessKey={world.canary}",
-                check=True,
-            )  # fmt: skip
-            kubectl(
-                self.kubeconfig, "create", "secret", "generic", "azure-app", "-n", namespace,
-                "--from-literal=clientId=chaos-app", "--from-literal=clientSecret=sandbox", check=True,
-            )  # fmt: skip
+        world.canaries.append(world.canary)
+        for index in range(NAMESPACES):
+            self._namespace(world, index)
+        self._grant(world)
+        return world
+
+    def _namespace(self, world: World, index: int) -> None:
+        """A tenant's namespace, with its own AWS keys and Azure app Secrets."""
+        namespace = world.namespaces[index]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": namespace,
+                "labels": {"chaos-run": world.run, "defender-operator.io/tests-without-policy": "true"},
+            },
+        }
+        assert apply(self.kubeconfig, body).returncode == 0
+        self._aws_keys(world, namespace)
+        kubectl(
+            self.kubeconfig, "create", "secret", "generic", "azure-app", "-n", namespace,
+            "--from-literal=clientId=chaos-app", "--from-literal=clientSecret=sandbox", check=True,
+        )  # fmt: skip
+
+    def _aws_keys(self, world: World, namespace: str) -> None:
+        kubectl(
+            self.kubeconfig, "create", "secret", "generic", "aws-keys", "-n", namespace,
+            "--from-literal=accessKeyId=AKIACHAOSTENANTKEY", f"--from-literal=secretAccessKey={world.canaries[-1]}",
+            check=True,
+        )  # fmt: skip
+
+    def _grant(self, world: World) -> None:
+        """The admin's policy: the schedule's namespaces, the granted accounts whose grant is not withdrawn."""
+        granted = [a for i, a in enumerate(world.accounts[:ACCOUNTS]) if i not in world.narrowed]
         policy = {
             "apiVersion": "defender-operator.io/v1alpha1",
             "kind": "ClusterOnboardingPolicy",
-            "metadata": {"name": f"chaos-{run}"},
+            "metadata": {"name": f"chaos-{world.run}"},
             "spec": {
-                "namespaces": {"selector": {"matchLabels": {"chaos-run": run}}},
-                "aws": {"accountIds": accounts, "roleArns": ["arn:aws:iam::*:role/defender-onboarding"]},
+                "namespaces": {"selector": {"matchLabels": {"chaos-run": world.run}}},
+                "aws": {"accountIds": granted, "roleArns": ["arn:aws:iam::*:role/defender-onboarding"]},
                 "azure": {"ambientIdentity": True, "tenantIds": ["*"], "subscriptionIds": ["*"]},
             },
         }
-        assert apply(self.kubeconfig, policy).returncode == 0
-        self._wait(lambda: f"chaos-{run}" in self._effective(), 30)
-        return world
+        made = apply(self.kubeconfig, policy)
+        assert made.returncode == 0, made.stderr
+        self._wait(lambda: sorted(self._effective().get(f"chaos-{world.run}", [])) == sorted(granted), 30)
 
-    def _effective(self) -> list[str]:
+    def _effective(self) -> dict[str, list[str]]:
+        """The operator's effective policy: each policy's granted accounts."""
         out = kubectl(self.kubeconfig, "get", "effectiveonboardingpolicy", "effective", "-o", "json")
-        return [r["policy"] for r in json.loads(out.stdout)["spec"]["rules"]] if out.returncode == 0 else []
+        rules = json.loads(out.stdout)["spec"]["rules"] if out.returncode == 0 else []
+        return {r["policy"]: r.get("awsAccountIds", []) for r in rules}
 
     def _step(self, world: World, step: Step) -> None:
         index, name = slot_of(step.slot)
         namespace = world.namespaces[index]
         args = step.args
+        if step.op in ("create", "rotate_secret", "delete_secret"):
+            self._revive(world, index)
         if step.op == "create":
             m = manifest(namespace, name, account=world.accounts[args["account"]])
             m["spec"]["scanIntervalHours"] = args["interval"]
@@ -156,6 +199,7 @@ class Runner:
             if args["orphan"]:
                 m["spec"]["deletionPolicy"] = "Orphan"
             if args["ownSecret"]:
+                world.touched.add(world.accounts[args["account"]])  # the tenant's own power, not the grant's
                 m["spec"]["aws"]["credentials"]["secretRef"] = {"name": "aws-keys"}
                 m["spec"]["azure"]["credentialsSecretRef"] = {"name": "azure-app"}
             apply(
@@ -218,12 +262,38 @@ class Runner:
             obj = get_object(self.kubeconfig, namespace, name)
             if obj is not None:
                 account = obj["spec"]["aws"]["accountId"]
+                world.touched.add(account)
                 cf = aws_in(self.sandbox, account, "cloudformation")
                 stacks = [s for s in cf.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"]
                 for stack in stacks:
                     cf.delete_stack(StackName=stack["StackId"])
+        elif step.op == "rotate_secret":
+            world.canaries.append(f"chaos-canary-secret-{uuid.uuid4().hex}")
+            patch = {"stringData": {"secretAccessKey": world.canaries[-1]}}
+            kubectl(self.kubeconfig, "patch", "secret", "aws-keys", "-n", namespace, "-p", json.dumps(patch))
+        elif step.op == "delete_secret":
+            kubectl(self.kubeconfig, "delete", "secret", "aws-keys", "-n", namespace, "--wait=false")
+            world.secret_deleted.add(index)
+        elif step.op == "narrow_policy":
+            self._narrow(world, int(args["account"]))
+        elif step.op == "widen_policy":
+            self._widen(world, int(args["account"]))
+        elif step.op == "delete_namespace" and index not in world.namespaces_deleting:
+            for each in NAMES:
+                self._note_orphan(world, namespace, each)
+            kubectl(self.kubeconfig, "delete", "namespace", namespace, "--wait=false")
+            world.namespaces_deleting.add(index)
+        elif step.op == "apiserver_restart":
+            restart_apiserver(self.sandbox.control_plane)
         elif step.op == "wait":
             time.sleep(float(args["seconds"]))
+        elif (
+            step.op == "write_outside_grant"
+        ):  # sabotage (never generated): shows the judge sees invariant 6 broken
+            iam = aws_in(self.sandbox, world.accounts[int(args["account"])], "iam")
+            iam.create_open_id_connect_provider(
+                Url="https://sabotage.example.com", ClientIDList=["sabotage"], ThumbprintList=["0" * 40]
+            )
         elif (
             step.op == "tamper_foreign"
         ):  # sabotage (never generated): shows the judge sees invariant 4 broken
@@ -281,6 +351,117 @@ class Runner:
                 Url=f"https://{MS_PROVIDER}", ClientIDList=[SENTINEL_AUDIENCE], ThumbprintList=["0" * 40]
             )
         world.sentinel_accounts.add(account)
+        world.touched.add(account)
+
+    # --- grants withdrawn and given back, namespaces deleted and made again ----------------------------------------
+
+    def _narrow(self, world: World, index: int) -> None:
+        """The admin withdraws account ``index`` from the grant (never the last one: a policy grants something).
+        Once every object of the account that is not paused shows it saw that (Stalled NotAllowedByPolicy, or
+        CleanupBlocked while being deleted), the account's clouds are taken down to be compared when the grant is
+        given back: a pass already under way when the grant went may finish its writes, a pass after may not."""
+        if index in world.narrowed or len(world.narrowed) + 1 >= ACCOUNTS:
+            return
+        world.narrowed[index] = None
+        account = world.accounts[index]
+        world.touched.discard(account)
+        if any(_own(o) for o in self._objects(world) if o["spec"]["aws"]["accountId"] == account):
+            world.touched.add(account)
+        self._grant(world)
+        seen = {"NotAllowedByPolicy", "CleanupBlocked"}
+        if self._acknowledged(
+            world, account, lambda obj: _own(obj) or (condition(obj, "Stalled") or {}).get("reason") in seen
+        ):
+            world.narrowed[index] = self._fingerprint(world, account)
+
+    def _widen(self, world: World, index: int) -> None:
+        """The admin gives the account back: its clouds must be as they were while the grant was withdrawn."""
+        if index not in world.narrowed:
+            return
+        account, before = world.accounts[index], world.narrowed.pop(index)
+        if before is not None and account not in world.touched:
+            after = self._fingerprint(world, account)
+            for part in before:
+                if before[part] != after[part]:
+                    world.violations.append(
+                        f"grant: the {part} of account {account} changed while its grant was withdrawn: "
+                        f"{before[part]} -> {after[part]}"[:600]
+                    )
+        self._grant(world)
+        self._acknowledged(
+            world,
+            account,
+            lambda obj: (condition(obj, "Stalled") or {}).get("reason") != "NotAllowedByPolicy",
+        )
+
+    def _acknowledged(self, world: World, account: str, shows: Any) -> bool:
+        """Within the bound, every object of ``account`` that is not paused is gone or ``shows`` it."""
+        deadline = time.monotonic() + ACKNOWLEDGE_SECONDS
+        while time.monotonic() < deadline:
+            if all(
+                shows(obj)
+                for obj in self._objects(world)
+                if obj["spec"]["aws"]["accountId"] == account and obj["metadata"]["uid"] not in world.paused
+            ):
+                return True
+            time.sleep(1)
+        return False
+
+    def _fingerprint(self, world: World, account: str) -> dict[str, Any]:
+        """What the operator could write in ``account``: its stacks (an update or a delete sets a time, whatever
+        state CloudFormation reached since), identity providers (audiences, tags) and the connectors onboarding it
+        in the schedule's resource groups (etags)."""
+        cf = aws_in(self.sandbox, account, "cloudformation")
+        stacks = sorted(
+            (s["StackId"], str(s.get("LastUpdatedTime")), str(s.get("DeletionTime")), str(s.get("Tags")))
+            for s in cf.describe_stacks()["Stacks"]
+        )
+        iam = aws_in(self.sandbox, account, "iam")
+        providers = []
+        for entry in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
+            found = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=entry["Arn"])
+            tags = sorted((t["Key"], t["Value"]) for t in found.get("Tags", []))
+            providers.append((entry["Arn"], sorted(found["ClientIDList"]), tags))
+        connectors = sorted(
+            (item["name"], item.get("etag"))
+            for item in self._connectors(world)
+            if item["properties"].get("hierarchyIdentifier") == account
+        )
+        return {"stacks": stacks, "identity providers": sorted(providers), "connectors": connectors}
+
+    def _connectors(self, world: World) -> list[dict[str, Any]]:
+        arm, found = arm_client(self.sandbox), []
+        for namespace in world.namespaces:
+            listed = send(arm, "GET", connector_url("x", f"rg-{namespace}").replace("/x?", "?"))
+            found += listed.json().get("value", []) if listed.status_code == 200 else []
+        return found
+
+    def _revive(self, world: World, index: int) -> None:
+        """A step needs a namespace the schedule deleted: its deletion must finish within the bound (the grants
+        are given back first: a withdrawn grant holds cleanup by design), then the tenant makes it again."""
+        if index not in world.namespaces_deleting:
+            return
+        for narrowed in list(world.narrowed):
+            self._widen(world, narrowed)
+        namespace = world.namespaces[index]
+
+        def gone() -> bool:
+            return kubectl(self.kubeconfig, "get", "namespace", namespace).returncode != 0
+
+        deadline = time.monotonic() + DELETE_SECONDS
+        while time.monotonic() < deadline and not gone():
+            time.sleep(1)
+        if not gone():
+            left = [f"{o['metadata']['name']}: {(condition(o, 'Stalled') or {}).get('message', '')[:200]}"
+                    for o in self._objects(world) if o["metadata"]["namespace"] == namespace]  # fmt: skip
+            world.violations.append(
+                f"namespace: {namespace} not gone {DELETE_SECONDS:.0f}s after its delete {left}"
+            )
+            self._release(namespace)
+            self._wait(gone, DELETE_SECONDS)
+        world.namespaces_deleting.discard(index)
+        world.secret_deleted.discard(index)
+        self._namespace(world, index)
 
     # --- judging ----------------------------------------------------------------------------------------------------
 
@@ -294,6 +475,10 @@ class Runner:
         self.operator.clear_aws_faults()
         self.operator.clear_arm_faults()
         self._ensure_operator()
+        for narrowed in list(world.narrowed):
+            self._widen(world, narrowed)
+        for index in list(world.namespaces_deleting):
+            self._revive(world, index)
         for namespace in world.namespaces:
             for name in NAMES:
                 if get_object(self.kubeconfig, namespace, name) is not None:
@@ -316,12 +501,12 @@ class Runner:
         is given until the bound to repair them."""
         deadline = time.monotonic() + CONVERGE_SECONDS
         while True:
-            violations = self._convergence_violations(self._objects(world), bool(world.orphans))
+            violations = self._convergence_violations(world, self._objects(world))
             if not violations or time.monotonic() > deadline:
                 return violations
             time.sleep(1)
 
-    def _convergence_violations(self, objects: list[dict[str, Any]], orphans: bool) -> list[str]:
+    def _convergence_violations(self, world: World, objects: list[dict[str, Any]]) -> list[str]:
         violations = []
         mine: dict[str, list[str]] = {}
         for obj in objects:
@@ -335,7 +520,10 @@ class Runner:
                 continue
             stalled = condition(obj, "Stalled") or {}
             if stalled.get("status") == "True":
-                if stalled.get("reason") not in ALLOWED_STALLED | (LEFT_BEHIND if orphans else set()):
+                allowed = ALLOWED_STALLED | (LEFT_BEHIND if world.orphans else set())
+                if world.namespaces.index(obj["metadata"]["namespace"]) in world.secret_deleted:
+                    allowed |= SECRET_GONE
+                if stalled.get("reason") not in allowed:
                     violations.append(
                         f"converge: {key} Stalled {stalled.get('reason')}: {stalled.get('message', '')[:300]}"
                     )
@@ -427,15 +615,23 @@ class Runner:
         for uid in gone:
             if kubectl(self.kubeconfig, "get", "onboardingrecord", uid).returncode == 0:
                 violations.append(f"leak: OnboardingRecord of deleted {world.uids[uid]}")
-        arm = arm_client(self.sandbox)
-        for namespace in world.namespaces:
-            listed = send(arm, "GET", connector_url("x", f"rg-{namespace}").replace("/x?", "?"))
-            for item in listed.json().get("value", []) if listed.status_code == 200 else []:
-                if (item.get("tags") or {}).get("defender-operator-owner-uid") in gone:
-                    violations.append(
-                        f"leak: connector {item['name']} of deleted {world.uids[item['tags']['defender-operator-owner-uid']]}"
-                    )
+        for item in self._connectors(world):
+            if (item.get("tags") or {}).get("defender-operator-owner-uid") in gone:
+                violations.append(
+                    f"leak: connector {item['name']} of deleted {world.uids[item['tags']['defender-operator-owner-uid']]}"
+                )
         return violations
+
+    def _outside(self, world: World) -> list[str]:
+        """Invariant 6, its first half: the account no grant allows holds nothing of the operator's."""
+        outside = world.accounts[ACCOUNTS]
+        if outside in world.touched:  # an object used the tenant's own Secrets there
+            return []
+        found = {part: items for part, items in self._fingerprint(world, outside).items() if items}
+        return [
+            f"grant: account {outside}, never granted, has {part}: {items}"[:600]
+            for part, items in found.items()
+        ]
 
     def _foreign(self, world: World) -> list[str]:
         violations = []
@@ -462,11 +658,11 @@ class Runner:
         if "reconcile failed unexpectedly" in log or "Traceback" in log:
             line = next(line for line in log.splitlines() if "unexpectedly" in line or "Traceback" in line)
             violations.append(f"log: an unexpected exception: {line[:400]}")
-        if world.canary in log:
+        if any(canary in log for canary in world.canaries):
             violations.append("secrets: a tenant's secret is in the operator's log")
         for namespace in world.namespaces:
             events = kubectl(self.kubeconfig, "get", "events", "-n", namespace, "-o", "json").stdout
-            if world.canary in events:
+            if any(canary in events for canary in world.canaries):
                 violations.append(f"secrets: a tenant's secret is in an Event of {namespace}")
         return violations
 
@@ -481,12 +677,17 @@ class Runner:
         for url in world.foreign:  # the other team takes its connectors away
             send(arm, "DELETE", url)
         for namespace in world.namespaces:  # objects still there after a violation are let go
-            for obj in self._objects(world):
-                kubectl(
-                    self.kubeconfig, "patch", "awsc", "-n", obj["metadata"]["namespace"], obj["metadata"]["name"],
-                    "--type=json", "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]',
-                )  # fmt: skip
+            self._release(namespace)
             kubectl(self.kubeconfig, "delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+
+    def _release(self, namespace: str) -> None:
+        """Let go of what is left in ``namespace`` after a violation: its objects' finalizers removed by hand."""
+        out = kubectl(self.kubeconfig, "get", "awsc", "-n", namespace, "-o", "json")
+        for obj in json.loads(out.stdout)["items"] if out.returncode == 0 else []:
+            kubectl(
+                self.kubeconfig, "patch", "awsc", "-n", namespace, obj["metadata"]["name"],
+                "--type=json", "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]',
+            )  # fmt: skip
 
     @staticmethod
     def _wait(predicate: Any, seconds: float) -> None:
@@ -496,6 +697,11 @@ class Runner:
                 return
             time.sleep(0.2)
         raise TimeoutError("the chaos harness waited in vain")
+
+
+def _own(obj: dict[str, Any]) -> bool:
+    """The object uses its namespace's own AWS keys: the tenant's power, allowed without a grant."""
+    return bool((obj["spec"]["aws"].get("credentials") or {}).get("secretRef"))
 
 
 def _settled(obj: dict[str, Any]) -> bool:

@@ -1,7 +1,7 @@
 """Randomized schedules: what the campaign does, as plain data, reproducible from a seed.
 
 A schedule is a list of steps over a small pool, so that they collide: two namespaces, two object names in each, two
-AWS accounts, one subscription, one resource group per namespace (two objects for one account and subscription meet
+AWS accounts the grant allows and one it never does, one subscription, one resource group per namespace (two objects for one account and subscription meet
 as a conflict; an object created again under an old name meets what the old one left). Each step is one operation a
 user, a cluster or a cloud does; ``wait`` steps are the random short pauses between them. ``generate`` is pure: the
 same seed gives the same schedule, which ``describe`` prints as a readable step list.
@@ -13,7 +13,9 @@ from typing import Any
 
 NAMESPACES = 2
 NAMES = ("alpha", "beta")
-ACCOUNTS = 2
+ACCOUNTS = (
+    2  # granted; index ACCOUNTS is an account no grant ever allows (its creates are refused at admission)
+)
 SLOTS = NAMESPACES * len(NAMES)  # object slots: (namespace index, name)
 
 # Operation -> weight. Object operations name a slot; the others act on the operator, a cloud or a foreign actor.
@@ -32,6 +34,12 @@ WEIGHTS: dict[str, int] = {
     "foreign_connector": 1,  # another team makes a connector of a slot's name in its resource group
     "sentinel": 1,  # Microsoft Sentinel adds its audience to an account's identity provider
     "delete_stack": 1,  # a person deletes an object's stack by hand
+    "rotate_secret": 1,  # the tenant updates its AWS keys Secret in place (a new secret value)
+    "delete_secret": 1,  # the tenant deletes its AWS keys Secret (held while objects still need it)
+    "narrow_policy": 1,  # the admin withdraws one account from the grant
+    "widen_policy": 1,  # the admin gives it back
+    "delete_namespace": 1,  # kubectl delete namespace, objects, Secrets and all
+    "apiserver_restart": 1,  # the kube-apiserver stops and starts again (a control-plane upgrade)
     "wait": 6,
 }
 AWS_FAULTY = ("CreateStack", "UpdateStack", "DescribeStacks", "CreateOpenIDConnectProvider", "AssumeRole")
@@ -54,6 +62,8 @@ class Step:
         target = (
             f" ns{namespace}/{name}"
             if self.op in OBJECT_OPS or self.op in ("foreign_connector", "delete_stack")
+            else f" ns{namespace}"
+            if self.op in NAMESPACE_OPS
             else ""
         )
         details = " ".join(f"{k}={v}" for k, v in sorted(self.args.items()))
@@ -61,8 +71,9 @@ class Step:
 
 
 OBJECT_OPS = {"create", "patch", "delete", "pause", "unpause", "reconcile"}
+NAMESPACE_OPS = {"rotate_secret", "delete_secret", "delete_namespace"}
 # Never generated: the judge's own test breaks invariants on purpose with these, to show it sees them broken.
-SABOTAGE_OPS = {"tamper_foreign", "leak_secret"}
+SABOTAGE_OPS = {"tamper_foreign", "leak_secret", "write_outside_grant"}
 
 
 def slot_of(slot: int) -> tuple[int, str]:
@@ -79,7 +90,7 @@ def generate(seed: int, steps: int) -> list[Step]:
         args: dict[str, Any] = {}
         if op == "create":
             args = {
-                "account": rng.randrange(ACCOUNTS),
+                "account": rng.choices(range(ACCOUNTS + 1), [45] * ACCOUNTS + [10])[0],
                 "plans": rng.randrange(len(PLAN_CHOICES)),
                 "interval": rng.choice([4, 6, 12, 24]),
                 "orphan": rng.random() < 0.2,
@@ -95,7 +106,7 @@ def generate(seed: int, steps: int) -> list[Step]:
             }
         elif op == "arm_faults":
             args = {"status": rng.choice([429, 500, 503]), "count": rng.randint(1, 6)}
-        elif op == "sentinel":
+        elif op in ("sentinel", "narrow_policy", "widen_policy"):
             args = {"account": rng.randrange(ACCOUNTS)}
         elif op == "wait":
             args = {"seconds": round(rng.uniform(0.2, 3.0), 1)}

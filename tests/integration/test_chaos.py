@@ -52,9 +52,17 @@ def test_a_campaigns_find_stays_fixed(
 def test_the_judge_sees_broken_invariants(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
 ) -> None:
-    """A judge that never objects proves nothing: a schedule that breaks invariants 4 and 5 on purpose (another
-    team's connector changed behind the operator, the tenant's secret in an Event) is judged as broken."""
-    steps = [Step("foreign_connector", 1), Step("tamper_foreign"), Step("leak_secret")]
+    """A judge that never objects proves nothing: a schedule that breaks invariants 4, 5 and 6 on purpose (another
+    team's connector changed behind the operator, the tenant's secret in an Event, an identity provider made in an
+    account while its grant was withdrawn) is judged as broken, and for nothing else."""
+    steps = [
+        Step("foreign_connector", 1),
+        Step("tamper_foreign"),
+        Step("leak_secret"),
+        Step("narrow_policy", 0, {"account": 0}),
+        Step("write_outside_grant", 0, {"account": 0}),
+        Step("widen_policy", 0, {"account": 0}),
+    ]
     outcome = Runner(sandbox, kubeconfig, operator).run(0, steps)
     kinds = {violation.split(":", 1)[0] for violation in outcome.violations}
-    assert kinds == {"foreign", "secrets"}, outcome.violations
+    assert kinds == {"foreign", "secrets", "grant"}, outcome.violations
