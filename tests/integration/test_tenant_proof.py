@@ -646,6 +646,52 @@ def test_a_member_account_outside_the_grants_accounts_is_never_assumed_into(
         revoke(kubeconfig, policy)
 
 
+def test_a_member_account_taken_out_of_the_grant_after_it_was_reached_blocks_the_delete_naming_the_grant(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """A member reached through the member role, then taken out of the grant's accountIds: cleanup does not assume
+    the role there (the grant is checked at cleanup too), leaves its provider as it is, and says what fixes it: the
+    grant, not the role (the grant given back, cleanup goes on at its next look, every resyncSeconds; 300 s in
+    this module, so the test takes the message's other way out, Orphan, which keeps the provider)."""
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    m = manifest(namespace, "org")
+    ou, (member,) = organization_ou(sandbox, account_of(m), 1)
+    policy = grant(
+        kubeconfig,
+        [namespace],
+        account_of(m),
+        accountIds=[account_of(m), member],
+        organizations=True,
+        memberRoleNames=["OrganizationAccountAccessRole"],
+    )
+    m["spec"]["aws"]["organization"] = {
+        "organizationalUnitIds": [ou],
+        "memberProviderRoleName": "OrganizationAccountAccessRole",
+    }
+    try:
+        assert apply(user, m).returncode == 0
+        wait_condition(kubeconfig, namespace, "org", "Ready", "True", timeout=120)
+        assert [p["Arn"] for p in providers_in(sandbox, member)] == [provider_arn(member)]
+        change_grant(kubeconfig, policy, accountIds=[account_of(m)])
+        kubectl(user, "delete", "awsc", "-n", namespace, "org", "--wait=false", check=True)
+        blocked = wait_condition(
+            kubeconfig, namespace, "org", "Stalled", "True", reason="CleanupBlocked", timeout=120
+        )
+        message = condition(blocked, "Stalled")["message"]
+        assert f"Allow {member} in the aws.accountIds" in message and "Make the role usable" not in message, (
+            message
+        )
+        kubectl(
+            user, "patch", "awsc", "-n", namespace, "org", "--type=merge",
+            "-p", '{"spec": {"deletionPolicy": "Orphan"}}', check=True,
+        )  # fmt: skip
+        wait_gone(kubeconfig, namespace, "org", timeout=60)
+        assert [p["Arn"] for p in providers_in(sandbox, member)] == [provider_arn(member)]
+    finally:
+        revoke(kubeconfig, policy)
+
+
 def providers_in(sandbox: Sandbox, account: str) -> list[dict[str, Any]]:
     providers: list[dict[str, Any]] = aws_in(sandbox, account, "iam").list_open_id_connect_providers()[
         "OpenIDConnectProviderList"

@@ -512,7 +512,7 @@ def _member_providers(
     record = ledger.recorded()
     if record is not None and record.member_accounts is not None:
         leaving = sorted({*(leaving or []), *(set(record.member_accounts) - accounts)})
-    released, not_released = release_members(members, microsoft, target.owner, leaving or [], ledger)
+    released, not_released, _ = release_members(members, microsoft, target.owner, leaving or [], ledger)
     providers, set_up = ensure_members(members, microsoft, target.owner, accounts, ledger)
     if not_released:  # accounts that left keep what was added until their role lets the operator in again
         providers = providers.model_copy(

@@ -147,6 +147,7 @@ def finalize(
     account = clouds.aws(target, ledger, member_allowed)
     terraform = target.spec.deployment.method == "Terraform"
     members_failing: list[str] = []
+    refused: list[str] = []
     if account.stacksets is not None and target.spec.aws.organization is not None and not terraform:
         if account.members is not None:  # before the member roles that trust the providers go
             microsoft = provider_specs(target)["microsoft"]
@@ -156,7 +157,7 @@ def finalize(
                 if record is not None and record.member_accounts is not None
                 else _member_accounts(target, account.stacksets)
             )
-            released, failing = release_members(account.members, microsoft, owner, accounts, ledger)
+            released, failing, refused = release_members(account.members, microsoft, owner, accounts, ledger)
             events += released
             members_failing = [f"{f.account_id}: {f.reason}" for f in failing]
         waiting = _remove_stack_set(target, account.stacksets, status, in_progress_seconds, events, ledger)
@@ -214,8 +215,20 @@ def finalize(
             "MemberProvidersFailing",
             f"everything else is cleaned up, but the identity providers of {len(members_failing)} member accounts "
             f"could not be released through role {org.member_provider_role_name} "
-            f"({'; '.join(members_failing[:3])}{'; ...' if len(members_failing) > 3 else ''}). Make the role usable "
-            "there again (cleanup is retried), or set spec.deletionPolicy to Orphan to leave Defender's audiences on "
-            "those providers",
+            f"({'; '.join(members_failing[:3])}{'; ...' if len(members_failing) > 3 else ''}). {_members_fix(refused, len(members_failing))} "
+            "(cleanup is retried), or set spec.deletionPolicy to Orphan to leave Defender's audiences on those "
+            "providers",
         )
     return Cleanup(True, "cleaned up", events=events)
+
+
+def _members_fix(refused: list[str], failing: int) -> str:
+    """What lets cleanup into the failing member accounts: the grant for those it refused (a policy narrowed after
+    they were reached), the role for the others."""
+    grant = (
+        f"Allow {', '.join(refused[:3])}{', ...' if len(refused) > 3 else ''} in the aws.accountIds of the "
+        "ClusterOnboardingPolicy that allows this object again"
+    )
+    if len(refused) == failing:
+        return grant
+    return "Make the role usable there again" + (f"; {grant[0].lower()}{grant[1:]}" if refused else "")

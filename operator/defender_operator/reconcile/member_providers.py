@@ -68,11 +68,13 @@ def release_members(
     owner: Owner,
     accounts: Iterable[str],
     ledger: Ledger = UNRECORDED_LEDGER,
-) -> tuple[list[Event], list[FailingMember]]:
+) -> tuple[list[Event], list[FailingMember], list[str]]:
     """Take away what this object added to the provider of each of ``accounts`` that the record names (found by its
     user tag on the provider and proven by the record, not through status); the accounts done leave the record. An
-    account that fails (its role gone, say) is reported and does not stop the others; the caller retries those."""
-    released, failing, gone = 0, [], []
+    account that fails (its role gone, say) is reported and does not stop the others; the caller retries those.
+    The last list names the failing accounts the grant refused (no role was assumed there): what fixes those is a
+    policy, not a role."""
+    released, failing, gone, refused = 0, [], [], []
     proof, record = ledger.proof("aws"), ledger.recorded()
     if record is not None and record.member_accounts is not None:  # the only ones it may have changed
         accounts = set(accounts) & set(record.member_accounts)
@@ -90,13 +92,15 @@ def release_members(
             )
         except CloudError as exc:
             failing.append(FailingMember(account_id=account, reason=exc.message))
+            if exc.reason == "NotAllowedByPolicy":
+                refused.append(account)
             continue
         if done is not None:
             released += 1
             ledger.unshared(arn)
         gone.append(account)
     ledger.members_released(gone)
-    return _event([f"released in {released}"] if released else []), failing
+    return _event([f"released in {released}"] if released else []), failing, refused
 
 
 def _event(done: list[str]) -> list[Event]:
