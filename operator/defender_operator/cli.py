@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROLE",
         help="a role the operator may assume (a name, meaning that role in any account, or an ARN pattern; repeat "
         "for several): list the aws.roleArns and aws.memberRoleNames of your ClusterOnboardingPolicies. Without it "
-        "sts:AssumeRole is on every role that trusts the account",
+        "the operator may assume no role (enough to onboard the account it runs in); '*' allows every role that "
+        "trusts the account, which in a management account is administrator in every member",
     )
     p.set_defaults(func=cmd_aws_setup)
 

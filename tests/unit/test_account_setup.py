@@ -320,10 +320,16 @@ def test_terraform_evaluates_the_trust_and_policies_it_is_given(tmp_path: Path) 
 
 def test_assume_role_only_on_the_roles_the_administrator_names() -> None:
     """Issue 28: sts:AssumeRole on * reaches every role that trusts the account (OrganizationAccountAccessRole in
-    every member, from a management account); --assume-role narrows it to the grants' roles."""
+    every member, from a management account). By default the operator may assume no role at all (it onboards the
+    account it runs in); --assume-role names the grants' roles, and '*' is the old reach, asked for by name."""
     member_admin = "arn:aws:iam::210987654321:role/OrganizationAccountAccessRole"
     onboarding = "arn:aws:iam::210987654321:role/defender-onboarding"
-    assert allowed("sts:AssumeRole", member_admin)  # the default, which docs/production.md warns about
+    for policy in (operator_policy(), resolved(managed_operator_policy())):
+        assert not decide([policy], "sts:AssumeRole", member_admin, {})[0]
+        assert not decide([policy], "sts:AssumeRole", onboarding, {})[0]
+    anything = SetupOptions(assume_roles=("*",))
+    for policy in (operator_policy(anything), resolved(managed_operator_policy(anything))):
+        assert decide([policy], "sts:AssumeRole", member_admin, {})[0]
     options = SetupOptions(assume_roles=("defender-onboarding", "arn:aws:iam::111122223333:role/hub-*"))
     for policy in (operator_policy(options), resolved(managed_operator_policy(options))):
         assert decide([policy], "sts:AssumeRole", onboarding, {})[0]

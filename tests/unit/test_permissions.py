@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from defender_operator.api.spec import AWSConnectorSpec
-from defender_operator.render.account_setup import operator_policy
+from defender_operator.render.account_setup import SetupOptions, operator_policy
 from defender_operator.render.catalog import catalog
 from defender_operator.render.cloudformation import stack_template
 from tests.support.manifests import base_manifest
@@ -104,7 +104,8 @@ def aws_calls() -> set[str]:
 
 
 def policy_actions() -> set[str]:
-    policy = operator_policy()
+    """The policy's actions once it may assume roles (``aws-setup --assume-role``: none by default)."""
+    policy = operator_policy(SetupOptions(assume_roles=("defender-onboarding",)))
     return {action for statement in policy["Statement"] for action in statement["Action"]}
 
 

@@ -45,17 +45,18 @@ class SetupOptions:
     ``ciem_tenants``: Entra tenants CIEM may trust besides Microsoft's issuer (``--ciem-tenant``); a provider for any
     tenant would let whoever reaches the operator make a role trust an identity of their own tenant.
     ``assume_roles``: the roles the operator may assume (``--assume-role``, a role name or an ARN pattern), which
-    should be the ``aws.roleArns`` and ``aws.memberRoleNames`` of the ClusterOnboardingPolicies; without them
-    ``sts:AssumeRole`` is on ``*``, which reaches every role that trusts the account (in a management account,
-    ``OrganizationAccountAccessRole`` in every member: docs/production.md)."""
+    should be the ``aws.roleArns`` and ``aws.memberRoleNames`` of the ClusterOnboardingPolicies. None by default:
+    an identity that onboards its own account assumes nothing, and ``sts:AssumeRole`` on ``*`` would reach every
+    role that trusts the account (in a management account, ``OrganizationAccountAccessRole`` in every member, which
+    is administrator there: docs/production.md); ``*`` says so explicitly."""
 
     ciem_tenants: tuple[str, ...] = ()
     assume_roles: tuple[str, ...] = ()
 
 
 def assumable(role: str) -> str:
-    """An ``--assume-role`` value as a Resource: a bare role name is that role in any account."""
-    return role if role.startswith("arn:") else f"arn:aws:iam::*:role/{role}"
+    """An ``--assume-role`` value as a Resource: a bare role name is that role in any account; ``*`` any role."""
+    return role if role.startswith("arn:") or role == "*" else f"arn:aws:iam::*:role/{role}"
 
 
 def operator_policy(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
@@ -70,8 +71,12 @@ def operator_policy(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
                 microsoft,
                 *(f"{prefix}sts.windows.net/{t}/" for t in options.ciem_tenants),
             ]
-        if statement["Sid"] == "AssumeOnboardingRoles" and options.assume_roles:
-            statement["Resource"] = sorted({assumable(r) for r in options.assume_roles})
+        if statement["Sid"] == "AssumeOnboardingRoles":
+            roles = sorted({assumable(r) for r in options.assume_roles})
+            statement["Resource"] = "*" if "*" in roles else roles
+    policy["Statement"] = [
+        each for each in policy["Statement"] if each["Sid"] != "AssumeOnboardingRoles" or options.assume_roles
+    ]
     return policy
 
 
