@@ -75,7 +75,8 @@ class Runtime:
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)  # uids whose cleanup has begun: no pass starts any more
     cleaned: set[str] = field(default_factory=set)  # uids whose cleanup ended (their record is gone with it)
-    blocked: set[str] = field(default_factory=set)  # uids whose cleanup cannot reach a cloud
+    # uid -> (namespace, name) of objects whose cleanup is blocked (cannot reach a cloud, or the grant refuses it)
+    blocked: dict[str, tuple[str, str]] = field(default_factory=dict)
     deep_checked: dict[str, float] = field(default_factory=dict)  # uid -> when its last deep pass ended
     last_forget: float = 0.0
 
@@ -131,9 +132,14 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+CLEANUP_HANDLER = "cleanup"
+# Kopf's handler states (a delayed retry's time among them), as annotations of the object
+PROGRESS = kopf.AnnotationsProgressStorage(prefix=GROUP)
+
+
 def configure_kopf(settings: kopf.OperatorSettings, operator: Settings) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.progress_storage = PROGRESS
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 300  # the API server ends a watch after 5 minutes; Kopf then re-lists
     settings.watching.client_timeout = 330
@@ -201,13 +207,23 @@ async def namespace_labels(name: str, labels: Any, **_: Any) -> dict[str, dict[s
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
 async def policy_changed(memo: Any, **_: Any) -> None:
-    """A policy changed: rewrite the admission policy's parameter, and let every object look again at once."""
+    """A policy changed: rewrite the admission policy's parameter, and let every object look again at once, blocked
+    cleanups included (a grant given back lets them go on)."""
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
     await asyncio.to_thread(sync_effective_policy, runtime.kube)
     for event in runtime.wakeups.values():
         event.set()
+    for namespace, name in list(runtime.blocked.values()):
+        await asyncio.to_thread(retry_cleanup_now, runtime.kube, namespace, name)
+
+
+def retry_cleanup_now(kube: Kube, namespace: str, name: str) -> None:
+    """A blocked cleanup waits ``resyncSeconds`` for its next try, a delay Kopf keeps in the handler's progress
+    annotation (``AnnotationsProgressStorage``, one per handler id). Without it, Kopf runs the handler on the event the
+    removal itself causes, as a handler not yet tried."""
+    kube.remove_annotations(namespace, name, PROGRESS.make_keys(CLEANUP_HANDLER))
 
 
 def sync_effective_policy(kube: Kube) -> None:
@@ -304,7 +320,7 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
         runtime.ready.pop(uid, None)
         runtime.workers.forget(uid)
         runtime.deleting.discard(uid)
-        runtime.blocked.discard(uid)
+        runtime.blocked.pop(uid, None)
         runtime.deep_checked.pop(uid, None)
         _update_objects_gauge(runtime)
         metrics.forget_object(meta["namespace"], meta["name"], str(spec.get("aws", {}).get("accountId", "")))
@@ -516,7 +532,7 @@ def _finalize(runtime: Runtime, body: Any, admission_for: Any) -> Cleanup:
     )
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")
+@kopf.on.delete(GROUP, VERSION, PLURAL, id=CLEANUP_HANDLER)
 async def cleanup(body: Any, memo: Any, **indexes: Any) -> None:
     runtime = _runtime(memo)
     meta = body["metadata"]
@@ -538,7 +554,7 @@ async def cleanup(body: Any, memo: Any, **indexes: Any) -> None:
             runtime, body, TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}")
         )
         return
-    runtime.blocked.discard(uid)
+    runtime.blocked.pop(uid, None)
     namespace, name = meta["namespace"], meta["name"]
     for event in result.events:
         runtime.events.record(namespace, name, uid, event)
@@ -569,7 +585,7 @@ async def _blocked(runtime: Runtime, body: Any, exc: CloudError) -> None:
     if isinstance(exc, RetryableError):
         raise kopf.TemporaryError(f"cleanup: {exc.message}", delay=runtime.backoff(uid))
     assert isinstance(exc, TerminalError)
-    runtime.blocked.add(uid)
+    runtime.blocked[uid] = (namespace, name)
     status = _status_of(body)
     message = (
         f"cleanup is blocked: {exc.message}. Left in place: {_left_behind(status)}. Fix the cause (cleanup is "

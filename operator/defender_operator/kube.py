@@ -11,7 +11,7 @@ import base64
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -191,6 +191,15 @@ class Kube:
             )
         except ApiException as exc:
             if exc.status not in (404, 422):  # gone, or changed meanwhile (the next event decides again)
+                raise
+
+    def remove_annotations(self, namespace: str, name: str, annotations: Iterable[str]) -> None:
+        """Drop ``annotations`` from the object, those still there."""
+        patch = {"metadata": {"annotations": dict.fromkeys(annotations)}}
+        try:
+            self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+        except ApiException as exc:
+            if exc.status != 404:
                 raise
 
     # --- the operator's own records (api/record.py) -----------------------------------------------------------------

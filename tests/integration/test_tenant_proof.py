@@ -651,8 +651,8 @@ def test_a_member_account_taken_out_of_the_grant_after_it_was_reached_blocks_the
 ) -> None:
     """A member reached through the member role, then taken out of the grant's accountIds: cleanup does not assume
     the role there (the grant is checked at cleanup too), leaves its provider as it is, and says what fixes it: the
-    grant, not the role (the grant given back, cleanup goes on at its next look, every resyncSeconds; 300 s in
-    this module, so the test takes the message's other way out, Orphan, which keeps the provider)."""
+    grant, not the role. The grant given back, cleanup goes on at once (not at the next resync, 300 s in this
+    module): the member's provider is released and the object goes."""
     namespace = bare_namespace(kubeconfig)
     user = tenant(sandbox, kubeconfig, namespace)
     m = manifest(namespace, "org")
@@ -682,12 +682,10 @@ def test_a_member_account_taken_out_of_the_grant_after_it_was_reached_blocks_the
         assert f"Allow {member} in the aws.accountIds" in message and "Make the role usable" not in message, (
             message
         )
-        kubectl(
-            user, "patch", "awsc", "-n", namespace, "org", "--type=merge",
-            "-p", '{"spec": {"deletionPolicy": "Orphan"}}', check=True,
-        )  # fmt: skip
-        wait_gone(kubeconfig, namespace, "org", timeout=60)
         assert [p["Arn"] for p in providers_in(sandbox, member)] == [provider_arn(member)]
+        change_grant(kubeconfig, policy, accountIds=[account_of(m), member])
+        wait_gone(kubeconfig, namespace, "org", timeout=90)
+        assert providers_in(sandbox, member) == []
     finally:
         revoke(kubeconfig, policy)
 
