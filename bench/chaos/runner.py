@@ -408,12 +408,21 @@ class Runner:
         return False
 
     def _fingerprint(self, world: World, account: str) -> dict[str, Any]:
-        """What the operator could write in ``account``: its stacks (an update or a delete sets a time, whatever
-        state CloudFormation reached since), identity providers (audiences, tags) and the connectors onboarding it
-        in the schedule's resource groups (etags)."""
+        """What the operator could write in ``account``: its stacks (each write to a stack, an update, a drift repair
+        through a change set or a delete, adds stack events; the sandbox's stacks finish at once, so events come
+        from writes only; with the template and tags), identity providers (audiences, tags) and the connectors
+        onboarding it in the schedule's resource groups (etags)."""
         cf = aws_in(self.sandbox, account, "cloudformation")
         stacks = sorted(
-            (s["StackId"], str(s.get("LastUpdatedTime")), str(s.get("DeletionTime")), str(s.get("Tags")))
+            (
+                s["StackId"],
+                s["StackStatus"],
+                len(cf.describe_stack_events(StackName=s["StackId"])["StackEvents"]),
+                json.dumps(
+                    cf.get_template(StackName=s["StackId"])["TemplateBody"], sort_keys=True, default=str
+                ),
+                str(s.get("Tags")),
+            )
             for s in cf.describe_stacks()["Stacks"]
         )
         iam = aws_in(self.sandbox, account, "iam")

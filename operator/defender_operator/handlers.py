@@ -77,6 +77,7 @@ class Runtime:
     cleaned: set[str] = field(default_factory=set)  # uids whose cleanup ended (their record is gone with it)
     # uid -> (namespace, name) of objects whose cleanup is blocked (cannot reach a cloud, or the grant refuses it)
     blocked: dict[str, tuple[str, str]] = field(default_factory=dict)
+    grants_version: int = 0  # counts changes of the grants (the effective policy), for blocked cleanups
     deep_checked: dict[str, float] = field(default_factory=dict)  # uid -> when its last deep pass ended
     last_forget: float = 0.0
 
@@ -206,27 +207,42 @@ async def namespace_labels(name: str, labels: Any, **_: Any) -> dict[str, dict[s
 
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
-async def policy_changed(memo: Any, **_: Any) -> None:
-    """A policy changed: rewrite the admission policy's parameter, and let every object look again at once, blocked
-    cleanups included (a grant given back lets them go on)."""
+async def policy_changed(memo: Any, **indexes: Any) -> None:
+    """A policy changed: rewrite the admission policy's parameter, and let every object look again at once; when the
+    grants changed, blocked cleanups too (a grant given back lets them go on)."""
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
-    await asyncio.to_thread(sync_effective_policy, runtime.kube)
+    changed = await asyncio.to_thread(sync_effective_policy, runtime.kube)
     for event in runtime.wakeups.values():
         event.set()
-    for namespace, name in list(runtime.blocked.values()):
-        await asyncio.to_thread(retry_cleanup_now, runtime.kube, namespace, name)
+    if not changed:  # a policy's metadata, or a re-list: the grants are what they were
+        return
+    runtime.grants_version += 1
+    # the blocked cleanups this process saw and those its status names (blocked before a restart)
+    for uid, (namespace, name) in {**dict(runtime.blocked), **_first_of(indexes["cleanup_blocked"])}.items():
+        try:
+            await asyncio.to_thread(retry_cleanup_now, runtime.kube, uid, namespace, name)
+        except Exception as exc:  # the others still go on; this one is tried on its resync
+            log.warning(
+                "a blocked cleanup could not be woken",
+                extra={"object": f"{namespace}/{name}", "error": one_line(exc)},
+            )
 
 
-def retry_cleanup_now(kube: Kube, namespace: str, name: str) -> None:
+def retry_cleanup_now(kube: Kube, uid: str, namespace: str, name: str) -> None:
     """A blocked cleanup waits ``resyncSeconds`` for its next try, a delay Kopf keeps in the handler's progress
     annotation (``AnnotationsProgressStorage``, one per handler id). Without it, Kopf runs the handler on the event the
-    removal itself causes, as a handler not yet tried."""
-    kube.remove_annotations(namespace, name, PROGRESS.make_keys(CLEANUP_HANDLER))
+    removal itself causes, as a handler not yet tried (its retry count and start time start again: the handler sets
+    neither a retry limit nor a timeout)."""
+    kube.remove_annotations(namespace, name, uid, PROGRESS.make_keys(CLEANUP_HANDLER))
 
 
-def sync_effective_policy(kube: Kube) -> None:
+def _first_of(index: Any) -> dict[str, tuple[str, str]]:
+    return {uid: next(iter(values)) for uid, values in dict(index).items() if values}
+
+
+def sync_effective_policy(kube: Kube) -> bool:
     """The EffectiveOnboardingPolicy ``effective``: every policy's rule (read afresh, not from the index, so the
     parameter never lags behind a policy that was just written)."""
     rules = [
@@ -236,6 +252,8 @@ def sync_effective_policy(kube: Kube) -> None:
     spec = EffectiveOnboardingPolicySpec(rules=rules).model_dump(by_alias=True, mode="json")
     if kube.ensure_effective_policy(spec):
         log.info("admission policy parameter updated", extra={"policies": len(rules)})
+        return True
+    return False
 
 
 def admission_of(target: Target, indexes: Any) -> Admission:
@@ -251,6 +269,20 @@ async def by_account(
 ) -> dict[str, tuple[str, str]]:
     """AWS account and subscription -> (claim rank, "namespace/name") of every object onboarding it."""
     return {onboarding_key(spec): (claim_rank(meta, status), f"{namespace}/{name}")}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def cleanup_blocked(
+    namespace: str | None, name: str, uid: str, meta: Any, status: Any, **_: Any
+) -> dict[str, tuple[str, str]] | None:
+    """uid -> (namespace, name) of every object whose status says its cleanup is blocked: the ones a change of the
+    grants tries again, whichever process saw them blocked."""
+    if not meta.get("deletionTimestamp"):  # the common case, decided without reading the status
+        return None
+    stalled = [c for c in (status or {}).get("conditions") or [] if c.get("type") == "Stalled"]
+    if not stalled or stalled[0].get("reason") != "CleanupBlocked":
+        return None
+    return {uid: (str(namespace), name)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -539,7 +571,7 @@ async def cleanup(body: Any, memo: Any, **indexes: Any) -> None:
     uid, key = meta["uid"], f"{meta['namespace']}/{meta['name']}"
     runtime.deleting.add(uid)
     runtime.wakeups.get(uid, asyncio.Event()).set()
-    started = time.monotonic()
+    started, grants = time.monotonic(), runtime.grants_version
 
     def admission_for(target: Target) -> Admission:
         return admission_of(target, indexes)
@@ -547,11 +579,11 @@ async def cleanup(body: Any, memo: Any, **indexes: Any) -> None:
     try:
         result = await runtime.workers.exclusive(uid, _finalize, runtime, body, admission_for)
     except CloudError as exc:
-        await _blocked(runtime, body, exc)
+        await _blocked(runtime, body, exc, grants)
         return  # not reached: _blocked raises
     except ValueError as exc:  # an object from before records whose spec the operator cannot read
         await _blocked(
-            runtime, body, TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}")
+            runtime, body, TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}"), grants
         )
         return
     runtime.blocked.pop(uid, None)
@@ -575,10 +607,11 @@ def _status_of(body: Any) -> AWSConnectorStatus:
     return AWSConnectorStatus.model_validate(_status_without_kopf(body.get("status") or {}))
 
 
-async def _blocked(runtime: Runtime, body: Any, exc: CloudError) -> None:
+async def _blocked(runtime: Runtime, body: Any, exc: CloudError, grants: int) -> None:
     """Cleanup could not reach a cloud. Retryable: back off. Otherwise (credentials broke after something was
     written, the grant was withdrawn, ownership is disputed): say what is left and the ways out, once, and look again
-    on the resync interval."""
+    on the resync interval, or at once when the grants changed while this attempt ran (``grants`` is the version it
+    began with: a change since then found no blocked cleanup to wake)."""
     meta = body["metadata"]
     uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
     runtime.failures[uid] = runtime.failures.get(uid, 0) + 1
@@ -605,4 +638,5 @@ async def _blocked(runtime: Runtime, body: Any, exc: CloudError) -> None:
         await asyncio.to_thread(runtime.kube.write_status, namespace, name, _dump(status))
         runtime.events.record(namespace, name, uid, Event("Warning", "CleanupBlocked", message))
     log.warning("cleanup blocked", extra={"object": f"{namespace}/{name}", "reason": exc.reason})
-    raise kopf.TemporaryError(message, delay=runtime.jittered(runtime.settings.resync_seconds))
+    delay = 1.0 if runtime.grants_version != grants else runtime.jittered(runtime.settings.resync_seconds)
+    raise kopf.TemporaryError(message, delay=delay)

@@ -193,14 +193,23 @@ class Kube:
             if exc.status not in (404, 422):  # gone, or changed meanwhile (the next event decides again)
                 raise
 
-    def remove_annotations(self, namespace: str, name: str, annotations: Iterable[str]) -> None:
-        """Drop ``annotations`` from the object, those still there."""
-        patch = {"metadata": {"annotations": dict.fromkeys(annotations)}}
-        try:
-            self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    def remove_annotations(self, namespace: str, name: str, uid: str, annotations: Iterable[str]) -> None:
+        """Drop ``annotations`` from the object ``uid`` (not another object of its name), those still there."""
+        for annotation in annotations:
+            patch = [
+                {"op": "test", "path": "/metadata/uid", "value": uid},
+                {
+                    "op": "remove",
+                    "path": f"/metadata/annotations/{annotation.replace('~', '~0').replace('/', '~1')}",
+                },
+            ]
+            try:
+                self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
+                )
+            except ApiException as exc:
+                if exc.status not in (404, 422):  # gone; another object of the name, or no such annotation
+                    raise
 
     # --- the operator's own records (api/record.py) -----------------------------------------------------------------
 

@@ -66,7 +66,11 @@ def test_the_chart_carries_the_generated_crds_and_admission_policy() -> None:
     assert all(c["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"} for c in crds)
     assert {d["kind"] for d in docs} >= {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     policies = {d["metadata"]["name"] for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
-    assert {"awsconnectors.defender-operator.io", "awsconnectors-deleting.defender-operator.io"} <= policies
+    assert {
+        "awsconnectors.defender-operator.io",
+        "awsconnectors-deleting.defender-operator.io",
+        "awsconnectors-handler-state.defender-operator.io",
+    } <= policies
     (guard,) = [
         d for d in docs if d["metadata"]["name"].endswith("-secret-guard") and "matchConditions" in d["spec"]
     ]

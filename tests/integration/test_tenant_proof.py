@@ -262,6 +262,30 @@ def test_adoption_never_takes_over_another_live_objects_stack(
 # --- 3. the spec cleanup acts on ------------------------------------------------------------------------------------------
 
 
+def test_an_object_cannot_be_created_with_the_operators_handler_state(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """Kopf keeps the cleanup handler's state in the annotation defender-operator.io/cleanup and believes it: an
+    object created as already cleaned up would be let go without cleanup on delete, its stack and connector left in
+    place, by a user who may only create. The API server refuses such an object, naming the annotation; the
+    annotations meant for users still pass."""
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    m = manifest(namespace)
+    m["spec"]["aws"]["credentials"] = {"secretRef": {"name": "own-keys"}}  # allowed without a grant
+    m["spec"]["azure"]["credentialsSecretRef"] = {"name": "own-app"}
+    for state in ('{"success": true}', '{"delayed": "2999-01-01T00:00:00"}'):
+        forged = {**m, "metadata": {**m["metadata"], "annotations": {"defender-operator.io/cleanup": state}}}
+        refused = apply(user, forged)
+        assert refused.returncode != 0 and "metadata.annotations" in refused.stderr, refused.stderr
+    assert get_object(kubeconfig, namespace, "acme") is None
+    paused = {**m, "metadata": {**m["metadata"], "annotations": {"defender-operator.io/paused": "true"}}}
+    made = apply(user, paused)
+    assert made.returncode == 0, made.stderr
+    kubectl(user, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "acme")
+
+
 def test_the_spec_is_frozen_once_deleted_and_cleanup_uses_the_last_one_reconciled(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
 ) -> None:

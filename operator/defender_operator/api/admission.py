@@ -10,11 +10,22 @@ never run) such objects are refused. The same decision, in Python, is :func:`def
 
 from typing import Any
 
-from .names import ANNOTATION_ADOPT, API_VERSION, EFFECTIVE_KIND, EFFECTIVE_NAME, GROUP, PLURAL
+from .names import (
+    ANNOTATION_ADOPT,
+    ANNOTATION_PAUSED,
+    ANNOTATION_RECONCILE_REQUESTED_AT,
+    API_VERSION,
+    EFFECTIVE_KIND,
+    EFFECTIVE_NAME,
+    GROUP,
+    PLURAL,
+)
 from .spec import AWSConnectorSpec
 
 POLICY_NAME = f"{PLURAL}.{GROUP}"
 FROZEN_NAME = f"{PLURAL}-deleting.{GROUP}"
+HANDLER_STATE_NAME = f"{PLURAL}-handler-state.{GROUP}"
+USER_ANNOTATIONS = (ANNOTATION_ADOPT, ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT)
 
 
 def _adopt(obj: str) -> str:
@@ -215,6 +226,65 @@ def frozen_binding() -> dict[str, Any]:
     }
 
 
+def handler_state_policy() -> dict[str, Any]:
+    """No AWSConnector is created with the operator's own annotations on it. Kopf keeps each handler's state in an
+    annotation of the object (``defender-operator.io/cleanup``: done, or retried at a time), and believes it: an
+    object created with ``{"success": true}`` there would be let go without its cleanup when deleted, its stack and
+    connector left behind, by a user who may only create. Only the annotations meant for users pass (adopt, paused,
+    reconcile-requested-at); the operator writes its own later, on objects that exist. No parameter: it fails
+    closed."""
+    allowed = ", ".join(f"'{a}'" for a in USER_ANNOTATIONS)
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {
+            "name": HANDLER_STATE_NAME,
+            "labels": {"app.kubernetes.io/part-of": "defender-operator"},
+        },
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE"],
+                        "resources": [PLURAL],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": "!has(object.metadata.annotations) || object.metadata.annotations.all(k, "
+                    f"!k.startsWith('{GROUP}/') || k in [{allowed}])",
+                    "message": f"metadata.annotations: the only {GROUP}/ annotations an AWSConnector may be "
+                    f"created with are {', '.join(USER_ANNOTATIONS)}; the others are the operator's own state",
+                    "reason": "Forbidden",
+                }
+            ],
+        },
+    }
+
+
+def handler_state_binding() -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {
+            "name": HANDLER_STATE_NAME,
+            "labels": {"app.kubernetes.io/part-of": "defender-operator"},
+        },
+        "spec": {"policyName": HANDLER_STATE_NAME, "validationActions": ["Deny"]},
+    }
+
+
 def admission_objects() -> list[dict[str, Any]]:
     """Everything admission needs, as crds/admission.yaml, the chart and the sandbox install it."""
-    return [admission_policy(), admission_binding(), frozen_policy(), frozen_binding()]
+    return [
+        admission_policy(),
+        admission_binding(),
+        frozen_policy(),
+        frozen_binding(),
+        handler_state_policy(),
+        handler_state_binding(),
+    ]
