@@ -121,3 +121,18 @@ def test_managing_eks_access_entries_with_the_operators_identity_needs_its_own_g
     own = spec(aws={"secretRef": {"name": "aws"}}, azure_secret=True)
     own = own.model_copy(update={"aws": own.aws.model_copy(update={"eks_access_entries": "Manage"})})
     assert admit(own, "b", {}, []).allowed_by == DEFAULT
+
+
+def test_member_accounts_may_come_from_any_policy_that_allows_the_object_on_its_own() -> None:
+    """Policies add up for member accounts too, but only those that allow the object by themselves: a narrower
+    policy sorted first does not hide the members another allowing policy lists, and a policy that does not allow
+    the object lends it none of its accounts."""
+    member, other = "210987654321", "999988887777"
+    narrow = policy("a-narrow", **TEAM_A_BODY)
+    wide = policy("z-wide", **{**TEAM_A_BODY, "aws": {**TEAM_A_BODY["aws"], "accountIds": [X, member]}})
+    elsewhere = policy("m-elsewhere", **{**TEAM_A_BODY, "namespaces": {"names": ["b"]}, "aws": {
+        **TEAM_A_BODY["aws"], "accountIds": [X, other]}})  # fmt: skip
+    decision = admit(spec(aws={"roleArn": ROLE_X}), "a", {}, [wide, narrow, elsewhere])
+    assert decision.allowed_by == "a-narrow"
+    assert decision.allows_account(member) and decision.allows_account(X)
+    assert not decision.allows_account(other)

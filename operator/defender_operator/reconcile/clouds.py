@@ -70,8 +70,8 @@ class Clouds:
             if not member_allowed(member):
                 raise TerminalError(
                     "NotAllowedByPolicy",
-                    f"member account {member} is not in the aws.accountIds of the ClusterOnboardingPolicy that "
-                    f"allows this object, so role {member_role} is not assumed there",
+                    f"member account {member} is in the aws.accountIds of no ClusterOnboardingPolicy that allows "
+                    f"this object, so role {member_role} is not assumed there",
                 )
             role = f"arn:{partition}:iam::{member}:role/{member_role}"
             session = f"defender-operator-{target.namespace}-{target.name}"

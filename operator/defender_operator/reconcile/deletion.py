@@ -226,7 +226,7 @@ def _members_fix(refused: list[str], failing: int) -> str:
     """What lets cleanup into the failing member accounts: the grant for those it refused (a policy narrowed after
     they were reached), the role for the others."""
     grant = (
-        f"Allow {', '.join(refused[:3])}{', ...' if len(refused) > 3 else ''} in the aws.accountIds of the "
+        f"Allow {', '.join(refused[:3])}{', ...' if len(refused) > 3 else ''} in the aws.accountIds of a "
         "ClusterOnboardingPolicy that allows this object again"
     )
     if len(refused) == failing:

@@ -19,8 +19,9 @@ POLICY_DOC = "docs/tenancy.md"
 @dataclass(frozen=True)
 class Admission:
     """``allowed_by``: the policy that allows it, or "Default" (own Secrets only); ``refusal`` otherwise.
-    ``aws_accounts``: the accounts the allowing policy lets the operator's identity act in (member accounts of an
-    organization are checked against it one by one); None when the operator's AWS identity is not used."""
+    ``aws_accounts``: the accounts the allowing policies let the operator's identity act in (member accounts of an
+    organization are checked against them one by one: any policy that allows the object on its own may list a
+    member); None when the operator's AWS identity is not used."""
 
     allowed_by: str | None
     refusal: str | None = None
@@ -116,7 +117,7 @@ def admit(
     if not aws and not azure:
         return Admission(DEFAULT)
     applicable = [r for r in rules if r.namespaces.selects(namespace, labels)]
-    gaps = []
+    gaps, allowing = [], []
     for rule in sorted(applicable, key=lambda r: r.policy):
         gap = (
             (_aws_gap(rule, spec) if aws else None)
@@ -124,8 +125,12 @@ def admit(
             or (None if rule.adoption or not adopt else f"adoption is not true ({ANNOTATION_ADOPT}=true)")
         )
         if gap is None:
-            return Admission(rule.policy, aws_accounts=tuple(rule.aws_account_ids) if aws else None)
-        gaps.append(f"{rule.policy}: {gap}")
+            allowing.append(rule)
+        else:
+            gaps.append(f"{rule.policy}: {gap}")
+    if allowing:
+        accounts = tuple(dict.fromkeys(a for rule in allowing for a in rule.aws_account_ids))
+        return Admission(allowing[0].policy, aws_accounts=accounts if aws else None)
     if not applicable:
         why = f"no ClusterOnboardingPolicy selects namespace {namespace}"
     else:
