@@ -27,6 +27,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -199,12 +200,13 @@ class Runner:
             if args["orphan"]:
                 m["spec"]["deletionPolicy"] = "Orphan"
             if args["ownSecret"]:
-                world.touched.add(world.accounts[args["account"]])  # the tenant's own power, not the grant's
                 m["spec"]["aws"]["credentials"]["secretRef"] = {"name": "aws-keys"}
                 m["spec"]["azure"]["credentialsSecretRef"] = {"name": "azure-app"}
-            apply(
+            made = apply(
                 self.kubeconfig, m
-            )  # may be refused (an immutable field of a live object): that is a schedule too
+            )  # may be refused (an immutable field of a live object): a schedule too
+            if args["ownSecret"] and made.returncode == 0:
+                world.touched.add(world.accounts[args["account"]])  # the tenant's own power, not the grant's
             obj = get_object(self.kubeconfig, namespace, name)
             if obj is not None:
                 world.uids[obj["metadata"]["uid"]] = f"{namespace}/{name}"
@@ -367,11 +369,18 @@ class Runner:
         world.touched.discard(account)
         if any(_own(o) for o in self._objects(world) if o["spec"]["aws"]["accountId"] == account):
             world.touched.add(account)
+        since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
         self._grant(world)
         seen = {"NotAllowedByPolicy", "CleanupBlocked"}
-        if self._acknowledged(
-            world, account, lambda obj: _own(obj) or (condition(obj, "Stalled") or {}).get("reason") in seen
-        ):
+
+        def saw(
+            obj: dict[str, Any],
+        ) -> bool:  # a Stalled of this withdrawal, not one left from an earlier one
+            stalled = condition(obj, "Stalled") or {}
+            changed = datetime.fromisoformat(str(stalled.get("lastTransitionTime", "1970-01-01T00:00:00Z")))
+            return stalled.get("reason") in seen and changed >= since
+
+        if self._acknowledged(world, account, lambda obj: _own(obj) or saw(obj)):
             world.narrowed[index] = self._fingerprint(world, account)
 
     def _widen(self, world: World, index: int) -> None:
