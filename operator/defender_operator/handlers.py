@@ -143,6 +143,9 @@ def configure_kopf(settings: kopf.OperatorSettings, operator: Settings) -> None:
     settings.persistence.progress_storage = PROGRESS
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 300  # the API server ends a watch after 5 minutes; Kopf then re-lists
+    # a LIST then a watch, never a streaming list (sendInitialEvents): an API server over an etcd without
+    # RequestWatchProgress accepts that request and then ends it with an error (the sandbox's etcd 3.5.1 is one)
+    settings.watching.initial_streaming = False
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.watching.inactivity_timeout = 600
