@@ -139,5 +139,6 @@ def admit(
         None,
         f"{_needs(spec)} is not allowed: {why}. Without a policy only credentials from Secrets in the object's own "
         "namespace can be used (spec.aws.credentials.secretRef, spec.azure.credentialsSecretRef); a cluster admin "
-        f"grants the operator's identity with a ClusterOnboardingPolicy ({POLICY_DOC}). Nothing was written.",
+        f"grants the operator's identity with a ClusterOnboardingPolicy ({POLICY_DOC}). Nothing is written while it is not "
+        "allowed.",
     )
