@@ -570,6 +570,30 @@ def _finalize(runtime: Runtime, body: Any, admission_for: Any) -> Cleanup:
 @kopf.on.delete(GROUP, VERSION, PLURAL, id=CLEANUP_HANDLER)
 async def cleanup(body: Any, memo: Any, **indexes: Any) -> None:
     runtime = _runtime(memo)
+    try:
+        await _cleanup(runtime, body, indexes)
+    except kopf.TemporaryError:
+        raise
+    except Exception as exc:
+        if not api_server_unavailable(exc):
+            raise
+        # A control-plane upgrade or an unreachable API server (a record, a Secret or the status could not be read or
+        # written): an error to back off from, as in a pass, not a failure of the handler.
+        uid = body["metadata"]["uid"]
+        log.warning(
+            "the Kubernetes API server did not answer during cleanup; backing off",
+            extra={
+                "object": f"{body['metadata']['namespace']}/{body['metadata']['name']}",
+                "error": one_line(exc),
+            },
+        )
+        runtime.failures[uid] = runtime.failures.get(uid, 0) + 1
+        raise kopf.TemporaryError(
+            "cleanup: the Kubernetes API server did not answer", delay=runtime.backoff(uid)
+        ) from None
+
+
+async def _cleanup(runtime: Runtime, body: Any, indexes: Any) -> None:
     meta = body["metadata"]
     uid, key = meta["uid"], f"{meta['namespace']}/{meta['name']}"
     runtime.deleting.add(uid)

@@ -46,6 +46,9 @@ class Workers:
                 args = (*args, late())
             call = functools.partial(contextvars.copy_context().run, _working, fn, *args)
             task = asyncio.get_running_loop().run_in_executor(self._pool, call)
+            # A caller cancelled meanwhile never reads the outcome; read it here, so a pass that ended in an error
+            # after its caller went (a status conflict, say) is not reported as "never retrieved" by asyncio.
+            task.add_done_callback(_outcome_read)
             try:
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -63,3 +66,8 @@ class Workers:
 def _working(fn: Callable[..., T], *args: Any) -> T:
     with metrics.working():
         return fn(*args)
+
+
+def _outcome_read(task: "asyncio.Future[Any]") -> None:
+    if not task.cancelled():
+        task.exception()

@@ -1,6 +1,8 @@
 """The worker slots: as many passes at once as the setting says, whatever the node's cores, and one per object."""
 
 import asyncio
+import contextlib
+import gc
 import threading
 import time
 
@@ -86,3 +88,35 @@ def test_a_late_decision_is_made_once_the_slot_is_free_not_while_waiting_for_it(
         return await busy, await queued
 
     assert asyncio.run(main()) == (True, False)
+
+
+def test_a_pass_that_fails_after_its_caller_was_cancelled_is_not_an_unretrieved_exception() -> None:
+    """Kopf cancels the daemon of a deleted object while its pass runs; the pass may then end in an error (a status
+    conflict). Its caller is gone, so the error is dropped, and asyncio must not report it as "Future exception was
+    never retrieved" (found by the chaos campaign, with an API-server restart)."""
+    reported: list[str] = []
+    started, release = threading.Event(), threading.Event()
+
+    def fails() -> None:
+        started.set()
+        release.wait(5)
+        raise RuntimeError("the status changed meanwhile")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: reported.append(context["message"])
+        )
+        workers = Workers(2)
+        caller = asyncio.create_task(workers.exclusive("uid", fails))
+        await asyncio.to_thread(started.wait, 5)
+        caller.cancel()
+        release.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await caller
+        del caller
+        gc.collect()
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    gc.collect()
+    assert not [m for m in reported if "never retrieved" in m], reported
