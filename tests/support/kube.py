@@ -14,6 +14,7 @@ from kubernetes import client, config
 from defender_operator.sandbox import binaries, processes
 from defender_operator.sandbox.controlplane import ControlPlane
 from defender_operator.sandbox.readiness import wait_ready
+from tests.support.manifests import base_manifest
 
 T = TypeVar("T")
 
@@ -83,3 +84,29 @@ def restart_apiserver(plane: ControlPlane, while_down: Callable[[], None] = lamb
     pki = plane.state / "pki"
     context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
     wait_ready(restarted, f"{plane.server}/readyz", "kube-apiserver", context, expect=b"ok")
+    wait_admission_enforced(plane.kubeconfig)
+
+
+PROBE_NAMESPACE = "admission-probe"
+
+
+def wait_admission_enforced(kubeconfig: Path, timeout: float = 120) -> None:
+    """After the API server (re)starts, the operator's admission policy fails open until the API server has resolved
+    its parameter (``failurePolicy: Ignore``, api/admission.py), and what it would refuse is admitted (the operator's
+    own check then refuses it). Wait until it refuses again what no policy allows (a server-side dry run in a
+    namespace no policy selects), so whatever runs next meets a cluster that enforces."""
+    labels = {"defender-operator.io/tests-without-policy": "true"}
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": PROBE_NAMESPACE, "labels": labels},
+    }
+    wait_for(lambda: apply(kubeconfig, namespace).returncode == 0, timeout, "the probe namespace")
+    probe = base_manifest("admission-probe", PROBE_NAMESPACE)
+    probe["spec"]["aws"]["credentials"] = {"roleArn": "arn:aws:iam::111122223333:role/defender-onboarding"}
+    wait_for(
+        lambda: apply(kubeconfig, probe, "--dry-run=server").returncode != 0,
+        timeout,
+        "the admission policy to refuse again what no policy allows",
+        interval=1,
+    )
