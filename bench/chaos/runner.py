@@ -370,15 +370,16 @@ class Runner:
         if any(_own(o) for o in self._objects(world) if o["spec"]["aws"]["accountId"] == account):
             world.touched.add(account)
         since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+        before = {o["metadata"]["uid"]: _stalled(o) for o in self._objects(world)}
         self._grant(world)
         seen = {"NotAllowedByPolicy", "CleanupBlocked"}
 
-        def saw(
-            obj: dict[str, Any],
-        ) -> bool:  # a Stalled of this withdrawal, not one left from an earlier one
+        def saw(obj: dict[str, Any]) -> bool:
+            """A Stalled of this withdrawal, not one left from before it."""
             stalled = condition(obj, "Stalled") or {}
             changed = datetime.fromisoformat(str(stalled.get("lastTransitionTime", "1970-01-01T00:00:00Z")))
-            return stalled.get("reason") in seen and changed >= since
+            fresh = changed >= since or _stalled(obj) != before.get(obj["metadata"]["uid"])
+            return stalled.get("reason") in seen and fresh
 
         if self._acknowledged(world, account, lambda obj: _own(obj) or saw(obj)):
             world.narrowed[index] = self._fingerprint(world, account)
@@ -426,7 +427,10 @@ class Runner:
             (
                 s["StackId"],
                 s["StackStatus"],
-                len(cf.describe_stack_events(StackName=s["StackId"])["StackEvents"]),
+                sum(
+                    len(page["StackEvents"])
+                    for page in cf.get_paginator("describe_stack_events").paginate(StackName=s["StackId"])
+                ),
                 json.dumps(
                     cf.get_template(StackName=s["StackId"])["TemplateBody"], sort_keys=True, default=str
                 ),
@@ -719,6 +723,12 @@ class Runner:
                 return
             time.sleep(0.2)
         raise TimeoutError("the chaos harness waited in vain")
+
+
+def _stalled(obj: dict[str, Any]) -> tuple[str, str, str]:
+    """The Stalled condition as written (a reason or message that changes while it stays True keeps its time)."""
+    stalled = condition(obj, "Stalled") or {}
+    return (str(stalled.get("reason")), str(stalled.get("message")), str(stalled.get("lastTransitionTime")))
 
 
 def _own(obj: dict[str, Any]) -> bool:

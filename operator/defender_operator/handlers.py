@@ -428,6 +428,19 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
     if FINALIZER not in (meta.get("finalizers") or []):
         # Kopf adds the finalizer first; until then a write could outlive an object deleted at once.
         return runtime.settings.in_progress_seconds
+    forged = [key for key in PROGRESS.make_keys(CLEANUP_HANDLER) if key in (meta.get("annotations") or {})]
+    if forged:
+        # Cleanup's state on an object not being deleted was not written by Kopf: Kopf would believe it on delete
+        # (a "done" would skip cleanup). The admission policy refuses it at create; this holds where that policy is
+        # not installed. Taken off before the first cloud write; the pass runs on the event the removal causes.
+        log.warning(
+            "the object carried the cleanup handler's state; removed",
+            extra={"object": f"{meta['namespace']}/{meta['name']}"},
+        )
+        await asyncio.to_thread(
+            runtime.kube.remove_annotations, meta["namespace"], meta["name"], meta["uid"], forged
+        )
+        return runtime.settings.in_progress_seconds
     try:
         target = target_of(body, runtime.instance, indexes)
     except ValueError as exc:  # the CRD prevents this; a stale CRD might not

@@ -8,11 +8,14 @@ six passes at a time (and the other two would hold slots while they wait for a t
 import asyncio
 import contextvars
 import functools
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from . import metrics
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -53,6 +56,12 @@ class Workers:
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
                 await asyncio.wait([task])
+                if not task.cancelled() and task.exception() is not None:  # its caller is gone: said here
+                    error = task.exception()
+                    log.info(
+                        "a pass ended with an error after it was cancelled",
+                        extra={"uid": uid, "error": f"{type(error).__name__}: {error}"[:300]},
+                    )
                 raise
         finally:
             self._slots.release()

@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 
-from defender_operator.api.admission import FROZEN_NAME, frozen_binding
+from defender_operator.api.admission import (
+    FROZEN_NAME,
+    HANDLER_STATE_NAME,
+    frozen_binding,
+    handler_state_binding,
+)
 from defender_operator.aws.oidc import AUDIENCES_TAG, CREATED_TAG, audience_code
 from defender_operator.ownership import OWNER_TAG, OWNER_UID_TAG
 from defender_operator.sandbox import Sandbox
@@ -282,6 +287,28 @@ def test_an_object_cannot_be_created_with_the_operators_handler_state(
     paused = {**m, "metadata": {**m["metadata"], "annotations": {"defender-operator.io/paused": "true"}}}
     made = apply(user, paused)
     assert made.returncode == 0, made.stderr
+    kubectl(user, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "acme")
+    # Where the policy is not installed (admissionPolicy.enabled false), the operator takes the state off a live
+    # object before its first cloud write.
+    kubectl(kubeconfig, "delete", "validatingadmissionpolicybinding", HANDLER_STATE_NAME, check=True)
+    try:
+        forged = {
+            **m,
+            "metadata": {
+                **m["metadata"],
+                "annotations": {"defender-operator.io/cleanup": '{"success": true}'},
+            },
+        }
+        wait_for(lambda: apply(user, forged).returncode == 0, 30, "the create to land without the policy")
+
+        def state_gone() -> bool:
+            obj = get_object(kubeconfig, namespace, "acme") or {}
+            return "defender-operator.io/cleanup" not in (obj.get("metadata", {}).get("annotations") or {})
+
+        wait_for(state_gone, 60, "the operator to take the forged state off")
+    finally:
+        apply_admission(sandbox.control_plane, [handler_state_binding()])
     kubectl(user, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
     wait_gone(kubeconfig, namespace, "acme")
 

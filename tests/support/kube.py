@@ -105,7 +105,7 @@ def wait_admission_enforced(kubeconfig: Path, timeout: float = 120) -> None:
     probe = base_manifest("admission-probe", PROBE_NAMESPACE)
     probe["spec"]["aws"]["credentials"] = {"roleArn": "arn:aws:iam::111122223333:role/defender-onboarding"}
     wait_for(
-        lambda: apply(kubeconfig, probe, "--dry-run=server").returncode != 0,
+        lambda: "is not allowed" in apply(kubeconfig, probe, "--dry-run=server").stderr,
         timeout,
         "the admission policy to refuse again what no policy allows",
         interval=1,
