@@ -655,29 +655,42 @@ def test_organizations_and_member_roles_need_grants_of_their_own(
         revoke(kubeconfig, policy)
 
 
+def organization_tenant(
+    sandbox: Sandbox, kubeconfig: Path, members: int
+) -> tuple[str, Path, dict[str, Any], list[str]]:
+    """A tenant's namespace and an organization object of its, onboarding ``members`` member accounts through
+    OrganizationAccountAccessRole: (namespace, the tenant's kubeconfig, the manifest, the member accounts)."""
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    m = manifest(namespace, "org")
+    ou, accounts = organization_ou(sandbox, account_of(m), members)
+    m["spec"]["aws"]["organization"] = {
+        "organizationalUnitIds": [ou],
+        "memberProviderRoleName": "OrganizationAccountAccessRole",
+    }
+    return namespace, user, m, list(accounts)
+
+
+def member_grant(kubeconfig: Path, namespace: str, m: dict[str, Any], members: list[str]) -> str:
+    """An organizations grant for the object's management account and ``members``, with the member role."""
+    return grant(
+        kubeconfig,
+        [namespace],
+        account_of(m),
+        accountIds=[account_of(m), *members],
+        organizations=True,
+        memberRoleNames=["OrganizationAccountAccessRole"],
+    )
+
+
 def test_a_member_account_outside_the_grants_accounts_is_never_assumed_into(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
 ) -> None:
     """Issue 25, finding 8: an organizations grant with member roles reaches only the member accounts the grant's
     accountIds list. The other member is reported failing with the reason, and nothing is made or removed there
     through its role, onboarding or deletion; the listed member gets its identity provider."""
-    namespace = bare_namespace(kubeconfig)
-    user = tenant(sandbox, kubeconfig, namespace)
-    m = manifest(namespace, "org")
-    ou, members = organization_ou(sandbox, account_of(m), 2)
-    granted, outside = members
-    policy = grant(
-        kubeconfig,
-        [namespace],
-        account_of(m),
-        accountIds=[account_of(m), granted],
-        organizations=True,
-        memberRoleNames=["OrganizationAccountAccessRole"],
-    )
-    m["spec"]["aws"]["organization"] = {
-        "organizationalUnitIds": [ou],
-        "memberProviderRoleName": "OrganizationAccountAccessRole",
-    }
+    namespace, user, m, (granted, outside) = organization_tenant(sandbox, kubeconfig, 2)
+    policy = member_grant(kubeconfig, namespace, m, [granted])
     try:
         assert apply(user, m).returncode == 0
 
@@ -704,22 +717,8 @@ def test_a_member_account_taken_out_of_the_grant_after_it_was_reached_blocks_the
     the role there (the grant is checked at cleanup too), leaves its provider as it is, and says what fixes it: the
     grant, not the role. The grant given back, cleanup goes on at once (not at the next resync, 300 s in this
     module): the member's provider is released and the object goes."""
-    namespace = bare_namespace(kubeconfig)
-    user = tenant(sandbox, kubeconfig, namespace)
-    m = manifest(namespace, "org")
-    ou, (member,) = organization_ou(sandbox, account_of(m), 1)
-    policy = grant(
-        kubeconfig,
-        [namespace],
-        account_of(m),
-        accountIds=[account_of(m), member],
-        organizations=True,
-        memberRoleNames=["OrganizationAccountAccessRole"],
-    )
-    m["spec"]["aws"]["organization"] = {
-        "organizationalUnitIds": [ou],
-        "memberProviderRoleName": "OrganizationAccountAccessRole",
-    }
+    namespace, user, m, (member,) = organization_tenant(sandbox, kubeconfig, 1)
+    policy = member_grant(kubeconfig, namespace, m, [member])
     try:
         assert apply(user, m).returncode == 0
         wait_condition(kubeconfig, namespace, "org", "Ready", "True", timeout=120)

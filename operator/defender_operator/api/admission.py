@@ -78,27 +78,16 @@ _ADVICE = (
 
 
 def admission_policy() -> dict[str, Any]:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": POLICY_NAME, "labels": {"app.kubernetes.io/part-of": "defender-operator"}},
-        "spec": {
+    return _policy(
+        POLICY_NAME,
+        {
             # Ignore, not Fail: while an API server starts, the parameter's kind can be briefly unresolvable ("failed
             # to find resource referenced by paramKind"), and Fail would then refuse every update of an AWSConnector,
             # the operator's own finalizer removal included, so deletion would hang. A refusal by the policy itself
             # still refuses; anything admitted during such a window meets the operator's own check.
             "failurePolicy": "Ignore",
             "paramKind": {"apiVersion": API_VERSION, "kind": EFFECTIVE_KIND},
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": [GROUP],
-                        "apiVersions": ["*"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": [PLURAL],
-                    }
-                ]
-            },
+            "matchConstraints": _on("CREATE", "UPDATE"),
             "matchConditions": [
                 {
                     "name": "spec-or-adoption-is-new-or-changed",
@@ -156,20 +145,11 @@ def admission_policy() -> dict[str, Any]:
                 },
             ],
         },
-    }
+    )
 
 
 def admission_binding() -> dict[str, Any]:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": POLICY_NAME, "labels": {"app.kubernetes.io/part-of": "defender-operator"}},
-        "spec": {
-            "policyName": POLICY_NAME,
-            "validationActions": ["Deny"],
-            "paramRef": {"name": EFFECTIVE_NAME, "parameterNotFoundAction": "Deny"},
-        },
-    }
+    return _binding(POLICY_NAME, paramRef={"name": EFFECTIVE_NAME, "parameterNotFoundAction": "Deny"})
 
 
 def _unchanged(field: str) -> str:
@@ -185,22 +165,11 @@ def frozen_policy() -> dict[str, Any]:
     fields = [
         f.alias or name for name, f in AWSConnectorSpec.model_fields.items() if name != "deletion_policy"
     ]
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": FROZEN_NAME, "labels": {"app.kubernetes.io/part-of": "defender-operator"}},
-        "spec": {
+    return _policy(
+        FROZEN_NAME,
+        {
             "failurePolicy": "Fail",
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": [GROUP],
-                        "apiVersions": ["*"],
-                        "operations": ["UPDATE"],
-                        "resources": [PLURAL],
-                    }
-                ]
-            },
+            "matchConstraints": _on("UPDATE"),
             "matchConditions": [
                 {"name": "being-deleted", "expression": "has(oldObject.metadata.deletionTimestamp)"},
             ],
@@ -214,16 +183,11 @@ def frozen_policy() -> dict[str, Any]:
                 }
             ],
         },
-    }
+    )
 
 
 def frozen_binding() -> dict[str, Any]:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": FROZEN_NAME, "labels": {"app.kubernetes.io/part-of": "defender-operator"}},
-        "spec": {"policyName": FROZEN_NAME, "validationActions": ["Deny"]},
-    }
+    return _binding(FROZEN_NAME)
 
 
 def handler_state_policy() -> dict[str, Any]:
@@ -234,25 +198,11 @@ def handler_state_policy() -> dict[str, Any]:
     reconcile-requested-at); the operator writes its own later, on objects that exist. No parameter: it fails
     closed."""
     allowed = ", ".join(f"'{a}'" for a in USER_ANNOTATIONS)
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {
-            "name": HANDLER_STATE_NAME,
-            "labels": {"app.kubernetes.io/part-of": "defender-operator"},
-        },
-        "spec": {
+    return _policy(
+        HANDLER_STATE_NAME,
+        {
             "failurePolicy": "Fail",
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": [GROUP],
-                        "apiVersions": ["*"],
-                        "operations": ["CREATE"],
-                        "resources": [PLURAL],
-                    }
-                ]
-            },
+            "matchConstraints": _on("CREATE"),
             "validations": [
                 {
                     "expression": "!has(object.metadata.annotations) || object.metadata.annotations.all(k, "
@@ -263,18 +213,38 @@ def handler_state_policy() -> dict[str, Any]:
                 }
             ],
         },
-    }
+    )
 
 
 def handler_state_binding() -> dict[str, Any]:
+    return _binding(HANDLER_STATE_NAME)
+
+
+_LABELS = {"app.kubernetes.io/part-of": "defender-operator"}
+
+
+def _on(*operations: str) -> dict[str, Any]:
+    """A policy's matchConstraints: AWSConnectors, in any version, on ``operations``."""
+    rule = {"apiGroups": [GROUP], "apiVersions": ["*"], "operations": list(operations), "resources": [PLURAL]}
+    return {"resourceRules": [rule]}
+
+
+def _policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": dict(_LABELS)},
+        "spec": spec,
+    }
+
+
+def _binding(name: str, **spec: Any) -> dict[str, Any]:
+    """The binding of policy ``name``: it refuses (Deny) what the policy does not validate."""
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {
-            "name": HANDLER_STATE_NAME,
-            "labels": {"app.kubernetes.io/part-of": "defender-operator"},
-        },
-        "spec": {"policyName": HANDLER_STATE_NAME, "validationActions": ["Deny"]},
+        "metadata": {"name": name, "labels": dict(_LABELS)},
+        "spec": {"policyName": name, "validationActions": ["Deny"], **spec},
     }
 
 
