@@ -78,6 +78,9 @@ class Runtime:
     # uid -> (namespace, name) of objects whose cleanup is blocked (cannot reach a cloud, or the grant refuses it)
     blocked: dict[str, tuple[str, str]] = field(default_factory=dict)
     grants_version: int = 0  # counts changes of the grants (the effective policy), for blocked cleanups
+    # the grants changed while no replica led (start-up had to rewrite the parameter): the first policy event wakes
+    # the blocked cleanups, as a change seen live does
+    grants_changed_unseen: bool = False
     deep_checked: dict[str, float] = field(default_factory=dict)  # uid -> when its last deep pass ended
     last_forget: float = 0.0
 
@@ -173,7 +176,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     )
     metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(operator.workers)
     metrics.precreate()
-    await asyncio.to_thread(sync_effective_policy, kube)
+    memo.runtime.grants_changed_unseen = await asyncio.to_thread(sync_effective_policy, kube)
     log.info(
         "defender-operator started",
         extra={"namespaces": ",".join(operator.namespaces) or "*", "instance": instance},
@@ -219,8 +222,9 @@ async def policy_changed(memo: Any, **indexes: Any) -> None:
     changed = await asyncio.to_thread(sync_effective_policy, runtime.kube)
     for event in runtime.wakeups.values():
         event.set()
-    if not changed:  # a policy's metadata, or a re-list: the grants are what they were
+    if not changed and not runtime.grants_changed_unseen:  # metadata, or a re-list: the grants are the same
         return
+    runtime.grants_changed_unseen = False
     runtime.grants_version += 1
     # the blocked cleanups this process saw and those its status names (blocked before a restart)
     for uid, (namespace, name) in {**dict(runtime.blocked), **_first_of(indexes["cleanup_blocked"])}.items():
@@ -252,7 +256,10 @@ def sync_effective_policy(kube: Kube) -> bool:
         effective_rule(p["metadata"]["name"], ClusterOnboardingPolicySpec.model_validate(p.get("spec") or {}))
         for p in sorted(kube.list_policies(), key=lambda p: str(p["metadata"]["name"]))
     ]
-    spec = EffectiveOnboardingPolicySpec(rules=rules).model_dump(by_alias=True, mode="json")
+    # without nulls, as the API server stores it (it drops them): a null kept would make every sync a change
+    spec = EffectiveOnboardingPolicySpec(rules=rules).model_dump(
+        by_alias=True, mode="json", exclude_none=True
+    )
     if kube.ensure_effective_policy(spec):
         log.info("admission policy parameter updated", extra={"policies": len(rules)})
         return True

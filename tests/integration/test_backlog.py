@@ -17,7 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from defender_operator.sandbox import Sandbox
-from tests.support.kube import api_client, kubectl
+from tests.support.kube import api_client, kubectl, wait_for
 from tests.support.manifests import base_manifest
 from tests.support.memory import memory_limit, peak_mib
 from tests.support.operator import start_operator
@@ -99,4 +99,11 @@ def _clear(api: client.CustomObjectsApi, namespace: str, kubeconfig: Path) -> No
                 *WHERE, "onboardingrecords", uid, {"metadata": {"finalizers": None}}
             )
             api.delete_cluster_custom_object(*WHERE, "onboardingrecords", uid)
+    # gone before the next module's operator starts (the namespace controller would take its time)
+    api.delete_collection_namespaced_custom_object(*WHERE, namespace, "awsconnectors")
+    wait_for(
+        lambda: not api.list_namespaced_custom_object(*WHERE, namespace, "awsconnectors")["items"],
+        120,
+        "the backlog's objects to go",
+    )
     kubectl(kubeconfig, "delete", "namespace", namespace, "--wait=false", check=True)

@@ -1,8 +1,10 @@
-"""The randomized campaign in the test command (issue 26): a few fixed seeds, one random seed (printed), and every
-regression case a campaign wrote (tests/integration/chaos_cases/), each judged by the campaign's invariants
-(bench/chaos/runner.py). The long campaign is `python -m bench.chaos` (docs/reliability.md)."""
+"""The randomized campaign in the test command (issue 26): a few fixed seeds, one more from DEFENDER_OPERATOR_CHAOS_SEED
+(a number, or ``random`` for a new one, printed), and every regression case a campaign wrote
+(tests/integration/chaos_cases/), each judged by the campaign's invariants (bench/chaos/runner.py). The suite is
+deterministic by default: exploring is the long campaign's job, `python -m bench.chaos` (docs/reliability.md)."""
 
 import json
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,8 @@ pytestmark = pytest.mark.integration
 CASES = sorted((Path(__file__).parent / "chaos_cases").glob("*.json"))
 FIXED_SEEDS = (1101, 2202)
 STEPS = 10
-RANDOM_SEED = random.randrange(1_000_000)
+EXTRA_SEED = os.environ.get("DEFENDER_OPERATOR_CHAOS_SEED", "3303")
+SEEDS = [*FIXED_SEEDS, random.randrange(1_000_000) if EXTRA_SEED == "random" else int(EXTRA_SEED)]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def judged(runner: Runner, seed: int, steps: list) -> None:  # type: ignore[type
     assert outcome.violations == [], f"seed {seed}:\n{describe(steps)}\n" + "\n".join(outcome.violations)
 
 
-@pytest.mark.parametrize("seed", [*FIXED_SEEDS, RANDOM_SEED], ids=lambda s: f"seed-{s}")
+@pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"seed-{s}")
 def test_a_random_schedule_keeps_every_invariant(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, seed: int
 ) -> None:

@@ -259,6 +259,47 @@ def test_a_delete_while_an_entry_is_being_created_removes_it(
     assert entries(sandbox, account, "us-east-1", "omega") == []
 
 
+def test_an_entry_another_actor_makes_while_the_operator_creates_one_is_never_given_cluster_admin(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Issue 25 (low): another actor creates the discovery role's entry between the operator's read and its own
+    create (held 8 s by the proxy). The operator's create fails with ResourceInUseException; the entry carries no mark
+    of the object, so the operator associates no access policy with it (cluster-admin is given only to an entry of
+    its own), reports it as someone else's, and leaves it on delete."""
+    m = manifest(namespace, "raced")
+    account = str(m["spec"]["aws"]["accountId"])
+    m["spec"]["aws"]["eksAccessEntries"] = "Manage"
+    cluster(sandbox, account, "us-east-1", "sigma", "API")
+    role, client = discovery_role(account), aws_in(sandbox, account, "eks")
+    operator.reset_aws_operations()
+    operator.inject_aws_fault(pathPattern=r"^/clusters/sigma/access-entries$", method="POST", latency=8.0)
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+        wait_for(lambda: operator.aws_faulted() >= 1, 120, "the operator's CreateAccessEntry to be held")
+        # raises ResourceInUseException (and so fails the test) if the operator's create got there first
+        client.create_access_entry(clusterName="sigma", principalArn=role, tags={"team": "platform"})
+        wait_for(
+            lambda: operator.aws_operations().get("POST /clusters/sigma/access-entries"),
+            60,
+            "the operator's held create to reach the emulator",
+        )
+    finally:
+        operator.clear_aws_faults()
+    assert by_name(eks_status(kubeconfig, namespace, "raced", 1))["sigma"]["access"] == "AccessEntry"
+    wait_condition(kubeconfig, namespace, "raced", "Ready", "True", timeout=120)
+    assert (
+        client.list_associated_access_policies(clusterName="sigma", principalArn=role)[
+            "associatedAccessPolicies"
+        ]
+        == []
+    ), "cluster-admin given to an entry another actor made"
+    assert client.describe_access_entry(clusterName="sigma", principalArn=role)["accessEntry"]["tags"] == {
+        "team": "platform"
+    }
+    delete(kubeconfig, namespace, "raced")
+    assert entries(sandbox, account, "us-east-1", "sigma") == [role]
+
+
 def test_entries_in_a_region_dropped_from_the_spec_go_at_once(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:

@@ -45,6 +45,7 @@ from tests.support.onboarding import (
     stacks_of,
 )
 from tests.support.operator import (
+    STACK_PENDING,
     OperatorProcess,
     module_operator,
     wait_condition,
@@ -136,7 +137,7 @@ def test_objects_that_never_wrote_are_released_at_once(
             assert "firstCloudWrite" not in get_object(kubeconfig, namespace, name)["status"]  # type: ignore[index]
             kubectl(kubeconfig, "delete", "awsc", "-n", namespace, name, "--wait=false", check=True)
         for name in ("mismatch", "missing", "denied"):
-            wait_gone(kubeconfig, namespace, name, timeout=20)  # not a 10-minute retry loop
+            wait_gone(kubeconfig, namespace, name, timeout=45)  # not a 10-minute retry loop
     finally:
         operator.clear_aws_faults()
     for m in (mismatch, missing, denied):
@@ -186,7 +187,7 @@ def test_broken_credentials_after_writing_block_cleanup_visibly_and_orphan_relea
         kubeconfig, "patch", "awsc", "-n", namespace, "acme", "--type", "merge",
         "-p", '{"spec":{"deletionPolicy":"Orphan"}}', check=True,
     )  # fmt: skip
-    wait_gone(kubeconfig, namespace, "acme", timeout=10)  # at once, not on the next retry
+    wait_gone(kubeconfig, namespace, "acme", timeout=30)
     assert [s["StackStatus"] for s in stacks_of(sandbox, account_of(m))] == ["CREATE_COMPLETE"]
 
 
@@ -283,7 +284,7 @@ def test_killed_after_the_announcement_with_credentials_that_never_work_blocks_c
             kubeconfig, "patch", "awsc", "-n", namespace, "acme", "--type", "merge",
             "-p", '{"spec":{"deletionPolicy":"Orphan"}}', check=True,
         )  # fmt: skip
-        wait_gone(kubeconfig, namespace, "acme", timeout=10)
+        wait_gone(kubeconfig, namespace, "acme", timeout=30)
     finally:
         operator.clear_aws_faults()
     assert left_behind(sandbox, m) == {}
@@ -313,11 +314,11 @@ def test_killed_right_after_a_cleanup_write(
 def test_killed_while_the_api_server_restarts(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 3})
+    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 8})
     try:
         m = manifest(namespace)
         assert apply(kubeconfig, m).returncode == 0
-        wait_condition(kubeconfig, namespace, "acme", "Ready", "False", reason="StackCreating")
+        wait_condition(kubeconfig, namespace, "acme", "Ready", "False", reason=STACK_PENDING)
         # The API server goes away while the stack is being created; the operator dies while it is away.
         restart_apiserver(sandbox.control_plane, while_down=operator.kill)
         operator.start()

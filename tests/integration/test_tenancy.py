@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from defender_operator.handlers import sync_effective_policy
+from defender_operator.kube import Kube
 from defender_operator.sandbox import Sandbox
 from tests.conftest import OPT_OUT
 from tests.support.clouds import arm_control, arm_requests
-from tests.support.kube import apply, condition, get_object, kubectl, wait_for
+from tests.support.kube import api_client, apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import account_of, connector, manifest, stacks_of
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
 
@@ -93,6 +95,21 @@ def test_without_a_policy_the_operators_identity_is_refused_at_apply(
     azure_ambient["spec"]["aws"]["credentials"] = {"secretRef": {"name": "aws-keys"}}
     refused = apply(kubeconfig, azure_ambient)
     assert refused.returncode != 0 and "spec.azure.credentialsSecretRef" in refused.stderr
+
+
+def test_the_admission_parameter_is_rewritten_only_when_a_grant_changes(
+    kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """The operator folds every policy into the admission parameter on each policy event (and on each re-list, every
+    five minutes); a fold that finds nothing new writes nothing and wakes nothing. A rule was written with its nulls,
+    which the API server drops: for a policy naming its namespaces every fold differed from what was stored, so every
+    event rewrote the parameter and woke every blocked cleanup."""
+    namespace = bare_namespace(kubeconfig)
+    policy = grant(kubeconfig, namespace, "200011119999")  # namespaces by name: no selector
+    try:
+        assert sync_effective_policy(Kube(api_client(kubeconfig))) is False
+    finally:
+        revoke(kubeconfig, policy)
 
 
 def test_a_namespaces_own_secrets_work_without_any_policy(
@@ -188,7 +205,7 @@ def test_an_object_admitted_before_its_policy_was_revoked_is_stalled_and_writes_
     assert nothing_written(sandbox, m) and "firstCloudWrite" not in obj["status"]
     assert "allowedBy" not in obj["status"]
     kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
-    wait_gone(kubeconfig, namespace, "acme", timeout=20)
+    wait_gone(kubeconfig, namespace, "acme", timeout=45)
 
 
 def test_a_subscription_of_another_tenant_is_never_written(

@@ -225,7 +225,7 @@ def test_ciem_trusts_only_an_entra_tenant_the_grant_names(
         assert "aws.ciemTenantIds" in condition(obj, "Stalled")["message"]  # type: ignore[index]
         assert left_behind(sandbox, m) == {} and record_of(kubeconfig, obj["metadata"]["uid"]) is None
         kubectl(user, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
-        wait_gone(kubeconfig, namespace, "acme", timeout=20)
+        wait_gone(kubeconfig, namespace, "acme", timeout=45)
     finally:
         revoke(kubeconfig, policy)
 
@@ -400,7 +400,7 @@ def test_credentials_that_are_not_one_line_of_text_are_refused_with_a_reason_and
             "firstCloudWrite" not in obj["status"] and record_of(kubeconfig, obj["metadata"]["uid"]) is None
         )
         kubectl(user, "delete", "awsc", "-n", namespace, secret, "--wait=false", check=True)
-        wait_gone(kubeconfig, namespace, secret, timeout=20)
+        wait_gone(kubeconfig, namespace, secret, timeout=45)
         assert left_behind(sandbox, m) == {}
     assert token[10:] not in operator.log()
 
@@ -433,6 +433,44 @@ def test_a_withdrawn_grant_stops_cleanup_before_any_identity_is_used(
         "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]', check=True,
     )  # fmt: skip
     wait_gone(kubeconfig, namespace, "acme")
+
+
+def test_a_grant_given_back_while_no_operator_ran_lets_a_blocked_cleanup_go_on_at_start(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """A blocked cleanup waits resyncSeconds (300 s in this module) for its next try, a delay Kopf keeps on the object;
+    a change of the grants cuts it short. A change made while no replica led (an upgrade, an outage) is one the
+    operator sees only as the parameter it rewrites when it starts: that too lets the blocked cleanup go on at once."""
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    m = manifest(namespace)
+    account = account_of(m)
+    policy = grant(kubeconfig, [namespace], account)
+    try:
+        assert apply(user, m).returncode == 0
+        wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+        change_grant(kubeconfig, policy, accountIds=["000000000000"])
+        kubectl(user, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+        wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="CleanupBlocked")
+
+        def retry_delayed() -> (
+            bool
+        ):  # Kopf keeps the handler's next try on the object, written after the status
+            obj = get_object(kubeconfig, namespace, "acme") or {}
+            state = (obj["metadata"].get("annotations") or {}).get("defender-operator.io/cleanup", "{}")
+            return bool(json.loads(state).get("delayed"))
+
+        wait_for(retry_delayed, 30, "the cleanup's next try to be put off")
+        operator.kill()  # no replica leads while the grant is given back
+        patch = json.dumps({"spec": {"aws": {"accountIds": [account]}}})
+        kubectl(
+            kubeconfig, "patch", "clusteronboardingpolicy", policy, "--type=merge", "-p", patch, check=True
+        )
+        operator.start()
+        wait_gone(kubeconfig, namespace, "acme", timeout=90)
+        assert left_behind(sandbox, m) == {}
+    finally:
+        revoke(kubeconfig, policy)
 
 
 def test_a_trailing_newline_in_a_credential_is_taken_off(

@@ -99,6 +99,10 @@ class OperatorProcess:
         operations: dict[str, int] = control(self.aws_proxy, "/_proxy/stats", method="GET")["operations"]
         return operations
 
+    def aws_faulted(self) -> int:
+        """How many requests a fault rule has matched (counted as they arrive, before any latency is applied)."""
+        return int(control(self.aws_proxy, "/_proxy/stats", method="GET")["faulted"])
+
     def reset_aws_operations(self) -> None:
         control(self.aws_proxy, "/_proxy/stats", method="DELETE")
 
@@ -176,6 +180,11 @@ def module_operator(
 # --- waiting on what users see ---------------------------------------------------------------------------------------
 
 
+# Ready=False while CloudFormation works: the first pass says StackCreating, the next ones (a second later)
+# StackInProgress.
+STACK_PENDING = frozenset({"StackCreating", "StackInProgress"})
+
+
 def wait_condition(
     kubeconfig: Path,
     namespace: str,
@@ -183,19 +192,23 @@ def wait_condition(
     type_: str,
     status: str,
     timeout: float = 60,
-    reason: str | None = None,
+    reason: str | frozenset[str] | None = None,
 ) -> dict[str, Any]:
+    """The object once condition ``type_`` has ``status`` (and ``reason``, or one of a set of them: a reason that
+    lasts a single pass is seen only by luck) for its current generation."""
+    reasons = {reason} if isinstance(reason, str) else reason
+
     def check() -> dict[str, Any] | None:
         obj = get_object(kubeconfig, namespace, name)
         cond = condition(obj, type_)
-        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+        if cond and cond["status"] == status and (reasons is None or cond["reason"] in reasons):
             assert obj is not None
             if obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
                 return obj
         return None
 
     result: dict[str, Any] = wait_for(
-        check, timeout, f"{namespace}/{name} {type_}={status}{f' ({reason})' if reason else ''}"
+        check, timeout, f"{namespace}/{name} {type_}={status}{f' ({sorted(reasons)})' if reasons else ''}"
     )
     return result
 

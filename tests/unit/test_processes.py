@@ -3,6 +3,7 @@ start that dies says why."""
 
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +44,33 @@ def test_stop_one_by_name(tmp_path: Path) -> None:
     assert not a.alive() and b.alive()
     assert [r.name for r in processes.recorded(tmp_path)] == ["b"]
     processes.stop_recorded(tmp_path)
+
+
+def test_etcd_is_stopped_after_the_processes_that_use_it(tmp_path: Path) -> None:
+    """kube-apiserver, asked to stop, still writes to etcd (its endpoint lease): with etcd gone first it waited out
+    the whole timeout, 10 s of every sandbox's shutdown. Each process notes when it is asked to stop."""
+    said = tmp_path / "stopped"
+
+    def noting(name: str) -> list[str]:
+        code = (
+            "import signal, sys, time\n"
+            f"def stop(*_):\n    open({str(said)!r}, 'a').write({name!r} + '\\n'); time.sleep(0.3); sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            f"open({str(tmp_path / name)!r}, 'w').close()\n"
+            "time.sleep(60)\n"
+        )
+        return [sys.executable, "-c", code]
+
+    processes.start(tmp_path, "etcd", noting("etcd"))
+    processes.start(tmp_path, "kube-apiserver", noting("kube-apiserver"))
+    deadline = time.monotonic() + 30
+    while not (
+        (tmp_path / "etcd").exists() and (tmp_path / "kube-apiserver").exists()
+    ):  # both listen for SIGTERM
+        assert time.monotonic() < deadline, "the processes did not start"
+        time.sleep(0.05)
+    assert sorted(processes.stop_recorded(tmp_path)) == ["etcd", "kube-apiserver"]
+    assert said.read_text().split() == ["kube-apiserver", "etcd"]
 
 
 def test_background_start_that_dies_fails_with_the_end_of_its_log(

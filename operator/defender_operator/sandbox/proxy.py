@@ -24,8 +24,8 @@ from http.client import HTTPConnection, HTTPSConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .arm.server import TLSServer, tls_context
 from .faults import FaultRule, FaultTable
+from .tls import TLSServer, tls_context
 
 _AWS_ERROR = (
     "<ErrorResponse><Error><Type>{type}</Type><Code>{code}</Code><Message>{message}</Message></Error>"

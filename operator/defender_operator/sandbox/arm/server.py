@@ -34,15 +34,15 @@ import argparse
 import json
 import re
 import secrets
-import ssl
 import threading
 import time
 import traceback
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from ..faults import FaultRule, FaultTable
+from ..tls import TLSServer, tls_context
 from .pricings import PRICING_API_VERSIONS, Pricings
 from .store import CONNECTOR_API_VERSIONS, HEALTH_API_VERSIONS, ArmError, Store
 
@@ -473,28 +473,6 @@ def raise_token_error(handler: Handler, error: str, description: str) -> None:
     handler._send(
         401 if error == "invalid_client" else 400, {"error": error, "error_description": description}
     )
-
-
-class TLSServer(ThreadingHTTPServer):
-    """Serves HTTPS; the TLS handshake runs in the request's thread, so one slow client cannot stall the rest."""
-
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext
-    ) -> None:
-        super().__init__(address, handler)
-        self.context = context
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, address = super().get_request()
-        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
-
-
-def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
 
 
 def make_server(host: str, port: int, cert: str, key: str, page_size: int = 50) -> TLSServer:
