@@ -1,5 +1,6 @@
 """Talking to the sandbox's API server as a user would: kubectl, and the Kubernetes Python client."""
 
+import functools
 import json
 import os
 import ssl
@@ -7,9 +8,11 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import urllib3
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from defender_operator.sandbox import binaries, processes
 from defender_operator.sandbox.controlplane import ControlPlane
@@ -48,9 +51,25 @@ def api_client(kubeconfig: Path) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(kubeconfig))
 
 
+@functools.cache
+def _custom_objects(kubeconfig: str, modified: int) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client(Path(kubeconfig)))
+
+
 def get_object(kubeconfig: Path, namespace: str, name: str) -> dict[str, Any] | None:
-    result = kubectl(kubeconfig, "get", "awsconnector", "-n", namespace, name, "-o", "json")
-    return json.loads(result.stdout) if result.returncode == 0 else None
+    """The AWSConnector as ``kubeconfig``'s user reads it, or None (gone, forbidden, API server away). Through the
+    Python client, not kubectl: waits poll this five times a second, and a kubectl process costs 70 ms of CPU, a
+    quarter of a core taken from the operator under test on a 2-core machine."""
+    api = _custom_objects(
+        str(kubeconfig), kubeconfig.stat().st_mtime_ns
+    )  # a rewritten kubeconfig: a new client
+    try:
+        found = api.get_namespaced_custom_object(
+            "defender-operator.io", "v1alpha1", namespace, "awsconnectors", name
+        )
+    except (ApiException, urllib3.exceptions.HTTPError):
+        return None
+    return cast(dict[str, Any], found)
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
