@@ -78,9 +78,11 @@ class Runtime:
     # uid -> (namespace, name) of objects whose cleanup is blocked (cannot reach a cloud, or the grant refuses it)
     blocked: dict[str, tuple[str, str]] = field(default_factory=dict)
     grants_version: int = 0  # counts changes of the grants (the effective policy), for blocked cleanups
-    # the grants changed while no replica led (start-up had to rewrite the parameter): the first policy event wakes
-    # the blocked cleanups, as a change seen live does
-    grants_changed_unseen: bool = False
+    # the grants as the policies' index held them at the last policy event (what passes and cleanups decide from);
+    # None until this leader's first policy event, which so wakes blocked cleanups once (a grant given back while no
+    # replica led is seen as any other change)
+    grants_seen: tuple[str, ...] | None = None
+    folding: asyncio.Lock = field(default_factory=asyncio.Lock)  # one fold of the policies at a time
     deep_checked: dict[str, float] = field(default_factory=dict)  # uid -> when its last deep pass ended
     last_forget: float = 0.0
 
@@ -176,7 +178,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     )
     metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(operator.workers)
     metrics.precreate()
-    memo.runtime.grants_changed_unseen = await asyncio.to_thread(sync_effective_policy, kube)
+    await asyncio.to_thread(sync_effective_policy, kube)
     log.info(
         "defender-operator started",
         extra={"namespaces": ",".join(operator.namespaces) or "*", "instance": instance},
@@ -214,18 +216,22 @@ async def namespace_labels(name: str, labels: Any, **_: Any) -> dict[str, dict[s
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
 async def policy_changed(memo: Any, **indexes: Any) -> None:
-    """A policy changed: rewrite the admission policy's parameter, and let every object look again at once; when the
-    grants changed, blocked cleanups too (a grant given back lets them go on)."""
+    """A policy changed: rewrite the admission policy's parameter; when the grants changed, let every object look
+    again at once, blocked cleanups too (a grant given back lets them go on). Whether they changed is read from the
+    index the passes decide from, not from the parameter: a fold lists every policy afresh and may show a second
+    change before the index has it, and the event that brings it would then find nothing new to wake."""
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
-    changed = await asyncio.to_thread(sync_effective_policy, runtime.kube)
+    async with runtime.folding:  # two folds at once could write the older list last
+        await asyncio.to_thread(sync_effective_policy, runtime.kube)
+    grants = tuple(sorted(rule.model_dump_json() for rules in indexes["policies"].values() for rule in rules))
+    if grants == runtime.grants_seen:  # a policy's metadata, or a re-list: the grants are the same
+        return
+    runtime.grants_seen = grants
+    runtime.grants_version += 1
     for event in runtime.wakeups.values():
         event.set()
-    if not changed and not runtime.grants_changed_unseen:  # metadata, or a re-list: the grants are the same
-        return
-    runtime.grants_changed_unseen = False
-    runtime.grants_version += 1
     # the blocked cleanups this process saw and those its status names (blocked before a restart)
     for uid, (namespace, name) in {**dict(runtime.blocked), **_first_of(indexes["cleanup_blocked"])}.items():
         try:
