@@ -217,19 +217,21 @@ def test_failed_create_rolls_back_with_the_resource_reason(sandbox: Sandbox) -> 
 
 
 def test_asynchronous_mode_shows_in_progress_first(sandbox: Sandbox) -> None:
-    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 1.5})
+    # each operation takes 5 s: ample time to see it in progress and be refused meanwhile, on a busy machine too
+    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 5})
     iam = aws_client(sandbox, "iam")
+    least, default = template(access="LeastPrivilege"), template()
     started = time.monotonic()
     create(sandbox)
     assert status(sandbox, "s") == "CREATE_IN_PROGRESS"
     assert not [r for r in iam.list_roles()["Roles"] if r["RoleName"] == "CspmMonitorAws"]
-    wait_for(lambda: status(sandbox, "s") == "CREATE_COMPLETE", 10, "CREATE_COMPLETE")
-    assert time.monotonic() - started >= 1.5
+    wait_for(lambda: status(sandbox, "s") == "CREATE_COMPLETE", 30, "CREATE_COMPLETE")
+    assert time.monotonic() - started >= 5
     assert iam.get_role(RoleName="CspmMonitorAws")["Role"]["RoleName"] == "CspmMonitorAws"
     cf = aws_client(sandbox, "cloudformation")
     cf.update_stack(
         StackName="s",
-        TemplateBody=template(access="LeastPrivilege"),
+        TemplateBody=least,
         Parameters=[{"ParameterKey": "OidcProviderArn", "UsePreviousValue": True}],
         Capabilities=NAMED_IAM,
     )
@@ -237,16 +239,16 @@ def test_asynchronous_mode_shows_in_progress_first(sandbox: Sandbox) -> None:
     with pytest.raises(ClientError) as info:
         cf.update_stack(
             StackName="s",
-            TemplateBody=template(),
+            TemplateBody=default,
             Parameters=[{"ParameterKey": "OidcProviderArn", "UsePreviousValue": True}],
             Capabilities=NAMED_IAM,
         )
     assert "UPDATE_IN_PROGRESS state and can not be updated" in info.value.response["Error"]["Message"]
-    wait_for(lambda: status(sandbox, "s") == "UPDATE_COMPLETE", 10, "UPDATE_COMPLETE")
+    wait_for(lambda: status(sandbox, "s") == "UPDATE_COMPLETE", 30, "UPDATE_COMPLETE")
     stack_id = cf.describe_stacks(StackName="s")["Stacks"][0]["StackId"]
     cf.delete_stack(StackName="s")
     assert status(sandbox, stack_id) == "DELETE_IN_PROGRESS"
-    wait_for(lambda: status(sandbox, stack_id) == "DELETE_COMPLETE", 10, "DELETE_COMPLETE")
+    wait_for(lambda: status(sandbox, stack_id) == "DELETE_COMPLETE", 30, "DELETE_COMPLETE")
     assert iam.list_roles()["Roles"] == []
 
 

@@ -341,11 +341,12 @@ def test_out_of_band_changes_are_repaired(
 def test_a_new_generation_is_acknowledged_before_any_cloud_call(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    operator.inject_aws_fault(pathPattern="AssumeRole", latency=4, count=1)  # the first cloud call is slow
+    # the first cloud call is slow (8 s: time to read the announcement and the clouds on a busy machine)
+    operator.inject_aws_fault(pathPattern="AssumeRole", latency=8, count=1)
     m = manifest(namespace)
     assert apply(kubeconfig, m).returncode == 0
     obj = wait_condition(
-        kubeconfig, namespace, "acme", "Reconciling", "True", timeout=10, reason="Progressing"
+        kubeconfig, namespace, "acme", "Reconciling", "True", timeout=15, reason="Progressing"
     )
     assert condition(obj, "Ready")["status"] == "Unknown"  # type: ignore[index]
     assert stacks_of(sandbox, account_of(m)) == []  # written before the clouds answered
