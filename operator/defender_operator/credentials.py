@@ -259,7 +259,18 @@ class CredentialFactory:
             kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session[:64]}
             if external_id:
                 kwargs["ExternalId"] = external_id
-            answer = call(self._client(base, "sts", self.settings.aws_region), "assume_role", **kwargs)
+            try:
+                answer = call(self._client(base, "sts", self.settings.aws_region), "assume_role", **kwargs)
+            except TerminalError as exc:
+                if base is not None or exc.reason != "AWSAccessDenied":
+                    raise
+                # the operator's own identity: its IAM policy names the roles it may assume (none by default)
+                raise TerminalError(
+                    exc.reason,
+                    f"{exc.message}. The operator's own identity may assume only the roles its IAM policy names and "
+                    f"that trust it: name this one with `defender-operator aws-setup --assume-role "
+                    f"{role_arn.rsplit('/', 1)[-1]}` (docs/aws-permissions.md), then request a reconcile",
+                ) from None
             forget_secrets(("assumed", key))  # the session it replaces
             assumed = _Keys(
                 answer["Credentials"]["AccessKeyId"],

@@ -113,6 +113,25 @@ def stalled_reason(kubeconfig: Path, namespace: str, name: str) -> str | None:
 # --- deletion always ends ----------------------------------------------------------------------------------------------
 
 
+def test_a_role_the_operators_identity_may_not_assume_says_how_to_allow_it(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The operator's IAM policy allows no sts:AssumeRole by default (issue 28): STS's AccessDenied for a role the
+    policy does not name is shown with the command that names it."""
+    operator.inject_aws_fault(pathPattern="AssumeRole", status=403, code="AccessDenied", count=1000)
+    try:
+        m = manifest(namespace, "unnamed")
+        assert apply(kubeconfig, m).returncode == 0
+        obj = wait_condition(kubeconfig, namespace, "unnamed", "Stalled", "True", reason="AWSAccessDenied")
+    finally:
+        operator.clear_aws_faults()
+    message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert "sts:assume_role was denied" in message, message
+    assert "defender-operator aws-setup --assume-role defender-onboarding" in message, message
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "unnamed", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "unnamed", timeout=45)  # nothing was written: released at once
+
+
 def test_objects_that_never_wrote_are_released_at_once(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
