@@ -439,8 +439,8 @@ def test_a_grant_given_back_while_no_operator_ran_lets_a_blocked_cleanup_go_on_a
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
 ) -> None:
     """A blocked cleanup waits resyncSeconds (300 s in this module) for its next try, a delay Kopf keeps on the object;
-    a change of the grants cuts it short. A change made while no replica led (an upgrade, an outage) is one the
-    operator sees only as the parameter it rewrites when it starts: that too lets the blocked cleanup go on at once."""
+    a change of the grants cuts it short. A change made while no replica led (an upgrade, an outage) has no event of
+    its own: a leader's first policy event counts as a change, so the blocked cleanup goes on at once then too."""
     namespace = bare_namespace(kubeconfig)
     user = tenant(sandbox, kubeconfig, namespace)
     m = manifest(namespace)
@@ -453,9 +453,8 @@ def test_a_grant_given_back_while_no_operator_ran_lets_a_blocked_cleanup_go_on_a
         kubectl(user, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
         wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="CleanupBlocked")
 
-        def retry_delayed() -> (
-            bool
-        ):  # Kopf keeps the handler's next try on the object, written after the status
+        # Kopf keeps the handler's next try on the object, written after the status
+        def retry_delayed() -> bool:
             obj = get_object(kubeconfig, namespace, "acme") or {}
             state = (obj["metadata"].get("annotations") or {}).get("defender-operator.io/cleanup", "{}")
             return bool(json.loads(state).get("delayed"))

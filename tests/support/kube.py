@@ -60,9 +60,8 @@ def get_object(kubeconfig: Path, namespace: str, name: str) -> dict[str, Any] | 
     """The AWSConnector as ``kubeconfig``'s user reads it, or None (gone, forbidden, API server away). Through the
     Python client, not kubectl: waits poll this five times a second, and a kubectl process costs 70 ms of CPU, a
     quarter of a core taken from the operator under test on a 2-core machine."""
-    api = _custom_objects(
-        str(kubeconfig), kubeconfig.stat().st_mtime_ns
-    )  # a rewritten kubeconfig: a new client
+    # keyed by the file's modification time too: a rewritten kubeconfig gets a new client
+    api = _custom_objects(str(kubeconfig), kubeconfig.stat().st_mtime_ns)
     try:
         found = api.get_namespaced_custom_object(
             "defender-operator.io", "v1alpha1", namespace, "awsconnectors", name

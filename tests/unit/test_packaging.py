@@ -43,10 +43,11 @@ def test_image_install_steps_work_in_a_clean_environment(tmp_path: Path) -> None
     assert run(sys.executable, "-m", "venv", venv).returncode == 0
     python = venv / "bin" / "python"
     assert run(python, "-m", "pip", "install", "--quiet", "--upgrade", "pip").returncode == 0
+    # --no-compile, unlike the image (its file system is read-only, so it compiles at build): compiling checks nothing
     pinned = run(
         python, "-m", "pip", "install", "--quiet", "--require-hashes", "--no-deps", "--no-compile",
         "-r", "requirements/image.lock", cwd=context,
-    )  # fmt: skip  # --no-compile: the image compiles (its file system is read-only), which checks nothing here
+    )  # fmt: skip
     assert pinned.returncode == 0, pinned.stderr
     installed = run(python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", ".", cwd=context)
     assert installed.returncode == 0, installed.stderr
