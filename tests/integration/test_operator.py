@@ -148,9 +148,10 @@ def test_a_pass_in_sync_makes_no_write_calls(
 ) -> None:
     """Between deep checks (deepCheckSeconds), a pass in sync is two reads: DescribeStacks and GET connector."""
     m, _ = onboarded(kubeconfig, namespace)
-    checked = (get_object(kubeconfig, namespace, "acme") or {})["status"]["aws"]["lastDriftCheck"]
-    request_reconcile(kubeconfig, namespace, "acme")  # a drift check now, not in the measured passes
-    wait_for(lambda: drift_checked(kubeconfig, namespace, checked), 30, "a drift check")
+    request = request_reconcile(
+        kubeconfig, namespace, "acme"
+    )  # a drift check now, not in the measured passes
+    wait_for(lambda: drift_checked(kubeconfig, namespace, request), 30, "a drift check")
     # The AWS calls are counted for the whole operator: earlier tests' objects still being cleaned up (waiting on
     # their stacks' deletion) would be counted too, so they must be gone first.
     wait_for(
@@ -250,15 +251,8 @@ def test_role_names_change_only_when_the_spec_says_so(
         kubeconfig, "patch", "awsc", "-n", namespace, "acme", "--type=json",
         "-p", '[{"op":"remove","path":"/spec/aws/roleNames"}]', check=True,
     )  # fmt: skip
-    generation = (get_object(kubeconfig, namespace, "acme") or {})["metadata"]["generation"]
-    wait_for(
-        lambda: (
-            (get_object(kubeconfig, namespace, "acme") or {}).get("status", {}).get("observedGeneration")
-            == generation
-        ),
-        60,
-        "the spec change to be handled",
-    )
+    # Ready for the new generation: the pass is over (the generation is acknowledged with Ready Unknown before it)
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
     assert named("TeamContainersK8s")
     roles = {r["RoleName"] for r in iam.list_roles()["Roles"]}
     assert "TeamContainersK8s" in roles and "MDCContainersK8sRole" not in roles

@@ -39,6 +39,7 @@ from tests.support.onboarding import (
     connector,
     defender_roles,
     delete,
+    drift_checked,
     manifest,
     onboarded,
     request_reconcile,
@@ -566,17 +567,10 @@ def test_status_drops_what_is_gone_and_an_in_sync_pass_writes_nothing(
         90,
         "the roles of Containers to leave the status",
     )
-    checked = (get_object(kubeconfig, namespace, "acme") or {})["status"]["aws"].get("lastDriftCheck")
-    request_reconcile(kubeconfig, namespace, "acme")  # a drift check now, not in the measured passes
-    wait_for(
-        lambda: (
-            (s := (get_object(kubeconfig, namespace, "acme") or {}).get("status", {}).get("aws", {}))
-            and s.get("lastDriftCheck") != checked
-            and not s.get("driftDetectionId")
-        ),
-        60,
-        "the requested drift check",
-    )
+    request = request_reconcile(
+        kubeconfig, namespace, "acme"
+    )  # a drift check now, not in the measured passes
+    wait_for(lambda: drift_checked(kubeconfig, namespace, request), 60, "the requested drift check")
     before = get_object(kubeconfig, namespace, "acme")
     operator.reset_aws_operations()
     wait_for(lambda: operator.aws_operations().get("DescribeStacks", 0) >= 2, 60, "two resync passes")

@@ -108,7 +108,9 @@ def onboarded(
     return m, wait_condition(kubeconfig, namespace, name, "Ready", "True")
 
 
-def request_reconcile(kubeconfig: Path, namespace: str, name: str) -> None:
+def request_reconcile(kubeconfig: Path, namespace: str, name: str) -> str:
+    """Ask for a reconcile now (the annotation a user sets); returns the request's stamp."""
+    stamp = now_stamp()
     kubectl(
         kubeconfig,
         "annotate",
@@ -116,10 +118,11 @@ def request_reconcile(kubeconfig: Path, namespace: str, name: str) -> None:
         "-n",
         namespace,
         name,
-        f"{ANNOTATION_RECONCILE_REQUESTED_AT}={now_stamp()}",
+        f"{ANNOTATION_RECONCILE_REQUESTED_AT}={stamp}",
         "--overwrite",
         check=True,
     )
+    return stamp
 
 
 def delete(kubeconfig: Path, namespace: str, name: str) -> None:
@@ -127,14 +130,13 @@ def delete(kubeconfig: Path, namespace: str, name: str) -> None:
     wait_gone(kubeconfig, namespace, name)
 
 
-def drift_checked(kubeconfig: Path, namespace: str, since: str | None, name: str = "acme") -> bool:
-    """A drift check finished after the one recorded as ``since`` (status.aws.lastDriftCheck before the request;
-    a new stack records its creation there)."""
-    status = (get_object(kubeconfig, namespace, name) or {}).get("status", {}).get("aws", {})
-    return (
-        bool(status.get("lastDriftCheck"))
-        and status.get("lastDriftCheck") != since
-        and not status.get("driftDetectionId")
+def drift_checked(kubeconfig: Path, namespace: str, request: str, name: str = "acme") -> bool:
+    """The drift check that reconcile ``request`` (a stamp from ``request_reconcile``) started has finished: the
+    request was handled and no detection is under way. (Not a new ``lastDriftCheck``: it has a resolution of a
+    second, and a check that ends within the second of the previous one leaves it as it was.)"""
+    status = (get_object(kubeconfig, namespace, name) or {}).get("status", {})
+    return status.get("lastHandledReconcileAt") == request and not status.get("aws", {}).get(
+        "driftDetectionId"
     )
 
 

@@ -50,7 +50,7 @@ class OperatorProcess:
         env.update(
             {
                 "DEFENDER_OPERATOR_RESYNC_SECONDS": "8",
-                "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "1",
+                "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "0.25",
                 "DEFENDER_OPERATOR_BACKOFF_BASE_SECONDS": "1",
                 "DEFENDER_OPERATOR_BACKOFF_MAX_SECONDS": "4",
                 "DEFENDER_OPERATOR_METRICS_PORT": str(self.metrics_port),
