@@ -95,7 +95,9 @@ def restart_apiserver(plane: ControlPlane, while_down: Callable[[], None] = lamb
     port, same etcd: the cluster's state survives, as in a control-plane upgrade or a crash of the API server)."""
     (record,) = [r for r in processes.recorded(plane.state) if r.name == "kube-apiserver" and r.alive()]
     argv = Path(f"/proc/{record.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
-    processes.stop_recorded_named(plane.state, "kube-apiserver")
+    # Asked to stop, it drains its requests within a second or two, then at times lingers in its storage layer until
+    # the default 10 s pass and it is killed: 4 s, then a kill (a crash, for the cluster: its state is in etcd).
+    processes.stop_recorded_named(plane.state, "kube-apiserver", timeout=4)
     while_down()
     restarted = processes.start(plane.state, "kube-apiserver", argv)
     context = ssl.create_default_context(cafile=str(plane.ca_file))
