@@ -82,6 +82,8 @@ class Runtime:
     # None until this leader's first policy event, which so wakes blocked cleanups once (a grant given back while no
     # replica led is seen as any other change)
     grants_seen: tuple[str, ...] | None = None
+    # namespace -> its labels at its last event (the index holds the new ones by the time a handler runs)
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     folding: asyncio.Lock = field(default_factory=asyncio.Lock)  # one fold of the policies at a time
     deep_checked: dict[str, float] = field(default_factory=dict)  # uid -> when its last deep pass ended
     last_forget: float = 0.0
@@ -229,11 +231,48 @@ async def policy_changed(memo: Any, **indexes: Any) -> None:
     if grants == runtime.grants_seen:  # a policy's metadata, or a re-list: the grants are the same
         return
     runtime.grants_seen = grants
+    await _grants_changed(runtime, indexes)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: Any, **indexes: Any) -> None:
+    """A namespace's labels decide which policies select it: when they change, its objects look again at once (a
+    grant a label gives or takes applies now, not at their next resync), blocked cleanups there too. A namespace seen
+    for the first time (at start, or new: nothing lives in it yet) wakes nothing."""
+    runtime = getattr(memo, "runtime", None)
+    if runtime is None:
+        return
+    if type == "DELETED":
+        runtime.namespace_labels.pop(name, None)
+        return
+    now, before = dict(labels or {}), runtime.namespace_labels.get(name)
+    runtime.namespace_labels[name] = now
+    if before is None or before == now:
+        return
+    await _grants_changed(runtime, indexes, name)
+
+
+async def _grants_changed(runtime: Runtime, indexes: Any, only: str | None = None) -> None:
+    """What the grants allow may have changed for the objects (of namespace ``only``, or all): their loops look
+    again at once, and their cleanups a grant blocked try again."""
     runtime.grants_version += 1
-    for event in runtime.wakeups.values():
-        event.set()
+    if only is None:
+        woken = list(runtime.wakeups)
+    else:
+        woken = [
+            uid
+            for (namespace, _), uids in dict(indexes["by_name"]).items()
+            if namespace == only
+            for uid in uids
+        ]
+    for uid in woken:
+        if uid in runtime.wakeups:
+            runtime.wakeups[uid].set()
     # the blocked cleanups this process saw and those its status names (blocked before a restart)
-    for uid, (namespace, name) in {**dict(runtime.blocked), **_first_of(indexes["cleanup_blocked"])}.items():
+    blocked = {**dict(runtime.blocked), **_first_of(indexes["cleanup_blocked"])}
+    for uid, (namespace, name) in blocked.items():
+        if only is not None and namespace != only:
+            continue
         try:
             await asyncio.to_thread(retry_cleanup_now, runtime.kube, uid, namespace, name)
         except Exception as exc:  # the others still go on; this one is tried on its resync

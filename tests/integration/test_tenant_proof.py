@@ -806,3 +806,22 @@ def test_the_loser_of_a_conflict_is_looked_at_again_as_soon_as_the_winner_goes(
     wait_condition(kubeconfig, namespace, "loser", "Ready", "True", timeout=60)
     kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "loser", "--wait=false", check=True)
     wait_gone(kubeconfig, namespace, "loser")
+
+
+def test_a_namespace_relabelled_out_of_and_back_into_a_grant_is_acted_on_at_once(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Policies select namespaces by their labels: a label put on or taken off gives or takes the grant now, not at
+    the objects' next resync (300 s in this module)."""
+    m = manifest(namespace)  # the namespace has no opt-out label: the tests' policy selects it
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    kubectl(kubeconfig, "label", "namespace", namespace, f"{OPT_OUT}=true", check=True)
+    obj = wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="NotAllowedByPolicy")
+    stalled = condition(obj, "Stalled") or {}
+    assert f"no ClusterOnboardingPolicy selects namespace {namespace}" in stalled["message"]
+    kubectl(kubeconfig, "label", "namespace", namespace, f"{OPT_OUT}-", check=True)
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+    wait_gone(kubeconfig, namespace, "acme")
+    assert stacks_of(sandbox, account_of(m)) == [] and connector(sandbox, m).status_code == 404
