@@ -236,9 +236,11 @@ async def policy_changed(memo: Any, **indexes: Any) -> None:
 
 @kopf.on.event("", "v1", "namespaces")
 async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: Any, **indexes: Any) -> None:
-    """A namespace's labels decide which policies select it: when they change, its objects look again at once (a
-    grant a label gives or takes applies now, not at their next resync), blocked cleanups there too. A namespace seen
-    for the first time (at start, or new: nothing lives in it yet) wakes nothing."""
+    """A namespace's labels decide which policies select it: when a label change makes other policies select it, its
+    objects look again at once (a grant a label gives or takes applies now, not at their next resync), blocked
+    cleanups there too. Labels that change no policy's selection (a GitOps tool's, Pod Security's) wake nothing, nor
+    does a namespace seen for the first time (at start, or new: nothing lives in it yet). The labels are kept, not
+    the selection: a policy changed since would make a kept selection stale."""
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
@@ -249,7 +251,13 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
     runtime.namespace_labels[name] = now
     if before is None or before == now:
         return
-    await _grants_changed(runtime, indexes, name)
+    rules = [rule for entries in indexes["policies"].values() for rule in entries]
+
+    def selecting(labels: dict[str, str]) -> set[str]:
+        return {rule.policy for rule in rules if rule.namespaces.selects(name, labels)}
+
+    if selecting(before) != selecting(now):
+        await _grants_changed(runtime, indexes, name)
 
 
 async def _grants_changed(runtime: Runtime, indexes: Any, only: str | None = None) -> None:
@@ -260,10 +268,7 @@ async def _grants_changed(runtime: Runtime, indexes: Any, only: str | None = Non
         woken = list(runtime.wakeups)
     else:
         woken = [
-            uid
-            for (namespace, _), uids in dict(indexes["by_name"]).items()
-            if namespace == only
-            for uid in uids
+            uid for (namespace, _), uids in indexes["by_name"].items() if namespace == only for uid in uids
         ]
     for uid in woken:
         if uid in runtime.wakeups:

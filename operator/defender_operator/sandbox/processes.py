@@ -135,9 +135,13 @@ def _stop(state: Path, records: list[Recorded], timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(r.alive() for r in records):
         time.sleep(0.05)
-    for record in records:
-        if record.alive():
-            _signal_group(record.pid, signal.SIGKILL)
+    killed = [r for r in records if r.alive()]
+    for record in killed:
+        _signal_group(record.pid, signal.SIGKILL)
+    # gone before this returns: a process started next in its place (a restart) needs its port
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(r.alive() for r in killed):  # (a zombie counts as gone)
+        time.sleep(0.05)
     for record in records:
         _reap(record.pid)
     stopped = {r.name for r in records}
