@@ -85,6 +85,7 @@ class World:
         default_factory=set
     )  # namespaces whose tenant deleted its AWS keys Secret
     namespaces_deleting: set[int] = field(default_factory=set)
+    unlabelled: set[int] = field(default_factory=set)  # namespaces the grant's selector no longer selects
     violations: list[str] = field(default_factory=list)  # seen while the schedule ran
     foreign: dict[str, str] = field(default_factory=dict)  # connector url -> etag it was made with
     sentinel_accounts: set[str] = field(default_factory=set)
@@ -280,6 +281,10 @@ class Runner:
             self._narrow(world, int(args["account"]))
         elif step.op == "widen_policy":
             self._widen(world, int(args["account"]))
+        elif step.op == "unlabel_namespace" and index not in world.namespaces_deleting | world.unlabelled:
+            self._unlabel(world, index)
+        elif step.op == "label_namespace" and index in world.unlabelled:
+            self._label(world, index)
         elif step.op == "delete_namespace" and index not in world.namespaces_deleting:
             for each in NAMES:
                 self._note_orphan(world, namespace, each)
@@ -381,7 +386,7 @@ class Runner:
             fresh = changed >= since or _stalled(obj) != before.get(obj["metadata"]["uid"])
             return stalled.get("reason") in seen and fresh
 
-        if self._acknowledged(world, account, lambda obj: _own(obj) or saw(obj)):
+        if self._acknowledged(world, _of_account(account), lambda obj: _own(obj) or saw(obj)):
             world.narrowed[index] = self._fingerprint(world, account)
 
     def _widen(self, world: World, index: int) -> None:
@@ -400,18 +405,55 @@ class Runner:
         self._grant(world)
         self._acknowledged(
             world,
-            account,
+            _of_account(account),
             lambda obj: (condition(obj, "Stalled") or {}).get("reason") != "NotAllowedByPolicy",
         )
 
-    def _acknowledged(self, world: World, account: str, shows: Any) -> bool:
-        """Within the bound, every object of ``account`` that is not paused is gone or ``shows`` it."""
+    def _unlabel(self, world: World, index: int) -> None:
+        """The admin takes the label the grant selects by off namespace ``index``: every object there that is not
+        paused and uses the operator's identity must show, within the bound, that it is no longer allowed
+        (``NotAllowedByPolicy``, or ``CleanupBlocked`` while being deleted). The label's change wakes them: their
+        resync is no part of the bound's reason."""
+        namespace = world.namespaces[index]
+        kubectl(self.kubeconfig, "label", "namespace", namespace, "chaos-run-", check=True)
+        world.unlabelled.add(index)
+
+        def saw(obj: dict[str, Any]) -> bool:
+            """Stalled for this (no policy selected the namespace before: the message is new)."""
+            stalled = condition(obj, "Stalled") or {}
+            return stalled.get("reason") in {"NotAllowedByPolicy", "CleanupBlocked"} and (
+                f"no ClusterOnboardingPolicy selects namespace {namespace}" in str(stalled.get("message"))
+            )
+
+        def in_namespace(obj: dict[str, Any]) -> bool:
+            return bool(obj["metadata"]["namespace"] == namespace)
+
+        if not self._acknowledged(world, in_namespace, lambda obj: _own(obj) or saw(obj)):
+            world.violations.append(
+                f"grant: objects of {namespace} did not show within {ACKNOWLEDGE_SECONDS:.0f}s that their namespace "
+                "left the grant's selector"
+            )
+
+    def _label(self, world: World, index: int) -> None:
+        """The admin puts the label back (judged at the end: every live object converges)."""
+        kubectl(
+            self.kubeconfig,
+            "label",
+            "namespace",
+            world.namespaces[index],
+            f"chaos-run={world.run}",
+            check=True,
+        )
+        world.unlabelled.discard(index)
+
+    def _acknowledged(self, world: World, which: Any, shows: Any) -> bool:
+        """Within the bound, every object ``which`` selects that is not paused is gone or ``shows`` it."""
         deadline = time.monotonic() + ACKNOWLEDGE_SECONDS
         while time.monotonic() < deadline:
             if all(
                 shows(obj)
                 for obj in self._objects(world)
-                if obj["spec"]["aws"]["accountId"] == account and obj["metadata"]["uid"] not in world.paused
+                if which(obj) and obj["metadata"]["uid"] not in world.paused
             ):
                 return True
             time.sleep(1)
@@ -465,6 +507,8 @@ class Runner:
             return
         for narrowed in list(world.narrowed):
             self._widen(world, narrowed)
+        if index in world.unlabelled:
+            self._label(world, index)
         namespace = world.namespaces[index]
 
         def gone() -> bool:
@@ -499,6 +543,8 @@ class Runner:
         self._ensure_operator()
         for narrowed in list(world.narrowed):
             self._widen(world, narrowed)
+        for index in list(world.unlabelled):
+            self._label(world, index)
         for index in list(world.namespaces_deleting):
             self._revive(world, index)
         for namespace in world.namespaces:
@@ -729,6 +775,10 @@ def _stalled(obj: dict[str, Any]) -> tuple[str, str, str]:
     """The Stalled condition as written (a reason or message that changes while it stays True keeps its time)."""
     stalled = condition(obj, "Stalled") or {}
     return (str(stalled.get("reason")), str(stalled.get("message")), str(stalled.get("lastTransitionTime")))
+
+
+def _of_account(account: str) -> Any:
+    return lambda obj: obj["spec"]["aws"]["accountId"] == account
 
 
 def _own(obj: dict[str, Any]) -> bool:

@@ -38,6 +38,8 @@ WEIGHTS: dict[str, int] = {
     "delete_secret": 1,  # the tenant deletes its AWS keys Secret (held while objects still need it)
     "narrow_policy": 1,  # the admin withdraws one account from the grant
     "widen_policy": 1,  # the admin gives it back
+    "unlabel_namespace": 1,  # the admin takes the label the grant selects namespaces by off a namespace
+    "label_namespace": 1,  # and puts it back
     "delete_namespace": 1,  # kubectl delete namespace, objects, Secrets and all
     "apiserver_restart": 1,  # the kube-apiserver stops and starts again (a control-plane upgrade)
     "wait": 6,
@@ -71,7 +73,7 @@ class Step:
 
 
 OBJECT_OPS = {"create", "patch", "delete", "pause", "unpause", "reconcile"}
-NAMESPACE_OPS = {"rotate_secret", "delete_secret", "delete_namespace"}
+NAMESPACE_OPS = {"rotate_secret", "delete_secret", "delete_namespace", "unlabel_namespace", "label_namespace"}
 # Never generated: the judge's own test breaks invariants on purpose with these, to show it sees them broken.
 SABOTAGE_OPS = {"tamper_foreign", "leak_secret", "write_outside_grant"}
 
