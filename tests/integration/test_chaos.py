@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 CASES = sorted((Path(__file__).parent / "chaos_cases").glob("*.json"))
 FIXED_SEEDS = (1101, 2202)
 STEPS = 10
-EXTRA_SEED = os.environ.get("DEFENDER_OPERATOR_CHAOS_SEED", "3303")
+# 99: its ten steps withdraw an account from the grant, take a namespace out of the grant's selector and give both back
+EXTRA_SEED = os.environ.get("DEFENDER_OPERATOR_CHAOS_SEED", "99")
 SEEDS = [*FIXED_SEEDS, random.randrange(1_000_000) if EXTRA_SEED == "random" else int(EXTRA_SEED)]
 
 
