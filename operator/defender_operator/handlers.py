@@ -77,7 +77,8 @@ class Runtime:
     cleaned: set[str] = field(default_factory=set)  # uids whose cleanup ended (their record is gone with it)
     # uid -> (namespace, name) of objects whose cleanup is blocked (cannot reach a cloud, or the grant refuses it)
     blocked: dict[str, tuple[str, str]] = field(default_factory=dict)
-    grants_version: int = 0  # counts changes of the grants (the policies' index), for blocked cleanups
+    # counts changes of what the grants allow (a policy, or which policies select a namespace), for blocked cleanups
+    grants_version: int = 0
     # the grants as the policies' index held them at the last policy event (what passes and cleanups decide from);
     # None until this leader's first policy event, which so wakes blocked cleanups once (a grant given back while no
     # replica led is seen as any other change)
