@@ -14,7 +14,7 @@ from defender_operator import sandbox as sandbox_module
 from defender_operator.handlers import sync_effective_policy
 from defender_operator.kube import Kube
 from defender_operator.sandbox import Sandbox, binaries, processes
-from tests.support.kube import api_client, apply, kubectl
+from tests.support.kube import api_client, apply, kubectl, settle_admission
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +75,12 @@ def namespace(kubeconfig: Path) -> str:
     name = f"t-{uuid.uuid4().hex[:8]}"
     kubectl(kubeconfig, "create", "namespace", name, check=True)
     return name
+
+
+@pytest.fixture(autouse=True)
+def admission_enforced(request: pytest.FixtureRequest) -> None:
+    """Every test starts on a cluster whose admission policy enforces, even right after a test restarted the API
+    server (``tests/support/kube.py: restart_apiserver``), unless it is marked as relying on no admission refusal
+    (the randomized schedules, whose judge allows what admission fails to refuse); a no-op otherwise."""
+    if request.node.get_closest_marker("admission_may_fail_open") is None:
+        settle_admission()

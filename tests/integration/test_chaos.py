@@ -16,7 +16,9 @@ from bench.chaos.schedule import Step, describe, from_json, generate
 from defender_operator.sandbox import Sandbox
 from tests.support.operator import OperatorProcess, module_operator
 
-pytestmark = pytest.mark.integration
+# The schedules restart the API server and go on at once, as a cluster does: the judge allows what its admission
+# policy, failing open while the API server learns the policy's parameter kind again, admits (chaos_cases/seed-5010).
+pytestmark = [pytest.mark.integration, pytest.mark.admission_may_fail_open]
 
 CASES = sorted((Path(__file__).parent / "chaos_cases").glob("*.json"))
 FIXED_SEEDS = (1101, 2202)
