@@ -214,3 +214,35 @@ def test_managed_role_policies_onboard_under_the_hardened_policy_and_inline_ones
     assert "explicit deny" in message and "set spec.aws.rolePolicies: Managed" in message, message
     kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "inline", "--wait=false", check=True)
     wait_gone(kubeconfig, namespace, "inline", timeout=120)
+
+
+NAMED_ACCOUNT = "400011114444"
+
+
+def test_the_setup_stack_lets_the_operator_assume_only_the_roles_its_parameter_names(
+    sandbox: Sandbox, set_up: None
+) -> None:
+    """Issue 28: the checked-in setup template serves a management account without regenerating it: its
+    ``AssumableRoles`` parameter adds a policy allowing ``sts:AssumeRole`` on the roles it names; left empty (as
+    SETUP_ACCOUNT's is) the operator's role may assume none, not even another account's administrator role."""
+    member = "arn:aws:iam::210987654321:role/defender-onboarding"
+    member_admin = "arn:aws:iam::210987654321:role/OrganizationAccountAccessRole"
+    outputs = deployed(
+        sandbox,
+        NAMED_ACCOUNT,
+        "defender-operator-setup",
+        "account-setup.json",
+        OperatorPrincipalArn="arn:aws:iam::123456789012:role/x",
+        AssumableRoles="arn:aws:iam::*:role/defender-onboarding",
+    )
+    enforce(sandbox, SETUP_ACCOUNT, NAMED_ACCOUNT)
+    unnamed = as_operator(sandbox, "sts", SETUP_ROLE)
+    for role in (member, member_admin):
+        assert "sts:AssumeRole" in refused(unnamed.assume_role, RoleArn=role, RoleSessionName="probe")
+    named = as_operator(sandbox, "sts", outputs["OperatorRoleArn"])
+    assert named.assume_role(RoleArn=member, RoleSessionName="probe")["AssumedRoleUser"]["Arn"].startswith(
+        "arn:aws:sts::210987654321:assumed-role/defender-onboarding/"
+    )
+    assert "sts:AssumeRole" in refused(named.assume_role, RoleArn=member_admin, RoleSessionName="probe")
+    policies = aws_in(sandbox, NAMED_ACCOUNT, "iam").list_role_policies(RoleName="defender-operator")
+    assert sorted(policies["PolicyNames"]) == ["defender-operator", "defender-operator-assume-roles"]

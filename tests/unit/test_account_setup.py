@@ -10,8 +10,10 @@ import parliament
 
 from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render.account_setup import (
+    ASSUME_ROLES_SID,
     SetupOptions,
     account_setup_template,
+    assume_roles_statement,
     hub_policy,
     hub_template,
     managed_operator_policy,
@@ -338,5 +340,61 @@ def test_assume_role_only_on_the_roles_the_administrator_names() -> None:
         assert not decide([policy], "sts:AssumeRole", "arn:aws:iam::444455556666:role/hub-eu", {})[0]
     from defender_operator.render.terraform import account_setup_configuration
 
-    terraform = json.dumps(account_setup_configuration(options))
-    assert "role/defender-onboarding" in terraform and "OrganizationAccountAccessRole" not in terraform
+    assert account_setup_configuration(options)["variable"]["assumable_roles"]["default"] == [
+        "arn:aws:iam::*:role/defender-onboarding",
+        "arn:aws:iam::111122223333:role/hub-*",
+    ]
+
+
+def test_the_setup_templates_take_the_roles_to_assume_as_a_parameter(tmp_path: Path) -> None:
+    """Issue 28: the checked-in setup serves a management account without regenerating it. The roles to assume are
+    a parameter (CloudFormation ``AssumableRoles``, Terraform ``assumable_roles``; ``--assume-role`` gives its
+    default) held in a policy of its own, created only when the parameter names a role; the role's main policy
+    names none. Deployed and authorized by the emulator in test_least_privilege.py."""
+    from defender_operator.render.terraform import account_setup_configuration
+
+    template = account_setup_template()
+    assert template["Parameters"]["AssumableRoles"]["Default"] == ""
+    policy = template["Resources"]["AssumableRolesPolicy"]
+    assert policy["Condition"] == "MayAssumeRoles"
+    assert template["Conditions"]["MayAssumeRoles"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "AssumableRoles"}]}, ""]}]
+    }
+    assert policy["Properties"]["Roles"] == [{"Ref": "OperatorRole"}]
+    assert policy["Properties"]["PolicyDocument"]["Statement"] == [
+        assume_roles_statement({"Ref": "AssumableRoles"})
+    ]
+    named = SetupOptions(assume_roles=("defender-onboarding",))
+    for options in (SetupOptions(), named):
+        main = account_setup_template(options)["Resources"]["OperatorRole"]["Properties"]["Policies"]
+        assert all(s["Sid"] != ASSUME_ROLES_SID for s in main[0]["PolicyDocument"]["Statement"])
+    defaults = {
+        options: account_setup_template(options)["Parameters"]["AssumableRoles"]["Default"]
+        for options in (named, SetupOptions(assume_roles=("*", "defender-onboarding")))
+    }
+    assert list(defaults.values()) == ["arn:aws:iam::*:role/defender-onboarding", "*"]
+    assert cfn_lint_errors(account_setup_template(named)) == []
+    stack_set = setup_stack_set_template()["Resources"]["AccountSetup"]["Properties"]["Parameters"]
+    assert {
+        "ParameterKey": "AssumableRoles",
+        "ParameterValue": {"Fn::Join": [",", {"Ref": "AssumableRoles"}]},
+    } in (stack_set)
+
+    configuration = account_setup_configuration()
+    assert configuration["variable"]["assumable_roles"]["default"] == []
+    assert account_setup_configuration(named)["variable"]["assumable_roles"]["default"] == [
+        "arn:aws:iam::*:role/defender-onboarding"
+    ]
+    resource = configuration["resource"]["aws_iam_role_policy"]["assume_roles"]
+    expressions = {"count": resource["count"], "policy": resource["policy"]}
+    (tmp_path / "none").mkdir()
+    (tmp_path / "two").mkdir()
+    principal = {"operator_principal_arn": "arn:aws:iam::111122223333:role/defender-operator-hub"}
+    none = terraform_values(configuration, {"count": resource["count"]}, principal, tmp_path / "none")
+    assert none == {"count": 0}
+    roles = ["arn:aws:iam::*:role/defender-onboarding", "arn:aws:iam::111122223333:role/hub-*"]
+    two = terraform_values(
+        configuration, expressions, {**principal, "assumable_roles": json.dumps(roles)}, tmp_path / "two"
+    )
+    assert two["count"] == 1
+    assert json.loads(two["policy"])["Statement"] == [assume_roles_statement(roles)]

@@ -10,7 +10,7 @@ operator's own AWS permissions").
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -24,6 +24,7 @@ from .placeholders import substitute
 # The setup stack's policies, as a placeholder ARN pattern each renderer fills for its account.
 SETUP_POLICIES = "arn:{partition}:iam::{account}:policy" + MANAGED_POLICY_PATH + "*"
 OPERATOR_ROLE_NAME = "defender-operator"
+ASSUMABLE_ROLES_POLICY = "defender-operator-assume-roles"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,20 @@ def assumable(role: str) -> str:
     return role if role.startswith("arn:") or role == "*" else f"arn:aws:iam::*:role/{role}"
 
 
+ASSUME_ROLES_SID = "AssumeOnboardingRoles"
+
+
+def assume_roles_statement(resource: Any) -> dict[str, Any]:
+    """The one statement that lets the operator's identity assume roles: those of ``resource``."""
+    return {"Sid": ASSUME_ROLES_SID, "Effect": "Allow", "Action": ["sts:AssumeRole"], "Resource": resource}
+
+
+def assumable_resource(options: SetupOptions) -> Any:
+    """``--assume-role`` values as the statement's Resource (``*`` alone when any of them is ``*``)."""
+    roles = sorted({assumable(r) for r in options.assume_roles})
+    return "*" if "*" in roles else roles
+
+
 def operator_policy(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
     """The operator's IAM policy for roles with inline policies (``rolePolicies: Inline``, the default), narrowed by
     ``options``: identity providers for Microsoft's issuer and the named CIEM tenants, AssumeRole on the named roles."""
@@ -71,11 +86,10 @@ def operator_policy(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
                 microsoft,
                 *(f"{prefix}sts.windows.net/{t}/" for t in options.ciem_tenants),
             ]
-        if statement["Sid"] == "AssumeOnboardingRoles":
-            roles = sorted({assumable(r) for r in options.assume_roles})
-            statement["Resource"] = "*" if "*" in roles else roles
     policy["Statement"] = [
-        each for each in policy["Statement"] if each["Sid"] != "AssumeOnboardingRoles" or options.assume_roles
+        assume_roles_statement(assumable_resource(options)) if each["Sid"] == ASSUME_ROLES_SID else each
+        for each in policy["Statement"]
+        if each["Sid"] != ASSUME_ROLES_SID or options.assume_roles
     ]
     return policy
 
@@ -158,9 +172,30 @@ def _logical_id(name: str) -> str:
     return stem if stem.endswith("Policy") else stem + "Policy"
 
 
+ASSUMABLE_ROLES_DESCRIPTION = (
+    "ARNs (or ARN patterns) of the roles the operator may assume: the aws.roleArns and aws.memberRoleNames of your "
+    "ClusterOnboardingPolicies, e.g. arn:aws:iam::*:role/defender-onboarding; empty: none; * : every role that "
+    "trusts this account (in a management account, OrganizationAccountAccessRole in every member)"
+)
+
+
+def assumable_default(options: SetupOptions) -> str:
+    """The ``--assume-role`` values as the default of the setup's parameter of assumable roles (empty: none)."""
+    resource = assumable_resource(options) if options.assume_roles else []
+    return "*" if resource == "*" else ",".join(resource)
+
+
+def without_assumable_roles(options: SetupOptions) -> SetupOptions:
+    """The options for the role's main policy when the roles to assume are the setup's own parameter."""
+    return replace(options, assume_roles=())
+
+
 def account_setup_template(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
     """CloudFormation for one account (deploy it with a StackSet to every account): the operator's role, trusted
-    by the principal the operator runs as (with an external id when given), and the catalog's managed policies."""
+    by the principal the operator runs as (with an external id when given), and the catalog's managed policies.
+    The roles it may assume are a parameter (``AssumableRoles``, ``--assume-role`` its default), held in a policy
+    of their own that exists only when the parameter names a role, so the checked-in template serves a management
+    account too without regenerating it."""
     trust = operator_trust({"Ref": "OperatorPrincipalArn"}, {"Ref": "ExternalId"})
     statement = trust["Statement"][0]
     statement["Condition"] = {"Fn::If": ["HasExternalId", statement["Condition"], {"Ref": "AWS::NoValue"}]}
@@ -191,8 +226,18 @@ def account_setup_template(options: SetupOptions = SetupOptions()) -> dict[str, 
                 "Description": "External id the operator must present (spec.aws.credentials.externalId); empty: none",
             },
             "OperatorRoleName": {"Type": "String", "Default": OPERATOR_ROLE_NAME},
+            "AssumableRoles": {
+                "Type": "CommaDelimitedList",
+                "Default": assumable_default(options),
+                "Description": ASSUMABLE_ROLES_DESCRIPTION,
+            },
         },
-        "Conditions": {"HasExternalId": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ExternalId"}, ""]}]}},
+        "Conditions": {
+            "HasExternalId": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ExternalId"}, ""]}]},
+            "MayAssumeRoles": {
+                "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "AssumableRoles"}]}, ""]}]
+            },
+        },
         "Resources": {
             "OperatorRole": {
                 "Type": "AWS::IAM::Role",
@@ -203,10 +248,24 @@ def account_setup_template(options: SetupOptions = SetupOptions()) -> dict[str, 
                     "Policies": [
                         {
                             "PolicyName": "defender-operator",
-                            "PolicyDocument": _cloudformation(managed_operator_policy(options)),
+                            "PolicyDocument": _cloudformation(
+                                managed_operator_policy(without_assumable_roles(options))
+                            ),
                         }
                     ],
                     "Tags": [MANAGED_BY_TAG],
+                },
+            },
+            "AssumableRolesPolicy": {
+                "Type": "AWS::IAM::Policy",
+                "Condition": "MayAssumeRoles",
+                "Properties": {
+                    "PolicyName": ASSUMABLE_ROLES_POLICY,
+                    "Roles": [{"Ref": "OperatorRole"}],
+                    "PolicyDocument": {
+                        "Version": POLICY_VERSION,
+                        "Statement": [assume_roles_statement({"Ref": "AssumableRoles"})],
+                    },
                 },
             },
             **policies,
@@ -320,11 +379,18 @@ def hub_template() -> dict[str, Any]:
     }
 
 
+def _parameter_value(name: str, parameter: dict[str, Any]) -> Any:
+    """A parameter handed on to the StackSet's instances, which take every value as a string."""
+    if parameter["Type"] == "CommaDelimitedList":
+        return {"Fn::Join": [",", {"Ref": name}]}
+    return {"Ref": name}
+
+
 def setup_stack_set_template(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
     """CloudFormation for the organization's management account: a service-managed StackSet that deploys the
     account setup stack to every account of the given OUs, and to accounts as they join them."""
     body = json.dumps(account_setup_template(options), separators=(",", ":"), sort_keys=True)
-    passed = ("OperatorPrincipalArn", "ExternalId", "OperatorRoleName")
+    passed = ("OperatorPrincipalArn", "ExternalId", "OperatorRoleName", "AssumableRoles")
     setup = account_setup_template(options)["Parameters"]
     return {
         "AWSTemplateFormatVersion": TEMPLATE_VERSION,
@@ -348,7 +414,8 @@ def setup_stack_set_template(options: SetupOptions = SetupOptions()) -> dict[str
                     "ManagedExecution": {"Active": True},
                     "OperationPreferences": {"FailureTolerancePercentage": 10, "MaxConcurrentPercentage": 25},
                     "Parameters": [
-                        {"ParameterKey": name, "ParameterValue": {"Ref": name}} for name in passed
+                        {"ParameterKey": name, "ParameterValue": _parameter_value(name, setup[name])}
+                        for name in passed
                     ],
                     "StackInstancesGroup": [
                         {

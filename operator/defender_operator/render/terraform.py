@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..api.spec import AWSConnectorSpec
 from .catalog import MANAGED_POLICY_PATH, catalog
 from .cloudformation import member_template
-from .iam import MANAGED_BY_TAG, role_documents
+from .iam import MANAGED_BY_TAG, POLICY_VERSION, role_documents
 from .placeholders import ciem_oidc_host, substitute
 from .ssm import ASSOCIATION_NAME, ASSOCIATION_SCHEDULE, automation_document
 
@@ -27,6 +27,7 @@ _PSEUDO = {
     "ciemOidcProvider": "${local.ciem_oidc_provider_arn}",
 }
 _TAGS = {MANAGED_BY_TAG["Key"]: MANAGED_BY_TAG["Value"]}
+_ROLES_PLACEHOLDER = "ASSUMABLE_ROLES"
 
 
 # deployment_targets.account_filter_type and .accounts on aws_cloudformation_stack_set_instance (the excluded member
@@ -222,14 +223,24 @@ def _organization(spec: AWSConnectorSpec, resources: dict[str, Any], data: dict[
 def account_setup_configuration(options: "SetupOptions | None" = None) -> dict[str, Any]:
     """The account setup stack (:mod:`.account_setup`) as Terraform: the same policies and the same operator role."""
     from .account_setup import (
+        ASSUMABLE_ROLES_DESCRIPTION,
+        ASSUMABLE_ROLES_POLICY,
         OPERATOR_ROLE_NAME,
         SetupOptions,
+        assumable_default,
+        assume_roles_statement,
         managed_operator_policy,
         operator_trust,
         setup_policies,
+        without_assumable_roles,
     )
 
     options = options or SetupOptions()
+    # The list goes into the document as JSON: a placeholder string, replaced with the quotes around it.
+    assume_roles = _policy_json(
+        {"Version": POLICY_VERSION, "Statement": [assume_roles_statement(_ROLES_PLACEHOLDER)]}
+    ).replace(json.dumps(_ROLES_PLACEHOLDER), "${jsonencode(var.assumable_roles)}")
+    assumable = assumable_default(options)
 
     principal = "${var.operator_principal_arn}"
     with_external_id = operator_trust(principal, "${var.external_id}")
@@ -260,6 +271,11 @@ def account_setup_configuration(options: "SetupOptions | None" = None) -> dict[s
                 "description": "External id the operator must present (spec.aws.credentials.externalId); empty: none",
             },
             "operator_role_name": {"type": "string", "default": OPERATOR_ROLE_NAME},
+            "assumable_roles": {
+                "type": "list(string)",
+                "default": assumable.split(",") if assumable else [],
+                "description": ASSUMABLE_ROLES_DESCRIPTION,
+            },
         },
         "data": {"aws_partition": {"current": {}}, "aws_caller_identity": {"current": {}}},
         "resource": {
@@ -276,8 +292,14 @@ def account_setup_configuration(options: "SetupOptions | None" = None) -> dict[s
                 "operator": {
                     "name": "defender-operator",
                     "role": "${aws_iam_role.operator.id}",
-                    "policy": _policy_json(managed_operator_policy(options)),
-                }
+                    "policy": _policy_json(managed_operator_policy(without_assumable_roles(options))),
+                },
+                "assume_roles": {
+                    "count": "${length(var.assumable_roles) > 0 ? 1 : 0}",
+                    "name": ASSUMABLE_ROLES_POLICY,
+                    "role": "${aws_iam_role.operator.id}",
+                    "policy": assume_roles,
+                },
             },
         },
         "output": {"operator_role_arn": {"value": "${aws_iam_role.operator.arn}"}},
