@@ -59,9 +59,10 @@ class Redactor(logging.Filter):
     that owner held, so the set follows the credentials in use, not every credential ever read. Values longer than
     MAX_SECRET are not registered (no credential is that long; a tenant's megabyte of "secret" would cost everyone).
 
-    ``redact(text, namespace)`` for what is written into one object (its status, its Events) looks only for the
-    operator's own and assumed credentials and the Secrets of that namespace: a tenant cannot make the operator blank
-    another namespace's messages by storing their words in its own Secret."""
+    ``redact(text, namespace)`` for what is written into one object (its status, its Events), and for a log line
+    about one object, looks only for the operator's own and assumed credentials and the Secrets of that namespace:
+    a tenant cannot make the operator blank another namespace's messages by storing their words in its own Secret.
+    Lines about no object (the SDKs' wire dumps, the operator's own) are searched for every value held."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -139,14 +140,28 @@ class Redactor(logging.Filter):
         return "".join(out) + text[start:] if out else text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self.redact(record.getMessage()), None
+        namespace = _namespace_of(record)
+        record.msg, record.args = self.redact(record.getMessage(), namespace), None
         if record.exc_info:
-            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info), namespace)
             record.exc_info = None
         for key, value in list(record.__dict__.items()):
             if key not in _STANDARD and isinstance(value, str):
-                setattr(record, key, self.redact(value))
+                setattr(record, key, self.redact(value, namespace))
         return True
+
+
+def _namespace_of(record: logging.LogRecord) -> str | None:
+    """The namespace of the object a record is about ("" for a cluster-scoped one; None when it is about no object,
+    as the SDKs' wire dumps are): a line about one object can hold only its own namespace's Secrets and the
+    operator's credentials, so a tenant's Secret blanks nothing in the lines about another namespace's objects."""
+    ref = record.__dict__.get("k8s_ref")
+    if isinstance(ref, dict):
+        return str(ref.get("namespace") or "")
+    named = record.__dict__.get("object")
+    if isinstance(named, str):
+        return named.split("/", 1)[0] if "/" in named else ""
+    return None
 
 
 def _replace_value(match: re.Match[str]) -> str:

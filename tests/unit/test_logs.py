@@ -2,6 +2,7 @@
 
 import json
 import logging
+from typing import Any
 
 import pytest
 
@@ -145,6 +146,37 @@ def test_a_tenants_secret_blanks_nothing_outside_its_namespace_and_never_structu
         assert _redacted(status, "tenant-a")["aws"] == status["aws"]  # structured fields are never rewritten
     finally:
         redactor.release(("secret", "tenant-a", "keys"))
+
+
+def test_a_tenants_secret_blanks_nothing_in_log_lines_about_another_namespaces_objects() -> None:
+    """Issue 25: a Secret value passes as a credential if it is one line of 16+ characters, so a tenant could store
+    another team's role ARN and blank it from every log line about that team's objects. A line about one object (the
+    operator's ``object`` field, Kopf's object reference) is searched for its namespace's Secrets only; a line about
+    no object, as the SDKs' wire dumps are, for every value held."""
+    arn = "arn:aws:iam::210987654321:role/defender-onboarding"
+    own = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    redactor = logs.Redactor()
+    redactor.hold(("secret", "tenant-a", "keys"), [arn])
+    redactor.hold(("secret", "tenant-b", "keys"), [own])
+    redactor.add("operator-own-credential-0123456789")  # the operator's identity: redacted in every line
+
+    def filtered(message: str, **about: Any) -> str:
+        record = logging.LogRecord("defender_operator", logging.INFO, __file__, 1, message, None, None)
+        record.__dict__.update(about)
+        redactor.filter(record)
+        return record.getMessage()
+
+    line = f"assumed {arn} with {own} and operator-own-credential-0123456789"
+    for about_b in ({"object": "tenant-b/prod"}, {"k8s_ref": {"namespace": "tenant-b", "name": "prod"}}):
+        assert filtered(line, **about_b) == f"assumed {arn} with {logs.REDACTED} and {logs.REDACTED}"
+    assert filtered(line, object="tenant-a/x") == f"assumed {logs.REDACTED} with {own} and {logs.REDACTED}"
+    cluster_scoped = {"k8s_ref": {"name": "team-policy"}}
+    assert filtered(line, **cluster_scoped) == f"assumed {arn} with {own} and {logs.REDACTED}"
+    assert filtered(line) == f"assumed {logs.REDACTED} with {logs.REDACTED} and {logs.REDACTED}"
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "failed", None, None)
+    record.__dict__.update(object="tenant-b/prod", error=f"AccessDenied on {arn}")
+    redactor.filter(record)
+    assert record.__dict__["error"] == f"AccessDenied on {arn}"
 
 
 def test_a_secret_read_again_holds_its_new_values_only_and_oversized_values_are_ignored() -> None:
