@@ -94,6 +94,7 @@ class World:
     # PausedNotCleanedUp)
     orphans: dict[str, str] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)  # uids of objects whose pause annotation is set
+    drifted: set[str] = field(default_factory=set)  # uids of objects one of whose roles a person deleted
     uids: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name" of every object ever created
 
 
@@ -270,6 +271,8 @@ class Runner:
                 stacks = [s for s in cf.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"]
                 for stack in stacks:
                     cf.delete_stack(StackName=stack["StackId"])
+        elif step.op == "delete_role":
+            self._delete_role(world, namespace, name, int(args["role"]))
         elif step.op == "rotate_secret":
             world.canaries.append(f"chaos-canary-secret-{uuid.uuid4().hex}")
             patch = {"stringData": {"secretAccessKey": world.canaries[-1]}}
@@ -325,6 +328,36 @@ class Runner:
             }
             made = apply(self.kubeconfig, event)
             assert made.returncode == 0, made.stderr
+
+    def _delete_role(self, world: World, namespace: str, name: str, which: int) -> None:
+        """A person deletes one of the roles of the object's stack with IAM, as the console would (its policies
+        first). The stack does not know: only drift detection does."""
+        obj = get_object(self.kubeconfig, namespace, name)
+        if obj is None:
+            return
+        account = obj["spec"]["aws"]["accountId"]
+        cf = aws_in(self.sandbox, account, "cloudformation")
+        roles = sorted(
+            r["PhysicalResourceId"]
+            for stack in cf.describe_stacks()["Stacks"]
+            if stack["StackStatus"].endswith("_COMPLETE") and stack["StackStatus"] != "DELETE_COMPLETE"
+            for r in cf.list_stack_resources(StackName=stack["StackId"])["StackResourceSummaries"]
+            if r["ResourceType"] == "AWS::IAM::Role" and r.get("PhysicalResourceId")
+        )
+        if not roles:
+            return
+        world.touched.add(account)
+        world.drifted.add(obj["metadata"]["uid"])
+        role = roles[which % len(roles)]
+        iam = aws_in(self.sandbox, account, "iam")
+        try:
+            for attached in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+                iam.detach_role_policy(RoleName=role, PolicyArn=attached["PolicyArn"])
+            for inline in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+                iam.delete_role_policy(RoleName=role, PolicyName=inline)
+            iam.delete_role(RoleName=role)
+        except iam.exceptions.NoSuchEntityException:
+            pass  # deleted meanwhile (by its stack)
 
     def _note_orphan(self, world: World, namespace: str, name: str) -> None:
         obj = get_object(self.kubeconfig, namespace, name)
@@ -549,10 +582,16 @@ class Runner:
             self._revive(world, index)
         for namespace in world.namespaces:
             for name in NAMES:
-                if get_object(self.kubeconfig, namespace, name) is not None:
+                obj = get_object(self.kubeconfig, namespace, name)
+                if obj is None:
+                    continue
+                kubectl(self.kubeconfig, "annotate", "awsc", "-n", namespace, name, f"{ANNOTATION_PAUSED}-")
+                if obj["metadata"]["uid"] in world.drifted:
+                    # drift is looked for once per drift_check_seconds (an hour); whoever deleted the role asks
                     kubectl(
-                        self.kubeconfig, "annotate", "awsc", "-n", namespace, name, f"{ANNOTATION_PAUSED}-"
-                    )
+                        self.kubeconfig, "annotate", "--overwrite", "awsc", "-n", namespace, name,
+                        f"{ANNOTATION_RECONCILE_REQUESTED_AT}={uuid.uuid4().hex}",
+                    )  # fmt: skip
         world.paused.clear()
 
     def _objects(self, world: World) -> list[dict[str, Any]]:
@@ -623,6 +662,17 @@ class Runner:
         ]
         if len(owned) != 1:
             problems.append(f"clouds: {key} is Ready with {len(owned)} stacks of its own in {account}")
+        iam = aws_in(self.sandbox, account, "iam")
+        for stack in owned:
+            for resource in cf.list_stack_resources(StackName=stack["StackId"])["StackResourceSummaries"]:
+                if resource["ResourceType"] != "AWS::IAM::Role":
+                    continue
+                try:
+                    iam.get_role(RoleName=resource["PhysicalResourceId"])
+                except iam.exceptions.NoSuchEntityException:
+                    problems.append(
+                        f"clouds: {key} is Ready without its role {resource['PhysicalResourceId']}"
+                    )
         live = send(
             arm_client(self.sandbox),
             "GET",

@@ -34,6 +34,7 @@ WEIGHTS: dict[str, int] = {
     "foreign_connector": 1,  # another team makes a connector of a slot's name in its resource group
     "sentinel": 1,  # Microsoft Sentinel adds its audience to an account's identity provider
     "delete_stack": 1,  # a person deletes an object's stack by hand
+    "delete_role": 1,  # a person deletes one of an object's roles by hand (drift the operator must repair)
     "rotate_secret": 1,  # the tenant updates its AWS keys Secret in place (a new secret value)
     "delete_secret": 1,  # the tenant deletes its AWS keys Secret (held while objects still need it)
     "narrow_policy": 1,  # the admin withdraws one account from the grant
@@ -63,7 +64,7 @@ class Step:
         namespace, name = slot_of(self.slot)
         target = (
             f" ns{namespace}/{name}"
-            if self.op in OBJECT_OPS or self.op in ("foreign_connector", "delete_stack")
+            if self.op in OBJECT_OPS or self.op in ("foreign_connector", "delete_stack", "delete_role")
             else f" ns{namespace}"
             if self.op in NAMESPACE_OPS
             else ""
@@ -108,6 +109,8 @@ def generate(seed: int, steps: int) -> list[Step]:
             }
         elif op == "arm_faults":
             args = {"status": rng.choice([429, 500, 503]), "count": rng.randint(1, 6)}
+        elif op == "delete_role":
+            args = {"role": rng.randrange(100)}  # which of the stack's roles, modulo their number
         elif op in ("sentinel", "narrow_policy", "widen_policy"):
             args = {"account": rng.randrange(ACCOUNTS)}
         elif op == "wait":
