@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from defender_operator import sandbox as sandbox_module
-from defender_operator.handlers import sync_effective_policy
+from defender_operator.handlers.tenancy import sync_effective_policy
 from defender_operator.kube import Kube
 from defender_operator.sandbox import Sandbox, binaries, processes
 from tests.support.kube import api_client, apply, kubectl, settle_admission

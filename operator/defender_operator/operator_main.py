@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 await asyncio.to_thread(elector.release)
 
     # the handlers register themselves on import
-    assert handlers.reconcile_loop is not None and kube_session.login is not None
+    assert handlers.objects.reconcile_loop is not None and kube_session.login is not None
     log.info(
         "starting",
         extra={"namespaces": ",".join(settings.namespaces) or "*", "metricsPort": settings.metrics_port},

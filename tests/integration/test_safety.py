@@ -18,7 +18,7 @@ from defender_operator.api.names import ANNOTATION_PAUSED
 from defender_operator.api.record import ObjectRef, OnboardingRecordSpec
 from defender_operator.api.spec import RoleNames
 from defender_operator.api.status import FirstCloudWrite
-from defender_operator.handlers import target_of
+from defender_operator.handlers.objects import target_of
 from defender_operator.kube import Kube, StatusConflict
 from defender_operator.reconcile.journal import WriteJournal
 from defender_operator.sandbox import Sandbox

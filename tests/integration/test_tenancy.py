@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from defender_operator.handlers import sync_effective_policy
+from defender_operator.handlers.tenancy import sync_effective_policy
 from defender_operator.kube import Kube
 from defender_operator.sandbox import Sandbox
 from tests.conftest import OPT_OUT

@@ -4,7 +4,8 @@ connector per pair); the other is Stalled with ConnectorConflict and writes noth
 import asyncio
 from typing import Any
 
-from defender_operator.handlers import by_account, conflict_with
+from defender_operator.handlers.objects import by_account
+from defender_operator.reconcile.claims import conflict_with
 
 SPEC = {
     "aws": {"accountId": "111122223333"},

@@ -1,0 +1,161 @@
+"""The Kopf layer for deletion: the ``on.delete`` handler, so Kopf keeps the project's finalizer until cleanup is
+done; one step at a time in the object's worker slot (``reconcile/cleanup_step.py`` decides what it acts on), and a
+blocked cleanup says what is left and the ways out."""
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from ..api.names import (
+    GROUP,
+    PLURAL,
+    VERSION,
+)
+from ..api.status import AWSConnectorStatus
+from ..errors import CloudError, RetryableError, TerminalError
+from ..kube import api_server_unavailable, one_line
+from ..reconcile import conditions
+from ..reconcile.cleanup_step import cleanup_step
+from ..reconcile.conditions import Verdict
+from ..reconcile.deletion import Cleanup
+from ..reconcile.engine import now
+from ..reconcile.model import Event, Target
+from ..reconcile.tenancy import Admission
+from .objects import dump_status, status_without_kopf, target_of
+from .runtime import CLEANUP_HANDLER, Runtime, runtime_of
+from .tenancy import admission_of
+
+log = logging.getLogger("defender_operator")
+
+
+def _left_behind(status: AWSConnectorStatus) -> str:
+    """What the last status says may be left in the clouds, for a blocked cleanup's message."""
+    things = []
+    if status.azure and status.azure.connector_id:
+        things.append(f"security connector {status.azure.connector_id}")
+    if status.aws and status.aws.stack_name:
+        things.append(f"stack {status.aws.stack_name}")
+    if status.aws and status.aws.oidc_provider:
+        things.append(f"this object's use of identity provider {status.aws.oidc_provider.arn}")
+    return ", ".join(things) or "whatever the operator wrote before its first status update"
+
+
+def _finalize(runtime: Runtime, body: Any, admission_for: Any) -> Cleanup:
+    """One step of cleanup in a worker thread (``reconcile/cleanup_step.py`` decides what it acts on)."""
+    meta = body["metadata"]
+    return cleanup_step(
+        runtime.kube,
+        runtime.clouds,
+        meta["uid"],
+        meta["namespace"],
+        dict(body.get("spec") or {}),
+        lambda spec: target_of(body, runtime.instance, spec=spec),
+        admission_for,
+        runtime.settings.in_progress_seconds,
+        runtime.settings.clock_skew_seconds,
+    )
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id=CLEANUP_HANDLER)
+async def cleanup(body: Any, memo: Any, **indexes: Any) -> None:
+    runtime = runtime_of(memo)
+    try:
+        await _cleanup(runtime, body, indexes)
+    except kopf.TemporaryError:
+        raise
+    except Exception as exc:
+        if not api_server_unavailable(exc):
+            raise
+        # A control-plane upgrade or an unreachable API server (a record, a Secret or the status could not be read or
+        # written): an error to back off from, as in a pass, not a failure of the handler.
+        uid = body["metadata"]["uid"]
+        log.warning(
+            "the Kubernetes API server did not answer during cleanup; backing off",
+            extra={
+                "object": f"{body['metadata']['namespace']}/{body['metadata']['name']}",
+                "error": one_line(exc),
+            },
+        )
+        runtime.failures[uid] = runtime.failures.get(uid, 0) + 1
+        raise kopf.TemporaryError(
+            "cleanup: the Kubernetes API server did not answer", delay=runtime.backoff(uid)
+        ) from None
+
+
+async def _cleanup(runtime: Runtime, body: Any, indexes: Any) -> None:
+    meta = body["metadata"]
+    uid, key = meta["uid"], f"{meta['namespace']}/{meta['name']}"
+    runtime.deleting.add(uid)
+    runtime.wakeups.get(uid, asyncio.Event()).set()
+    started, grants = time.monotonic(), runtime.grants_version
+
+    def admission_for(target: Target) -> Admission:
+        return admission_of(target, indexes)
+
+    try:
+        result = await runtime.workers.exclusive(uid, _finalize, runtime, body, admission_for)
+    except CloudError as exc:
+        await _blocked(runtime, body, exc, grants)
+        return  # not reached: _blocked raises
+    except ValueError as exc:  # an object from before records whose spec the operator cannot read
+        await _blocked(
+            runtime, body, TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}"), grants
+        )
+        return
+    runtime.blocked.pop(uid, None)
+    namespace, name = meta["namespace"], meta["name"]
+    for event in result.events:
+        runtime.events.record(namespace, name, uid, event)
+    status = _status_of(body)
+    if result.status is not None and dump_status(status) != dump_status(result.status):
+        await asyncio.to_thread(runtime.kube.write_status, namespace, name, dump_status(result.status))
+    if not result.done:
+        raise kopf.TemporaryError(result.message, delay=result.retry_after)
+    runtime.failures.pop(uid, None)
+    runtime.cleaned.add(uid)
+    log.info(
+        "cleaned up",
+        extra={"object": key, "result": result.message, "duration": round(time.monotonic() - started, 3)},
+    )
+
+
+def _status_of(body: Any) -> AWSConnectorStatus:
+    return AWSConnectorStatus.model_validate(status_without_kopf(body.get("status") or {}))
+
+
+async def _blocked(runtime: Runtime, body: Any, exc: CloudError, grants: int) -> None:
+    """Cleanup could not reach a cloud. Retryable: back off. Otherwise (credentials broke after something was
+    written, the grant was withdrawn, ownership is disputed): say what is left and the ways out, once, and look again
+    on the resync interval, or at once when the grants changed while this attempt ran (``grants`` is the version it
+    began with: a change since then found no blocked cleanup to wake)."""
+    meta = body["metadata"]
+    uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
+    runtime.failures[uid] = runtime.failures.get(uid, 0) + 1
+    if isinstance(exc, RetryableError):
+        raise kopf.TemporaryError(f"cleanup: {exc.message}", delay=runtime.backoff(uid))
+    assert isinstance(exc, TerminalError)
+    runtime.blocked[uid] = (namespace, name)
+    status = _status_of(body)
+    message = (
+        f"cleanup is blocked: {exc.message}. Left in place: {_left_behind(status)}. Fix the cause (cleanup is "
+        "retried), or set spec.deletionPolicy to Orphan to release the object and keep them."
+    )
+    status = status.model_copy(deep=True)
+    verdict = Verdict("True", "CleanupBlocked", message)
+    generation = int(meta.get("generation", 1))
+    before = conditions.get(status.conditions, "Stalled")
+    status.conditions = conditions.put(status.conditions, "Stalled", verdict, generation, now())
+    status.observed_generation = generation  # the delete bumped it: this is what was seen of that generation
+    if before is None or (before.status, before.reason, before.message) != (
+        "True",
+        "CleanupBlocked",
+        message,
+    ):
+        await asyncio.to_thread(runtime.kube.write_status, namespace, name, dump_status(status))
+        runtime.events.record(namespace, name, uid, Event("Warning", "CleanupBlocked", message))
+    log.warning("cleanup blocked", extra={"object": f"{namespace}/{name}", "reason": exc.reason})
+    delay = 1.0 if runtime.grants_version != grants else runtime.jittered(runtime.settings.resync_seconds)
+    raise kopf.TemporaryError(message, delay=delay)

@@ -1,0 +1,322 @@
+"""The Kopf layer for AWSConnectors: the indexes the passes read (claims, names, declared resources), the event
+handler that wakes an object's loop when something it acts on changed, and the daemon that runs the loop, one pass at
+a time in a worker slot (``reconcile/engine.py`` decides what a pass does)."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+import kopf
+
+from .. import metrics
+from ..api.names import (
+    ANNOTATION_ADOPT,
+    ANNOTATION_PAUSED,
+    ANNOTATION_RECONCILE_REQUESTED_AT,
+    FINALIZER,
+    GROUP,
+    PLURAL,
+    VERSION,
+)
+from ..api.spec import AWSConnectorSpec
+from ..api.status import AWSConnectorStatus
+from ..kube import StatusConflict, api_server_unavailable, one_line
+from ..reconcile import conditions
+from ..reconcile.claims import claim_rank, conflict_with, onboarding_key
+from ..reconcile.engine import now, reconcile, writes_ahead
+from ..reconcile.journal import WriteJournal, abandon, release_held
+from ..reconcile.model import Event, Target, resource_keys
+from ..reconcile.tenancy import Admission
+from .runtime import CLEANUP_HANDLER, PROGRESS, Runtime, runtime_of
+from .tenancy import admission_of
+
+log = logging.getLogger("defender_operator")
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def by_account(
+    namespace: str | None, name: str, spec: Any, meta: Any, status: Any, **_: Any
+) -> dict[str, tuple[str, str]]:
+    """AWS account and subscription -> (claim rank, "namespace/name") of every object onboarding it."""
+    return {onboarding_key(spec): (claim_rank(meta, status), f"{namespace}/{name}")}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def cleanup_blocked(
+    namespace: str | None, name: str, uid: str, meta: Any, status: Any, **_: Any
+) -> dict[str, tuple[str, str]] | None:
+    """uid -> (namespace, name) of every object whose status says its cleanup is blocked: the ones a change of the
+    grants tries again, whichever process saw them blocked."""
+    if not meta.get("deletionTimestamp"):  # the common case, decided without reading the status
+        return None
+    stalled = [c for c in (status or {}).get("conditions") or [] if c.get("type") == "Stalled"]
+    if not stalled or stalled[0].get("reason") != "CleanupBlocked":
+        return None
+    return {uid: (str(namespace), name)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def by_name(namespace: str | None, name: str, uid: str, **_: Any) -> dict[tuple[str, str], str]:
+    """(namespace, name) -> uid of every AWSConnector: whose loop to wake when the winner of a conflict goes."""
+    return {(str(namespace), name): uid}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def by_resource(namespace: str | None, name: str, spec: Any, **_: Any) -> dict[str, str]:
+    """Each stack, StackSet and connector a live AWSConnector's spec declares -> "namespace/name": adoption never
+    takes over what another live object declares, whatever the resource's tags say (``aws_side.live_holder``)."""
+    return {key: f"{namespace}/{name}" for key in resource_keys(str(namespace), name, spec)}
+
+
+def target_of(body: Any, instance: str, indexes: Any = None, spec: dict[str, Any] | None = None) -> Target:
+    """The object as a pass sees it (``spec``: another spec than the body's, the record's in a cleanup). With the
+    indexes, it can tell which other AWSConnectors live."""
+    meta = body["metadata"]
+    declared = indexes["by_resource"] if indexes is not None else None
+    return Target(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation", 1)),
+        spec=AWSConnectorSpec.model_validate(dict(body["spec"]) if spec is None else spec),
+        status=AWSConnectorStatus.model_validate(status_without_kopf(body.get("status") or {})),
+        annotations=dict(meta.get("annotations") or {}),
+        instance=instance,
+        holders=(lambda key: [str(h) for h in declared.get(key, [])])
+        if declared is not None
+        else Target.holders,
+    )
+
+
+def status_without_kopf(status: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(status).items() if k in AWSConnectorStatus.model_fields or k in _ALIASES}
+
+
+_ALIASES = {f.alias for f in AWSConnectorStatus.model_fields.values() if f.alias}
+
+
+def _signature(meta: Any) -> tuple[Any, ...]:
+    annotations = meta.get("annotations") or {}
+    return (
+        meta.get("generation"),
+        annotations.get(ANNOTATION_PAUSED),
+        annotations.get(ANNOTATION_RECONCILE_REQUESTED_AT),
+        annotations.get(ANNOTATION_ADOPT),
+        meta.get("deletionTimestamp"),
+        tuple(meta.get("finalizers") or ()),
+    )
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **indexes: Any) -> None:
+    """Wake the object's loop when something the loop acts on changed (not on its own status writes), and the loops
+    of the objects that lost its account to it when it goes; release at once an object whose cleanup is blocked when
+    it is switched to ``deletionPolicy: Orphan``."""
+    runtime = getattr(memo, "runtime", None)
+    if runtime is None:
+        return
+    uid = meta.get("uid")
+    signature = _signature(meta)
+    if type == "DELETED":
+        runtime.seen.pop(uid, None)
+        runtime.ready.pop(uid, None)
+        runtime.workers.forget(uid)
+        runtime.deleting.discard(uid)
+        runtime.blocked.pop(uid, None)
+        runtime.deep_checked.pop(uid, None)
+        _update_objects_gauge(runtime)
+        metrics.forget_object(meta["namespace"], meta["name"], str(spec.get("aws", {}).get("accountId", "")))
+        if uid not in runtime.cleaned and await asyncio.to_thread(
+            abandon, runtime.kube, meta["namespace"], uid
+        ):
+            log.warning(
+                "the object went without its cleanup (its finalizer was removed): its record is marked abandoned",
+                extra={"object": f"{meta['namespace']}/{meta['name']}", "record": uid},
+            )
+        runtime.cleaned.discard(uid)
+        # the conflict is over: the objects that lost the account to this one look again
+        for _rank, ref in indexes["by_account"].get(onboarding_key(spec), []):
+            loser_namespace, _slash, loser_name = str(ref).partition("/")
+            for other in indexes["by_name"].get((loser_namespace, loser_name), []):
+                if other != uid and other in runtime.wakeups:
+                    runtime.wakeups[other].set()
+    elif runtime.seen.get(uid) != signature:
+        runtime.seen[uid] = signature
+        event = runtime.wakeups.get(uid)
+        if event is not None:
+            event.set()
+        if (
+            uid in runtime.blocked
+            and meta.get("deletionTimestamp")
+            and spec.get("deletionPolicy") == "Orphan"
+        ):
+            namespace, name = meta["namespace"], meta["name"]
+            runtime.events.record(
+                namespace,
+                name,
+                uid,
+                Event("Normal", "Orphaned", "cleanup was blocked; released with deletionPolicy Orphan"),
+            )
+            await asyncio.to_thread(release_held, runtime.kube, namespace, uid, dict(spec))
+            runtime.cleaned.add(uid)
+            await asyncio.to_thread(runtime.kube.remove_finalizer, namespace, name, FINALIZER)
+
+
+def _update_objects_gauge(runtime: Runtime) -> None:
+    counts = {"True": 0, "False": 0, "Unknown": 0}
+    for state in runtime.ready.values():
+        counts[state] = counts.get(state, 0) + 1
+    for state, count in counts.items():
+        metrics.OBJECTS.labels(state).set(count)
+
+
+def dump_status(status: AWSConnectorStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=10)
+async def reconcile_loop(body: Any, uid: str, stopped: Any, memo: Any, **kwargs: Any) -> None:
+    runtime = runtime_of(memo)
+    wakeup = runtime.wakeups.setdefault(uid, asyncio.Event())
+    try:
+        while not stopped:
+            wakeup.clear()
+            delay = await _one_pass(runtime, body, kwargs)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), timeout=delay)
+    finally:
+        runtime.wakeups.pop(uid, None)
+
+
+async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp") or meta.get("uid") in runtime.deleting:
+        return runtime.settings.resync_seconds
+    if FINALIZER not in (meta.get("finalizers") or []):
+        # Kopf adds the finalizer first; until then a write could outlive an object deleted at once.
+        return runtime.settings.in_progress_seconds
+    forged = [key for key in PROGRESS.make_keys(CLEANUP_HANDLER) if key in (meta.get("annotations") or {})]
+    if forged:
+        # Cleanup's state on an object not being deleted was not written by Kopf: Kopf would believe it on delete
+        # (a "done" would skip cleanup). The admission policy refuses it at create; this holds where that policy is
+        # not installed. Taken off before the first cloud write; the pass runs on the event the removal causes.
+        log.warning(
+            "the object carried the cleanup handler's state; removed",
+            extra={"object": f"{meta['namespace']}/{meta['name']}"},
+        )
+        await asyncio.to_thread(
+            runtime.kube.remove_annotations, meta["namespace"], meta["name"], meta["uid"], forged
+        )
+        return runtime.settings.in_progress_seconds
+    try:
+        target = target_of(body, runtime.instance, indexes)
+    except ValueError as exc:  # the CRD prevents this; a stale CRD might not
+        log.error("invalid spec", extra={"object": f"{meta['namespace']}/{meta['name']}", "error": str(exc)})
+        return runtime.settings.resync_seconds
+    conflict = conflict_with(indexes["by_account"], body["spec"], target.namespace, target.name)
+    try:
+        return await runtime.workers.exclusive(
+            target.uid,
+            _pass,
+            runtime,
+            target,
+            str(meta["resourceVersion"]),
+            conflict,
+            late=lambda: admission_of(
+                target, indexes
+            ),  # the grant as it is when the slot is free, not before
+        )
+    except StatusConflict:
+        # The object changed again while a refused status write was retried (a person editing it, say): look again
+        # soon, from a newer copy. Nothing is lost: a cloud write is made only after its record was written, and
+        # the next pass writes the status again.
+        log.warning("the object changed during the pass; looking again", extra={"object": target.key})
+        runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
+        return runtime.backoff(target.uid)
+    except Exception as exc:
+        if api_server_unavailable(exc):
+            # A control-plane upgrade, an overloaded or unreachable API server: an error to back off from, as
+            # controller-runtime counts a reconcile that returns one, not a panic (those are bugs, and alert). No
+            # cloud write was made without its record, and the next pass writes the status again.
+            log.warning(
+                "the Kubernetes API server did not answer; backing off",
+                extra={"object": target.key, "error": one_line(exc)},
+            )
+            metrics.count_result("error")
+        else:
+            log.exception("reconcile failed unexpectedly", extra={"object": target.key})
+            metrics.count_panic()
+        runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
+        return runtime.backoff(target.uid)
+
+
+def _pass(
+    runtime: Runtime, target: Target, version: str, conflict: str | None, admission: Admission
+) -> float:
+    """One pass in a worker thread, under the object's lock: reconcile, then write status and Events. ``version``
+    is the resourceVersion of the copy ``target`` was read from."""
+    if target.uid in runtime.deleting:  # cleanup began while this pass waited for the lock
+        return runtime.settings.resync_seconds
+    started = time.monotonic()
+    target = replace(target, deep=_deep_due(runtime, target))
+    journal = WriteJournal(
+        runtime.kube, target, version, admission.allowed_by, runtime.settings.clock_skew_seconds
+    )
+    if target.status.observed_generation != target.generation and not target.paused:
+        target = replace(target, status=_announced(target))
+        journal.announce(target.status, writes_ahead(target, conflict, admission))
+    outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
+    journal.finish(outcome.status)
+    for event in outcome.events:
+        runtime.events.record(target.namespace, target.name, target.uid, event)
+    ready = conditions.get(outcome.status.conditions, "Ready")
+    runtime.ready[target.uid] = ready.status if ready else "Unknown"
+    _update_objects_gauge(runtime)
+    metrics.set_ready(target.namespace, target.name, target.spec.aws.account_id, runtime.ready[target.uid])
+    result = outcome.result
+    metrics.count_result(result)
+    fields = {
+        "object": target.key,
+        "result": result,
+        "ready": ready.status if ready else "Unknown",
+        "reason": ready.reason if ready else "",
+        "duration": round(time.monotonic() - started, 3),
+    }
+    if result == "error":
+        runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
+        delay = runtime.backoff(target.uid)
+        log.warning("retryable error; backing off", extra={**fields, "delay": round(delay, 1)})
+        return delay
+    runtime.failures.pop(target.uid, None)
+    runtime.forget_idle()
+    if target.deep and ready is not None and ready.status == "True":
+        runtime.deep_checked[target.uid] = time.monotonic()
+    log.info("reconciled", extra={**fields, "deep": target.deep})
+    return runtime.jittered(outcome.requeue_after)
+
+
+def _deep_due(runtime: Runtime, target: Target) -> bool:
+    """A deep pass (providers and health too) when nothing is known yet, something changed, a person asked, the
+    object is not Ready, or deep_check_seconds have passed."""
+    last = runtime.deep_checked.get(target.uid)
+    ready = conditions.get(target.status.conditions, "Ready")
+    return (
+        last is None
+        or time.monotonic() - last >= runtime.settings.deep_check_seconds
+        or target.status.observed_generation != target.generation
+        or target.reconcile_requested
+        or ready is None
+        or ready.status != "True"
+    )
+
+
+def _announced(target: Target) -> AWSConnectorStatus:
+    """A new generation: the status that says so, written before any cloud call (Reconciling=True,
+    observedGeneration)."""
+    status = target.status.model_copy(deep=True)
+    status.conditions = conditions.started(status.conditions, target.generation, now())
+    status.observed_generation = target.generation
+    return status

@@ -1,0 +1,54 @@
+"""Start-up: the runtime the handlers share, built once a replica leads (Kopf's ``on.startup``)."""
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from .. import metrics
+from ..credentials import CredentialFactory
+from ..event_recorder import EventRecorder
+from ..kube import Kube, load_config
+from ..reconcile.clouds import Clouds
+from ..settings import Settings
+from ..workers import Workers
+from .runtime import Runtime, configure_kopf
+from .tenancy import sync_effective_policy
+
+log = logging.getLogger("defender_operator")
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    operator: Settings = memo.settings
+    configure_kopf(settings, operator)
+    kube = Kube(await asyncio.to_thread(load_config))
+    instance = operator.instance if operator.instance else await asyncio.to_thread(_cluster_instance, kube)
+    factory = CredentialFactory(operator, kube.read_secret)
+    await asyncio.to_thread(factory.warm)
+    memo.runtime = Runtime(
+        settings=operator,
+        kube=kube,
+        clouds=Clouds(operator, factory),
+        workers=Workers(operator.workers),
+        instance=instance,
+        events=EventRecorder(kube),
+    )
+    metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(operator.workers)
+    metrics.precreate()
+    await asyncio.to_thread(sync_effective_policy, kube)
+    log.info(
+        "defender-operator started",
+        extra={"namespaces": ",".join(operator.namespaces) or "*", "instance": instance},
+    )
+
+
+def _cluster_instance(kube: Kube) -> str:
+    try:
+        return f"cluster-{kube.cluster_id()}"
+    except Exception as exc:
+        raise kopf.PermanentError(
+            "cannot tell this cluster's id (the uid of namespace kube-system) for the owner mark: "
+            f"{exc}. Set DEFENDER_OPERATOR_INSTANCE, or allow the operator to get namespace kube-system."
+        ) from None

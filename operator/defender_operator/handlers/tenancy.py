@@ -1,0 +1,153 @@
+"""The Kopf layer for tenancy: the ClusterOnboardingPolicies and the namespaces' labels, indexed for the passes and
+cleanups that decide the grant from them, and folded into the admission policy's parameter; a change of what they
+grant wakes the objects it concerns and their blocked cleanups (``reconcile/tenancy.py`` decides the grant)."""
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from ..api.names import (
+    GROUP,
+    POLICY_PLURAL,
+    VERSION,
+)
+from ..api.policy import (
+    ClusterOnboardingPolicySpec,
+    EffectiveOnboardingPolicySpec,
+    EffectiveRule,
+    effective_rule,
+)
+from ..kube import Kube, one_line
+from ..reconcile.model import Target
+from ..reconcile.tenancy import Admission, admit
+from .runtime import CLEANUP_HANDLER, PROGRESS, Runtime
+
+log = logging.getLogger("defender_operator")
+
+
+# --- tenancy: ClusterOnboardingPolicies --------------------------------------------------------------------------
+
+
+# The indexes are ``async`` only so that Kopf calls them on its event loop: it runs a plain function in a thread pool,
+# one hop per watch event, which cost more than the few dictionary lookups they do.
+
+
+@kopf.index(GROUP, VERSION, POLICY_PLURAL)
+async def policies(name: str, spec: Any, **_: Any) -> dict[str, EffectiveRule]:
+    """Policy name -> its rule, as the admission policy reads it."""
+    return {name: effective_rule(name, ClusterOnboardingPolicySpec.model_validate(dict(spec)))}
+
+
+@kopf.index("", "v1", "namespaces")
+async def namespace_labels(name: str, labels: Any, **_: Any) -> dict[str, dict[str, str]]:
+    """Namespace -> its labels, for the policies' namespace selectors."""
+    return {name: dict(labels or {})}
+
+
+@kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
+async def policy_changed(memo: Any, **indexes: Any) -> None:
+    """A policy changed: rewrite the admission policy's parameter; when the grants changed, let every object look
+    again at once, blocked cleanups too (a grant given back lets them go on). Whether they changed is read from the
+    index the passes decide from, not from the parameter: a fold lists every policy afresh and may show a second
+    change before the index has it, and the event that brings it would then find nothing new to wake."""
+    runtime = getattr(memo, "runtime", None)
+    if runtime is None:
+        return
+    async with runtime.folding:  # two folds at once could write the older list last
+        await asyncio.to_thread(sync_effective_policy, runtime.kube)
+    grants = tuple(sorted(rule.model_dump_json() for rules in indexes["policies"].values() for rule in rules))
+    if grants == runtime.grants_seen:  # a policy's metadata, or a re-list: the grants are the same
+        return
+    runtime.grants_seen = grants
+    await _grants_changed(runtime, indexes)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: Any, **indexes: Any) -> None:
+    """A namespace's labels decide which policies select it: when a label change makes other policies select it, its
+    objects look again at once (a grant a label gives or takes applies now, not at their next resync), blocked
+    cleanups there too. Labels that change no policy's selection (a GitOps tool's, Pod Security's) wake nothing, nor
+    does a namespace seen for the first time (at start, or new: nothing lives in it yet). The labels are kept, not
+    the selection: a policy changed since would make a kept selection stale."""
+    runtime = getattr(memo, "runtime", None)
+    if runtime is None:
+        return
+    if type == "DELETED":
+        runtime.namespace_labels.pop(name, None)
+        return
+    now, before = dict(labels or {}), runtime.namespace_labels.get(name)
+    runtime.namespace_labels[name] = now
+    if before is None or before == now:
+        return
+    rules = [rule for entries in indexes["policies"].values() for rule in entries]
+
+    def selecting(labels: dict[str, str]) -> set[str]:
+        return {rule.policy for rule in rules if rule.namespaces.selects(name, labels)}
+
+    if selecting(before) != selecting(now):
+        await _grants_changed(runtime, indexes, name)
+
+
+async def _grants_changed(runtime: Runtime, indexes: Any, only: str | None = None) -> None:
+    """What the grants allow may have changed for the objects (of namespace ``only``, or all): their loops look
+    again at once, and their cleanups a grant blocked try again."""
+    runtime.grants_version += 1
+    if only is None:
+        woken = list(runtime.wakeups)
+    else:
+        woken = [
+            uid for (namespace, _), uids in indexes["by_name"].items() if namespace == only for uid in uids
+        ]
+    for uid in woken:
+        if uid in runtime.wakeups:
+            runtime.wakeups[uid].set()
+    # the blocked cleanups this process saw and those its status names (blocked before a restart)
+    blocked = {**dict(runtime.blocked), **_first_of(indexes["cleanup_blocked"])}
+    for uid, (namespace, name) in blocked.items():
+        if only is not None and namespace != only:
+            continue
+        try:
+            await asyncio.to_thread(retry_cleanup_now, runtime.kube, uid, namespace, name)
+        except Exception as exc:  # the others still go on; this one is tried on its resync
+            log.warning(
+                "a blocked cleanup could not be woken",
+                extra={"object": f"{namespace}/{name}", "error": one_line(exc)},
+            )
+
+
+def retry_cleanup_now(kube: Kube, uid: str, namespace: str, name: str) -> None:
+    """A blocked cleanup waits ``resyncSeconds`` for its next try, a delay Kopf keeps in the handler's progress
+    annotation (``AnnotationsProgressStorage``, one per handler id). Without it, Kopf runs the handler on the event the
+    removal itself causes, as a handler not yet tried (its retry count and start time start again: the handler sets
+    neither a retry limit nor a timeout)."""
+    kube.remove_annotations(namespace, name, uid, PROGRESS.make_keys(CLEANUP_HANDLER))
+
+
+def _first_of(index: Any) -> dict[str, tuple[str, str]]:
+    return {uid: next(iter(values)) for uid, values in dict(index).items() if values}
+
+
+def sync_effective_policy(kube: Kube) -> bool:
+    """The EffectiveOnboardingPolicy ``effective``: every policy's rule (read afresh, not from the index, so the
+    parameter never lags behind a policy that was just written)."""
+    rules = [
+        effective_rule(p["metadata"]["name"], ClusterOnboardingPolicySpec.model_validate(p.get("spec") or {}))
+        for p in sorted(kube.list_policies(), key=lambda p: str(p["metadata"]["name"]))
+    ]
+    # without nulls, as the API server stores it (it drops them): a null kept would make every sync a change
+    spec = EffectiveOnboardingPolicySpec(rules=rules).model_dump(
+        by_alias=True, mode="json", exclude_none=True
+    )
+    if kube.ensure_effective_policy(spec):
+        log.info("admission policy parameter updated", extra={"policies": len(rules)})
+        return True
+    return False
+
+
+def admission_of(target: Target, indexes: Any) -> Admission:
+    """The grant, decided now from the policies' and namespaces' indexes (on the event loop, which updates them)."""
+    rules = [rule for entries in indexes["policies"].values() for rule in entries]
+    labels: dict[str, str] = next(iter(indexes["namespace_labels"].get(target.namespace, [])), {})
+    return admit(target.spec, target.namespace, labels, rules, adopt=target.adopt)
