@@ -15,6 +15,7 @@ from defender_operator.handlers.tenancy import sync_effective_policy
 from defender_operator.kube import Kube
 from defender_operator.sandbox import Sandbox, binaries, processes
 from tests.support.kube import api_client, apply, kubectl, settle_admission
+from tests.support.policies import OPT_OUT
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +25,6 @@ def sandbox_state() -> Path:
 
 # The tests' own grant: every namespace may have AWSConnectors use the operator's identity, except namespaces labeled
 # to opt out (the tenancy tests' own). The quickstart applies examples/policy.yaml, the narrow one a user would.
-OPT_OUT = "defender-operator.io/tests-without-policy"
 TEST_POLICY = {
     "apiVersion": "defender-operator.io/v1alpha1",
     "kind": "ClusterOnboardingPolicy",

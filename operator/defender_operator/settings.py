@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     in_progress_seconds: float = Field(
         default=15.0, gt=0, description="How soon to look again while CloudFormation is working."
     )
+    policy_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a deleted ClusterOnboardingPolicy still grants, unless a policy of its name comes back: "
+        "Helm replaces the chart's policies by deleting and creating them on every upgrade (docs/tenancy.md). An "
+        "edit that narrows a policy applies at once; 0 ends a deleted policy's grants at once too.",
+    )
     backoff_base_seconds: float = Field(default=5.0, gt=0, description="First delay after a retryable error.")
     backoff_max_seconds: float = Field(
         default=600.0, gt=0, description="Longest delay after repeated errors."

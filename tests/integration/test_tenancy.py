@@ -1,7 +1,6 @@
 """Tenancy (issue 11): the cluster admin decides who may use the operator's identities, at admission and again in the
 operator, on the sandbox's real API server with its ValidatingAdmissionPolicy, the operator as its own process."""
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +11,11 @@ import pytest
 from defender_operator.handlers.tenancy import sync_effective_policy
 from defender_operator.kube import Kube
 from defender_operator.sandbox import Sandbox
-from tests.conftest import OPT_OUT
 from tests.support.clouds import arm_control, arm_requests
 from tests.support.kube import api_client, apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import account_of, connector, manifest, stacks_of
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
+from tests.support.policies import bare_namespace, effective_policies
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +27,6 @@ DEFAULT_TENANT = "99999999-8888-7777-6666-555555555555"
 def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     with module_operator(sandbox, tmp_path_factory, "tenancy-operator") as running:
         yield running
-
-
-def bare_namespace(kubeconfig: Path) -> str:
-    """A namespace that the tests' own policy does not select: only what a test grants applies."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {OPT_OUT: "true"}}}
-    assert apply(kubeconfig, body).returncode == 0
-    return name
 
 
 def grant(kubeconfig: Path, namespace: str, account: str, **azure: Any) -> str:
@@ -63,13 +54,6 @@ def grant(kubeconfig: Path, namespace: str, account: str, **azure: Any) -> str:
         lambda: name in effective_policies(kubeconfig), 30, f"the operator to fold {name} into the parameter"
     )
     return name
-
-
-def effective_policies(kubeconfig: Path) -> list[str]:
-    out = kubectl(
-        kubeconfig, "get", "effectiveonboardingpolicy", "effective", "-o", "json", check=True
-    ).stdout
-    return [r["policy"] for r in json.loads(out)["spec"]["rules"]]
 
 
 def revoke(kubeconfig: Path, name: str) -> None:

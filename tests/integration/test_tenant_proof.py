@@ -25,7 +25,6 @@ from defender_operator.aws.oidc import AUDIENCES_TAG, CREATED_TAG, audience_code
 from defender_operator.ownership import OWNER_TAG, OWNER_UID_TAG
 from defender_operator.sandbox import Sandbox
 from defender_operator.sandbox.controlplane import apply_admission
-from tests.conftest import OPT_OUT
 from tests.support.clouds import arm_client, connector_url, foreign_connector_body, send
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import (
@@ -40,6 +39,7 @@ from tests.support.onboarding import (
     stacks_of,
 )
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
+from tests.support.policies import OPT_OUT, bare_namespace, effective_policies, grant
 
 pytestmark = pytest.mark.integration
 
@@ -61,14 +61,6 @@ def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 # --- the actors --------------------------------------------------------------------------------------------------------
-
-
-def bare_namespace(kubeconfig: Path) -> str:
-    """A namespace that the tests' own policy does not select: only what a test grants applies."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {OPT_OUT: "true"}}}
-    assert apply(kubeconfig, body).returncode == 0
-    return name
 
 
 def tenant(sandbox: Sandbox, kubeconfig: Path, namespace: str) -> Path:
@@ -94,28 +86,6 @@ def tenant(sandbox: Sandbox, kubeconfig: Path, namespace: str) -> Path:
     return sandbox.control_plane.issue_user(user)
 
 
-def grant(kubeconfig: Path, namespaces: list[str], account: str, adoption: bool = False, **aws: Any) -> str:
-    """A policy: ``namespaces`` may have the operator assume defender-onboarding in ``account`` and use its Azure
-    identity, plus the AWS grants given; returns its name once the admission parameter carries it."""
-    name = f"grant-{uuid.uuid4().hex[:6]}"
-    policy = {
-        "apiVersion": "defender-operator.io/v1alpha1",
-        "kind": "ClusterOnboardingPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "namespaces": {"names": namespaces},
-            "aws": {"accountIds": [account], "roleArns": ["arn:aws:iam::*:role/defender-onboarding"], **aws},
-            "azure": {"ambientIdentity": True, "tenantIds": ["*"], "subscriptionIds": ["*"]},
-            "adoption": adoption,
-        },
-    }
-    assert apply(kubeconfig, policy).returncode == 0
-    wait_for(
-        lambda: name in effective_policies(kubeconfig), 30, f"the operator to fold {name} into the parameter"
-    )
-    return name
-
-
 def change_grant(kubeconfig: Path, name: str, **aws: Any) -> None:
     patch = json.dumps({"spec": {"aws": aws}})
     kubectl(kubeconfig, "patch", "clusteronboardingpolicy", name, "--type=merge", "-p", patch, check=True)
@@ -132,13 +102,6 @@ def change_grant(kubeconfig: Path, name: str, **aws: Any) -> None:
         )
 
     wait_for(folded, 30, f"the operator to fold the change of {name}")
-
-
-def effective_policies(kubeconfig: Path) -> list[str]:
-    out = kubectl(
-        kubeconfig, "get", "effectiveonboardingpolicy", "effective", "-o", "json", check=True
-    ).stdout
-    return [r["policy"] for r in json.loads(out)["spec"]["rules"]]
 
 
 def revoke(kubeconfig: Path, name: str) -> None:

@@ -93,7 +93,7 @@ async def _cleanup(runtime: Runtime, body: Any, indexes: Any) -> None:
     started, grants = time.monotonic(), runtime.grants_version
 
     def admission_for(target: Target) -> Admission:
-        return admission_of(target, indexes)
+        return admission_of(runtime, target, indexes)
 
     try:
         result = await runtime.workers.exclusive(uid, _finalize, runtime, body, admission_for)

@@ -226,7 +226,7 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
             str(meta["resourceVersion"]),
             conflict,
             late=lambda: admission_of(
-                target, indexes
+                runtime, target, indexes
             ),  # the grant as it is when the slot is free, not before
         )
     except StatusConflict:

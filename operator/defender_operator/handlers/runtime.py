@@ -14,6 +14,7 @@ from ..api.names import (
     FINALIZER,
     GROUP,
 )
+from ..api.policy import EffectiveRule
 from ..event_recorder import EventRecorder
 from ..kube import Kube
 from ..reconcile.clouds import Clouds
@@ -47,6 +48,11 @@ class Runtime:
     # namespace -> its labels at its last event (the index holds the new ones by the time a handler runs)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     folding: asyncio.Lock = field(default_factory=asyncio.Lock)  # one fold of the policies at a time
+    # policy name -> (its rule, when its grace ends) for policies deleted less than policy_grace_seconds ago
+    departed: dict[str, tuple[EffectiveRule, float]] = field(default_factory=dict)
+    tasks: set["asyncio.Task[None]"] = field(
+        default_factory=set
+    )  # the graces' timers, kept from the collector
     deep_checked: dict[str, float] = field(default_factory=dict)  # uid -> when its last deep pass ended
     last_forget: float = 0.0
 

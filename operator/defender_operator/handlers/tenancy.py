@@ -4,6 +4,8 @@ grant wakes the objects it concerns and their blocked cleanups (``reconcile/tena
 
 import asyncio
 import logging
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import kopf
@@ -47,21 +49,64 @@ async def namespace_labels(name: str, labels: Any, **_: Any) -> dict[str, dict[s
 
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
-async def policy_changed(memo: Any, **indexes: Any) -> None:
+async def policy_changed(name: str, spec: Any, type: str | None, memo: Any, **indexes: Any) -> None:
     """A policy changed: rewrite the admission policy's parameter; when the grants changed, let every object look
     again at once, blocked cleanups too (a grant given back lets them go on). Whether they changed is read from the
     index the passes decide from, not from the parameter: a fold lists every policy afresh and may show a second
-    change before the index has it, and the event that brings it would then find nothing new to wake."""
+    change before the index has it, and the event that brings it would then find nothing new to wake.
+
+    A deleted policy still grants for ``policy_grace_seconds`` unless one of its name comes back: Helm replaces the
+    chart's policies (hooks with ``before-hook-creation``) by deleting and creating them on every upgrade, which would
+    otherwise take their grants away for a moment, every object they cover Stalled and Ready again, and a create in
+    that moment refused."""
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
+    grace = runtime.settings.policy_grace_seconds
+    if type == "DELETED" and grace > 0:
+        rule = effective_rule(name, ClusterOnboardingPolicySpec.model_validate(dict(spec or {})))
+        runtime.departed[name] = (rule, time.monotonic() + grace)
+        task = asyncio.create_task(_grace_over(runtime, name, grace, indexes))
+        runtime.tasks.add(task)
+        task.add_done_callback(runtime.tasks.discard)
+    elif type != "DELETED":
+        runtime.departed.pop(name, None)  # it came back (or never went)
+    await _refold(runtime, indexes)
+
+
+async def _grace_over(runtime: Runtime, name: str, grace: float, indexes: Any) -> None:
+    """A deleted policy's grace is over: unless it came back, or went again later (that deletion has its own
+    grace), its grants end now."""
+    await asyncio.sleep(grace)
+    departed = runtime.departed.get(name)
+    if departed is None or departed[1] > time.monotonic():
+        return
+    del runtime.departed[name]
+    await _refold(runtime, indexes)
+
+
+async def _refold(runtime: Runtime, indexes: Any) -> None:
+    """Rewrite the admission policy's parameter, and wake what the grants concern when they changed."""
     async with runtime.folding:  # two folds at once could write the older list last
-        await asyncio.to_thread(sync_effective_policy, runtime.kube)
-    grants = tuple(sorted(rule.model_dump_json() for rules in indexes["policies"].values() for rule in rules))
+        await asyncio.to_thread(sync_effective_policy, runtime.kube, departed_rules(runtime))
+    grants = tuple(sorted(rule.model_dump_json() for rule in rules_of(runtime, indexes)))
     if grants == runtime.grants_seen:  # a policy's metadata, or a re-list: the grants are the same
         return
     runtime.grants_seen = grants
     await _grants_changed(runtime, indexes)
+
+
+def departed_rules(runtime: Runtime) -> list[EffectiveRule]:
+    """The rules of policies deleted less than ``policy_grace_seconds`` ago (that did not come back)."""
+    now = time.monotonic()
+    return [rule for rule, until in runtime.departed.values() if until > now]
+
+
+def rules_of(runtime: Runtime, indexes: Any) -> list[EffectiveRule]:
+    """The rules the grants are decided from: every policy's in the index, and the departed ones still in grace."""
+    live = [rule for entries in indexes["policies"].values() for rule in entries]
+    names = {rule.policy for rule in live}
+    return live + [rule for rule in departed_rules(runtime) if rule.policy not in names]
 
 
 @kopf.on.event("", "v1", "namespaces")
@@ -81,7 +126,7 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
     runtime.namespace_labels[name] = now
     if before is None or before == now:
         return
-    rules = [rule for entries in indexes["policies"].values() for rule in entries]
+    rules = rules_of(runtime, indexes)
 
     def selecting(labels: dict[str, str]) -> set[str]:
         return {rule.policy for rule in rules if rule.namespaces.selects(name, labels)}
@@ -129,13 +174,16 @@ def _first_of(index: Any) -> dict[str, tuple[str, str]]:
     return {uid: next(iter(values)) for uid, values in dict(index).items() if values}
 
 
-def sync_effective_policy(kube: Kube) -> bool:
+def sync_effective_policy(kube: Kube, departed: Sequence[EffectiveRule] = ()) -> bool:
     """The EffectiveOnboardingPolicy ``effective``: every policy's rule (read afresh, not from the index, so the
-    parameter never lags behind a policy that was just written)."""
-    rules = [
+    parameter never lags behind a policy that was just written), and the rules of policies deleted but still in
+    their grace (``departed``) unless a policy of the same name is back."""
+    listed = [
         effective_rule(p["metadata"]["name"], ClusterOnboardingPolicySpec.model_validate(p.get("spec") or {}))
-        for p in sorted(kube.list_policies(), key=lambda p: str(p["metadata"]["name"]))
+        for p in kube.list_policies()
     ]
+    names = {rule.policy for rule in listed}
+    rules = sorted([*listed, *(r for r in departed if r.policy not in names)], key=lambda r: r.policy)
     # without nulls, as the API server stores it (it drops them): a null kept would make every sync a change
     spec = EffectiveOnboardingPolicySpec(rules=rules).model_dump(
         by_alias=True, mode="json", exclude_none=True
@@ -146,8 +194,8 @@ def sync_effective_policy(kube: Kube) -> bool:
     return False
 
 
-def admission_of(target: Target, indexes: Any) -> Admission:
+def admission_of(runtime: Runtime, target: Target, indexes: Any) -> Admission:
     """The grant, decided now from the policies' and namespaces' indexes (on the event loop, which updates them)."""
-    rules = [rule for entries in indexes["policies"].values() for rule in entries]
+    rules = rules_of(runtime, indexes)
     labels: dict[str, str] = next(iter(indexes["namespace_labels"].get(target.namespace, [])), {})
     return admit(target.spec, target.namespace, labels, rules, adopt=target.adopt)
