@@ -64,9 +64,10 @@ class Settings(BaseSettings):
     policy_grace_seconds: float = Field(
         default=10.0,
         ge=0,
-        description="How long a deleted ClusterOnboardingPolicy still grants, unless a policy of its name comes back: "
-        "Helm replaces the chart's policies by deleting and creating them on every upgrade (docs/tenancy.md). An "
-        "edit that narrows a policy applies at once; 0 ends a deleted policy's grants at once too.",
+        description="How long a deleted ClusterOnboardingPolicy annotated defender-operator.io/deletion-grace: "
+        "\"true\" (the chart's) still grants, unless a policy of its name comes back: Helm replaces the chart's "
+        "policies by deleting and creating them on every upgrade (docs/tenancy.md). Any other deletion, and an edit "
+        "that narrows a policy, apply at once; 0: every deletion too.",
     )
     backoff_base_seconds: float = Field(default=5.0, gt=0, description="First delay after a retryable error.")
     backoff_max_seconds: float = Field(

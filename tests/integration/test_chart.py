@@ -83,6 +83,9 @@ def test_the_chart_carries_the_generated_crds_and_admission_policy() -> None:
     assert policy["metadata"]["name"] == "payments" and policy["spec"]["namespaces"] == {
         "names": ["payments"]
     }
+    # a hook Helm deletes and creates again on every upgrade: its grants outlive the deletion (docs/tenancy.md)
+    assert policy["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    assert policy["metadata"]["annotations"]["defender-operator.io/deletion-grace"] == "true"
     assert not [d for d in template("--set", "crds.enabled=false") if d["kind"] == "CustomResourceDefinition"]
 
 

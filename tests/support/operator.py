@@ -53,9 +53,6 @@ class OperatorProcess:
                 "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "0.25",
                 "DEFENDER_OPERATOR_BACKOFF_BASE_SECONDS": "1",
                 "DEFENDER_OPERATOR_BACKOFF_MAX_SECONDS": "4",
-                # a deleted policy's grants end at once, as the tests that revoke one expect (the grace itself:
-                # test_policy_grace.py)
-                "DEFENDER_OPERATOR_POLICY_GRACE_SECONDS": "0",
                 "DEFENDER_OPERATOR_METRICS_PORT": str(self.metrics_port),
                 "DEFENDER_OPERATOR_PROBE_PORT": str(self.probe_port),
                 "DEFENDER_OPERATOR_LOG_LEVEL": "DEBUG" if os.environ.get("OPERATOR_DEBUG") else "INFO",

@@ -13,6 +13,9 @@ FINALIZER = f"{GROUP}/finalizer"
 ANNOTATION_PAUSED = f"{GROUP}/paused"
 ANNOTATION_RECONCILE_REQUESTED_AT = f"{GROUP}/reconcile-requested-at"
 ANNOTATION_ADOPT = f"{GROUP}/adopt"
+# On a ClusterOnboardingPolicy: a deletion of it is a replacement (the chart's policies are Helm hooks, deleted and
+# created again on every upgrade), so its grants outlive it for policy_grace_seconds unless it comes back
+ANNOTATION_DELETION_GRACE = f"{GROUP}/deletion-grace"
 
 POLICY_KIND = "ClusterOnboardingPolicy"
 POLICY_PLURAL = "clusteronboardingpolicies"

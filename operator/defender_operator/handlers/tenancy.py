@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from ..api.names import (
+    ANNOTATION_DELETION_GRACE,
     GROUP,
     POLICY_PLURAL,
     VERSION,
@@ -49,21 +50,25 @@ async def namespace_labels(name: str, labels: Any, **_: Any) -> dict[str, dict[s
 
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
-async def policy_changed(name: str, spec: Any, type: str | None, memo: Any, **indexes: Any) -> None:
+async def policy_changed(
+    name: str, spec: Any, meta: Any, type: str | None, memo: Any, **indexes: Any
+) -> None:
     """A policy changed: rewrite the admission policy's parameter; when the grants changed, let every object look
     again at once, blocked cleanups too (a grant given back lets them go on). Whether they changed is read from the
     index the passes decide from, not from the parameter: a fold lists every policy afresh and may show a second
     change before the index has it, and the event that brings it would then find nothing new to wake.
 
-    A deleted policy still grants for ``policy_grace_seconds`` unless one of its name comes back: Helm replaces the
-    chart's policies (hooks with ``before-hook-creation``) by deleting and creating them on every upgrade, which would
-    otherwise take their grants away for a moment, every object they cover Stalled and Ready again, and a create in
-    that moment refused."""
+    A deleted policy annotated ``deletion-grace: "true"`` still grants for ``policy_grace_seconds`` unless one of its
+    name comes back: Helm replaces the chart's policies (hooks with ``before-hook-creation``, which the chart
+    annotates so) by deleting and creating them on every upgrade, which would otherwise take their grants away for a
+    moment, every object they cover Stalled and Ready again, and a create in that moment refused. Any other policy's
+    deletion ends its grants at once, as an administrator revoking one expects."""
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
     grace = runtime.settings.policy_grace_seconds
-    if type == "DELETED" and grace > 0:
+    replaced = (meta.get("annotations") or {}).get(ANNOTATION_DELETION_GRACE) == "true"
+    if type == "DELETED" and replaced and grace > 0:
         rule = effective_rule(name, ClusterOnboardingPolicySpec.model_validate(dict(spec or {})))
         runtime.departed[name] = (rule, time.monotonic() + grace)
         task = asyncio.create_task(_grace_over(runtime, name, grace, indexes))
