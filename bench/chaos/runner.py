@@ -36,7 +36,11 @@ from tests.support.kube import apply, condition, get_object, kubectl, restart_ap
 from tests.support.onboarding import MS_PROVIDER, aws_in, manifest
 from tests.support.operator import OperatorProcess
 
-from defender_operator.api.names import ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
+from defender_operator.api.names import (
+    ANNOTATION_DELETION_GRACE,
+    ANNOTATION_PAUSED,
+    ANNOTATION_RECONCILE_REQUESTED_AT,
+)
 from defender_operator.sandbox import Sandbox
 
 from .schedule import ACCOUNTS, NAMES, NAMESPACES, PLAN_CHOICES, Step, slot_of
@@ -172,7 +176,8 @@ class Runner:
         policy = {
             "apiVersion": "defender-operator.io/v1alpha1",
             "kind": "ClusterOnboardingPolicy",
-            "metadata": {"name": f"chaos-{world.run}"},
+            # as the chart makes its policies: a deletion of it is a replacement (Helm's hooks)
+            "metadata": {"name": f"chaos-{world.run}", "annotations": {ANNOTATION_DELETION_GRACE: "true"}},
             "spec": {
                 "namespaces": {"selector": {"matchLabels": {"chaos-run": world.run}}},
                 "aws": {"accountIds": granted, "roleArns": ["arn:aws:iam::*:role/defender-onboarding"]},
@@ -182,6 +187,21 @@ class Runner:
         made = apply(self.kubeconfig, policy)
         assert made.returncode == 0, made.stderr
         self._wait(lambda: sorted(self._effective().get(f"chaos-{world.run}", [])) == sorted(granted), 30)
+
+    def _replace(self, world: World) -> None:
+        """What ``helm upgrade`` does to a hook with ``before-hook-creation``: delete it, then create it again."""
+        name = f"chaos-{world.run}"
+        out = kubectl(self.kubeconfig, "get", "clusteronboardingpolicy", name, "-o", "json", check=True)
+        live = json.loads(out.stdout)
+        body = {
+            "apiVersion": live["apiVersion"],
+            "kind": live["kind"],
+            "metadata": {"name": name, "annotations": live["metadata"].get("annotations") or {}},
+            "spec": live["spec"],
+        }
+        kubectl(self.kubeconfig, "delete", "clusteronboardingpolicy", name, check=True)
+        made = apply(self.kubeconfig, body)
+        assert made.returncode == 0, made.stderr
 
     def _effective(self) -> dict[str, list[str]]:
         """The operator's effective policy: each policy's granted accounts."""
@@ -284,6 +304,8 @@ class Runner:
             self._narrow(world, int(args["account"]))
         elif step.op == "widen_policy":
             self._widen(world, int(args["account"]))
+        elif step.op == "replace_policy":
+            self._replace(world)
         elif step.op == "unlabel_namespace" and index not in world.namespaces_deleting | world.unlabelled:
             self._unlabel(world, index)
         elif step.op == "label_namespace" and index in world.unlabelled:

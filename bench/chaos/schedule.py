@@ -39,6 +39,7 @@ WEIGHTS: dict[str, int] = {
     "delete_secret": 1,  # the tenant deletes its AWS keys Secret (held while objects still need it)
     "narrow_policy": 1,  # the admin withdraws one account from the grant
     "widen_policy": 1,  # the admin gives it back
+    "replace_policy": 1,  # a Helm upgrade replaces the policy (a hook): deleted, then created again
     "unlabel_namespace": 1,  # the admin takes the label the grant selects namespaces by off a namespace
     "label_namespace": 1,  # and puts it back
     "delete_namespace": 1,  # kubectl delete namespace, objects, Secrets and all
