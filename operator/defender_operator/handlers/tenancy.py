@@ -30,9 +30,6 @@ from .runtime import CLEANUP_HANDLER, PROGRESS, Runtime
 log = logging.getLogger("defender_operator")
 
 
-# --- tenancy: ClusterOnboardingPolicies --------------------------------------------------------------------------
-
-
 # The indexes are ``async`` only so that Kopf calls them on its event loop: it runs a plain function in a thread pool,
 # one hop per watch event, which cost more than the few dictionary lookups they do.
 
