@@ -357,19 +357,22 @@ class Runner:
         obj = get_object(self.kubeconfig, namespace, name)
         if obj is None:
             return
-        account = obj["spec"]["aws"]["accountId"]
+        account, uid = obj["spec"]["aws"]["accountId"], obj["metadata"]["uid"]
         cf = aws_in(self.sandbox, account, "cloudformation")
         roles = sorted(
             r["PhysicalResourceId"]
             for stack in cf.describe_stacks()["Stacks"]
-            if stack["StackStatus"].endswith("_COMPLETE") and stack["StackStatus"] != "DELETE_COMPLETE"
+            if stack["StackStatus"].endswith("_COMPLETE")
+            and stack["StackStatus"] != "DELETE_COMPLETE"
+            and {t["Key"]: t["Value"] for t in stack.get("Tags", [])}.get("defender-operator-owner-uid")
+            == uid
             for r in cf.list_stack_resources(StackName=stack["StackId"])["StackResourceSummaries"]
             if r["ResourceType"] == "AWS::IAM::Role" and r.get("PhysicalResourceId")
         )
         if not roles:
             return
-        world.touched.add(account)
-        world.drifted.add(obj["metadata"]["uid"])
+        # the account is not marked touched: a role gone changes nothing the grant-window judge compares
+        world.drifted.add(uid)
         role = roles[which % len(roles)]
         iam = aws_in(self.sandbox, account, "iam")
         try:
@@ -687,7 +690,7 @@ class Runner:
         iam = aws_in(self.sandbox, account, "iam")
         for stack in owned:
             for resource in cf.list_stack_resources(StackName=stack["StackId"])["StackResourceSummaries"]:
-                if resource["ResourceType"] != "AWS::IAM::Role":
+                if resource["ResourceType"] != "AWS::IAM::Role" or not resource.get("PhysicalResourceId"):
                     continue
                 try:
                     iam.get_role(RoleName=resource["PhysicalResourceId"])

@@ -82,7 +82,8 @@ def test_the_stack_set_deploys_the_setup_template_with_its_parameters() -> None:
     assert len(stack_set["TemplateBody"]) < 51_200  # CreateStackSet's TemplateBody limit
     setup_parameters = account_setup_template()["Parameters"]
     passed = {p["ParameterKey"] for p in stack_set["Parameters"]}
-    assert passed == set(setup_parameters)
+    # every parameter but the roles to assume: the members' operator roles assume none
+    assert passed == set(setup_parameters) - {"AssumableRoles"}
     assert (
         stack_set["PermissionModel"] == "SERVICE_MANAGED" and stack_set["AutoDeployment"]["Enabled"] is True
     )
@@ -374,11 +375,10 @@ def test_the_setup_templates_take_the_roles_to_assume_as_a_parameter(tmp_path: P
     }
     assert list(defaults.values()) == ["arn:aws:iam::*:role/defender-onboarding", "*"]
     assert cfn_lint_errors(account_setup_template(named)) == []
-    stack_set = setup_stack_set_template()["Resources"]["AccountSetup"]["Properties"]["Parameters"]
-    assert {
-        "ParameterKey": "AssumableRoles",
-        "ParameterValue": {"Fn::Join": [",", {"Ref": "AssumableRoles"}]},
-    } in (stack_set)
+    # the StackSet rolls the setup out to members, which assume nothing, whatever --assume-role said
+    members = setup_stack_set_template(named)["Resources"]["AccountSetup"]["Properties"]
+    assert json.loads(members["TemplateBody"])["Parameters"]["AssumableRoles"]["Default"] == ""
+    assert "AssumableRoles" not in {p["ParameterKey"] for p in members["Parameters"]}
 
     configuration = account_setup_configuration()
     assert configuration["variable"]["assumable_roles"]["default"] == []

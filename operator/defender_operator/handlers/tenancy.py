@@ -3,6 +3,7 @@ cleanups that decide the grant from them, and folded into the admission policy's
 grant wakes the objects it concerns and their blocked cleanups (``reconcile/tenancy.py`` decides the grant)."""
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -65,26 +66,43 @@ async def policy_changed(
         return
     grace = runtime.settings.policy_grace_seconds
     replaced = (meta.get("annotations") or {}).get(ANNOTATION_DELETION_GRACE) == "true"
-    if type == "DELETED" and replaced and grace > 0:
+    # Kopf handles each policy object's events in order, but two objects of one name (the one Helm deleted, the one
+    # it created) in any order: a deletion seen after its successor is live keeps nothing
+    if type == "DELETED" and replaced and grace > 0 and name not in indexes["policies"]:
         rule = effective_rule(name, ClusterOnboardingPolicySpec.model_validate(dict(spec or {})))
         runtime.departed[name] = (rule, time.monotonic() + grace)
         task = asyncio.create_task(_grace_over(runtime, name, grace, indexes))
         runtime.tasks.add(task)
         task.add_done_callback(runtime.tasks.discard)
-    elif type != "DELETED":
-        runtime.departed.pop(name, None)  # it came back (or never went)
+    else:
+        runtime.departed.pop(
+            name, None
+        )  # it came back, never went, or went for good (an unannotated deletion)
     await _refold(runtime, indexes)
 
 
 async def _grace_over(runtime: Runtime, name: str, grace: float, indexes: Any) -> None:
     """A deleted policy's grace is over: unless it came back, or went again later (that deletion has its own
-    grace), its grants end now."""
+    grace), its grants end now. No event follows to fold them away, so a fold that fails is tried again until the
+    parameter no longer admits what the operator refuses."""
     await asyncio.sleep(grace)
     departed = runtime.departed.get(name)
     if departed is None or departed[1] > time.monotonic():
         return
     del runtime.departed[name]
-    await _refold(runtime, indexes)
+    for attempt in itertools.count():
+        try:
+            await _refold(runtime, indexes)
+            return
+        except Exception as exc:
+            delay = min(
+                runtime.settings.backoff_max_seconds, runtime.settings.backoff_base_seconds * 2**attempt
+            )
+            log.warning(
+                "the admission policy parameter could not be updated after a policy's grace; trying again",
+                extra={"policy": name, "error": one_line(exc), "delay": delay},
+            )
+            await asyncio.sleep(delay)
 
 
 async def _refold(runtime: Runtime, indexes: Any) -> None:

@@ -173,9 +173,9 @@ def _logical_id(name: str) -> str:
 
 
 ASSUMABLE_ROLES_DESCRIPTION = (
-    "ARNs (or ARN patterns) of the roles the operator may assume: the aws.roleArns and aws.memberRoleNames of your "
-    "ClusterOnboardingPolicies, e.g. arn:aws:iam::*:role/defender-onboarding; empty: none; * : every role that "
-    "trusts this account (in a management account, OrganizationAccountAccessRole in every member)"
+    "ARNs (or ARN patterns) of the roles the operator may assume: the aws.roleArns of your ClusterOnboardingPolicies, "
+    "and each of their aws.memberRoleNames as arn:aws:iam::*:role/<name>; empty: none; * : every role that trusts "
+    "this account (in a management account, OrganizationAccountAccessRole in every member)"
 )
 
 
@@ -379,19 +379,15 @@ def hub_template() -> dict[str, Any]:
     }
 
 
-def _parameter_value(name: str, parameter: dict[str, Any]) -> Any:
-    """A parameter handed on to the StackSet's instances, which take every value as a string."""
-    if parameter["Type"] == "CommaDelimitedList":
-        return {"Fn::Join": [",", {"Ref": name}]}
-    return {"Ref": name}
-
-
 def setup_stack_set_template(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
     """CloudFormation for the organization's management account: a service-managed StackSet that deploys the
     account setup stack to every account of the given OUs, and to accounts as they join them."""
-    body = json.dumps(account_setup_template(options), separators=(",", ":"), sort_keys=True)
-    passed = ("OperatorPrincipalArn", "ExternalId", "OperatorRoleName", "AssumableRoles")
-    setup = account_setup_template(options)["Parameters"]
+    # The members' operator roles onboard their own accounts and assume nothing: the roles to assume are a matter
+    # of the management account's own setup stack (docs/production.md), never rolled out to every member.
+    member = without_assumable_roles(options)
+    body = json.dumps(account_setup_template(member), separators=(",", ":"), sort_keys=True)
+    passed = ("OperatorPrincipalArn", "ExternalId", "OperatorRoleName")
+    setup = account_setup_template(member)["Parameters"]
     return {
         "AWSTemplateFormatVersion": TEMPLATE_VERSION,
         "Description": "defender-operator account setup in every account of the given OUs (service-managed StackSet)",
@@ -414,8 +410,7 @@ def setup_stack_set_template(options: SetupOptions = SetupOptions()) -> dict[str
                     "ManagedExecution": {"Active": True},
                     "OperationPreferences": {"FailureTolerancePercentage": 10, "MaxConcurrentPercentage": 25},
                     "Parameters": [
-                        {"ParameterKey": name, "ParameterValue": _parameter_value(name, setup[name])}
-                        for name in passed
+                        {"ParameterKey": name, "ParameterValue": {"Ref": name}} for name in passed
                     ],
                     "StackInstancesGroup": [
                         {
