@@ -119,7 +119,8 @@ async def _refold(runtime: Runtime, indexes: Any) -> None:
 def departed_rules(runtime: Runtime) -> list[EffectiveRule]:
     """The rules of policies deleted less than ``policy_grace_seconds`` ago (that did not come back)."""
     now = time.monotonic()
-    return [rule for rule, until in runtime.departed.values() if until > now]
+    # a copy first: cleanup decides its grant in a worker thread while the event loop may change the dict
+    return [rule for rule, until in list(runtime.departed.values()) if until > now]
 
 
 def rules_of(runtime: Runtime, indexes: Any) -> list[EffectiveRule]:
