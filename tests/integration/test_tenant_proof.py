@@ -329,6 +329,38 @@ def test_the_spec_is_frozen_once_deleted_and_cleanup_uses_the_last_one_reconcile
         revoke(kubeconfig, policy)
 
 
+def test_a_first_write_announced_and_never_made_leaves_a_delete_nothing_to_wait_on(
+    kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """Found by the suite on a busy machine: a pass announces its first AWS write (the record, then
+    status.firstCloudWrite), the object is deleted meanwhile, and the write is refused (AccessDenied). The pass
+    withdraws the record and the claim, but cleanup decided from the handler's body, the deletion event's, which
+    still claimed the write: it signed in with an identity that never worked, was blocked, and wrote that stale claim
+    back, so the delete never finished. Cleanup now reads the status the object has when the pass is over."""
+    namespace = bare_namespace(kubeconfig)
+    m = manifest(namespace)
+    policy = grant(kubeconfig, [namespace], account_of(m))
+    # every AssumeRole is held 6 s, then refused: the write the pass announced never happens
+    operator.inject_aws_fault(
+        pathPattern="AssumeRole", latency=6, status=403, code="AccessDenied", count=1000
+    )
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+
+        def announced() -> str | None:
+            obj = get_object(kubeconfig, namespace, "acme") or {}
+            written = ((obj.get("status") or {}).get("firstCloudWrite") or {}).get("aws")
+            return str(obj["metadata"]["uid"]) if written else None
+
+        uid = wait_for(announced, 30, "the pass to announce its first AWS write")
+        kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+        wait_gone(kubeconfig, namespace, "acme", timeout=60)
+    finally:
+        operator.clear_aws_faults()
+        revoke(kubeconfig, policy)
+    assert record_of(kubeconfig, uid) is None
+
+
 def test_credentials_that_are_not_one_line_of_text_are_refused_with_a_reason_and_no_record(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, tmp_path: Path
 ) -> None:

@@ -43,16 +43,23 @@ def _left_behind(status: AWSConnectorStatus) -> str:
     return ", ".join(things) or "whatever the operator wrote before its first status update"
 
 
-def _finalize(runtime: Runtime, body: Any, admission_for: Any) -> Cleanup:
-    """One step of cleanup in a worker thread (``reconcile/cleanup_step.py`` decides what it acts on)."""
+def _finalize(runtime: Runtime, body: Any, admission_for: Any, seen: dict[str, Any]) -> Cleanup:
+    """One step of cleanup in a worker thread (``reconcile/cleanup_step.py`` decides what it acts on), from the status
+    the object has now: the handler's body is the one of the event the deletion brought, and a pass that held the
+    object's lock until now may have written since, above all withdrawn a first write it had announced and not made
+    (a status that still claimed it would have cleanup sign in with credentials that never worked, and stay blocked).
+    ``seen["body"]`` is left holding that body, for what the handler writes after."""
     meta = body["metadata"]
+    live = runtime.kube.live_status(meta["namespace"], meta["name"])
+    current = {**body, "status": live[0]} if live is not None else body
+    seen["body"] = current
     return cleanup_step(
         runtime.kube,
         runtime.clouds,
         meta["uid"],
         meta["namespace"],
-        dict(body.get("spec") or {}),
-        lambda spec: target_of(body, runtime.instance, spec=spec),
+        dict(current.get("spec") or {}),
+        lambda spec: target_of(current, runtime.instance, spec=spec),
         admission_for,
         runtime.settings.in_progress_seconds,
         runtime.settings.clock_skew_seconds,
@@ -95,21 +102,21 @@ async def _cleanup(runtime: Runtime, body: Any, indexes: Any) -> None:
     def admission_for(target: Target) -> Admission:
         return admission_of(runtime, target, indexes)
 
+    seen: dict[str, Any] = {"body": body}
     try:
-        result = await runtime.workers.exclusive(uid, _finalize, runtime, body, admission_for)
+        result = await runtime.workers.exclusive(uid, _finalize, runtime, body, admission_for, seen)
     except CloudError as exc:
-        await _blocked(runtime, body, exc, grants)
+        await _blocked(runtime, seen["body"], exc, grants)
         return  # not reached: _blocked raises
     except ValueError as exc:  # an object from before records whose spec the operator cannot read
-        await _blocked(
-            runtime, body, TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}"), grants
-        )
+        invalid = TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}")
+        await _blocked(runtime, seen["body"], invalid, grants)
         return
     runtime.blocked.pop(uid, None)
     namespace, name = meta["namespace"], meta["name"]
     for event in result.events:
         runtime.events.record(namespace, name, uid, event)
-    status = _status_of(body)
+    status = _status_of(seen["body"])
     if result.status is not None and dump_status(status) != dump_status(result.status):
         await asyncio.to_thread(runtime.kube.write_status, namespace, name, dump_status(result.status))
     if not result.done:
