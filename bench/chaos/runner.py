@@ -461,9 +461,15 @@ class Runner:
                         f"{before[part]} -> {after[part]}"[:600]
                     )
         self._grant(world)
+
+        def selected(obj: dict[str, Any]) -> bool:
+            """Of the account, in a namespace the grant still selects (the others stay refused: no wait on them)."""
+            in_grant = world.namespaces.index(obj["metadata"]["namespace"]) not in world.unlabelled
+            return in_grant and bool(obj["spec"]["aws"]["accountId"] == account)
+
         self._acknowledged(
             world,
-            _of_account(account),
+            selected,
             lambda obj: (condition(obj, "Stalled") or {}).get("reason") != "NotAllowedByPolicy",
         )
 
