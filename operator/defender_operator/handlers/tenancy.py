@@ -74,10 +74,8 @@ async def policy_changed(
         task = asyncio.create_task(_grace_over(runtime, name, grace, indexes))
         runtime.tasks.add(task)
         task.add_done_callback(runtime.tasks.discard)
-    else:
-        runtime.departed.pop(
-            name, None
-        )  # it came back, never went, or went for good (an unannotated deletion)
+    else:  # it came back, never went, or went for good (an unannotated deletion)
+        runtime.departed.pop(name, None)
     await _refold(runtime, indexes)
 
 
