@@ -54,7 +54,9 @@ from tests.support.operator import (
     wait_gone,
 )
 
-pytestmark = pytest.mark.integration
+# No test here asserts a refusal of the admission policy (which fails open for up to 30 s after the API-server restart
+# one of them makes: tests/support/kube.py); the spec rules they meet are the CRD's own, enforced throughout.
+pytestmark = [pytest.mark.integration, pytest.mark.admission_may_fail_open]
 
 SENTINEL_AUDIENCE = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
 OTHER_SUBSCRIPTION = "22222222-3333-4444-5555-666666666666"
