@@ -92,6 +92,16 @@ READY_STATUS = Gauge(
     "The Ready condition of each AWSConnector: 1 for its current status, 0 for the other two.",
     ["namespace", "name", "account", "condition"],
 )
+CATALOGS = Gauge(
+    "defender_operator_awsconnector_catalogs",
+    "AWSConnectors by the IAM catalog their AWS side was last written with (none: not yet Ready with any), and "
+    "whether that is the catalog this operator runs.",
+    ["catalog", "current"],
+)
+ROLLOUT_HALTED = Gauge(
+    "defender_operator_catalog_rollout_halted",
+    "1 while the rollout of the catalog this operator runs is halted by an object whose update to it failed.",
+)
 LEADER = Gauge(
     "leader_election_master_status", "1 while this process leads (acts), 0 while it stands by.", ["name"]
 )

@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 from . import handlers, kube_session, logs, metrics
 from .kube import load_config
 from .leader import LeaderElector
+from .render.catalog import use_catalog
 from .settings import Settings, settings_from
 
 log = logging.getLogger("defender_operator")
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     settings: Settings = settings_from(args)
     logs.configure(settings.log_format, settings.log_level)
     collect_less_often(settings.gc_young_threshold)
+    use_catalog(settings.catalog_file)
     probes = Probes()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)

@@ -74,6 +74,26 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="Longest delay after repeated errors."
     )
     workers: int = Field(default=8, ge=1, description="Objects reconciled at the same time.")
+    catalog_file: str | None = Field(
+        default=None,
+        description="Use this IAM catalog file instead of the one the operator ships (a Microsoft change staged "
+        "before a release, or the previous catalog kept while a rollout is looked into): docs/catalog-rollout.md.",
+    )
+    catalog_rollout_batch: int = Field(
+        default=10,
+        ge=1,
+        description="Objects whose stacks and StackSets are updated to a new catalog at the same time (a batch); "
+        "the next batch starts when the whole batch is done: docs/catalog-rollout.md.",
+    )
+    catalog_rollout_pause_seconds: float = Field(
+        default=60.0, ge=0, description="Pause between two batches of a catalog rollout."
+    )
+    catalog_rollout_canaries: str = Field(
+        default="",
+        pattern=r"^([a-z0-9][-a-z0-9]*(/[a-z0-9][-a-z0-9.]*)?(,[a-z0-9][-a-z0-9]*(/[a-z0-9][-a-z0-9.]*)?)*)?$",
+        description="Comma-separated namespaces and namespace/name objects upgraded to a new catalog before all "
+        "others: the others wait until every canary is on it.",
+    )
     clock_skew_seconds: float = Field(
         default=120.0,
         ge=0,

@@ -146,6 +146,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Connector", "type": "string", "jsonPath": ".status.azure.connectorName", "priority": 1},
     {"name": "Stack", "type": "string", "jsonPath": ".status.aws.stackName", "priority": 1},
     {"name": "Stack-Status", "type": "string", "jsonPath": ".status.aws.stackStatus", "priority": 1},
+    {"name": "Catalog", "type": "string", "jsonPath": ".status.catalog.version", "priority": 1},
     _condition_column("Prerequisites", "Prerequisites", "status", priority=1),
     _condition_column("Message", "Ready", "message", priority=1),
 ]

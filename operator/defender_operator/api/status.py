@@ -254,6 +254,26 @@ class FirstCloudWrite(StatusModel):
     azure: str | None = Field(default=None, description="Before the first write to Azure.")
 
 
+class CatalogStatus(StatusModel):
+    """Which IAM catalog (Microsoft's roles and permissions, as this operator ships them) the object's AWS side was
+    written with, and where it stands in the rollout of a newer one (docs/catalog-rollout.md)."""
+
+    version: str | None = Field(
+        default=None,
+        description="The catalog the stack (and StackSet) last matched, once the AWS side was Ready.",
+    )
+    upgrading: str | None = Field(
+        default=None,
+        description="The catalog an update in progress writes, admitted by the rollout; it stays while that update "
+        "has failed (the rollout is halted at this object until it succeeds).",
+    )
+    waiting: str | None = Field(
+        default=None,
+        description="Why the object waits for its turn in the rollout of a newer catalog (its AWS side keeps the "
+        "older one meanwhile and is not repaired).",
+    )
+
+
 class AWSConnectorStatus(StatusModel):
     """Observed state."""
 
@@ -280,6 +300,9 @@ class AWSConnectorStatus(StatusModel):
     last_handled_reconcile_at: str | None = Field(
         default=None,
         description="Value of the defender-operator.io/reconcile-requested-at annotation last handled.",
+    )
+    catalog: CatalogStatus | None = Field(
+        default=None, description="The IAM catalog the AWS side was written with, and its rollout."
     )
     aws: AwsStatus | None = Field(default=None, description="AWS side.")
     azure: AzureStatus | None = Field(default=None, description="Azure side.")

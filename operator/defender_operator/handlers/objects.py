@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -29,7 +31,9 @@ from ..reconcile.claims import claim_rank, conflict_with, onboarding_key
 from ..reconcile.engine import now, reconcile, writes_ahead
 from ..reconcile.journal import WriteJournal, abandon, release_held
 from ..reconcile.model import Event, Target, resource_keys
+from ..reconcile.rollout import Fleet, Hold, Standing, fleet_of, standing_of
 from ..reconcile.tenancy import Admission
+from ..render.catalog import catalog_version
 from .runtime import CLEANUP_HANDLER, PROGRESS, Runtime, runtime_of
 from .tenancy import admission_of
 
@@ -69,6 +73,15 @@ async def by_resource(namespace: str | None, name: str, spec: Any, **_: Any) -> 
     """Each stack, StackSet and connector a live AWSConnector's spec declares -> "namespace/name": adoption never
     takes over what another live object declares, whatever the resource's tags say (``aws_side.live_holder``)."""
     return {key: f"{namespace}/{name}" for key in resource_keys(str(namespace), name, spec)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def by_catalog(
+    namespace: str | None, name: str, uid: str, status: Any, **_: Any
+) -> dict[str, Standing]:
+    """uid -> where the object stands with the IAM catalog (its status.catalog, Ready, Stalled): the fleet the catalog
+    rollout decides from, whichever process wrote those statuses."""
+    return {uid: standing_of(f"{namespace}/{name}", status)}
 
 
 def target_of(body: Any, instance: str, indexes: Any = None, spec: dict[str, Any] | None = None) -> Target:
@@ -127,6 +140,8 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
         runtime.deleting.discard(uid)
         runtime.blocked.pop(uid, None)
         runtime.deep_checked.pop(uid, None)
+        runtime.catalogs.pop(uid, None)
+        runtime.rollout.forget(uid)
         _update_objects_gauge(runtime)
         metrics.forget_object(meta["namespace"], meta["name"], str(spec.get("aws", {}).get("accountId", "")))
         if uid not in runtime.cleaned and await asyncio.to_thread(
@@ -171,6 +186,12 @@ def _update_objects_gauge(runtime: Runtime) -> None:
         counts[state] = counts.get(state, 0) + 1
     for state, count in counts.items():
         metrics.OBJECTS.labels(state).set(count)
+    current = catalog_version()
+    catalogs = Counter(runtime.catalogs.values())
+    for version in {*runtime.catalogs_seen, *catalogs}:
+        label = version or "none"
+        metrics.CATALOGS.labels(label, str(version == current).lower()).set(catalogs.get(version, 0))
+    runtime.catalogs_seen |= set(catalogs)
 
 
 def dump_status(status: AWSConnectorStatus) -> dict[str, Any]:
@@ -192,6 +213,35 @@ async def reconcile_loop(body: Any, uid: str, stopped: Any, memo: Any, **kwargs:
 
 
 async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
+    try:
+        return await _one_pass_of(runtime, body, indexes)
+    finally:
+        _wake_held(runtime)
+
+
+def _wake_held(runtime: Runtime) -> None:
+    """Wake the objects the catalog rollout held, each when its turn comes (a pass just ended a batch or a halt)."""
+    loop, now = asyncio.get_running_loop(), time.monotonic()
+    for uid, at in runtime.rollout.take_wakes():
+        event = runtime.wakeups.get(uid)
+        if event is not None:
+            loop.call_later(max(0.0, at - now), event.set)
+
+
+def _fleet(runtime: Runtime, target: Target, indexes: Any) -> Fleet | None:
+    """The fleet's standing with the catalog, for an object the rollout may hold (None for any other: most passes
+    need not look at every object)."""
+    found = target.status.catalog
+    if (found is not None and found.version == catalog_version()) or _gate_kind(target) != "wait":
+        return None
+    return fleet_of(
+        ((str(uid), standing) for uid, standings in indexes["by_catalog"].items() for standing in standings),
+        catalog_version(),
+        runtime.rollout.canaries,
+    )
+
+
+async def _one_pass_of(runtime: Runtime, body: Any, indexes: Any) -> float:
     meta = body["metadata"]
     if meta.get("deletionTimestamp") or meta.get("uid") in runtime.deleting:
         return runtime.settings.resync_seconds
@@ -225,9 +275,9 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
             target,
             str(meta["resourceVersion"]),
             conflict,
-            late=lambda: admission_of(
-                runtime, target, indexes
-            ),  # the grant as it is when the slot is free, not before
+            # the grant (and the fleet, for an object the catalog rollout may hold) as they are when the slot is
+            # free, not before; read on the event loop, which is what changes the indexes
+            late=lambda: (admission_of(runtime, target, indexes), _fleet(runtime, target, indexes)),
         )
     except StatusConflict:
         # The object changed again while a refused status write was retried (a person editing it, say): look again
@@ -254,22 +304,31 @@ async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
 
 
 def _pass(
-    runtime: Runtime, target: Target, version: str, conflict: str | None, admission: Admission
+    runtime: Runtime,
+    target: Target,
+    version: str,
+    conflict: str | None,
+    late: tuple[Admission, Fleet | None],
 ) -> float:
     """One pass in a worker thread, under the object's lock: reconcile, then write status and Events. ``version``
     is the resourceVersion of the copy ``target`` was read from."""
     if target.uid in runtime.deleting:  # cleanup began while this pass waited for the lock
         return runtime.settings.resync_seconds
+    admission, fleet = late
     started = time.monotonic()
     target = replace(target, deep=_deep_due(runtime, target))
     journal = WriteJournal(
         runtime.kube, target, version, admission.allowed_by, runtime.settings.clock_skew_seconds
     )
+    before = target.status.catalog
+    gate = _gate(runtime, target, fleet)
     if target.status.observed_generation != target.generation and not target.paused:
         target = replace(target, status=_announced(target))
         journal.announce(target.status, writes_ahead(target, conflict, admission))
-    outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
+    outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission, gate)
     journal.finish(outcome.status)
+    runtime.rollout.settled(target.uid, target.key, before, outcome.status)
+    runtime.catalogs[target.uid] = outcome.status.catalog.version if outcome.status.catalog else None
     for event in outcome.events:
         runtime.events.record(target.namespace, target.name, target.uid, event)
     ready = conditions.get(outcome.status.conditions, "Ready")
@@ -296,6 +355,30 @@ def _pass(
         runtime.deep_checked[target.uid] = time.monotonic()
     log.info("reconciled", extra={**fields, "deep": target.deep})
     return runtime.jittered(outcome.requeue_after)
+
+
+def _gate_kind(target: Target) -> str | None:
+    """How the catalog rollout follows this pass: "wait" for an object Ready with the spec it has (its update to a
+    newer catalog waits for its turn); "now" for a requested reconcile (a person upgrading one object at once, still
+    followed: a failure halts the rollout); None for a new generation or an object not Ready."""
+    ready = conditions.get(target.status.conditions, "Ready")
+    if target.status.observed_generation != target.generation or ready is None or ready.status != "True":
+        return None
+    return "now" if target.reconcile_requested else "wait"
+
+
+def _gate(runtime: Runtime, target: Target, fleet: Fleet | None) -> Callable[[], Hold | None] | None:
+    kind = _gate_kind(target)
+    if kind is None:
+        return None
+    if kind == "now" or fleet is None:  # None: this catalog is the object's already
+        return lambda: None
+
+    def admit() -> Hold | None:
+        metrics.ROLLOUT_HALTED.set(1 if fleet.failed else 0)
+        return runtime.rollout.admit(target.uid, target.key, fleet)
+
+    return admit
 
 
 def _deep_due(runtime: Runtime, target: Target) -> bool:

@@ -18,6 +18,7 @@ from ..api.policy import EffectiveRule
 from ..event_recorder import EventRecorder
 from ..kube import Kube
 from ..reconcile.clouds import Clouds
+from ..reconcile.rollout import CatalogRollout
 from ..settings import Settings
 from ..workers import Workers
 
@@ -34,6 +35,7 @@ class Runtime:
     workers: Workers
     instance: str
     events: EventRecorder
+    rollout: CatalogRollout
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)  # uids whose cleanup has begun: no pass starts any more
     cleaned: set[str] = field(default_factory=set)  # uids whose cleanup ended (their record is gone with it)
@@ -69,6 +71,10 @@ class Runtime:
     seen: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     ready: dict[str, str] = field(default_factory=dict)  # uid -> Ready status, for the objects gauge
+    catalogs: dict[str, str | None] = field(
+        default_factory=dict
+    )  # uid -> status.catalog.version, for its gauge
+    catalogs_seen: set[str | None] = field(default_factory=set)  # versions the gauge has a series for
 
     def backoff(self, uid: str) -> float:
         """Exponential backoff with full jitter after consecutive failures (each one counted as a retry)."""

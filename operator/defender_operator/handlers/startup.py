@@ -11,6 +11,8 @@ from ..credentials import CredentialFactory
 from ..event_recorder import EventRecorder
 from ..kube import Kube, load_config
 from ..reconcile.clouds import Clouds
+from ..reconcile.rollout import Canaries, CatalogRollout
+from ..render.catalog import catalog_version
 from ..settings import Settings
 from ..workers import Workers
 from .runtime import Runtime, configure_kopf
@@ -34,13 +36,22 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         workers=Workers(operator.workers),
         instance=instance,
         events=EventRecorder(kube),
+        rollout=CatalogRollout(
+            operator.catalog_rollout_batch,
+            operator.catalog_rollout_pause_seconds,
+            Canaries(operator.catalog_rollout_canaries),
+        ),
     )
     metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(operator.workers)
     metrics.precreate()
     await asyncio.to_thread(sync_effective_policy, kube)
     log.info(
         "defender-operator started",
-        extra={"namespaces": ",".join(operator.namespaces) or "*", "instance": instance},
+        extra={
+            "namespaces": ",".join(operator.namespaces) or "*",
+            "instance": instance,
+            "catalog": catalog_version(),
+        },
     )
 
 

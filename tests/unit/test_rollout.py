@@ -1,0 +1,181 @@
+"""The catalog rollout's decisions: batches of a bounded size, the pause between them, canaries first, a halt at the
+first failed update, and a restart that resumes from the statuses (reconcile/rollout.py)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.api.status import AWSConnectorStatus, AwsStatus, CatalogStatus, Condition
+from defender_operator.reconcile.model import Target
+from defender_operator.reconcile.rollout import (
+    Canaries,
+    CatalogRollout,
+    Fleet,
+    Standing,
+    catalog_changes,
+    fleet_of,
+    standing_of,
+    written,
+)
+from defender_operator.render.catalog import catalog_version, use_catalog
+from defender_operator.render.cloudformation import stack_template
+from defender_operator.render.document import Rendered
+from tests.support.catalogs import changed_catalog
+from tests.support.manifests import base_manifest
+
+NOBODY = Fleet(frozenset(), (), ())
+T = "2026-12-05T00:00:00Z"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rollout(batch: int = 2, pause: float = 30.0, canaries: str = "") -> tuple[CatalogRollout, Clock]:
+    clock = Clock()
+    return CatalogRollout(batch, pause, Canaries(canaries), clock=clock), clock
+
+
+def done() -> AWSConnectorStatus:
+    return AWSConnectorStatus(catalog=CatalogStatus(version=catalog_version()))
+
+
+def failed() -> AWSConnectorStatus:
+    return AWSConnectorStatus(
+        catalog=CatalogStatus(version="old", upgrading=catalog_version()),
+        conditions=[
+            Condition(type="Stalled", status="True", reason="StackUpdateFailed", last_transition_time=T)
+        ],
+    )
+
+
+def upgrading() -> CatalogStatus:
+    return CatalogStatus(version="old", upgrading=catalog_version())
+
+
+def test_a_batch_takes_as_many_objects_as_its_size_and_the_next_waits_for_all_of_it_and_the_pause() -> None:
+    gate, clock = rollout(batch=2, pause=30)
+    assert gate.admit("a", "ns/a", NOBODY) is None
+    assert gate.admit("b", "ns/b", NOBODY) is None
+    held = gate.admit("c", "ns/c", NOBODY)
+    assert held is not None and held.retry_after is None and "its turn" in held.message
+    assert gate.admit("a", "ns/a", NOBODY) is None  # already in: its later passes go on
+    gate.settled("a", "ns/a", upgrading(), done())
+    assert gate.admit("c", "ns/c", NOBODY) is not None  # the batch is not over until all of it is done
+    assert gate.take_wakes() == []
+    gate.settled("b", "ns/b", upgrading(), done())
+    assert gate.take_wakes() == [("c", 130.0)]  # woken when the pause is over
+    clock.now = 110.0
+    paused = gate.admit("c", "ns/c", NOBODY)
+    assert paused is not None and paused.retry_after == pytest.approx(20.0)
+    clock.now = 130.0
+    assert gate.admit("c", "ns/c", NOBODY) is None
+
+
+def test_a_failed_update_halts_the_rollout_naming_the_object_until_it_succeeds() -> None:
+    gate, clock = rollout(batch=3)
+    assert gate.admit("a", "ns/a", NOBODY) is None
+    gate.settled("a", "ns/a", upgrading(), failed())
+    halted = gate.admit("b", "ns/b", NOBODY)
+    assert halted is not None and "halted" in halted.message and "ns/a" in halted.message
+    # the same, from the statuses alone (another process, or this one after a restart)
+    other, _ = rollout(batch=3)
+    from_index = other.admit("b", "ns/b", Fleet(frozenset(), ("ns/a",), ()))
+    assert from_index is not None and "ns/a" in from_index.message
+    gate.settled("a", "ns/a", upgrading(), done())  # a person fixed it and requested a reconcile
+    assert gate.take_wakes() == [("b", 130.0)]  # its batch is over: the pause, then the next
+    clock.now = 130.0
+    assert gate.admit("b", "ns/b", NOBODY) is None
+
+
+def test_the_canaries_go_first() -> None:
+    gate, _ = rollout(batch=5, canaries="canary,team/prod-a")
+    fleet = Fleet(frozenset(), (), ("canary/x",))
+    held = gate.admit("b", "team/b", fleet)
+    assert held is not None and "canaries" in held.message and "canary/x" in held.message
+    assert gate.admit("x", "canary/x", fleet) is None
+    assert gate.admit("p", "team/prod-a", fleet) is None
+    assert gate.admit("b", "team/b", NOBODY) is None  # no canary pending any more
+
+
+def test_a_restart_counts_the_updates_the_statuses_say_are_under_way() -> None:
+    gate, _ = rollout(batch=2, pause=0)
+    fleet = Fleet(frozenset({"a", "b"}), (), ())
+    assert gate.admit("c", "ns/c", fleet) is not None
+    assert gate.admit("a", "ns/a", fleet) is None
+    gate.settled("a", "ns/a", upgrading(), done())
+    gate.settled("b", "ns/b", upgrading(), done())
+    assert [uid for uid, _ in gate.take_wakes()] == ["c"]
+    # the index may still show a and b under way for a moment: what this process saw done is not counted again
+    assert gate.admit("c", "ns/c", fleet) is None
+
+
+def test_a_deleted_object_leaves_its_place() -> None:
+    gate, _ = rollout(batch=1, pause=0)
+    assert gate.admit("a", "ns/a", NOBODY) is None
+    assert gate.admit("b", "ns/b", NOBODY) is not None
+    gate.forget("a")
+    assert [uid for uid, _ in gate.take_wakes()] == ["b"]
+    assert gate.admit("b", "ns/b", NOBODY) is None
+
+
+def test_the_fleet_is_read_from_the_statuses() -> None:
+    version = catalog_version()
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    standings = [
+        ("u1", standing_of("ns/a", {**ready, "catalog": {"version": "old", "upgrading": version}})),
+        (
+            "u2",
+            standing_of(
+                "ns/b",
+                {"catalog": {"upgrading": version}, "conditions": [{"type": "Stalled", "status": "True"}]},
+            ),
+        ),
+        ("u3", standing_of("canary/c", ready)),
+        ("u4", standing_of("canary/d", {**ready, "catalog": {"version": version}})),
+        ("u5", standing_of("canary/e", None)),  # not Ready: not waited for
+        ("u6", standing_of("ns/f", {**ready, "catalog": {"version": "old", "upgrading": "older"}})),
+    ]
+    fleet = fleet_of(standings, version, Canaries("canary"))
+    assert fleet == Fleet(frozenset({"u1"}), ("ns/b",), ("canary/c",))
+    assert standing_of("ns/x", None) == Standing("ns/x", None, None, ready=False, stalled=False)
+
+
+def spec() -> AWSConnectorSpec:
+    return AWSConnectorSpec.model_validate(base_manifest()["spec"])
+
+
+def written_with(template_hash: str, version: str | None) -> Target:
+    status = AWSConnectorStatus(
+        aws=AwsStatus(template_hash=template_hash),
+        catalog=CatalogStatus(version=version) if version else None,
+    )
+    return Target("ns", "acme", "uid", 1, spec(), status, {})
+
+
+@pytest.fixture
+def another_catalog(tmp_path: Path) -> Iterator[Path]:
+    yield changed_catalog(tmp_path / "catalog.json")
+    use_catalog(None)
+
+
+def test_a_new_catalog_has_a_new_version_and_changes_the_templates_it_reaches(another_catalog: Path) -> None:
+    before, template = catalog_version(), Rendered(stack_template(spec())).sha256
+    assert not catalog_changes(
+        written_with(template, None)
+    )  # nothing to change: no place in the rollout needed
+    use_catalog(str(another_catalog))
+    assert catalog_version() != before
+    old = written_with(template, before)
+    assert catalog_changes(old)
+    assert not written(old, old.status)
+    new = Rendered(stack_template(spec())).sha256
+    assert new != template and written(old, written_with(new, before).status)
+    use_catalog(None)
+    assert catalog_version() == before and Rendered(stack_template(spec())).sha256 == template
