@@ -375,8 +375,9 @@ def _gate(runtime: Runtime, target: Target, fleet: Fleet | None) -> Callable[[],
         return lambda: None
 
     def admit() -> Hold | None:
-        metrics.ROLLOUT_HALTED.set(1 if fleet.failed else 0)
-        return runtime.rollout.admit(target.uid, target.key, fleet)
+        hold = runtime.rollout.admit(target.uid, target.key, fleet)
+        metrics.ROLLOUT_HALTED.set(1 if runtime.rollout.halted else 0)
+        return hold
 
     return admit
 

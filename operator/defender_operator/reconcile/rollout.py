@@ -151,6 +151,7 @@ class CatalogRollout:
     pause_seconds: float
     canaries: Canaries
     clock: Callable[[], float] = time.monotonic
+    halted: bool = False  # at the last decision
     _in_flight: set[str] = field(default_factory=set)  # admitted by this process, not yet done
     _finished: set[str] = field(default_factory=set)  # done in this process (the index may not show it yet)
     _failed: dict[str, str] = field(default_factory=dict)  # uid -> key, failed in this process
@@ -165,6 +166,7 @@ class CatalogRollout:
         version = catalog_version()
         with self._lock:
             failed = sorted({*(k for k in fleet.failed), *self._failed.values()})
+            self.halted = bool(failed)
             if failed:
                 return self._hold(
                     uid,
