@@ -94,6 +94,26 @@ def test_a_failed_update_halts_the_rollout_naming_the_object_until_it_succeeds()
     assert gate.admit("b", "ns/b", NOBODY) is None
 
 
+def test_pausing_the_object_that_failed_ends_the_halt() -> None:
+    """The way out when the failure is not the catalog's (a tenant's own account refusing the update, say): an admin
+    pauses that object, which leaves the rollout as it is, and the others go on."""
+    gate, _ = rollout(batch=3, pause=0)
+    assert gate.admit("a", "ns/a", NOBODY) is None
+    gate.settled("a", "ns/a", upgrading(), failed())
+    assert gate.admit("b", "ns/b", NOBODY) is not None
+    paused = failed()
+    paused.conditions.append(Condition(type="Paused", status="True", reason="Paused", last_transition_time=T))
+    gate.settled("a", "ns/a", upgrading(), paused)
+    assert [uid for uid, _ in gate.take_wakes()] == ["b"]
+    assert gate.admit("b", "ns/b", NOBODY) is None
+    # and in the fleet read from the statuses: neither failed nor under way
+    status = {
+        "catalog": {"upgrading": catalog_version()},
+        "conditions": [{"type": "Stalled", "status": "True"}, {"type": "Paused", "status": "True"}],
+    }
+    assert fleet_of([("a", standing_of("ns/a", status))], catalog_version(), Canaries("ns")) == NOBODY
+
+
 def test_the_canaries_go_first() -> None:
     gate, _ = rollout(batch=5, canaries="canary,team/prod-a")
     fleet = Fleet(frozenset(), (), ("canary/x",))

@@ -326,7 +326,7 @@ def _pass(
         target = replace(target, status=_announced(target))
         journal.announce(target.status, writes_ahead(target, conflict, admission))
     outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission, gate)
-    journal.finish(outcome.status)
+    journal.finish(outcome.status, outcome.observed)
     runtime.rollout.settled(target.uid, target.key, before, outcome.status)
     runtime.catalogs[target.uid] = outcome.status.catalog.version if outcome.status.catalog else None
     for event in outcome.events:

@@ -199,7 +199,7 @@ def reconcile(
         hold = gate()
         if hold is not None:  # nothing is read or written until its turn
             status.catalog = rollout.waiting(status.catalog, hold)
-            return Outcome(status, [], hold.retry_after or settings.resync_seconds, "success")
+            return Outcome(status, [], hold.retry_after or settings.resync_seconds, "success", observed=False)
         status.catalog = rollout.upgrading(status.catalog)
     if admission is not None and admission.refusal:
         stalled = Verdict("True", "NotAllowedByPolicy", admission.refusal)

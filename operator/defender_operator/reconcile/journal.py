@@ -430,8 +430,11 @@ class WriteJournal:
         else:
             self._put(announced, lambda: self._known)
 
-    def finish(self, status: AWSConnectorStatus) -> None:
-        """Write the pass's resulting status (with its records, the withdrawn ones left out) if it changed."""
+    def finish(self, status: AWSConnectorStatus, observed: bool = True) -> None:
+        """Write the pass's resulting status (with its records, the withdrawn ones left out) if it changed.
+        ``observed``: the pass read the clouds, so its status wins over one written since its copy was read (on a
+        conflict it is written again over the newer version); a pass that read nothing writes only over its own copy
+        (StatusConflict: look again, from a newer one)."""
         withdrawn = self.new - self.effective
         if withdrawn:
             record = self.book.change(
@@ -442,7 +445,7 @@ class WriteJournal:
                 self.book.record, self.book.version = None, None
         status.first_cloud_write = self.record
         if self.new or _dump(self.stored) != _dump(status):
-            self._put(status, lambda: self.record)
+            self._put(status, lambda: self.record, attempts=2 if observed else 1)
 
     @contextlib.contextmanager
     def __call__(self, cloud: CloudName) -> Iterator[None]:
@@ -490,16 +493,17 @@ class WriteJournal:
         status: AWSConnectorStatus,
         records: Callable[[], FirstCloudWrite | None],
         must_exist: bool = False,
+        attempts: int = 2,
     ) -> None:
         namespace, name = self.target.namespace, self.target.name
-        for attempt in (1, 2):
+        for attempt in range(1, attempts + 1):
             status.first_cloud_write = records()
             try:
                 version = self.kube.write_status(
                     namespace, name, _dump(status), self.version, must_exist=must_exist
                 )
             except StatusConflict:
-                if attempt == 2:
+                if attempt == attempts:
                     raise
                 live = self.kube.live_status(namespace, name)
                 if live is None:

@@ -37,6 +37,7 @@ class Standing:
     upgrading: str | None
     ready: bool
     stalled: bool
+    paused: bool = False
 
 
 def standing_of(key: str, status: Mapping[str, Any] | None) -> Standing:
@@ -50,6 +51,7 @@ def standing_of(key: str, status: Mapping[str, Any] | None) -> Standing:
         found.get("upgrading"),
         ready=states.get("Ready") == "True",
         stalled=states.get("Stalled") == "True",
+        paused=states.get("Paused") == "True",
     )
 
 
@@ -77,6 +79,8 @@ class Fleet:
 def fleet_of(standings: Iterable[tuple[str, Standing]], version: str, canaries: Canaries) -> Fleet:
     in_flight, failed, pending = set(), [], []
     for uid, s in standings:
+        if s.paused:  # left the rollout: a person paused it (the way out of a halt it caused, too)
+            continue
         if s.upgrading == version:
             if s.stalled:
                 failed.append(s.key)
@@ -210,10 +214,13 @@ class CatalogRollout:
             return
         after = status.catalog
         stalled = conditions.get(status.conditions, "Stalled")
+        paused = conditions.get(status.conditions, "Paused")
         with self._lock:
-            if after is not None and after.version == version and after.upgrading is None:
+            done = after is not None and after.version == version and after.upgrading is None
+            if done or (paused is not None and paused.status == "True"):  # done, or left the rollout
                 self._in_flight.discard(uid)
-                self._finished.add(uid)
+                if done:
+                    self._finished.add(uid)
                 halt_over = self._failed.pop(uid, None) is not None and not self._failed
                 if not self._close_if_done() and halt_over:
                     self._wake(self.clock())
