@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from defender_operator.api.spec import AWSConnectorSpec
-from defender_operator.api.status import AWSConnectorStatus, AwsStatus, CatalogStatus, Condition
+from defender_operator.api.status import (
+    AWSConnectorStatus,
+    AwsStatus,
+    CatalogStatus,
+    Condition,
+    OrganizationStatus,
+)
 from defender_operator.reconcile.model import Target
 from defender_operator.reconcile.rollout import (
     Canaries,
@@ -20,7 +26,7 @@ from defender_operator.reconcile.rollout import (
     written,
 )
 from defender_operator.render.catalog import catalog_version, use_catalog
-from defender_operator.render.cloudformation import stack_template
+from defender_operator.render.cloudformation import member_template, stack_template
 from defender_operator.render.document import Rendered
 from tests.support.catalogs import changed_catalog
 from tests.support.manifests import base_manifest
@@ -199,3 +205,29 @@ def test_a_new_catalog_has_a_new_version_and_changes_the_templates_it_reaches(an
     assert new != template and written(old, written_with(new, before).status)
     use_catalog(None)
     assert catalog_version() == before and Rendered(stack_template(spec())).sha256 == template
+
+
+def test_a_management_accounts_member_stackset_takes_part_in_the_rollout(another_catalog: Path) -> None:
+    """An organization's members get the catalog's roles through the StackSet: a change there alone needs a place
+    too, and the object is written only once the StackSet's operation is over."""
+    manifest = base_manifest()["spec"]
+    manifest["aws"] = {**manifest["aws"], "accountId": "444455556666", "organization": {}}
+    org_spec = AWSConnectorSpec.model_validate(manifest)
+    stack, members = Rendered(stack_template(org_spec)).sha256, Rendered(member_template(org_spec)).sha256
+    before = catalog_version()
+    status = AWSConnectorStatus(
+        aws=AwsStatus(template_hash=stack),
+        organization=OrganizationStatus(template_hash=members),
+        catalog=CatalogStatus(version=before),
+    )
+    use_catalog(str(another_catalog))
+    new_members = Rendered(member_template(org_spec)).sha256
+    assert new_members != members
+    # the management account's own stack written already, its members' StackSet not yet
+    status.aws = AwsStatus(template_hash=Rendered(stack_template(org_spec)).sha256)
+    target = Target("ns", "org", "uid", 1, org_spec, status, {})
+    assert catalog_changes(target) and not written(target, status)
+    status.organization = OrganizationStatus(template_hash=new_members, operation_id="op-1")
+    assert not written(target, status)  # its operation still under way
+    status.organization = OrganizationStatus(template_hash=new_members)
+    assert written(target, status) and not catalog_changes(target)
