@@ -41,6 +41,8 @@ from defender_operator.api.names import (
     ANNOTATION_PAUSED,
     ANNOTATION_RECONCILE_REQUESTED_AT,
 )
+from defender_operator.ownership import OWNER_TAG, OWNER_UID_TAG
+from defender_operator.reconcile.proofs import DISPUTED
 from defender_operator.sandbox import Sandbox
 
 from .schedule import ACCOUNTS, NAMES, NAMESPACES, PLAN_CHOICES, Step, slot_of
@@ -93,6 +95,11 @@ class World:
     violations: list[str] = field(default_factory=list)  # seen while the schedule ran
     foreign: dict[str, str] = field(default_factory=dict)  # connector url -> etag it was made with
     sentinel_accounts: set[str] = field(default_factory=set)
+    # stack id -> (account, what it looked like) of stacks another cluster's operator made
+    foreign_stacks: dict[str, tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
+    forged: set[str] = field(
+        default_factory=set
+    )  # "namespace/name" of objects whose mark a tag-only actor copied
     # uid -> "namespace/name" of objects whose deletion may leave their resources: deletionPolicy Orphan, or paused
     # while being deleted (a paused object's deletion skips cleanup by design: docs/troubleshooting.md,
     # PausedNotCleanedUp)
@@ -119,6 +126,9 @@ class Runner:
                 self._ensure_operator()
                 self._step(world, step)
             self._settle(world)
+            # the foreign actors' steps that found something to act on (a forger needs a foreign resource)
+            outcome.counts["foreign stacks made"] = len(world.foreign_stacks)
+            outcome.counts["marks forged"] = len(world.forged)
             outcome.violations += world.violations
             outcome.violations += self._outside(world)
             outcome.violations += self._converged(world)
@@ -271,15 +281,17 @@ class Runner:
         elif step.op == "kill_after_arm_write":
             self.operator.kill_after("arm", "securityConnectors", "PUT")
         elif step.op == "aws_faults":
-            self.operator.inject_aws_fault(
-                pathPattern=args["operation"], status=args["status"], count=args["count"]
-            )
+            self.operator.inject_aws_fault(pathPattern=args["operation"], count=args["count"], **_fault(args))
         elif step.op == "arm_faults":
             self.operator.inject_arm_fault(
-                pathPattern="securityConnectors", status=args["status"], count=args["count"]
+                pathPattern="securityConnectors", count=args["count"], **_fault(args)
             )
         elif step.op == "foreign_connector":
             self._foreign_connector(world, namespace, name)
+        elif step.op == "foreign_stack":
+            self._foreign_stack(world, world.accounts[int(args["account"])])
+        elif step.op == "forge_mark":
+            self._forge_mark(world, namespace, name)
         elif step.op == "sentinel":
             self._sentinel(world, world.accounts[args["account"]])
         elif step.op == "delete_stack":
@@ -403,6 +415,83 @@ class Runner:
         made = send(arm, "PUT", url, body, **{"If-None-Match": "*"})
         if made.status_code in (200, 201):
             world.foreign[url] = made.json()["etag"]
+
+    def _foreign_stack(self, world: World, account: str) -> None:
+        """Another cluster's operator onboarded the account first: its stack has the name this cluster's objects
+        would give theirs. It must never be changed or deleted; an object for the account is Stalled."""
+        cf = aws_in(self.sandbox, account, "cloudformation")
+        name = f"DefenderForCloud-{account}"
+        if any(
+            s["StackName"] == name
+            for s in cf.describe_stacks()["Stacks"]
+            if s["StackStatus"] != "DELETE_COMPLETE"
+        ):
+            return  # never in place of what is there
+        template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+        stack_id = cf.create_stack(
+            StackName=name,
+            TemplateBody=json.dumps(template),
+            Tags=[{"Key": OWNER_TAG, "Value": f"cluster-elsewhere/{world.namespaces[0]}/alpha"}],
+        )["StackId"]
+        world.touched.add(account)
+        world.foreign_stacks[stack_id] = (account, self._stack_print(account, stack_id))
+
+    def _stack_print(self, account: str, stack_id: str) -> tuple[Any, ...]:
+        cf = aws_in(self.sandbox, account, "cloudformation")
+        (stack,) = cf.describe_stacks(StackName=stack_id)["Stacks"]
+        events = sum(
+            len(p["StackEvents"])
+            for p in cf.get_paginator("describe_stack_events").paginate(StackName=stack_id)
+        )
+        template = json.dumps(
+            cf.get_template(StackName=stack_id)["TemplateBody"], sort_keys=True, default=str
+        )
+        return (
+            stack["StackStatus"],
+            events,
+            template,
+            sorted((t["Key"], t["Value"]) for t in stack.get("Tags", [])),
+        )
+
+    def _forge_mark(self, world: World, namespace: str, name: str) -> None:
+        """Someone who may only tag (Azure's Tag Contributor, iam:TagOpenIDConnectProvider) copies the owner mark of
+        the slot's object (as its stack shows it) onto what is not the object's: another team's connector of the
+        object's name, and the provider Sentinel made in its account. The operator must neither change nor delete
+        them for the mark (its second proof: nothing older than the object's first write is its own)."""
+        obj = get_object(self.kubeconfig, namespace, name)
+        if obj is None:
+            return
+        uid, account = obj["metadata"]["uid"], obj["spec"]["aws"]["accountId"]
+        owner = f"{self._instance()}/{namespace}/{name}"
+        mark = {OWNER_TAG: owner, OWNER_UID_TAG: uid, "managed-by": "defender-operator"}
+        url = connector_url(obj["spec"]["azure"].get("connectorName") or name, f"rg-{namespace}")
+        if url in world.foreign:
+            arm = arm_client(self.sandbox)
+            live = send(arm, "GET", url)
+            if live.status_code == 200:
+                body = live.json()
+                forged = send(arm, "PUT", url, {**body, "tags": {**(body.get("tags") or {}), **mark}})
+                if forged.status_code in (200, 201):
+                    world.foreign[url] = forged.json()["etag"]  # the forger's change, not the operator's
+                    world.forged.add(f"{namespace}/{name}")
+        if account in world.sentinel_accounts:
+            iam = aws_in(self.sandbox, account, "iam")
+            arn = f"arn:aws:iam::{account}:oidc-provider/{MS_PROVIDER}"
+            try:
+                iam.tag_open_id_connect_provider(
+                    OpenIDConnectProviderArn=arn, Tags=[{"Key": k, "Value": v} for k, v in mark.items()]
+                )
+            except iam.exceptions.NoSuchEntityException:
+                return
+            world.touched.add(account)
+            world.forged.add(f"{namespace}/{name}")
+
+    def _instance(self) -> str:
+        """The operator's instance name, as it marks what it makes (cluster-<uid of kube-system>)."""
+        out = kubectl(
+            self.kubeconfig, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}", check=True
+        )
+        return f"cluster-{out.stdout.strip()}"
 
     def _sentinel(self, world: World, account: str) -> None:
         iam = aws_in(self.sandbox, account, "iam")
@@ -661,6 +750,12 @@ class Runner:
                 allowed = ALLOWED_STALLED | (LEFT_BEHIND if world.orphans else set())
                 if world.namespaces.index(obj["metadata"]["namespace"]) in world.secret_deleted:
                     allowed |= SECRET_GONE
+                if any(
+                    account == obj["spec"]["aws"]["accountId"] for account, _ in world.foreign_stacks.values()
+                ):
+                    allowed |= LEFT_BEHIND  # another cluster's stack has the name
+                if key in world.forged:
+                    allowed.add(DISPUTED)  # the mark on a foreign resource, the record says otherwise
                 if obj["spec"]["aws"]["accountId"] == world.accounts[ACCOUNTS] and not _own(obj):
                     # admitted while the API server (re)started: its admission policy fails open then
                     # (failurePolicy Ignore, api/admission.py), and the operator's own check refuses it
@@ -804,6 +899,15 @@ class Runner:
                 audiences = []
             if SENTINEL_AUDIENCE not in audiences:
                 violations.append(f"foreign: Sentinel's audience is gone from the provider of {account}")
+        for stack_id, (account, made) in world.foreign_stacks.items():
+            try:
+                now = self._stack_print(account, stack_id)
+            except Exception as exc:
+                now = (f"unreadable: {exc}",)
+            if now != made:
+                violations.append(
+                    f"foreign: another cluster's stack {stack_id} was changed or deleted: {now[:2]}"
+                )
         return violations
 
     def _logs(self, world: World, log: str) -> list[str]:
@@ -829,6 +933,8 @@ class Runner:
         arm = arm_client(self.sandbox)
         for url in world.foreign:  # the other team takes its connectors away
             send(arm, "DELETE", url)
+        for stack_id, (account, _) in world.foreign_stacks.items():  # and the other cluster its stacks
+            aws_in(self.sandbox, account, "cloudformation").delete_stack(StackName=stack_id)
         for namespace in world.namespaces:  # objects still there after a violation are let go
             self._release(namespace)
             kubectl(self.kubeconfig, "delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
@@ -850,6 +956,17 @@ class Runner:
                 return
             time.sleep(0.2)
         raise TimeoutError("the chaos harness waited in vain")
+
+
+def _fault(args: dict[str, Any]) -> dict[str, Any]:
+    """The fault proxy's rule for a step's fault: an error answer, a slow answer, or a dropped connection (before
+    the request reaches the cloud, or after it took effect: the answer lost)."""
+    mode = args.get("mode", "error")
+    if mode == "latency":
+        return {"latency": args["latency"]}
+    if mode in ("drop", "drop_after"):
+        return {"drop": True, "after": mode == "drop_after"}
+    return {"status": args["status"]}
 
 
 def _stalled(obj: dict[str, Any]) -> tuple[str, str, str]:

@@ -29,9 +29,11 @@ WEIGHTS: dict[str, int] = {
     "kill": 2,  # SIGKILL the operator, then start it again
     "kill_after_aws_write": 1,  # SIGKILL right after its next AWS write took effect (through the fault proxy)
     "kill_after_arm_write": 1,  # the same for ARM
-    "aws_faults": 2,  # throttling / 5xx on some AWS operations for a while
-    "arm_faults": 2,  # 429 / 500 on ARM for a while
+    "aws_faults": 2,  # throttling / 5xx, latency or dropped connections on some AWS operations for a while
+    "arm_faults": 2,  # 429 / 500, latency or dropped connections on ARM for a while
     "foreign_connector": 1,  # another team makes a connector of a slot's name in its resource group
+    "foreign_stack": 1,  # another cluster's operator has a stack of the name an account's object would use
+    "forge_mark": 1,  # someone who may only tag copies a slot's object's owner mark onto a foreign resource
     "sentinel": 1,  # Microsoft Sentinel adds its audience to an account's identity provider
     "delete_stack": 1,  # a person deletes an object's stack by hand
     "delete_role": 1,  # a person deletes one of an object's roles by hand (drift the operator must repair)
@@ -65,7 +67,8 @@ class Step:
         namespace, name = slot_of(self.slot)
         target = (
             f" ns{namespace}/{name}"
-            if self.op in OBJECT_OPS or self.op in ("foreign_connector", "delete_stack", "delete_role")
+            if self.op in OBJECT_OPS
+            or self.op in ("foreign_connector", "delete_stack", "delete_role", "forge_mark")
             else f" ns{namespace}"
             if self.op in NAMESPACE_OPS
             else ""
@@ -107,9 +110,12 @@ def generate(seed: int, steps: int) -> list[Step]:
                 "operation": rng.choice(AWS_FAULTY),
                 "status": rng.choice([400, 500, 503]),
                 "count": rng.randint(1, 6),
+                **_fault_mode(rng),
             }
         elif op == "arm_faults":
-            args = {"status": rng.choice([429, 500, 503]), "count": rng.randint(1, 6)}
+            args = {"status": rng.choice([429, 500, 503]), "count": rng.randint(1, 6), **_fault_mode(rng)}
+        elif op == "foreign_stack":
+            args = {"account": rng.randrange(ACCOUNTS)}
         elif op == "delete_role":
             args = {"role": rng.randrange(100)}  # which of the stack's roles, modulo their number
         elif op in ("sentinel", "narrow_policy", "widen_policy"):
@@ -118,6 +124,12 @@ def generate(seed: int, steps: int) -> list[Step]:
             args = {"seconds": round(rng.uniform(0.2, 3.0), 1)}
         schedule.append(Step(op, slot, args))
     return schedule
+
+
+def _fault_mode(rng: random.Random) -> dict[str, Any]:
+    """How a fault shows: an error answer (the status drawn), a slow answer, or a connection dropped unanswered."""
+    mode = rng.choice(["error", "error", "latency", "drop", "drop_after"])
+    return {"mode": mode, **({"latency": round(rng.uniform(1.0, 8.0), 1)} if mode == "latency" else {})}
 
 
 def describe(schedule: list[Step]) -> str:

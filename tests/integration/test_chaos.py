@@ -21,11 +21,13 @@ from tests.support.operator import OperatorProcess, module_operator
 pytestmark = [pytest.mark.integration, pytest.mark.admission_may_fail_open]
 
 CASES = sorted((Path(__file__).parent / "chaos_cases").glob("*.json"))
-FIXED_SEEDS = (1101, 2202)
+# 319159: Sentinel makes an account's identity provider first, an object shares it, another cluster's stack appears in
+# the account, and someone who may only tag copies the object's owner mark onto Sentinel's provider
+FIXED_SEEDS = (1101, 319159)
 STEPS = 10
-# 19000: its ten steps replace the policy as Helm does, delete a role of a live object by hand, withdraw an account
+# 19020: its ten steps replace the policy as Helm does, delete a role of a live object by hand, withdraw an account
 # from the grant and take a namespace out of the grant's selector (the end of the schedule gives both back)
-EXTRA_SEED = os.environ.get("DEFENDER_OPERATOR_CHAOS_SEED", "19000")
+EXTRA_SEED = os.environ.get("DEFENDER_OPERATOR_CHAOS_SEED", "19020")
 SEEDS = [*FIXED_SEEDS, random.randrange(1_000_000) if EXTRA_SEED == "random" else int(EXTRA_SEED)]
 
 

@@ -2,8 +2,9 @@
 
 A rule matches a request by method and a regular expression on the path (query included) and applies to the next
 ``count`` matching requests: an HTTP error (429 with Retry-After, 500, 503, ...), added latency, a dropped
-connection (the socket is closed without a response), or, in the proxy, the caller killed: the request reaches the
-emulator and takes effect, then the process group ``killProcessGroup`` gets SIGKILL before any answer comes back (the
+connection (the socket is closed without a response; with ``after``, in the proxy, once the request reached the
+emulator and took effect: the answer is lost, as when a connection breaks on its way back), or, in the proxy, the
+caller killed: the request reaches the emulator and takes effect, then the process group ``killProcessGroup`` gets SIGKILL before any answer comes back (the
 unluckiest moment for a crash: the write happened, the caller never learnt it).
 """
 
@@ -23,6 +24,7 @@ class FaultRule:
     retry_after: float | None = None
     latency: float = 0.0
     drop: bool = False
+    after: bool = False  # drop only once the request took effect (the proxy)
     kill_process_group: int | None = None
     service: str | None = None  # for the proxy: the error body format ("aws-query", "arm")
     _regex: re.Pattern[str] = field(init=False, repr=False)
@@ -44,6 +46,7 @@ class FaultRule:
             retry_after=float(data["retryAfter"]) if data.get("retryAfter") is not None else None,
             latency=float(data.get("latency", 0.0)),
             drop=bool(data.get("drop", False)),
+            after=bool(data.get("after", False)),
             kill_process_group=int(data["killProcessGroup"]) if data.get("killProcessGroup") else None,
             service=data.get("service"),
         )

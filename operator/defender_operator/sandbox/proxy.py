@@ -131,6 +131,12 @@ class ProxyHandler(BaseHTTPRequestHandler):
             os.killpg(rule.kill_process_group, signal.SIGKILL)  # ...and the caller dies before it hears of it
             self.close_connection = True
             return
+        if rule is not None and rule.drop and rule.after:
+            with self.state.lock:
+                self.state.stats["faulted"] += 1
+            self._forward(method, body, action, target)  # the write takes effect...
+            self._fault(rule)  # ...and its answer is lost on the way back
+            return
         if rule is not None:
             with self.state.lock:
                 self.state.stats["faulted"] += 1
