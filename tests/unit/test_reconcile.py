@@ -15,6 +15,7 @@ from defender_operator.reconcile import conditions
 from defender_operator.reconcile.aws_side import role_arns_from_outputs
 from defender_operator.reconcile.azure_side import check_owned, desired_body, health_verdict
 from defender_operator.reconcile.conditions import Verdict
+from defender_operator.reconcile.deletion import released_by_orphan
 from defender_operator.reconcile.engine import _transition_events, plans_summary, writes_ahead
 from defender_operator.reconcile.model import Target
 from defender_operator.reconcile.tenancy import Admission
@@ -225,3 +226,18 @@ def test_a_new_generation_records_its_first_aws_write_ahead_only_when_nothing_st
         "ns", "acme", "uid", 2, AWSConnectorSpec.model_validate(manifest), AWSConnectorStatus(), {}
     )
     assert writes_ahead(terraform, None, allowed) == ()
+
+
+def test_a_blocked_deletion_is_let_go_by_orphan_whatever_else_the_spec_holds() -> None:
+    """The documented way out of a blocked cleanup is read from the raw spec: a spec the model refuses (a tag key the
+    CRD accepts and the parser does not) cannot stand between a delete and Orphan."""
+    spec = base_manifest()["spec"]
+    unparseable = {**spec, "deletionPolicy": "Orphan", "azure": {**spec["azure"], "tags": {"k" * 129: "v"}}}
+    with pytest.raises(ValueError, match="tags"):
+        AWSConnectorSpec.model_validate(unparseable)
+    assert released_by_orphan(blocked=True, deleting=True, spec=unparseable)
+    assert not released_by_orphan(blocked=False, deleting=True, spec=unparseable)  # cleanup may still succeed
+    assert not released_by_orphan(blocked=True, deleting=False, spec=unparseable)
+    assert not released_by_orphan(
+        blocked=True, deleting=True, spec={**unparseable, "deletionPolicy": "Delete"}
+    )

@@ -28,9 +28,10 @@ from ..api.status import AWSConnectorStatus
 from ..kube import StatusConflict, api_server_unavailable, one_line
 from ..reconcile import conditions
 from ..reconcile.claims import claim_rank, conflict_with, onboarding_key
+from ..reconcile.deletion import ORPHANED, released_by_orphan
 from ..reconcile.engine import now, reconcile, writes_ahead
 from ..reconcile.journal import WriteJournal, abandon, release_held
-from ..reconcile.model import Event, Target, resource_keys
+from ..reconcile.model import Target, resource_keys
 from ..reconcile.rollout import Fleet, Hold, Standing, fleet_of, standing_of
 from ..reconcile.tenancy import Admission
 from ..render.catalog import catalog_version
@@ -163,18 +164,9 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
         event = runtime.wakeups.get(uid)
         if event is not None:
             event.set()
-        if (
-            uid in runtime.blocked
-            and meta.get("deletionTimestamp")
-            and spec.get("deletionPolicy") == "Orphan"
-        ):
+        if released_by_orphan(uid in runtime.blocked, bool(meta.get("deletionTimestamp")), spec):
             namespace, name = meta["namespace"], meta["name"]
-            runtime.events.record(
-                namespace,
-                name,
-                uid,
-                Event("Normal", "Orphaned", "cleanup was blocked; released with deletionPolicy Orphan"),
-            )
+            runtime.events.record(namespace, name, uid, ORPHANED)
             await asyncio.to_thread(release_held, runtime.kube, namespace, uid, dict(spec))
             runtime.cleaned.add(uid)
             await asyncio.to_thread(runtime.kube.remove_finalizer, namespace, name, FINALIZER)
@@ -351,9 +343,13 @@ def _pass(
         return delay
     runtime.failures.pop(target.uid, None)
     runtime.forget_idle()
-    if target.deep and ready is not None and ready.status == "True":
+    if target.deep and outcome.observed and ready is not None and ready.status == "True":
         runtime.deep_checked[target.uid] = time.monotonic()
-    log.info("reconciled", extra={**fields, "deep": target.deep})
+    if not outcome.observed:
+        # nothing was read: the catalog rollout holds it (status.catalog.waiting says why)
+        log.info("waiting for its turn in the catalog rollout", extra={"object": target.key})
+    else:
+        log.info("reconciled", extra={**fields, "deep": target.deep})
     return runtime.jittered(outcome.requeue_after)
 
 

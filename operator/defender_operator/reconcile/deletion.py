@@ -14,8 +14,9 @@ again soon", so no worker waits on CloudFormation. Each removal happens once: th
 nothing more. ``deletionPolicy: Orphan`` and paused objects leave both clouds as they are.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..api.status import AWSConnectorStatus, FirstCloudWrite, OrganizationStatus
 from ..aws.stackset import StackSets
@@ -73,6 +74,16 @@ def _remove_stack_set(
     stacksets.delete(name)
     events.append(Event("Normal", "StackSetDeleted", f"deleted StackSet {name}"))
     return None
+
+
+ORPHANED = Event("Normal", "Orphaned", "cleanup was blocked; released with deletionPolicy Orphan")
+
+
+def released_by_orphan(blocked: bool, deleting: bool, spec: Mapping[str, Any]) -> bool:
+    """Whether an object is let go now, without cleanup: its cleanup is blocked (credentials that stopped working, a
+    grant withdrawn), it is being deleted, and its user switched it to ``deletionPolicy: Orphan``, the documented way
+    out. Read from the raw spec, so no parsing ever stands between a delete and Orphan."""
+    return blocked and deleting and spec.get("deletionPolicy") == "Orphan"
 
 
 def _member_accounts(target: Target, stacksets: StackSets) -> set[str]:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .. import __version__
 from ..api.spec import AWSConnectorSpec
 
 Access = Literal["Default", "LeastPrivilege"]
@@ -119,10 +120,12 @@ def _text() -> str:
 
 @cache
 def catalog_version() -> str:
-    """A short name of the catalog's content (12 hex digits of its canonical JSON's SHA-256): equal content, equal
-    version, whichever file it came from and however it is formatted."""
+    """A short name of the catalog as this release renders it (12 hex digits of the SHA-256 of its canonical JSON and
+    the operator's version): equal content, equal version, whichever file it came from and however it is formatted;
+    a new release counts as a new catalog too, since it may render the same roles differently (objects whose
+    templates it does not change only record the new version)."""
     canonical = json.dumps(json.loads(_text()), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return hashlib.sha256(f"{__version__}\n{canonical}".encode()).hexdigest()[:12]
 
 
 @cache
