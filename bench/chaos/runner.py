@@ -863,7 +863,10 @@ class Runner:
         for uid in gone:
             if kubectl(self.kubeconfig, "get", "onboardingrecord", uid).returncode == 0:
                 violations.append(f"leak: OnboardingRecord of deleted {world.uids[uid]}")
+        foreign = [url.split("?")[0].lower() for url in world.foreign]
         for item in self._connectors(world):
+            if any(url.endswith(item["id"].lower()) for url in foreign):
+                continue  # another team's, whatever mark a forger copied onto it (invariant 4 judges it)
             if (item.get("tags") or {}).get("defender-operator-owner-uid") in gone:
                 violations.append(
                     f"leak: connector {item['name']} of deleted {world.uids[item['tags']['defender-operator-owner-uid']]}"

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     catalog_rollout_pause_seconds: float = Field(
         default=60.0, ge=0, description="Pause between two batches of a catalog rollout."
     )
+    catalog_rollout_tolerated_failures: int = Field(
+        default=0,
+        ge=0,
+        description="Objects whose update to a new catalog may have failed before the rollout halts (0: the first "
+        "failure halts it). The admin's way past failures that are one account's own (a tenant's SCP), which no "
+        "tenant can undo: docs/catalog-rollout.md.",
+    )
     catalog_rollout_canaries: str = Field(
         default="",
         pattern=r"^([a-z0-9][-a-z0-9]*(/[a-z0-9][-a-z0-9.]*)?(,[a-z0-9][-a-z0-9]*(/[a-z0-9][-a-z0-9.]*)?)*)?$",

@@ -14,12 +14,14 @@ from defender_operator.api.status import (
     Condition,
     OrganizationStatus,
 )
+from defender_operator.reconcile.conditions import Verdict
 from defender_operator.reconcile.model import Target
 from defender_operator.reconcile.rollout import (
     Canaries,
     CatalogRollout,
     Fleet,
     Standing,
+    catalog_after,
     catalog_changes,
     fleet_of,
     standing_of,
@@ -124,7 +126,9 @@ def test_the_canaries_go_first() -> None:
     gate, _ = rollout(batch=5, canaries="canary,team/prod-a")
     fleet = Fleet(frozenset(), (), ("canary/x",))
     held = gate.admit("b", "team/b", fleet)
-    assert held is not None and "canaries" in held.message and "canary/x" in held.message
+    # a tenant's status never names another namespace's objects
+    assert held is not None and "canaries" in held.message and "canary/x" not in held.message
+    assert "an object in another namespace" in held.message
     assert gate.admit("x", "canary/x", fleet) is None
     assert gate.admit("p", "team/prod-a", fleet) is None
     assert gate.admit("b", "team/b", NOBODY) is None  # no canary pending any more
@@ -160,7 +164,10 @@ def test_the_fleet_is_read_from_the_statuses() -> None:
             "u2",
             standing_of(
                 "ns/b",
-                {"catalog": {"upgrading": version}, "conditions": [{"type": "Stalled", "status": "True"}]},
+                {
+                    "catalog": {"upgrading": version},
+                    "conditions": [{"type": "Stalled", "status": "True", "reason": "StackUpdateFailed"}],
+                },
             ),
         ),
         ("u3", standing_of("canary/c", ready)),
@@ -231,3 +238,60 @@ def test_a_management_accounts_member_stackset_takes_part_in_the_rollout(another
     assert not written(target, status)  # its operation still under way
     status.organization = OrganizationStatus(template_hash=new_members)
     assert written(target, status) and not catalog_changes(target)
+
+
+def test_a_stall_that_is_not_the_writes_takes_the_object_out_of_the_rollout_not_the_fleet_with_it() -> None:
+    """A tenant deleting its Secret, a grant withdrawn, a conflict: the object stalls, and it is not the catalog's
+    doing. Its update is dropped (it takes the catalog whenever it recovers) and it halts nothing."""
+    spec_ = spec()
+    target = Target("ns", "acme", "uid", 1, spec_, AWSConnectorStatus(catalog=upgrading()), {})
+    gone = Verdict("True", "CredentialsSecretMissing", "the Secret is gone")
+    after = catalog_after(target, target.status, aws_ready=False, stalled=gone)
+    assert after == CatalogStatus(version="old")
+    kept = catalog_after(target, target.status, False, Verdict("True", "StackUpdateFailed", "rolled back"))
+    assert kept == upgrading()
+    gate, _ = rollout(batch=1, pause=0)
+    assert gate.admit("a", "ns/a", NOBODY) is None
+    status = AWSConnectorStatus(
+        catalog=after,
+        conditions=[
+            Condition(
+                type="Stalled", status="True", reason="CredentialsSecretMissing", last_transition_time=T
+            )
+        ],
+    )
+    gate.settled("a", "ns/a", upgrading(), status)
+    assert not gate.halted
+    assert gate.admit("b", "ns/b", NOBODY) is None  # its place was given back
+    # and from the statuses: a stall for another reason is not a failed update
+    raw = {
+        "catalog": {"upgrading": catalog_version()},
+        "conditions": [{"type": "Stalled", "status": "True", "reason": "NotAllowedByPolicy"}],
+    }
+    assert fleet_of([("a", standing_of("ns/a", raw))], catalog_version(), Canaries("")).failed == ()
+
+
+def test_the_admin_may_tolerate_failures_and_a_failed_object_may_always_try_again() -> None:
+    gate, _ = rollout(batch=5)
+    gate.tolerated_failures = 1
+    assert gate.admit("a", "ns/a", NOBODY) is None
+    gate.settled("a", "ns/a", upgrading(), failed())
+    assert gate.admit("b", "ns/b", NOBODY) is None and not gate.halted  # one failure tolerated
+    assert gate.admit("c", "ns/c", NOBODY) is None
+    gate.settled("c", "ns/c", upgrading(), failed())
+    assert gate.admit("d", "ns/d", NOBODY) is not None and gate.halted  # the second halts
+    assert gate.admit("a", "ns/a", NOBODY) is None  # a failed one's own retry is how a halt ends
+
+
+def test_a_deleted_object_is_not_counted_again_from_an_older_view_of_the_fleet() -> None:
+    gate, _ = rollout(batch=1, pause=0)
+    stale = Fleet(frozenset({"d"}), (), ())  # read before "d" was deleted
+    assert gate.admit("d", "ns/d", NOBODY) is None
+    gate.forget("d")
+    assert gate.admit("e", "ns/e", stale) is None  # the batch is free: "d" is gone for good
+
+
+def test_terraform_objects_are_never_in_the_rollout() -> None:
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    standing = standing_of("canary/t", ready, terraform=True)
+    assert fleet_of([("t", standing)], catalog_version(), Canaries("canary")) == NOBODY

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -32,7 +31,7 @@ from ..reconcile.deletion import ORPHANED, released_by_orphan
 from ..reconcile.engine import now, reconcile, writes_ahead
 from ..reconcile.journal import WriteJournal, abandon, release_held
 from ..reconcile.model import Target, resource_keys
-from ..reconcile.rollout import Fleet, Hold, Standing, fleet_of, standing_of
+from ..reconcile.rollout import Fleet, Standing, catalog_changes, fleet_of, standing_of, upgrading, waiting
 from ..reconcile.tenancy import Admission
 from ..render.catalog import catalog_version
 from .runtime import CLEANUP_HANDLER, PROGRESS, Runtime, runtime_of
@@ -78,11 +77,12 @@ async def by_resource(namespace: str | None, name: str, spec: Any, **_: Any) -> 
 
 @kopf.index(GROUP, VERSION, PLURAL)
 async def by_catalog(
-    namespace: str | None, name: str, uid: str, status: Any, **_: Any
+    namespace: str | None, name: str, uid: str, spec: Any, status: Any, **_: Any
 ) -> dict[str, Standing]:
     """uid -> where the object stands with the IAM catalog (its status.catalog, Ready, Stalled): the fleet the catalog
     rollout decides from, whichever process wrote those statuses."""
-    return {uid: standing_of(f"{namespace}/{name}", status)}
+    terraform = (spec.get("deployment") or {}).get("method") == "Terraform"
+    return {uid: standing_of(f"{namespace}/{name}", status, terraform)}
 
 
 def target_of(body: Any, instance: str, indexes: Any = None, spec: dict[str, Any] | None = None) -> Target:
@@ -221,15 +221,27 @@ def _wake_held(runtime: Runtime) -> None:
 
 
 def _fleet(runtime: Runtime, target: Target, indexes: Any) -> Fleet | None:
-    """The fleet's standing with the catalog, for an object the rollout may hold (None for any other: most passes
-    need not look at every object)."""
+    """The fleet's standing with the catalog, for a pass the rollout may hold (None for any other: most passes need
+    not look at every object)."""
     found = target.status.catalog
-    if (found is not None and found.version == catalog_version()) or _gate_kind(target) != "wait":
+    if (found is not None and found.version == catalog_version()) or not _may_wait(target):
         return None
     return fleet_of(
         ((str(uid), standing) for uid, standings in indexes["by_catalog"].items() for standing in standings),
         catalog_version(),
         runtime.rollout.canaries,
+    )
+
+
+def _may_wait(target: Target) -> bool:
+    """A pass the catalog rollout may hold: one that would write an object's AWS side as it was (no new generation,
+    which goes out at once, as the user asked), whether the object is Ready or not (the batch is a bound)."""
+    return (
+        target.status.observed_generation == target.generation
+        and not target.paused
+        and target.spec.deployment.method != "Terraform"
+        and target.status.aws is not None
+        and target.status.aws.template_hash is not None
     )
 
 
@@ -313,13 +325,25 @@ def _pass(
         runtime.kube, target, version, admission.allowed_by, runtime.settings.clock_skew_seconds
     )
     before = target.status.catalog
-    gate = _gate(runtime, target, fleet)
+    if fleet is not None and not conflict and not admission.refusal and catalog_changes(target):
+        hold = runtime.rollout.admit(target.uid, target.key, fleet)
+        metrics.ROLLOUT_HALTED.set(1 if runtime.rollout.halted else 0)
+        status = target.status.model_copy(deep=True)
+        status.catalog = waiting(before, hold) if hold is not None else upgrading(before)
+        # written before anything is read or written in a cloud: over this copy only (a held pass read nothing), and
+        # an update it admits is counted by the next process even if this one dies right after making it
+        journal.checkpoint(status)
+        if hold is not None:
+            log.info("waiting for its turn in the catalog rollout", extra={"object": target.key})
+            return runtime.jittered(hold.retry_after or runtime.settings.resync_seconds)
+        target = replace(target, status=status)
     if target.status.observed_generation != target.generation and not target.paused:
         target = replace(target, status=_announced(target))
         journal.announce(target.status, writes_ahead(target, conflict, admission))
-    outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission, gate)
-    journal.finish(outcome.status, outcome.observed)
+    outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
+    journal.finish(outcome.status)
     runtime.rollout.settled(target.uid, target.key, before, outcome.status)
+    metrics.ROLLOUT_HALTED.set(1 if runtime.rollout.halted else 0)
     runtime.catalogs[target.uid] = outcome.status.catalog.version if outcome.status.catalog else None
     for event in outcome.events:
         runtime.events.record(target.namespace, target.name, target.uid, event)
@@ -343,39 +367,10 @@ def _pass(
         return delay
     runtime.failures.pop(target.uid, None)
     runtime.forget_idle()
-    if target.deep and outcome.observed and ready is not None and ready.status == "True":
+    if target.deep and ready is not None and ready.status == "True":
         runtime.deep_checked[target.uid] = time.monotonic()
-    if not outcome.observed:
-        # nothing was read: the catalog rollout holds it (status.catalog.waiting says why)
-        log.info("waiting for its turn in the catalog rollout", extra={"object": target.key})
-    else:
-        log.info("reconciled", extra={**fields, "deep": target.deep})
+    log.info("reconciled", extra={**fields, "deep": target.deep})
     return runtime.jittered(outcome.requeue_after)
-
-
-def _gate_kind(target: Target) -> str | None:
-    """How the catalog rollout follows this pass: "wait" for an object Ready with the spec it has (its update to a
-    newer catalog waits for its turn); "now" for a requested reconcile (a person upgrading one object at once, still
-    followed: a failure halts the rollout); None for a new generation or an object not Ready."""
-    ready = conditions.get(target.status.conditions, "Ready")
-    if target.status.observed_generation != target.generation or ready is None or ready.status != "True":
-        return None
-    return "now" if target.reconcile_requested else "wait"
-
-
-def _gate(runtime: Runtime, target: Target, fleet: Fleet | None) -> Callable[[], Hold | None] | None:
-    kind = _gate_kind(target)
-    if kind is None:
-        return None
-    if kind == "now" or fleet is None:  # None: this catalog is the object's already
-        return lambda: None
-
-    def admit() -> Hold | None:
-        hold = runtime.rollout.admit(target.uid, target.key, fleet)
-        metrics.ROLLOUT_HALTED.set(1 if runtime.rollout.halted else 0)
-        return hold
-
-    return admit
 
 
 def _deep_due(runtime: Runtime, target: Target) -> bool:

@@ -40,6 +40,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             operator.catalog_rollout_batch,
             operator.catalog_rollout_pause_seconds,
             Canaries(operator.catalog_rollout_canaries),
+            operator.catalog_rollout_tolerated_failures,
         ),
     )
     metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(operator.workers)

@@ -4,7 +4,6 @@ Called on create, on spec change, on resume, on a jittered timer and when a reco
 nothing from memory except what the status records (the durable state of multi-pass work such as drift repair).
 """
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -14,12 +13,11 @@ from ..api.status import (
     AWSConnectorStatus,
     AwsStatus,
     AzureStatus,
-    CatalogStatus,
     EksStatus,
     OrganizationStatus,
 )
 from ..errors import CloudError, RetryableError
-from ..render.catalog import catalog_version, required_roles
+from ..render.catalog import required_roles
 from ..settings import Settings
 from . import conditions, role_names, rollout
 from .aws_side import (
@@ -160,13 +158,10 @@ def reconcile(
     conflict_with: str | None = None,
     ledger: Ledger = UNRECORDED_LEDGER,
     admission: Admission | None = None,
-    gate: Callable[[], rollout.Hold | None] | None = None,
 ) -> Outcome:
     """One pass. ``ledger(cloud)`` wraps every change in a cloud (the caller records the first durably, so cleanup
     knows whether anything can be left behind there, and keeps the record that proves ownership). ``admission`` is the tenancy decision, made before any cloud
-    call (None: not checked, as in ``defender-operator plan``, which runs with the user's own credentials).
-    ``gate``: the catalog rollout's, for an object whose update to a newer catalog must wait for its turn
-    (``rollout.py``); None: not held (a new generation, an object not Ready, a requested reconcile)."""
+    call (None: not checked, as in ``defender-operator plan``, which runs with the user's own credentials)."""
     status = target.status.model_copy(deep=True)
     names = role_names.resolve(target.spec, target.status)
     target = replace(target, spec=role_names.with_names(target.spec, names))
@@ -187,20 +182,6 @@ def reconcile(
     account: AwsAccount | None = None
     if admission is not None:
         status.allowed_by = admission.allowed_by
-    refused = admission is not None and admission.refusal
-    cloudformation = target.spec.deployment.method != "Terraform"
-    if (
-        gate is not None
-        and cloudformation
-        and not refused
-        and not conflict_with
-        and rollout.catalog_changes(target)
-    ):
-        hold = gate()
-        if hold is not None:  # nothing is read or written until its turn
-            status.catalog = rollout.waiting(status.catalog, hold)
-            return Outcome(status, [], hold.retry_after or settings.resync_seconds, "success", observed=False)
-        status.catalog = rollout.upgrading(status.catalog)
     if admission is not None and admission.refusal:
         stalled = Verdict("True", "NotAllowedByPolicy", admission.refusal)
         aws = AwsResult(Verdict("False", "NotAllowedByPolicy", admission.refusal))
@@ -263,13 +244,8 @@ def reconcile(
 
     if account is not None and azure is not None and azure.verdict.status == "True":
         events += _eks(target, account, status, ledger)
-    if (
-        cloudformation
-        and aws.verdict.status == "True"
-        and stalled is None
-        and rollout.written(target, status)
-    ):
-        status.catalog = CatalogStatus(version=catalog_version())
+    if target.spec.deployment.method != "Terraform":
+        status.catalog = rollout.catalog_after(target, status, aws.verdict.status == "True", stalled)
     azure_verdict = azure.verdict if azure else WAITING_FOR_AWS
     stamp = now()
     status.conditions = conditions.summarize(

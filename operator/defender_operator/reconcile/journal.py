@@ -430,11 +430,17 @@ class WriteJournal:
         else:
             self._put(announced, lambda: self._known)
 
-    def finish(self, status: AWSConnectorStatus, observed: bool = True) -> None:
-        """Write the pass's resulting status (with its records, the withdrawn ones left out) if it changed.
-        ``observed``: the pass read the clouds, so its status wins over one written since its copy was read (on a
-        conflict it is written again over the newer version); a pass that read nothing writes only over its own copy
-        (StatusConflict: look again, from a newer one)."""
+    def checkpoint(self, status: AWSConnectorStatus) -> None:
+        """Write a status decided from the object's copy alone, before any cloud is read (the catalog rollout's
+        decision): only over that very copy, never over a newer one (StatusConflict: look again, from a newer copy)."""
+        status.first_cloud_write = self.record
+        if _dump(self.stored) != _dump(status):
+            self._put(status, lambda: self.record, attempts=1)
+
+    def finish(self, status: AWSConnectorStatus) -> None:
+        """Write the pass's resulting status (with its records, the withdrawn ones left out) if it changed: it wins
+        over one written since the pass's copy was read (on a conflict it is written again over the newer version),
+        since the pass read the clouds."""
         withdrawn = self.new - self.effective
         if withdrawn:
             record = self.book.change(
@@ -445,7 +451,7 @@ class WriteJournal:
                 self.book.record, self.book.version = None, None
         status.first_cloud_write = self.record
         if self.new or _dump(self.stored) != _dump(status):
-            self._put(status, lambda: self.record, attempts=2 if observed else 1)
+            self._put(status, lambda: self.record)
 
     @contextlib.contextmanager
     def __call__(self, cloud: CloudName) -> Iterator[None]:

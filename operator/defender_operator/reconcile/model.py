@@ -78,9 +78,6 @@ class Outcome:
     events: list[Event]
     requeue_after: float
     result: Result
-    # False when the pass read neither cloud (one the catalog rollout held): its status is the copy's with a note, so
-    # it is written only over that very copy, never over a newer one
-    observed: bool = True
 
 
 def resource_keys(namespace: str, name: str, spec: Mapping[str, Any]) -> list[str]:

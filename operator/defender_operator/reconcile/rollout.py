@@ -1,31 +1,38 @@
 """The rollout of a new IAM catalog to the fleet: batches of a bounded size, a pause between them, canaries first, a
-halt at the first failure.
+halt when an update to it fails.
 
 A new operator release, or a new catalog file, changes what Microsoft's roles and permissions render to, and so the
 template of every stack and StackSet at once. Updating them all in the first minutes after a restart would make a
-wrong catalog (a role Microsoft renamed, a permission an account's SCPs deny) fail everywhere at once. Instead, an
-object that is Ready with an older catalog and whose spec has not changed asks the rollout for a place before its
-pass writes its AWS side; it is written when its batch starts, and waits, unrepaired, until then. A spec change is not
-held: the user's change goes out with the catalog in use, as it would on any pass.
+wrong catalog (a role Microsoft renamed, a permission an account's SCPs deny) fail everywhere at once. Instead, a pass
+that would write an object's AWS side with a newer catalog than the one it was written with (its spec unchanged)
+first asks the rollout for a place, and reads and writes nothing until its batch starts. A spec change is not held:
+the user's change goes out with the catalog in use, as it would on any pass.
 
-The durable state is each object's ``status.catalog`` (the version its AWS side matched, the one an update in
-progress writes): the operator's index of it is the fleet (``Fleet``), so a restart resumes where the last process
-stopped, and a failed update (the object Stalled while its status says it was upgrading) halts the rollout in every
-process until that object succeeds. Only the batch and the pause live in memory (``CatalogRollout``).
+The durable state is each object's ``status.catalog`` (the version its AWS side matched; the one an update under way
+writes, recorded before that update): the operator's index of it is the fleet (``Fleet``), so a restart resumes where
+the last process stopped, and a failed update (the object Stalled for the write itself, ``WRITE_FAILURES``, while
+its status says it was upgrading) halts the rollout in every process until that object succeeds, leaves, or the
+admin tolerates it (``catalogRolloutToleratedFailures``). Only the batch and the pause live in memory
+(``CatalogRollout``).
 """
 
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..api.status import AWSConnectorStatus, CatalogStatus
 from ..render.catalog import catalog_version
 from ..render.cloudformation import member_template, stack_template
 from ..render.document import Rendered
-from . import conditions
+from . import conditions, role_names
+from .conditions import Verdict
 from .model import Target
+
+# Stalled reasons that say the catalog's write itself failed: the update was refused or rolled back. Any other stall
+# (a refusal by policy, a conflict, credentials gone) is not the catalog's doing: the object leaves the rollout.
+WRITE_FAILURES = frozenset({"StackUpdateFailed", "StackFailed", "StackOutputsMissing", "AWSAccessDenied"})
 
 
 @dataclass(frozen=True)
@@ -38,20 +45,27 @@ class Standing:
     ready: bool
     stalled: bool
     paused: bool = False
+    terraform: bool = False  # the user applies its roles: never in the rollout
 
 
-def standing_of(key: str, status: Mapping[str, Any] | None) -> Standing:
-    """The index's entry for an object, from its raw status."""
+def namespace_of(key: str) -> str:
+    return key.partition("/")[0]
+
+
+def standing_of(key: str, status: Mapping[str, Any] | None, terraform: bool = False) -> Standing:
+    """The index's entry for an object, from its raw status (``stalled``: for a reason of ``WRITE_FAILURES``)."""
     status = status or {}
     found = status.get("catalog") or {}
-    states = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    conditions_ = {c.get("type"): c for c in status.get("conditions") or []}
+    stalled = conditions_.get("Stalled") or {}
     return Standing(
         key,
         found.get("version"),
         found.get("upgrading"),
-        ready=states.get("Ready") == "True",
-        stalled=states.get("Stalled") == "True",
-        paused=states.get("Paused") == "True",
+        ready=(conditions_.get("Ready") or {}).get("status") == "True",
+        stalled=stalled.get("status") == "True" and stalled.get("reason") in WRITE_FAILURES,
+        paused=(conditions_.get("Paused") or {}).get("status") == "True",
+        terraform=terraform,
     )
 
 
@@ -79,7 +93,7 @@ class Fleet:
 def fleet_of(standings: Iterable[tuple[str, Standing]], version: str, canaries: Canaries) -> Fleet:
     in_flight, failed, pending = set(), [], []
     for uid, s in standings:
-        if s.paused:  # left the rollout: a person paused it (the way out of a halt it caused, too)
+        if s.paused or s.terraform:  # left the rollout (a person paused it), or never in it
             continue
         if s.upgrading == version:
             if s.stalled:
@@ -101,13 +115,14 @@ class Hold:
 
 def catalog_changes(target: Target) -> bool:
     """Whether writing the object's AWS side now would change what an older catalog put there: a stack (and member
-    StackSet) template other than the one its status records, for a spec the status has already seen. ``target``
-    has its role names resolved, as the AWS side renders it."""
+    StackSet) template other than the one its status records, for a spec the status has already seen."""
     status = target.status
     if status.catalog is not None and status.catalog.version == catalog_version():
         return False  # the common case, decided without rendering
-    if status.aws is None or status.aws.template_hash is None:
+    if status.aws is None or status.aws.template_hash is None or target.spec.deployment.method == "Terraform":
         return False
+    names = role_names.resolve(target.spec, status)  # as the AWS side renders it
+    target = replace(target, spec=role_names.with_names(target.spec, names))
     if Rendered(stack_template(target.spec)).sha256 != status.aws.template_hash:
         return True
     org = status.organization
@@ -137,6 +152,22 @@ def written(target: Target, status: AWSConnectorStatus) -> bool:
     )
 
 
+def catalog_after(
+    target: Target, status: AWSConnectorStatus, aws_ready: bool, stalled: Verdict | None
+) -> CatalogStatus | None:
+    """``status.catalog`` at the end of a pass (``target`` with its role names resolved): the catalog in use once the
+    AWS side matches it; an update under way dropped when the pass stalled for a cause that is not the write's (the
+    object leaves the rollout and takes the catalog whenever it recovers); no longer waiting, since it ran."""
+    found = status.catalog
+    if aws_ready and stalled is None and written(target, status):
+        return CatalogStatus(version=catalog_version())
+    if found is None:
+        return None
+    if stalled is not None and stalled.reason not in WRITE_FAILURES:
+        found = found.model_copy(update={"upgrading": None})
+    return found.model_copy(update={"waiting": None})
+
+
 def upgrading(status: CatalogStatus | None) -> CatalogStatus:
     """The status of an object the rollout admitted: its update now writes the catalog in use."""
     return CatalogStatus(version=status.version if status else None, upgrading=catalog_version())
@@ -154,10 +185,12 @@ class CatalogRollout:
     batch: int
     pause_seconds: float
     canaries: Canaries
+    tolerated_failures: int = 0
     clock: Callable[[], float] = time.monotonic
     halted: bool = False  # at the last decision
     _in_flight: set[str] = field(default_factory=set)  # admitted by this process, not yet done
     _finished: set[str] = field(default_factory=set)  # done in this process (the index may not show it yet)
+    _gone: set[str] = field(default_factory=set)  # deleted (a fleet read before may still show them)
     _failed: dict[str, str] = field(default_factory=dict)  # uid -> key, failed in this process
     _joined: int = 0  # places taken in the batch under way
     _next_batch: float = 0.0  # the pause: no batch starts before this (clock)
@@ -169,21 +202,21 @@ class CatalogRollout:
         """A place in the batch under way (or a new one) for the object's update, or why not."""
         version = catalog_version()
         with self._lock:
-            failed = sorted({*(k for k in fleet.failed), *self._failed.values()})
-            self.halted = bool(failed)
-            if failed:
+            failed = sorted({*fleet.failed, *self._failed.values()})
+            self.halted = len(failed) > self.tolerated_failures
+            if key in failed:
+                return None  # its own update failed: trying it again is how the halt ends
+            if self.halted:
                 return self._hold(
                     uid,
-                    f"the rollout of catalog {version} is halted: updating {failed[0]} to it failed (see its "
-                    "Stalled condition); it resumes once that object is Ready",
+                    f"the rollout of catalog {version} is halted: updating {_named(failed[0], key)} to it failed (see "
+                    "its Stalled condition); it resumes once that object is Ready, paused or deleted",
                 )
             if key not in self.canaries and fleet.canaries_pending:
-                return self._hold(
-                    uid,
-                    f"waiting for the canaries to run catalog {version} first: {', '.join(fleet.canaries_pending[:3])}",
-                )
+                pending = ", ".join(_named(k, key) for k in fleet.canaries_pending[:3])
+                return self._hold(uid, f"waiting for the canaries to run catalog {version} first: {pending}")
             # updates the statuses say are under way (a process before this one started them) are this batch's
-            self._in_flight |= fleet.in_flight - self._finished
+            self._in_flight |= fleet.in_flight - self._finished - self._gone
             self._joined = max(self._joined, len(self._in_flight))
             if uid in self._in_flight:
                 return None
@@ -203,39 +236,49 @@ class CatalogRollout:
         return Hold(message, retry_after)
 
     def settled(self, uid: str, key: str, before: CatalogStatus | None, status: AWSConnectorStatus) -> None:
-        """After a pass of an object whose update was under way: done, failed, or still going."""
+        """After a pass of an object whose update was under way: done, failed, left the rollout, or still going."""
         version = catalog_version()
-        was = (
-            uid in self._in_flight
-            or uid in self._failed
-            or (before is not None and before.upgrading == version)
-        )
-        if not was:
-            return
         after = status.catalog
         stalled = conditions.get(status.conditions, "Stalled")
         paused = conditions.get(status.conditions, "Paused")
         with self._lock:
+            was = (
+                uid in self._in_flight
+                or uid in self._failed
+                or (before is not None and before.upgrading == version)
+            )
+            if not was:
+                return
             done = after is not None and after.version == version and after.upgrading is None
-            if done or (paused is not None and paused.status == "True"):  # done, or left the rollout
-                self._in_flight.discard(uid)
-                if done:
-                    self._finished.add(uid)
-                halt_over = self._failed.pop(uid, None) is not None and not self._failed
-                if not self._close_if_done() and halt_over:
-                    self._wake(self.clock())
-            elif stalled is not None and stalled.status == "True":
+            under_way = after is not None and after.upgrading == version
+            write_failed = (
+                stalled is not None and stalled.status == "True" and stalled.reason in WRITE_FAILURES
+            )
+            if paused is not None and paused.status == "True":  # a person took it out, failed or not
+                self._leave(uid, False)
+            elif write_failed and under_way:
                 self._in_flight.discard(uid)
                 self._failed[uid] = key
+            elif done or not under_way:
+                self._leave(uid, done)
 
     def forget(self, uid: str) -> None:
         """The object is gone."""
         with self._lock:
+            self._gone.add(uid)
             self._waiting.pop(uid, None)
-            self._failed.pop(uid, None)
-            if uid in self._in_flight:
-                self._in_flight.discard(uid)
-                self._close_if_done()
+            self._leave(uid, False)
+
+    def _leave(self, uid: str, done: bool) -> None:
+        """Done, or out of the rollout: its place is given back, and a halt it caused is over."""
+        self._in_flight.discard(uid)
+        if done:
+            self._finished.add(uid)
+        halt_over = self._failed.pop(uid, None) is not None and len(self._failed) <= self.tolerated_failures
+        if halt_over:
+            self.halted = False
+        if not self._close_if_done() and halt_over:
+            self._wake(self.clock())
 
     def _close_if_done(self) -> bool:
         """End the batch if all of it is done: the pause begins, and the next ones are woken when it ends."""
@@ -256,3 +299,9 @@ class CatalogRollout:
         with self._lock:
             wakes, self._wakes = self._wakes, []
         return wakes
+
+
+def _named(key: str, asking: str) -> str:
+    """Another object's name for a message in the status of ``asking``: only within its own namespace (a tenant's
+    status never names another namespace's objects)."""
+    return key if namespace_of(key) == namespace_of(asking) else "an object in another namespace"
