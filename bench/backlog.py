@@ -29,12 +29,11 @@ from typing import Any
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.kube import api_client, kubectl
-from tests.support.operator import OperatorProcess, start_operator
+from tests.support.operator import OperatorProcess, prepared_operator, start_operator
 
 from bench.converge import bench_namespace, manifest, noop_kopf_rss, wait_all_ready, warm_emulators
 from bench.direct_client import onboard_all
 from bench.sandbox import bench_sandbox, operator_state
-from defender_operator.sandbox import processes
 from defender_operator.sandbox.emulators import start_proxy
 
 CHART_MEMORY_LIMIT_MIB = 512  # charts/defender-operator/values.yaml: resources.limits.memory
@@ -107,14 +106,8 @@ def main() -> None:
         direct_before = direct(0)
         writes_before = apiserver_writes(kubeconfig)
         # The operator's own proxy is started first, so the clock starts with the operator's process.
-        state = operator_state(box, "bench-backlog-")
-        operator = OperatorProcess(
-            box,
-            state,
-            start_proxy(state, "aws-proxy", box.aws_endpoint, "aws"),
-            processes.free_port(),
-            processes.free_port(),
-            extra_env={"DEFENDER_OPERATOR_RESYNC_SECONDS": "300"},
+        operator = prepared_operator(
+            box, operator_state(box, "bench-backlog-"), extra_env={"DEFENDER_OPERATOR_RESYNC_SECONDS": "300"}
         )
         started_at, started = time.time(), time.monotonic()
         operator.start(wait_ready=False)

@@ -19,12 +19,11 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from defender_operator.render.catalog import catalog_version, use_catalog
-from defender_operator.sandbox import Sandbox, processes
-from defender_operator.sandbox.emulators import start_proxy
+from defender_operator.sandbox import Sandbox
 from tests.support.catalogs import ADDED_ACTION, changed_catalog
 from tests.support.kube import api_client, kubectl, wait_for
 from tests.support.onboarding import account_of, aws_in, manifest, request_reconcile
-from tests.support.operator import OperatorProcess, start_operator
+from tests.support.operator import prepared_operator, start_operator
 
 FLEET = 50
 BATCH = 10
@@ -138,15 +137,9 @@ def test_a_new_catalog_reaches_50_objects_in_bounded_batches_halts_at_a_failure_
         first.stop()
 
     # 2. the new catalog, with the canary's updates refused (AccessDenied, as an SCP would) until the cause is gone
-    state = tmp_path / "second"
-    state.mkdir()
-    assert sandbox.aws_endpoint
-    operator = OperatorProcess(
+    operator = prepared_operator(
         sandbox,
-        state,
-        start_proxy(state, "aws-proxy", sandbox.aws_endpoint, "aws"),
-        processes.free_port(),
-        processes.free_port(),
+        tmp_path / "second",
         namespaces=[namespace],
         extra_env={
             "DEFENDER_OPERATOR_CATALOG_FILE": str(tmp_path / "catalog.json"),

@@ -130,6 +130,37 @@ class OperatorProcess:
             self.inject_arm_fault(**rule)
 
 
+def prepared_operator(
+    sandbox: Sandbox,
+    state: Path,
+    kubeconfig: Path | None = None,
+    namespaces: list[str] | None = None,
+    *,
+    arm_proxy: bool = False,
+    extra_env: dict[str, str] | None = None,
+    launcher: list[str] | None = None,
+) -> OperatorProcess:
+    """An operator with its fault proxies running and its process not started yet: a test can set faults (or a
+    benchmark its clock) before the operator's first request."""
+    assert sandbox.aws_endpoint and sandbox.arm_endpoint
+    state.mkdir(parents=True, exist_ok=True)
+    proxy = start_proxy(state, "aws-proxy", sandbox.aws_endpoint, "aws")
+    return OperatorProcess(
+        sandbox,
+        state,
+        proxy,
+        processes.free_port(),
+        processes.free_port(),
+        kubeconfig,
+        namespaces,
+        arm_proxy=start_proxy(state, "arm-proxy", sandbox.arm_endpoint, "arm", sandbox.state)
+        if arm_proxy
+        else None,
+        extra_env=extra_env,
+        launcher=launcher,
+    )
+
+
 def start_operator(
     sandbox: Sandbox,
     state: Path,
@@ -141,20 +172,12 @@ def start_operator(
     wait_ready: bool = True,
     launcher: list[str] | None = None,
 ) -> OperatorProcess:
-    assert sandbox.aws_endpoint and sandbox.arm_endpoint
-    state.mkdir(parents=True, exist_ok=True)
-    proxy = start_proxy(state, "aws-proxy", sandbox.aws_endpoint, "aws")
-    operator = OperatorProcess(
+    operator = prepared_operator(
         sandbox,
         state,
-        proxy,
-        processes.free_port(),
-        processes.free_port(),
         kubeconfig,
         namespaces,
-        arm_proxy=start_proxy(state, "arm-proxy", sandbox.arm_endpoint, "arm", sandbox.state)
-        if arm_proxy
-        else None,
+        arm_proxy=arm_proxy,
         extra_env=extra_env,
         launcher=launcher,
     )
