@@ -167,20 +167,11 @@ def start_operator(
     kubeconfig: Path | None = None,
     namespaces: list[str] | None = None,
     *,
-    arm_proxy: bool = False,
-    extra_env: dict[str, str] | None = None,
     wait_ready: bool = True,
-    launcher: list[str] | None = None,
+    **options: Any,
 ) -> OperatorProcess:
-    operator = prepared_operator(
-        sandbox,
-        state,
-        kubeconfig,
-        namespaces,
-        arm_proxy=arm_proxy,
-        extra_env=extra_env,
-        launcher=launcher,
-    )
+    """:func:`prepared_operator` (``options``: its keywords), started; by default once it is ready."""
+    operator = prepared_operator(sandbox, state, kubeconfig, namespaces, **options)
     operator.start(wait_ready)
     return operator
 
