@@ -1,4 +1,5 @@
-"""``python -m bench.chaos --seed S --schedules N [--steps K] [--hours H] [--shrink]``: a campaign on its own sandbox.
+"""``python -m bench.chaos --seed S --schedules N [--steps K] [--hours H] [--replicas R] [--shrink]``: a campaign on
+its own sandbox, the operator as R replicas in leader election (default 2, as the chart runs it).
 
 Schedule i uses seed S+i. Every schedule is printed as a step list with its verdict; a failing one is shrunk (with
 ``--shrink``) and written out as a regression case under tests/integration/chaos_cases/, which the test suite
@@ -11,13 +12,16 @@ import json
 import random
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.kube import wait_for
 from tests.support.operator import start_operator
 
 from bench.sandbox import bench_sandbox, operator_state
 
+from .replicas import LEASE_ENV
 from .runner import Runner
 from .schedule import Step, describe, generate, to_json
 from .shrink import shrink
@@ -44,19 +48,31 @@ def main() -> int:
         "--shrink", action="store_true", help="shrink a failing schedule into a regression case"
     )
     parser.add_argument("--summary", help="also write the summary as JSON here")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        help="operator processes; more than one: leader election on a Lease",
+    )
     args = parser.parse_args()
     deadline = time.monotonic() + args.hours * 3600
     totals: dict[str, int] = {}
     failures: list[Failure] = []
     done = steps_run = 0
     with bench_sandbox() as box:
-        operator = start_operator(
-            box,
-            operator_state(box, "chaos-"),
-            arm_proxy=True,
-            extra_env={"DEFENDER_OPERATOR_RESYNC_SECONDS": "8", "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "1"},
-        )
-        runner = Runner(box, box.control_plane.kubeconfig, operator)
+        env = {"DEFENDER_OPERATOR_RESYNC_SECONDS": "8", "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "1"}
+        if args.replicas > 1:
+            lease = {"DEFENDER_OPERATOR_LEASE_NAME": f"chaos-{uuid.uuid4().hex[:6]}"}
+            env |= {**LEASE_ENV, **lease, "DEFENDER_OPERATOR_LEASE_NAMESPACE": "default"}
+        operators = [
+            start_operator(
+                box, operator_state(box, f"chaos-{i}-"), arm_proxy=True, wait_ready=False, extra_env=env
+            )
+            for i in range(args.replicas)
+        ]
+        for operator in operators:  # Ready whether or not it leads (readiness is not leadership)
+            wait_for(operator.ready, 60, "an operator replica's /readyz")
+        runner = Runner(box, box.control_plane.kubeconfig, *operators)
         for i in range(args.schedules):
             if time.monotonic() > deadline:
                 break

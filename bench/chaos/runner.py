@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.support.clouds import arm_client, connector_url, foreign_connector_body, send
+from tests.support.clouds import arm_client, aws_control, connector_url, foreign_connector_body, send
 from tests.support.kube import apply, condition, get_object, kubectl, restart_apiserver
 from tests.support.onboarding import MS_PROVIDER, aws_in, manifest
 from tests.support.operator import OperatorProcess
@@ -45,6 +45,7 @@ from defender_operator.ownership import OWNER_TAG, OWNER_UID_TAG
 from defender_operator.reconcile.proofs import DISPUTED
 from defender_operator.sandbox import Sandbox
 
+from .replicas import Replicas, overlaps
 from .schedule import ACCOUNTS, NAMES, NAMESPACES, PLAN_CHOICES, Step, slot_of
 
 SENTINEL_AUDIENCE = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
@@ -54,6 +55,7 @@ ALLOWED_STALLED = {"ConnectorConflict", "ConnectorOwnedElsewhere"}
 SECRET_GONE = {"CredentialsSecretDeleting", "CredentialsSecretMissing"}
 # What a later object of the same account meets where an earlier one was let go without cleanup (Orphan, paused)
 LEFT_BEHIND = {"StackOwnedElsewhere"}
+ROLE_PATTERN = "arn:aws:iam::*:role/defender-onboarding"  # the role the schedules' objects assume, as granted
 CONVERGE_SECONDS = 180.0
 DELETE_SECONDS = 180.0
 ACKNOWLEDGE_SECONDS = 90.0  # for the operator to show it saw a grant withdrawn, or given back
@@ -84,6 +86,10 @@ class World:
     # account index -> its clouds' state once the operator had seen its grant withdrawn (None: it did not show it
     # within the bound, so the window is not judged)
     narrowed: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+    # while the admin's policy is deleted for good: account index -> its clouds' state once the operator had shown
+    # it (None: not judged), for the accounts no other grant kept
+    policy_gone: dict[int, dict[str, Any] | None] | None = None
+    second: set[int] = field(default_factory=set)  # account indexes a second policy grants
     touched: set[str] = field(
         default_factory=set
     )  # accounts a person changed while their grant was withdrawn
@@ -110,8 +116,9 @@ class World:
 
 
 class Runner:
-    def __init__(self, sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess) -> None:
-        self.sandbox, self.kubeconfig, self.operator = sandbox, kubeconfig, operator
+    def __init__(self, sandbox: Sandbox, kubeconfig: Path, *operators: OperatorProcess) -> None:
+        """One operator process, or several in leader election on one Lease (:mod:`.replicas`)."""
+        self.sandbox, self.kubeconfig, self.operator = sandbox, kubeconfig, Replicas(list(operators))
 
     # --- one schedule -------------------------------------------------------------------------------------------
 
@@ -119,7 +126,7 @@ class Runner:
         started = time.monotonic()
         outcome = Outcome(seed, steps)
         world = self._world(seed)
-        log_from = len(self.operator.log())
+        self.operator.mark()
         try:
             for step in steps:
                 outcome.counts[step.op] = outcome.counts.get(step.op, 0) + 1
@@ -134,7 +141,7 @@ class Runner:
             outcome.violations += self._converged(world)
             outcome.violations += self._deleted(world)
             outcome.violations += self._foreign(world)
-            outcome.violations += self._logs(world, self.operator.log()[log_from:])
+            outcome.violations += self._logs(world, self.operator.logs())
         finally:
             self._teardown(world)
             outcome.seconds = time.monotonic() - started
@@ -181,7 +188,9 @@ class Runner:
         )  # fmt: skip
 
     def _grant(self, world: World) -> None:
-        """The admin's policy: the schedule's namespaces, the granted accounts whose grant is not withdrawn."""
+        """The admin's policy: the schedule's namespaces, the granted accounts whose grant is not withdrawn. Made
+        again after a deletion for good, it ends that window (:meth:`_restored`)."""
+        self._restored(world)
         granted = [a for i, a in enumerate(world.accounts[:ACCOUNTS]) if i not in world.narrowed]
         policy = {
             "apiVersion": "defender-operator.io/v1alpha1",
@@ -190,7 +199,7 @@ class Runner:
             "metadata": {"name": f"chaos-{world.run}", "annotations": {ANNOTATION_DELETION_GRACE: "true"}},
             "spec": {
                 "namespaces": {"selector": {"matchLabels": {"chaos-run": world.run}}},
-                "aws": {"accountIds": granted, "roleArns": ["arn:aws:iam::*:role/defender-onboarding"]},
+                "aws": {"accountIds": granted, "roleArns": [ROLE_PATTERN]},
                 "azure": {"ambientIdentity": True, "tenantIds": ["*"], "subscriptionIds": ["*"]},
             },
         }
@@ -200,6 +209,8 @@ class Runner:
 
     def _replace(self, world: World) -> None:
         """What ``helm upgrade`` does to a hook with ``before-hook-creation``: delete it, then create it again."""
+        if world.policy_gone is not None:
+            return  # deleted for good: nothing to upgrade
         name = f"chaos-{world.run}"
         out = kubectl(self.kubeconfig, "get", "clusteronboardingpolicy", name, "-o", "json", check=True)
         live = json.loads(out.stdout)
@@ -275,7 +286,10 @@ class Runner:
             kubectl(self.kubeconfig, "annotate", "awsc", "-n", namespace, name, value, "--overwrite")
         elif step.op == "kill":
             self.operator.kill()
-            self.operator.start()
+        elif step.op == "failover":
+            failed = self.operator.failover()
+            if failed is not None:
+                world.violations.append(f"replicas: {failed}")
         elif step.op == "kill_after_aws_write":
             self.operator.kill_after("aws", "CreateStack|UpdateStack|DeleteStack|CreateOpenIDConnectProvider")
         elif step.op == "kill_after_arm_write":
@@ -318,6 +332,12 @@ class Runner:
             self._widen(world, int(args["account"]))
         elif step.op == "replace_policy":
             self._replace(world)
+        elif step.op == "slow_stacks":
+            aws_control(self.sandbox, "/_sandbox/config", {"asyncStackSeconds": float(args["seconds"])})
+        elif step.op == "delete_policy":
+            self._delete_policy(world)
+        elif step.op == "second_policy":
+            self._second_policy(world, int(args["account"]))
         elif step.op == "unlabel_namespace" and index not in world.namespaces_deleting | world.unlabelled:
             self._unlabel(world, index)
         elif step.op == "label_namespace" and index in world.unlabelled:
@@ -516,14 +536,24 @@ class Runner:
         given back: a pass already under way when the grant went may finish its writes, a pass after may not."""
         if index in world.narrowed or len(world.narrowed) + 1 >= ACCOUNTS:
             return
+        self._restored(world)
         world.narrowed[index] = None
-        account = world.accounts[index]
-        world.touched.discard(account)
-        if any(_own(o) for o in self._objects(world) if o["spec"]["aws"]["accountId"] == account):
-            world.touched.add(account)
+        if index in world.second:  # the second policy still grants it: nothing is withdrawn
+            self._grant(world)
+            return
+        world.narrowed[index] = self._withdraw(world, [index], lambda: self._grant(world))
+
+    def _withdraw(self, world: World, indexes: list[int], act: Any) -> dict[str, Any] | None:
+        """``act`` withdraws the grant of these accounts; once every object of theirs that is not paused shows it
+        saw that, their clouds' state (None if the operator did not show it within the bound)."""
+        accounts = [world.accounts[i] for i in indexes]
+        for account in accounts:
+            world.touched.discard(account)
+            if any(_own(o) for o in self._objects(world) if o["spec"]["aws"]["accountId"] == account):
+                world.touched.add(account)
         since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
         before = {o["metadata"]["uid"]: _stalled(o) for o in self._objects(world)}
-        self._grant(world)
+        act()
         seen = {"NotAllowedByPolicy", "CleanupBlocked"}
 
         def saw(obj: dict[str, Any]) -> bool:
@@ -533,22 +563,82 @@ class Runner:
             fresh = changed >= since or _stalled(obj) != before.get(obj["metadata"]["uid"])
             return stalled.get("reason") in seen and fresh
 
-        if self._acknowledged(world, _of_account(account), lambda obj: _own(obj) or saw(obj)):
-            world.narrowed[index] = self._fingerprint(world, account)
+        def of_accounts(obj: dict[str, Any]) -> bool:
+            return obj["spec"]["aws"]["accountId"] in accounts
+
+        if self._acknowledged(world, of_accounts, lambda obj: _own(obj) or saw(obj)):
+            return {account: self._fingerprint(world, account) for account in accounts}
+        return None
+
+    def _delete_policy(self, world: World) -> None:
+        """The admin deletes the policy for good: once its grace is over (the chart's annotation), every object of
+        an account no other policy grants must show it may no longer act, and nothing may be written there until
+        the policy is made again (:meth:`_restored`, at the latest when the schedule settles)."""
+        if world.policy_gone is not None:
+            return
+        indexes = [i for i in range(ACCOUNTS) if i not in world.second and i not in world.narrowed]
+        delete = ("delete", "clusteronboardingpolicy", f"chaos-{world.run}", "--ignore-not-found")
+        seen = self._withdraw(world, indexes, lambda: kubectl(self.kubeconfig, *delete, check=True))
+        world.policy_gone = {
+            i: None if seen is None else {world.accounts[i]: seen[world.accounts[i]]} for i in indexes
+        }
+        if seen is None:
+            world.violations.append(
+                f"grant: objects did not show within {ACKNOWLEDGE_SECONDS:.0f}s that the policy was deleted"
+            )
+
+    def _restored(self, world: World) -> None:
+        """The policy is made again: what the operator could write in its accounts must be as it was while there
+        was none."""
+        gone, world.policy_gone = world.policy_gone, None
+        for index, before in (gone or {}).items():
+            account = world.accounts[index]
+            if before is not None and account not in world.touched:
+                self._unchanged(world, account, before[account], "while its policy was deleted")
+
+    def _unchanged(self, world: World, account: str, before: dict[str, Any], when: str) -> None:
+        after = self._fingerprint(world, account)
+        for part in before:
+            if before[part] != after[part]:
+                world.violations.append(
+                    f"grant: the {part} of account {account} changed {when}: {before[part]} -> {after[part]}"[
+                        :600
+                    ]
+                )
+
+    def _second_policy(self, world: World, index: int) -> None:
+        """The admin adds a second policy for the same namespaces that grants account ``index`` (several policies
+        add up): a withdrawal of it from the first one, or the first one's deletion, no longer withdraws it."""
+        if index in world.second:
+            return
+        world.second.add(index)
+        if index in world.narrowed:
+            world.narrowed[index] = None  # granted again from now: its window is not judged
+        if world.policy_gone is not None and index in world.policy_gone:
+            world.policy_gone[index] = None
+        name = f"chaos-{world.run}-second"
+        policy = {
+            "apiVersion": "defender-operator.io/v1alpha1",
+            "kind": "ClusterOnboardingPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "namespaces": {"selector": {"matchLabels": {"chaos-run": world.run}}},
+                "aws": {"accountIds": [world.accounts[index]], "roleArns": [ROLE_PATTERN]},
+                "azure": {"ambientIdentity": True, "tenantIds": ["*"], "subscriptionIds": ["*"]},
+            },
+        }
+        made = apply(self.kubeconfig, policy)
+        assert made.returncode == 0, made.stderr
+        self._wait(lambda: self._effective().get(name) == [world.accounts[index]], 30)
 
     def _widen(self, world: World, index: int) -> None:
         """The admin gives the account back: its clouds must be as they were while the grant was withdrawn."""
         if index not in world.narrowed:
             return
+        self._restored(world)
         account, before = world.accounts[index], world.narrowed.pop(index)
         if before is not None and account not in world.touched:
-            after = self._fingerprint(world, account)
-            for part in before:
-                if before[part] != after[part]:
-                    world.violations.append(
-                        f"grant: the {part} of account {account} changed while its grant was withdrawn: "
-                        f"{before[part]} -> {after[part]}"[:600]
-                    )
+            self._unchanged(world, account, before[account], "while its grant was withdrawn")
         self._grant(world)
 
         def selected(obj: dict[str, Any]) -> bool:
@@ -685,15 +775,16 @@ class Runner:
     # --- judging ----------------------------------------------------------------------------------------------------
 
     def _ensure_operator(self) -> None:
-        if self.operator.record is None or not self.operator.record.alive():
-            self.operator.start()
+        self.operator.ensure()
 
     def _settle(self, world: World) -> None:
         """The schedule is over: faults cleared (a kill rule not yet used too), the operator up, paused objects
         resumed (a person unpausing them)."""
-        self.operator.clear_aws_faults()
-        self.operator.clear_arm_faults()
+        self.operator.clear_faults()
+        aws_control(self.sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
         self._ensure_operator()
+        if world.policy_gone is not None:
+            self._grant(world)
         for narrowed in list(world.narrowed):
             self._widen(world, narrowed)
         for index in list(world.unlabelled):
@@ -913,13 +1004,16 @@ class Runner:
                 )
         return violations
 
-    def _logs(self, world: World, log: str) -> list[str]:
-        violations = []
-        if "reconcile failed unexpectedly" in log or "Traceback" in log:
-            line = next(line for line in log.splitlines() if "unexpectedly" in line or "Traceback" in line)
-            violations.append(f"log: an unexpected exception: {line[:400]}")
-        if any(canary in log for canary in world.canaries):
-            violations.append("secrets: a tenant's secret is in the operator's log")
+    def _logs(self, world: World, logs: list[str]) -> list[str]:
+        violations = overlaps(logs) if self.operator.elected else []
+        for log in logs:
+            if "reconcile failed unexpectedly" in log or "Traceback" in log:
+                line = next(
+                    line for line in log.splitlines() if "unexpectedly" in line or "Traceback" in line
+                )
+                violations.append(f"log: an unexpected exception: {line[:400]}")
+            if any(canary in log for canary in world.canaries):
+                violations.append("secrets: a tenant's secret is in the operator's log")
         for namespace in world.namespaces:
             events = kubectl(self.kubeconfig, "get", "events", "-n", namespace, "-o", "json").stdout
             if any(canary in events for canary in world.canaries):
@@ -927,12 +1021,11 @@ class Runner:
         return violations
 
     def _teardown(self, world: World) -> None:
-        self.operator.clear_aws_faults()
-        self.operator.clear_arm_faults()
+        self.operator.clear_faults()
+        aws_control(self.sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
         self._ensure_operator()
-        kubectl(
-            self.kubeconfig, "delete", "clusteronboardingpolicy", f"chaos-{world.run}", "--ignore-not-found"
-        )
+        for policy in (f"chaos-{world.run}", f"chaos-{world.run}-second"):
+            kubectl(self.kubeconfig, "delete", "clusteronboardingpolicy", policy, "--ignore-not-found")
         arm = arm_client(self.sandbox)
         for url in world.foreign:  # the other team takes its connectors away
             send(arm, "DELETE", url)
@@ -976,10 +1069,6 @@ def _stalled(obj: dict[str, Any]) -> tuple[str, str, str]:
     """The Stalled condition as written (a reason or message that changes while it stays True keeps its time)."""
     stalled = condition(obj, "Stalled") or {}
     return (str(stalled.get("reason")), str(stalled.get("message")), str(stalled.get("lastTransitionTime")))
-
-
-def _of_account(account: str) -> Any:
-    return lambda obj: obj["spec"]["aws"]["accountId"] == account
 
 
 def _own(obj: dict[str, Any]) -> bool:

@@ -46,8 +46,16 @@ WEIGHTS: dict[str, int] = {
     "label_namespace": 1,  # and puts it back
     "delete_namespace": 1,  # kubectl delete namespace, objects, Secrets and all
     "apiserver_restart": 1,  # the kube-apiserver stops and starts again (a control-plane upgrade)
-    "wait": 6,
+    # The operations below share what was once the last operation's (wait's) weight, so every earlier operation
+    # keeps the draws it had and a seed's schedule keeps its other steps (the suite's seeds were chosen for them).
+    "wait": 2,
+    "slow_stacks": 1,  # CloudFormation takes seconds per stack operation from now on (in progress for a while)
+    "failover": 1,  # the leader dies and a standby must take over before its replacement starts (two replicas)
+    "delete_policy": 1,  # the admin deletes the policy for good (no Helm upgrade brings it back)
+    "second_policy": 1,  # the admin adds a second policy that grants one account again (several policies add up)
 }
+# Draw nothing of their own beyond one random(), as a wait draws one uniform(): see above.
+TAIL_OPS = ("slow_stacks", "failover", "delete_policy", "second_policy")
 AWS_FAULTY = ("CreateStack", "UpdateStack", "DescribeStacks", "CreateOpenIDConnectProvider", "AssumeRole")
 PLAN_CHOICES: tuple[dict[str, dict[str, bool]], ...] = (
     {},
@@ -122,6 +130,15 @@ def generate(seed: int, steps: int) -> list[Step]:
             args = {"account": rng.randrange(ACCOUNTS)}
         elif op == "wait":
             args = {"seconds": round(rng.uniform(0.2, 3.0), 1)}
+        elif op in TAIL_OPS:
+            drawn = rng.random()
+            args = (
+                {"account": int(drawn * ACCOUNTS)}
+                if op == "second_policy"
+                else {"seconds": round(1 + drawn * 7, 1)}
+                if op == "slow_stacks"
+                else {}
+            )
         schedule.append(Step(op, slot, args))
     return schedule
 

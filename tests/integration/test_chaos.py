@@ -6,10 +6,12 @@ deterministic by default: exploring is the long campaign's job, `python -m bench
 import json
 import os
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bench.chaos.replicas import LEASE_ENV
 from bench.chaos.runner import Runner
 from bench.chaos.schedule import Step, describe, from_json, generate
 
@@ -32,9 +34,21 @@ SEEDS = [*FIXED_SEEDS, random.randrange(1_000_000) if EXTRA_SEED == "random" els
 
 
 @pytest.fixture(scope="module")
-def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    with module_operator(sandbox, tmp_path_factory, "chaos-operator", arm_proxy=True) as running:
-        yield running
+def replicas(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[OperatorProcess]]:
+    """Two replicas in leader election on one Lease, as the chart runs the operator (and the campaign does by
+    default): kills hit the leader, and the judge checks that the two never act at once."""
+    lease = {
+        "DEFENDER_OPERATOR_LEASE_NAME": f"chaos-{uuid.uuid4().hex[:6]}",
+        "DEFENDER_OPERATOR_LEASE_NAMESPACE": "default",
+    }
+    env = {**LEASE_ENV, **lease}
+    with (
+        module_operator(sandbox, tmp_path_factory, "chaos-operator", arm_proxy=True, extra_env=env) as first,
+        module_operator(
+            sandbox, tmp_path_factory, "chaos-operator-2", arm_proxy=True, extra_env=env
+        ) as second,
+    ):
+        yield [first, second]
 
 
 def judged(runner: Runner, seed: int, steps: list) -> None:  # type: ignore[type-arg]
@@ -45,21 +59,21 @@ def judged(runner: Runner, seed: int, steps: list) -> None:  # type: ignore[type
 
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"seed-{s}")
 def test_a_random_schedule_keeps_every_invariant(
-    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, seed: int
+    sandbox: Sandbox, kubeconfig: Path, replicas: list[OperatorProcess], seed: int
 ) -> None:
-    judged(Runner(sandbox, kubeconfig, operator), seed, generate(seed, STEPS))
+    judged(Runner(sandbox, kubeconfig, *replicas), seed, generate(seed, STEPS))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
 def test_a_campaigns_find_stays_fixed(
-    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, case: Path
+    sandbox: Sandbox, kubeconfig: Path, replicas: list[OperatorProcess], case: Path
 ) -> None:
     data = json.loads(case.read_text())
-    judged(Runner(sandbox, kubeconfig, operator), int(data["seed"]), from_json(data["steps"]))
+    judged(Runner(sandbox, kubeconfig, *replicas), int(data["seed"]), from_json(data["steps"]))
 
 
 def test_the_judge_sees_broken_invariants(
-    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+    sandbox: Sandbox, kubeconfig: Path, replicas: list[OperatorProcess]
 ) -> None:
     """A judge that never objects proves nothing: a schedule that breaks invariants 4, 5 and 6 on purpose (another
     team's connector changed behind the operator, the tenant's secret in an Event, an identity provider made in an
@@ -72,6 +86,6 @@ def test_the_judge_sees_broken_invariants(
         Step("write_outside_grant", 0, {"account": 0}),
         Step("widen_policy", 0, {"account": 0}),
     ]
-    outcome = Runner(sandbox, kubeconfig, operator).run(0, steps)
+    outcome = Runner(sandbox, kubeconfig, *replicas).run(0, steps)
     kinds = {violation.split(":", 1)[0] for violation in outcome.violations}
     assert kinds == {"foreign", "secrets", "grant"}, outcome.violations

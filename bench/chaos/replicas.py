@@ -1,0 +1,148 @@
+"""The operator's processes in a schedule: one, or several in leader election on one Lease, as the chart's Deployment
+runs them (two replicas, the standby Ready too, only the leader acting).
+
+A replica killed is started again before the next step, as its ReplicaSet would. Faults go to every replica's proxy
+(whichever leads meets them); a kill right after a write is armed on the leader's. The judge reads every replica's
+log: no unexpected exception, no secret, and never two replicas acting at once (:func:`overlaps`).
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tests.support.operator import OperatorProcess
+
+# Leader election as the chaos operators run it: short enough that a fail-over fits a schedule, with room for a busy
+# machine (a renewal may take the renew deadline before the leader gives up; the Lease outlives it).
+LEASE_ENV = {
+    "DEFENDER_OPERATOR_LEADER_ELECTION": "true",
+    "DEFENDER_OPERATOR_LEASE_DURATION_SECONDS": "8",
+    "DEFENDER_OPERATOR_RENEW_DEADLINE_SECONDS": "6",
+    "DEFENDER_OPERATOR_RETRY_PERIOD_SECONDS": "0.5",
+}
+FAILOVER_SECONDS = (
+    60.0  # a standby leads within this of the leader's death (the Lease's 8 s and a busy machine)
+)
+PASS_LINES = ("reconciled", "retryable error; backing off")
+
+
+@dataclass
+class Replicas:
+    processes: list[OperatorProcess]
+    _marks: list[int] = field(default_factory=list)
+
+    @property
+    def elected(self) -> bool:
+        return len(self.processes) > 1
+
+    def ensure(self) -> None:
+        for process in self.processes:
+            if process.record is None or not process.record.alive():
+                process.start()
+
+    def leader(self, timeout: float = FAILOVER_SECONDS) -> OperatorProcess | None:
+        """The replica that leads, by its ``leader_election_master_status`` gauge; None if none leads within
+        ``timeout``."""
+        if not self.elected:
+            return self.processes[0]
+        deadline = time.monotonic() + timeout
+        while True:
+            for process in self.processes:
+                if process.record is not None and process.record.alive() and _leads(process):
+                    return process
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.5)
+
+    def kill(self, restart: bool = True) -> OperatorProcess | None:
+        """SIGKILL the leader (a node dies); ``restart``: its replacement starts at once. Returns the killed one."""
+        leader = self.leader()
+        if leader is not None:
+            leader.kill()
+            if restart:
+                leader.start()
+        return leader
+
+    def failover(self) -> str | None:
+        """The leader dies and a standby must take over before its replacement starts: None, or what went wrong."""
+        killed = self.kill(restart=False)
+        if killed is None or not self.elected:
+            self.ensure()
+            return None
+        successor = self.leader(FAILOVER_SECONDS)  # the killed one is dead: only a standby can lead now
+        killed.start()
+        if successor is None:
+            return f"no standby took over within {FAILOVER_SECONDS:.0f}s of the leader's death"
+        return None
+
+    def kill_after(self, cloud: str, pattern: str, method: str = "*") -> None:
+        leader = self.leader()
+        if leader is not None:
+            leader.kill_after(cloud, pattern, method)
+
+    def inject_aws_fault(self, **rule: Any) -> None:
+        for process in self.processes:
+            process.inject_aws_fault(**rule)
+
+    def inject_arm_fault(self, **rule: Any) -> None:
+        for process in self.processes:
+            process.inject_arm_fault(**rule)
+
+    def clear_faults(self) -> None:
+        for process in self.processes:
+            process.clear_aws_faults()
+            process.clear_arm_faults()
+
+    def mark(self) -> None:
+        """Where the schedule's part of every log begins."""
+        self._marks = [len(process.log()) for process in self.processes]
+
+    def logs(self) -> list[str]:
+        """Every replica's log since :meth:`mark`."""
+        return [process.log()[mark:] for process, mark in zip(self.processes, self._marks, strict=True)]
+
+
+def _leads(process: OperatorProcess) -> bool:
+    try:
+        return any(
+            line.startswith("leader_election_master_status") and line.endswith(" 1.0")
+            for line in process.metrics().splitlines()
+        )
+    except OSError:
+        return False
+
+
+def overlaps(logs: list[str]) -> list[str]:
+    """Passes a replica made while another led. Each run of a process begins with "waiting for the lease"; from
+    its "leading" to its last line it may act; a pass logged inside another run's such span is two acting at once
+    (SIGKILL ends a run at its last line; a leader that cannot renew exits before its Lease expires)."""
+    spans: list[tuple[int, datetime, datetime]] = []
+    passes: list[tuple[int, datetime, str]] = []
+    for replica, log in enumerate(logs):
+        lead: datetime | None = None
+        last: datetime | None = None
+        for line in log.splitlines():
+            if not line.startswith("{"):
+                continue
+            record = json.loads(line)
+            at = datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00"))
+            if record.get("message") == "waiting for the lease":
+                if lead is not None and last is not None:
+                    spans.append((replica, lead, last))
+                lead = None
+            elif record.get("message") == "leading":
+                lead = at
+            elif record.get("message") in PASS_LINES:
+                passes.append((replica, at, str(record.get("object"))))
+            last = at
+        if lead is not None and last is not None:
+            spans.append((replica, lead, last))
+    return [
+        f"replicas: replica {replica} finished a pass of {obj} at {at.isoformat()} while replica {other} led "
+        f"({start.isoformat()} to {end.isoformat()})"
+        for replica, at, obj in passes
+        for other, start, end in spans
+        if other != replica and start < at < end
+    ]

@@ -1,0 +1,59 @@
+"""The randomized campaign's own parts that need no sandbox: the replicas' judge and the generator's draws."""
+
+import json
+
+from bench.chaos.replicas import overlaps
+from bench.chaos.schedule import TAIL_OPS, WEIGHTS, generate
+
+
+def line(at: str, message: str, obj: str = "") -> str:
+    return json.dumps({"time": f"2026-12-05T10:00:{at}Z", "message": message, "object": obj})
+
+
+def run(*lines: str) -> str:
+    return "\n".join(lines) + "\n"
+
+
+def test_a_standby_that_acts_only_after_the_leader_died_is_no_overlap() -> None:
+    first = run(
+        line("00", "waiting for the lease"),
+        line("01", "leading"),
+        line("05", "reconciled", "ns/a"),
+        line("06", "reconciled", "ns/b"),  # SIGKILLed after this line
+        line("20", "waiting for the lease"),  # started again: a standby now
+    )
+    second = run(line("00", "waiting for the lease"), line("15", "leading"), line("16", "reconciled", "ns/a"))
+    assert overlaps([first, second]) == []
+
+
+def test_a_pass_while_another_replica_leads_is_reported() -> None:
+    first = run(line("00", "waiting for the lease"), line("01", "leading"), line("09", "reconciled", "ns/a"))
+    second = run(
+        line("00", "waiting for the lease"),
+        line("03", "reconciled", "ns/b"),  # acted without the lease, while the first led
+    )
+    found = overlaps([first, second])
+    assert len(found) == 1 and "replica 1 finished a pass of ns/b" in found[0] and "replica 0 led" in found[0]
+
+
+def test_a_run_that_ended_is_not_a_span_of_the_next_run_of_the_same_process() -> None:
+    first = run(
+        line("00", "waiting for the lease"),
+        line("01", "leading"),
+        line("02", "reconciled", "ns/a"),
+        line("10", "waiting for the lease"),  # a new run: standby until it leads again
+    )
+    second = run(line("00", "waiting for the lease"), line("05", "leading"), line("12", "reconciled", "ns/a"))
+    assert overlaps([first, second]) == []
+
+
+def test_new_operations_only_take_over_draws_that_were_waits() -> None:
+    """They share the weight that was the last operation's, so a seed keeps its other steps."""
+    ops = list(WEIGHTS)
+    assert ops[-len(TAIL_OPS) - 1 :] == ["wait", *TAIL_OPS]
+    schedule = generate(19020, 10)
+    assert [s.op for s in schedule][:9] == [
+        "patch", "patch", "sentinel", "unlabel_namespace", "create", "replace_policy", "create", "delete_role",
+        "narrow_policy",
+    ]  # fmt: skip
+    assert generate(19020, 10) == schedule
