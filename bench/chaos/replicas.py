@@ -26,6 +26,7 @@ FAILOVER_SECONDS = (
     60.0  # a standby leads within this of the leader's death (the Lease's 8 s and a busy machine)
 )
 PASS_LINES = ("reconciled", "retryable error; backing off")
+RUN_STARTS = ("starting", "waiting for the lease")  # the first lines of a process's run, before it may lead
 
 
 @dataclass
@@ -115,9 +116,10 @@ def _leads(process: OperatorProcess) -> bool:
 
 
 def overlaps(logs: list[str]) -> list[str]:
-    """Passes a replica made while another led. Each run of a process begins with "waiting for the lease"; from
-    its "leading" to its last line it may act; a pass logged inside another run's such span is two acting at once
-    (SIGKILL ends a run at its last line; a leader that cannot renew exits before its Lease expires)."""
+    """Passes a replica made while another led. Each run of a process begins with "starting", then "waiting for
+    the lease"; from its "leading" to its last line it may act; a pass logged inside another run's such span is two
+    acting at once (SIGKILL ends a run at its last line; a leader that cannot renew exits before its Lease
+    expires)."""
     spans: list[tuple[int, datetime, datetime]] = []
     passes: list[tuple[int, datetime, str]] = []
     for replica, log in enumerate(logs):
@@ -128,7 +130,7 @@ def overlaps(logs: list[str]) -> list[str]:
                 continue
             record = json.loads(line)
             at = datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00"))
-            if record.get("message") == "waiting for the lease":
+            if record.get("message") in RUN_STARTS:
                 if lead is not None and last is not None:
                     spans.append((replica, lead, last))
                 lead = None

@@ -20,7 +20,8 @@ def test_a_standby_that_acts_only_after_the_leader_died_is_no_overlap() -> None:
         line("01", "leading"),
         line("05", "reconciled", "ns/a"),
         line("06", "reconciled", "ns/b"),  # SIGKILLed after this line
-        line("20", "waiting for the lease"),  # started again: a standby now
+        line("20", "starting"),  # started again (its first line, minutes later): a standby now
+        line("20", "waiting for the lease"),
     )
     second = run(line("00", "waiting for the lease"), line("15", "leading"), line("16", "reconciled", "ns/a"))
     assert overlaps([first, second]) == []
@@ -41,7 +42,8 @@ def test_a_run_that_ended_is_not_a_span_of_the_next_run_of_the_same_process() ->
         line("00", "waiting for the lease"),
         line("01", "leading"),
         line("02", "reconciled", "ns/a"),
-        line("10", "waiting for the lease"),  # a new run: standby until it leads again
+        line("10", "starting"),  # a new run: standby until it leads again
+        line("10", "waiting for the lease"),
     )
     second = run(line("00", "waiting for the lease"), line("05", "leading"), line("12", "reconciled", "ns/a"))
     assert overlaps([first, second]) == []
