@@ -454,6 +454,12 @@ class Runner:
             Tags=[{"Key": OWNER_TAG, "Value": f"cluster-elsewhere/{world.namespaces[0]}/alpha"}],
         )["StackId"]
         world.touched.add(account)
+
+        def made() -> bool:  # CloudFormation may be slow now (slow_stacks): its own completion is no change
+            (stack,) = cf.describe_stacks(StackName=stack_id)["Stacks"]
+            return not str(stack["StackStatus"]).endswith("_IN_PROGRESS")
+
+        self._wait(made, 60)
         world.foreign_stacks[stack_id] = (account, self._stack_print(account, stack_id))
 
     def _stack_print(self, account: str, stack_id: str) -> tuple[Any, ...]:

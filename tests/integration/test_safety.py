@@ -354,6 +354,31 @@ def test_killed_while_the_api_server_restarts(
     assert left_behind(sandbox, m) == {}
 
 
+def test_an_operator_started_while_the_api_server_is_away_waits_for_it_and_goes_on(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """A replica that starts (or wins the Lease) while the API server is away, as in a control-plane upgrade or a
+    fail-over during one: its start-up meets a refused connection. It must try again within seconds, not crash
+    (the campaign's seed 10017: "failed permanently", then a crash loop) nor sleep Kopf's default minute (seed
+    10025), and go on to onboard."""
+    attempted = "Activity 'startup' failed"
+
+    def start_while_down() -> None:
+        operator.kill()
+        operator.start(wait_ready=False)
+        wait_for(lambda: attempted in operator.log()[mark:], 60, "the start-up to meet the absent API server")
+
+    mark = len(operator.log())
+    restart_apiserver(sandbox.control_plane, while_down=start_while_down)
+    assert apply(kubeconfig, manifest(namespace)).returncode == 0
+    # Kopf's own retry of a failed start-up would come after 60 s; the operator's comes within seconds.
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=45)
+    log = operator.log()[mark:]
+    assert operator.record is not None and operator.record.alive()
+    assert "failed permanently" not in log and "Traceback" not in log, log[-3000:]
+    delete(kubeconfig, namespace, "acme")
+
+
 # --- shared and foreign resources -------------------------------------------------------------------------------------
 
 
