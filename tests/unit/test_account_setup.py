@@ -347,6 +347,20 @@ def test_assume_role_only_on_the_roles_the_administrator_names() -> None:
     ]
 
 
+def test_a_role_name_with_a_comma_stays_whole_in_the_terraform_default() -> None:
+    """IAM role names may hold commas ([\\w+=,.@-]+, API_CreateRole.html): Terraform's list keeps such a role whole,
+    where splitting a joined string made two roles of it."""
+    from defender_operator.render.terraform import account_setup_configuration
+
+    options = SetupOptions(assume_roles=("arn:aws:iam::111122223333:role/team,a-onboarding",))
+    assert account_setup_configuration(options)["variable"]["assumable_roles"]["default"] == [
+        "arn:aws:iam::111122223333:role/team,a-onboarding"
+    ]
+    assert account_setup_configuration(SetupOptions(assume_roles=("*",)))["variable"]["assumable_roles"][
+        "default"
+    ] == ["*"]
+
+
 def test_the_setup_templates_take_the_roles_to_assume_as_a_parameter(tmp_path: Path) -> None:
     """Issue 28: the checked-in setup serves a management account without regenerating it. The roles to assume are
     a parameter (CloudFormation ``AssumableRoles``, Terraform ``assumable_roles``; ``--assume-role`` gives its

@@ -179,10 +179,12 @@ ASSUMABLE_ROLES_DESCRIPTION = (
 )
 
 
-def assumable_default(options: SetupOptions) -> str:
-    """The ``--assume-role`` values as the default of the setup's parameter of assumable roles (empty: none)."""
+def assumable_default(options: SetupOptions) -> list[str]:
+    """The ``--assume-role`` values as the default of the setup's parameter of assumable roles (empty: none). A list:
+    Terraform's variable takes it as it is; CloudFormation's CommaDelimitedList joins it (an IAM role name may hold a
+    comma, which only the Terraform form keeps whole)."""
     resource = assumable_resource(options) if options.assume_roles else []
-    return "*" if resource == "*" else ",".join(resource)
+    return ["*"] if resource == "*" else list(resource)
 
 
 def without_assumable_roles(options: SetupOptions) -> SetupOptions:
@@ -228,7 +230,7 @@ def account_setup_template(options: SetupOptions = SetupOptions()) -> dict[str, 
             "OperatorRoleName": {"Type": "String", "Default": OPERATOR_ROLE_NAME},
             "AssumableRoles": {
                 "Type": "CommaDelimitedList",
-                "Default": assumable_default(options),
+                "Default": ",".join(assumable_default(options)),
                 "Description": ASSUMABLE_ROLES_DESCRIPTION,
             },
         },

@@ -240,7 +240,6 @@ def account_setup_configuration(options: "SetupOptions | None" = None) -> dict[s
     assume_roles = _policy_json(
         {"Version": POLICY_VERSION, "Statement": [assume_roles_statement(_ROLES_PLACEHOLDER)]}
     ).replace(json.dumps(_ROLES_PLACEHOLDER), "${jsonencode(var.assumable_roles)}")
-    assumable = assumable_default(options)
 
     principal = "${var.operator_principal_arn}"
     with_external_id = operator_trust(principal, "${var.external_id}")
@@ -273,7 +272,7 @@ def account_setup_configuration(options: "SetupOptions | None" = None) -> dict[s
             "operator_role_name": {"type": "string", "default": OPERATOR_ROLE_NAME},
             "assumable_roles": {
                 "type": "list(string)",
-                "default": assumable.split(",") if assumable else [],
+                "default": assumable_default(options),
                 "description": ASSUMABLE_ROLES_DESCRIPTION,
             },
         },
