@@ -9,7 +9,7 @@ log: no unexpected exception, no secret, and never two replicas acting at once (
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.support.operator import OperatorProcess
@@ -25,7 +25,6 @@ LEASE_ENV = {
 FAILOVER_SECONDS = (
     60.0  # a standby leads within this of the leader's death (the Lease's 8 s and a busy machine)
 )
-PASS_LINES = ("reconciled", "retryable error; backing off")
 RUN_STARTS = ("starting", "waiting for the lease")  # the first lines of a process's run, before it may lead
 
 
@@ -33,6 +32,7 @@ RUN_STARTS = ("starting", "waiting for the lease")  # the first lines of a proce
 class Replicas:
     processes: list[OperatorProcess]
     _marks: list[int] = field(default_factory=list)
+    _leading: list[datetime | None] = field(default_factory=list)
 
     @property
     def elected(self) -> bool:
@@ -97,8 +97,16 @@ class Replicas:
             process.clear_arm_faults()
 
     def mark(self) -> None:
-        """Where the schedule's part of every log begins."""
+        """Where the schedule's part of every log begins, and which replica leads then (its "leading" line is in
+        an earlier part)."""
         self._marks = [len(process.log()) for process in self.processes]
+        now = datetime.now(UTC)
+        self._leading = [now if self.elected and _leads(process) else None for process in self.processes]
+
+    def overlaps(self) -> list[str]:
+        """:func:`overlaps` over the schedule's part of every log."""
+        running = [process.record is not None and process.record.alive() for process in self.processes]
+        return overlaps(self.logs(), self._leading, running)
 
     def logs(self) -> list[str]:
         """Every replica's log since :meth:`mark`."""
@@ -115,16 +123,21 @@ def _leads(process: OperatorProcess) -> bool:
         return False
 
 
-def overlaps(logs: list[str]) -> list[str]:
-    """Passes a replica made while another led. Each run of a process begins with "starting", then "waiting for
-    the lease"; from its "leading" to its last line it may act; a pass logged inside another run's such span is two
-    acting at once (SIGKILL ends a run at its last line; a leader that cannot renew exits before its Lease
-    expires)."""
+def overlaps(
+    logs: list[str], leading: list[datetime | None] | None = None, running: list[bool] | None = None
+) -> list[str]:
+    """What a replica did to an object while another led. Each run of a process begins with "starting", then
+    "waiting for the lease"; from its "leading" (or, for the replica that led when the logs begin, from then:
+    ``leading``) to its last line it may act, or to now while it still runs (``running``); a line about an object
+    (any line with an ``object`` field: a pass, a cleanup, Kopf's own) logged inside another replica's such span is
+    two acting at once. SIGKILL ends a run at its last line; a leader that cannot renew exits before its Lease
+    expires, so a successor's span never begins before it."""
+    now = datetime.now(UTC)
     spans: list[tuple[int, datetime, datetime]] = []
-    passes: list[tuple[int, datetime, str]] = []
+    acts: list[tuple[int, datetime, str]] = []
     for replica, log in enumerate(logs):
-        lead: datetime | None = None
-        last: datetime | None = None
+        lead = leading[replica] if leading else None
+        last = lead
         for line in log.splitlines():
             if not line.startswith("{"):
                 continue
@@ -136,15 +149,15 @@ def overlaps(logs: list[str]) -> list[str]:
                 lead = None
             elif record.get("message") == "leading":
                 lead = at
-            elif record.get("message") in PASS_LINES:
-                passes.append((replica, at, str(record.get("object"))))
+            elif "object" in record:
+                acts.append((replica, at, str(record["object"])))
             last = at
         if lead is not None and last is not None:
-            spans.append((replica, lead, last))
+            spans.append((replica, lead, now if running and running[replica] else last))
     return [
-        f"replicas: replica {replica} finished a pass of {obj} at {at.isoformat()} while replica {other} led "
+        f"replicas: replica {replica} acted on {obj} at {at.isoformat()} while replica {other} led "
         f"({start.isoformat()} to {end.isoformat()})"
-        for replica, at, obj in passes
+        for replica, at, obj in acts
         for other, start, end in spans
         if other != replica and start < at < end
     ]

@@ -45,7 +45,7 @@ from defender_operator.ownership import OWNER_TAG, OWNER_UID_TAG
 from defender_operator.reconcile.proofs import DISPUTED
 from defender_operator.sandbox import Sandbox
 
-from .replicas import Replicas, overlaps
+from .replicas import Replicas
 from .schedule import ACCOUNTS, NAMES, NAMESPACES, PLAN_CHOICES, Step, slot_of
 
 SENTINEL_AUDIENCE = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
@@ -570,11 +570,24 @@ class Runner:
             return stalled.get("reason") in seen and fresh
 
         def of_accounts(obj: dict[str, Any]) -> bool:
-            return obj["spec"]["aws"]["accountId"] in accounts
+            """Of these accounts, in a namespace the grant's selector still selects (the others were refused
+            already: their Stalled says so, unchanged, and they may write nothing either way)."""
+            selected = world.namespaces.index(obj["metadata"]["namespace"]) not in world.unlabelled
+            return selected and obj["spec"]["aws"]["accountId"] in accounts
 
-        if self._acknowledged(world, of_accounts, lambda obj: _own(obj) or saw(obj)):
-            return {account: self._fingerprint(world, account) for account in accounts}
-        return None
+        if not self._acknowledged(world, of_accounts, lambda obj: _own(obj) or saw(obj)):
+            return None
+        # A stack operation started before the withdrawal may still be under way (slow_stacks): its end is not a
+        # write after it. The window opens once none is; if one outlasts the bound, it is not judged.
+        try:
+            self._wait(lambda: not any(self._stacks_in_progress(a) for a in accounts), 60)
+        except TimeoutError:
+            return None
+        return {account: self._fingerprint(world, account) for account in accounts}
+
+    def _stacks_in_progress(self, account: str) -> bool:
+        cf = aws_in(self.sandbox, account, "cloudformation")
+        return any(str(s["StackStatus"]).endswith("_IN_PROGRESS") for s in cf.describe_stacks()["Stacks"])
 
     def _delete_policy(self, world: World) -> None:
         """The admin deletes the policy for good: once its grace is over (the chart's annotation), every object of
@@ -618,10 +631,15 @@ class Runner:
         if index in world.second:
             return
         world.second.add(index)
-        if index in world.narrowed:
-            world.narrowed[index] = None  # granted again from now: its window is not judged
-        if world.policy_gone is not None and index in world.policy_gone:
-            world.policy_gone[index] = None
+        account = world.accounts[index]
+        # granted again from now: each window open on the account is judged up to here, then no more
+        windows = [world.narrowed] + ([world.policy_gone] if world.policy_gone is not None else [])
+        for window in windows:
+            before = window.get(index)
+            if before is not None and account not in world.touched:
+                self._unchanged(world, account, before[account], "while its grant was withdrawn")
+            if index in window:
+                window[index] = None
         name = f"chaos-{world.run}-second"
         policy = {
             "apiVersion": "defender-operator.io/v1alpha1",
@@ -754,6 +772,8 @@ class Runner:
         are given back first: a withdrawn grant holds cleanup by design), then the tenant makes it again."""
         if index not in world.namespaces_deleting:
             return
+        if world.policy_gone is not None:
+            self._grant(world)
         for narrowed in list(world.narrowed):
             self._widen(world, narrowed)
         if index in world.unlabelled:
@@ -1011,7 +1031,7 @@ class Runner:
         return violations
 
     def _logs(self, world: World, logs: list[str]) -> list[str]:
-        violations = overlaps(logs) if self.operator.elected else []
+        violations = self.operator.overlaps() if self.operator.elected else []
         for log in logs:
             if "reconcile failed unexpectedly" in log or "Traceback" in log:
                 line = next(

@@ -1,6 +1,7 @@
 """The randomized campaign's own parts that need no sandbox: the replicas' judge and the generator's draws."""
 
 import json
+from datetime import UTC, datetime
 
 from bench.chaos.replicas import overlaps
 from bench.chaos.schedule import TAIL_OPS, WEIGHTS, generate
@@ -34,7 +35,18 @@ def test_a_pass_while_another_replica_leads_is_reported() -> None:
         line("03", "reconciled", "ns/b"),  # acted without the lease, while the first led
     )
     found = overlaps([first, second])
-    assert len(found) == 1 and "replica 1 finished a pass of ns/b" in found[0] and "replica 0 led" in found[0]
+    assert len(found) == 1 and "replica 1 acted on ns/b" in found[0] and "replica 0 led" in found[0]
+
+
+def test_the_replica_that_led_when_the_logs_begin_is_judged_from_then_to_now() -> None:
+    """A schedule's part of the logs begins after the leader's "leading" line: the harness says who led then, and
+    a leader still running leads until now (its last line may be long before another's act)."""
+    leader = run(line("01", "reconciled", "ns/a"))
+    standby = run(line("05", "cleaned up", "ns/b"))  # any line about an object is acting on it
+    began = datetime(2026, 12, 5, 10, 0, 0, tzinfo=UTC)
+    found = overlaps([leader, standby], leading=[began, None], running=[True, True])
+    assert len(found) == 1 and "replica 1 acted on ns/b" in found[0]
+    assert overlaps([leader, standby]) == []  # what the judge could not see without being told
 
 
 def test_a_run_that_ended_is_not_a_span_of_the_next_run_of_the_same_process() -> None:
