@@ -596,8 +596,17 @@ class Runner:
         if world.policy_gone is not None:
             return
         indexes = [i for i in range(ACCOUNTS) if i not in world.second and i not in world.narrowed]
-        delete = ("delete", "clusteronboardingpolicy", f"chaos-{world.run}", "--ignore-not-found")
-        seen = self._withdraw(world, indexes, lambda: kubectl(self.kubeconfig, *delete, check=True))
+        name = f"chaos-{world.run}"
+
+        def delete() -> None:
+            """Deleted, and its grace over (the chart's annotation keeps a deleted policy granting for 10 s, in
+            case Helm makes it again): only then is nothing granted."""
+            kubectl(
+                self.kubeconfig, "delete", "clusteronboardingpolicy", name, "--ignore-not-found", check=True
+            )
+            self._wait(lambda: name not in self._effective(), 60)
+
+        seen = self._withdraw(world, indexes, delete)
         world.policy_gone = {
             i: None if seen is None else {world.accounts[i]: seen[world.accounts[i]]} for i in indexes
         }
