@@ -519,6 +519,36 @@ def test_deleting_a_namespace_cleans_up_both_clouds_with_the_namespaces_own_secr
     assert record_of(kubeconfig, obj["metadata"]["uid"]) is None
 
 
+def test_a_new_object_whose_secret_is_being_deleted_is_stalled_saying_so(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """The campaign's seed 10060: the tenant deletes a Secret an onboarded object holds (it stays Terminating until
+    that object's cleanup no longer needs it), then applies a new object that names it. The new object's first
+    pass announces its first write, which needs the Secret held for cleanup: that refusal went unhandled ("reconcile
+    failed unexpectedly", no status, for ever). It is the object's own Stalled reason now, and nothing is claimed."""
+    namespace = bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, namespace)
+    tenant_secrets(user, namespace)
+    first = own_secrets(manifest(namespace, "first"))
+    assert apply(user, first).returncode == 0
+    wait_condition(kubeconfig, namespace, "first", "Ready", "True")
+    mark = len(operator.log())
+    kubectl(user, "delete", "secret", "aws-keys", "-n", namespace, "--wait=false", check=True)
+    second = own_secrets(manifest(namespace, "second"))
+    assert apply(user, second).returncode == 0
+    obj = wait_condition(
+        kubeconfig, namespace, "second", "Stalled", "True", reason="CredentialsSecretDeleting"
+    )
+    assert "Create the Secret again under another name" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert obj["status"].get("firstCloudWrite") is None
+    assert "reconcile failed unexpectedly" not in operator.log()[mark:]
+    for name in ("second", "first"):
+        kubectl(user, "delete", "awsc", "-n", namespace, name, "--wait=false", check=True)
+        wait_gone(kubeconfig, namespace, name)
+    assert left_behind(sandbox, first) == {} and left_behind(sandbox, second) == {}
+    kubectl(kubeconfig, "delete", "namespace", namespace, "--wait=false")
+
+
 # --- 11. an orphaned connector and a namesake -----------------------------------------------------------------------------
 
 

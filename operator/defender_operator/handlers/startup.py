@@ -5,6 +5,7 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from .. import metrics
 from ..credentials import CredentialFactory
@@ -23,25 +24,37 @@ log = logging.getLogger("defender_operator")
 # A start-up that met an API server it could not reach is tried again this soon (Kopf's default: a minute). A replica
 # started, or given the Lease, during a control-plane upgrade acts within seconds of the API server's return.
 STARTUP_RETRY_SECONDS = 2.0
+# An API server that has just started refuses requests (403) until its authorization caches are filled
+# (kubernetes/kubernetes#101422): a refusal is taken at its word only after this many tries, about half a minute.
+REFUSALS_TOLERATED = 15
 
 
-@kopf.on.startup(backoff=STARTUP_RETRY_SECONDS)
-async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: Any, retry: int, **_: Any) -> None:
     operator: Settings = memo.settings
     configure_kopf(settings, operator)
     kube = Kube(await asyncio.to_thread(load_config))
+    reading = "the uid of namespace kube-system (the cluster's id in the owner mark)"
     try:
         instance = (
-            operator.instance if operator.instance else await asyncio.to_thread(_cluster_instance, kube)
+            operator.instance if operator.instance else f"cluster-{await asyncio.to_thread(kube.cluster_id)}"
         )
+        reading = "the ClusterOnboardingPolicies, to write the EffectiveOnboardingPolicy"
         await asyncio.to_thread(sync_effective_policy, kube)
     except Exception as exc:
-        if not api_server_unavailable(exc):
-            raise
-        # A temporary error is logged as one line and retried after its delay; nothing was built yet to leak.
-        raise kopf.TemporaryError(
-            f"the API server is not available: {one_line(exc)}", delay=STARTUP_RETRY_SECONDS
-        ) from None
+        refused = isinstance(exc, ApiException) and exc.status in (401, 403)
+        if api_server_unavailable(exc) or (refused and retry < REFUSALS_TOLERATED):
+            # Logged as one line and tried again after the delay; nothing was built yet that could leak.
+            raise kopf.TemporaryError(
+                f"start-up cannot read {reading} yet: {one_line(exc)}", delay=STARTUP_RETRY_SECONDS
+            ) from None
+        if refused:
+            raise kopf.PermanentError(
+                f"start-up cannot read {reading}: {one_line(exc)}. Give the operator's ServiceAccount the chart's "
+                "ClusterRole (get namespaces; list ClusterOnboardingPolicies; get, create and patch "
+                "EffectiveOnboardingPolicies), or set DEFENDER_OPERATOR_INSTANCE for the cluster's id."
+            ) from None
+        raise
     factory = CredentialFactory(operator, kube.read_secret)
     await asyncio.to_thread(factory.warm)
     memo.runtime = Runtime(
@@ -68,17 +81,3 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             "catalog": catalog_version(),
         },
     )
-
-
-def _cluster_instance(kube: Kube) -> str:
-    """The cluster's id for the owner mark; a refusal (no right to read kube-system) stops the operator with what to
-    do, an API server that is away is the caller's to wait for."""
-    try:
-        return f"cluster-{kube.cluster_id()}"
-    except Exception as exc:
-        if api_server_unavailable(exc):
-            raise
-        raise kopf.PermanentError(
-            "cannot tell this cluster's id (the uid of namespace kube-system) for the owner mark: "
-            f"{exc}. Set DEFENDER_OPERATOR_INSTANCE, or allow the operator to get namespace kube-system."
-        ) from None

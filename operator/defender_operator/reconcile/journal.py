@@ -426,9 +426,14 @@ class WriteJournal:
         ahead = tuple(cloud for cloud in ahead if getattr(self.written, cloud) is None)
         announced = status.model_copy(deep=True)
         if ahead:
-            self._record(announced, ahead)
-        else:
-            self._put(announced, lambda: self._known)
+            try:
+                self._record(announced, ahead)
+                return
+            except TerminalError:
+                # Nothing may be written (a Secret the record must hold is being deleted): announced without the
+                # record, and the pass meets the same refusal where it would write, as its Stalled reason.
+                pass
+        self._put(announced, lambda: self._known)
 
     def checkpoint(self, status: AWSConnectorStatus) -> None:
         """Write a status decided from the object's copy alone, before any cloud is read (the catalog rollout's
