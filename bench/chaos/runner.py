@@ -192,20 +192,25 @@ class Runner:
         again after a deletion for good, it ends that window (:meth:`_restored`)."""
         self._restored(world)
         granted = [a for i, a in enumerate(world.accounts[:ACCOUNTS]) if i not in world.narrowed]
+        # as the chart makes its policies: a deletion of it is a replacement (Helm's hooks)
+        self._policy(world, f"chaos-{world.run}", granted, {ANNOTATION_DELETION_GRACE: "true"})
+
+    def _policy(self, world: World, name: str, accounts: list[str], annotations: dict[str, str]) -> None:
+        """A policy for the schedule's namespaces (by their label) granting ``accounts``, once the operator's
+        admission parameter carries it."""
         policy = {
             "apiVersion": "defender-operator.io/v1alpha1",
             "kind": "ClusterOnboardingPolicy",
-            # as the chart makes its policies: a deletion of it is a replacement (Helm's hooks)
-            "metadata": {"name": f"chaos-{world.run}", "annotations": {ANNOTATION_DELETION_GRACE: "true"}},
+            "metadata": {"name": name, "annotations": annotations},
             "spec": {
                 "namespaces": {"selector": {"matchLabels": {"chaos-run": world.run}}},
-                "aws": {"accountIds": granted, "roleArns": [ROLE_PATTERN]},
+                "aws": {"accountIds": accounts, "roleArns": [ROLE_PATTERN]},
                 "azure": {"ambientIdentity": True, "tenantIds": ["*"], "subscriptionIds": ["*"]},
             },
         }
         made = apply(self.kubeconfig, policy)
         assert made.returncode == 0, made.stderr
-        self._wait(lambda: sorted(self._effective().get(f"chaos-{world.run}", [])) == sorted(granted), 30)
+        self._wait(lambda: sorted(self._effective().get(name, [])) == sorted(accounts), 30)
 
     def _replace(self, world: World) -> None:
         """What ``helm upgrade`` does to a hook with ``before-hook-creation``: delete it, then create it again."""
@@ -649,20 +654,7 @@ class Runner:
                 self._unchanged(world, account, before[account], "while its grant was withdrawn")
             if index in window:
                 window[index] = None
-        name = f"chaos-{world.run}-second"
-        policy = {
-            "apiVersion": "defender-operator.io/v1alpha1",
-            "kind": "ClusterOnboardingPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "namespaces": {"selector": {"matchLabels": {"chaos-run": world.run}}},
-                "aws": {"accountIds": [world.accounts[index]], "roleArns": [ROLE_PATTERN]},
-                "azure": {"ambientIdentity": True, "tenantIds": ["*"], "subscriptionIds": ["*"]},
-            },
-        }
-        made = apply(self.kubeconfig, policy)
-        assert made.returncode == 0, made.stderr
-        self._wait(lambda: self._effective().get(name) == [world.accounts[index]], 30)
+        self._policy(world, f"chaos-{world.run}-second", [account], {})
 
     def _widen(self, world: World, index: int) -> None:
         """The admin gives the account back: its clouds must be as they were while the grant was withdrawn."""
