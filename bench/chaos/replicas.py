@@ -22,9 +22,8 @@ LEASE_ENV = {
     "DEFENDER_OPERATOR_RENEW_DEADLINE_SECONDS": "6",
     "DEFENDER_OPERATOR_RETRY_PERIOD_SECONDS": "0.5",
 }
-FAILOVER_SECONDS = (
-    60.0  # a standby leads within this of the leader's death (the Lease's 8 s and a busy machine)
-)
+# A standby leads within this of the leader's death (the Lease's 8 s, and a busy machine).
+FAILOVER_SECONDS = 60.0
 RUN_STARTS = ("starting", "waiting for the lease")  # the first lines of a process's run, before it may lead
 
 
