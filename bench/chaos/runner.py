@@ -319,7 +319,13 @@ class Runner:
                 account = obj["spec"]["aws"]["accountId"]
                 world.touched.add(account)
                 cf = aws_in(self.sandbox, account, "cloudformation")
-                stacks = [s for s in cf.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"]
+                # CloudFormation refuses to delete a stack while an operation is under way on it (slow_stacks):
+                # the person deletes what is settled
+                stacks = [
+                    s
+                    for s in cf.describe_stacks()["Stacks"]
+                    if s["StackStatus"] != "DELETE_COMPLETE" and not s["StackStatus"].endswith("_IN_PROGRESS")
+                ]
                 for stack in stacks:
                     cf.delete_stack(StackName=stack["StackId"])
         elif step.op == "delete_role":
