@@ -319,8 +319,8 @@ class Runner:
                 account = obj["spec"]["aws"]["accountId"]
                 world.touched.add(account)
                 cf = aws_in(self.sandbox, account, "cloudformation")
-                # CloudFormation refuses to delete a stack while an operation is under way on it (slow_stacks):
-                # the person deletes what is settled
+                # the sandbox's CloudFormation refuses to delete a stack while an operation is under way on it (as AWS
+                # does during an update; slow_stacks makes them last): the person deletes what is settled
                 stacks = [
                     s
                     for s in cf.describe_stacks()["Stacks"]
