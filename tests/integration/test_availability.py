@@ -148,15 +148,28 @@ def test_shards_split_the_namespaces_each_with_its_own_lease(
                 lambda m=m: ready(kubeconfig, m["metadata"]["namespace"], m["metadata"]["name"]), 60, "Ready"
             )
         for shard, space in zip(shards, spaces, strict=True):
+            own = {f"{space}/acme-0", f"{space}/acme-1"}
+            # a pass logs its line just after it writes the status the wait above saw
+            wait_for(
+                lambda shard=shard, own=own: {o for _, o in passes(shard)} >= own, 30, "the passes' lines"
+            )
             handled = {obj for _, obj in passes(shard)}
-            assert handled == {f"{space}/acme-0", f"{space}/acme-1"}, handled  # its own, and only its own
-        for space in spaces:
-            kubectl(kubeconfig, "delete", "awsc", "-n", space, "--all", "--wait=false", check=True)
-        for m in manifests:
-            wait_gone(kubeconfig, m["metadata"]["namespace"], m["metadata"]["name"])
+            assert handled == own, handled  # its own, and only its own
     finally:
-        for shard in shards:
-            shard.stop()
+        # cleaned up by the shards before they stop, whatever failed: objects left behind would be every later
+        # module's operator's to reconcile
+        for space in spaces:
+            kubectl(kubeconfig, "delete", "awsc", "-n", space, "--all", "--wait=false")
+        try:
+            for space in spaces:
+                wait_for(
+                    lambda space=space: "acme" not in kubectl(kubeconfig, "get", "awsc", "-n", space).stdout,
+                    90,
+                    f"the objects of {space} to be cleaned up",
+                )
+        finally:
+            for shard in shards:
+                shard.stop()
 
 
 def test_an_api_server_outage_is_an_error_to_back_off_from_not_a_panic(
