@@ -90,9 +90,10 @@ _BUSY = {429, 500, 502, 503, 504}
 
 def api_server_unavailable(exc: BaseException) -> bool:
     """The API server did not take a request: unreachable or silent (the Kubernetes client lets urllib3's errors
-    through), or overloaded or failing (429, 5xx). Not a refusal such as 403 or 422, which a person must look at."""
+    through, except a TLS failure, which it turns into status 0: no answer at all), or overloaded or failing (429,
+    5xx). Not a refusal such as 403 or 422, which a person must look at."""
     return isinstance(exc, urllib3.exceptions.HTTPError) or (
-        isinstance(exc, ApiException) and exc.status in _BUSY
+        isinstance(exc, ApiException) and (exc.status in _BUSY or exc.status == 0)
     )
 
 

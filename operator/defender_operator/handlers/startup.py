@@ -25,12 +25,14 @@ log = logging.getLogger("defender_operator")
 # started, or given the Lease, during a control-plane upgrade acts within seconds of the API server's return.
 STARTUP_RETRY_SECONDS = 2.0
 # An API server that has just started refuses requests (403) until its authorization caches are filled
-# (kubernetes/kubernetes#101422): a refusal is taken at its word only after this many tries, about half a minute.
+# (kubernetes/kubernetes#101422): a refusal is taken at its word only after this many in a row, about half a minute.
 REFUSALS_TOLERATED = 15
+# Anything else (the CRDs not yet established during an install, say) is tried again after this long.
+OTHER_FAILURE_RETRY_SECONDS = 10.0
 
 
-@kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: Any, retry: int, **_: Any) -> None:
+@kopf.on.startup(backoff=OTHER_FAILURE_RETRY_SECONDS)
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     operator: Settings = memo.settings
     configure_kopf(settings, operator)
     kube = Kube(await asyncio.to_thread(load_config))
@@ -43,7 +45,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, retry: int, **_: A
         await asyncio.to_thread(sync_effective_policy, kube)
     except Exception as exc:
         refused = isinstance(exc, ApiException) and exc.status in (401, 403)
-        if api_server_unavailable(exc) or (refused and retry < REFUSALS_TOLERATED):
+        # refusals in a row: an outage before them (tries of their own) does not use up the allowance
+        memo.startup_refusals = getattr(memo, "startup_refusals", 0) + 1 if refused else 0
+        if api_server_unavailable(exc) or (refused and memo.startup_refusals <= REFUSALS_TOLERATED):
             # Logged as one line and tried again after the delay; nothing was built yet that could leak.
             raise kopf.TemporaryError(
                 f"start-up cannot read {reading} yet: {one_line(exc)}", delay=STARTUP_RETRY_SECONDS
