@@ -525,7 +525,8 @@ def test_a_new_object_whose_secret_is_being_deleted_is_stalled_saying_so(
     """The campaign's seed 10060: the tenant deletes a Secret an onboarded object holds (it stays Terminating until
     that object's cleanup no longer needs it), then applies a new object that names it. The new object's first
     pass announces its first write, which needs the Secret held for cleanup: that refusal went unhandled ("reconcile
-    failed unexpectedly", no status, for ever). It is the object's own Stalled reason now, and nothing is claimed."""
+    failed unexpectedly", no status, for ever). It is the object's own Stalled reason now, and nothing is claimed;
+    the other Secret it names, held first (in name order), is let go again, as no record names it."""
     namespace = bare_namespace(kubeconfig)
     user = tenant(sandbox, kubeconfig, namespace)
     tenant_secrets(user, namespace)
@@ -533,7 +534,7 @@ def test_a_new_object_whose_secret_is_being_deleted_is_stalled_saying_so(
     assert apply(user, first).returncode == 0
     wait_condition(kubeconfig, namespace, "first", "Ready", "True")
     mark = len(operator.log())
-    kubectl(user, "delete", "secret", "aws-keys", "-n", namespace, "--wait=false", check=True)
+    kubectl(user, "delete", "secret", "azure-app", "-n", namespace, "--wait=false", check=True)
     second = own_secrets(manifest(namespace, "second"))
     assert apply(user, second).returncode == 0
     obj = wait_condition(
@@ -541,6 +542,10 @@ def test_a_new_object_whose_secret_is_being_deleted_is_stalled_saying_so(
     )
     assert "Create the Secret again under another name" in condition(obj, "Stalled")["message"]  # type: ignore[index]
     assert obj["status"].get("firstCloudWrite") is None
+    keys = json.loads(
+        kubectl(user, "get", "secret", "aws-keys", "-n", namespace, "-o", "json", check=True).stdout
+    )
+    assert f"defender-operator.io/in-use-by-{obj['metadata']['uid']}" not in keys["metadata"]["finalizers"]
     assert "reconcile failed unexpectedly" not in operator.log()[mark:]
     for name in ("second", "first"):
         kubectl(user, "delete", "awsc", "-n", namespace, name, "--wait=false", check=True)

@@ -259,17 +259,22 @@ class WriteJournal:
         spec = recorded_spec(self.target)
         needed = secrets_of(self.target.spec)
         finalizer = secret_finalizer(self.target.uid)
+        before = self.book.load()
+        recorded = raw_secret_names(before.connector) if before is not None else set()
         for name in sorted(needed):
             try:
                 self.kube.hold_secret(self.target.namespace, name, finalizer)
             except SecretDeleting as exc:
+                # Held in this call for no record: let go again, or a later spec that no longer names them would
+                # leave them held for ever (the release of Secrets a spec stops naming reads the record).
+                for held in sorted(needed - recorded - {name}):
+                    self.kube.release_secret(self.target.namespace, held, finalizer)
                 raise TerminalError(
                     "CredentialsSecretDeleting",
                     f"{exc}: the operator needs it to clean up what it writes, so it writes nothing with it. "
                     "Create the Secret again under another name, point the spec at it, and update Secrets in place "
                     "(kubectl apply) rather than deleting and re-creating them.",
                 ) from None
-        before = self.book.load()
 
         def edit(record: OnboardingRecordSpec) -> OnboardingRecordSpec:
             written = record.written.model_copy()
