@@ -12,9 +12,11 @@ from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render.cloudformation import stack_template
 from defender_operator.render.document import Rendered
 from defender_operator.sandbox import Sandbox, emulators, processes
+from tests.support.account_admin import administrator, enforce, ensure_role
 from tests.support.clouds import aws_client, aws_control, reset_clouds
 from tests.support.kube import wait_for
 from tests.support.manifests import base_manifest
+from tests.support.onboarding import assumed, aws_in
 
 pytestmark = pytest.mark.integration
 
@@ -384,3 +386,87 @@ def test_eks_access_entries_follow_the_authentication_mode(sandbox: Sandbox) -> 
     assert eks.list_access_entries(clusterName="legacy")["accessEntries"] == []
     eks.delete_access_entry(clusterName="modern", principalArn=role)
     assert eks.list_access_entries(clusterName="modern")["accessEntries"] == [creator]
+
+
+def test_a_delegated_administrator_runs_the_management_accounts_stacksets(sandbox: Sandbox) -> None:
+    """CloudFormation User Guide, stacksets-orgs-delegated-admin.html, and API_CreateStackSet.html (``CallAs``): a
+    registered delegated administrator creates and deploys service-managed StackSets with ``CallAs:
+    DELEGATED_ADMIN``; they live in the management account. Unregistered, without the caller's
+    ``organizations:ListDelegatedAdministrators``, or without ``CallAs``, AWS refuses (sandbox/aws/delegated_admin.py)."""
+    management = "500012345678"
+    organizations = aws_in(sandbox, management, "organizations")
+    organizations.create_organization(FeatureSet="ALL")
+    root = organizations.list_roots()["Roots"][0]["Id"]
+    members = []
+    for i in range(2):
+        request = organizations.create_account(Email=f"d{i}@example.com", AccountName=f"d{i}")
+        members.append(
+            organizations.describe_create_account_status(
+                CreateAccountRequestId=request["CreateAccountStatus"]["Id"]
+            )["CreateAccountStatus"]["AccountId"]
+        )
+    delegate = members[0]
+    cf = aws_in(sandbox, delegate, "cloudformation")
+    body = json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}})
+    as_admin = {"CallAs": "DELEGATED_ADMIN"}
+
+    def refusal(call: Any, **kwargs: Any) -> str:
+        with pytest.raises(ClientError) as info:
+            call(**kwargs)
+        assert info.value.response["Error"]["Code"] == "ValidationError", info.value.response
+        return str(info.value.response["Error"]["Message"])
+
+    create = {"StackSetName": "delegated", "TemplateBody": body, "PermissionModel": "SERVICE_MANAGED"}
+    assert "must be the management account or delegated admin" in refusal(cf.create_stack_set, **create)
+    assert (
+        refusal(cf.create_stack_set, **create, **as_admin) == "Account used is not a delegated administrator"
+    )
+
+    organizations.register_delegated_administrator(
+        AccountId=delegate, ServicePrincipal="member.org.stacksets.cloudformation.amazonaws.com"
+    )
+    arn = cf.create_stack_set(**create, **as_admin)["StackSetId"]
+    cf.create_stack_instances(
+        StackSetName="delegated",
+        DeploymentTargets={"OrganizationalUnitIds": [root]},
+        Regions=["us-east-1"],
+        **as_admin,
+    )
+    described = cf.describe_stack_set(StackSetName="delegated", **as_admin)["StackSet"]
+    assert described["StackSetId"] == arn and f":{management}:stackset/" in described["StackSetARN"]
+    own = aws_in(sandbox, management, "cloudformation").describe_stack_set(StackSetName="delegated")
+    assert own["StackSet"]["StackSetId"] == arn  # it lives in the management account
+    with pytest.raises(ClientError) as info:
+        cf.describe_stack_set(StackSetName="delegated")  # CallAs SELF: the delegate's own account has none
+    assert info.value.response["Error"]["Code"] == "StackSetNotFoundException"
+    instances = cf.list_stack_instances(StackSetName="delegated", **as_admin)["Summaries"]
+    assert sorted(i["Account"] for i in instances) == sorted(members)
+
+    # The caller needs organizations:ListDelegatedAdministrators, which CloudFormation reads with its permissions.
+    administrator(sandbox, delegate)
+    iam = aws_in(sandbox, delegate, "iam")
+    ensure_role(iam, "stacksets-only")
+    allow = {"Effect": "Allow", "Action": ["cloudformation:*"], "Resource": "*"}
+    iam.put_role_policy(
+        RoleName="stacksets-only",
+        PolicyName="p",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allow]}),
+    )
+    enforce(sandbox, delegate)
+    try:
+        limited = assumed(sandbox, f"arn:aws:iam::{delegate}:role/stacksets-only", "cloudformation")
+        assert (
+            refusal(limited.describe_stack_set, StackSetName="delegated", **as_admin)
+            == "Account used is not a delegated administrator"
+        )
+        allow["Action"] = ["cloudformation:*", "organizations:ListDelegatedAdministrators"]
+        iam.put_role_policy(
+            RoleName="stacksets-only",
+            PolicyName="p",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allow]}),
+        )
+        assert (
+            limited.describe_stack_set(StackSetName="delegated", **as_admin)["StackSet"]["StackSetId"] == arn
+        )
+    finally:
+        enforce(sandbox)

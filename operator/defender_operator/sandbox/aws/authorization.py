@@ -195,6 +195,12 @@ def decide(
     return allowed, False
 
 
+def allows(principal: Principal, action: str, resource: str) -> bool:
+    """Whether the principal's policies allow ``action`` (for a service that checks a permission of its caller's
+    on its own, as CloudFormation checks a delegated administrator's)."""
+    return decide(_documents(principal), action, resource, {})[0]
+
+
 def check(principal: Principal, action: str, resource: str, context: Mapping[str, str] | None = None) -> None:
     allowed, explicit = decide(_documents(principal), action, resource, context or {})
     if not allowed:

@@ -36,7 +36,7 @@ def set_default_account(account: str) -> None:
 
 # Services whose models the fixes patch. moto imports a service's models on the service's first request; its
 # CloudFormation parser imports the models of some 30 services and takes about 1.2 s, most of the emulator's start-up.
-FIXED_SERVICES = frozenset({"cloudformation", "iam", "eks"})
+FIXED_SERVICES = frozenset({"cloudformation", "iam", "eks", "organizations"})
 
 
 class App:
@@ -71,13 +71,14 @@ class App:
         with self._fixes_lock:
             if self._fixed:
                 return
-            from . import cloudformation_fixes, drift, eks_fixes, iam_fixes, stackset_fixes
+            from . import cloudformation_fixes, delegated_admin, drift, eks_fixes, iam_fixes, stackset_fixes
 
             iam_fixes.apply()
             eks_fixes.apply()
             cloudformation_fixes.apply()
             drift.apply()
             stackset_fixes.apply()
+            delegated_admin.apply()
             self._fixed = True
 
     def _reset_fixes(self) -> None:
