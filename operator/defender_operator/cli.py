@@ -152,6 +152,7 @@ def cmd_aws_setup(args: argparse.Namespace) -> int:
     from .render.account_setup import (
         SetupOptions,
         account_setup_template,
+        delegated_admin_policy,
         hub_template,
         operator_policy,
         setup_stack_set_template,
@@ -163,6 +164,7 @@ def cmd_aws_setup(args: argparse.Namespace) -> int:
         "template": lambda: account_setup_template(options),
         "terraform": lambda: account_setup_configuration(options),
         "policy": lambda: operator_policy(options),
+        "delegated-admin-policy": lambda: delegated_admin_policy(options),
         "stackset": lambda: setup_stack_set_template(options),
         "hub": hub_template,
         "hub-terraform": hub_configuration,
@@ -265,10 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--only",
-        choices=("template", "terraform", "policy", "stackset", "hub", "hub-terraform"),
+        choices=(
+            "template",
+            "terraform",
+            "policy",
+            "delegated-admin-policy",
+            "stackset",
+            "hub",
+            "hub-terraform",
+        ),
         default="template",
         help="template (default): the setup stack as CloudFormation; terraform: the same as Terraform (JSON); "
-        "policy: the operator's IAM policy for rolePolicies Inline; stackset: the setup stack as a service-managed "
+        "policy: the operator's IAM policy for rolePolicies Inline; delegated-admin-policy: its whole policy in a "
+        "CloudFormation delegated administrator account (organization.delegatedAdministratorAccountId); stackset: the setup stack as a service-managed "
         "StackSet for an organization's OUs; hub: the hub role the operator runs as (CloudFormation, EKS Pod "
         "Identity); hub-terraform: the same as Terraform (Pod Identity or IRSA)",
     )

@@ -425,6 +425,9 @@ def test_a_delegated_administrator_runs_the_management_accounts_stacksets(sandbo
     organizations.register_delegated_administrator(
         AccountId=delegate, ServicePrincipal="member.org.stacksets.cloudformation.amazonaws.com"
     )
+    # a delegated administrator reads the organization as the management account does
+    listed = aws_in(sandbox, delegate, "organizations").list_accounts_for_parent(ParentId=root)["Accounts"]
+    assert sorted(a["Id"] for a in listed) == sorted([management, *members])
     arn = cf.create_stack_set(**create, **as_admin)["StackSetId"]
     cf.create_stack_instances(
         StackSetName="delegated",

@@ -14,12 +14,13 @@ from defender_operator.render.catalog import catalog
 from defender_operator.render.cloudformation import member_template
 from defender_operator.sandbox import Sandbox
 from tests.support import organization_scenario
-from tests.support.account_admin import enforce
+from tests.support.account_admin import administrator, enforce, ensure_role
 from tests.support.clouds import arm_client, arm_control, aws_control, connector_url, send
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import (
     account_of,
     aws_in,
+    connector,
     defender_roles,
     delete,
     manifest,
@@ -28,6 +29,7 @@ from tests.support.onboarding import (
     stacks_of,
 )
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -589,6 +591,71 @@ def test_killed_right_after_adding_audiences_to_a_member_provider(
     }
     delete(kubeconfig, namespace, "org")
     assert iam.get_open_id_connect_provider(OpenIDConnectProviderArn=shared)["ClientIDList"] == [sentinel]
+
+
+DELEGATION = "member.org.stacksets.cloudformation.amazonaws.com"
+
+
+def test_a_delegated_administrator_onboards_the_members_and_writes_nothing_in_the_management_account(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Issue 28, build 4: with organization.delegatedAdministratorAccountId the operator signs in to that member
+    account, under the documented delegated-administrator policy alone (the emulator authorizes every request
+    there), runs the member StackSet with CallAs DELEGATED_ADMIN (it lives in the management account), connects
+    Azure for the management account, and writes nothing in the management account, on create or on delete. Until
+    the account is registered, the object is Stalled saying how to register it."""
+    m, members = organization(sandbox, namespace, members=2)
+    management, delegate = account_of(m), members[0]
+    m["spec"]["aws"]["organization"]["delegatedAdministratorAccountId"] = delegate
+    m["spec"]["aws"]["credentials"] = {"roleArn": f"arn:aws:iam::{delegate}:role/defender-onboarding"}
+    administrator(sandbox, delegate)
+    iam = aws_in(sandbox, delegate, "iam")
+    ensure_role(iam, "defender-onboarding")
+    documented = (REPO / "docs" / "operator-iam-policy-delegated-admin.json").read_text()
+    iam.put_role_policy(
+        RoleName="defender-onboarding", PolicyName="defender-operator", PolicyDocument=documented
+    )
+    management_cf = aws_in(sandbox, management, "cloudformation")
+    operator.reset_aws_operations()
+    enforce(sandbox, delegate)
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+        obj = wait_condition(
+            kubeconfig, namespace, "org", "Stalled", "True", reason="NotDelegatedAdministrator", timeout=60
+        )
+        assert "register-delegated-administrator" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+        aws_in(sandbox, management, "organizations").register_delegated_administrator(
+            AccountId=delegate, ServicePrincipal=DELEGATION
+        )
+        request_reconcile(kubeconfig, namespace, "org")
+        obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+        assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+        assert condition(obj, "AWSReady")["reason"] == "DelegatedAdministrator"  # type: ignore[index]
+        stack_set = management_cf.describe_stack_set(StackSetName="DefenderForCloud-Members")["StackSet"]
+        assert obj["status"]["organization"]["stackSetId"] == stack_set["StackSetId"]
+        assert obj["status"]["organization"]["memberAccounts"] == len(members)
+        for member in members:
+            assert "CspmMonitorAws" in defender_roles(sandbox, member)
+        body = json.dumps(connector(sandbox, m).json())
+        assert f"arn:aws:iam::{management}:role/CspmMonitorAws" in body and f"::{delegate}:role/" not in body
+        delete(kubeconfig, namespace, "org")
+    finally:
+        enforce(sandbox)
+    active = management_cf.list_stack_sets(Status="ACTIVE")["Summaries"]
+    assert [s["StackSetName"] for s in active] == []
+    for member in members:
+        assert "CspmMonitorAws" not in defender_roles(sandbox, member)
+    assert stacks_of(sandbox, management) == [] and defender_roles(sandbox, management) == []
+    providers = aws_in(sandbox, management, "iam").list_open_id_connect_providers()[
+        "OpenIDConnectProviderList"
+    ]
+    assert providers == []
+    writes = {
+        op for op in operator.aws_operations() if not op.startswith(("Describe", "Get", "List", "AssumeRole"))
+    }
+    assert writes == {"CreateStackSet", "CreateStackInstances", "DeleteStackInstances", "DeleteStackSet"}, (
+        writes
+    )
 
 
 def test_an_organization_of_300_accounts_in_20_ous(

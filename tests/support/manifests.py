@@ -139,6 +139,32 @@ BAD_CASES: list[BadCase] = [
         "spec.deployment",
     ),
     BadCase(
+        "delegated-administrator-is-the-management-account",
+        lambda m: _set(
+            "spec.aws.organization", {"delegatedAdministratorAccountId": m["spec"]["aws"]["accountId"]}
+        )(m),
+        "spec.aws.organization.delegatedAdministratorAccountId",
+    ),
+    BadCase(
+        "role-outside-the-delegated-administrator",
+        lambda m: (
+            _set("spec.aws.organization", {"delegatedAdministratorAccountId": "210987654321"})(m),
+            _set(
+                "spec.aws.credentials",
+                {"roleArn": f"arn:aws:iam::{m['spec']['aws']['accountId']}:role/defender-onboarding"},
+            )(m),
+        ),
+        "spec.aws.credentials.roleArn",
+    ),
+    BadCase(
+        "terraform-with-delegated-administrator",
+        lambda m: (
+            _set("spec.aws.organization", {"delegatedAdministratorAccountId": "210987654321"})(m),
+            _set("spec.deployment.method", "Terraform")(m),
+        ),
+        "spec.deployment",
+    ),
+    BadCase(
         "excluded-account",
         _set("spec.aws.organization", {"excludedAccountIds": ["12"]}),
         "spec.aws.organization.excludedAccountIds[0]",

@@ -14,6 +14,7 @@ from defender_operator.render.account_setup import (
     SetupOptions,
     account_setup_template,
     assume_roles_statement,
+    delegated_admin_policy,
     hub_policy,
     hub_template,
     managed_operator_policy,
@@ -104,6 +105,9 @@ def test_every_policy_passes_parliament() -> None:
     template = account_setup_template()
     documents = {
         "operator (inline)": operator_policy(),
+        "operator (delegated administrator)": delegated_admin_policy(
+            SetupOptions(assume_roles=("member-role",))
+        ),
         "operator (managed)": resolved(managed_operator_policy()),
         "hub": substitute(hub_policy(None), {"spokeRole": "defender-operator", "partition": "aws"}, {}, str),
     }
@@ -412,3 +416,37 @@ def test_the_setup_templates_take_the_roles_to_assume_as_a_parameter(tmp_path: P
     )
     assert two["count"] == 1
     assert json.loads(two["policy"])["Statement"] == [assume_roles_statement(roles)]
+
+
+def test_a_delegated_administrators_policy_reaches_only_defenders_stacksets_and_the_organizations_structure() -> (
+    None
+):
+    """Issue 28, build 4: in a delegated administrator account the identity needs no IAM, stack or EKS right; its
+    StackSet rights are Defender's StackSets by name, and it may assume only the roles ``--assume-role`` names."""
+    documents = [
+        delegated_admin_policy()["Statement"],
+        delegated_admin_policy(SetupOptions(assume_roles=("m",)))["Statement"],
+    ]
+    plain, with_member = ([decide([{"Statement": s}], *case, {})[0] for case in CASES] for s in documents)
+    assert plain == [False, True, True, False, False, False, False]
+    assert with_member == [False, True, True, False, False, False, True]
+    actions = {a for s in documents[1] for a in s["Action"]}
+    assert not any(a.startswith(("iam:", "eks:", "ssm:")) for a in actions)
+    assert "organizations:ListDelegatedAdministrators" in actions
+
+
+CASES = (
+    (
+        "cloudformation:CreateStack",
+        "arn:aws:cloudformation:us-east-1:210987654321:stack/DefenderForCloud-1/x",
+    ),
+    (
+        "cloudformation:CreateStackSet",
+        "arn:aws:cloudformation:us-east-1:210987654321:stackset/DefenderForCloud-Members:*",
+    ),
+    ("organizations:ListDelegatedAdministrators", "*"),
+    ("cloudformation:UpdateStackSet", "arn:aws:cloudformation:us-east-1:210987654321:stackset/other:*"),
+    ("iam:CreateRole", "arn:aws:iam::210987654321:role/DefenderForCloud-CspmMonitor"),
+    ("sts:AssumeRole", "arn:aws:iam::111122223333:role/OrganizationAccountAccessRole"),
+    ("sts:AssumeRole", "arn:aws:iam::111122223333:role/m"),
+)

@@ -156,6 +156,7 @@ def test_aws_setup_prints_the_checked_in_setup_files() -> None:
         ("template", REPO / "deploy" / "aws" / "account-setup.json"),
         ("terraform", REPO / "deploy" / "aws" / "account-setup.tf.json"),
         ("policy", REPO / "docs" / "operator-iam-policy.json"),
+        ("delegated-admin-policy", REPO / "docs" / "operator-iam-policy-delegated-admin.json"),
     ):
         result = cli("aws-setup", "--only", only)
         assert result.returncode == 0, result.stderr

@@ -3,11 +3,12 @@
 import ast
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from defender_operator.api.spec import AWSConnectorSpec
-from defender_operator.render.account_setup import SetupOptions, operator_policy
+from defender_operator.render.account_setup import SetupOptions, delegated_admin_policy, operator_policy
 from defender_operator.render.catalog import catalog
 from defender_operator.render.cloudformation import stack_template
 from tests.support.manifests import base_manifest
@@ -76,13 +77,22 @@ def _camel(operation: str) -> str:
     return out.replace("Openidconnect", "OpenIDConnect").replace("Clientid", "ClientID")
 
 
-def aws_calls() -> set[str]:
-    """Every ``call(<client>, "<operation>")`` in the package, as an IAM action."""
+def aws_calls(paths: Iterable[Path] | None = None) -> set[str]:
+    """Every ``call(<client>, "<operation>")`` in the package (or in ``paths``), as an IAM action; in stackset.py
+    also its ``self._call("<operation>")`` and ``self._pages(...)``, CloudFormation calls with ``CallAs``."""
     actions = set()
-    for path in PACKAGE.rglob("*.py"):
+    for path in PACKAGE.rglob("*.py") if paths is None else paths:
         if "sandbox" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                path.name == "stackset.py"
+                and isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("_call", "_pages")
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                actions.add(f"cloudformation:{_camel(node.args[0].value)}")
             if (
                 isinstance(node, ast.Call)
                 and getattr(node.func, "id", None) in ("call", "pages")
@@ -90,7 +100,8 @@ def aws_calls() -> set[str]:
             ):
                 target, operation = node.args[0], node.args[1]
                 if not isinstance(operation, ast.Constant):
-                    assert path.name == "api.py", ast.dump(node)  # pages() passing its own argument on
+                    # pages() passing its own argument on, StackSets' wrappers theirs
+                    assert path.name in ("api.py", "stackset.py"), ast.dump(node)
                     continue
                 name = ast.unparse(target).split(".")[-1]
                 if isinstance(target, ast.Call):  # call(clients.client("sts", region), ...)
@@ -117,6 +128,18 @@ def test_the_iam_policy_covers_every_aws_call() -> None:
         "iam:AddClientIDToOpenIDConnectProvider",
     } <= calls
     assert calls - policy_actions() == set()
+
+
+def test_the_delegated_administrators_policy_covers_every_stackset_and_organizations_call() -> None:
+    """Issue 28, build 4: a delegated administrator's identity makes the StackSet and Organizations calls only."""
+    calls = aws_calls([PACKAGE / "aws" / "stackset.py"]) | {"sts:GetCallerIdentity", "sts:AssumeRole"}
+    assert {
+        "cloudformation:CreateStackSet",
+        "cloudformation:DescribeStackSetOperation",
+        "organizations:ListRoots",
+    } <= calls
+    policy = delegated_admin_policy(SetupOptions(assume_roles=("defender-onboarding",)))
+    assert calls - {action for statement in policy["Statement"] for action in statement["Action"]} == set()
 
 
 def test_the_iam_policy_covers_what_cloudformation_does_for_the_templates() -> None:

@@ -6,7 +6,16 @@ Defaults follow the portal (docs/reference.md lists each one and why).
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import ConfigDict, Field, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .regions import AwsRegion
 from .schema import CamelModel, cel, immutable, rules
@@ -64,6 +73,12 @@ ARM_ID_PATTERN = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/[^/]+/.+
 
 Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]
 AccountId = Annotated[str, StringConstraints(pattern=ACCOUNT_ID_PATTERN)]
+TERRAFORM_DELEGATE_MESSAGE = (
+    "Terraform cannot be used with aws.organization.delegatedAdministratorAccountId: the Terraform the operator "
+    "renders creates the StackSet from the management account"
+)
+DELEGATE_MESSAGE = "organization.delegatedAdministratorAccountId must be a member account, not the management account (accountId)"
+ROLE_ACCOUNT_MESSAGE = "credentials.roleArn must be a role in accountId (in organization.delegatedAdministratorAccountId when that is set)"
 RoleName = Annotated[str, StringConstraints(pattern=ROLE_NAME_PATTERN)]
 # Tags: at most 50 per resource, keys of 1-128 and values of at most 256 characters, the limits both clouds share
 # (AWS: "Tagging best practices", tag restrictions; Azure: "Use tags to organize your Azure resources", limits: a
@@ -188,6 +203,14 @@ class Organization(CamelModel):
                 "through that role on delete)",
                 field_path=".memberProviderRoleName",
             ),
+            cel(
+                "has(self.delegatedAdministratorAccountId) == has(oldSelf.delegatedAdministratorAccountId) && "
+                "(!has(self.delegatedAdministratorAccountId) || "
+                "self.delegatedAdministratorAccountId == oldSelf.delegatedAdministratorAccountId)",
+                "delegatedAdministratorAccountId is immutable: set at creation or never (it decides which account's "
+                "credentials made the StackSet and whether the management account's own stack is the operator's)",
+                field_path=".delegatedAdministratorAccountId",
+            ),
         )
     )
 
@@ -237,6 +260,16 @@ class Organization(CamelModel):
         "Organizations makes it in the accounts it creates) or AWSControlTowerExecution. The member template then "
         "never creates the provider. Unset: the member template creates it, and fails in an account that has one. "
         "Immutable: set it when the object is created.",
+    )
+    delegated_administrator_account_id: AccountId | None = Field(
+        default=None,
+        description="An account of the organization registered as CloudFormation's delegated administrator "
+        "(`aws organizations register-delegated-administrator --service-principal "
+        "member.org.stacksets.cloudformation.amazonaws.com`), whose credentials the operator uses instead of the "
+        "management account's: the member StackSet is run from it (CallAs DELEGATED_ADMIN; the StackSet lives in "
+        "the management account) and nothing is written in the management account itself, whose own roles and "
+        "identity provider its administrators deploy from `defender-operator render` (docs/production.md). "
+        "credentials.roleArn is then a role in this account. Immutable: set it when the object is created.",
     )
 
     @field_validator("organizational_unit_ids", "excluded_account_ids")
@@ -351,6 +384,12 @@ def _managed_keeps_default_names() -> dict[str, Any]:
     )
 
 
+def _error_at(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """An error of a rule across fields, located at the field it names (as the CRD's CEL rule's fieldPath is)."""
+    detail = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+    return ValidationError.from_exception_data("AwsSpec", [detail])
+
+
 class AwsSpec(CamelModel):
     """The AWS account to onboard."""
 
@@ -358,9 +397,17 @@ class AwsSpec(CamelModel):
         json_schema_extra=rules(
             cel(
                 "!has(self.credentials) || !has(self.credentials.roleArn) || "
-                "self.credentials.roleArn.split(':')[4] == self.accountId",
-                "credentials.roleArn must be a role in accountId",
+                "self.credentials.roleArn.split(':')[4] == (has(self.organization) && "
+                "has(self.organization.delegatedAdministratorAccountId) ? "
+                "self.organization.delegatedAdministratorAccountId : self.accountId)",
+                ROLE_ACCOUNT_MESSAGE,
                 field_path=".credentials.roleArn",
+            ),
+            cel(
+                "!has(self.organization) || !has(self.organization.delegatedAdministratorAccountId) || "
+                "self.organization.delegatedAdministratorAccountId != self.accountId",
+                DELEGATE_MESSAGE,
+                field_path=".organization.delegatedAdministratorAccountId",
             ),
             cel(
                 "has(self.organization) == has(oldSelf.organization)",
@@ -427,12 +474,29 @@ class AwsSpec(CamelModel):
                 )
         return self
 
-    @field_validator("credentials")
-    @classmethod
-    def _role_in_account(cls, value: AwsCredentials | None, info: ValidationInfo) -> AwsCredentials | None:
-        if value and value.role_arn and value.role_arn.split(":")[4] != info.data.get("account_id"):
-            raise ValueError("credentials.roleArn must be a role in accountId")
-        return value
+    @model_validator(mode="after")
+    def _signed_in_where_it_acts(self) -> "AwsSpec":
+        if (
+            self.credentials
+            and self.credentials.role_arn
+            and self.credentials.role_arn.split(":")[4] != self.signer
+        ):
+            raise _error_at(("credentials", "roleArn"), ROLE_ACCOUNT_MESSAGE, self.credentials.role_arn)
+        if self.delegated_administrator == self.account_id:
+            raise _error_at(
+                ("organization", "delegatedAdministratorAccountId"), DELEGATE_MESSAGE, self.account_id
+            )
+        return self
+
+    @property
+    def delegated_administrator(self) -> str | None:
+        """The delegated administrator account the operator signs in to, for an organization that names one."""
+        return self.organization.delegated_administrator_account_id if self.organization else None
+
+    @property
+    def signer(self) -> str:
+        """The account whose credentials the operator uses: the delegated administrator's, else accountId."""
+        return self.delegated_administrator or self.account_id
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -720,6 +784,12 @@ class AWSConnectorSpec(CamelModel):
                 "operator writes nothing to AWS",
                 field_path=".deployment.method",
             ),
+            cel(
+                "!(has(self.aws.organization) && has(self.aws.organization.delegatedAdministratorAccountId) && "
+                "has(self.deployment) && has(self.deployment.method) && self.deployment.method == 'Terraform')",
+                TERRAFORM_DELEGATE_MESSAGE,
+                field_path=".deployment.method",
+            ),
         )
     )
 
@@ -752,6 +822,8 @@ class AWSConnectorSpec(CamelModel):
                 "Terraform cannot be used with aws.organization.memberProviderRoleName: with Terraform the "
                 "operator writes nothing to AWS"
             )
+        if org is not None and org.delegated_administrator_account_id and value.method == "Terraform":
+            raise ValueError(TERRAFORM_DELEGATE_MESSAGE)
         return value
 
     @property

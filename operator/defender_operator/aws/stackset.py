@@ -6,9 +6,12 @@ them later) but never to the management account itself, which is why that accoun
 Operations run in the background; the operator starts one, records its id, and looks again.
 """
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import TerminalError
 from ..ownership import Owner
 from ..writes import Writing, unrecorded
 from .api import AwsClientError, call, pages
@@ -16,6 +19,32 @@ from .stack import CAPABILITIES, HASH_TAG, tag_list
 
 # Trusted access for StackSets is off in a new organization; CloudFormation then refuses service-managed StackSets.
 TRUSTED_ACCESS_MESSAGE = "organizations access"
+
+
+# CloudFormation's answer to CallAs DELEGATED_ADMIN from an account it does not accept as delegated administrator:
+# not registered, or its caller may not organizations:ListDelegatedAdministrators (hashicorp/terraform-provider-aws
+# #37069).
+NOT_DELEGATED = "not a delegated administrator"
+
+
+def not_delegated(message: str) -> str:
+    return (
+        f"CloudFormation does not accept this account as the organization's delegated administrator ({message}). "
+        "Register it from the management account (aws organizations register-delegated-administrator --account-id "
+        "<spec.aws.organization.delegatedAdministratorAccountId> --service-principal "
+        "member.org.stacksets.cloudformation.amazonaws.com) and let the operator's identity call "
+        "organizations:ListDelegatedAdministrators (defender-operator aws-setup --only delegated-admin-policy)"
+    )
+
+
+@contextlib.contextmanager
+def _delegation_explained() -> Iterator[None]:
+    try:
+        yield
+    except AwsClientError as exc:
+        if NOT_DELEGATED in exc.message:
+            raise TerminalError("NotDelegatedAdministrator", not_delegated(exc.message)) from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -76,9 +105,21 @@ class StackSets:
         organizations: Any,
         planned: list[str] | None = None,
         writing: Writing = unrecorded,
+        call_as: str = "SELF",
     ) -> None:
+        """``call_as``: SELF from the management account, DELEGATED_ADMIN from a delegated administrator account
+        (API_CreateStackSet.html, ``CallAs``); every StackSet call passes it."""
         self.cf, self.organizations, self.planned = cloudformation, organizations, planned
-        self.writing = writing
+        self.writing, self.call_as = writing, call_as
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        """A StackSet call, as the management account or its delegated administrator (``call_as``)."""
+        with _delegation_explained():
+            return call(self.cf, operation, CallAs=self.call_as, **kwargs)
+
+    def _pages(self, operation: str, **kwargs: Any) -> list[Any]:
+        with _delegation_explained():
+            return pages(self.cf, operation, "Summaries", CallAs=self.call_as, **kwargs)
 
     def root(self) -> str:
         roots = call(self.organizations, "list_roots")["Roots"]
@@ -104,7 +145,7 @@ class StackSets:
 
     def observe(self, name: str) -> ObservedStackSet | None:
         try:
-            stack_set = call(self.cf, "describe_stack_set", StackSetName=name, CallAs="SELF")["StackSet"]
+            stack_set = self._call("describe_stack_set", StackSetName=name)["StackSet"]
         except AwsClientError as exc:
             if exc.code in ("StackSetNotFoundException", "StackSetNotFound"):
                 return None
@@ -112,7 +153,7 @@ class StackSets:
         if stack_set.get("Status") == "DELETED":
             return None
         tags = {t["Key"]: t["Value"] for t in stack_set.get("Tags") or []}
-        summaries = pages(self.cf, "list_stack_instances", "Summaries", StackSetName=name)
+        summaries = self._pages("list_stack_instances", StackSetName=name)
         return ObservedStackSet(
             stack_set_id=str(stack_set["StackSetId"]),
             template_hash=tags.get(HASH_TAG),
@@ -133,8 +174,7 @@ class StackSets:
             self.planned.append(f"create StackSet {name} (template {template_hash[:12]})")
             return
         with self.writing():
-            call(
-                self.cf,
+            self._call(
                 "create_stack_set",
                 StackSetName=name,
                 Description="Microsoft Defender for Cloud roles in member accounts (managed by defender-operator)",
@@ -152,8 +192,7 @@ class StackSets:
             self.planned.append(f"deploy StackSet {name} to {', '.join(targets.organizational_units)}")
             return ""
         with self.writing():
-            result = call(
-                self.cf,
+            result = self._call(
                 "create_stack_instances",
                 StackSetName=name,
                 DeploymentTargets=targets.deployment_targets(),
@@ -167,8 +206,7 @@ class StackSets:
             self.planned.append(f"update StackSet {name} (template {template_hash[:12]})")
             return ""
         with self.writing():
-            result = call(
-                self.cf,
+            result = self._call(
                 "update_stack_set",
                 StackSetName=name,
                 TemplateBody=body,
@@ -182,18 +220,14 @@ class StackSets:
 
     def operation(self, name: str, operation_id: str) -> tuple[str, str]:
         """(Status, reason) of an operation: RUNNING, SUCCEEDED, FAILED, STOPPED, ..."""
-        op = call(self.cf, "describe_stack_set_operation", StackSetName=name, OperationId=operation_id)[
+        op = self._call("describe_stack_set_operation", StackSetName=name, OperationId=operation_id)[
             "StackSetOperation"
         ]
         status = str(op["Status"])
         reason = str(op.get("StatusReason") or "")
         if status == "FAILED" and not reason:
-            results = pages(
-                self.cf,
-                "list_stack_set_operation_results",
-                "Summaries",
-                StackSetName=name,
-                OperationId=operation_id,
+            results = self._pages(
+                "list_stack_set_operation_results", StackSetName=name, OperationId=operation_id
             )
             failed = [r for r in results if r.get("Status") == "FAILED"]
             if failed:
@@ -204,8 +238,7 @@ class StackSets:
         """Delete the instances of exactly these accounts, wherever they sit in the organization now (the root as
         the OU, narrowed to the accounts), so an account moved to another OU or excluded later is found too."""
         with self.writing():
-            result = call(
-                self.cf,
+            result = self._call(
                 "delete_stack_instances",
                 StackSetName=name,
                 DeploymentTargets={
@@ -220,4 +253,4 @@ class StackSets:
 
     def delete(self, name: str) -> None:
         with self.writing():
-            call(self.cf, "delete_stack_set", StackSetName=name)
+            self._call("delete_stack_set", StackSetName=name)

@@ -749,6 +749,24 @@ def observe_organization(
     return _members_verdict(target, stacksets, observed, status, settings, writes=False)
 
 
+def delegated_management(target: Target, partition: str, status: AwsStatus) -> AwsResult:
+    """``organization.delegatedAdministratorAccountId``: the operator signs in to the delegated administrator and
+    writes nothing in the management account, whose own stack (its roles and identity provider) its administrators
+    deploy from ``defender-operator render``. The connector names those roles as that stack creates them; whether
+    Defender can use them shows on the Healthy condition."""
+    management, delegate = target.spec.aws.account_id, target.spec.aws.delegated_administrator
+    arns = {
+        role.key: f"arn:{partition}:iam::{management}:role/{role.name}"
+        for role in role_documents(target.spec)
+    }
+    status.roles = arns
+    message = (
+        f"signed in to delegated administrator {delegate}, which runs the member StackSet; the management account's "
+        f"own roles are deployed by its administrators (`defender-operator render`), never by the operator"
+    )
+    return AwsResult(Verdict("True", "DelegatedAdministrator", message), role_arns=arns)
+
+
 def observe_terraform(target: Target, account: AwsAccount, status: AwsStatus) -> AwsResult:
     """deployment.method Terraform: the user applies the Terraform; the operator only waits for the roles."""
     arns, missing = {}, []

@@ -1,7 +1,8 @@
 """Adapters for one object's clouds, signed in with its credentials, and checked to be the account it names.
 
-Before anything is written in AWS, STS GetCallerIdentity must name ``spec.aws.accountId``; Azure calls are built
-only from ``spec.azure.subscriptionId``, so nothing is ever written outside it.
+Before anything is written in AWS, STS GetCallerIdentity must name ``spec.aws.accountId`` (the delegated
+administrator account, for an organization that names one); Azure calls are built only from
+``spec.azure.subscriptionId``, so nothing is ever written outside it.
 """
 
 from collections.abc import Callable
@@ -54,10 +55,14 @@ class Clouds:
         clients = self.credentials.aws_clients(target.namespace, target.name, target.spec)
         arn = clients.identity_arn()
         account, partition = arn.split(":")[4], arn.split(":")[1]
-        if account != target.spec.aws.account_id:
+        delegate = target.spec.aws.delegated_administrator
+        if account != target.spec.aws.signer:
+            field = (
+                "spec.aws.organization.delegatedAdministratorAccountId" if delegate else "spec.aws.accountId"
+            )
             raise TerminalError(
                 "AccountMismatch",
-                f"the AWS credentials belong to account {account}, not spec.aws.accountId {target.spec.aws.account_id}",
+                f"the AWS credentials belong to account {account}, not {field} {target.spec.aws.signer}",
             )
         region = target.spec.deployment.region
         hook = partial(writes, "aws")
@@ -86,7 +91,11 @@ class Clouds:
             iam=iam,
             eks=EksClusters(partial(clients.client, "eks"), partition, self.planned, hook),
             stacksets=StackSets(
-                cloudformation, clients.client("organizations", "us-east-1"), self.planned, hook
+                cloudformation,
+                clients.client("organizations", "us-east-1"),
+                self.planned,
+                hook,
+                call_as="DELEGATED_ADMIN" if delegate else "SELF",
             )
             if target.spec.aws.organization is not None
             else None,

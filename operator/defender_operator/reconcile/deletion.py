@@ -174,6 +174,13 @@ def finalize(
         waiting = _remove_stack_set(target, account.stacksets, status, in_progress_seconds, events, ledger)
         if waiting is not None:
             return waiting
+    if target.spec.aws.delegated_administrator:  # nothing was written in the management account itself
+        _members_released(target, members_failing, refused)
+        return Cleanup(
+            True,
+            "cleaned up; the management account's own stack is its administrators' to delete",
+            events=events,
+        )
     stack_name = target.spec.stack_name
     stack = None if terraform else account.stacks.observe(stack_name)
     deleting = stack is not None and stack.status == "DELETE_IN_PROGRESS"
@@ -219,18 +226,24 @@ def finalize(
             release_provider(account.providers, provider.arn, owner, events, ledger)
     if status.aws is not None:
         status.aws.oidc_provider = status.aws.ciem_oidc_provider = None
-    if members_failing:
-        org = target.spec.aws.organization
-        assert org is not None
-        raise TerminalError(
-            "MemberProvidersFailing",
-            f"everything else is cleaned up, but the identity providers of {len(members_failing)} member accounts "
-            f"could not be released through role {org.member_provider_role_name} "
-            f"({'; '.join(members_failing[:3])}{'; ...' if len(members_failing) > 3 else ''}). {_members_fix(refused, len(members_failing))} "
-            "(cleanup is retried), or set spec.deletionPolicy to Orphan to leave Defender's audiences on those "
-            "providers",
-        )
+    _members_released(target, members_failing, refused)
     return Cleanup(True, "cleaned up", events=events)
+
+
+def _members_released(target: Target, members_failing: list[str], refused: list[str]) -> None:
+    """Cleanup ends only when every member account's provider was released (or the user chose Orphan)."""
+    if not members_failing:
+        return
+    org = target.spec.aws.organization
+    assert org is not None
+    raise TerminalError(
+        "MemberProvidersFailing",
+        f"everything else is cleaned up, but the identity providers of {len(members_failing)} member accounts "
+        f"could not be released through role {org.member_provider_role_name} "
+        f"({'; '.join(members_failing[:3])}{'; ...' if len(members_failing) > 3 else ''}). {_members_fix(refused, len(members_failing))} "
+        "(cleanup is retried), or set spec.deletionPolicy to Orphan to leave Defender's audiences on those "
+        "providers",
+    )
 
 
 def _members_fix(refused: list[str], failing: int) -> str:

@@ -23,6 +23,7 @@ from . import conditions, role_names, rollout
 from .aws_side import (
     AwsAccount,
     AwsResult,
+    delegated_management,
     observe_organization,
     observe_terraform,
     reconcile_aws,
@@ -180,6 +181,7 @@ def reconcile(
     stage = "aws"
     members: Verdict | None = None  # the member StackSet (management accounts)
     account: AwsAccount | None = None
+    delegated = target.spec.aws.delegated_administrator is not None
     if admission is not None:
         status.allowed_by = admission.allowed_by
     if admission is not None and admission.refusal:
@@ -202,6 +204,8 @@ def reconcile(
             terraform = target.spec.deployment.method == "Terraform"
             if terraform:
                 aws = observe_terraform(target, account, status.aws)
+            elif target.spec.aws.delegated_administrator:
+                aws = delegated_management(target, account.partition, status.aws)
             else:
                 aws = reconcile_aws(target, account, status.aws, settings, ledger)
             if account.stacksets is not None and aws.verdict.status == "True" and aws.stalled is None:
@@ -242,7 +246,8 @@ def reconcile(
             else:
                 stalled, result = Verdict("True", exc.reason, exc.message), "terminal"
 
-    if account is not None and azure is not None and azure.verdict.status == "True":
+    # EKS clusters of the management account are out of reach of a delegated administrator's credentials
+    if account is not None and azure is not None and azure.verdict.status == "True" and not delegated:
         events += _eks(target, account, status, ledger)
     if target.spec.deployment.method != "Terraform":
         status.catalog = rollout.catalog_after(target, status, aws.verdict.status == "True", stalled)

@@ -94,6 +94,49 @@ def operator_policy(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
     return policy
 
 
+# What a delegated administrator's identity calls (organization.delegatedAdministratorAccountId): the StackSet with
+# CallAs DELEGATED_ADMIN, the organization's accounts, and what CloudFormation reads with the caller's permissions to
+# accept it as delegated administrator (organizations:ListDelegatedAdministrators: hashicorp/terraform-provider-aws
+# #37069; CloudFormation User Guide, stacksets-orgs-delegated-admin.html).
+DELEGATED_STACKSET_ACTIONS = (
+    "cloudformation:DescribeStackSet",
+    "cloudformation:ListStackInstances",
+    "cloudformation:CreateStackSet",
+    "cloudformation:UpdateStackSet",
+    "cloudformation:DeleteStackSet",
+    "cloudformation:CreateStackInstances",
+    "cloudformation:DeleteStackInstances",
+    "cloudformation:DescribeStackSetOperation",
+    "cloudformation:ListStackSetOperationResults",
+    "cloudformation:TagResource",
+)
+
+
+def delegated_admin_policy(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
+    """The whole IAM policy of the operator's identity in a delegated administrator account: Defender's StackSets by
+    name, the organization's structure, and (``--assume-role``) the member role; no IAM, stack or EKS right at all,
+    since nothing is written in the management account itself."""
+    inline = {s["Sid"]: s for s in operator_policy(options)["Statement"]}
+    stack_set_resources = [
+        r for r in inline["Stack"]["Resource"] if ":stack/" not in r and ":changeSet/" not in r
+    ]
+    organizations = copy.deepcopy(inline["OrganizationRoot"])
+    organizations["Action"] = sorted({*organizations["Action"], "organizations:ListDelegatedAdministrators"})
+    statements = [
+        inline["WhoAmI"],
+        organizations,
+        {
+            "Sid": "DefendersStackSetsAsDelegatedAdministrator",
+            "Effect": "Allow",
+            "Action": list(DELEGATED_STACKSET_ACTIONS),
+            "Resource": stack_set_resources,
+        },
+    ]
+    if ASSUME_ROLES_SID in inline:
+        statements.append(inline[ASSUME_ROLES_SID])
+    return {"Version": POLICY_VERSION, "Statement": statements}
+
+
 def managed_operator_policy(options: SetupOptions = SetupOptions()) -> dict[str, Any]:
     """The hardened policy (``rolePolicies: Managed``): no inline policies at all, attachments of the setup stack's
     policies besides the AWS managed ones, and explicit denies that hold whatever else the identity is given."""

@@ -12,6 +12,11 @@ AWS, as the emulator now behaves:
   registered, or whose caller may not ``organizations:ListDelegatedAdministrators`` (CloudFormation reads it with the
   caller's permissions), gets ``ValidationError: Account used is not a delegated administrator``
   (hashicorp/terraform-provider-aws#37069 quotes AWS's answer).
+- A delegated administrator (of any service) may read the organization: "This operation can be called only from
+  the organization's management account or by a member account that is a delegated administrator"
+  (AWS Organizations API Reference, ListAccountsForParent, ListOrganizationalUnitsForParent, ListRoots); moto
+  answers a member's ListRoots from the management account but its OUs' listings from the member's own, empty,
+  organization.
 - A call without it (``SELF``) acts on the caller's own account: a service-managed StackSet created there by any
   account but the management account fails with "You must be the management account or delegated admin account of
   an organization before operating a SERVICE_MANAGED stack set" (the error AWS returns, quoted in
@@ -21,7 +26,8 @@ AWS, as the emulator now behaves:
 from moto.cloudformation.exceptions import ValidationError
 from moto.cloudformation.models import CloudFormationBackend, cloudformation_backends
 from moto.cloudformation.responses import CloudFormationResponse
-from moto.organizations.models import FakeDelegatedAdministrator, organizations_backends
+from moto.organizations.models import FakeDelegatedAdministrator, OrganizationsBackend, organizations_backends
+from moto.organizations.responses import OrganizationsResponse
 
 from . import authorization
 
@@ -33,6 +39,17 @@ NOT_MANAGEMENT = (
 )
 
 _original_backend = CloudFormationResponse.cloudformation_backend
+_original_organizations = OrganizationsResponse.organizations_backend
+# Organizations reads a delegated administrator may make (and the operator does).
+DELEGATED_READS = frozenset(
+    {
+        "DescribeOrganization",
+        "ListRoots",
+        "ListAccountsForParent",
+        "ListOrganizationalUnitsForParent",
+        "ListParents",
+    }
+)
 
 
 def _is_management(account: str) -> bool:
@@ -74,7 +91,18 @@ def _backend(self: CloudFormationResponse) -> CloudFormationBackend:
     return cloudformation_backends[account][self.region]
 
 
+def _organizations(self: OrganizationsResponse) -> OrganizationsBackend:
+    found = organizations_backends.master_accounts.get(self.current_account)
+    if found is not None and self._get_action() in DELEGATED_READS:
+        management = organizations_backends[found[0]][found[1]]
+        if any(a.account.id == self.current_account and a.services for a in management.admins):
+            return management
+    backend: OrganizationsBackend = _original_organizations.fget(self)  # type: ignore[attr-defined]
+    return backend
+
+
 def apply() -> None:
     if SERVICE_PRINCIPAL not in FakeDelegatedAdministrator.SUPPORTED_SERVICES:
         FakeDelegatedAdministrator.SUPPORTED_SERVICES.append(SERVICE_PRINCIPAL)
     CloudFormationResponse.cloudformation_backend = property(_backend)  # type: ignore[method-assign,assignment]
+    OrganizationsResponse.organizations_backend = property(_organizations)  # type: ignore[method-assign,assignment]

@@ -17,6 +17,10 @@
   them (they are recorded, not enforced: failure tolerance does not stop a deployment here).
 - ``ListStackInstances`` and ``ListStackSetOperationResults`` are paged (``MaxResults`` 1-100, ``NextToken``:
   API_ListStackInstances.html); moto returns everything at once, which hides a client that reads one page only.
+- A stack instance's resources are made by StackSets' own execution role in the member account
+  (``stacksets-exec-*``, AWSCloudFormationStackSetExecutionRole: stacksets-orgs-activate-trusted-access.html), never
+  with the caller's permissions, so the emulator's authorization of what CloudFormation does for its caller skips
+  them (it matters where the caller's own account is a target: a delegated administrator's).
 - ``ListStackSets`` honours its ``Status`` filter (ACTIVE or DELETED); moto lists deleted stack sets either way.
 """
 
@@ -29,7 +33,7 @@ from moto.core.responses import ActionResult
 from moto.iam.models import iam_backends
 from moto.utilities.utils import get_partition
 
-from . import delays
+from . import authorization, delays
 
 
 class OidcProviderResource(CloudFormationModel):
@@ -99,6 +103,18 @@ def _create_instances(
 ) -> list[dict[str, Any]]:
     """Service-managed targets: the OUs' accounts (and their child OUs'), filtered by AccountFilterType, and never
     a second instance for an account and region that have one."""
+    with authorization.acting_for(None):  # StackSets' own execution roles create the instances' resources
+        return _create_each(self, accounts, regions, parameters, deployment_targets, permission_model)
+
+
+def _create_each(
+    self: StackInstances,
+    accounts: list[str],
+    regions: list[str],
+    parameters: list[dict[str, Any]] | None,
+    deployment_targets: dict[str, Any],
+    permission_model: str,
+) -> list[dict[str, Any]]:
     ou_ids = deployment_targets.get("OrganizationalUnitIds") or []
     if not ou_ids:
         return _original_create_instances(
@@ -156,7 +172,8 @@ def _delete_stack_instances(self: CloudFormationResponse) -> Any:
         accounts = [a for a in accounts if a in listed]
     elif mode == "DIFFERENCE":
         accounts = [a for a in accounts if a not in listed]
-    stack_set.delete_stack_instances(accounts, self._get_param("Regions", []))
+    with authorization.acting_for(None):
+        stack_set.delete_stack_instances(accounts, self._get_param("Regions", []))
     return ActionResult({"OperationId": stack_set.operations[-1]["OperationId"]})
 
 
@@ -166,10 +183,15 @@ _original_update = StackSet.update
 def _update(self: StackSet, template: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
     operation = _original_update(self, template, *args, **kwargs)
     if template:
-        for instance in self.stack_instances:
-            instance.template = template
-            instance.stack.update(template, parameters=instance.stack.resource_map.input_parameters)
+        with authorization.acting_for(None):
+            _update_instances(self, template)
     return operation
+
+
+def _update_instances(self: StackSet, template: str) -> None:
+    for instance in self.stack_instances:
+        instance.template = template
+        instance.stack.update(template, parameters=instance.stack.resource_map.input_parameters)
 
 
 _FAILED_STACK = {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED"}
