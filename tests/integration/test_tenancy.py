@@ -19,7 +19,7 @@ from tests.support.clouds import arm_control, arm_requests
 from tests.support.kube import api_client, apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import account_of, connector, manifest, stacks_of
 from tests.support.operator import OperatorProcess, events, module_operator, wait_condition, wait_gone
-from tests.support.policies import bare_namespace, effective_policies
+from tests.support.policies import bare_namespace, effective_policies, policy_body
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +165,35 @@ def test_managing_eks_access_entries_needs_its_own_grant_at_apply(
         wait_condition(kubeconfig, a, "acme", "Ready", "True")
         kubectl(kubeconfig, "delete", "awsc", "-n", a, "acme", "--wait=false", check=True)
         wait_gone(kubeconfig, a, "acme")
+    finally:
+        revoke(kubeconfig, policy)
+
+
+def test_a_delegated_administrator_account_needs_its_own_grant_at_apply(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """Issue 28, build 4: an organization run from a delegated administrator account has the operator sign in
+    there; a policy that grants the management account (and organizations) but not that account refuses it at
+    apply, naming the field."""
+    a = bare_namespace(kubeconfig)
+    m = manifest(a)
+    delegate = "210987654321"
+    m["spec"]["aws"]["organization"] = {"delegatedAdministratorAccountId": delegate}
+    m["spec"]["aws"]["credentials"] = {"roleArn": f"arn:aws:iam::{delegate}:role/defender-onboarding"}
+    policy = f"grant-{uuid.uuid4().hex[:6]}"
+    body = policy_body(policy, [a], account_of(m), organizations=True)
+    assert apply(kubeconfig, body).returncode == 0
+    try:
+        wait_for(lambda: policy in effective_policies(kubeconfig), 30, f"the operator to fold {policy}")
+        refused = apply(kubeconfig, m, "--dry-run=server")
+        assert refused.returncode != 0 and "delegatedAdministratorAccountId" in refused.stderr, refused.stderr
+        body["spec"]["aws"]["accountIds"].append(delegate)
+        assert apply(kubeconfig, body).returncode == 0
+        wait_for(
+            lambda: apply(kubeconfig, m, "--dry-run=server").returncode == 0,
+            30,
+            "the delegate's grant to apply",
+        )
     finally:
         revoke(kubeconfig, policy)
 

@@ -136,3 +136,21 @@ def test_member_accounts_may_come_from_any_policy_that_allows_the_object_on_its_
     assert decision.allowed_by == "a-narrow"
     assert decision.allows_account(member) and decision.allows_account(X)
     assert not decision.allows_account(other)
+
+
+def test_a_delegated_administrator_is_an_account_the_grant_must_list_too() -> None:
+    """Issue 28, build 4: with organization.delegatedAdministratorAccountId the operator's identity signs in to that
+    account and runs the StackSet from it, so a grant of the management account alone does not reach it."""
+    m = base_manifest(account=X)["spec"]
+    m["aws"]["organization"] = {"delegatedAdministratorAccountId": Y}
+    m["aws"]["credentials"] = {"roleArn": f"arn:aws:iam::{Y}:role/defender-onboarding"}
+    m["azure"]["resourceGroup"] = "defender-connectors"
+    delegated = AWSConnectorSpec.model_validate(m)
+    body = {**TEAM_A_BODY, "aws": {**TEAM_A_BODY["aws"], "organizations": True}}
+    refused = admit(delegated, "a", {}, [policy("org", **body)]).refusal
+    assert refused and (
+        f"aws.accountIds does not include {Y} (spec.aws.organization.delegatedAdministratorAccountId)"
+        in refused
+    )
+    both = policy("both", **{**body, "aws": {**body["aws"], "accountIds": [X, Y]}})
+    assert admit(delegated, "a", {}, [both]).allowed_by == "both"

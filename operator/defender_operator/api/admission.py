@@ -60,6 +60,8 @@ _AWS_OK = (
     f"(!({_CIEM_ON}) || (has(r.awsCiemTenantIds) && "
     "r.awsCiemTenantIds.exists(t, t == '*' || t == object.spec.azure.tenantId))) && "
     "(!has(object.spec.aws.organization) || (has(r.awsOrganizations) && r.awsOrganizations)) && "
+    "(!has(object.spec.aws.organization) || !has(object.spec.aws.organization.delegatedAdministratorAccountId) || "
+    "r.awsAccountIds.exists(a, a == '*' || a == object.spec.aws.organization.delegatedAdministratorAccountId)) && "
     "(!has(object.spec.aws.organization) || !has(object.spec.aws.organization.memberProviderRoleName) || "
     "(has(r.awsMemberRoleRegexes) && r.awsMemberRoleRegexes.exists(p, "
     f"object.spec.aws.organization.memberProviderRoleName.matches(p)))) && {_ADOPTION_OK})"
@@ -122,7 +124,8 @@ def admission_policy() -> dict[str, Any]:
                     "object.metadata.namespace + (size(variables.applicable) == 0 ? ': no ClusterOnboardingPolicy "
                     "selects it' : ': no ClusterOnboardingPolicy for it allows that (aws.accountIds, aws.roleArns, "
                     "aws.ambientIdentity, aws.eksAccessEntries for eksAccessEntries Manage, aws.ciemTenantIds for "
-                    "CIEM, aws.organizations and aws.memberRoleNames for an organization, adoption for the "
+                    "CIEM, aws.organizations, aws.memberRoleNames and the accountIds of organization.delegatedAdministratorAccountId "
+                    "for an organization, adoption for the "
                     f"{ANNOTATION_ADOPT} annotation)') + {_ADVICE}",
                     "reason": "Forbidden",
                 },

@@ -68,6 +68,10 @@ def _aws_gap(rule: EffectiveRule, spec: AWSConnectorSpec) -> str | None:
     org = spec.aws.organization
     if org is not None and not rule.aws_organizations:
         return "aws.organizations is not true (spec.aws.organization)"
+    delegate = spec.aws.delegated_administrator
+    if delegate is not None and not _any(rule.aws_account_ids, delegate):
+        # the account the operator's identity signs in to and runs the StackSet from is granted like accountId
+        return f"aws.accountIds does not include {delegate} (spec.aws.organization.delegatedAdministratorAccountId)"
     member_role = org.member_provider_role_name if org is not None else None
     if member_role is not None and not any(
         re.fullmatch(p, member_role) for p in rule.aws_member_role_regexes
