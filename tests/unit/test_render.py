@@ -388,6 +388,16 @@ def test_terraform_for_a_management_account_deploys_the_member_stackset(tmp_path
     assert everyone["terraform"]["required_providers"]["aws"]["version"] == ">= 5.0"
 
 
+def test_terraform_for_a_delegated_administrators_organization_is_the_management_accounts_own_part() -> None:
+    """Issue 28, build 4: with organization.delegatedAdministratorAccountId the operator runs the member StackSet
+    from that account; what the management account's administrators apply is its own provider and roles only."""
+    org = {"delegatedAdministratorAccountId": "210987654321"}
+    delegated = terraform_configuration(make(aws={"accountId": "444455556666", "organization": org}))
+    alone = terraform_configuration(make(aws={"accountId": "444455556666"}))
+    assert "aws_cloudformation_stack_set" not in delegated["resource"]
+    assert delegated["resource"] == alone["resource"] and "210987654321" in delegated["//"]
+
+
 # The AWS provider's schema of the two resources (arguments and nested blocks), as generated from the provider by
 # roman-mazur/cuetf (aws/res/aws_cloudformation_stack_set_gen.cue and aws_cloudformation_stack_set_instance_gen.cue,
 # commit 02171738, read 2026-12-01): no provider can be downloaded here to run `terraform validate`.

@@ -157,11 +157,18 @@ def terraform_configuration(spec: AWSConnectorSpec) -> dict[str, Any]:
             }
         }
     data: dict[str, Any] = {"aws_partition": {"current": {}}, "aws_caller_identity": {"current": {}}}
-    if spec.aws.organization is not None:
+    delegate = spec.aws.delegated_administrator
+    if spec.aws.organization is not None and delegate is None:
         _organization(spec, resources, data)
+    about = (
+        f"the management account's own identity provider and roles; the member StackSet is the operator's, run "
+        f"from delegated administrator {delegate}, and the operator connects Azure"
+        if delegate
+        else "the operator connects Azure once the roles exist"
+    )
     return {
         "//": f"Microsoft Defender for Cloud onboarding of AWS account {spec.aws.account_id}, rendered by "
-        "defender-operator. Apply it in that account; the operator connects Azure once the roles exist.",
+        f"defender-operator. Apply it in that account; {about}.",
         "terraform": requirements("aws", "hashicorp/aws", _aws_provider(spec)),
         "variable": variables,
         "data": data,
