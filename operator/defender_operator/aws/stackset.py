@@ -3,7 +3,9 @@
 Service-managed StackSets deploy to organizational units (and, with automatic deployment, to accounts that join
 them later) but never to the management account itself, which is why that account has its own stack
 (aws-cloudformation/cloudformation-coverage-roadmap#1705). IAM is global, so one region per account is enough.
-Operations run in the background; the operator starts one, records its id, and looks again.
+Operations run in the background; the operator starts one, records its id, and looks again. From a delegated
+administrator account every call passes ``CallAs: DELEGATED_ADMIN``; the StackSet then lives in the management
+account all the same (API_CreateStackSet.html, ``CallAs``).
 """
 
 import contextlib
