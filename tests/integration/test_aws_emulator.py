@@ -473,3 +473,42 @@ def test_a_delegated_administrator_runs_the_management_accounts_stacksets(sandbo
         )
     finally:
         enforce(sandbox)
+
+
+def ec2_instance(sandbox: Sandbox, account: str, profile: str | None = None) -> str:
+    ec2 = aws_in(sandbox, account, "ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    extra = {"IamInstanceProfile": {"Name": profile}} if profile else {}
+    instance: str = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, **extra)["Instances"][0][
+        "InstanceId"
+    ]
+    return instance
+
+
+def instance_profile(sandbox: Sandbox, account: str, name: str, policy_arn: str | None) -> None:
+    iam = aws_in(sandbox, account, "iam")
+    ensure_role(iam, name)
+    if policy_arn:
+        iam.attach_role_policy(RoleName=name, PolicyArn=policy_arn)
+    iam.create_instance_profile(InstanceProfileName=name)
+    iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+
+
+def test_instances_whose_profile_lets_the_ssm_agent_register_are_managed_nodes(sandbox: Sandbox) -> None:
+    """Systems Manager User Guide, setup-instance-permissions.html: the agent registers a node with its instance
+    profile's permissions (AmazonSSMManagedInstanceCore); moto has no DescribeInstanceInformation
+    (sandbox/aws/ssm_fixes.py). Paged by MaxResults and NextToken."""
+    account = "600011112222"
+    instance_profile(sandbox, account, "ssm-core", "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
+    instance_profile(sandbox, account, "nothing", None)
+    managed = sorted(ec2_instance(sandbox, account, "ssm-core") for _ in range(6))
+    others = [ec2_instance(sandbox, account, "nothing"), ec2_instance(sandbox, account)]
+    ssm = aws_in(sandbox, account, "ssm")
+    first = ssm.describe_instance_information(MaxResults=5)
+    rest = ssm.describe_instance_information(MaxResults=5, NextToken=first["NextToken"])
+    assert "NextToken" not in rest
+    listed = [i["InstanceId"] for page in (first, rest) for i in page["InstanceInformationList"]]
+    assert sorted(listed) == managed and not set(others) & set(listed)
+    aws_in(sandbox, account, "ec2").stop_instances(InstanceIds=managed[:1])
+    nodes = ssm.describe_instance_information()["InstanceInformationList"]
+    assert sorted(i["InstanceId"] for i in nodes) == managed[1:]

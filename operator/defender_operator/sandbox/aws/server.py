@@ -36,7 +36,7 @@ def set_default_account(account: str) -> None:
 
 # Services whose models the fixes patch. moto imports a service's models on the service's first request; its
 # CloudFormation parser imports the models of some 30 services and takes about 1.2 s, most of the emulator's start-up.
-FIXED_SERVICES = frozenset({"cloudformation", "iam", "eks", "organizations"})
+FIXED_SERVICES = frozenset({"cloudformation", "iam", "eks", "organizations", "ssm"})
 
 
 class App:
@@ -71,7 +71,15 @@ class App:
         with self._fixes_lock:
             if self._fixed:
                 return
-            from . import cloudformation_fixes, delegated_admin, drift, eks_fixes, iam_fixes, stackset_fixes
+            from . import (
+                cloudformation_fixes,
+                delegated_admin,
+                drift,
+                eks_fixes,
+                iam_fixes,
+                ssm_fixes,
+                stackset_fixes,
+            )
 
             iam_fixes.apply()
             eks_fixes.apply()
@@ -79,6 +87,7 @@ class App:
             drift.apply()
             stackset_fixes.apply()
             delegated_admin.apply()
+            ssm_fixes.apply()
             self._fixed = True
 
     def _reset_fixes(self) -> None:
