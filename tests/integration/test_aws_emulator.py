@@ -12,7 +12,7 @@ from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render.cloudformation import stack_template
 from defender_operator.render.document import Rendered
 from defender_operator.sandbox import Sandbox, emulators, processes
-from tests.support.account_admin import administrator, enforce, ensure_role
+from tests.support.account_admin import administrator, ec2_instance, enforce, ensure_role, instance_profile
 from tests.support.clouds import aws_client, aws_control, reset_clouds
 from tests.support.kube import wait_for
 from tests.support.manifests import base_manifest
@@ -473,25 +473,6 @@ def test_a_delegated_administrator_runs_the_management_accounts_stacksets(sandbo
         )
     finally:
         enforce(sandbox)
-
-
-def ec2_instance(sandbox: Sandbox, account: str, profile: str | None = None) -> str:
-    ec2 = aws_in(sandbox, account, "ec2")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    extra = {"IamInstanceProfile": {"Name": profile}} if profile else {}
-    instance: str = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, **extra)["Instances"][0][
-        "InstanceId"
-    ]
-    return instance
-
-
-def instance_profile(sandbox: Sandbox, account: str, name: str, policy_arn: str | None) -> None:
-    iam = aws_in(sandbox, account, "iam")
-    ensure_role(iam, name)
-    if policy_arn:
-        iam.attach_role_policy(RoleName=name, PolicyArn=policy_arn)
-    iam.create_instance_profile(InstanceProfileName=name)
-    iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
 
 
 def test_instances_whose_profile_lets_the_ssm_agent_register_are_managed_nodes(sandbox: Sandbox) -> None:

@@ -17,6 +17,7 @@ from defender_operator.api.names import ANNOTATION_PAUSED, FINALIZER
 from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.render import render
 from defender_operator.sandbox import Sandbox
+from tests.support.account_admin import ec2_instance, instance_profile
 from tests.support.checks import schema_errors
 from tests.support.clouds import (
     arm_client,
@@ -424,6 +425,42 @@ def test_prerequisites_name_the_defender_plans_off_in_the_subscription_and_see_t
     obj = wait_condition(kubeconfig, namespace, "acme", "Prerequisites", "True")
     assert condition(obj, "Prerequisites")["reason"] == "Met"  # type: ignore[index]
     wait_events(kubeconfig, namespace, "acme", {"PrerequisitesMet"})
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_prerequisites_name_the_instances_arc_cannot_reach_until_systems_manager_manages_them(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Issue 28, build 2: with Arc auto-provisioning on, a running EC2 instance that Systems Manager does not manage
+    (its profile's role cannot register the agent) cannot get the Arc agent: Prerequisites says which, while the
+    object is Ready; once its role has AmazonSSMManagedInstanceCore the next deep pass sees it."""
+    subscription = str(uuid.uuid4())
+    m = manifest(namespace, "acme", plans={"containers": {"enabled": False}, "databases": {"enabled": False}})
+    m["spec"]["azure"]["subscriptionId"] = subscription
+    url = f"/subscriptions/{subscription}/providers/Microsoft.Security/pricings/VirtualMachines?api-version=2024-01-01"
+    assert (
+        send(arm_client(sandbox), "PUT", url, {"properties": {"pricingTier": "Standard"}}).status_code == 200
+    )
+    account = account_of(m)
+    core = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    instance_profile(sandbox, account, "ssm-core", core)
+    instance_profile(sandbox, account, "own-profile", None)
+    managed, unmanaged = (
+        ec2_instance(sandbox, account, "ssm-core"),
+        ec2_instance(sandbox, account, "own-profile"),
+    )
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(
+        kubeconfig, namespace, "acme", "Prerequisites", "False", reason="InstancesNotManaged"
+    )
+    assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+    message = condition(obj, "Prerequisites")["message"]  # type: ignore[index]
+    assert "1 of 2 running EC2 instances" in message and f"{unmanaged} (us-east-1)" in message
+    assert managed not in message and "AmazonSSMManagedInstanceCore" in message
+    aws_in(sandbox, account, "iam").attach_role_policy(RoleName="own-profile", PolicyArn=core)
+    request_reconcile(kubeconfig, namespace, "acme")
+    obj = wait_condition(kubeconfig, namespace, "acme", "Prerequisites", "True", reason="Met")
+    assert "Systems Manager manages all 2 running EC2 instances" in condition(obj, "Prerequisites")["message"]  # type: ignore[index]
     delete(kubeconfig, namespace, "acme")
 
 

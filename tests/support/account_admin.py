@@ -77,3 +77,24 @@ def refused(call: Any, **kwargs: Any) -> str:
 def enforce(sandbox: Sandbox, *accounts: str) -> None:
     """From now on the emulator authorizes every request of these accounts' principals (none: stop)."""
     aws_control(sandbox, "/_sandbox/config", {"enforceIamAccounts": list(accounts)})
+
+
+def ec2_instance(sandbox: Sandbox, account: str, profile: str | None = None) -> str:
+    """A running EC2 instance in ``account`` (us-east-1), with the instance profile ``profile`` if given."""
+    ec2 = aws_in(sandbox, account, "ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    extra = {"IamInstanceProfile": {"Name": profile}} if profile else {}
+    instance: str = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, **extra)["Instances"][0][
+        "InstanceId"
+    ]
+    return instance
+
+
+def instance_profile(sandbox: Sandbox, account: str, name: str, policy_arn: str | None) -> None:
+    """An instance profile ``name`` whose role ``name`` has the managed policy ``policy_arn`` (or none)."""
+    iam = aws_in(sandbox, account, "iam")
+    ensure_role(iam, name)
+    if policy_arn:
+        iam.attach_role_policy(RoleName=name, PolicyArn=policy_arn)
+    iam.create_instance_profile(InstanceProfileName=name)
+    iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)

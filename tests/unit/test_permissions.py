@@ -23,6 +23,8 @@ CLIENT_SERVICES = {
     "sts": "sts",
     "organizations": "organizations",
     "eks": "eks",
+    "ec2": "ec2",
+    "ssm": "ssm",
 }
 # What CloudFormation does with the caller's credentials for each resource type the templates use.
 RESOURCE_ACTIONS = {

@@ -4,7 +4,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from defender_operator.api.spec import AWSConnectorSpec
-from defender_operator.reconcile.prerequisites import needed, unreadable, verdict
+from defender_operator.aws.managed_nodes import RegionNodes
+from defender_operator.reconcile.conditions import Verdict
+from defender_operator.reconcile.prerequisites import (
+    arc_on,
+    combined,
+    needed,
+    nodes_unreadable,
+    nodes_verdict,
+    unreadable,
+    verdict,
+)
 from tests.support.manifests import base_manifest
 
 ALL_OFF: dict[str, str] = {}
@@ -78,3 +88,34 @@ def test_true_exactly_when_every_needed_plan_is_standard(
     assert (result.status == "True") == every
     if not every:
         assert all(p.name in result.message for p in needed(s) if tiers.get(p.name) != "Standard")
+
+
+def test_instances_systems_manager_does_not_manage_are_named_a_bounded_number_of_times() -> None:
+    """Issue 28, build 2: Arc auto-provisioning reaches managed nodes only (aws/managed_nodes.py)."""
+    assert nodes_verdict([RegionNodes("us-east-1", 0, [])]) == Verdict(
+        "True", "InstancesManaged", "no EC2 instance runs in the regions"
+    )
+    assert nodes_verdict([RegionNodes("us-east-1", 3, [])]).status == "True"
+    many = [f"i-{n:04d}" for n in range(25)]
+    found = nodes_verdict([RegionNodes("eu-west-1", 30, many), RegionNodes("us-east-1", 2, ["i-x"])])
+    assert (found.status, found.reason) == ("False", "InstancesNotManaged")
+    assert "26 of 32 running EC2 instances" in found.message and "i-0000 (eu-west-1)" in found.message
+    assert "i-0010" not in found.message and "i-x" not in found.message and ", ..." in found.message
+    assert "AWSAccessDenied" in nodes_unreadable("AWSAccessDenied").message
+    assert "ssm:DescribeInstanceInformation" not in nodes_unreadable("AWSThrottled").message
+
+
+def test_the_condition_is_false_when_any_check_is_then_unknown_then_true() -> None:
+    met, off = Verdict("True", "Met", "plans on"), Verdict("False", "DefenderPlanOff", "plan off")
+    unknown = nodes_unreadable("AWSAccessDenied")
+    assert combined(met, off) == Verdict("False", "DefenderPlanOff", "plan off")
+    assert combined(unknown, met).reason == "InstancesUnreadable"
+    assert combined(met, Verdict("True", "InstancesManaged", "all")) == Verdict(
+        "True", "Met", "plans on; all"
+    )
+    assert combined(off, Verdict("False", "InstancesNotManaged", "i-1")).message == "plan off; i-1"
+
+
+def test_arc_is_on_for_servers_or_sql_on_ec2_with_auto_provisioning() -> None:
+    assert arc_on(spec(servers=True, databases=False)) and arc_on(spec(servers=False, databases=True))
+    assert not arc_on(spec(servers=False, databases=False, containers=True))

@@ -17,6 +17,7 @@ from ..api.names import ANNOTATION_ADOPT
 from ..api.status import AwsStatus, FailingMember, InstanceCounts, OidcProviderStatus, OrganizationStatus
 from ..aws.api import AwsClientError, call
 from ..aws.eks import EksClusters
+from ..aws.managed_nodes import ManagedNodes
 from ..aws.oidc import OidcProviders, ProviderSpec
 from ..aws.stack import ObservedStack, Stacks
 from ..aws.stackset import TRUSTED_ACCESS_MESSAGE, ObservedStackSet, StackSets, Targets
@@ -63,6 +64,7 @@ class AwsAccount:
     stacksets: StackSets | None = None  # for a management account
     # member account id -> its identity providers, through spec.aws.organization.memberProviderRoleName
     members: Callable[[str], OidcProviders] | None = None
+    nodes: ManagedNodes | None = None  # the EC2 instances Systems Manager manages (Arc's prerequisite)
 
 
 @dataclass

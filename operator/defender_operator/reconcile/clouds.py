@@ -12,6 +12,7 @@ from typing import Any
 from azure.mgmt.core import ARMPipelineClient
 
 from ..aws.eks import EksClusters
+from ..aws.managed_nodes import ManagedNodes
 from ..aws.oidc import OidcProviders
 from ..aws.stack import Stacks
 from ..aws.stackset import StackSets
@@ -100,6 +101,7 @@ class Clouds:
             if target.spec.aws.organization is not None
             else None,
             members=members if member_role else None,
+            nodes=ManagedNodes(clients.client),
         )
 
     def azure(self, target: Target, writes: Ledger = UNRECORDED_LEDGER) -> Connectors:

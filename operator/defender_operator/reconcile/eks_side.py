@@ -37,9 +37,9 @@ def discovery_on(spec: AWSConnectorSpec) -> bool:
     )
 
 
-def regions_of(spec: AWSConnectorSpec, partition: str) -> list[str]:
-    """The connector's regions; all of the partition's EKS regions when the spec leaves them empty."""
-    return list(spec.aws.regions) or boto3.session.Session().get_available_regions("eks", partition)
+def regions_of(spec: AWSConnectorSpec, partition: str, service: str = "eks") -> list[str]:
+    """The connector's regions; all of the partition's regions of ``service`` when the spec leaves them empty."""
+    return list(spec.aws.regions) or boto3.session.Session().get_available_regions(service, partition)
 
 
 def discovery_role(spec: AWSConnectorSpec, partition: str, account: str) -> str:

@@ -19,7 +19,7 @@ from ..api.status import (
 from ..errors import CloudError, RetryableError
 from ..render.catalog import required_roles
 from ..settings import Settings
-from . import conditions, role_names, rollout
+from . import conditions, prerequisites, role_names, rollout
 from .aws_side import (
     AwsAccount,
     AwsResult,
@@ -94,6 +94,16 @@ def _with_organization(account: AwsResult, members: AwsResult) -> AwsResult:
         account.events + members.events,
         requeue_after=min(requeues) if requeues else None,
     )
+
+
+def _nodes(target: Target, account: AwsAccount) -> Verdict:
+    """Arc auto-provisioning's prerequisite in the spec's regions: Systems Manager manages the running instances."""
+    assert account.nodes is not None
+    try:
+        found = [account.nodes.region(r) for r in regions_of(target.spec, account.partition, "ssm")]
+    except CloudError as exc:  # refused, throttled or unavailable: said, and read again on the next deep pass
+        return prerequisites.nodes_unreadable(exc.reason)
+    return prerequisites.nodes_verdict(found)
 
 
 def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus, ledger: Ledger) -> list[Event]:
@@ -267,6 +277,16 @@ def reconcile(
     )
     if members is not None:
         status.conditions = conditions.members(status.conditions, members, target.generation, stamp)
+    # read when the subscription's plans are (deep passes); a delegated administrator cannot reach them
+    arc = (
+        account is not None
+        and account.nodes is not None
+        and not delegated
+        and prerequisites.arc_on(target.spec)
+    )
+    if azure is not None and azure.prerequisites is not None and arc:
+        assert account is not None
+        azure.prerequisites = prerequisites.combined(azure.prerequisites, _nodes(target, account))
     if azure is not None and azure.prerequisites is not None:
         status.conditions = conditions.ordered(
             conditions.put(status.conditions, "Prerequisites", azure.prerequisites, target.generation, stamp)

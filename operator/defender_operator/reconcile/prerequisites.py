@@ -1,5 +1,6 @@
 """Prerequisites Microsoft lists for the plans a spec enables that live outside what the operator writes: the
-matching Defender plan switched on in the Azure subscription (``Microsoft.Security/pricings``).
+matching Defender plan switched on in the Azure subscription (``Microsoft.Security/pricings``), and, where Arc
+auto-provisioning is on, EC2 instances that Systems Manager manages (``aws/managed_nodes.py``).
 
 Without them the connector and the roles are in place and Defender still protects nothing of that plan, so an
 object would look Ready and not be. The check is read-only and says what is missing and how to fix it; it never
@@ -15,7 +16,10 @@ for open-source relational databases plan enabled on your subscription". docs/pr
 from dataclasses import dataclass
 
 from ..api.spec import AWSConnectorSpec
+from ..aws.managed_nodes import RegionNodes
 from .conditions import Verdict
+
+NODES_SHOWN = 10  # unmanaged instances named in the message, whatever their number
 
 
 @dataclass(frozen=True)
@@ -92,3 +96,55 @@ def unreadable(reason: str) -> Verdict:
         "this object uses Microsoft.Security/pricings/read on the subscription (the built-in Security Reader role "
         "has it); onboarding does not depend on it",
     )
+
+
+def arc_on(spec: AWSConnectorSpec) -> bool:
+    """Whether Defender installs the Arc agent on the account's EC2 instances (Servers, or SQL on EC2)."""
+    servers, databases = spec.plans.servers, spec.plans.databases
+    return (servers.enabled and servers.arc_auto_provisioning.enabled) or (
+        databases.enabled and databases.arc_auto_provisioning.enabled
+    )
+
+
+def nodes_verdict(found: list[RegionNodes]) -> Verdict:
+    """Whether Systems Manager manages every running EC2 instance of the regions (``aws/managed_nodes.py``)."""
+    running = sum(r.running for r in found)
+    unmanaged = [f"{instance} ({r.region})" for r in found for instance in r.unmanaged]
+    if not unmanaged:
+        managed = f"Systems Manager manages all {running} running EC2 instances" if running else ""
+        return Verdict("True", "InstancesManaged", managed or "no EC2 instance runs in the regions")
+    shown = ", ".join(unmanaged[:NODES_SHOWN]) + (", ..." if len(unmanaged) > NODES_SHOWN else "")
+    return Verdict(
+        "False",
+        "InstancesNotManaged",
+        f"{len(unmanaged)} of {running} running EC2 instances are not managed by Systems Manager, so Arc "
+        f"auto-provisioning cannot install the Azure Arc agent on them: {shown}. Each needs the SSM Agent running "
+        "and permission to register: the stack's host-management association attaches a profile with "
+        "AmazonSSMManagedInstanceCore to instances that have none; attach that policy to the role of an instance's "
+        "own profile, or turn on Default Host Management Configuration in its region (docs/prerequisites.md)",
+    )
+
+
+def nodes_unreadable(reason: str) -> Verdict:
+    """The instances could not be read (``reason``: the operator's error reason); read again on the next deep pass."""
+    fix = (
+        "the operator's identity needs ec2:DescribeInstances and ssm:DescribeInstanceInformation "
+        "(docs/operator-iam-policy.json)"
+        if reason == "AWSAccessDenied"
+        else "read again on the next deep pass"
+    )
+    return Verdict(
+        "Unknown",
+        "InstancesUnreadable",
+        f"the EC2 instances Systems Manager manages could not be read ({reason}): {fix}",
+    )
+
+
+def combined(*verdicts: Verdict) -> Verdict:
+    """One Prerequisites condition from several checks: False when one is, else Unknown when one is, else True;
+    the reason of the first such check, the messages of all of them."""
+    for status in ("False", "Unknown", "True"):
+        hit = [v for v in verdicts if v.status == status]
+        if hit:
+            return Verdict(status, hit[0].reason, "; ".join(v.message for v in hit))
+    raise ValueError("no verdict")
