@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     azure_arm_endpoint: str = Field(
         default="https://management.azure.com", description="Azure Resource Manager URL."
     )
+    azure_graph_endpoint: str = Field(
+        default="https://graph.microsoft.com",
+        description="Microsoft Graph URL (read-only: the CIEM application's service principal).",
+    )
     azure_authority_host: str | None = Field(
         default=None,
         description="Entra authority (default: the public cloud's); AZURE_AUTHORITY_HOST works too.",

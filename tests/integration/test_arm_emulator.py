@@ -316,3 +316,29 @@ def test_pricings_are_free_until_turned_on_and_read_at_subscription_scope(sandbo
     finally:
         arm_control(sandbox, "/_sandbox/role-assignments", {"sandbox-tests": None})
         send(client, "PUT", f"{base}/VirtualMachines{version}", {"properties": {"pricingTier": "Free"}})
+
+
+def test_graph_reads_a_service_principal_of_the_callers_tenant_with_application_read_all(
+    sandbox: Sandbox,
+) -> None:
+    """Graph v1.0 "Get servicePrincipal" (sandbox/arm/graph.py): 403 Authorization_RequestDenied without
+    Application.Read.All, 404 Request_ResourceNotFound for an id the caller's tenant does not have (another
+    tenant's included), the service principal otherwise."""
+    assert sandbox.arm_endpoint
+    client = arm_client(sandbox, scope=f"{sandbox.arm_endpoint}/.default")
+    url = "/v1.0/servicePrincipals/0b7a4d3c-1111-2222-3333-444455556666"
+    refused = send(client, "GET", url)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "Authorization_RequestDenied"
+    principal = {"id": "0b7a4d3c-1111-2222-3333-444455556666", "displayName": "mciem-aws-oidc-connector"}
+    elsewhere = {**principal, "tenantId": "12121212-3434-5656-7878-909090909090"}
+    arm_control(sandbox, "/_sandbox/graph", {"readers": ["sandbox-tests"], "servicePrincipals": [elsewhere]})
+    missing = send(client, "GET", url)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "Request_ResourceNotFound"
+    names = ["api://mciem-aws-oidc-app"]
+    arm_control(
+        sandbox,
+        "/_sandbox/graph",
+        {"servicePrincipals": [{**principal, "tenantId": TENANT, "servicePrincipalNames": names}]},
+    )
+    found = send(client, "GET", url)
+    assert found.status_code == 200 and found.json()["servicePrincipalNames"] == names

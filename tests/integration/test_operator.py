@@ -20,6 +20,7 @@ from defender_operator.sandbox import Sandbox
 from tests.support.account_admin import ec2_instance, instance_profile
 from tests.support.checks import schema_errors
 from tests.support.clouds import (
+    TENANT,
     arm_client,
     arm_control,
     arm_requests,
@@ -461,6 +462,52 @@ def test_prerequisites_name_the_instances_arc_cannot_reach_until_systems_manager
     request_reconcile(kubeconfig, namespace, "acme")
     obj = wait_condition(kubeconfig, namespace, "acme", "Prerequisites", "True", reason="Met")
     assert "Systems Manager manages all 2 running EC2 instances" in condition(obj, "Prerequisites")["message"]  # type: ignore[index]
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_prerequisites_find_ciems_entra_application_or_say_how_to_make_it(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Issue 28, build 2: with CIEM on, the service principal oidcSubject names must be CIEM's Entra application (its
+    name, the identifier URI its provider takes as audience). Read with Graph (Application.Read.All); until the
+    operator's identity may, the condition says how to see the check; a missing or different application is named
+    with how to make it, while the object is Ready."""
+    subject = str(uuid.uuid4())
+    off = {"enabled": False}
+    ciem = {"enabled": True, "ciem": {"enabled": True, "oidcSubject": subject}}
+    m = manifest(namespace, "acme", plans={"servers": off, "containers": off, "databases": off, "cspm": ciem})
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(
+        kubeconfig, namespace, "acme", "Prerequisites", "Unknown", reason="CiemApplicationUnreadable"
+    )
+    assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+    assert "Application.Read.All" in condition(obj, "Prerequisites")["message"]  # type: ignore[index]
+    arm_control(sandbox, "/_sandbox/graph", {"readers": ["sandbox-operator"]})
+    request_reconcile(kubeconfig, namespace, "acme")
+    obj = wait_condition(
+        kubeconfig, namespace, "acme", "Prerequisites", "False", reason="CiemApplicationMissing"
+    )
+    message = condition(obj, "Prerequisites")["message"]  # type: ignore[index]
+    assert (
+        subject in message and "mciem-aws-oidc-connector" in message and "api://mciem-aws-oidc-app" in message
+    )
+    principal = {"tenantId": TENANT, "id": subject, "displayName": "someone-else"}
+    arm_control(sandbox, "/_sandbox/graph", {"servicePrincipals": [principal]})
+    request_reconcile(kubeconfig, namespace, "acme")
+    obj = wait_condition(
+        kubeconfig, namespace, "acme", "Prerequisites", "False", reason="CiemApplicationMismatch"
+    )
+    assert "'someone-else'" in condition(obj, "Prerequisites")["message"]  # type: ignore[index]
+    principal.update(
+        displayName="mciem-aws-oidc-connector", servicePrincipalNames=["api://mciem-aws-oidc-app"]
+    )
+    arm_control(sandbox, "/_sandbox/graph", {"servicePrincipals": [principal]})
+    request_reconcile(kubeconfig, namespace, "acme")
+    obj = wait_condition(kubeconfig, namespace, "acme", "Prerequisites", "True")
+    assert (
+        "CIEM's Entra application mciem-aws-oidc-connector is in tenant"
+        in condition(obj, "Prerequisites")["message"]
+    )  # type: ignore[index]
     delete(kubeconfig, namespace, "acme")
 
 

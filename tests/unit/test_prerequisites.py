@@ -5,9 +5,13 @@ from hypothesis import strategies as st
 
 from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.aws.managed_nodes import RegionNodes
+from defender_operator.azure.graph import ServicePrincipal
 from defender_operator.reconcile.conditions import Verdict
 from defender_operator.reconcile.prerequisites import (
     arc_on,
+    ciem_on,
+    ciem_unreadable,
+    ciem_verdict,
     combined,
     needed,
     nodes_unreadable,
@@ -119,3 +123,27 @@ def test_the_condition_is_false_when_any_check_is_then_unknown_then_true() -> No
 def test_arc_is_on_for_servers_or_sql_on_ec2_with_auto_provisioning() -> None:
     assert arc_on(spec(servers=True, databases=False)) and arc_on(spec(servers=False, databases=True))
     assert not arc_on(spec(servers=False, databases=False, containers=True))
+
+
+def test_ciems_application_must_be_the_named_one_with_the_audience_its_provider_takes() -> None:
+    """Issue 28, build 2: oidcSubject's service principal, read with Graph (azure/graph.py)."""
+    body = base_manifest()["spec"]
+    body["plans"] = {"cspm": {"enabled": True, "ciem": {"enabled": True, "oidcSubject": SUBJECT}}}
+    ciem = AWSConnectorSpec.model_validate(body)
+    assert ciem_on(ciem) and not ciem_on(spec(servers=True))
+    missing = ciem_verdict(ciem, None)
+    assert (missing.status, missing.reason) == (
+        "False",
+        "CiemApplicationMissing",
+    ) and SUBJECT in missing.message
+    right = ServicePrincipal(SUBJECT, "mciem-aws-oidc-connector", ["api://mciem-aws-oidc-app", "app-id"])
+    assert ciem_verdict(ciem, right).status == "True"
+    renamed = ciem_verdict(ciem, ServicePrincipal(SUBJECT, "other", right.names))
+    no_uri = ciem_verdict(ciem, ServicePrincipal(SUBJECT, right.display_name, ["app-id"]))
+    assert renamed.reason == no_uri.reason == "CiemApplicationMismatch"
+    assert "'other'" in renamed.message and "api://mciem-aws-oidc-app" in no_uri.message
+    assert "Application.Read.All" in ciem_unreadable("GraphAccessDenied").message
+    assert "Application.Read.All" not in ciem_unreadable("GraphUnavailable").message
+
+
+SUBJECT = "0b7a4d3c-1111-2222-3333-444455556666"

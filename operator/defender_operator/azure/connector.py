@@ -14,19 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.mgmt.core import ARMPipelineClient
 
-from .. import metrics
 from ..errors import RetryableError, TerminalError
 from ..render.connector import API_VERSION
 from ..writes import Writing, unrecorded
+from .client import error_message, send
 
 HEALTH_API_VERSION = "2023-05-01-preview"
 PRICING_API_VERSION = (
@@ -105,14 +99,6 @@ class HealthReport:
     last_scanned: str | None
 
 
-def _error_message(response: HttpResponse) -> tuple[str, str]:
-    try:
-        error = response.json().get("error", {})
-        return str(error.get("code", response.status_code)), str(error.get("message", response.reason))
-    except (ValueError, AttributeError):
-        return str(response.status_code), str(response.reason)
-
-
 class VerifiedSubscriptions:
     """Subscriptions one credential has found reachable and in the expected tenant, for an hour (as the AWS identity
     behind long-lived keys is asked again hourly): many AWS accounts are onboarded into one subscription, whose
@@ -171,29 +157,10 @@ class Connectors:
             json=body,
             headers=headers,
         )
-        try:
-            response: HttpResponse = self.pipeline.send_request(request)
-        except ClientAuthenticationError as exc:
-            metrics.cloud_call("azure", "security", operation, "AuthenticationFailed")
-            raise TerminalError(
-                "AzureCredentialsRejected", f"Entra ID refused the operator's credentials: {_first_line(exc)}"
-            ) from None
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            metrics.cloud_call("azure", "security", operation, "ConnectionError")
-            raise RetryableError(
-                "AzureUnavailable", f"could not reach Azure Resource Manager: {_first_line(exc)}"
-            ) from None
-        except HttpResponseError as exc:
-            metrics.cloud_call("azure", "security", operation, "Error")
-            raise RetryableError(
-                "AzureUnavailable", f"Azure Resource Manager failed: {_first_line(exc)}"
-            ) from None
-        outcome = "ok" if response.status_code < 400 else _error_message(response)[0]
-        metrics.cloud_call("azure", "security", operation, outcome, throttled=response.status_code == 429)
-        return response
+        return send(self.pipeline, request, "security", operation, "Azure Resource Manager")
 
     def _raise(self, response: HttpResponse, action: str) -> None:
-        code, message = _error_message(response)
+        code, message = error_message(response)
         status = response.status_code
         text = f"{action} failed: {code}: {message}"
         if code == "InvalidAuthenticationTokenTenant":
@@ -236,7 +203,7 @@ class Connectors:
     def observe(self, resource_group: str, name: str) -> ObservedConnector | None:
         path = connector_id(self.subscription, resource_group, name)
         response = self._send("GetSecurityConnector", "GET", path, API_VERSION)
-        if response.status_code == 404 and _error_message(response)[0] in ("ResourceNotFound", "NotFound"):
+        if response.status_code == 404 and error_message(response)[0] in ("ResourceNotFound", "NotFound"):
             return None
         if response.status_code != 200:
             self._raise(response, "reading the connector")
@@ -345,7 +312,3 @@ class Connectors:
         return HealthReport(
             status=worst, issues=issues, last_scanned=max((s for s in scanned if s), default=None)
         )
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -18,6 +18,7 @@ from ..aws.stack import Stacks
 from ..aws.stackset import StackSets
 from ..azure.client import arm_pipeline
 from ..azure.connector import Connectors, VerifiedSubscriptions
+from ..azure.graph import Graph
 from ..credentials import CredentialFactory
 from ..errors import TerminalError
 from ..settings import Settings
@@ -34,6 +35,7 @@ class Clouds:
         self.settings, self.credentials, self.planned = settings, credentials, planned
         # One ARM pipeline per credential, reused across passes, and the subscriptions that credential verified.
         self._pipelines: dict[int, tuple[ARMPipelineClient[Any, Any], VerifiedSubscriptions]] = {}
+        self._graphs: dict[int, ARMPipelineClient[Any, Any]] = {}
 
     def forget_idle(self, idle_seconds: float) -> int:
         """Drop what no object used for ``idle_seconds``: clients, credentials, and ARM pipelines of dropped
@@ -43,6 +45,8 @@ class Clouds:
         for key in [k for k in self._pipelines if k not in held]:
             del self._pipelines[key]
             dropped += 1
+        for key in [k for k in self._graphs if k not in held]:
+            del self._graphs[key]
         return dropped
 
     def aws(
@@ -103,6 +107,17 @@ class Clouds:
             members=members if member_role else None,
             nodes=ManagedNodes(clients.client),
         )
+
+    def graph(self, target: Target) -> Graph:
+        """Microsoft Graph with the object's Azure credential (read-only; one pipeline per credential)."""
+        credential = self.credentials.azure_credential(target.namespace, target.spec)
+        pipeline = self._graphs.get(id(credential))
+        if pipeline is None:
+            endpoint = self.settings.azure_graph_endpoint.rstrip("/")
+            pipeline = self._graphs[id(credential)] = arm_pipeline(
+                credential, endpoint, scope=f"{endpoint}/.default", ca_bundle=self.settings.azure_ca_bundle
+            )
+        return Graph(pipeline)
 
     def azure(self, target: Target, writes: Ledger = UNRECORDED_LEDGER) -> Connectors:
         credential = self.credentials.azure_credential(target.namespace, target.spec)

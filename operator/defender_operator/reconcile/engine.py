@@ -106,6 +106,17 @@ def _nodes(target: Target, account: AwsAccount) -> Verdict:
     return prerequisites.nodes_verdict(found)
 
 
+def _ciem(target: Target, clouds: Clouds) -> Verdict:
+    """CIEM's prerequisite: its Entra application, read with the object's Azure identity in its tenant."""
+    subject = target.spec.plans.cspm.ciem.oidc_subject
+    assert subject is not None
+    try:
+        found = clouds.graph(target).service_principal(subject)
+    except CloudError as exc:
+        return prerequisites.ciem_unreadable(exc.reason)
+    return prerequisites.ciem_verdict(target.spec, found)
+
+
 def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus, ledger: Ledger) -> list[Event]:
     """EKS reachability on deep passes, once onboarding is Ready; its failures stay on status.eks."""
     if not discovery_on(target.spec):
@@ -287,6 +298,8 @@ def reconcile(
     if azure is not None and azure.prerequisites is not None and arc:
         assert account is not None
         azure.prerequisites = prerequisites.combined(azure.prerequisites, _nodes(target, account))
+    if azure is not None and azure.prerequisites is not None and prerequisites.ciem_on(target.spec):
+        azure.prerequisites = prerequisites.combined(azure.prerequisites, _ciem(target, clouds))
     if azure is not None and azure.prerequisites is not None:
         status.conditions = conditions.ordered(
             conditions.put(status.conditions, "Prerequisites", azure.prerequisites, target.generation, stamp)

@@ -1,6 +1,7 @@
 """Prerequisites Microsoft lists for the plans a spec enables that live outside what the operator writes: the
 matching Defender plan switched on in the Azure subscription (``Microsoft.Security/pricings``), and, where Arc
-auto-provisioning is on, EC2 instances that Systems Manager manages (``aws/managed_nodes.py``).
+auto-provisioning is on, EC2 instances that Systems Manager manages (``aws/managed_nodes.py``); with CIEM, its Entra
+application in the customer's tenant (``azure/graph.py``).
 
 Without them the connector and the roles are in place and Defender still protects nothing of that plan, so an
 object would look Ready and not be. The check is read-only and says what is missing and how to fix it; it never
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 from ..api.spec import AWSConnectorSpec
 from ..aws.managed_nodes import RegionNodes
+from ..azure.graph import ServicePrincipal
+from ..render.catalog import catalog
 from .conditions import Verdict
 
 NODES_SHOWN = 10  # unmanaged instances named in the message, whatever their number
@@ -137,6 +140,61 @@ def nodes_unreadable(reason: str) -> Verdict:
         "Unknown",
         "InstancesUnreadable",
         f"the EC2 instances Systems Manager manages could not be read ({reason}): {fix}",
+    )
+
+
+def ciem_on(spec: AWSConnectorSpec) -> bool:
+    cspm = spec.plans.cspm
+    return cspm.enabled and cspm.ciem.enabled and cspm.ciem.oidc_subject is not None
+
+
+def ciem_verdict(spec: AWSConnectorSpec, found: ServicePrincipal | None) -> Verdict:
+    """Whether the service principal ``oidcSubject`` names is CIEM's application: its name, and the identifier URI
+    the CIEM identity provider takes as audience (the catalog's)."""
+    ciem, tenant, audience = spec.plans.cspm.ciem, spec.azure.tenant_id, catalog().ciem_audience
+    fix = (
+        f"create the Entra application {ciem.entra_app_name} in tenant {tenant} with identifier URI {audience} "
+        "(an Application Administrator or Cloud Application Administrator can), and set "
+        "spec.plans.cspm.ciem.oidcSubject to the object id of its service principal"
+    )
+    if found is None:
+        return Verdict(
+            "False",
+            "CiemApplicationMissing",
+            f"no service principal {ciem.oidc_subject} in Entra tenant {tenant}: the OidcCiem role trusts no one "
+            f"who can sign in, so CIEM sees nothing. To fix it, {fix}",
+        )
+    problems = []
+    if found.display_name != ciem.entra_app_name:
+        problems.append(f"it is {found.display_name!r}, not {ciem.entra_app_name!r} (entraAppName)")
+    if audience not in found.names:
+        problems.append(
+            f"its application has no identifier URI {audience}, the audience CIEM's provider accepts"
+        )
+    if problems:
+        return Verdict(
+            "False",
+            "CiemApplicationMismatch",
+            f"service principal {ciem.oidc_subject}: {'; '.join(problems)}. To fix it, {fix}",
+        )
+    return Verdict(
+        "True",
+        "CiemApplicationFound",
+        f"CIEM's Entra application {ciem.entra_app_name} is in tenant {tenant}",
+    )
+
+
+def ciem_unreadable(reason: str) -> Verdict:
+    fix = (
+        "give the operator's Azure identity the Microsoft Graph application permission Application.Read.All "
+        "(admin consent) to see this check"
+        if reason == "GraphAccessDenied"
+        else "read again on the next deep pass"
+    )
+    return Verdict(
+        "Unknown",
+        "CiemApplicationUnreadable",
+        f"CIEM's Entra application could not be read ({reason}): {fix}",
     )
 
 

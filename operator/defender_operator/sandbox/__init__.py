@@ -61,6 +61,7 @@ class Sandbox:
             values.update(
                 {
                     "DEFENDER_OPERATOR_AZURE_ARM_ENDPOINT": self.arm_endpoint,
+                    "DEFENDER_OPERATOR_AZURE_GRAPH_ENDPOINT": self.arm_endpoint,
                     "DEFENDER_OPERATOR_AZURE_CA_BUNDLE": self.arm_ca_file,
                     "AZURE_AUTHORITY_HOST": self.arm_endpoint,
                     "AZURE_TENANT_ID": "99999999-8888-7777-6666-555555555555",

@@ -1,5 +1,6 @@
 """The ARM emulator's HTTPS server: Microsoft.Security connectors, health reports and pricings (a subscription's
-Defender plans), an Entra token endpoint, and control endpoints for tests.
+Defender plans), an Entra token endpoint, Microsoft Graph's service principals (``graph.py``, ``POST
+/_sandbox/graph``), and control endpoints for tests.
 
 Run as ``python -m defender_operator.sandbox.arm.server --port N --cert C --key K``. azure-identity's
 ClientSecretCredential and WorkloadIdentityCredential sign in against ``/{tenant}/oauth2/v2.0/token`` (authority =
@@ -43,6 +44,8 @@ from typing import Any
 
 from ..faults import FaultRule, FaultTable
 from ..tls import TLSServer, tls_context
+from . import graph
+from .graph import Directory
 from .pricings import PRICING_API_VERSIONS, Pricings
 from .store import CONNECTOR_API_VERSIONS, HEALTH_API_VERSIONS, ArmError, Store
 
@@ -80,6 +83,7 @@ class State:
     def __init__(self, page_size: int) -> None:
         self.store = Store()
         self.pricings = Pricings()
+        self.directory = Directory()
         self.faults = FaultTable()
         self.page_size = page_size
         self.requests: list[dict[str, Any]] = []
@@ -93,6 +97,7 @@ class State:
     def reset(self) -> None:
         self.store.reset()
         self.pricings.reset()
+        self.directory.reset()
         self.faults.clear()
         with self.lock:
             self.requests.clear()
@@ -267,6 +272,7 @@ class Handler(BaseHTTPRequestHandler):
                 "InvalidAuthenticationToken",
                 "The access token is invalid.",
             )
+        self._token_tenant = entry[2]
         if m := _SUBSCRIPTION.match(path):
             owner = self._tenant_of(m["sub"])
             if entry[2] != owner:
@@ -329,6 +335,9 @@ class Handler(BaseHTTPRequestHandler):
             self._token(tenant["tenant"])
             return
         caller = self._caller(path)
+        if (principal := graph.SERVICE_PRINCIPAL.match(path)) and method == "GET":
+            self._send(*self.state.directory.service_principal(caller, self._token_tenant, principal["id"]))
+            return
         self._authorize(caller, method, path)
         store = self.state.store
         if (m := _SUBSCRIPTION.match(path)) and m.group(2) is None:
@@ -448,6 +457,8 @@ class Handler(BaseHTTPRequestHandler):
                         state.assignments.pop(client.lower(), None)
                     else:
                         state.assignments[client.lower()] = [s.lower().rstrip("/") for s in scopes]
+        elif path == "/_sandbox/graph" and method == "POST":
+            state.directory.configure(self._body() or {})
         elif path == "/_sandbox/subscriptions" and method == "POST":
             with state.lock:
                 state.subscriptions.update({k.lower(): v.lower() for k, v in (self._body() or {}).items()})
