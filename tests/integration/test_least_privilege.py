@@ -15,16 +15,14 @@ import pytest
 from defender_operator.sandbox import Sandbox
 from tests.support.account_admin import (
     TRUST_ANYONE_HERE,
-    administrator,
     deployed,
     enforce,
-    ensure_role,
+    operator_role,
     refused,
 )
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import assumed, aws_in, connector, manifest, stacks_of
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
-from tests.support.paths import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +40,7 @@ def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def enforced(sandbox: Sandbox) -> Iterator[None]:
     """ACCOUNT with an administrator role for the test (``test``, as aws_in assumes) and the operator's role holding
     only the documented policy; from then on every request of ACCOUNT's principals is authorized."""
-    administrator(sandbox, ACCOUNT)
-    iam = aws_in(sandbox, ACCOUNT, "iam")
-    ensure_role(iam, "defender-onboarding")
-    documented = (REPO / "docs" / "operator-iam-policy.json").read_text()
-    iam.put_role_policy(
-        RoleName="defender-onboarding", PolicyName="defender-operator", PolicyDocument=documented
-    )
+    operator_role(sandbox, ACCOUNT, "operator-iam-policy.json")
     enforce(sandbox, ACCOUNT)
     try:
         yield

@@ -14,7 +14,7 @@ from defender_operator.render.catalog import catalog
 from defender_operator.render.cloudformation import member_template
 from defender_operator.sandbox import Sandbox
 from tests.support import organization_scenario
-from tests.support.account_admin import administrator, enforce, ensure_role
+from tests.support.account_admin import enforce, operator_role
 from tests.support.clouds import arm_client, arm_control, aws_control, connector_url, send
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import (
@@ -29,7 +29,6 @@ from tests.support.onboarding import (
     stacks_of,
 )
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
-from tests.support.paths import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -608,13 +607,7 @@ def test_a_delegated_administrator_onboards_the_members_and_writes_nothing_in_th
     management, delegate = account_of(m), members[0]
     m["spec"]["aws"]["organization"]["delegatedAdministratorAccountId"] = delegate
     m["spec"]["aws"]["credentials"] = {"roleArn": f"arn:aws:iam::{delegate}:role/defender-onboarding"}
-    administrator(sandbox, delegate)
-    iam = aws_in(sandbox, delegate, "iam")
-    ensure_role(iam, "defender-onboarding")
-    documented = (REPO / "docs" / "operator-iam-policy-delegated-admin.json").read_text()
-    iam.put_role_policy(
-        RoleName="defender-onboarding", PolicyName="defender-operator", PolicyDocument=documented
-    )
+    operator_role(sandbox, delegate, "operator-iam-policy-delegated-admin.json")
     management_cf = aws_in(sandbox, management, "cloudformation")
     operator.reset_aws_operations()
     enforce(sandbox, delegate)

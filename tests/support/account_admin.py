@@ -38,6 +38,16 @@ def administrator(sandbox: Sandbox, account: str) -> None:
     iam.attach_role_policy(RoleName="test", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
 
 
+def operator_role(sandbox: Sandbox, account: str, document: str) -> None:
+    """The ``test`` administrator role, and the operator's role ``defender-onboarding`` holding only the checked-in
+    policy ``docs/<document>``."""
+    administrator(sandbox, account)
+    iam = aws_in(sandbox, account, "iam")
+    ensure_role(iam, "defender-onboarding")
+    policy = (REPO / "docs" / document).read_text()
+    iam.put_role_policy(RoleName="defender-onboarding", PolicyName="defender-operator", PolicyDocument=policy)
+
+
 def deployed(
     sandbox: Sandbox, account: str, stack_name: str, template: str, **parameters: str
 ) -> dict[str, str]:

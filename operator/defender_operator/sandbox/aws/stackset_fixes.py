@@ -93,18 +93,9 @@ class OidcProviderResource(CloudFormationModel):
 _original_create_instances = StackInstances.create_instances
 
 
-def _create_instances(
-    self: StackInstances,
-    accounts: list[str],
-    regions: list[str],
-    parameters: list[dict[str, Any]] | None,
-    deployment_targets: dict[str, Any],
-    permission_model: str,
-) -> list[dict[str, Any]]:
-    """Service-managed targets: the OUs' accounts (and their child OUs'), filtered by AccountFilterType, and never
-    a second instance for an account and region that have one."""
+def _create_instances(self: StackInstances, *args: Any) -> list[dict[str, Any]]:
     with authorization.acting_for(None):  # StackSets' own execution roles create the instances' resources
-        return _create_each(self, accounts, regions, parameters, deployment_targets, permission_model)
+        return _create_each(self, *args)
 
 
 def _create_each(
@@ -115,6 +106,8 @@ def _create_each(
     deployment_targets: dict[str, Any],
     permission_model: str,
 ) -> list[dict[str, Any]]:
+    """Service-managed targets: the OUs' accounts (and their child OUs'), filtered by AccountFilterType, and never
+    a second instance for an account and region that have one."""
     ou_ids = deployment_targets.get("OrganizationalUnitIds") or []
     if not ou_ids:
         return _original_create_instances(
@@ -279,7 +272,7 @@ def apply() -> None:
         _recording_preferences(name)
     StackSetOperationDTO.__init__ = _operation_dto  # type: ignore[method-assign]
     # OidcProviderResource registers itself with moto's template parser by subclassing CloudFormationModel.
-    StackInstances.create_instances = _create_instances  # type: ignore[method-assign]
+    StackInstances.create_instances = _create_instances  # type: ignore[method-assign,assignment]
     CloudFormationResponse.delete_stack_instances = _delete_stack_instances  # type: ignore[method-assign]
     StackSet.update = _update  # type: ignore[method-assign]
     StackInstance.to_dict = _instance_summary  # type: ignore[method-assign]
