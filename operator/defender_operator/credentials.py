@@ -321,6 +321,13 @@ class CredentialFactory:
                 )
             return self._azure[key]
 
+    def azure_tenant(self, spec: AWSConnectorSpec) -> str | None:
+        """The tenant the object's Azure credential gets tokens in: the spec's for a Secret of its own, the
+        operator's (AZURE_TENANT_ID) for its own identity; None when not known."""
+        if spec.azure.credentials_secret_ref is not None:
+            return spec.azure.tenant_id
+        return os.environ.get("AZURE_TENANT_ID") or None
+
     def _operator_credential(self) -> TokenCredential:
         with self._lock:
             cached = self._azure.get(("operator",))

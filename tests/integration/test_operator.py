@@ -497,7 +497,8 @@ def test_prerequisites_find_ciems_entra_application_or_say_how_to_make_it(
     obj = wait_condition(
         kubeconfig, namespace, "acme", "Prerequisites", "False", reason="CiemApplicationMismatch"
     )
-    assert "'someone-else'" in condition(obj, "Prerequisites")["message"]  # type: ignore[index]
+    message = condition(obj, "Prerequisites")["message"]  # type: ignore[index]
+    assert "another application than mciem-aws-oidc-connector" in message and "someone-else" not in message
     principal.update(
         displayName="mciem-aws-oidc-connector", servicePrincipalNames=["api://mciem-aws-oidc-app"]
     )

@@ -1,6 +1,7 @@
 """Organizations (issue 12, first part): the member StackSet reconciled level-triggered, so a kill between creating the
 StackSet and deploying it is repaired; every list read to its last page; a busy StackSet retried, not terminal."""
 
+import copy
 import json
 import uuid
 from collections.abc import Iterator
@@ -620,6 +621,13 @@ def test_a_delegated_administrator_onboards_the_members_and_writes_nothing_in_th
         aws_in(sandbox, management, "organizations").register_delegated_administrator(
             AccountId=delegate, ServicePrincipal=DELEGATION
         )
+        # the delegate runs its own organization's StackSets only: another accountId is refused before any write
+        impostor = copy.deepcopy(m)
+        impostor["metadata"]["name"], impostor["spec"]["aws"]["accountId"] = "impostor", "777766665555"
+        assert apply(kubeconfig, impostor).returncode == 0
+        obj = wait_condition(kubeconfig, namespace, "impostor", "Stalled", "True", reason="AccountMismatch")
+        assert f"management account {management}" in condition(obj, "Stalled")["message"]  # type: ignore[index]
+        delete(kubeconfig, namespace, "impostor")
         request_reconcile(kubeconfig, namespace, "org")
         obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
         assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]

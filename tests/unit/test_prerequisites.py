@@ -105,6 +105,15 @@ def test_instances_systems_manager_does_not_manage_are_named_a_bounded_number_of
     assert (found.status, found.reason) == ("False", "InstancesNotManaged")
     assert "26 of 32 running EC2 instances" in found.message and "i-0000 (eu-west-1)" in found.message
     assert "i-0010" not in found.message and "i-x" not in found.message and ", ..." in found.message
+    partly = nodes_verdict([RegionNodes("us-east-1", 1, [])], ["eu-west-3"])
+    assert (partly.status, partly.reason) == (
+        "Unknown",
+        "InstancesUnreadable",
+    ) and "eu-west-3" in partly.message
+    assert (
+        "regions not read: eu-west-3"
+        in nodes_verdict([RegionNodes("us-east-1", 1, ["i-1"])], ["eu-west-3"]).message
+    )
     assert "AWSAccessDenied" in nodes_unreadable("AWSAccessDenied").message
     assert "ssm:DescribeInstanceInformation" not in nodes_unreadable("AWSThrottled").message
 
@@ -141,9 +150,11 @@ def test_ciems_application_must_be_the_named_one_with_the_audience_its_provider_
     renamed = ciem_verdict(ciem, ServicePrincipal(SUBJECT, "other", right.names))
     no_uri = ciem_verdict(ciem, ServicePrincipal(SUBJECT, right.display_name, ["app-id"]))
     assert renamed.reason == no_uri.reason == "CiemApplicationMismatch"
-    assert "'other'" in renamed.message and "api://mciem-aws-oidc-app" in no_uri.message
+    assert "another application" in renamed.message and "api://mciem-aws-oidc-app" in no_uri.message
+    assert "other" not in renamed.message.replace("another", "")  # another application's name is not repeated
     assert "Application.Read.All" in ciem_unreadable("GraphAccessDenied").message
     assert "Application.Read.All" not in ciem_unreadable("GraphUnavailable").message
+    assert "another tenant" in ciem_unreadable("GraphOtherTenant").message
 
 
 SUBJECT = "0b7a4d3c-1111-2222-3333-444455556666"

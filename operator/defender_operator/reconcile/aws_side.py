@@ -581,11 +581,13 @@ def _members_verdict(
         org = target.spec.aws.organization
         assert org is not None
         shown = "; ".join(f"{f.account_id}: {f.reason}" for f in providers.failing[:3])
+        delegate = target.spec.aws.delegated_administrator
+        signer = f"delegated administrator {delegate}" if delegate else "the management account"
         message = (
             f"the identity provider could not be set up in {providers.failed} member accounts through role "
             f"{org.member_provider_role_name} ({shown}{'; ...' if providers.failed > 3 else ''}); their Defender "
-            "roles cannot be used. Make the role assumable from the management account's identity there (or fix the "
-            "cause named), then request a reconcile."
+            f"roles cannot be used. Make the role assumable from the operator's identity in {signer} there (or fix "
+            "the cause named), then request a reconcile."
         )
         return AwsResult(Verdict("False", "MemberProvidersFailing", message))
     pending = sum(1 for s in observed.states if s.status != "CURRENT")

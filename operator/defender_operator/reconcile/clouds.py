@@ -1,7 +1,8 @@
 """Adapters for one object's clouds, signed in with its credentials, and checked to be the account it names.
 
 Before anything is written in AWS, STS GetCallerIdentity must name ``spec.aws.accountId`` (the delegated
-administrator account, for an organization that names one); Azure calls are built only from
+administrator account, for an organization that names one, whose organization's management account must then be
+``spec.aws.accountId``: DescribeOrganization); Azure calls are built only from
 ``spec.azure.subscriptionId``, so nothing is ever written outside it.
 """
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from azure.mgmt.core import ARMPipelineClient
 
+from ..aws.api import call
 from ..aws.eks import EksClusters
 from ..aws.managed_nodes import ManagedNodes
 from ..aws.oidc import OidcProviders
@@ -69,6 +71,17 @@ class Clouds:
                 "AccountMismatch",
                 f"the AWS credentials belong to account {account}, not {field} {target.spec.aws.signer}",
             )
+        organizations = clients.client("organizations", "us-east-1")
+        if (
+            delegate
+        ):  # the delegate may run the StackSets of its own organization only: accountId must manage it
+            management = str(call(organizations, "describe_organization")["Organization"]["MasterAccountId"])
+            if management != target.spec.aws.account_id:
+                raise TerminalError(
+                    "AccountMismatch",
+                    f"delegated administrator {delegate} belongs to the organization of management account "
+                    f"{management}, not spec.aws.accountId {target.spec.aws.account_id}; nothing is written",
+                )
         region = target.spec.deployment.region
         hook = partial(writes, "aws")
         cloudformation, iam = clients.client("cloudformation", region), clients.client("iam", region)
@@ -97,7 +110,7 @@ class Clouds:
             eks=EksClusters(partial(clients.client, "eks"), partition, self.planned, hook),
             stacksets=StackSets(
                 cloudformation,
-                clients.client("organizations", "us-east-1"),
+                organizations,
                 self.planned,
                 hook,
                 call_as="DELEGATED_ADMIN" if delegate else "SELF",
@@ -109,7 +122,14 @@ class Clouds:
         )
 
     def graph(self, target: Target) -> Graph:
-        """Microsoft Graph with the object's Azure credential (read-only; one pipeline per credential)."""
+        """Microsoft Graph with the object's Azure credential (read-only; one pipeline per credential), only where
+        that credential signs in to the object's own tenant (the directory Graph reads is the token's)."""
+        tenant = self.credentials.azure_tenant(target.spec)
+        if tenant is not None and tenant.lower() != target.spec.azure.tenant_id.lower():
+            raise TerminalError(
+                "GraphOtherTenant",
+                f"the operator's Azure identity signs in to tenant {tenant}, not spec.azure.tenantId",
+            )
         credential = self.credentials.azure_credential(target.namespace, target.spec)
         pipeline = self._graphs.get(id(credential))
         if pipeline is None:

@@ -16,7 +16,7 @@ from ..api.status import (
     EksStatus,
     OrganizationStatus,
 )
-from ..errors import CloudError, RetryableError
+from ..errors import CloudError, RetryableError, TerminalError
 from ..render.catalog import required_roles
 from ..settings import Settings
 from . import conditions, prerequisites, role_names, rollout
@@ -96,22 +96,35 @@ def _with_organization(account: AwsResult, members: AwsResult) -> AwsResult:
     )
 
 
-def _nodes(target: Target, account: AwsAccount) -> Verdict:
-    """Arc auto-provisioning's prerequisite in the spec's regions: Systems Manager manages the running instances."""
+def _nodes(target: Target, account: AwsAccount) -> Verdict | None:
+    """Arc auto-provisioning's prerequisite in the spec's regions: Systems Manager manages the running instances.
+    None when AWS did not answer (throttled, unavailable): the condition keeps what it said, as for the plans."""
     assert account.nodes is not None
-    try:
-        found = [account.nodes.region(r) for r in regions_of(target.spec, account.partition, "ssm")]
-    except CloudError as exc:  # refused, throttled or unavailable: said, and read again on the next deep pass
-        return prerequisites.nodes_unreadable(exc.reason)
-    return prerequisites.nodes_verdict(found)
+    found, unreadable = [], []
+    for region in regions_of(target.spec, account.partition, "ssm"):
+        try:
+            nodes = account.nodes.region(region)
+        except RetryableError:
+            return None
+        except TerminalError as exc:
+            if exc.reason in ("AWSAccessDenied", "AWSCredentialsRejected"):  # the same in every region
+                return prerequisites.nodes_unreadable(exc.reason)
+            unreadable.append(region)
+            continue
+        if nodes is not None:  # None: a region the account has not enabled
+            found.append(nodes)
+    return prerequisites.nodes_verdict(found, unreadable)
 
 
-def _ciem(target: Target, clouds: Clouds) -> Verdict:
-    """CIEM's prerequisite: its Entra application, read with the object's Azure identity in its tenant."""
+def _ciem(target: Target, clouds: Clouds) -> Verdict | None:
+    """CIEM's prerequisite: its Entra application, read with the object's Azure identity in its tenant (None: Graph
+    did not answer; the condition keeps what it said)."""
     subject = target.spec.plans.cspm.ciem.oidc_subject
     assert subject is not None
     try:
         found = clouds.graph(target).service_principal(subject)
+    except RetryableError:
+        return None
     except CloudError as exc:
         return prerequisites.ciem_unreadable(exc.reason)
     return prerequisites.ciem_verdict(target.spec, found)
@@ -297,9 +310,11 @@ def reconcile(
     )
     if azure is not None and azure.prerequisites is not None and arc:
         assert account is not None
-        azure.prerequisites = prerequisites.combined(azure.prerequisites, _nodes(target, account))
+        nodes = _nodes(target, account)
+        azure.prerequisites = None if nodes is None else prerequisites.combined(azure.prerequisites, nodes)
     if azure is not None and azure.prerequisites is not None and prerequisites.ciem_on(target.spec):
-        azure.prerequisites = prerequisites.combined(azure.prerequisites, _ciem(target, clouds))
+        ciem = _ciem(target, clouds)
+        azure.prerequisites = None if ciem is None else prerequisites.combined(azure.prerequisites, ciem)
     if azure is not None and azure.prerequisites is not None:
         status.conditions = conditions.ordered(
             conditions.put(status.conditions, "Prerequisites", azure.prerequisites, target.generation, stamp)

@@ -14,6 +14,7 @@ Defender for SQL plan and Defender for Servers (its Arc pipeline); RDS open-sour
 for open-source relational databases plan enabled on your subscription". docs/prerequisites.md keeps the table.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..api.spec import AWSConnectorSpec
@@ -109,23 +110,32 @@ def arc_on(spec: AWSConnectorSpec) -> bool:
     )
 
 
-def nodes_verdict(found: list[RegionNodes]) -> Verdict:
-    """Whether Systems Manager manages every running EC2 instance of the regions (``aws/managed_nodes.py``)."""
+def nodes_verdict(found: list[RegionNodes], unreadable: Sequence[str] = ()) -> Verdict:
+    """Whether Systems Manager manages every running EC2 instance of the regions (``aws/managed_nodes.py``);
+    ``unreadable``: regions whose instances could not be read."""
     running = sum(r.running for r in found)
     unmanaged = [f"{instance} ({r.region})" for r in found for instance in r.unmanaged]
-    if not unmanaged:
-        managed = f"Systems Manager manages all {running} running EC2 instances" if running else ""
-        return Verdict("True", "InstancesManaged", managed or "no EC2 instance runs in the regions")
-    shown = ", ".join(unmanaged[:NODES_SHOWN]) + (", ..." if len(unmanaged) > NODES_SHOWN else "")
-    return Verdict(
-        "False",
-        "InstancesNotManaged",
-        f"{len(unmanaged)} of {running} running EC2 instances are not managed by Systems Manager, so Arc "
-        f"auto-provisioning cannot install the Azure Arc agent on them: {shown}. Each needs the SSM Agent running "
-        "and permission to register: the stack's host-management association attaches a profile with "
-        "AmazonSSMManagedInstanceCore to instances that have none; attach that policy to the role of an instance's "
-        "own profile, or turn on Default Host Management Configuration in its region (docs/prerequisites.md)",
-    )
+    unread = f" (regions not read: {', '.join(unreadable)})" if unreadable else ""
+    if unmanaged:
+        shown = ", ".join(unmanaged[:NODES_SHOWN]) + (", ..." if len(unmanaged) > NODES_SHOWN else "")
+        return Verdict(
+            "False",
+            "InstancesNotManaged",
+            f"{len(unmanaged)} of {running} running EC2 instances are not managed by Systems Manager{unread}, so "
+            f"Arc auto-provisioning cannot install the Azure Arc agent on them: {shown}. Each needs the SSM Agent "
+            "running and permission to register: the stack's host-management association attaches a profile with "
+            "AmazonSSMManagedInstanceCore to instances that have none; attach that policy to the role of an "
+            "instance's own profile, or turn on Default Host Management Configuration in its region "
+            "(docs/prerequisites.md)",
+        )
+    if unreadable:
+        return Verdict(
+            "Unknown",
+            "InstancesUnreadable",
+            f"the EC2 instances of {', '.join(unreadable)} could not be read; read again on the next deep pass",
+        )
+    managed = f"Systems Manager manages all {running} running EC2 instances" if running else ""
+    return Verdict("True", "InstancesManaged", managed or "no EC2 instance runs in the regions")
 
 
 def nodes_unreadable(reason: str) -> Verdict:
@@ -150,7 +160,8 @@ def ciem_on(spec: AWSConnectorSpec) -> bool:
 
 def ciem_verdict(spec: AWSConnectorSpec, found: ServicePrincipal | None) -> Verdict:
     """Whether the service principal ``oidcSubject`` names is CIEM's application: its name, and the identifier URI
-    the CIEM identity provider takes as audience (the catalog's)."""
+    the CIEM identity provider takes as audience (the catalog's). Another application's name is not repeated: the
+    message is for whoever reads the object, and the directory is not theirs to browse."""
     ciem, tenant, audience = spec.plans.cspm.ciem, spec.azure.tenant_id, catalog().ciem_audience
     fix = (
         f"create the Entra application {ciem.entra_app_name} in tenant {tenant} with identifier URI {audience} "
@@ -166,7 +177,7 @@ def ciem_verdict(spec: AWSConnectorSpec, found: ServicePrincipal | None) -> Verd
         )
     problems = []
     if found.display_name != ciem.entra_app_name:
-        problems.append(f"it is {found.display_name!r}, not {ciem.entra_app_name!r} (entraAppName)")
+        problems.append(f"it is another application than {ciem.entra_app_name} (entraAppName)")
     if audience not in found.names:
         problems.append(
             f"its application has no identifier URI {audience}, the audience CIEM's provider accepts"
@@ -185,12 +196,13 @@ def ciem_verdict(spec: AWSConnectorSpec, found: ServicePrincipal | None) -> Verd
 
 
 def ciem_unreadable(reason: str) -> Verdict:
-    fix = (
-        "give the operator's Azure identity the Microsoft Graph application permission Application.Read.All "
-        "(admin consent) to see this check"
-        if reason == "GraphAccessDenied"
-        else "read again on the next deep pass"
-    )
+    fixes = {
+        "GraphAccessDenied": "give the operator's Azure identity the Microsoft Graph application permission "
+        "Application.Read.All (admin consent) to see this check",
+        "GraphOtherTenant": "the identity signs in to another tenant than spec.azure.tenantId, whose directory "
+        "Graph would read instead; the check is made only with an identity of the object's own tenant",
+    }
+    fix = fixes.get(reason, "read again on the next deep pass")
     return Verdict(
         "Unknown",
         "CiemApplicationUnreadable",

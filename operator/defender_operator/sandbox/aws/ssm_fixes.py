@@ -5,7 +5,8 @@ permissions of its instance profile (``AmazonSSMManagedInstanceCore``: Systems M
 setup-instance-permissions.html) or of Default Host Management Configuration. The emulator runs no agent: a running
 instance counts as registered when its instance profile's role allows ``ssm:UpdateInstanceInformation``, the call
 the agent registers with (AmazonSSMManagedInstanceCore grants it). Default Host Management Configuration is not
-emulated. The answer is paged as API_DescribeInstanceInformation.html says (``MaxResults`` 5-50, ``NextToken``).
+emulated. The answer is paged as API_DescribeInstanceInformation.html says (``MaxResults`` 5-50, 10 when not given, and
+``NextToken``) and honours its ``Filters`` on PingStatus, InstanceIds and ResourceType.
 """
 
 from typing import Any
@@ -40,7 +41,13 @@ def describe_instance_information(self: SimpleSystemManagerResponse) -> ActionRe
         for instance in reservation.instances
         if _registered(ec2, instance, account)
     ]
-    size = max(5, min(50, int(self._get_param("MaxResults") or 50)))
+    for wanted in self._get_param("Filters") or []:  # InstanceInformationStringFilter: Key and Values
+        field = {"PingStatus": "PingStatus", "InstanceIds": "InstanceId", "ResourceType": "ResourceType"}.get(
+            wanted.get("Key", "")
+        )
+        if field is not None:
+            nodes = [n for n in nodes if n[field] in (wanted.get("Values") or [])]
+    size = max(5, min(50, int(self._get_param("MaxResults") or 10)))
     start = int(self._get_param("NextToken") or 0)
     page: dict[str, Any] = {"InstanceInformationList": nodes[start : start + size]}
     if start + size < len(nodes):

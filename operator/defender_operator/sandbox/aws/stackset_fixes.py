@@ -93,9 +93,9 @@ class OidcProviderResource(CloudFormationModel):
 _original_create_instances = StackInstances.create_instances
 
 
-def _create_instances(self: StackInstances, *args: Any) -> list[dict[str, Any]]:
+def _create_instances(self: StackInstances, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
     with authorization.acting_for(None):  # StackSets' own execution roles create the instances' resources
-        return _create_each(self, *args)
+        return _create_each(self, *args, **kwargs)
 
 
 def _create_each(
@@ -272,7 +272,7 @@ def apply() -> None:
         _recording_preferences(name)
     StackSetOperationDTO.__init__ = _operation_dto  # type: ignore[method-assign]
     # OidcProviderResource registers itself with moto's template parser by subclassing CloudFormationModel.
-    StackInstances.create_instances = _create_instances  # type: ignore[method-assign,assignment]
+    StackInstances.create_instances = _create_instances  # type: ignore[method-assign]
     CloudFormationResponse.delete_stack_instances = _delete_stack_instances  # type: ignore[method-assign]
     StackSet.update = _update  # type: ignore[method-assign]
     StackInstance.to_dict = _instance_summary  # type: ignore[method-assign]
