@@ -71,10 +71,10 @@ class Clouds:
                 "AccountMismatch",
                 f"the AWS credentials belong to account {account}, not {field} {target.spec.aws.signer}",
             )
-        organizations = clients.client("organizations", "us-east-1")
-        if (
-            delegate
-        ):  # the delegate may run the StackSets of its own organization only: accountId must manage it
+        org = target.spec.aws.organization
+        organizations = clients.client("organizations", "us-east-1") if org is not None else None
+        # the delegate may run the StackSets of its own organization only: accountId must manage it
+        if delegate and organizations is not None:
             management = str(call(organizations, "describe_organization")["Organization"]["MasterAccountId"])
             if management != target.spec.aws.account_id:
                 raise TerminalError(
@@ -85,7 +85,6 @@ class Clouds:
         region = target.spec.deployment.region
         hook = partial(writes, "aws")
         cloudformation, iam = clients.client("cloudformation", region), clients.client("iam", region)
-        org = target.spec.aws.organization
         member_role = org.member_provider_role_name if org is not None else None
 
         def members(member: str) -> OidcProviders:
@@ -115,7 +114,7 @@ class Clouds:
                 hook,
                 call_as="DELEGATED_ADMIN" if delegate else "SELF",
             )
-            if target.spec.aws.organization is not None
+            if organizations is not None
             else None,
             members=members if member_role else None,
             nodes=ManagedNodes(clients.client),
