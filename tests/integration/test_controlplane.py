@@ -66,6 +66,38 @@ def test_change_of_immutable_field_is_rejected(kubeconfig: Path, namespace: str,
     assert case.field in result.stderr and "immutable" in result.stderr, result.stderr
 
 
+def test_the_delegated_administrator_can_be_neither_changed_added_nor_taken_away(
+    kubeconfig: Path, namespace: str
+) -> None:
+    """Issue 28, build 4: the account the operator signs in to for an organization is fixed at creation (it decides
+    whose credentials made the StackSet and whether the management account's stack is the operator's), whatever a
+    namespace's user applies later, also while the object is being deleted."""
+    delegated = base_manifest("delegated", namespace)
+    delegated["spec"]["aws"]["organization"] = {"delegatedAdministratorAccountId": "210987654321"}
+    plain = base_manifest("plain-org", namespace)
+    plain["spec"]["aws"]["organization"] = {}
+    for original in (delegated, plain):
+        assert apply(kubeconfig, original).returncode == 0
+    changed, removed, added = copy.deepcopy(delegated), copy.deepcopy(delegated), copy.deepcopy(plain)
+    changed["spec"]["aws"]["organization"]["delegatedAdministratorAccountId"] = "999988887777"
+    del removed["spec"]["aws"]["organization"]["delegatedAdministratorAccountId"]
+    added["spec"]["aws"]["organization"]["delegatedAdministratorAccountId"] = "210987654321"
+    for attempt in (changed, removed, added):
+        result = apply(kubeconfig, attempt)
+        assert result.returncode != 0 and "delegatedAdministratorAccountId is immutable" in result.stderr, (
+            result.stderr
+        )
+    kubectl(kubeconfig, "patch", "awsc", "-n", namespace, "delegated", "--type=merge", "-p",
+            json.dumps({"metadata": {"finalizers": ["test.defender-operator.io/hold"]}}), check=True)  # fmt: skip
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "delegated", "--wait=false", check=True)
+    try:
+        result = apply(kubeconfig, changed)
+        assert result.returncode != 0 and "delegatedAdministratorAccountId is immutable" in result.stderr
+    finally:
+        kubectl(kubeconfig, "patch", "awsc", "-n", namespace, "delegated", "--type=merge", "-p",
+                json.dumps({"metadata": {"finalizers": None}}), check=True)  # fmt: skip
+
+
 def test_defaults_are_filled_by_the_api_server(kubeconfig: Path, namespace: str) -> None:
     created = json.loads(
         apply(kubeconfig, base_manifest("defaults", namespace), "--dry-run=server", "-o", "json").stdout
