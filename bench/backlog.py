@@ -118,6 +118,9 @@ def main() -> None:
         peak, final = status_mib(operator.record.pid, "VmHWM"), status_mib(operator.record.pid, "VmRSS")
         first_pass = first_pass_seconds(operator, started_at)
         operator.stop()
+        # kept for a look at the timeline (the sandbox's state goes with it)
+        kept_log = Path(tempfile.mkdtemp(prefix="bench-backlog-log-")) / "operator.log"
+        kept_log.write_text(operator.log())
         direct_after = direct(args.objects)
         kopf_memory = noop_kopf_rss(
             box, args.objects, Path(tempfile.mkdtemp(prefix="bench-kopf-")) / "kopf.log"
@@ -136,6 +139,7 @@ def main() -> None:
             f"noop_kopf_rss_{args.objects}_objects_mib": round(kopf_memory, 1),
             "kubernetes_writes_per_object": round(sum(writes.values()) / args.objects, 2),
             "kubernetes_writes": dict(sorted(writes.items())),
+            "operator_log": str(kept_log),
         }
         print(json.dumps(results, indent=2))
 

@@ -5,7 +5,8 @@ operator's own template, polls it to CREATE_COMPLETE, and PUTs the connector wit
 after the subscription was read once for all): no Kubernetes, no status, no ownership marks, no reads it can do
 without. With ``same_calls`` it also makes the other cloud calls of the operator's first pass: it reads the
 connector before the PUT (the check that keeps the operator off another team's connector), Defender's health
-reports after it, and lists the EKS clusters of the region (Kubernetes discovery). bench.converge runs both against
+reports after it, lists the EKS clusters of the region (Kubernetes discovery) and its running EC2 instances (the
+Servers plan's prerequisite check). bench.converge runs both against
 the same emulators, at the operator's concurrency (8 workers), beside the operator.
 """
 
@@ -34,7 +35,7 @@ CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
 # per service (as the operator builds them, aws/client_classes.py): the ideal client pays none of these.
 share_client_classes()
 SESSION = boto3.Session(botocore_session=botocore.session.get_session())
-for _service in ("sts", "iam", "cloudformation", "eks"):
+for _service in ("sts", "iam", "cloudformation", "eks", "ec2"):
     SESSION.client(_service, region_name="us-east-1", aws_access_key_id="warm", aws_secret_access_key="warm")
 # The operator's garbage-collector setting too: the ideal client is not slowed by what the operator avoids.
 collect_less_often(Settings().gc_young_threshold)
@@ -94,6 +95,10 @@ def onboard(
         health = f"{path}/providers/Microsoft.Security/healthReports?api-version={HEALTH_API_VERSION}"
         assert send(arm, "GET", health).status_code == 200
         SESSION.client("eks", **{**assumed, "region_name": spec.aws.regions[0]}).list_clusters()
+        running = [{"Name": "instance-state-name", "Values": ["running"]}]
+        SESSION.client("ec2", **{**assumed, "region_name": spec.aws.regions[0]}).describe_instances(
+            Filters=running, MaxResults=1000
+        )
 
 
 def onboard_all(

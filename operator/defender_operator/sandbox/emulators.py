@@ -18,6 +18,11 @@ from .readiness import wait_ready
 # The account the sandbox's AWS credentials belong to: the examples' single account. Other accounts are reached
 # by assuming a role in them (spec.aws.credentials.roleArn), which moto honours across accounts.
 SANDBOX_ACCOUNT = "111122223333"
+# The AMIs moto's EC2 knows in every account and region: one Amazon Linux image, not moto's default few hundred. moto
+# copies its AMIs into each account's EC2 the first time that account is used (55 ms of the emulator's CPU, which
+# shares this machine with the operator); the operator's prerequisite check reads EC2 in every account it onboards.
+# A cost of the emulator's own, not one AWS makes a client pay.
+AMIS = Path(__file__).parent / "aws" / "amis.json"
 
 
 def start_aws(state: Path, async_stack_seconds: float = 0.0, name: str = "aws-emulator") -> str:
@@ -36,6 +41,7 @@ def start_aws(state: Path, async_stack_seconds: float = 0.0, name: str = "aws-em
             "--account",
             SANDBOX_ACCOUNT,
         ],
+        env={"MOTO_AMIS_PATH": str(AMIS)},
     )
     url = f"http://127.0.0.1:{port}"
     wait_ready(record, f"{url}/_sandbox/config", "AWS emulator")
