@@ -661,7 +661,9 @@ def test_an_announcement_carries_the_first_aws_record_and_a_pass_without_the_wri
 ) -> None:
     """A new generation's first pass says so and records its first AWS write in one status write, not two: the write
     then needs no record of its own. A pass that ends without the write (denied, the wrong account) withdraws the
-    record with its result, so cleanup still knows that nothing was written and releases the object at once."""
+    record with its result, so cleanup still knows that nothing was written and releases the object at once. The
+    first Azure write that follows is recorded in the OnboardingRecord alone (the status already ranks the object as
+    one that has written) and reaches the status with the pass's result."""
     kube = Kube(api_client(kubeconfig))
     for name, writes in (("wrote", True), ("never-wrote", False)):
         m = manifest(namespace, name)
@@ -680,8 +682,15 @@ def test_an_announcement_carries_the_first_aws_record_and_a_pass_without_the_wri
             with journal("aws"):
                 pass  # a write to AWS: already recorded, so no status write before it
             assert journal.version == announced["metadata"]["resourceVersion"]
+            with journal("azure"):
+                pass  # a first write to Azure: in the record before it, in the status after the pass
+            assert journal.version == announced["metadata"]["resourceVersion"]
+            found = kube.read_record(old["metadata"]["uid"])
+            assert found is not None and found[0]["written"]["azure"], found
         journal.finish(target.status.model_copy(deep=True))
         live = get_object(kubeconfig, namespace, name)
         assert live is not None
         assert ("firstCloudWrite" in live["status"]) == writes, live["status"]
+        if writes:
+            assert set(live["status"]["firstCloudWrite"]) == {"aws", "azure"}, live["status"]
         delete(kubeconfig, namespace, name)

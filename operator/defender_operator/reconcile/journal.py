@@ -6,7 +6,10 @@ Two records are kept, in this order, before the first write of a pass:
    pass acts on (cleanup uses it, never a spec changed later), what allowed it, and when the first write to each cloud
    was about to be made, the moment that makes the second proof of ownership (``proofs.py``). The Secrets the
    object's credentials come from are held (a finalizer) first, so cleanup can still sign in when the namespace goes.
-2. ``status.firstCloudWrite``, the same moments where users and the claim ranking (``claims.py``) see them.
+2. ``status.firstCloudWrite``, the same moments where users and the claim ranking (``claims.py``) see them. Only
+   the first of them needs its own status write before the cloud write: the ranking asks only whether the object has
+   written anywhere, and the record is what cleanup reads, so a later cloud's first moment goes into the status with
+   the pass's result (an object's first Azure write costs one status write less).
 
 A record made in this pass for writes that the cloud all refused (a terminal error: nothing changed) is withdrawn
 at the end of the pass, so an object whose first write was denied is still one that never wrote anything.
@@ -466,7 +469,12 @@ class WriteJournal:
     @contextlib.contextmanager
     def __call__(self, cloud: CloudName) -> Iterator[None]:
         if getattr(self.written, cloud) is None:
-            self._record(self.stored.model_copy(deep=True), (cloud,))
+            # The status needs its own write only while it does not yet rank the object as one that has written
+            # (the module's docstring). For an object gone since, the write is in its record, which the operator
+            # marks abandoned: an inventory of what is left.
+            claimed = self.stored.first_cloud_write
+            ranked = claimed is not None and bool(claimed.aws or claimed.azure)
+            self._record(None if ranked else self.stored.model_copy(deep=True), (cloud,))
         elif not self._snapshot_current:
             self._snapshot()
         try:
@@ -494,15 +502,17 @@ class WriteJournal:
     def _known(self) -> FirstCloudWrite | None:
         return self.written.model_copy() if self.written.aws or self.written.azure else None
 
-    def _record(self, status: AWSConnectorStatus, clouds: tuple[CloudName, ...]) -> None:
-        """Record ``clouds`` as about to be written: in the OnboardingRecord, then in ``status``. Raises when the
-        object is gone: nothing is written for an object no cleanup will follow."""
+    def _record(self, status: AWSConnectorStatus | None, clouds: tuple[CloudName, ...]) -> None:
+        """Record ``clouds`` as about to be written: in the OnboardingRecord, then in ``status`` (None: no status
+        write of its own, see ``__call__``). The status write raises when the object is gone: nothing is written
+        for an object no cleanup will follow."""
         stamp = now()
         record = self._snapshot(tuple(c for c in clouds if getattr(self.written, c) is None), stamp)
         for cloud in clouds:
             if getattr(record.written, cloud) == stamp:  # not found recorded by an earlier pass meanwhile
                 self.new.add(cloud)
-        self._put(status, lambda: self._known, must_exist=True)
+        if status is not None:
+            self._put(status, lambda: self._known, must_exist=True)
 
     def _put(
         self,
