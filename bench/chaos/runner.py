@@ -4,13 +4,16 @@ Invariants, checked against the clouds' and the cluster's real state once the sc
 paused objects resumed, the operator running):
 
 1. every live object converges: Ready, with its stack (this object's mark) and its connector (this object's mark,
-   the spec's account and scan interval) in place; or Stalled for a cause the schedule made (another object's claim
-   on the account, another team's connector of its name);
+   the spec's account and scan interval) in place, and the discovery role's access entry on its account's EKS
+   cluster (this object's mark) exactly when the spec manages entries and has discovery on; or Stalled for a cause
+   the schedule made (another object's claim on the account, another team's connector of its name);
 2. never two connectors of the operator for one AWS account in the subscription;
 3. deleting every object finishes within a bound, and leaves nothing carrying a deleted object's mark (stacks,
-   connectors, identity-provider user tags, OnboardingRecords), except what deletionPolicy Orphan or a pause during
+   connectors, identity-provider user tags, EKS access entries, OnboardingRecords), except what deletionPolicy
+   Orphan or a pause during
    deletion keeps (then a later object of that account may stall on StackOwnedElsewhere);
-4. nothing foreign was modified or deleted: another team's connector keeps its etag, Sentinel keeps its audience;
+4. nothing foreign was modified or deleted: another team's connector keeps its etag, Sentinel keeps its audience,
+   another team's access entry on an account's EKS cluster keeps its tags and policies;
 5. no unexpected exception in the operator's log, and no secret (any value the tenant ever stored) in its log, the
    objects' status or their Events;
 6. never a write outside the grant: nothing at all in the account no grant allows, and nothing changed in an account
@@ -41,7 +44,9 @@ from defender_operator.api.names import (
     ANNOTATION_PAUSED,
     ANNOTATION_RECONCILE_REQUESTED_AT,
 )
+from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.ownership import OWNER_TAG, OWNER_UID_TAG
+from defender_operator.reconcile.eks_side import discovery_on, discovery_role
 from defender_operator.reconcile.proofs import DISPUTED
 from defender_operator.sandbox import Sandbox
 
@@ -57,6 +62,14 @@ SECRET_GONE = {"CredentialsSecretDeleting", "CredentialsSecretMissing"}
 LEFT_BEHIND = {"StackOwnedElsewhere"}
 ROLE_PATTERN = "arn:aws:iam::*:role/defender-onboarding"  # the role the schedules' objects assume, as granted
 CONVERGE_SECONDS = 180.0
+# Every granted account has an EKS cluster in the manifests' region, with another team's access entry on it (cluster
+# admin). Objects created with an interval other than 24 h manage the discovery role's entry (spec.aws.
+# eksAccessEntries: Manage), derived from a drawn value so that the suite's seeds keep their schedules; the plans
+# drawn turn discovery on and off.
+EKS_CLUSTER = "chaos-eks"
+PLATFORM_ROLE = "platform-admins"
+ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+UNMANAGED_INTERVAL = 24
 DELETE_SECONDS = 180.0
 ACKNOWLEDGE_SECONDS = 90.0  # for the operator to show it saw a grant withdrawn, or given back
 _accounts = itertools.count(int(uuid.uuid4().int % 10**6) * 100 + 500000000000)
@@ -106,6 +119,8 @@ class World:
     forged: set[str] = field(
         default_factory=set
     )  # "namespace/name" of objects whose mark a tag-only actor copied
+    # account -> what another team's access entry on the account's EKS cluster looked like when made
+    platform_entries: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     # uid -> "namespace/name" of objects whose deletion may leave their resources: deletionPolicy Orphan, or paused
     # while being deleted (a paused object's deletion skips cleanup by design: docs/troubleshooting.md,
     # PausedNotCleanedUp)
@@ -139,6 +154,11 @@ class Runner:
             outcome.violations += world.violations
             outcome.violations += self._outside(world)
             outcome.violations += self._converged(world)
+            outcome.counts["access entries made"] = sum(
+                OWNER_UID_TAG in dict(tags)
+                for account in world.accounts[:ACCOUNTS]
+                for tags, _policies in self._entries(account).values()
+            )
             outcome.violations += self._deleted(world)
             outcome.violations += self._foreign(world)
             outcome.violations += self._logs(world, self.operator.logs())
@@ -159,8 +179,48 @@ class Runner:
         world.canaries.append(world.canary)
         for index in range(NAMESPACES):
             self._namespace(world, index)
+        for account in world.accounts[:ACCOUNTS]:
+            self._cluster(world, account)
         self._grant(world)
         return world
+
+    def _cluster(self, world: World, account: str) -> None:
+        """The account's EKS cluster (access entries and the ConfigMap), with the platform team's entry on it."""
+        eks = aws_in(self.sandbox, account, "eks")
+        eks.create_cluster(
+            name=EKS_CLUSTER,
+            roleArn=f"arn:aws:iam::{account}:role/eks-cluster",
+            resourcesVpcConfig={"subnetIds": []},
+            accessConfig={
+                "authenticationMode": "API_AND_CONFIG_MAP",
+                "bootstrapClusterCreatorAdminPermissions": False,
+            },
+        )
+        platform = f"arn:aws:iam::{account}:role/{PLATFORM_ROLE}"
+        eks.create_access_entry(clusterName=EKS_CLUSTER, principalArn=platform, tags={"team": "platform"})
+        eks.associate_access_policy(
+            clusterName=EKS_CLUSTER,
+            principalArn=platform,
+            policyArn=ADMIN_POLICY,
+            accessScope={"type": "cluster"},
+        )
+        world.platform_entries[account] = self._entries(account)[platform]
+
+    def _entries(self, account: str) -> dict[str, tuple[Any, ...]]:
+        """The access entries on the account's EKS cluster: principal -> (tags, associated policies), as sorted
+        tuples (empty where the account has no cluster)."""
+        eks = aws_in(self.sandbox, account, "eks")
+        if EKS_CLUSTER not in eks.list_clusters()["clusters"]:
+            return {}
+        found = {}
+        for principal in eks.list_access_entries(clusterName=EKS_CLUSTER)["accessEntries"]:
+            entry = eks.describe_access_entry(clusterName=EKS_CLUSTER, principalArn=principal)["accessEntry"]
+            policies = eks.list_associated_access_policies(clusterName=EKS_CLUSTER, principalArn=principal)
+            found[principal] = (
+                tuple(sorted((entry.get("tags") or {}).items())),
+                tuple(sorted(p["policyArn"] for p in policies["associatedAccessPolicies"])),
+            )
+        return found
 
     def _namespace(self, world: World, index: int) -> None:
         """A tenant's namespace, with its own AWS keys and Azure app Secrets."""
@@ -204,7 +264,8 @@ class Runner:
             "metadata": {"name": name, "annotations": annotations},
             "spec": {
                 "namespaces": {"selector": {"matchLabels": {"chaos-run": world.run}}},
-                "aws": {"accountIds": accounts, "roleArns": [ROLE_PATTERN]},
+                # access entries managed with the operator's identity are part of the grant (docs/tenancy.md)
+                "aws": {"accountIds": accounts, "roleArns": [ROLE_PATTERN], "eksAccessEntries": True},
                 "azure": {"ambientIdentity": True, "tenantIds": ["*"], "subscriptionIds": ["*"]},
             },
         }
@@ -245,6 +306,8 @@ class Runner:
             m = manifest(namespace, name, account=world.accounts[args["account"]])
             m["spec"]["scanIntervalHours"] = args["interval"]
             m["spec"]["plans"] = PLAN_CHOICES[args["plans"]]
+            if args["interval"] != UNMANAGED_INTERVAL:
+                m["spec"]["aws"]["eksAccessEntries"] = "Manage"
             if args["orphan"]:
                 m["spec"]["deletionPolicy"] = "Orphan"
             if args["ownSecret"]:
@@ -376,6 +439,12 @@ class Runner:
             for url in world.foreign:
                 body = send(arm, "GET", url).json()
                 send(arm, "PUT", url, {**body, "tags": {"team": "tampered"}})
+            for account in world.platform_entries:  # and the platform team's access entry loses its policy
+                aws_in(self.sandbox, account, "eks").disassociate_access_policy(
+                    clusterName=EKS_CLUSTER,
+                    principalArn=f"arn:aws:iam::{account}:role/{PLATFORM_ROLE}",
+                    policyArn=ADMIN_POLICY,
+                )
         elif step.op == "leak_secret":  # sabotage (never generated): shows the judge sees invariant 5 broken
             event = {
                 "apiVersion": "v1",
@@ -734,7 +803,7 @@ class Runner:
         """What the operator could write in ``account``: its stacks (each write to a stack, an update, a drift repair
         through a change set or a delete, adds stack events; the sandbox's stacks finish at once, so events come
         from writes only; with the template and tags), identity providers (audiences, tags) and the connectors
-        onboarding it in the schedule's resource groups (etags)."""
+        onboarding it in the schedule's resource groups (etags), and the access entries on its EKS cluster."""
         cf = aws_in(self.sandbox, account, "cloudformation")
         stacks = sorted(
             (
@@ -762,7 +831,13 @@ class Runner:
             for item in self._connectors(world)
             if item["properties"].get("hierarchyIdentifier") == account
         )
-        return {"stacks": stacks, "identity providers": sorted(providers), "connectors": connectors}
+        entries = sorted(self._entries(account).items())
+        return {
+            "stacks": stacks,
+            "identity providers": sorted(providers),
+            "connectors": connectors,
+            "access entries": entries,
+        }
 
     def _connectors(self, world: World) -> list[dict[str, Any]]:
         arm, found = arm_client(self.sandbox), []
@@ -883,7 +958,7 @@ class Runner:
                     allowed.add("NotAllowedByPolicy")
                 if stalled.get("reason") not in allowed:
                     violations.append(
-                        f"converge: {key} Stalled {stalled.get('reason')}: {stalled.get('message', '')[:300]}"
+                        f"converge: {key} Stalled {stalled.get('reason')}: {stalled.get('message', '')[:600]}"
                     )
                 continue
             violations += self._matches(obj, key)
@@ -909,6 +984,7 @@ class Runner:
         ]
         if len(owned) != 1:
             problems.append(f"clouds: {key} is Ready with {len(owned)} stacks of its own in {account}")
+        problems += self._access_entry(obj, key)
         iam = aws_in(self.sandbox, account, "iam")
         for stack in owned:
             for resource in cf.list_stack_resources(StackName=stack["StackId"])["StackResourceSummaries"]:
@@ -944,6 +1020,29 @@ class Runner:
             )
         return problems
 
+    def _access_entry(self, obj: dict[str, Any], key: str) -> list[str]:
+        """The discovery role's access entry on the account's cluster carries this object's mark exactly when the
+        spec manages entries and has discovery on (and the entry is cluster admin then)."""
+        parsed = AWSConnectorSpec.model_validate(obj["spec"])
+        account = parsed.aws.account_id
+        entries = self._entries(account)
+        if not entries:
+            return []
+        role = discovery_role(parsed, "aws", account)
+        tags, policies = entries.get(role, ((), ()))
+        ours = dict(tags).get(OWNER_UID_TAG) == obj["metadata"]["uid"]
+        wanted = discovery_on(parsed) and parsed.aws.eks_access_entries == "Manage"
+        eks = (obj.get("status") or {}).get("eks")
+        if wanted and not (ours and ADMIN_POLICY in policies):
+            return [
+                f"clouds: {key} is Ready without its access entry on {account}/{EKS_CLUSTER} (status.eks {eks})"
+            ]
+        if ours and not wanted:
+            return [
+                f"clouds: {key} is Ready with an access entry on {account}/{EKS_CLUSTER} its spec does not ask for"
+            ]
+        return []
+
     def _deleted(self, world: World) -> list[str]:
         for obj in self._objects(world):
             self._note_orphan(world, obj["metadata"]["namespace"], obj["metadata"]["name"])
@@ -971,6 +1070,12 @@ class Runner:
                     )
             iam = aws_in(self.sandbox, account, "iam")
             kept = set(world.orphans.values())  # what Orphan leaves still relies on the provider
+            for principal, (tags, _policies) in self._entries(account).items():
+                uid = dict(tags).get(OWNER_UID_TAG)
+                if uid in gone:
+                    violations.append(
+                        f"leak: access entry of {principal} on {EKS_CLUSTER} of deleted {world.uids[uid]}"
+                    )
             for entry in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
                 found = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=entry["Arn"])
                 users = {
@@ -1023,6 +1128,12 @@ class Runner:
                 audiences = []
             if SENTINEL_AUDIENCE not in audiences:
                 violations.append(f"foreign: Sentinel's audience is gone from the provider of {account}")
+        for account, made in world.platform_entries.items():
+            now = self._entries(account).get(f"arn:aws:iam::{account}:role/{PLATFORM_ROLE}")
+            if now != made:
+                violations.append(
+                    f"foreign: the platform team's access entry on {account}/{EKS_CLUSTER} is {now}"
+                )
         for stack_id, (account, made) in world.foreign_stacks.items():
             try:
                 now = self._stack_print(account, stack_id)
@@ -1061,6 +1172,8 @@ class Runner:
             send(arm, "DELETE", url)
         for stack_id, (account, _) in world.foreign_stacks.items():  # and the other cluster its stacks
             aws_in(self.sandbox, account, "cloudformation").delete_stack(StackName=stack_id)
+        for account in world.platform_entries:  # the platform team its clusters
+            aws_in(self.sandbox, account, "eks").delete_cluster(name=EKS_CLUSTER)
         for namespace in world.namespaces:  # objects still there after a violation are let go
             self._release(namespace)
             kubectl(self.kubeconfig, "delete", "namespace", namespace, "--wait=false", "--ignore-not-found")

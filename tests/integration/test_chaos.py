@@ -79,8 +79,8 @@ def test_the_judge_sees_broken_invariants(
     sandbox: Sandbox, kubeconfig: Path, replicas: list[OperatorProcess]
 ) -> None:
     """A judge that never objects proves nothing: a schedule that breaks invariants 4, 5 and 6 on purpose (another
-    team's connector changed behind the operator, the tenant's secret in an Event, an identity provider made in an
-    account while its grant was withdrawn) is judged as broken, and for nothing else."""
+    team's connector and EKS access entry changed behind the operator, the tenant's secret in an Event, an identity
+    provider made in an account while its grant was withdrawn) is judged as broken, and for nothing else."""
     steps = [
         Step("foreign_connector", 1),
         Step("tamper_foreign"),
@@ -92,3 +92,4 @@ def test_the_judge_sees_broken_invariants(
     outcome = Runner(sandbox, kubeconfig, *replicas).run(0, steps)
     kinds = {violation.split(":", 1)[0] for violation in outcome.violations}
     assert kinds == {"foreign", "secrets", "grant"}, outcome.violations
+    assert any("platform team's access entry" in v for v in outcome.violations), outcome.violations
