@@ -157,8 +157,10 @@ class Kube:
             raise
         return str(cast(dict[str, Any], answer)["metadata"]["resourceVersion"])
 
-    def live_status(self, namespace: str, name: str) -> tuple[dict[str, Any], str] | None:
-        """The status and resourceVersion the API server has now (None when the object is gone)."""
+    def live_status(self, namespace: str, name: str, uid: str) -> tuple[dict[str, Any], str] | None:
+        """The status and resourceVersion the API server has now of the object ``uid`` (None when it is gone, also
+        when another object has its name now: deleted without its cleanup and made again, so a status built for
+        the old one, or a write conditional on the version returned, never lands on the new one)."""
         try:
             obj = cast(
                 dict[str, Any],
@@ -168,6 +170,8 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+        if obj["metadata"].get("uid") != uid:
+            return None
         return dict(obj.get("status") or {}), str(obj["metadata"]["resourceVersion"])
 
     def remove_finalizer(self, namespace: str, name: str, finalizer: str) -> None:

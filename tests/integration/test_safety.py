@@ -656,6 +656,46 @@ def test_a_status_built_from_an_old_copy_never_erases_a_first_write_record(
     delete(kubeconfig, namespace, "acme")
 
 
+def test_a_pass_never_writes_its_status_onto_a_new_object_of_the_same_name(
+    kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """A pass whose object is deleted without its cleanup (its finalizer removed by hand: a tenant may) and made
+    again under the same name meets a conflict on its next status write; the live object it then reads is another
+    one (another uid), so the pass has nothing to report on. Without the uid check, its retry wrote the old object's
+    status, first-write records included, onto the new one."""
+    m = manifest(namespace, "swap")
+    m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "swap", "Paused", "True")
+    old = get_object(kubeconfig, namespace, "swap")
+    assert old is not None
+    journal = WriteJournal(
+        Kube(api_client(kubeconfig)), target_of(old, "default"), old["metadata"]["resourceVersion"]
+    )
+    unfinalized = '[{"op": "remove", "path": "/metadata/finalizers"}]'
+    assert (
+        kubectl(
+            kubeconfig, "patch", "awsc", "-n", namespace, "swap", "--type=json", "-p", unfinalized
+        ).returncode
+        == 0
+    )
+    assert kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "swap").returncode == 0
+    assert apply(kubeconfig, m).returncode == 0
+    new = wait_condition(kubeconfig, namespace, "swap", "Paused", "True")
+    assert new["metadata"]["uid"] != old["metadata"]["uid"]
+
+    status = journal.target.status.model_copy(deep=True)
+    status.allowed_by = "the old object's pass"
+    status.first_cloud_write = FirstCloudWrite(aws="2026-01-01T00:00:00Z")
+    journal.written = status.first_cloud_write.model_copy()
+    journal.finish(status)
+    live = get_object(kubeconfig, namespace, "swap")
+    assert live is not None and live["metadata"]["uid"] == new["metadata"]["uid"]
+    assert live["status"].get("allowedBy") != "the old object's pass", live["status"]
+    assert "firstCloudWrite" not in live["status"], live["status"]
+    delete(kubeconfig, namespace, "swap")
+
+
 def test_an_announcement_carries_the_first_aws_record_and_a_pass_without_the_write_withdraws_it(
     kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:

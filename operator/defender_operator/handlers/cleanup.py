@@ -50,7 +50,7 @@ def _finalize(runtime: Runtime, body: Any, admission_for: Any, seen: dict[str, A
     (a status that still claimed it would have cleanup sign in with credentials that never worked, and stay blocked).
     ``seen["body"]`` is left holding that body, for what the handler writes after."""
     meta = body["metadata"]
-    live = runtime.kube.live_status(meta["namespace"], meta["name"])
+    live = runtime.kube.live_status(meta["namespace"], meta["name"], meta["uid"])
     current = {**body, "status": live[0]} if live is not None else body
     seen["body"] = current
     return cleanup_step(

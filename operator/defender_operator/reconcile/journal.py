@@ -531,7 +531,7 @@ class WriteJournal:
             except StatusConflict:
                 if attempt == attempts:
                     raise
-                live = self.kube.live_status(namespace, name)
+                live = self.kube.live_status(namespace, name, self.target.uid)
                 if live is None:
                     if must_exist:
                         raise
