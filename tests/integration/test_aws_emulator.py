@@ -493,3 +493,30 @@ def test_instances_whose_profile_lets_the_ssm_agent_register_are_managed_nodes(s
     aws_in(sandbox, account, "ec2").stop_instances(InstanceIds=managed[:1])
     nodes = ssm.describe_instance_information()["InstanceInformationList"]
     assert sorted(i["InstanceId"] for i in nodes) == managed[1:]
+
+
+def test_a_role_just_made_is_refused_by_sts_until_iam_has_propagated_it(sandbox: Sandbox) -> None:
+    """IAM is eventually consistent (sandbox/aws/propagation.py): with iamPropagationSeconds set, AssumeRole of a role
+    younger than that is refused with STS's AccessDenied, and the same role is assumable once it is old enough."""
+    account = "210987654321"
+    iam = aws_in(sandbox, account, "iam")
+    aws_control(sandbox, "/_sandbox/config", {"iamPropagationSeconds": 10})
+    made = time.monotonic()
+    ensure_role(iam, "just-made")
+    role = f"arn:aws:iam::{account}:role/just-made"
+    with pytest.raises(ClientError) as refused:
+        assumed(sandbox, role, "sts")
+    error = refused.value.response["Error"]
+    assert error["Code"] == "AccessDenied" and f"sts:AssumeRole on resource: {role}" in error["Message"], (
+        error
+    )
+
+    def assumable() -> bool:
+        try:
+            assumed(sandbox, role, "sts")
+        except ClientError:
+            return False
+        return True
+
+    wait_for(assumable, 60, "the role assumable once IAM has propagated it")
+    assert time.monotonic() - made >= 9

@@ -2,8 +2,9 @@
 
 Run as ``python -m defender_operator.sandbox.aws.server --port N [--async-stack-seconds S]``. Clients reach it through
 the standard ``AWS_ENDPOINT_URL``. ``POST /moto-api/reset`` resets all state, as in stock moto; ``GET/POST
-/_sandbox/config`` reads or sets ``{"asyncStackSeconds": S, "pageSize": N, "enforceIamAccounts": [...]}`` while it
-runs (a POST changes the keys it names; a reset clears the accounts whose IAM principals are authorized).
+/_sandbox/config`` reads or sets ``{"asyncStackSeconds": S, "pageSize": N, "enforceIamAccounts": [...],
+"iamPropagationSeconds": P}`` while it runs (a POST changes the keys it names; a reset clears the accounts whose IAM
+principals are authorized and IAM's propagation delay, ``propagation.py``).
 """
 
 import argparse
@@ -15,7 +16,7 @@ from typing import Any
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from . import authorization, delays
+from . import authorization, delays, propagation
 
 CONFIG_PATH = "/_sandbox/config"
 StartResponse = Callable[..., Any]
@@ -88,11 +89,13 @@ class App:
             stackset_fixes.apply()
             delegated_admin.apply()
             ssm_fixes.apply()
+            propagation.apply()
             self._fixed = True
 
     def _reset_fixes(self) -> None:
         delays.cancel_pending()
         authorization.Settings.accounts = frozenset()
+        propagation.reset()
         with self._fixes_lock:
             if self._fixed:
                 from . import drift
@@ -109,11 +112,14 @@ class App:
                 delays.Settings.page_size = int(body["pageSize"])
             if "enforceIamAccounts" in body:
                 authorization.Settings.accounts = frozenset(body["enforceIamAccounts"])
+            if "iamPropagationSeconds" in body:
+                propagation.Settings.seconds = float(body["iamPropagationSeconds"])
         payload = json.dumps(
             {
                 "asyncStackSeconds": delays.Settings.async_seconds,
                 "pageSize": delays.Settings.page_size,
                 "enforceIamAccounts": sorted(authorization.Settings.accounts),
+                "iamPropagationSeconds": propagation.Settings.seconds,
             }
         ).encode()
         start_response(
