@@ -16,11 +16,17 @@ from defender_operator.reconcile.aws_side import role_arns_from_outputs
 from defender_operator.reconcile.azure_side import check_owned, desired_body, health_verdict
 from defender_operator.reconcile.conditions import Verdict
 from defender_operator.reconcile.deletion import released_by_orphan
-from defender_operator.reconcile.engine import _transition_events, plans_summary, writes_ahead
+from defender_operator.reconcile.engine import (
+    _transition_events,
+    plans_summary,
+    stalled_requeue,
+    writes_ahead,
+)
 from defender_operator.reconcile.model import Target
 from defender_operator.reconcile.tenancy import Admission
 from defender_operator.render.cloudformation import stack_template
 from defender_operator.render.connector import connector_body, default_role_arns
+from defender_operator.settings import Settings
 from tests.support.manifests import base_manifest
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -241,3 +247,28 @@ def test_a_blocked_deletion_is_let_go_by_orphan_whatever_else_the_spec_holds() -
     assert not released_by_orphan(
         blocked=True, deleting=True, spec={**unparseable, "deletionPolicy": "Delete"}
     )
+
+
+@pytest.mark.parametrize(
+    ("reason", "lasted", "again"),
+    [
+        ("AWSAccessDenied", 0, 15.0),  # at once: in_progress_seconds
+        ("AWSAccessDenied", 10, 15.0),
+        ("AzureAccessDenied", 40, 40.0),  # as long after as it has lasted
+        ("AWSCredentialsRejected", 200, 200.0),
+        ("AzureCredentialsRejected", 3600, 300.0),  # never less often than resync_seconds
+        ("NotAllowedByPolicy", 0, 300.0),  # not access that may be on its way: resync_seconds
+        ("InvalidSpec", 40, 300.0),
+    ],
+)
+def test_a_refusal_of_access_is_looked_at_again_soon_then_less_often(
+    reason: str, lasted: int, again: float
+) -> None:
+    """IAM and Entra ID changes take seconds to minutes to be in effect everywhere, and infrastructure as code makes the
+    access and the object together: such a refusal is looked at again after as long as it has lasted so far."""
+    settings = Settings(resync_seconds=300, in_progress_seconds=15)
+    since = "2026-12-06T10:00:00Z"
+    stamp = (
+        f"2026-12-06T10:{lasted // 60:02d}:{lasted % 60:02d}Z" if lasted < 3600 else "2026-12-06T11:00:00Z"
+    )
+    assert stalled_requeue(reason, since, stamp, settings) == again

@@ -37,12 +37,35 @@ from .ledger import UNRECORDED_LEDGER, CloudName, Ledger
 from .model import Event, Outcome, Result, Target
 from .tenancy import Admission
 
+# Refusals of access that may have been given a moment ago: IAM's changes take seconds to be in effect everywhere (AWS
+# IAM User Guide, "Troubleshoot IAM", "Changes that I make are not always immediately visible"), Azure role
+# assignments up to 10 minutes (Microsoft Learn, "Troubleshoot Azure RBAC"), and infrastructure as code commonly makes
+# the access and the AWSConnector together (docs/design-decisions.md).
+ACCESS_REFUSED = frozenset(
+    {"AWSAccessDenied", "AWSCredentialsRejected", "AzureAccessDenied", "AzureCredentialsRejected"}
+)
+
 WAITING_FOR_AWS = Verdict("Unknown", "WaitingForAWS", "the connector is written once the AWS roles exist")
 NOT_EVALUATED = Verdict("Unknown", "NotEvaluated", "Defender has not evaluated the connector yet")
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def stalled_requeue(reason: str, stalled_since: str, stamp: str, settings: Settings) -> float:
+    """How soon a Stalled object is looked at again: after resyncSeconds (the cause may be fixed by then), except a
+    refusal of access, looked at again after as long as it has lasted so far (from inProgressSeconds, doubling, at
+    most resyncSeconds): access given together with the object is used within seconds, and one that is missing
+    costs a few passes more. ``stalled_since``: the Stalled condition's lastTransitionTime."""
+    if reason not in ACCESS_REFUSED:
+        return settings.resync_seconds
+    lasted = (_moment(stamp) - _moment(stalled_since)).total_seconds()
+    return min(settings.resync_seconds, max(settings.in_progress_seconds, lasted))
+
+
+def _moment(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def plans_summary(spec: AWSConnectorSpec) -> str:
@@ -324,10 +347,9 @@ def reconcile(
         status.last_handled_reconcile_at = target.requested_at
     ready = conditions.get(status.conditions, "Ready")
     if stalled is not None and result != "error":
-        result, requeue = (
-            "terminal",
-            settings.resync_seconds,
-        )  # look again now and then: the cause may be fixed
+        held = conditions.get(status.conditions, "Stalled")
+        since = held.last_transition_time if held is not None and held.last_transition_time else stamp
+        result, requeue = "terminal", stalled_requeue(stalled.reason, since, stamp, settings)
     elif result == "success" and ready is not None and ready.status != "True":
         result, requeue = "requeue_after", min(requeue, settings.in_progress_seconds)
     return Outcome(
