@@ -129,20 +129,24 @@ class Kube:
         status: dict[str, Any],
         resource_version: str | None = None,
         *,
+        uid: str,
         must_exist: bool = False,
     ) -> str | None:
-        """Replace the whole status (JSON patch ``add /status``, so keys that must disappear do). With
-        ``resource_version``, only if the object is still at that version (Kubernetes' optimistic concurrency: a
-        patch that sets metadata.resourceVersion is refused with 409 Conflict when the object has changed since;
-        raised here as :class:`StatusConflict`): a status built from an old copy of the object never overwrites what
-        was written after that copy, a pass's ``firstCloudWrite`` record above all, without reading the object
-        before every write. Returns the object's new resourceVersion; None when the object is gone (deleted
-        meanwhile: nothing to report on), unless ``must_exist``: then the 404 is raised."""
+        """Replace the whole status (JSON patch ``add /status``, so keys that must disappear do) of the object
+        ``uid``: the patch tests the uid first, so a status never lands on another object made under the same name
+        after this one was deleted without its cleanup (its finalizer removed by hand). With ``resource_version``,
+        only if the object is still at that version (Kubernetes' optimistic concurrency: a patch that sets
+        metadata.resourceVersion is refused with 409 Conflict when the object has changed since; raised here as
+        :class:`StatusConflict`): a status built from an old copy of the object never overwrites what was written
+        after that copy, a pass's ``firstCloudWrite`` record above all, without reading the object before every
+        write. Returns the object's new resourceVersion; None when the object is gone (deleted meanwhile, or another
+        one has its name: nothing to report on), unless ``must_exist``: then the refusal is raised."""
         patch: list[dict[str, Any]] = [
-            {"op": "add", "path": "/status", "value": _redacted(status, namespace)}
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "add", "path": "/status", "value": _redacted(status, namespace)},
         ]
         if resource_version is not None:
-            patch.insert(0, {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
+            patch.insert(1, {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
         try:
             answer = self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
@@ -152,7 +156,9 @@ class Kube:
                 raise StatusConflict(
                     f"{namespace}/{name} changed since resourceVersion {resource_version}"
                 ) from None
-            if exc.status == 404 and not must_exist:
+            # 422: a failed test (another object has the name), or a status the schema refuses (raised)
+            gone = exc.status == 404 or (exc.status == 422 and self.live_status(namespace, name, uid) is None)
+            if gone and not must_exist:
                 return None
             raise
         return str(cast(dict[str, Any], answer)["metadata"]["resourceVersion"])

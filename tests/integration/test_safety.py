@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from defender_operator.api.names import ANNOTATION_PAUSED
 from defender_operator.api.record import ObjectRef, OnboardingRecordSpec
 from defender_operator.api.spec import RoleNames
 from defender_operator.api.status import FirstCloudWrite
+from defender_operator.errors import TerminalError
 from defender_operator.handlers.objects import target_of
 from defender_operator.kube import Kube, StatusConflict
 from defender_operator.reconcile.journal import WriteJournal
@@ -637,9 +639,9 @@ def test_a_status_built_from_an_old_copy_never_erases_a_first_write_record(
     )
     kube.write_record(uid, earlier.model_dump(by_alias=True, exclude_none=True), None, {})
     status = {**old["status"], "firstCloudWrite": {"aws": "2026-01-01T00:00:00Z"}}
-    kube.write_status(namespace, "acme", status, old["metadata"]["resourceVersion"])
+    kube.write_status(namespace, "acme", status, old["metadata"]["resourceVersion"], uid=uid)
     with pytest.raises(StatusConflict):  # the old copy's version is refused from now on
-        kube.write_status(namespace, "acme", old["status"], old["metadata"]["resourceVersion"])
+        kube.write_status(namespace, "acme", old["status"], old["metadata"]["resourceVersion"], uid=uid)
 
     target = target_of(old, "default")
     journal = WriteJournal(kube, target, old["metadata"]["resourceVersion"])
@@ -662,7 +664,8 @@ def test_a_pass_never_writes_its_status_onto_a_new_object_of_the_same_name(
     """A pass whose object is deleted without its cleanup (its finalizer removed by hand: a tenant may) and made
     again under the same name meets a conflict on its next status write; the live object it then reads is another
     one (another uid), so the pass has nothing to report on. Without the uid check, its retry wrote the old object's
-    status, first-write records included, onto the new one."""
+    status, first-write records included, onto the new one. A cleanup's status write (unconditional) tests the uid
+    in the patch itself, so it never lands on the new object either."""
     m = manifest(namespace, "swap")
     m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
     assert apply(kubeconfig, m).returncode == 0
@@ -693,7 +696,42 @@ def test_a_pass_never_writes_its_status_onto_a_new_object_of_the_same_name(
     assert live is not None and live["metadata"]["uid"] == new["metadata"]["uid"]
     assert live["status"].get("allowedBy") != "the old object's pass", live["status"]
     assert "firstCloudWrite" not in live["status"], live["status"]
+    kube = Kube(api_client(kubeconfig))
+    old_status = {**old["status"], "allowedBy": "the old object's cleanup"}
+    assert kube.write_status(namespace, "swap", old_status, uid=old["metadata"]["uid"]) is None
+    with pytest.raises(ApiException):
+        kube.write_status(namespace, "swap", old_status, uid=old["metadata"]["uid"], must_exist=True)
+    live = get_object(kubeconfig, namespace, "swap")
+    assert live is not None and live["status"].get("allowedBy") is None, live["status"]
     delete(kubeconfig, namespace, "swap")
+
+
+def test_nothing_is_written_for_an_object_whose_record_was_marked_abandoned_while_its_pass_ran(
+    kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """An object deleted without its cleanup (its finalizer removed by hand) has its record marked abandoned, an
+    inventory of what was written. A pass still running for it writes nothing more: no record, no cloud write."""
+    m = manifest(namespace, "gone")
+    m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "gone", "Paused", "True")
+    uid = obj["metadata"]["uid"]
+    kube = Kube(api_client(kubeconfig))
+    inventory = OnboardingRecordSpec(
+        object=ObjectRef(namespace=namespace, name="gone", uid=uid),
+        instance="default",
+        written=FirstCloudWrite(aws="2026-01-01T00:00:00Z"),
+        abandoned="2026-01-01T00:01:00Z",
+    )
+    kube.write_record(uid, inventory.model_dump(by_alias=True, exclude_none=True), None, {})
+    journal = WriteJournal(kube, target_of(obj, "default"), obj["metadata"]["resourceVersion"])
+    with pytest.raises(TerminalError) as refused, journal("azure"):
+        pytest.fail("a cloud write for an abandoned object")
+    assert refused.value.reason == "ObjectGone"
+    found = kube.read_record(uid)
+    assert found is not None and found[0]["written"] == {"aws": "2026-01-01T00:00:00Z"}, found
+    kube.delete_record(uid)
+    delete(kubeconfig, namespace, "gone")
 
 
 def test_an_announcement_carries_the_first_aws_record_and_a_pass_without_the_write_withdraws_it(

@@ -83,18 +83,27 @@ def release_held(
 def abandon(kube: Kube, namespace: str, uid: str) -> bool:
     """The object went without its cleanup (someone removed the operator's finalizer): let go of the Secrets held for
     it (they would otherwise stay Terminating for ever), and mark its record abandoned, an inventory of what may be
-    left in the clouds. False when there is no record (cleanup ran, or nothing was written)."""
+    left in the clouds (a pass that writes the record meanwhile makes it read and marked again; once marked, no pass
+    writes it: ``WriteJournal._snapshot``). False when there is no record (cleanup ran, or nothing was written)."""
     found = kube.read_record(uid)
     if found is None:
         return False
-    record = OnboardingRecordSpec.model_validate(found[0])
-    for name in sorted(raw_secret_names(record.connector)):
-        kube.release_secret(namespace, name, secret_finalizer(uid))
-    if record.abandoned is None:
+    for attempt in (1, 2):
+        record = OnboardingRecordSpec.model_validate(found[0])
+        for name in sorted(raw_secret_names(record.connector)):
+            kube.release_secret(namespace, name, secret_finalizer(uid))
+        if record.abandoned is not None:
+            break
         marked = record.model_copy(update={"abandoned": now()})
         body = marked.model_dump(by_alias=True, mode="json", exclude_none=True)
-        with contextlib.suppress(RecordConflict):
+        try:
             kube.write_record(uid, body, found[1], record_labels(record.object.namespace, record.object.name))
+            break
+        except RecordConflict:
+            again = kube.read_record(uid)
+            if attempt == 2 or again is None:
+                break
+            found = again
     return True
 
 
@@ -258,11 +267,18 @@ class WriteJournal:
 
     def _snapshot(self, clouds: tuple[CloudName, ...] = (), stamp: str | None = None) -> OnboardingRecordSpec:
         """Hold the credentials' Secrets, then write the record: this pass's spec, what allowed it and, for
-        ``clouds``, the moment of the first write (an earlier one found in the record is kept)."""
+        ``clouds``, the moment of the first write (an earlier one found in the record is kept). Nothing is held or
+        written for an object that went without its cleanup (its record marked abandoned) while the pass ran."""
         spec = recorded_spec(self.target)
         needed = secrets_of(self.target.spec)
         finalizer = secret_finalizer(self.target.uid)
         before = self.book.load()
+        if before is not None and before.abandoned is not None:
+            raise TerminalError(
+                "ObjectGone",
+                "the object went without its cleanup (its finalizer was removed) while a pass ran: nothing more is "
+                "written for it; its OnboardingRecord lists what was",
+            )
         recorded = raw_secret_names(before.connector) if before is not None else set()
         for name in sorted(needed):
             try:
@@ -526,7 +542,7 @@ class WriteJournal:
             status.first_cloud_write = records()
             try:
                 version = self.kube.write_status(
-                    namespace, name, _dump(status), self.version, must_exist=must_exist
+                    namespace, name, _dump(status), self.version, uid=self.target.uid, must_exist=must_exist
                 )
             except StatusConflict:
                 if attempt == attempts:
