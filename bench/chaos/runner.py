@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.support.account_admin import ensure_role
 from tests.support.clouds import arm_client, aws_control, connector_url, foreign_connector_body, send
 from tests.support.kube import apply, condition, get_object, kubectl, restart_apiserver
 from tests.support.onboarding import MS_PROVIDER, aws_in, manifest
@@ -70,6 +71,10 @@ EKS_CLUSTER = "chaos-eks"
 PLATFORM_ROLE = "platform-admins"
 ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 UNMANAGED_INTERVAL = 24
+# IAM's eventual consistency (the emulator's iamPropagationSeconds, sandbox/aws/propagation.py): each account's
+# onboarding role is made as the schedule starts, so the first passes of a schedule are refused (AWSAccessDenied)
+# until it has propagated, as when infrastructure as code makes the role and the objects together.
+IAM_PROPAGATION_SECONDS = 4.0
 DELETE_SECONDS = 180.0
 ACKNOWLEDGE_SECONDS = 90.0  # for the operator to show it saw a grant withdrawn, or given back
 _accounts = itertools.count(int(uuid.uuid4().int % 10**6) * 100 + 500000000000)
@@ -179,6 +184,9 @@ class Runner:
         world.canaries.append(world.canary)
         for index in range(NAMESPACES):
             self._namespace(world, index)
+        aws_control(self.sandbox, "/_sandbox/config", {"iamPropagationSeconds": IAM_PROPAGATION_SECONDS})
+        for account in world.accounts:
+            ensure_role(aws_in(self.sandbox, account, "iam"), ROLE_PATTERN.rsplit("/", 1)[-1])
         for account in world.accounts[:ACCOUNTS]:
             self._cluster(world, account)
         self._grant(world)
@@ -1163,7 +1171,7 @@ class Runner:
 
     def _teardown(self, world: World) -> None:
         self.operator.clear_faults()
-        aws_control(self.sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
+        aws_control(self.sandbox, "/_sandbox/config", {"asyncStackSeconds": 0, "iamPropagationSeconds": 0})
         self._ensure_operator()
         for policy in (f"chaos-{world.run}", f"chaos-{world.run}-second"):
             kubectl(self.kubeconfig, "delete", "clusteronboardingpolicy", policy, "--ignore-not-found")
