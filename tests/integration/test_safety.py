@@ -22,7 +22,7 @@ from defender_operator.api.status import FirstCloudWrite
 from defender_operator.errors import TerminalError
 from defender_operator.handlers.objects import target_of
 from defender_operator.kube import Kube, StatusConflict
-from defender_operator.reconcile.journal import WriteJournal
+from defender_operator.reconcile.journal import WriteJournal, release_held
 from defender_operator.sandbox import Sandbox
 from tests.support.clouds import (
     arm_client,
@@ -732,6 +732,58 @@ def test_nothing_is_written_for_an_object_whose_record_was_marked_abandoned_whil
     assert found is not None and found[0]["written"] == {"aws": "2026-01-01T00:00:00Z"}, found
     kube.delete_record(uid)
     delete(kubeconfig, namespace, "gone")
+
+
+def test_a_claim_withdrawn_since_the_copy_was_read_is_neither_written_back_nor_trusted_for_a_write(
+    kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """Campaign seed 22794, with IAM's propagation delay: a pass announced its first AWS write and was refused (the
+    role was too young), so it withdrew the record; the next pass, 0.25 s later, started from Kopf's older copy, which
+    still had the announced claim. It wrote that claim back into the status, and a later pass, trusting the status,
+    wrote to AWS with no AWS stamp in the OnboardingRecord: deleting the object left its stack. Now the record is the
+    authority for every write, and a claim the live status no longer has is not written back."""
+    kube = Kube(api_client(kubeconfig))
+    m = manifest(namespace, "stale")
+    m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
+    assert apply(kubeconfig, m).returncode == 0
+    fresh = wait_condition(kubeconfig, namespace, "stale", "Paused", "True")
+    uid = fresh["metadata"]["uid"]
+    refused = WriteJournal(kube, target_of(fresh, "default"), fresh["metadata"]["resourceVersion"])
+    refused.announce(target_of(fresh, "default").status.model_copy(deep=True), ("aws",))
+    old = get_object(
+        kubeconfig, namespace, "stale"
+    )  # the copy the next pass starts from: the claim announced
+    assert old is not None and old["status"]["firstCloudWrite"]["aws"], old["status"]
+    refused.finish(target_of(fresh, "default").status.model_copy(deep=True))  # refused: withdrawn
+    assert kube.read_record(uid) is None
+    live = get_object(kubeconfig, namespace, "stale")
+    assert live is not None and "firstCloudWrite" not in live["status"], live["status"]
+
+    later = WriteJournal(kube, target_of(old, "default"), old["metadata"]["resourceVersion"])
+    result = target_of(old, "default").status.model_copy(deep=True)
+    result.allowed_by = "a later pass"  # a result that differs (refused again, say): it is written
+    later.finish(result)  # nothing written to a cloud in this pass
+    live = get_object(kubeconfig, namespace, "stale")
+    assert live is not None and live["status"].get("allowedBy") == "a later pass", live["status"]
+    assert "firstCloudWrite" not in live["status"], live["status"]
+
+    # a record without AWS's moment (Azure written first, say) and a status that claims AWS: the write is recorded
+    kube.write_record(
+        uid,
+        OnboardingRecordSpec(
+            object=ObjectRef(namespace=namespace, name="stale", uid=uid),
+            instance="default",
+            written=FirstCloudWrite(azure="2026-01-01T00:00:00Z"),
+        ).model_dump(by_alias=True, exclude_none=True),
+        None,
+        {},
+    )
+    writing = WriteJournal(kube, target_of(old, "default"), old["metadata"]["resourceVersion"])
+    with writing("aws"):
+        found = kube.read_record(uid)
+        assert found is not None and found[0]["written"].get("aws"), found
+    release_held(kube, namespace, uid, m["spec"])
+    delete(kubeconfig, namespace, "stale")
 
 
 def test_an_announcement_carries_the_first_aws_record_and_a_pass_without_the_write_withdraws_it(

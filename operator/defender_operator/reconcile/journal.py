@@ -125,6 +125,10 @@ class RecordBook:
         self.version: str | None = None
         self._loaded = False
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
     def load(self) -> OnboardingRecordSpec | None:
         if not self._loaded:
             found = self.kube.read_record(self.target.uid)
@@ -484,7 +488,7 @@ class WriteJournal:
 
     @contextlib.contextmanager
     def __call__(self, cloud: CloudName) -> Iterator[None]:
-        if getattr(self.written, cloud) is None:
+        if not self._recorded(cloud):
             # The status needs its own write only while it does not yet rank the object as one that has written
             # (the module's docstring). For an object gone since, the write is in its record, which the operator
             # marks abandoned: an inventory of what is left.
@@ -501,6 +505,13 @@ class WriteJournal:
             self.effective.add(cloud)  # a timeout or a crash: it may have taken effect
             raise
         self.effective.add(cloud)
+
+    def _recorded(self, cloud: CloudName) -> bool:
+        """Whether the OnboardingRecord, the authority, has the first write to ``cloud``. The status is not asked:
+        a pass's copy of the object can be older than an earlier pass's withdrawal of its record (a write refused),
+        and a write made on its word would be in no record."""
+        record = self.book.load()
+        return record is not None and getattr(record.written, cloud) is not None
 
     @property
     def record(self) -> FirstCloudWrite | None:
@@ -523,7 +534,7 @@ class WriteJournal:
         write of its own, see ``__call__``). The status write raises when the object is gone: nothing is written
         for an object no cleanup will follow."""
         stamp = now()
-        record = self._snapshot(tuple(c for c in clouds if getattr(self.written, c) is None), stamp)
+        record = self._snapshot(clouds, stamp)
         for cloud in clouds:
             if getattr(record.written, cloud) == stamp:  # not found recorded by an earlier pass meanwhile
                 self.new.add(cloud)
@@ -553,14 +564,28 @@ class WriteJournal:
                         raise
                     return  # deleted meanwhile: nothing to report on
                 found, self.version = live
-                for cloud, stamp in (found.get("firstCloudWrite") or {}).items():
-                    if cloud in ("aws", "azure") and getattr(self.written, cloud) is None and stamp:
-                        setattr(self.written, cloud, stamp)
+                self._merge(found.get("firstCloudWrite") or {})
                 continue
             if version is not None:
                 self.version = version
             self.stored = status  # callers pass a status nothing else changes afterwards
             return
+
+    def _merge(self, live: dict[str, Any]) -> None:
+        """The live object's first-write records, newer than the pass's copy: a record written since is kept, and
+        one the copy had that is gone since (an earlier pass withdrew it: its write was refused) is not written
+        back, unless this pass recorded it itself or the OnboardingRecord it read has it."""
+        record = self.book.record if self.book.loaded else None
+        for cloud in ("aws", "azure"):
+            stamp = live.get(cloud)
+            if stamp and getattr(self.written, cloud) is None:
+                setattr(self.written, cloud, stamp)
+            elif (
+                not stamp
+                and cloud not in self.new
+                and (record is None or getattr(record.written, cloud) is None)
+            ):
+                setattr(self.written, cloud, None)
 
 
 def _dump(status: AWSConnectorStatus) -> dict[str, Any]:
