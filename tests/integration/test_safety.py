@@ -717,14 +717,18 @@ def test_nothing_is_written_for_an_object_whose_record_was_marked_abandoned_whil
     obj = wait_condition(kubeconfig, namespace, "gone", "Paused", "True")
     uid = obj["metadata"]["uid"]
     kube = Kube(api_client(kubeconfig))
-    inventory = OnboardingRecordSpec(
+    record = OnboardingRecordSpec(
         object=ObjectRef(namespace=namespace, name="gone", uid=uid),
         instance="default",
         written=FirstCloudWrite(aws="2026-01-01T00:00:00Z"),
-        abandoned="2026-01-01T00:01:00Z",
     )
-    kube.write_record(uid, inventory.model_dump(by_alias=True, exclude_none=True), None, {})
+    kube.write_record(uid, record.model_dump(by_alias=True, exclude_none=True), None, {})
     journal = WriteJournal(kube, target_of(obj, "default"), obj["metadata"]["resourceVersion"])
+    journal.book.load()  # read by the pass (its proofs, say) before the object went
+    found = kube.read_record(uid)
+    assert found is not None
+    inventory = record.model_copy(update={"abandoned": "2026-01-01T00:01:00Z"})  # as the operator marks it
+    kube.write_record(uid, inventory.model_dump(by_alias=True, exclude_none=True), found[1], {})
     with pytest.raises(TerminalError) as refused, journal("azure"):
         pytest.fail("a cloud write for an abandoned object")
     assert refused.value.reason == "ObjectGone"
@@ -766,6 +770,16 @@ def test_a_claim_withdrawn_since_the_copy_was_read_is_neither_written_back_nor_t
     live = get_object(kubeconfig, namespace, "stale")
     assert live is not None and live["status"].get("allowedBy") == "a later pass", live["status"]
     assert "firstCloudWrite" not in live["status"], live["status"]
+
+    # a pass from that copy whose write is refused again: the record it made (from the live status, not the copy)
+    # is withdrawn with the write, so the object still never wrote anything
+    again = WriteJournal(kube, target_of(old, "default"), old["metadata"]["resourceVersion"])
+    with pytest.raises(TerminalError), again("aws"):
+        raise TerminalError("AWSAccessDenied", "refused again")
+    again.finish(target_of(old, "default").status.model_copy(deep=True))
+    assert kube.read_record(uid) is None
+    live = get_object(kubeconfig, namespace, "stale")
+    assert live is not None and "firstCloudWrite" not in live["status"], live["status"]
 
     # a record without AWS's moment (Azure written first, say) and a status that claims AWS: the write is recorded
     kube.write_record(

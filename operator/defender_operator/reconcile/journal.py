@@ -140,8 +140,16 @@ class RecordBook:
 
     def fresh(self) -> OnboardingRecordSpec:
         """A record for an object that has none yet, from what its status says (objects from before the record
-        existed): what was written, its StackSet, the regions of the access entries it made."""
+        existed): what was written, its StackSet, the regions of the access entries it made. The first writes are
+        the live status's when the pass's copy claims any: the copy can be older than a withdrawal (a write refused
+        since, its record deleted), and a claim taken from it would be recorded for a write never made."""
         t, status = self.target, self.target.status
+        written = (status.first_cloud_write or FirstCloudWrite()).model_copy()
+        if written.aws or written.azure:
+            live = self.kube.live_status(t.namespace, t.name, t.uid)
+            if live is not None:
+                claims = live[0].get("firstCloudWrite") or {}
+                written = FirstCloudWrite(aws=claims.get("aws"), azure=claims.get("azure"))
         granted = (
             sorted({c.region for c in status.eks.clusters if c.access == "Granted"}) if status.eks else []
         )
@@ -150,13 +158,11 @@ class RecordBook:
         return OnboardingRecordSpec(
             object=ObjectRef(namespace=t.namespace, name=t.name, uid=t.uid),
             instance=t.instance,
-            written=(status.first_cloud_write or FirstCloudWrite()).model_copy(),
+            written=written,
             stack_set_id=status.organization.stack_set_id if status.organization else None,
             eks_regions=granted,
             # an object that may have set up member providers before they were recorded: which ones is not known
-            member_accounts=None
-            if member_role and status.first_cloud_write and status.first_cloud_write.aws
-            else [],
+            member_accounts=None if member_role and written.aws else [],
         )
 
     def change(self, edit: Callable[[OnboardingRecordSpec], OnboardingRecordSpec]) -> OnboardingRecordSpec:
@@ -278,11 +284,7 @@ class WriteJournal:
         finalizer = secret_finalizer(self.target.uid)
         before = self.book.load()
         if before is not None and before.abandoned is not None:
-            raise TerminalError(
-                "ObjectGone",
-                "the object went without its cleanup (its finalizer was removed) while a pass ran: nothing more is "
-                "written for it; its OnboardingRecord lists what was",
-            )
+            raise _object_gone()
         recorded = raw_secret_names(before.connector) if before is not None else set()
         for name in sorted(needed):
             try:
@@ -300,6 +302,8 @@ class WriteJournal:
                 ) from None
 
         def edit(record: OnboardingRecordSpec) -> OnboardingRecordSpec:
+            if record.abandoned is not None:  # marked since it was read: found on a conflict's second read
+                raise _object_gone()
             written = record.written.model_copy()
             for cloud in clouds:
                 if getattr(written, cloud) is None:
@@ -313,7 +317,12 @@ class WriteJournal:
                 }
             )
 
-        record = self.book.change(edit)
+        try:
+            record = self.book.change(edit)
+        except TerminalError:
+            for name in sorted(needed):  # its Secrets were let go when it was marked: not held again
+                self.kube.release_secret(self.target.namespace, name, finalizer)
+            raise
         for cloud in ("aws", "azure"):
             stamp_of = getattr(record.written, cloud)
             if stamp_of is not None and getattr(self.written, cloud) is None:
@@ -475,16 +484,21 @@ class WriteJournal:
         over one written since the pass's copy was read (on a conflict it is written again over the newer version),
         since the pass read the clouds."""
         withdrawn = self.new - self.effective
+        empty = None
         if withdrawn:
             record = self.book.change(
                 lambda r: r.model_copy(update={"written": self._without(r.written, withdrawn)})
             )
-            if not (record.written.aws or record.written.azure):  # never wrote: no record, no Secret held
-                release_held(self.kube, self.target.namespace, self.target.uid, record.connector, record)
-                self.book.record, self.book.version = None, None
+            if not (record.written.aws or record.written.azure):
+                empty = record
         status.first_cloud_write = self.record
         if self.new or _dump(self.stored) != _dump(status):
             self._put(status, lambda: self.record)
+        if empty is not None:
+            # Never wrote: no record, no Secret held. Only once the status no longer claims a write, so that a
+            # record made later from the status (``RecordBook.fresh``) never takes the withdrawn claim.
+            release_held(self.kube, self.target.namespace, self.target.uid, empty.connector, empty)
+            self.book.record, self.book.version = None, None
 
     @contextlib.contextmanager
     def __call__(self, cloud: CloudName) -> Iterator[None]:
@@ -586,6 +600,14 @@ class WriteJournal:
                 and (record is None or getattr(record.written, cloud) is None)
             ):
                 setattr(self.written, cloud, None)
+
+
+def _object_gone() -> TerminalError:
+    return TerminalError(
+        "ObjectGone",
+        "the object went without its cleanup (its finalizer was removed) while a pass ran: nothing more is written "
+        "for it; its OnboardingRecord lists what was",
+    )
 
 
 def _dump(status: AWSConnectorStatus) -> dict[str, Any]:
