@@ -35,6 +35,7 @@ from .conditions import Verdict
 from .eks_side import discovery_on, made_entries, reconcile_eks, regions_of, remove_entries
 from .ledger import UNRECORDED_LEDGER, CloudName, Ledger
 from .model import Event, Outcome, Result, Target
+from .proofs import moment
 from .tenancy import Admission
 
 # Refusals of access that may have been given a moment ago: IAM's changes take seconds to be in effect everywhere (AWS
@@ -60,12 +61,9 @@ def stalled_requeue(reason: str, stalled_since: str, stamp: str, settings: Setti
     costs a few passes more. ``stalled_since``: the Stalled condition's lastTransitionTime."""
     if reason not in ACCESS_REFUSED:
         return settings.resync_seconds
-    lasted = (_moment(stamp) - _moment(stalled_since)).total_seconds()
+    now_, since = moment(stamp), moment(stalled_since)
+    lasted = (now_ - since).total_seconds() if now_ is not None and since is not None else 0.0
     return min(settings.resync_seconds, max(settings.in_progress_seconds, lasted))
-
-
-def _moment(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def plans_summary(spec: AWSConnectorSpec) -> str:
