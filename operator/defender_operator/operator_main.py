@@ -112,6 +112,12 @@ def run(args: argparse.Namespace) -> int:
         finally:
             heartbeat.cancel()
             watcher.cancel()
+            # Kopf leaves a daemon that has not stopped within its cancellation timeout orphaned, and its pass goes
+            # on in a worker thread: the Lease stays held and renewed until the last one has ended, or a standby
+            # would act beside it. The pod's grace period bounds the wait (then SIGKILL, and the Lease expires).
+            runtime = getattr(memo, "runtime", None)
+            if runtime is not None:
+                await asyncio.to_thread(runtime.workers.close)
             if keeper is not None and elector is not None:
                 keeper.cancel()
                 await asyncio.to_thread(elector.release)

@@ -67,6 +67,12 @@ class Workers:
             self._slots.release()
             lock.release()
 
+    def close(self) -> None:
+        """Start nothing more, and return once the passes and cleanups under way have ended. Kopf stops waiting for
+        a daemon after its cancellation timeout, but the pass it waited for goes on in its thread: a leader must not
+        hand its Lease over before that pass has stopped writing."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
     def forget(self, uid: str) -> None:
         """The object is gone: drop its lock."""
         self._locks.pop(uid, None)

@@ -3,6 +3,9 @@ onboarding; and shards, each with its own namespaces and Lease. Real API server,
 its own process."""
 
 import json
+import os
+import signal
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -123,6 +126,43 @@ def test_the_standby_takes_over_when_the_leader_is_killed(
         kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "--all", "--wait=false", check=True)
         for m in manifests:
             wait_gone(kubeconfig, namespace, m["metadata"]["name"], timeout=120)
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_leader_asked_to_stop_keeps_its_lease_until_its_last_pass_has_ended(
+    sandbox: Sandbox, kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    """A rolling update SIGTERMs the leader while a pass waits on a slow CloudFormation answer. Kopf stops waiting
+    for the pass's daemon after its cancellation timeout (10 s) and returns, but the pass goes on in its worker
+    thread and will write when the answer comes: the Lease must stay the old leader's (renewed) until that thread
+    has ended, and the standby take over only then. Released at Kopf's return, the standby led beside it."""
+    lease = f"defender-operator-{uuid.uuid4().hex[:6]}"
+    first = elected(sandbox, tmp_path / "a", namespace, lease, namespace)
+    second = elected(sandbox, tmp_path / "b", namespace, lease, namespace)
+    try:
+        leader_id = wait_for(lambda: holder(kubeconfig, namespace, lease), 30, "a leader")
+        leader, standby = (first, second) if leader_id in first.log() else (second, first)
+        wait_for(standby.ready, 30, "the standby's /readyz")
+        # the answer to CreateStack comes 25 s late (within botocore's 30 s read timeout): the pass waits for it
+        leader.inject_aws_fault(pathPattern="CreateStack", count=1, latency=25)
+        m = manifest(namespace, "rolling")
+        assert apply(kubeconfig, m).returncode == 0
+        wait_for(lambda: leader.aws_faulted() == 1, 60, "the leader's CreateStack to be under way")
+        assert leader.record is not None
+        old = leader.record
+        os.killpg(old.pid, signal.SIGTERM)  # the kubelet stops the pod
+        while old.alive():
+            assert holder(kubeconfig, namespace, lease) == leader_id, "the Lease left a leader still writing"
+            time.sleep(0.2)
+        assert "did not exit in time" in leader.log()  # Kopf did give the pass up (what this test is about)
+        wait_for(
+            lambda: holder(kubeconfig, namespace, lease) not in (None, leader_id), 30, "the standby to lead"
+        )
+        wait_for(lambda: ready(kubeconfig, namespace, "rolling"), 90, "the object Ready from the new leader")
+        assert len(stacks_of(sandbox, account_of(m))) == 1
+        delete(kubeconfig, namespace, "rolling")
     finally:
         first.stop()
         second.stop()
