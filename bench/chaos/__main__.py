@@ -21,7 +21,7 @@ from tests.support.operator import start_operator
 
 from bench.sandbox import bench_sandbox, operator_state
 
-from .replicas import LEASE_ENV
+from .replicas import LEASE_ENV, ROLLOUT_ENV
 from .runner import Runner
 from .schedule import Step, describe, generate, to_json
 from .shrink import shrink
@@ -60,7 +60,11 @@ def main() -> int:
     failures: list[Failure] = []
     done = steps_run = 0
     with bench_sandbox() as box:
-        env = {"DEFENDER_OPERATOR_RESYNC_SECONDS": "8", "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "1"}
+        env = {
+            "DEFENDER_OPERATOR_RESYNC_SECONDS": "8",
+            "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "1",
+            **ROLLOUT_ENV,
+        }
         if args.replicas > 1:
             lease = {"DEFENDER_OPERATOR_LEASE_NAME": f"chaos-{uuid.uuid4().hex[:6]}"}
             env |= {**LEASE_ENV, **lease, "DEFENDER_OPERATOR_LEASE_NAMESPACE": "default"}

@@ -24,6 +24,13 @@ LEASE_ENV = {
 }
 # A standby leads within this of the leader's death (the Lease's 8 s, and a busy machine).
 FAILOVER_SECONDS = 60.0
+# A catalog rollout at a pace that fits a schedule: batches of two (a schedule has at most four objects), half a
+# second between them (docs/catalog-rollout.md).
+ROLLOUT_ENV = {
+    "DEFENDER_OPERATOR_CATALOG_ROLLOUT_BATCH": "2",
+    "DEFENDER_OPERATOR_CATALOG_ROLLOUT_PAUSE_SECONDS": "0.5",
+}
+GRACE_SECONDS = 30.0  # a pod's terminationGracePeriodSeconds (the chart keeps Kubernetes' default)
 RUN_STARTS = ("starting", "waiting for the lease")  # the first lines of a process's run, before it may lead
 
 
@@ -76,6 +83,28 @@ class Replicas:
         if successor is None:
             return f"no standby took over within {FAILOVER_SECONDS:.0f}s of the leader's death"
         return None
+
+    def roll(self, env: dict[str, str | None]) -> list[str]:
+        """A rolling update of the Deployment to a release that runs with ``env`` (a value of None: the variable
+        unset), as ``maxUnavailable: 0`` does it: each replica in turn, standbys first and the leader last, is asked
+        to stop (SIGTERM) and starts again changed, and the next waits until it is Ready. What went wrong, if
+        anything: a replica that did not stop within its grace period, or none leading afterwards."""
+        problems = []
+        leader = self.leader()
+        for process in [p for p in self.processes if p is not leader] + ([leader] if leader else []):
+            changed = {**(process.extra_env or {}), **env}
+            process.extra_env = {k: v for k, v in changed.items() if v is not None}
+            if process.record is not None and process.record.alive() and not process.terminate(GRACE_SECONDS):
+                problems.append(f"replicas: a replica did not stop within {GRACE_SECONDS:.0f}s of SIGTERM")
+            process.start(wait_ready=False)
+            deadline = time.monotonic() + FAILOVER_SECONDS
+            while not process.ready() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if not process.ready():
+                problems.append(f"replicas: a replica was not Ready {FAILOVER_SECONDS:.0f}s after it started")
+        if self.leader(FAILOVER_SECONDS) is None:
+            problems.append(f"replicas: none led within {FAILOVER_SECONDS:.0f}s of a rolling update")
+        return problems
 
     def kill_after(self, cloud: str, pattern: str, method: str = "*") -> None:
         leader = self.leader()

@@ -5,8 +5,9 @@ paused objects resumed, the operator running):
 
 1. every live object converges: Ready, with its stack (this object's mark) and its connector (this object's mark,
    the spec's account and scan interval) in place, and the discovery role's access entry on its account's EKS
-   cluster (this object's mark) exactly when the spec manages entries and has discovery on; or Stalled for a cause
-   the schedule made (another object's claim on the account, another team's connector of its name);
+   cluster (this object's mark) exactly when the spec manages entries and has discovery on, and on the IAM catalog
+   the operator runs (a ``catalog`` step rolls it out to another one); or Stalled for a cause the schedule made
+   (another object's claim on the account, another team's connector of its name);
 2. never two connectors of the operator for one AWS account in the subscription;
 3. deleting every object finishes within a bound, and leaves nothing carrying a deleted object's mark (stacks,
    connectors, identity-provider user tags, EKS access entries, OnboardingRecords), except what deletionPolicy
@@ -27,6 +28,7 @@ A violation is a sentence saying which invariant and what was seen.
 
 import itertools
 import json
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.account_admin import ensure_role
+from tests.support.catalogs import ADDED_ACTION, changed_catalog
 from tests.support.clouds import arm_client, aws_control, connector_url, foreign_connector_body, send
 from tests.support.kube import apply, condition, get_object, kubectl, restart_apiserver
 from tests.support.onboarding import MS_PROVIDER, aws_in, manifest
@@ -49,6 +52,7 @@ from defender_operator.api.spec import AWSConnectorSpec
 from defender_operator.ownership import OWNER_TAG, OWNER_UID_TAG
 from defender_operator.reconcile.eks_side import discovery_on, discovery_role
 from defender_operator.reconcile.proofs import DISPUTED
+from defender_operator.render.catalog import catalog_version, use_catalog
 from defender_operator.sandbox import Sandbox
 
 from .replicas import Replicas
@@ -71,6 +75,7 @@ EKS_CLUSTER = "chaos-eks"
 PLATFORM_ROLE = "platform-admins"
 ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 UNMANAGED_INTERVAL = 24
+CATALOG_ENV = "DEFENDER_OPERATOR_CATALOG_FILE"  # the catalogFile setting (docs/catalog-rollout.md)
 # IAM's eventual consistency (the emulator's iamPropagationSeconds, sandbox/aws/propagation.py): each account's
 # onboarding role is made as the schedule starts, so the first passes of a schedule are refused (AWSAccessDenied)
 # until it has propagated, as when infrastructure as code makes the role and the objects together.
@@ -139,6 +144,13 @@ class Runner:
     def __init__(self, sandbox: Sandbox, kubeconfig: Path, *operators: OperatorProcess) -> None:
         """One operator process, or several in leader election on one Lease (:mod:`.replicas`)."""
         self.sandbox, self.kubeconfig, self.operator = sandbox, kubeconfig, Replicas(list(operators))
+        # the release a ``catalog`` step rolls the operator out to: the packaged catalog and one more action in
+        # the CSPM role's policies (tests/support/catalogs.py); each schedule starts and ends on the packaged one
+        self.changed_catalog = changed_catalog(
+            Path(tempfile.mkdtemp(prefix="chaos-catalog-")) / "catalog.json"
+        )
+        self.versions = {False: _version(None), True: _version(self.changed_catalog)}
+        self.upgraded = False
 
     # --- one schedule -------------------------------------------------------------------------------------------
 
@@ -159,6 +171,11 @@ class Runner:
             outcome.violations += world.violations
             outcome.violations += self._outside(world)
             outcome.violations += self._converged(world)
+            outcome.counts["objects judged on another catalog"] = sum(
+                ((o.get("status") or {}).get("catalog") or {}).get("version") == self.versions[True]
+                for o in self._objects(world)
+                if self.upgraded and (condition(o, "Ready") or {}).get("status") == "True"
+            )
             outcome.counts["access entries made"] = sum(
                 OWNER_UID_TAG in dict(tags)
                 for account in world.accounts[:ACCOUNTS]
@@ -362,6 +379,8 @@ class Runner:
             kubectl(self.kubeconfig, "annotate", "awsc", "-n", namespace, name, value, "--overwrite")
         elif step.op == "kill":
             self.operator.kill()
+        elif step.op == "catalog":
+            world.violations += self._roll(not self.upgraded)
         elif step.op == "failover":
             failed = self.operator.failover()
             if failed is not None:
@@ -470,6 +489,12 @@ class Runner:
             }
             made = apply(self.kubeconfig, event)
             assert made.returncode == 0, made.stderr
+
+    def _roll(self, upgraded: bool) -> list[str]:
+        """A rolling update of the operator to the changed catalog (``upgraded``) or back to the packaged one."""
+        problems = self.operator.roll({CATALOG_ENV: str(self.changed_catalog) if upgraded else None})
+        self.upgraded = upgraded
+        return problems
 
     def _delete_role(self, world: World, namespace: str, name: str, which: int) -> None:
         """A person deletes one of the roles of the object's stack with IAM, as the console would (its policies
@@ -1011,6 +1036,7 @@ class Runner:
                 spec["azure"].get("connectorName") or obj["metadata"]["name"], spec["azure"]["resourceGroup"]
             ),
         )
+        problems += self._catalog(obj, key, cf, owned)
         if live.status_code != 200:
             problems.append(f"clouds: {key} is Ready without its connector ({live.status_code})")
             return problems
@@ -1026,6 +1052,20 @@ class Runner:
             problems.append(
                 f"clouds: {key}'s connector scans every {interval} h, the spec says {spec.get('scanIntervalHours')}"
             )
+        return problems
+
+    def _catalog(self, obj: dict[str, Any], key: str, cf: Any, owned: list[dict[str, Any]]) -> list[str]:
+        """A Ready object ends on the catalog the operator runs: its status says so, and its stack has the roles
+        that catalog renders (the changed catalog's action exactly when it is the one)."""
+        expected = self.versions[self.upgraded]
+        found = (obj.get("status") or {}).get("catalog") or {}
+        problems = []
+        if found.get("version") != expected:
+            problems.append(f"catalog: {key} is Ready on catalog {found}, the operator runs {expected}")
+        for stack in owned:
+            body = cf.get_template(StackName=stack["StackId"])["TemplateBody"]
+            if (ADDED_ACTION in (body if isinstance(body, str) else json.dumps(body))) != self.upgraded:
+                problems.append(f"catalog: {key}'s stack is not rendered from catalog {expected}")
         return problems
 
     def _access_entry(self, obj: dict[str, Any], key: str) -> list[str]:
@@ -1171,6 +1211,8 @@ class Runner:
 
     def _teardown(self, world: World) -> None:
         self.operator.clear_faults()
+        if self.upgraded:  # the next schedule starts on the packaged catalog, whatever this one did
+            self._roll(False)
         aws_control(self.sandbox, "/_sandbox/config", {"asyncStackSeconds": 0, "iamPropagationSeconds": 0})
         self._ensure_operator()
         for policy in (f"chaos-{world.run}", f"chaos-{world.run}-second"):
@@ -1203,6 +1245,15 @@ class Runner:
                 return
             time.sleep(0.2)
         raise TimeoutError("the chaos harness waited in vain")
+
+
+def _version(catalog: Path | None) -> str:
+    """The version the operator gives ``catalog`` (None: the packaged one), as status.catalog.version shows it."""
+    use_catalog(str(catalog) if catalog else None)
+    try:
+        return catalog_version()
+    finally:
+        use_catalog(None)
 
 
 def _fault(args: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ ACCOUNTS = (
 SLOTS = NAMESPACES * len(NAMES)  # object slots: (namespace index, name)
 
 # Operation -> weight. Object operations name a slot; the others act on the operator, a cloud or a foreign actor.
-WEIGHTS: dict[str, int] = {
+WEIGHTS: dict[str, float] = {
     "create": 8,  # apply a manifest (random plans, regions, interval, credentials, deletion policy) to a slot
     "patch": 4,  # change the spec of a slot's object (interval, plans, regions)
     "delete": 4,  # kubectl delete, without waiting
@@ -48,14 +48,18 @@ WEIGHTS: dict[str, int] = {
     "apiserver_restart": 1,  # the kube-apiserver stops and starts again (a control-plane upgrade)
     # The operations below share what was once the last operation's (wait's) weight, so every earlier operation
     # keeps the draws it had and a seed's schedule keeps its other steps (the suite's seeds were chosen for them).
-    "wait": 2,
+    "wait": 1.5,
+    # a rolling update of the operator to a release with another IAM catalog, or back (a Microsoft change reaching
+    # the fleet: docs/catalog-rollout.md); it took the last quarter of wait's weight, so the operations above and
+    # below keep their draws
+    "catalog": 0.5,
     "slow_stacks": 1,  # CloudFormation takes seconds per stack operation from now on (in progress for a while)
     "failover": 1,  # the leader dies and a standby must take over before its replacement starts (two replicas)
     "delete_policy": 1,  # the admin deletes the policy for good (no Helm upgrade brings it back)
     "second_policy": 1,  # the admin adds a second policy that grants one account again (several policies add up)
 }
 # Draw nothing of their own beyond one random(), as a wait draws one uniform(): see above.
-TAIL_OPS = ("slow_stacks", "failover", "delete_policy", "second_policy")
+TAIL_OPS = ("catalog", "slow_stacks", "failover", "delete_policy", "second_policy")
 AWS_FAULTY = ("CreateStack", "UpdateStack", "DescribeStacks", "CreateOpenIDConnectProvider", "AssumeRole")
 PLAN_CHOICES: tuple[dict[str, dict[str, bool]], ...] = (
     {},

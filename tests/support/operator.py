@@ -81,6 +81,20 @@ class OperatorProcess:
         os.killpg(self.record.pid, signal.SIGKILL)
         wait_for(lambda: not self.record or not self.record.alive(), 10, "the operator to die")
 
+    def terminate(self, grace: float = 30.0) -> bool:
+        """SIGTERM, as the kubelet stops a pod: True if the process ended within ``grace`` (the pod's
+        terminationGracePeriodSeconds, 30 s by default); otherwise it is SIGKILLed then, as the kubelet does."""
+        record = self.record
+        assert record is not None
+        os.killpg(record.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while record.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not record.alive():
+            return True
+        self.kill()
+        return False
+
     def stop(self) -> None:
         """The operator and its proxies (everything recorded in its state directory)."""
         processes.stop_recorded(self.state)
