@@ -117,3 +117,29 @@ def test_a_pass_that_fails_after_its_caller_was_cancelled_is_not_an_unretrieved_
 
     asyncio.run(main())
     assert not [m for m in reported if "never retrieved" in m], reported
+
+
+def test_close_returns_once_the_pass_under_way_has_ended() -> None:
+    """A stopping leader keeps its Lease until its passes have stopped writing (operator_main.py): Kopf gives a pass
+    up after its cancellation timeout, the thread goes on, and ``close`` waits for it."""
+    release = threading.Event()
+    order: list[str] = []
+
+    def pass_() -> None:
+        release.wait(10)
+        order.append("pass ended")
+
+    async def main() -> None:
+        workers = Workers(2)
+        running = asyncio.ensure_future(workers.exclusive("uid", pass_))
+        await asyncio.sleep(0.05)  # the pass is in its thread
+        running.cancel()  # Kopf gave it up
+        closing = asyncio.ensure_future(asyncio.to_thread(workers.close))
+        await asyncio.sleep(0.2)
+        assert not closing.done()  # the pass still runs
+        release.set()
+        await closing
+        order.append("closed")
+
+    asyncio.run(main())
+    assert order == ["pass ended", "closed"]
