@@ -57,6 +57,7 @@ def main() -> int:
     args = parser.parse_args()
     deadline = time.monotonic() + args.hours * 3600
     totals: dict[str, int] = {}
+    seconds: dict[str, float] = {}
     failures: list[Failure] = []
     done = steps_run = 0
     with bench_sandbox() as box:
@@ -86,8 +87,15 @@ def main() -> int:
             done, steps_run = done + 1, steps_run + len(steps)
             for op, n in outcome.counts.items():
                 totals[op] = totals.get(op, 0) + n
+            for phase, spent in outcome.phases.items():
+                seconds[phase] = seconds.get(phase, 0.0) + spent
             verdict = "ok" if not outcome.violations else f"{len(outcome.violations)} VIOLATIONS"
-            print(f"--- seed {seed}: {verdict} ({outcome.seconds:.0f}s)\n{describe(steps)}", flush=True)
+            spent = ", ".join(
+                f"{k} {v:.0f}" for k, v in sorted(outcome.phases.items(), key=lambda kv: -kv[1])
+            )
+            print(
+                f"--- seed {seed}: {verdict} ({outcome.seconds:.0f}s: {spent})\n{describe(steps)}", flush=True
+            )
             for violation in outcome.violations:
                 print(f"    ! {violation}", flush=True)
             if outcome.violations:
@@ -113,6 +121,7 @@ def main() -> int:
         "schedules": done,
         "steps": steps_run,
         "operations": dict(sorted(totals.items())),
+        "seconds": {phase: round(spent) for phase, spent in sorted(seconds.items(), key=lambda kv: -kv[1])},
         "violations": sum(len(f.violations) for f in failures),
         "failingSeeds": [f.seed for f in failures],
     }

@@ -31,6 +31,8 @@ import json
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,6 +94,17 @@ class Outcome:
     violations: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    phases: dict[str, float] = field(
+        default_factory=dict
+    )  # where the seconds went: set-up, each kind of step, ...
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[phase] = self.phases.get(phase, 0.0) + time.monotonic() - started
 
 
 @dataclass
@@ -157,20 +170,24 @@ class Runner:
     def run(self, seed: int, steps: list[Step]) -> Outcome:
         started = time.monotonic()
         outcome = Outcome(seed, steps)
-        world = self._world(seed)
+        with outcome.timed("world"):
+            world = self._world(seed)
         self.operator.mark()
         try:
             for step in steps:
                 outcome.counts[step.op] = outcome.counts.get(step.op, 0) + 1
-                self._ensure_operator()
-                self._step(world, step)
-            self._settle(world)
+                with outcome.timed(f"step {step.op}"):
+                    self._ensure_operator()
+                    self._step(world, step)
+            with outcome.timed("settle"):
+                self._settle(world)
             # the foreign actors' steps that found something to act on (a forger needs a foreign resource)
             outcome.counts["foreign stacks made"] = len(world.foreign_stacks)
             outcome.counts["marks forged"] = len(world.forged)
             outcome.violations += world.violations
             outcome.violations += self._outside(world)
-            outcome.violations += self._converged(world)
+            with outcome.timed("converge"):
+                outcome.violations += self._converged(world)
             outcome.counts["objects judged on another catalog"] = sum(
                 ((o.get("status") or {}).get("catalog") or {}).get("version") == self.versions[True]
                 for o in self._objects(world)
@@ -181,11 +198,13 @@ class Runner:
                 for account in world.accounts[:ACCOUNTS]
                 for tags, _policies in self._entries(account).values()
             )
-            outcome.violations += self._deleted(world)
+            with outcome.timed("delete"):
+                outcome.violations += self._deleted(world)
             outcome.violations += self._foreign(world)
             outcome.violations += self._logs(world, self.operator.logs())
         finally:
-            self._teardown(world)
+            with outcome.timed("teardown"):
+                self._teardown(world)
             outcome.seconds = time.monotonic() - started
         return outcome
 

@@ -58,7 +58,8 @@ def replicas(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def judged(runner: Runner, seed: int, steps: list) -> None:  # type: ignore[type-arg]
     outcome = runner.run(seed, steps)
-    print(f"seed {seed} ({outcome.seconds:.0f}s):\n{describe(steps)}")
+    spent = ", ".join(f"{k} {v:.1f}" for k, v in sorted(outcome.phases.items(), key=lambda kv: -kv[1]))
+    print(f"seed {seed} ({outcome.seconds:.0f}s: {spent}):\n{describe(steps)}")
     assert outcome.violations == [], f"seed {seed}:\n{describe(steps)}\n" + "\n".join(outcome.violations)
     if seed == CATALOG_SEED:  # its objects live to the end: the judge did look at objects on the new catalog
         assert outcome.counts["objects judged on another catalog"] > 0, outcome.counts
