@@ -21,7 +21,7 @@ from tests.support.operator import start_operator
 
 from bench.sandbox import bench_sandbox, operator_state
 
-from .replicas import LEASE_ENV, ROLLOUT_ENV
+from .replicas import LEASE_ENV, PACE_ENV
 from .runner import Runner
 from .schedule import Step, describe, generate, to_json
 from .shrink import shrink
@@ -64,7 +64,7 @@ def main() -> int:
         env = {
             "DEFENDER_OPERATOR_RESYNC_SECONDS": "8",
             "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "1",
-            **ROLLOUT_ENV,
+            **PACE_ENV,
         }
         if args.replicas > 1:
             lease = {"DEFENDER_OPERATOR_LEASE_NAME": f"chaos-{uuid.uuid4().hex[:6]}"}

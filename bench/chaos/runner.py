@@ -41,7 +41,7 @@ from typing import Any
 from tests.support.account_admin import ensure_role
 from tests.support.catalogs import ADDED_ACTION, changed_catalog
 from tests.support.clouds import arm_client, aws_control, connector_url, foreign_connector_body, send
-from tests.support.kube import apply, condition, get_object, kubectl, restart_apiserver
+from tests.support.kube import apply, condition, get_object, kubectl, list_objects, restart_apiserver
 from tests.support.onboarding import MS_PROVIDER, aws_in, manifest
 from tests.support.operator import OperatorProcess
 
@@ -77,6 +77,7 @@ EKS_CLUSTER = "chaos-eks"
 PLATFORM_ROLE = "platform-admins"
 ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 UNMANAGED_INTERVAL = 24
+EKS_WRITES = (r"^/clusters/[^/]+/access-entries", "POST")  # CreateAccessEntry, AssociateAccessPolicy
 CATALOG_ENV = "DEFENDER_OPERATOR_CATALOG_FILE"  # the catalogFile setting (docs/catalog-rollout.md)
 # IAM's eventual consistency (the emulator's iamPropagationSeconds, sandbox/aws/propagation.py): each account's
 # onboarding role is made as the schedule starts, so the first passes of a schedule are refused (AWSAccessDenied)
@@ -405,7 +406,15 @@ class Runner:
             if failed is not None:
                 world.violations.append(f"replicas: {failed}")
         elif step.op == "kill_after_aws_write":
-            self.operator.kill_after("aws", "CreateStack|UpdateStack|DeleteStack|CreateOpenIDConnectProvider")
+            # an odd slot aims at EKS: the creation of an access entry, or of its policy association (REST, POST)
+            self.operator.kill_after(
+                "aws",
+                *(
+                    EKS_WRITES
+                    if step.slot % 2
+                    else ("CreateStack|UpdateStack|DeleteStack|CreateOpenIDConnectProvider",)
+                ),
+            )
         elif step.op == "kill_after_arm_write":
             self.operator.kill_after("arm", "securityConnectors", "PUT")
         elif step.op == "aws_faults":
@@ -731,8 +740,8 @@ class Runner:
         name = f"chaos-{world.run}"
 
         def delete() -> None:
-            """Deleted, and its grace over (the chart's annotation keeps a deleted policy granting for 10 s, in
-            case Helm makes it again): only then is nothing granted."""
+            """Deleted, and its grace over (the chart's annotation keeps a deleted policy granting for a while, in
+            case Helm makes it again: 3 s in the schedules, replicas.PACE_ENV): only then is nothing granted."""
             kubectl(
                 self.kubeconfig, "delete", "clusteronboardingpolicy", name, "--ignore-not-found", check=True
             )
@@ -953,7 +962,10 @@ class Runner:
                 obj = get_object(self.kubeconfig, namespace, name)
                 if obj is None:
                     continue
-                kubectl(self.kubeconfig, "annotate", "awsc", "-n", namespace, name, f"{ANNOTATION_PAUSED}-")
+                if ANNOTATION_PAUSED in (obj["metadata"].get("annotations") or {}):
+                    kubectl(
+                        self.kubeconfig, "annotate", "awsc", "-n", namespace, name, f"{ANNOTATION_PAUSED}-"
+                    )
                 if obj["metadata"]["uid"] in world.drifted:
                     # drift is looked for once per drift_check_seconds (an hour); whoever deleted the role asks
                     kubectl(
@@ -963,12 +975,9 @@ class Runner:
         world.paused.clear()
 
     def _objects(self, world: World) -> list[dict[str, Any]]:
-        found = []
-        for namespace in world.namespaces:
-            out = kubectl(self.kubeconfig, "get", "awsc", "-n", namespace, "-o", "json")
-            if out.returncode == 0:
-                found += json.loads(out.stdout)["items"]
-        return found
+        return [
+            obj for namespace in world.namespaces for obj in list_objects(self.kubeconfig, namespace) or []
+        ]
 
     def _converged(self, world: World) -> list[str]:
         """Invariants 1 and 2, judged until they hold or the bound passes: the operator sees a hand-made change
@@ -1153,8 +1162,11 @@ class Runner:
                 left = sorted(u for u in users if u.split("/")[0] in world.namespaces and u not in kept)
                 if left:
                     violations.append(f"leak: provider {entry['Arn']} still names deleted objects {left}")
+        records = kubectl(
+            self.kubeconfig, "get", "onboardingrecords", "-o", "name", check=True
+        ).stdout.split()
         for uid in gone:
-            if kubectl(self.kubeconfig, "get", "onboardingrecord", uid).returncode == 0:
+            if f"onboardingrecord.defender-operator.io/{uid}" in records:
                 violations.append(f"leak: OnboardingRecord of deleted {world.uids[uid]}")
         foreign = [url.split("?")[0].lower() for url in world.foreign]
         for item in self._connectors(world):

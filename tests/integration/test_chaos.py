@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bench.chaos.replicas import LEASE_ENV, ROLLOUT_ENV
+from bench.chaos.replicas import LEASE_ENV, PACE_ENV
 from bench.chaos.runner import Runner
 from bench.chaos.schedule import Step, describe, from_json, generate
 
@@ -46,7 +46,7 @@ def replicas(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "DEFENDER_OPERATOR_LEASE_NAME": f"chaos-{uuid.uuid4().hex[:6]}",
         "DEFENDER_OPERATOR_LEASE_NAMESPACE": "default",
     }
-    env = {**LEASE_ENV, **ROLLOUT_ENV, **lease}
+    env = {**LEASE_ENV, **PACE_ENV, **lease}
     with (
         module_operator(sandbox, tmp_path_factory, "chaos-operator", arm_proxy=True, extra_env=env) as first,
         module_operator(

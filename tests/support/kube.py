@@ -56,6 +56,19 @@ def _custom_objects(kubeconfig: str, modified: int) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api_client(Path(kubeconfig)))
 
 
+def list_objects(kubeconfig: Path, namespace: str) -> list[dict[str, Any]] | None:
+    """The namespace's AWSConnectors, or None (forbidden, API server away); through the Python client, as
+    :func:`get_object`, for loops that poll."""
+    api = _custom_objects(str(kubeconfig), kubeconfig.stat().st_mtime_ns)
+    try:
+        found = api.list_namespaced_custom_object(
+            "defender-operator.io", "v1alpha1", namespace, "awsconnectors"
+        )
+    except (ApiException, urllib3.exceptions.HTTPError):
+        return None
+    return cast(list[dict[str, Any]], found["items"])
+
+
 def get_object(kubeconfig: Path, namespace: str, name: str) -> dict[str, Any] | None:
     """The AWSConnector as ``kubeconfig``'s user reads it, or None (gone, forbidden, API server away). Through the
     Python client, not kubectl: waits poll this five times a second, and a kubectl process costs 70 ms of CPU, a
