@@ -437,12 +437,16 @@ class Runner:
                 account = obj["spec"]["aws"]["accountId"]
                 world.touched.add(account)
                 cf = aws_in(self.sandbox, account, "cloudformation")
-                # the sandbox's CloudFormation refuses to delete a stack while an operation is under way on it (as AWS
-                # does during an update; slow_stacks makes them last): the person deletes what is settled
+                # the object's own stack (by its mark: another cluster's stack in the account is not the person's to
+                # delete, campaign seed 13107), once settled: the sandbox's CloudFormation refuses to delete a stack
+                # while an operation is under way on it (as AWS does during an update; slow_stacks makes them last)
                 stacks = [
                     s
                     for s in cf.describe_stacks()["Stacks"]
-                    if s["StackStatus"] != "DELETE_COMPLETE" and not s["StackStatus"].endswith("_IN_PROGRESS")
+                    if s["StackStatus"] != "DELETE_COMPLETE"
+                    and not s["StackStatus"].endswith("_IN_PROGRESS")
+                    and {t["Key"]: t["Value"] for t in s.get("Tags", [])}.get(OWNER_UID_TAG)
+                    == obj["metadata"]["uid"]
                 ]
                 for stack in stacks:
                     cf.delete_stack(StackName=stack["StackId"])
