@@ -34,6 +34,12 @@ class EventRecorder:
                 extra={"object": f"{namespace}/{name}", "reason": event.reason},
             )
 
+    def flush(self, timeout: float) -> bool:
+        """Wait until every Event recorded so far is posted (or dropped), for at most ``timeout`` seconds: a leader
+        that stops posts its last passes' Events before it hands the Lease over. False if some were still waiting."""
+        with self._queue.all_tasks_done:
+            return self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
+
     def _post_forever(self) -> None:
         while True:
             namespace, name, uid, event = self._queue.get()
@@ -44,3 +50,5 @@ class EventRecorder:
                     "event not posted",
                     extra={"object": f"{namespace}/{name}", "reason": event.reason, "error": one_line(exc)},
                 )
+            finally:
+                self._queue.task_done()

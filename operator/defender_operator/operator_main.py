@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,9 @@ from .settings import Settings, settings_from
 
 log = logging.getLogger("defender_operator")
 HEARTBEAT_SECONDS = 5.0
+EVENTS_FLUSH_SECONDS = (
+    5.0  # a stopping leader posts the Events its last passes recorded, for at most this long
+)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 STALE_AFTER = 30.0
 
@@ -86,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     ready_flag = threading.Event()
 
     async def main() -> None:
+        _stop_on_signals()
         heartbeat = asyncio.create_task(_heartbeat(probes))
         elector = _elector(settings) if settings.leader_election else None
         keeper = None
@@ -118,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             runtime = getattr(memo, "runtime", None)
             if runtime is not None:
                 await asyncio.to_thread(runtime.workers.close)
+                await asyncio.to_thread(runtime.events.flush, EVENTS_FLUSH_SECONDS)
             if keeper is not None and elector is not None:
                 keeper.cancel()
                 await asyncio.to_thread(elector.release)
@@ -128,8 +134,23 @@ def run(args: argparse.Namespace) -> int:
         "starting",
         extra={"namespaces": ",".join(settings.namespaces) or "*", "metricsPort": settings.metrics_port},
     )
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:  # a signal before Kopf had its own handlers: a standby, or a start-up
+        log.info("stopped")
     return 0
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT cancel the run until Kopf installs its own handlers, which then stop it gracefully. A
+    standby waiting for the Lease, and a start-up, had none: as a container's first process (PID 1), which the kernel
+    sends no signal it has no handler for, the operator ignored SIGTERM, and every rollout and drain waited out the
+    pod's grace period for each such replica."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
 
 
 def collect_less_often(young_threshold: int) -> None:

@@ -18,13 +18,22 @@ from . import metrics
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+CALL_THREADS = 4  # the handlers' short calls outside passes (Workers.call)
 
 
 class Workers:
     def __init__(self, count: int) -> None:
         self._slots = asyncio.Semaphore(count)
         self._pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
+        self._calls = ThreadPoolExecutor(max_workers=CALL_THREADS, thread_name_prefix="call")
         self._locks: dict[str, asyncio.Lock] = {}
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in a thread for the handlers' short Kubernetes calls outside a pass (a finalizer
+        removed, a status written by a blocked cleanup, the admission policy's parameter): the operator's own,
+        not the event loop's default pool, so that :meth:`close` waits for them too."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._calls, call)
 
     async def exclusive(
         self, uid: str, fn: Callable[..., T], *args: Any, late: Callable[[], Any] | None = None
@@ -68,10 +77,11 @@ class Workers:
             lock.release()
 
     def close(self) -> None:
-        """Start nothing more, and return once the passes and cleanups under way have ended. Kopf stops waiting for
-        a daemon after its cancellation timeout, but the pass it waited for goes on in its thread: a leader must not
-        hand its Lease over before that pass has stopped writing."""
+        """Start nothing more, and return once the passes, cleanups and calls under way have ended. Kopf stops
+        waiting for a daemon after its cancellation timeout, but the pass it waited for goes on in its thread: a
+        leader must not hand its Lease over before that pass has stopped writing."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._calls.shutdown(wait=True, cancel_futures=True)
 
     def forget(self, uid: str) -> None:
         """The object is gone: drop its lock."""

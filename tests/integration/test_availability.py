@@ -5,7 +5,6 @@ its own process."""
 import json
 import os
 import signal
-import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -26,12 +25,15 @@ pytestmark = pytest.mark.integration
 OBJECTS = 20
 
 
-def elected(sandbox: Sandbox, state: Path, namespace: str, lease: str, *watched: str) -> OperatorProcess:
+def elected(
+    sandbox: Sandbox, state: Path, namespace: str, lease: str, *watched: str, **options: Any
+) -> OperatorProcess:
     return start_operator(
         sandbox,
         state,
         namespaces=list(watched),
         wait_ready=False,
+        **options,
         extra_env={
             "DEFENDER_OPERATOR_LEADER_ELECTION": "true",
             "DEFENDER_OPERATOR_LEASE_NAME": lease,
@@ -153,9 +155,11 @@ def test_a_leader_asked_to_stop_keeps_its_lease_until_its_last_pass_has_ended(
         assert leader.record is not None
         old = leader.record
         os.killpg(old.pid, signal.SIGTERM)  # the kubelet stops the pod
-        while old.alive():
-            assert holder(kubeconfig, namespace, lease) == leader_id, "the Lease left a leader still writing"
-            time.sleep(0.2)
+        # The pass writes its stack when the answer comes (25 s after it asked): the Lease leaves the old leader
+        # only after that (the holder read first: if it has changed, the release happened before the stack read).
+        wait_for(lambda: holder(kubeconfig, namespace, lease) != leader_id, 90, "the old leader to let go")
+        assert stacks_of(sandbox, account_of(m)), "the Lease left a leader whose pass was still under way"
+        wait_for(lambda: not old.alive(), 30, "the old leader to exit")
         assert "did not exit in time" in leader.log()  # Kopf did give the pass up (what this test is about)
         wait_for(
             lambda: holder(kubeconfig, namespace, lease) not in (None, leader_id), 30, "the standby to lead"
@@ -166,6 +170,35 @@ def test_a_leader_asked_to_stop_keeps_its_lease_until_its_last_pass_has_ended(
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_standby_stops_at_once_on_sigterm_even_as_a_containers_first_process(
+    sandbox: Sandbox, kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    """In a container the operator is PID 1, and the kernel delivers PID 1 no signal it has no handler for. A standby
+    waiting for the Lease (and a start-up) must handle SIGTERM itself, or every rollout and drain waits out the pod's
+    grace period for it. The standby here runs as PID 1 of its own PID namespace (``unshare``), as in a pod."""
+    lease = f"defender-operator-{uuid.uuid4().hex[:6]}"
+    leader = elected(sandbox, tmp_path / "a", namespace, lease, namespace)
+    standby = None
+    try:
+        wait_for(lambda: holder(kubeconfig, namespace, lease), 30, "a leader")
+        standby = elected(
+            sandbox, tmp_path / "b", namespace, lease, namespace, launcher=["unshare", "--pid", "--fork"]
+        )
+        wait_for(standby.ready, 30, "the standby's /readyz")  # it waits for the Lease
+        assert standby.record is not None
+        (first,) = _children(standby.record.pid)  # PID 1 in its namespace
+        os.kill(first, signal.SIGTERM)  # the container runtime stops the pod's first process
+        wait_for(lambda: not Path(f"/proc/{first}").exists(), 10, "the standby to stop on SIGTERM")
+    finally:
+        leader.stop()
+        if standby is not None:
+            standby.stop()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def test_shards_split_the_namespaces_each_with_its_own_lease(

@@ -118,7 +118,7 @@ async def _cleanup(runtime: Runtime, body: Any, indexes: Any) -> None:
         runtime.events.record(namespace, name, uid, event)
     status = _status_of(seen["body"])
     if result.status is not None and dump_status(status) != dump_status(result.status):
-        await asyncio.to_thread(
+        await runtime.workers.call(
             runtime.kube.write_status, namespace, name, dump_status(result.status), uid=uid
         )
     if not result.done:
@@ -163,7 +163,7 @@ async def _blocked(runtime: Runtime, body: Any, exc: CloudError, grants: int) ->
         "CleanupBlocked",
         message,
     ):
-        await asyncio.to_thread(runtime.kube.write_status, namespace, name, dump_status(status), uid=uid)
+        await runtime.workers.call(runtime.kube.write_status, namespace, name, dump_status(status), uid=uid)
         runtime.events.record(namespace, name, uid, Event("Warning", "CleanupBlocked", message))
     log.warning("cleanup blocked", extra={"object": f"{namespace}/{name}", "reason": exc.reason})
     delay = 1.0 if runtime.grants_version != grants else runtime.jittered(runtime.settings.resync_seconds)

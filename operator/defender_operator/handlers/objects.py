@@ -145,7 +145,7 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
         runtime.rollout.forget(uid)
         _update_objects_gauge(runtime)
         metrics.forget_object(meta["namespace"], meta["name"], str(spec.get("aws", {}).get("accountId", "")))
-        if uid not in runtime.cleaned and await asyncio.to_thread(
+        if uid not in runtime.cleaned and await runtime.workers.call(
             abandon, runtime.kube, meta["namespace"], uid
         ):
             log.warning(
@@ -167,9 +167,9 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
         if released_by_orphan(uid in runtime.blocked, bool(meta.get("deletionTimestamp")), spec):
             namespace, name = meta["namespace"], meta["name"]
             runtime.events.record(namespace, name, uid, ORPHANED)
-            await asyncio.to_thread(release_held, runtime.kube, namespace, uid, dict(spec))
+            await runtime.workers.call(release_held, runtime.kube, namespace, uid, dict(spec))
             runtime.cleaned.add(uid)
-            await asyncio.to_thread(runtime.kube.remove_finalizer, namespace, name, FINALIZER)
+            await runtime.workers.call(runtime.kube.remove_finalizer, namespace, name, FINALIZER)
 
 
 def _update_objects_gauge(runtime: Runtime) -> None:
@@ -261,7 +261,7 @@ async def _one_pass_of(runtime: Runtime, body: Any, indexes: Any) -> float:
             "the object carried the cleanup handler's state; removed",
             extra={"object": f"{meta['namespace']}/{meta['name']}"},
         )
-        await asyncio.to_thread(
+        await runtime.workers.call(
             runtime.kube.remove_annotations, meta["namespace"], meta["name"], meta["uid"], forged
         )
         return runtime.settings.in_progress_seconds

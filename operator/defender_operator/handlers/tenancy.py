@@ -106,7 +106,7 @@ async def _grace_over(runtime: Runtime, name: str, grace: float, indexes: Any) -
 async def _refold(runtime: Runtime, indexes: Any) -> None:
     """Rewrite the admission policy's parameter, and wake what the grants concern when they changed."""
     async with runtime.folding:  # two folds at once could write the older list last
-        await asyncio.to_thread(sync_effective_policy, runtime.kube, departed_rules(runtime))
+        await runtime.workers.call(sync_effective_policy, runtime.kube, departed_rules(runtime))
     grants = tuple(sorted(rule.model_dump_json() for rule in rules_of(runtime, indexes)))
     if grants == runtime.grants_seen:  # a policy's metadata, or a re-list: the grants are the same
         return
@@ -173,7 +173,7 @@ async def _grants_changed(runtime: Runtime, indexes: Any, only: str | None = Non
         if only is not None and namespace != only:
             continue
         try:
-            await asyncio.to_thread(retry_cleanup_now, runtime.kube, uid, namespace, name)
+            await runtime.workers.call(retry_cleanup_now, runtime.kube, uid, namespace, name)
         except Exception as exc:  # the others still go on; this one is tried on its resync
             log.warning(
                 "a blocked cleanup could not be woken",
