@@ -39,6 +39,9 @@ RUN_STARTS = ("starting", "waiting for the lease")  # the first lines of a proce
 @dataclass
 class Replicas:
     processes: list[OperatorProcess]
+    slow_stops: int = (
+        0  # replicas a rolling update asked to stop that outlived their grace period (then killed)
+    )
     _marks: list[int] = field(default_factory=list)
     _leading: list[datetime | None] = field(default_factory=list)
 
@@ -86,27 +89,35 @@ class Replicas:
             return f"no standby took over within {FAILOVER_SECONDS:.0f}s of the leader's death"
         return None
 
-    def roll(self, env: dict[str, str | None]) -> list[str]:
+    def roll(self, env: dict[str, str | None], leader_first: bool = False) -> list[str]:
         """A rolling update of the Deployment to a release that runs with ``env`` (a value of None: the variable
-        unset), as ``maxUnavailable: 0`` does it: each replica in turn, standbys first and the leader last, is asked
-        to stop (SIGTERM) and starts again changed, and the next waits until it is Ready. What went wrong, if
-        anything: a replica that did not stop within its grace period, or none leading afterwards."""
-        problems = []
+        unset): each replica in turn is asked to stop (SIGTERM), starts again changed, and must be Ready before the
+        next goes, as ``maxUnavailable: 0`` has it. The ReplicaSet picks the pods to stop blind to leadership, so
+        the leader goes first or last (``leader_first``): first, an old standby takes over and hands over again.
+        What went wrong, if anything: a replica not Ready after it started (the rollout stops there, as a
+        Deployment's does), or none leading afterwards. A replica that outlives its grace period is killed, as the
+        kubelet does (its Lease then expires), and counted in ``slow_stops``."""
         leader = self.leader()
-        for process in [p for p in self.processes if p is not leader] + ([leader] if leader else []):
+        others = [p for p in self.processes if p is not leader]
+        order = (
+            ([leader] if leader else []) + others if leader_first else others + ([leader] if leader else [])
+        )
+        for process in order:
             changed = {**(process.extra_env or {}), **env}
             process.extra_env = {k: v for k, v in changed.items() if v is not None}
             if process.record is not None and process.record.alive() and not process.terminate(GRACE_SECONDS):
-                problems.append(f"replicas: a replica did not stop within {GRACE_SECONDS:.0f}s of SIGTERM")
+                self.slow_stops += 1
             process.start(wait_ready=False)
             deadline = time.monotonic() + FAILOVER_SECONDS
             while not process.ready() and time.monotonic() < deadline:
                 time.sleep(0.2)
             if not process.ready():
-                problems.append(f"replicas: a replica was not Ready {FAILOVER_SECONDS:.0f}s after it started")
+                return [
+                    f"replicas: a replica was not Ready {FAILOVER_SECONDS:.0f}s after a rolling update started it"
+                ]
         if self.leader(FAILOVER_SECONDS) is None:
-            problems.append(f"replicas: none led within {FAILOVER_SECONDS:.0f}s of a rolling update")
-        return problems
+            return [f"replicas: none led within {FAILOVER_SECONDS:.0f}s of a rolling update"]
+        return []
 
     def kill_after(self, cloud: str, pattern: str, method: str = "*") -> None:
         leader = self.leader()

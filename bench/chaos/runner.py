@@ -164,13 +164,19 @@ class Runner:
             Path(tempfile.mkdtemp(prefix="chaos-catalog-")) / "catalog.json"
         )
         self.versions = {False: _version(None), True: _version(self.changed_catalog)}
-        self.upgraded = False
+
+    @property
+    def upgraded(self) -> bool:
+        """Whether the replicas run the changed catalog: read from what they were started with, not remembered (a
+        new Runner over running replicas, a roll that failed half way)."""
+        return any(CATALOG_ENV in (process.extra_env or {}) for process in self.operator.processes)
 
     # --- one schedule -------------------------------------------------------------------------------------------
 
     def run(self, seed: int, steps: list[Step]) -> Outcome:
         started = time.monotonic()
         outcome = Outcome(seed, steps)
+        slow = self.operator.slow_stops
         with outcome.timed("world"):
             world = self._world(seed)
         self.operator.mark()
@@ -193,6 +199,9 @@ class Runner:
                 ((o.get("status") or {}).get("catalog") or {}).get("version") == self.versions[True]
                 for o in self._objects(world)
                 if self.upgraded and (condition(o, "Ready") or {}).get("status") == "True"
+            )
+            outcome.counts["replicas killed at the end of their grace period"] = (
+                self.operator.slow_stops - slow
             )
             outcome.counts["access entries made"] = sum(
                 OWNER_UID_TAG in dict(tags)
@@ -400,7 +409,7 @@ class Runner:
         elif step.op == "kill":
             self.operator.kill()
         elif step.op == "catalog":
-            world.violations += self._roll(not self.upgraded)
+            world.violations += self._roll(not self.upgraded, leader_first=bool(step.slot % 2))
         elif step.op == "failover":
             failed = self.operator.failover()
             if failed is not None:
@@ -522,11 +531,11 @@ class Runner:
             made = apply(self.kubeconfig, event)
             assert made.returncode == 0, made.stderr
 
-    def _roll(self, upgraded: bool) -> list[str]:
+    def _roll(self, upgraded: bool, leader_first: bool = False) -> list[str]:
         """A rolling update of the operator to the changed catalog (``upgraded``) or back to the packaged one."""
-        problems = self.operator.roll({CATALOG_ENV: str(self.changed_catalog) if upgraded else None})
-        self.upgraded = upgraded
-        return problems
+        return self.operator.roll(
+            {CATALOG_ENV: str(self.changed_catalog) if upgraded else None}, leader_first=leader_first
+        )
 
     def _delete_role(self, world: World, namespace: str, name: str, which: int) -> None:
         """A person deletes one of the roles of the object's stack with IAM, as the console would (its policies
@@ -979,9 +988,20 @@ class Runner:
         world.paused.clear()
 
     def _objects(self, world: World) -> list[dict[str, Any]]:
-        return [
-            obj for namespace in world.namespaces for obj in list_objects(self.kubeconfig, namespace) or []
-        ]
+        """Every object of the schedule's namespaces, read until a read succeeds (the API server may be
+        restarting): an unread namespace is not an empty one."""
+        found: list[dict[str, Any]] = []
+        for namespace in world.namespaces:
+            items = None
+            deadline = time.monotonic() + ACKNOWLEDGE_SECONDS
+            while items is None:
+                items = list_objects(self.kubeconfig, namespace)
+                if items is None and time.monotonic() > deadline:
+                    raise TimeoutError(f"the chaos harness could not list the objects of {namespace}")
+                if items is None:
+                    time.sleep(0.5)
+            found += items
+        return found
 
     def _converged(self, world: World) -> list[str]:
         """Invariants 1 and 2, judged until they hold or the bound passes: the operator sees a hand-made change

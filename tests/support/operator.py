@@ -65,8 +65,13 @@ class OperatorProcess:
         """Start the process; by default wait until /readyz (a standby in leader election never gets there)."""
         argv = [*(self.launcher or []), sys.executable, "-m", "defender_operator.cli", "run"]
         self.record = processes.start(self.state, self.name, argv, env=self.env())
+        self.pid_file.write_text(str(self.record.pid))  # whom a kill rule armed earlier kills (kill_after)
         if wait_ready:
             wait_for(self.ready, 60, "the operator's /readyz")
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state / f"{self.name}.pid"
 
     def ready(self) -> bool:
         try:
@@ -135,9 +140,9 @@ class OperatorProcess:
             control(self.arm_proxy, "/_proxy/faults", method="DELETE", ca_file=self.sandbox.arm_ca_file)
 
     def kill_after(self, cloud: str, pattern: str, method: str = "*") -> None:
-        """SIGKILL the operator right after its next request matching ``pattern`` took effect in ``cloud``."""
-        assert self.record is not None
-        rule = {"pathPattern": pattern, "method": method, "count": 1, "killProcessGroup": self.record.pid}
+        """SIGKILL the operator right after its next request matching ``pattern`` took effect in ``cloud`` (the
+        process running then: one restarted meanwhile is the one killed)."""
+        rule = {"pathPattern": pattern, "method": method, "count": 1, "killPidFile": str(self.pid_file)}
         if cloud == "aws":
             self.inject_aws_fault(**rule)
         else:

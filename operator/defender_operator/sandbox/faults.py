@@ -4,8 +4,9 @@ A rule matches a request by method and a regular expression on the path (query i
 ``count`` matching requests: an HTTP error (429 with Retry-After, 500, 503, ...), added latency, a dropped
 connection (the socket is closed without a response; with ``after``, in the proxy, once the request reached the
 emulator and took effect: the answer is lost, as when a connection breaks on its way back), or, in the proxy, the
-caller killed: the request reaches the emulator and takes effect, then the process group ``killProcessGroup`` gets SIGKILL before any answer comes back (the
-unluckiest moment for a crash: the write happened, the caller never learnt it).
+caller killed: the request reaches the emulator and takes effect, then the process group whose id is in the file
+``killPidFile`` (read then: whichever process the caller is by that time, restarts included) gets SIGKILL before
+any answer comes back (the unluckiest moment for a crash: the write happened, the caller never learnt it).
 """
 
 import re
@@ -25,7 +26,7 @@ class FaultRule:
     latency: float = 0.0
     drop: bool = False
     after: bool = False  # drop only once the request took effect (the proxy)
-    kill_process_group: int | None = None
+    kill_pid_file: str | None = None
     service: str | None = None  # for the proxy: the error body format ("aws-query", "arm")
     _regex: re.Pattern[str] = field(init=False, repr=False)
 
@@ -47,7 +48,7 @@ class FaultRule:
             latency=float(data.get("latency", 0.0)),
             drop=bool(data.get("drop", False)),
             after=bool(data.get("after", False)),
-            kill_process_group=int(data["killProcessGroup"]) if data.get("killProcessGroup") else None,
+            kill_pid_file=data.get("killPidFile"),
             service=data.get("service"),
         )
 

@@ -11,6 +11,7 @@ counts (or resets the counts of) forwarded and faulted requests, per operation.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import time
 import urllib.parse
 from http.client import HTTPConnection, HTTPSConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from .faults import FaultRule, FaultTable
@@ -126,9 +128,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
         action = dict(urllib.parse.parse_qsl(body.decode(errors="ignore"))).get("Action", "") if body else ""
         target = self.headers.get("X-Amz-Target", "")
         rule = self.state.faults.take(method, f"{self.path} {action or target}".strip())
-        if rule is not None and rule.kill_process_group is not None:
+        if rule is not None and rule.kill_pid_file is not None:
             self._forward(method, body, action, target)  # the write takes effect...
-            os.killpg(rule.kill_process_group, signal.SIGKILL)  # ...and the caller dies before it hears of it
+            with contextlib.suppress(OSError, ValueError):  # ...and the caller dies before it hears of it
+                os.killpg(int(Path(rule.kill_pid_file).read_text()), signal.SIGKILL)
             self.close_connection = True
             return
         if rule is not None and rule.drop and rule.after:
