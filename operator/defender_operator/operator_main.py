@@ -90,33 +90,37 @@ def run(args: argparse.Namespace) -> int:
     ready_flag = threading.Event()
 
     async def main() -> None:
-        _stop_on_signals()
+        stop = _Stop()
         heartbeat = asyncio.create_task(_heartbeat(probes))
         elector = _elector(settings) if settings.leader_election else None
-        keeper = None
+        keeper = watcher = None
         leading = metrics.LEADER.labels(settings.lease_name)
-        if elector is not None:
-            # A standby is ready: it serves its purpose by waiting. Readiness that waited for the Lease would keep a
-            # Deployment's new pods unready while the old leader holds it, so a rolling update (maxUnavailable 0)
-            # and a drain under a PodDisruptionBudget would never finish; controller-runtime is ready either way too.
-            leading.set(0)
-            probes.ready.set()
-            await elector.acquire()
-            keeper = asyncio.create_task(elector.keep_or_exit())
-        leading.set(1)
-        watcher = asyncio.create_task(_mark_ready(ready_flag, probes))
         try:
+            if elector is not None:
+                # A standby is ready: it serves its purpose by waiting. Readiness that waited for the Lease would
+                # keep a Deployment's new pods unready while the old leader holds it, so a rolling update
+                # (maxUnavailable 0) and a drain under a PodDisruptionBudget would never finish; controller-runtime
+                # is ready either way too.
+                leading.set(0)
+                probes.ready.set()
+                await elector.acquire()
+                keeper = asyncio.create_task(elector.keep_or_exit())
+            leading.set(1)
+            watcher = asyncio.create_task(_mark_ready(ready_flag, probes))
+            stop.kopf = True
             await kopf.operator(
                 clusterwide=not settings.namespaces,
                 namespaces=settings.namespaces,
                 standalone=True,
                 memo=memo,
                 ready_flag=ready_flag,
+                stop_flag=stop.flag,
                 registry=kopf.get_default_registry(),
             )
         finally:
             heartbeat.cancel()
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             # Kopf leaves a daemon that has not stopped within its cancellation timeout orphaned, and its pass goes
             # on in a worker thread: the Lease stays held and renewed until the last one has ended, or a standby
             # would act beside it. The pod's grace period bounds the wait (then SIGKILL, and the Lease expires).
@@ -124,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
             if runtime is not None:
                 await asyncio.to_thread(runtime.workers.close)
                 await asyncio.to_thread(runtime.events.flush, EVENTS_FLUSH_SECONDS)
-            if keeper is not None and elector is not None:
+            if keeper is not None:
                 keeper.cancel()
+            if elector is not None:  # a signal during acquire() may have met a take already under way
                 await asyncio.to_thread(elector.release)
 
     # the handlers register themselves on import
@@ -141,16 +146,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_signals() -> None:
-    """SIGTERM and SIGINT cancel the run until Kopf installs its own handlers, which then stop it gracefully. A
-    standby waiting for the Lease, and a start-up, had none: as a container's first process (PID 1), which the kernel
-    sends no signal it has no handler for, the operator ignored SIGTERM, and every rollout and drain waited out the
-    pod's grace period for each such replica."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+class _Stop:
+    """SIGTERM and SIGINT, from the first moment: as a container's first process (PID 1), which the kernel sends no
+    signal it has no handler for, a standby waiting for the Lease (or a replica starting) ignored SIGTERM, and every
+    rollout and drain waited out the pod's grace period for it. Until Kopf is started a signal cancels the run; from
+    then on it sets Kopf's stop flag, so that Kopf's own start-up is never cancelled half way (Kopf then installs its
+    own handlers, which stop it the same way)."""
+
+    def __init__(self) -> None:
+        self.flag = asyncio.Event()
+        self.kopf = False
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self)
+
+    def __call__(self) -> None:
+        if self.kopf:
+            self.flag.set()
+        else:
+            self.task.cancel()
 
 
 def collect_less_often(young_threshold: int) -> None:
