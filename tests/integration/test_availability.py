@@ -2,10 +2,12 @@
 onboarding; and shards, each with its own namespaces and Lease. Real API server, moto, ARM emulator; each operator
 its own process."""
 
+import contextlib
 import json
 import os
 import signal
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,28 @@ def elected(
     )
 
 
+@contextlib.contextmanager
+def two_replicas(
+    sandbox: Sandbox, kubeconfig: Path, namespace: str, tmp_path: Path
+) -> Iterator[tuple[str, str, OperatorProcess, OperatorProcess]]:
+    """Two replicas on a new Lease, watching ``namespace``: (the Lease, the leader's identity, the leader, the
+    standby), both Ready; stopped afterwards."""
+    lease = f"defender-operator-{uuid.uuid4().hex[:6]}"
+    first = elected(sandbox, tmp_path / "a", namespace, lease, namespace)
+    second = elected(sandbox, tmp_path / "b", namespace, lease, namespace)
+    try:
+        leader_id = wait_for(lambda: holder(kubeconfig, namespace, lease), 30, "a leader")
+        leader, standby = (first, second) if leader_id in first.log() else (second, first)
+        assert leader_id in leader.log() and leader_id not in standby.log()
+        wait_for(leader.ready, 30, "the leader's /readyz")
+        # Both ready (a rollout and a drain need the standby Ready too); the metric tells which one leads.
+        wait_for(standby.ready, 30, "the standby's /readyz")
+        yield lease, leader_id, leader, standby
+    finally:
+        first.stop()
+        second.stop()
+
+
 def holder(kubeconfig: Path, namespace: str, lease: str) -> str | None:
     out = kubectl(kubeconfig, "get", "lease", "-n", namespace, lease, "-o", "json")
     return json.loads(out.stdout)["spec"].get("holderIdentity") if out.returncode == 0 else None
@@ -81,16 +105,7 @@ def ready(kubeconfig: Path, namespace: str, name: str) -> bool:
 def test_the_standby_takes_over_when_the_leader_is_killed(
     sandbox: Sandbox, kubeconfig: Path, namespace: str, tmp_path: Path
 ) -> None:
-    lease = f"defender-operator-{uuid.uuid4().hex[:6]}"
-    first = elected(sandbox, tmp_path / "a", namespace, lease, namespace)
-    second = elected(sandbox, tmp_path / "b", namespace, lease, namespace)
-    try:
-        leader_id = wait_for(lambda: holder(kubeconfig, namespace, lease), 30, "a leader")
-        leader, standby = (first, second) if leader_id in first.log() else (second, first)
-        assert leader_id in leader.log() and leader_id not in standby.log()
-        wait_for(leader.ready, 30, "the leader's /readyz")
-        # Both ready (a rollout and a drain need the standby Ready too); the metric tells which one leads.
-        wait_for(standby.ready, 30, "the standby's /readyz")
+    with two_replicas(sandbox, kubeconfig, namespace, tmp_path) as (lease, leader_id, leader, standby):
         assert f'leader_election_master_status{{name="{lease}"}} 1.0' in leader.metrics()
         assert f'leader_election_master_status{{name="{lease}"}} 0.0' in standby.metrics()
         manifests = [manifest(namespace, f"acme-{i}") for i in range(OBJECTS)]
@@ -128,9 +143,6 @@ def test_the_standby_takes_over_when_the_leader_is_killed(
         kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "--all", "--wait=false", check=True)
         for m in manifests:
             wait_gone(kubeconfig, namespace, m["metadata"]["name"], timeout=120)
-    finally:
-        first.stop()
-        second.stop()
 
 
 def test_a_leader_asked_to_stop_keeps_its_lease_until_its_last_pass_has_ended(
@@ -140,13 +152,7 @@ def test_a_leader_asked_to_stop_keeps_its_lease_until_its_last_pass_has_ended(
     for the pass's daemon after its cancellation timeout (10 s) and returns, but the pass goes on in its worker
     thread and will write when the answer comes: the Lease must stay the old leader's (renewed) until that thread
     has ended, and the standby take over only then. Released at Kopf's return, the standby led beside it."""
-    lease = f"defender-operator-{uuid.uuid4().hex[:6]}"
-    first = elected(sandbox, tmp_path / "a", namespace, lease, namespace)
-    second = elected(sandbox, tmp_path / "b", namespace, lease, namespace)
-    try:
-        leader_id = wait_for(lambda: holder(kubeconfig, namespace, lease), 30, "a leader")
-        leader, standby = (first, second) if leader_id in first.log() else (second, first)
-        wait_for(standby.ready, 30, "the standby's /readyz")
+    with two_replicas(sandbox, kubeconfig, namespace, tmp_path) as (lease, leader_id, leader, _standby):
         # the answer to CreateStack comes 25 s late (within botocore's 30 s read timeout): the pass waits for it
         leader.inject_aws_fault(pathPattern="CreateStack", count=1, latency=25)
         m = manifest(namespace, "rolling")
@@ -167,9 +173,6 @@ def test_a_leader_asked_to_stop_keeps_its_lease_until_its_last_pass_has_ended(
         wait_for(lambda: ready(kubeconfig, namespace, "rolling"), 90, "the object Ready from the new leader")
         assert len(stacks_of(sandbox, account_of(m))) == 1
         delete(kubeconfig, namespace, "rolling")
-    finally:
-        first.stop()
-        second.stop()
 
 
 def test_a_standby_stops_at_once_on_sigterm_even_as_a_containers_first_process(
