@@ -77,6 +77,8 @@ EKS_CLUSTER = "chaos-eks"
 PLATFORM_ROLE = "platform-admins"
 ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 UNMANAGED_INTERVAL = 24
+# what kill_after_aws_write waits for (the fault proxy's path pattern and method)
+STACK_WRITES = ("CreateStack|UpdateStack|DeleteStack|CreateOpenIDConnectProvider", "*")
 EKS_WRITES = (r"^/clusters/[^/]+/access-entries", "POST")  # CreateAccessEntry, AssociateAccessPolicy
 CATALOG_ENV = "DEFENDER_OPERATOR_CATALOG_FILE"  # the catalogFile setting (docs/catalog-rollout.md)
 # IAM's eventual consistency (the emulator's iamPropagationSeconds, sandbox/aws/propagation.py): each account's
@@ -95,9 +97,8 @@ class Outcome:
     violations: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-    phases: dict[str, float] = field(
-        default_factory=dict
-    )  # where the seconds went: set-up, each kind of step, ...
+    # where the seconds went: set-up, each kind of step, settling, judging, deletion, teardown
+    phases: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
@@ -416,14 +417,7 @@ class Runner:
                 world.violations.append(f"replicas: {failed}")
         elif step.op == "kill_after_aws_write":
             # an odd slot aims at EKS: the creation of an access entry, or of its policy association (REST, POST)
-            self.operator.kill_after(
-                "aws",
-                *(
-                    EKS_WRITES
-                    if step.slot % 2
-                    else ("CreateStack|UpdateStack|DeleteStack|CreateOpenIDConnectProvider",)
-                ),
-            )
+            self.operator.kill_after("aws", *(EKS_WRITES if step.slot % 2 else STACK_WRITES))
         elif step.op == "kill_after_arm_write":
             self.operator.kill_after("arm", "securityConnectors", "PUT")
         elif step.op == "aws_faults":

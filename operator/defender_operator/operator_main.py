@@ -29,9 +29,8 @@ from .settings import Settings, settings_from
 
 log = logging.getLogger("defender_operator")
 HEARTBEAT_SECONDS = 5.0
-EVENTS_FLUSH_SECONDS = (
-    5.0  # a stopping leader posts the Events its last passes recorded, for at most this long
-)
+# a stopping leader posts the Events its last passes recorded, for at most this long
+EVENTS_FLUSH_SECONDS = 5.0
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 STALE_AFTER = 30.0
 
