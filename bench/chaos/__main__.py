@@ -11,6 +11,7 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -83,7 +84,17 @@ def main() -> int:
                 break
             seed = args.seed + i
             steps = generate(seed, args.steps)
-            outcome = runner.run(seed, steps)
+            try:
+                outcome = runner.run(seed, steps)
+            except (
+                Exception
+            ):  # the harness gave up waiting (or broke): keep what the operators said, then stop
+                print(f"--- seed {seed}: the harness failed\n{describe(steps)}", flush=True)
+                for n, process in enumerate(operators):
+                    kept = Path(tempfile.gettempdir()) / f"chaos-seed-{seed}-replica-{n}.log"
+                    kept.write_text(process.log())
+                    print(f"    replica {n}'s log: {kept}", flush=True)
+                raise
             done, steps_run = done + 1, steps_run + len(steps)
             for op, n in outcome.counts.items():
                 totals[op] = totals.get(op, 0) + n

@@ -85,6 +85,26 @@ def test_without_a_policy_the_operators_identity_is_refused_at_apply(
     assert refused.returncode != 0 and "spec.azure.credentialsSecretRef" in refused.stderr
 
 
+def test_the_admission_parameter_is_folded_again_whenever_it_changes_a_hand_edit_too(
+    kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """The parameter is re-derived from the policies on its own events: on the operator's first listing (a policy
+    deleted between start-up's fold and that listing, when it was the last one, has no event of its own: campaign
+    seed 14000) and on any edit, so a grant written into it by hand does not last."""
+    before = effective_policies(kubeconfig)
+    forged = {
+        "policy": "forged",
+        "namespaces": {"selector": {}},
+        "awsAccountIds": ["*"],
+        "awsAmbientIdentity": True,
+    }
+    patch = json.dumps([{"op": "add", "path": "/spec/rules/-", "value": forged}])
+    kubectl(
+        kubeconfig, "patch", "effectiveonboardingpolicy", "effective", "--type=json", "-p", patch, check=True
+    )
+    wait_for(lambda: effective_policies(kubeconfig) == before, 30, "the operator to fold the parameter again")
+
+
 def test_the_admission_parameter_is_rewritten_only_when_a_grant_changes(
     kubeconfig: Path, operator: OperatorProcess
 ) -> None:

@@ -13,6 +13,7 @@ import kopf
 
 from ..api.names import (
     ANNOTATION_DELETION_GRACE,
+    EFFECTIVE_PLURAL,
     GROUP,
     POLICY_PLURAL,
     VERSION,
@@ -77,6 +78,18 @@ async def policy_changed(
     else:  # it came back, never went, or went for good (an unannotated deletion)
         runtime.departed.pop(name, None)
     await _refold(runtime, indexes)
+
+
+@kopf.on.event(GROUP, VERSION, EFFECTIVE_PLURAL)
+async def parameter_seen(memo: Any, **indexes: Any) -> None:
+    """The admission policy's parameter as the API server has it, on Kopf's first listing (which comes once every
+    index is filled) and on any change, this process's writes and a hand edit alike: folded again from the
+    policies, and written only where it differs. A policy deleted after start-up's fold and before Kopf first listed
+    the policies has no event in this process, and when it was the last one no other policy's event folds it away:
+    the parameter went on admitting its grants (campaign seed 14000)."""
+    runtime = getattr(memo, "runtime", None)
+    if runtime is not None:
+        await _refold(runtime, indexes)
 
 
 async def _grace_over(runtime: Runtime, name: str, grace: float, indexes: Any) -> None:
