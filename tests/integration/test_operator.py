@@ -260,6 +260,46 @@ def test_role_names_change_only_when_the_spec_says_so(
     delete(kubeconfig, namespace, "acme")
 
 
+def test_a_reconcile_requested_while_the_stack_is_busy_still_looks_for_drift_once_it_is_settled(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """A person deletes a role by hand and asks for a reconcile while CloudFormation updates the stack: the pass that
+    takes the request meets the stack in progress and cannot look for drift yet, but hands the request in as handled.
+    The look for drift must still come once the stack is settled, not at the next hourly check."""
+    m, _ = onboarded(kubeconfig, namespace)
+    iam = aws_in(sandbox, account_of(m), "iam")
+    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 10})
+    try:
+        m["spec"]["plans"] = {
+            "containers": {"enabled": False}
+        }  # an update that leaves the Servers role alone
+        assert apply(kubeconfig, m).returncode == 0
+        wait_condition(kubeconfig, namespace, "acme", "Ready", "False", reason="StackUpdating")
+        for policy in iam.list_role_policies(RoleName="DefenderForCloud-DefenderForServers")["PolicyNames"]:
+            iam.delete_role_policy(RoleName="DefenderForCloud-DefenderForServers", PolicyName=policy)
+        iam.delete_role(RoleName="DefenderForCloud-DefenderForServers")
+        request = request_reconcile(kubeconfig, namespace, "acme")
+        wait_for(
+            lambda: (
+                (get_object(kubeconfig, namespace, "acme") or {})
+                .get("status", {})
+                .get("lastHandledReconcileAt")
+                == request
+            ),
+            30,
+            "the request to be handled",
+        )
+    finally:
+        aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
+    wait_for(
+        lambda: "DefenderForCloud-DefenderForServers" in [r["RoleName"] for r in iam.list_roles()["Roles"]],
+        60,
+        "the deleted role to be recreated",
+    )
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    delete(kubeconfig, namespace, "acme")
+
+
 def test_out_of_band_changes_are_repaired(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
