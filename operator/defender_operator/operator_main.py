@@ -31,6 +31,7 @@ log = logging.getLogger("defender_operator")
 HEARTBEAT_SECONDS = 5.0
 # a stopping leader posts the Events its last passes recorded, for at most this long
 EVENTS_FLUSH_SECONDS = 5.0
+KOPF_SIGNAL_DELAY = 0.1  # a signal while Kopf starts is sent again after this, for Kopf's own handlers
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 STALE_AFTER = 30.0
 
@@ -113,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
                 standalone=True,
                 memo=memo,
                 ready_flag=ready_flag,
-                stop_flag=stop.flag,
                 registry=kopf.get_default_registry(),
             )
         finally:
@@ -148,23 +148,22 @@ def run(args: argparse.Namespace) -> int:
 class _Stop:
     """SIGTERM and SIGINT, from the first moment: as a container's first process (PID 1), which the kernel sends no
     signal it has no handler for, a standby waiting for the Lease (or a replica starting) ignored SIGTERM, and every
-    rollout and drain waited out the pod's grace period for it. Until Kopf is started a signal cancels the run; from
-    then on it sets Kopf's stop flag, so that Kopf's own start-up is never cancelled half way (Kopf then installs its
-    own handlers, which stop it the same way)."""
+    rollout and drain waited out the pod's grace period for it. Until Kopf is started a signal cancels the run; once
+    it is being started, the signal is sent again a moment later, to the handlers Kopf installs as it starts (they
+    stop it gracefully), so that Kopf's own start-up is never cancelled half way."""
 
     def __init__(self) -> None:
-        self.flag = asyncio.Event()
         self.kopf = False
         task = asyncio.current_task()
         assert task is not None
         self.task = task
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self)
+            loop.add_signal_handler(sig, self, sig)
 
-    def __call__(self) -> None:
+    def __call__(self, sig: signal.Signals) -> None:
         if self.kopf:
-            self.flag.set()
+            asyncio.get_running_loop().call_later(KOPF_SIGNAL_DELAY, os.kill, os.getpid(), sig)
         else:
             self.task.cancel()
 
