@@ -1,5 +1,7 @@
-"""``python -m bench.chaos --seed S --schedules N [--steps K] [--hours H] [--replicas R] [--shrink]``: a campaign on
-its own sandbox, the operator as R replicas in leader election (default 2, as the chart runs it).
+"""``python -m bench.chaos --seed S --schedules N [--steps K] [--hours H] [--replicas R] [--shrink] [--weight OP=W]``:
+a campaign on its own sandbox, the operator as R replicas in leader election (default 2, as the chart runs it).
+``--weight`` (repeatable) aims a campaign at some operations (e.g. ``create_organization=6``); a seed's schedule
+depends on the weights, so a campaign is reproduced with the same ones.
 
 Schedule i uses seed S+i. Every schedule is printed as a step list with its verdict; a failing one is shrunk (with
 ``--shrink``) and written out as a regression case under tests/integration/chaos_cases/, which the test suite
@@ -24,7 +26,7 @@ from bench.sandbox import bench_sandbox, operator_state
 
 from .replicas import LEASE_ENV, PACE_ENV
 from .runner import Runner
-from .schedule import Step, describe, generate, to_json
+from .schedule import WEIGHTS, Step, describe, generate, to_json
 from .shrink import shrink
 
 CASES = Path(__file__).resolve().parents[2] / "tests" / "integration" / "chaos_cases"
@@ -50,12 +52,22 @@ def main() -> int:
     )
     parser.add_argument("--summary", help="also write the summary as JSON here")
     parser.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="OP=W",
+        help="another weight for an operation (schedule.WEIGHTS), to aim the campaign at it",
+    )
+    parser.add_argument(
         "--replicas",
         type=int,
         default=2,
         help="operator processes; more than one: leader election on a Lease",
     )
     args = parser.parse_args()
+    weights = {op: float(w) for op, _, w in (item.partition("=") for item in args.weight)}
+    if unknown := set(weights) - set(WEIGHTS):
+        parser.error(f"--weight: no such operation {sorted(unknown)}; they are {sorted(WEIGHTS)}")
     deadline = time.monotonic() + args.hours * 3600
     totals: dict[str, int] = {}
     seconds: dict[str, float] = {}
@@ -83,7 +95,7 @@ def main() -> int:
             if time.monotonic() > deadline:
                 break
             seed = args.seed + i
-            steps = generate(seed, args.steps)
+            steps = generate(seed, args.steps, weights)
             try:
                 outcome = runner.run(seed, steps)
             except (
@@ -129,6 +141,7 @@ def main() -> int:
                 failures.append(Failure(seed, list(outcome.violations), case))
     summary = {
         "firstSeed": args.seed,
+        "weights": weights,
         "schedules": done,
         "steps": steps_run,
         "operations": dict(sorted(totals.items())),

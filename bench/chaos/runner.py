@@ -6,11 +6,13 @@ paused objects resumed, the operator running):
 1. every live object converges: Ready, with its stack (this object's mark) and its connector (this object's mark,
    the spec's account and scan interval) in place, and the discovery role's access entry on its account's EKS
    cluster (this object's mark) exactly when the spec manages entries and has discovery on, and on the IAM catalog
-   the operator runs (a ``catalog`` step rolls it out to another one); or Stalled for a cause the schedule made
+   the operator runs (a ``catalog`` step rolls it out to another one), and for an organization its StackSet (this
+   object's mark) current in exactly the member accounts the spec targets; or Stalled for a cause the schedule made
    (another object's claim on the account, another team's connector of its name);
 2. never two connectors of the operator for one AWS account in the subscription;
 3. deleting every object finishes within a bound, and leaves nothing carrying a deleted object's mark (stacks,
-   connectors, identity-provider user tags, EKS access entries, OnboardingRecords), except what deletionPolicy
+   connectors, identity-provider user tags, EKS access entries, OnboardingRecords, StackSets; with no StackSet left,
+   no role in a member account), except what deletionPolicy
    Orphan or a pause during
    deletion keeps (then a later object of that account may stall on StackOwnedElsewhere);
 4. nothing foreign was modified or deleted: another team's connector keeps its etag, Sentinel keeps its audience,
@@ -42,7 +44,7 @@ from tests.support.account_admin import ensure_role
 from tests.support.catalogs import ADDED_ACTION, changed_catalog
 from tests.support.clouds import arm_client, aws_control, connector_url, foreign_connector_body, send
 from tests.support.kube import apply, condition, get_object, kubectl, list_objects, restart_apiserver
-from tests.support.onboarding import MS_PROVIDER, aws_in, manifest
+from tests.support.onboarding import MS_PROVIDER, aws_in, defender_roles, manifest
 from tests.support.operator import OperatorProcess
 
 from defender_operator.api.names import (
@@ -66,7 +68,7 @@ ALLOWED_STALLED = {"ConnectorConflict", "ConnectorOwnedElsewhere"}
 # an object still needs it for cleanup, and not used for new writes; then gone until a person makes it again.
 SECRET_GONE = {"CredentialsSecretDeleting", "CredentialsSecretMissing"}
 # What a later object of the same account meets where an earlier one was let go without cleanup (Orphan, paused)
-LEFT_BEHIND = {"StackOwnedElsewhere"}
+LEFT_BEHIND = {"StackOwnedElsewhere", "StackSetOwnedElsewhere"}
 ROLE_PATTERN = "arn:aws:iam::*:role/defender-onboarding"  # the role the schedules' objects assume, as granted
 CONVERGE_SECONDS = 180.0
 # Every granted account has an EKS cluster in the manifests' region, with another team's access entry on it (cluster
@@ -87,6 +89,10 @@ CATALOG_ENV = "DEFENDER_OPERATOR_CATALOG_FILE"  # the catalogFile setting (docs/
 IAM_PROPAGATION_SECONDS = 4.0
 DELETE_SECONDS = 180.0
 ACKNOWLEDGE_SECONDS = 90.0  # for the operator to show it saw a grant withdrawn, or given back
+MANAGEMENT = (
+    ACCOUNTS + 1
+)  # index in World.accounts of the organization's management account (granted, no EKS)
+MEMBERS = 2  # member accounts of the organization, in one organizational unit
 _accounts = itertools.count(int(uuid.uuid4().int % 10**6) * 100 + 500000000000)
 
 
@@ -115,7 +121,7 @@ class World:
 
     run: str
     namespaces: list[str]
-    accounts: list[str]  # granted, then the one no grant allows
+    accounts: list[str]  # granted, then the one no grant allows, then the organization's management account
     canary: str
     foreign_account: str
     canaries: list[str] = field(
@@ -151,6 +157,8 @@ class World:
     # PausedNotCleanedUp)
     orphans: dict[str, str] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)  # uids of objects whose pause annotation is set
+    organizational_unit: str = ""  # the OU of the organization's member accounts
+    members: list[str] = field(default_factory=list)
     drifted: set[str] = field(default_factory=set)  # uids of objects one of whose roles a person deleted
     uids: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name" of every object ever created
 
@@ -224,7 +232,7 @@ class Runner:
         world = World(
             run,
             [f"chaos-{run}-{i}" for i in range(NAMESPACES)],
-            [str(next(_accounts)) for _ in range(ACCOUNTS + 1)],
+            [str(next(_accounts)) for _ in range(MANAGEMENT + 1)],
             canary=f"chaos-canary-secret-{uuid.uuid4().hex}",
             foreign_account=str(next(_accounts)),
         )
@@ -236,8 +244,25 @@ class Runner:
             ensure_role(aws_in(self.sandbox, account, "iam"), ROLE_PATTERN.rsplit("/", 1)[-1])
         for account in world.accounts[:ACCOUNTS]:
             self._cluster(world, account)
+        self._organization(world)
         self._grant(world)
         return world
+
+    def _organization(self, world: World) -> None:
+        """The management account's organization: an organizational unit with the member accounts in it."""
+        org = aws_in(self.sandbox, world.accounts[MANAGEMENT], "organizations")
+        org.create_organization(FeatureSet="ALL")
+        root = org.list_roots()["Roots"][0]["Id"]
+        unit = org.create_organizational_unit(ParentId=root, Name="members")["OrganizationalUnit"]["Id"]
+        world.organizational_unit = unit
+        for i in range(MEMBERS):
+            request = org.create_account(Email=f"m{i}@{world.run}.example.com", AccountName=f"m{i}")
+            status = org.describe_create_account_status(
+                CreateAccountRequestId=request["CreateAccountStatus"]["Id"]
+            )
+            account = str(status["CreateAccountStatus"]["AccountId"])
+            org.move_account(AccountId=account, SourceParentId=root, DestinationParentId=unit)
+            world.members.append(account)
 
     def _cluster(self, world: World, account: str) -> None:
         """The account's EKS cluster (access entries and the ConfigMap), with the platform team's entry on it."""
@@ -307,6 +332,7 @@ class Runner:
         again after a deletion for good, it ends that window (:meth:`_restored`)."""
         self._restored(world)
         granted = [a for i, a in enumerate(world.accounts[:ACCOUNTS]) if i not in world.narrowed]
+        granted.append(world.accounts[MANAGEMENT])
         # as the chart makes its policies: a deletion of it is a replacement (Helm's hooks)
         self._policy(world, f"chaos-{world.run}", granted, {ANNOTATION_DELETION_GRACE: "true"})
 
@@ -320,7 +346,12 @@ class Runner:
             "spec": {
                 "namespaces": {"selector": {"matchLabels": {"chaos-run": world.run}}},
                 # access entries managed with the operator's identity are part of the grant (docs/tenancy.md)
-                "aws": {"accountIds": accounts, "roleArns": [ROLE_PATTERN], "eksAccessEntries": True},
+                "aws": {
+                    "accountIds": accounts,
+                    "roleArns": [ROLE_PATTERN],
+                    "eksAccessEntries": True,
+                    "organizations": True,
+                },
                 "azure": {"ambientIdentity": True, "tenantIds": ["*"], "subscriptionIds": ["*"]},
             },
         }
@@ -355,24 +386,32 @@ class Runner:
         index, name = slot_of(step.slot)
         namespace = world.namespaces[index]
         args = step.args
-        if step.op in ("create", "rotate_secret", "delete_secret"):
+        if step.op in ("create", "create_organization", "rotate_secret", "delete_secret"):
             self._revive(world, index)
-        if step.op == "create":
-            m = manifest(namespace, name, account=world.accounts[args["account"]])
+        if step.op in ("create", "create_organization"):
+            organization = step.op == "create_organization"
+            account = world.accounts[MANAGEMENT if organization else args["account"]]
+            m = manifest(namespace, name, account=account)
             m["spec"]["scanIntervalHours"] = args["interval"]
             m["spec"]["plans"] = PLAN_CHOICES[args["plans"]]
-            if args["interval"] != UNMANAGED_INTERVAL:
+            if organization:
+                excluded = {"excludedAccountIds": world.members[:1]} if args["exclude"] else {}
+                m["spec"]["aws"]["organization"] = {
+                    "organizationalUnitIds": [world.organizational_unit],
+                    **excluded,
+                }
+            elif args["interval"] != UNMANAGED_INTERVAL:
                 m["spec"]["aws"]["eksAccessEntries"] = "Manage"
             if args["orphan"]:
                 m["spec"]["deletionPolicy"] = "Orphan"
-            if args["ownSecret"]:
+            if args.get("ownSecret"):
                 m["spec"]["aws"]["credentials"]["secretRef"] = {"name": "aws-keys"}
                 m["spec"]["azure"]["credentialsSecretRef"] = {"name": "azure-app"}
             made = apply(
                 self.kubeconfig, m
             )  # may be refused (an immutable field of a live object): a schedule too
-            if args["ownSecret"] and made.returncode == 0:
-                world.touched.add(world.accounts[args["account"]])  # the tenant's own power, not the grant's
+            if args.get("ownSecret") and made.returncode == 0:
+                world.touched.add(account)  # the tenant's own power, not the grant's
             obj = get_object(self.kubeconfig, namespace, name)
             if obj is not None:
                 world.uids[obj["metadata"]["uid"]] = f"{namespace}/{name}"
@@ -743,7 +782,9 @@ class Runner:
         the policy is made again (:meth:`_restored`, at the latest when the schedule settles)."""
         if world.policy_gone is not None:
             return
-        indexes = [i for i in range(ACCOUNTS) if i not in world.second and i not in world.narrowed]
+        indexes = [i for i in range(ACCOUNTS) if i not in world.second and i not in world.narrowed] + [
+            MANAGEMENT
+        ]
         name = f"chaos-{world.run}"
 
         def delete() -> None:
@@ -900,7 +941,22 @@ class Runner:
             if item["properties"].get("hierarchyIdentifier") == account
         )
         entries = sorted(self._entries(account).items())
+        stack_sets = sorted(
+            (
+                s["StackSetId"],
+                sum(
+                    len(page["Summaries"])
+                    for page in cf.get_paginator("list_stack_set_operations").paginate(
+                        StackSetName=s["StackSetId"]
+                    )
+                ),
+                json.dumps(s["TemplateBody"], sort_keys=True, default=str),
+                str(s.get("Tags")),
+            )
+            for s in self._stack_sets(account)
+        )
         return {
+            "stack sets": stack_sets,
             "stacks": stacks,
             "identity providers": sorted(providers),
             "connectors": connectors,
@@ -1040,7 +1096,7 @@ class Runner:
                         f"converge: {key} Stalled {stalled.get('reason')}: {stalled.get('message', '')[:600]}"
                     )
                 continue
-            violations += self._matches(obj, key)
+            violations += self._matches(world, obj, key)
             mine.setdefault(obj["spec"]["aws"]["accountId"], []).append(key)
         for account, keys in mine.items():
             if len(keys) > 1:
@@ -1049,7 +1105,7 @@ class Runner:
                 )
         return violations
 
-    def _matches(self, obj: dict[str, Any], key: str) -> list[str]:
+    def _matches(self, world: World, obj: dict[str, Any], key: str) -> list[str]:
         """A Ready object's clouds hold exactly what its spec says (the parts the schedule varies)."""
         uid, spec = obj["metadata"]["uid"], obj["spec"]
         account = spec["aws"]["accountId"]
@@ -1064,6 +1120,8 @@ class Runner:
         if len(owned) != 1:
             problems.append(f"clouds: {key} is Ready with {len(owned)} stacks of its own in {account}")
         problems += self._access_entry(obj, key)
+        if spec["aws"].get("organization"):
+            problems += self._members(world, obj, key)
         iam = aws_in(self.sandbox, account, "iam")
         for stack in owned:
             for resource in cf.list_stack_resources(StackName=stack["StackId"])["StackResourceSummaries"]:
@@ -1097,6 +1155,50 @@ class Runner:
         if interval != spec.get("scanIntervalHours", 4):
             problems.append(
                 f"clouds: {key}'s connector scans every {interval} h, the spec says {spec.get('scanIntervalHours')}"
+            )
+        return problems
+
+    def _stack_sets(self, account: str) -> list[dict[str, Any]]:
+        """The account's StackSets that are not deleted, described (template, tags)."""
+        cf = aws_in(self.sandbox, account, "cloudformation")
+        return [
+            cf.describe_stack_set(StackSetName=summary["StackSetName"])["StackSet"]
+            for page in cf.get_paginator("list_stack_sets").paginate()
+            for summary in page["Summaries"]
+            if summary["Status"] != "DELETED"
+        ]
+
+    def _members(self, world: World, obj: dict[str, Any], key: str) -> list[str]:
+        """A Ready organization object has one StackSet of its own, current in exactly the member accounts its
+        spec targets, rendered from the catalog the operator runs."""
+        uid, organization = obj["metadata"]["uid"], obj["spec"]["aws"]["organization"]
+        management = obj["spec"]["aws"]["accountId"]
+        owned = [
+            s for s in self._stack_sets(management)
+            if {t["Key"]: t["Value"] for t in s.get("Tags", [])}.get(OWNER_UID_TAG) == uid
+        ]  # fmt: skip
+        if len(owned) != 1:
+            return [f"clouds: {key} is Ready with {len(owned)} StackSets of its own in {management}"]
+        (stack_set,) = owned
+        cf = aws_in(self.sandbox, management, "cloudformation")
+        instances = [
+            summary
+            for page in cf.get_paginator("list_stack_instances").paginate(
+                StackSetName=stack_set["StackSetName"]
+            )
+            for summary in page["Summaries"]
+        ]
+        wanted = set(world.members) - set(organization.get("excludedAccountIds", []))
+        current = {i["Account"] for i in instances if i["Status"] == "CURRENT"}
+        problems = []
+        if current != wanted or len(instances) != len(wanted):
+            found = sorted((i["Account"], i["Status"]) for i in instances)
+            problems.append(
+                f"clouds: {key} is Ready with StackSet instances {found}, its spec targets {sorted(wanted)}"
+            )
+        if (ADDED_ACTION in json.dumps(stack_set["TemplateBody"])) != self.upgraded:
+            problems.append(
+                f"catalog: {key}'s StackSet is not rendered from catalog {self.versions[self.upgraded]}"
             )
         return problems
 
@@ -1180,6 +1282,7 @@ class Runner:
                 left = sorted(u for u in users if u.split("/")[0] in world.namespaces and u not in kept)
                 if left:
                     violations.append(f"leak: provider {entry['Arn']} still names deleted objects {left}")
+        violations += self._members_left(world, gone)
         records = kubectl(
             self.kubeconfig, "get", "onboardingrecords", "-o", "name", check=True
         ).stdout.split()
@@ -1194,6 +1297,20 @@ class Runner:
                 violations.append(
                     f"leak: connector {item['name']} of deleted {world.uids[item['tags']['defender-operator-owner-uid']]}"
                 )
+        return violations
+
+    def _members_left(self, world: World, gone: set[str]) -> list[str]:
+        """No StackSet of a deleted object is left; with no StackSet left at all, nothing of the onboarding is left
+        in a member account."""
+        violations, left = [], self._stack_sets(world.accounts[MANAGEMENT])
+        for stack_set in left:
+            uid = {t["Key"]: t["Value"] for t in stack_set.get("Tags", [])}.get(OWNER_UID_TAG)
+            if uid in gone:
+                violations.append(f"leak: StackSet {stack_set['StackSetName']} of deleted {world.uids[uid]}")
+        for member in world.members if not left else []:
+            roles = defender_roles(self.sandbox, member)
+            if roles:
+                violations.append(f"leak: member account {member} keeps {roles} with no StackSet left")
         return violations
 
     def _outside(self, world: World) -> list[str]:

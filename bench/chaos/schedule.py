@@ -1,7 +1,8 @@
 """Randomized schedules: what the campaign does, as plain data, reproducible from a seed.
 
 A schedule is a list of steps over a small pool, so that they collide: two namespaces, two object names in each, two
-AWS accounts the grant allows and one it never does, one subscription, one resource group per namespace (two objects for one account and subscription meet
+AWS accounts the grant allows and one it never does, an organization (its management account granted, two member
+accounts), one subscription, one resource group per namespace (two objects for one account and subscription meet
 as a conflict; an object created again under an old name meets what the old one left). Each step is one operation a
 user, a cluster or a cloud does; ``wait`` steps are the random short pauses between them. ``generate`` is pure: the
 same seed gives the same schedule, which ``describe`` prints as a readable step list.
@@ -48,7 +49,11 @@ WEIGHTS: dict[str, float] = {
     "apiserver_restart": 1,  # the kube-apiserver stops and starts again (a control-plane upgrade)
     # The operations below share what was once the last operation's (wait's) weight, so every earlier operation
     # keeps the draws it had and a seed's schedule keeps its other steps (the suite's seeds were chosen for them).
-    "wait": 1.5,
+    "wait": 1.0,
+    # an AWSConnector for the organization's management account (a StackSet for its member accounts): it took the
+    # last third of wait's weight and draws one random() as a wait does (its arguments come from a generator seeded
+    # with it), so every other step of a seed's schedule stays as it was
+    "create_organization": 0.5,
     # a rolling update of the operator to a release with another IAM catalog, or back (a Microsoft change reaching
     # the fleet: docs/catalog-rollout.md); it took the last quarter of wait's weight, so the operations above and
     # below keep their draws
@@ -59,8 +64,12 @@ WEIGHTS: dict[str, float] = {
     "second_policy": 1,  # the admin adds a second policy that grants one account again (several policies add up)
 }
 # Draw nothing of their own beyond one random(), as a wait draws one uniform(): see above.
-TAIL_OPS = ("catalog", "slow_stacks", "failover", "delete_policy", "second_policy")
+TAIL_OPS = ("create_organization", "catalog", "slow_stacks", "failover", "delete_policy", "second_policy")
+# The AWS operations faults are drawn from (a regular expression on the request: CreateStack and UpdateStack also
+# meet the StackSet calls of those names); on an odd slot, EKS's access-entry calls instead (every method: read,
+# made, policy associated, deleted), derived from the slot so that every seed keeps its draws.
 AWS_FAULTY = ("CreateStack", "UpdateStack", "DescribeStacks", "CreateOpenIDConnectProvider", "AssumeRole")
+EKS_FAULTY = r"^/clusters/[^/]+/access-entries"
 PLAN_CHOICES: tuple[dict[str, dict[str, bool]], ...] = (
     {},
     {"servers": {"enabled": False}},
@@ -89,7 +98,7 @@ class Step:
         return f"{self.op}{target}{(' ' + details) if details else ''}"
 
 
-OBJECT_OPS = {"create", "patch", "delete", "pause", "unpause", "reconcile"}
+OBJECT_OPS = {"create", "create_organization", "patch", "delete", "pause", "unpause", "reconcile"}
 NAMESPACE_OPS = {"rotate_secret", "delete_secret", "delete_namespace", "unlabel_namespace", "label_namespace"}
 # Never generated: the judge's own test breaks invariants on purpose with these, to show it sees them broken.
 SABOTAGE_OPS = {"tamper_foreign", "leak_secret", "write_outside_grant"}
@@ -99,12 +108,14 @@ def slot_of(slot: int) -> tuple[int, str]:
     return slot // len(NAMES), NAMES[slot % len(NAMES)]
 
 
-def generate(seed: int, steps: int) -> list[Step]:
+def generate(seed: int, steps: int, weights: dict[str, float] | None = None) -> list[Step]:
+    """``weights`` overrides some operations' weights (a campaign aimed at them); the seeds the suite replays use
+    the defaults."""
     rng = random.Random(seed)
-    ops, weights = list(WEIGHTS), list(WEIGHTS.values())
+    ops, weights_ = list(WEIGHTS), list((WEIGHTS | (weights or {})).values())
     schedule: list[Step] = []
     for _ in range(steps):
-        op = rng.choices(ops, weights)[0]
+        op = rng.choices(ops, weights_)[0]
         slot = rng.randrange(SLOTS)
         args: dict[str, Any] = {}
         if op == "create":
@@ -118,8 +129,9 @@ def generate(seed: int, steps: int) -> list[Step]:
         elif op == "patch":
             args = {"interval": rng.choice([4, 6, 12, 24]), "plans": rng.randrange(len(PLAN_CHOICES))}
         elif op == "aws_faults":
+            drawn = rng.choice(AWS_FAULTY)
             args = {
-                "operation": rng.choice(AWS_FAULTY),
+                "operation": EKS_FAULTY if slot % 2 else drawn,
                 "status": rng.choice([400, 500, 503]),
                 "count": rng.randint(1, 6),
                 **_fault_mode(rng),
@@ -134,6 +146,14 @@ def generate(seed: int, steps: int) -> list[Step]:
             args = {"account": rng.randrange(ACCOUNTS)}
         elif op == "wait":
             args = {"seconds": round(rng.uniform(0.2, 3.0), 1)}
+        elif op == "create_organization":
+            own = random.Random(rng.random())
+            args = {
+                "plans": own.randrange(len(PLAN_CHOICES)),
+                "interval": own.choice([4, 6, 12, 24]),
+                "orphan": own.random() < 0.2,
+                "exclude": own.random() < 0.3,  # the first member account is excluded (excludedAccountIds)
+            }
         elif op in TAIL_OPS:
             drawn = rng.random()
             args = (

@@ -71,3 +71,18 @@ def test_new_operations_only_take_over_draws_that_were_waits() -> None:
         "narrow_policy",
     ]  # fmt: skip
     assert generate(19020, 10) == schedule
+
+
+def test_weights_aim_a_campaign_at_an_operation_and_an_organizations_draws_keep_the_others() -> None:
+    only = {op: 0.0 for op in WEIGHTS} | {"create_organization": 1.0}
+    aimed = generate(7, 20, only)
+    assert {s.op for s in aimed} == {"create_organization"}
+    assert {tuple(sorted(s.args)) for s in aimed} == {("exclude", "interval", "orphan", "plans")}
+    assert len({json.dumps(s.args, sort_keys=True) for s in aimed}) > 5  # drawn, not constant
+    # 30061 has two organizations; without them (waits in their place) its other steps are the same
+    with_organizations = generate(30061, 15)
+    assert [s.op for s in with_organizations].count("create_organization") == 2
+    as_waits = generate(30061, 15, {"wait": 1.5, "create_organization": 0.0})
+    changed = [i for i, (a, b) in enumerate(zip(with_organizations, as_waits, strict=True)) if a != b]
+    assert [with_organizations[i].op for i in changed] == ["create_organization"] * 2
+    assert {as_waits[i].op for i in changed} == {"wait"}
