@@ -209,6 +209,11 @@ class Runner:
                 for o in self._objects(world)
                 if self.upgraded and (condition(o, "Ready") or {}).get("status") == "True"
             )
+            outcome.counts["organizations judged Ready"] = sum(
+                bool(o["spec"]["aws"].get("organization"))
+                for o in self._objects(world)
+                if (condition(o, "Ready") or {}).get("status") == "True"
+            )
             outcome.counts["replicas killed at the end of their grace period"] = (
                 self.operator.slow_stops - slow
             )
