@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     in_progress_seconds: float = Field(
         default=15.0, gt=0, description="How soon to look again while CloudFormation is working."
     )
+    policy_relist_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the policies are listed again, whatever the watch says: a watch can go silent without "
+        "ending (an API server's watch cache stalled after a restart: campaign seed 40011), and a policy deleted then "
+        "would go on granting until the watch ends (minutes). The grants follow the newer of the list and the last "
+        "event (docs/tenancy.md).",
+    )
     policy_grace_seconds: float = Field(
         default=10.0,
         ge=0,

@@ -4,6 +4,7 @@ from typing import Any
 
 from defender_operator.api.policy import ClusterOnboardingPolicySpec, effective_rule, glob_regex
 from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.handlers.tenancy import newer_rules
 from defender_operator.reconcile.tenancy import DEFAULT, admit
 from tests.support.manifests import base_manifest
 
@@ -154,3 +155,14 @@ def test_a_delegated_administrator_is_an_account_the_grant_must_list_too() -> No
     )
     both = policy("both", **{**body, "aws": {**body["aws"], "accountIds": [X, Y]}})
     assert admit(delegated, "a", {}, [both]).allowed_by == "both"
+
+
+def test_the_grants_follow_whichever_saw_the_policies_last() -> None:
+    """A watch can go silent without ending (campaign seed 40011): a fold's list that began after the last policy
+    event is newer than the index, and decides; an event after the list began makes the index newer again."""
+    kept, gone = policy("kept", **TEAM_A_BODY), policy("gone", **TEAM_A_BODY)
+    indexed = [kept, gone]  # the index still has a policy the API server deleted: its watch said nothing
+    assert newer_rules((20.0, [kept]), 10.0, indexed) == [kept]
+    assert newer_rules((10.0, [kept]), 10.0, indexed) == [kept]  # listed at the event: the list has it too
+    assert newer_rules((5.0, [kept]), 10.0, indexed) == indexed  # an event after the list began
+    assert newer_rules(None, 0.0, indexed) == indexed  # no fold yet

@@ -50,6 +50,11 @@ class Runtime:
     # namespace -> its labels at its last event (the index holds the new ones by the time a handler runs)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     folding: asyncio.Lock = field(default_factory=asyncio.Lock)  # one fold of the policies at a time
+    # the policies' rules as the last fold listed them, and when that list began; and when the last policy event came
+    # (the grants follow whichever is newer: tenancy.rules_of)
+    listed: tuple[float, list[EffectiveRule]] | None = None
+    policy_event_at: float = 0.0
+    relisting: "asyncio.Task[None] | None" = None  # lists the policies again every policy_relist_seconds
     # policy name -> (its rule, when its grace ends) for policies deleted less than policy_grace_seconds ago
     departed: dict[str, tuple[EffectiveRule, float]] = field(default_factory=dict)
     tasks: set["asyncio.Task[None]"] = field(

@@ -65,6 +65,7 @@ async def policy_changed(
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
+    runtime.policy_event_at = time.monotonic()
     grace = runtime.settings.policy_grace_seconds
     replaced = (meta.get("annotations") or {}).get(ANNOTATION_DELETION_GRACE) == "true"
     # Kopf handles each policy object's events in order, but two objects of one name (the one Helm deleted, the one
@@ -89,7 +90,23 @@ async def parameter_seen(memo: Any, **indexes: Any) -> None:
     the parameter went on admitting its grants (campaign seed 14000)."""
     runtime = getattr(memo, "runtime", None)
     if runtime is not None:
+        if runtime.relisting is None:
+            runtime.relisting = asyncio.create_task(_relist(runtime, indexes))
         await _refold(runtime, indexes)
+
+
+async def _relist(runtime: Runtime, indexes: Any) -> None:
+    """Fold the policies again every ``policy_relist_seconds``, listed afresh. A watch can go silent without ending:
+    after an API server restart its watch caches stalled for minutes while lists still answered (campaign seed
+    40011, the sandbox's kube-apiserver 1.37 on etcd 3.5), and Kopf's watch of the policies then brought neither the
+    deletion of a policy nor anything else; objects went on using a grant that was gone. The list is a consistent
+    read, answered from etcd when the cache lags, so a fold sees the policies as they are (``rules_of``)."""
+    while True:
+        await asyncio.sleep(runtime.settings.policy_relist_seconds)
+        try:
+            await _refold(runtime, indexes)
+        except Exception as exc:  # the API server is away: the next interval tries again
+            log.warning("the policies could not be listed again", extra={"error": one_line(exc)})
 
 
 async def _grace_over(runtime: Runtime, name: str, grace: float, indexes: Any) -> None:
@@ -119,7 +136,10 @@ async def _grace_over(runtime: Runtime, name: str, grace: float, indexes: Any) -
 async def _refold(runtime: Runtime, indexes: Any) -> None:
     """Rewrite the admission policy's parameter, and wake what the grants concern when they changed."""
     async with runtime.folding:  # two folds at once could write the older list last
-        await runtime.workers.call(sync_effective_policy, runtime.kube, departed_rules(runtime))
+        began = time.monotonic()
+        listed = await runtime.workers.call(listed_rules, runtime.kube)
+        await runtime.workers.call(sync_effective_policy, runtime.kube, departed_rules(runtime), listed)
+        runtime.listed = (began, listed)
     grants = tuple(sorted(rule.model_dump_json() for rule in rules_of(runtime, indexes)))
     if grants == runtime.grants_seen:  # a policy's metadata, or a re-list: the grants are the same
         return
@@ -135,8 +155,11 @@ def departed_rules(runtime: Runtime) -> list[EffectiveRule]:
 
 
 def rules_of(runtime: Runtime, indexes: Any) -> list[EffectiveRule]:
-    """The rules the grants are decided from: every policy's in the index, and the departed ones still in grace."""
-    live = [rule for entries in indexes["policies"].values() for rule in entries]
+    """The rules the grants are decided from: every policy's, and the departed ones still in grace. Every policy's
+    from the index, or from the last fold's list when that list began after the last policy event (the watch that
+    fills the index may have gone silent: ``_relist``)."""
+    indexed = [rule for entries in indexes["policies"].values() for rule in entries]
+    live = newer_rules(runtime.listed, runtime.policy_event_at, indexed)
     names = {rule.policy for rule in live}
     return live + [rule for rule in departed_rules(runtime) if rule.policy not in names]
 
@@ -206,14 +229,29 @@ def _first_of(index: Any) -> dict[str, tuple[str, str]]:
     return {uid: next(iter(values)) for uid, values in dict(index).items() if values}
 
 
-def sync_effective_policy(kube: Kube, departed: Sequence[EffectiveRule] = ()) -> bool:
-    """The EffectiveOnboardingPolicy ``effective``: every policy's rule (read afresh, not from the index, so the
-    parameter never lags behind a policy that was just written), and the rules of policies deleted but still in
-    their grace (``departed``) unless a policy of the same name is back."""
-    listed = [
+def listed_rules(kube: Kube) -> list[EffectiveRule]:
+    """Every policy's rule, read afresh (a consistent list), not from the index."""
+    return [
         effective_rule(p["metadata"]["name"], ClusterOnboardingPolicySpec.model_validate(p.get("spec") or {}))
         for p in kube.list_policies()
     ]
+
+
+def newer_rules(
+    listed: tuple[float, list[EffectiveRule]] | None, event_at: float, indexed: list[EffectiveRule]
+) -> list[EffectiveRule]:
+    """The policies' rules from the last fold's list when that list began at or after the last policy event came,
+    else from the index: whichever saw the policies last."""
+    return list(listed[1]) if listed is not None and listed[0] >= event_at else indexed
+
+
+def sync_effective_policy(
+    kube: Kube, departed: Sequence[EffectiveRule] = (), listed: list[EffectiveRule] | None = None
+) -> bool:
+    """The EffectiveOnboardingPolicy ``effective``: every policy's rule (``listed``, or read afresh: never from the
+    index, so the parameter never lags behind a policy that was just written), and the rules of policies deleted
+    but still in their grace (``departed``) unless a policy of the same name is back."""
+    listed = listed_rules(kube) if listed is None else listed
     names = {rule.policy for rule in listed}
     rules = sorted([*listed, *(r for r in departed if r.policy not in names)], key=lambda r: r.policy)
     # without nulls, as the API server stores it (it drops them): a null kept would make every sync a change
