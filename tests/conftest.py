@@ -15,12 +15,14 @@ from defender_operator.handlers.tenancy import sync_effective_policy
 from defender_operator.kube import Kube
 from defender_operator.sandbox import Sandbox, binaries, processes
 from tests.support.kube import api_client, apply, kubectl, settle_admission
+from tests.support.operator import logs_of
 from tests.support.policies import OPT_OUT
 
 
 @pytest.fixture(scope="session")
-def sandbox_state() -> Path:
-    return binaries.cache_dir() / "test-sandbox"
+def sandbox_state(worker_id: str) -> Path:
+    """One sandbox per pytest-xdist worker (``scripts/test`` runs two), each in its own directory."""
+    return binaries.cache_dir() / ("test-sandbox" if worker_id == "master" else f"test-sandbox-{worker_id}")
 
 
 # The tests' own grant: every namespace may have AWSConnectors use the operator's identity, except namespaces labeled
@@ -60,7 +62,7 @@ def sandbox(sandbox_state: Path) -> Iterator[Sandbox]:
         sync_effective_policy(Kube(api_client(running.control_plane.kubeconfig)))
         yield running
     finally:
-        sandbox_module.down(sandbox_state, keep_logs=sandbox_state.with_name("test-sandbox-logs"))
+        sandbox_module.down(sandbox_state, keep_logs=logs_of(running))
         assert not [r for r in processes.recorded(sandbox_state) if r.alive()]
 
 

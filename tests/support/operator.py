@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from defender_operator.sandbox import Sandbox, binaries, processes
+from defender_operator.sandbox import Sandbox, processes
 from defender_operator.sandbox.emulators import control, start_proxy
 
 from .clouds import arm_control, arm_requests
@@ -199,15 +199,20 @@ def start_operator(
 def module_operator(
     sandbox: Sandbox, tmp_path_factory: Any, name: str, **options: Any
 ) -> Iterator[OperatorProcess]:
-    """An operator for a test module; its log is kept beside the sandbox's (test-sandbox-logs/<name>.log)."""
+    """An operator for a test module; its log is kept beside the sandbox's (test-sandbox[-gwN]-logs/<name>.log)."""
     running = start_operator(sandbox, tmp_path_factory.mktemp(name), **options)
     try:
         yield running
     finally:
         running.stop()
-        logs = binaries.cache_dir() / "test-sandbox-logs"
+        logs = logs_of(sandbox)
         logs.mkdir(parents=True, exist_ok=True)
         shutil.copy(running.state / "operator.log", logs / f"{name}.log")
+
+
+def logs_of(sandbox: Sandbox) -> Path:
+    """Where a test sandbox's logs, and its operators', are kept once it stops: beside its state directory."""
+    return sandbox.state.with_name(f"{sandbox.state.name}-logs")
 
 
 # --- waiting on what users see ---------------------------------------------------------------------------------------
