@@ -113,6 +113,11 @@ def _redacted(status: dict[str, Any], namespace: str) -> dict[str, Any]:
     return {**status, "conditions": conditions} if "conditions" in status else status
 
 
+FOLD_TIMEOUT_SECONDS = (
+    30  # the policies' list and the admission parameter's read and write (handlers/tenancy.py)
+)
+
+
 class Kube:
     _EVENT_CACHE = 4096  # events remembered for aggregation (client-go's LRU holds 4096 too)
 
@@ -343,8 +348,10 @@ class Kube:
         return True
 
     def list_policies(self) -> list[dict[str, Any]]:
-        """Every ClusterOnboardingPolicy."""
-        found = self.custom.list_cluster_custom_object(GROUP, VERSION, POLICY_PLURAL)
+        """Every ClusterOnboardingPolicy (bounded in time: a fold holds the lock every other fold waits on)."""
+        found = self.custom.list_cluster_custom_object(
+            GROUP, VERSION, POLICY_PLURAL, _request_timeout=FOLD_TIMEOUT_SECONDS
+        )
         return list(cast(dict[str, Any], found).get("items", []))
 
     def ensure_effective_policy(self, spec: dict[str, Any]) -> bool:
@@ -352,7 +359,9 @@ class Kube:
         try:
             current = cast(
                 dict[str, Any],
-                self.custom.get_cluster_custom_object(GROUP, VERSION, EFFECTIVE_PLURAL, EFFECTIVE_NAME),
+                self.custom.get_cluster_custom_object(
+                    GROUP, VERSION, EFFECTIVE_PLURAL, EFFECTIVE_NAME, _request_timeout=FOLD_TIMEOUT_SECONDS
+                ),
             )
         except ApiException as exc:
             if exc.status != 404:
@@ -363,7 +372,9 @@ class Kube:
                 "metadata": {"name": EFFECTIVE_NAME, "labels": {"app.kubernetes.io/managed-by": COMPONENT}},
                 "spec": spec,
             }
-            self.custom.create_cluster_custom_object(GROUP, VERSION, EFFECTIVE_PLURAL, body)
+            self.custom.create_cluster_custom_object(
+                GROUP, VERSION, EFFECTIVE_PLURAL, body, _request_timeout=FOLD_TIMEOUT_SECONDS
+            )
             return True
         if current.get("spec") == spec:
             return False
@@ -374,6 +385,7 @@ class Kube:
             EFFECTIVE_NAME,
             [{"op": "add", "path": "/spec", "value": spec}],
             _content_type=JSON_PATCH,
+            _request_timeout=FOLD_TIMEOUT_SECONDS,
         )
         return True
 

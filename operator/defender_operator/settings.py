@@ -70,8 +70,8 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the policies are listed again, whatever the watch says: a watch can go silent without "
         "ending (an API server's watch cache stalled after a restart: campaign seed 40011), and a policy deleted then "
-        "would go on granting until the watch ends (minutes). The grants follow the newer of the list and the last "
-        "event (docs/tenancy.md).",
+        "would go on granting until the watch ends (minutes). A grant holds where both the list and the watch's view "
+        "allow it (docs/tenancy.md).",
     )
     policy_grace_seconds: float = Field(
         default=10.0,

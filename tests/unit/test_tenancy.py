@@ -4,8 +4,7 @@ from typing import Any
 
 from defender_operator.api.policy import ClusterOnboardingPolicySpec, effective_rule, glob_regex
 from defender_operator.api.spec import AWSConnectorSpec
-from defender_operator.handlers.tenancy import newer_rules
-from defender_operator.reconcile.tenancy import DEFAULT, admit
+from defender_operator.reconcile.tenancy import DEFAULT, admit, narrower
 from tests.support.manifests import base_manifest
 
 X, Y = "111122223333", "444455556666"
@@ -157,12 +156,17 @@ def test_a_delegated_administrator_is_an_account_the_grant_must_list_too() -> No
     assert admit(delegated, "a", {}, [both]).allowed_by == "both"
 
 
-def test_the_grants_follow_whichever_saw_the_policies_last() -> None:
-    """A watch can go silent without ending (campaign seed 40011): a fold's list that began after the last policy
-    event is newer than the index, and decides; an event after the list began makes the index newer again."""
-    kept, gone = policy("kept", **TEAM_A_BODY), policy("gone", **TEAM_A_BODY)
-    indexed = [kept, gone]  # the index still has a policy the API server deleted: its watch said nothing
-    assert newer_rules((20.0, [kept]), 10.0, indexed) == [kept]
-    assert newer_rules((10.0, [kept]), 10.0, indexed) == [kept]  # listed at the event: the list has it too
-    assert newer_rules((5.0, [kept]), 10.0, indexed) == indexed  # an event after the list began
-    assert newer_rules(None, 0.0, indexed) == indexed  # no fold yet
+def test_a_grant_holds_where_both_views_of_the_policies_allow_it() -> None:
+    """The watch's index and a fresh list can each be the stale one (a watch gone silent keeps a deleted policy in
+    the index, campaign seed 40011; a list can be older than the event that follows it): the operator's identity is
+    used where both allow it, and a refusal by either refuses."""
+    wide = policy("wide", **{**TEAM_A_BODY, "aws": {**TEAM_A_BODY["aws"], "accountIds": ["*"]}})
+    team_a = policy("team-a", **TEAM_A_BODY)
+    s = spec(aws={"roleArn": ROLE_X}, resourceGroup="defender-connectors")
+    both = narrower(admit(s, "a", {}, [wide]), admit(s, "a", {}, [team_a]))
+    assert both.refusal is None and both.aws_accounts == tuple(TEAM_A_BODY["aws"]["accountIds"])
+    gone = admit(s, "a", {}, [])  # the list no longer has the policy the index still holds
+    assert narrower(admit(s, "a", {}, [team_a]), gone) == gone
+    assert narrower(gone, admit(s, "a", {}, [team_a])) == gone
+    mine = admit(spec(aws={"secretRef": {"name": "keys"}}, azure_secret=True), "a", {}, [])
+    assert narrower(mine, mine) == mine  # the tenant's own Secrets need no policy in either view

@@ -43,17 +43,19 @@ class Runtime:
     blocked: dict[str, tuple[str, str]] = field(default_factory=dict)
     # counts changes of what the grants allow (a policy, or which policies select a namespace), for blocked cleanups
     grants_version: int = 0
-    # the grants as the policies' index held them at the last policy event (what passes and cleanups decide from);
-    # None until this leader's first policy event, which so wakes blocked cleanups once (a grant given back while no
-    # replica led is seen as any other change)
-    grants_seen: tuple[str, ...] | None = None
+    # the grants as the last fold saw them, each view of the policies (tenancy.rule_views: what passes and cleanups
+    # decide from); None until this leader's first fold, which so wakes blocked cleanups once (a grant given back
+    # while no replica led is seen as any other change)
+    grants_seen: tuple[tuple[str, ...], ...] | None = None
     # namespace -> its labels at its last event (the index holds the new ones by the time a handler runs)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     folding: asyncio.Lock = field(default_factory=asyncio.Lock)  # one fold of the policies at a time
-    # the policies' rules as the last fold listed them, and when that list began; and when the last policy event came
-    # (the grants follow whichever is newer: tenancy.rules_of)
-    listed: tuple[float, list[EffectiveRule]] | None = None
-    policy_event_at: float = 0.0
+    # the policies' rules as the last fold listed them (a grant holds where these and the index agree:
+    # tenancy.rule_views)
+    listed: list[EffectiveRule] | None = None
+    vanished: dict[str, float] = field(
+        default_factory=dict
+    )  # policy name -> when a list first showed it gone
     relisting: "asyncio.Task[None] | None" = None  # lists the policies again every policy_relist_seconds
     # policy name -> (its rule, when its grace ends) for policies deleted less than policy_grace_seconds ago
     departed: dict[str, tuple[EffectiveRule, float]] = field(default_factory=dict)
@@ -128,7 +130,9 @@ def configure_kopf(settings: kopf.OperatorSettings, operator: Settings) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = PROGRESS
     settings.persistence.diffbase_storage = NoDiffBase()
-    settings.watching.server_timeout = 300  # the API server ends a watch after 5 minutes; Kopf then re-lists
+    # the API server ends a watch after 5 minutes; Kopf then watches again from the last resourceVersion it saw (it
+    # lists again only when that is gone, 410)
+    settings.watching.server_timeout = 300
     # a LIST then a watch, never a streaming list (sendInitialEvents): an API server over an etcd without
     # RequestWatchProgress accepts that request and then ends it with an error (the sandbox's etcd 3.5.1 is one)
     settings.watching.initial_streaming = False

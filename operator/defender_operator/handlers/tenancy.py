@@ -3,6 +3,7 @@ cleanups that decide the grant from them, and folded into the admission policy's
 grant wakes the objects it concerns and their blocked cleanups (``reconcile/tenancy.py`` decides the grant)."""
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from ..api.names import (
     ANNOTATION_DELETION_GRACE,
@@ -26,7 +28,7 @@ from ..api.policy import (
 )
 from ..kube import Kube, one_line
 from ..reconcile.model import Target
-from ..reconcile.tenancy import Admission, admit
+from ..reconcile.tenancy import Admission, admit, narrower
 from .runtime import CLEANUP_HANDLER, PROGRESS, Runtime
 
 log = logging.getLogger("defender_operator")
@@ -65,15 +67,19 @@ async def policy_changed(
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
-    runtime.policy_event_at = time.monotonic()
     grace = runtime.settings.policy_grace_seconds
     replaced = (meta.get("annotations") or {}).get(ANNOTATION_DELETION_GRACE) == "true"
     # Kopf handles each policy object's events in order, but two objects of one name (the one Helm deleted, the one
     # it created) in any order: a deletion seen after its successor is live keeps nothing
-    if type == "DELETED" and replaced and grace > 0 and name not in indexes["policies"]:
+    # the grace runs from when a fold's list first showed it gone, if one did before its event came (the watch may
+    # have been behind for minutes, _relist: its grace is over then, not started again)
+    now = time.monotonic()
+    gone_since = runtime.vanished.pop(name, now) if type == "DELETED" else now
+    until = min(gone_since, now) + grace
+    if type == "DELETED" and replaced and until > now and name not in indexes["policies"]:
         rule = effective_rule(name, ClusterOnboardingPolicySpec.model_validate(dict(spec or {})))
-        runtime.departed[name] = (rule, time.monotonic() + grace)
-        task = asyncio.create_task(_grace_over(runtime, name, grace, indexes))
+        runtime.departed[name] = (rule, until)
+        task = asyncio.create_task(_grace_over(runtime, name, until - now, indexes))
         runtime.tasks.add(task)
         task.add_done_callback(runtime.tasks.discard)
     else:  # it came back, never went, or went for good (an unannotated deletion)
@@ -100,7 +106,7 @@ async def _relist(runtime: Runtime, indexes: Any) -> None:
     after an API server restart its watch caches stalled for minutes while lists still answered (campaign seed
     40011, the sandbox's kube-apiserver 1.37 on etcd 3.5), and Kopf's watch of the policies then brought neither the
     deletion of a policy nor anything else; objects went on using a grant that was gone. The list is a consistent
-    read, answered from etcd when the cache lags, so a fold sees the policies as they are (``rules_of``)."""
+    read, answered from etcd when the cache lags, so a fold sees the policies as they are (``rule_views``)."""
     while True:
         await asyncio.sleep(runtime.settings.policy_relist_seconds)
         try:
@@ -136,11 +142,13 @@ async def _grace_over(runtime: Runtime, name: str, grace: float, indexes: Any) -
 async def _refold(runtime: Runtime, indexes: Any) -> None:
     """Rewrite the admission policy's parameter, and wake what the grants concern when they changed."""
     async with runtime.folding:  # two folds at once could write the older list last
-        began = time.monotonic()
         listed = await runtime.workers.call(listed_rules, runtime.kube)
+        _note_vanished(runtime, listed)
+        runtime.listed = listed
         await runtime.workers.call(sync_effective_policy, runtime.kube, departed_rules(runtime), listed)
-        runtime.listed = (began, listed)
-    grants = tuple(sorted(rule.model_dump_json() for rule in rules_of(runtime, indexes)))
+    grants = tuple(
+        tuple(sorted(rule.model_dump_json() for rule in view)) for view in rule_views(runtime, indexes)
+    )
     if grants == runtime.grants_seen:  # a policy's metadata, or a re-list: the grants are the same
         return
     runtime.grants_seen = grants
@@ -154,14 +162,29 @@ def departed_rules(runtime: Runtime) -> list[EffectiveRule]:
     return [rule for rule, until in list(runtime.departed.values()) if until > now]
 
 
-def rules_of(runtime: Runtime, indexes: Any) -> list[EffectiveRule]:
-    """The rules the grants are decided from: every policy's, and the departed ones still in grace. Every policy's
-    from the index, or from the last fold's list when that list began after the last policy event (the watch that
-    fills the index may have gone silent: ``_relist``)."""
-    indexed = [rule for entries in indexes["policies"].values() for rule in entries]
-    live = newer_rules(runtime.listed, runtime.policy_event_at, indexed)
-    names = {rule.policy for rule in live}
-    return live + [rule for rule in departed_rules(runtime) if rule.policy not in names]
+def _note_vanished(runtime: Runtime, listed: list[EffectiveRule]) -> None:
+    """When each policy the previous list had first went missing from a list (a deletion's grace runs from then)."""
+    names = {rule.policy for rule in listed}
+    for rule in runtime.listed or []:
+        if rule.policy not in names:
+            runtime.vanished.setdefault(rule.policy, time.monotonic())
+    for name in names:
+        runtime.vanished.pop(name, None)
+
+
+def rule_views(runtime: Runtime, indexes: Any) -> list[list[EffectiveRule]]:
+    """The rules the grants are decided from, in two views: every policy in the watch's index, and every policy in
+    the last fold's list (once there is one), each with the departed ones still in grace. A grant holds where both
+    views have it (``reconcile.tenancy.narrower``): neither is always the newer. The watch may have gone silent
+    (``_relist``), and Kopf keeps in its index a policy deleted while its watch was away; the list is as old as the
+    last fold, which every policy event makes at once."""
+    views = [[rule for entries in indexes["policies"].values() for rule in entries]]
+    if runtime.listed is not None:
+        views.append(list(runtime.listed))
+    departed = departed_rules(runtime)
+    return [
+        view + [rule for rule in departed if rule.policy not in {r.policy for r in view}] for view in views
+    ]
 
 
 @kopf.on.event("", "v1", "namespaces")
@@ -181,7 +204,7 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
     runtime.namespace_labels[name] = now
     if before is None or before == now:
         return
-    rules = rules_of(runtime, indexes)
+    rules = [rule for view in rule_views(runtime, indexes) for rule in view]
 
     def selecting(labels: dict[str, str]) -> set[str]:
         return {rule.policy for rule in rules if rule.namespaces.selects(name, labels)}
@@ -230,19 +253,21 @@ def _first_of(index: Any) -> dict[str, tuple[str, str]]:
 
 
 def listed_rules(kube: Kube) -> list[EffectiveRule]:
-    """Every policy's rule, read afresh (a consistent list), not from the index."""
-    return [
-        effective_rule(p["metadata"]["name"], ClusterOnboardingPolicySpec.model_validate(p.get("spec") or {}))
-        for p in kube.list_policies()
-    ]
-
-
-def newer_rules(
-    listed: tuple[float, list[EffectiveRule]] | None, event_at: float, indexed: list[EffectiveRule]
-) -> list[EffectiveRule]:
-    """The policies' rules from the last fold's list when that list began at or after the last policy event came,
-    else from the index: whichever saw the policies last."""
-    return list(listed[1]) if listed is not None and listed[0] >= event_at else indexed
+    """Every policy's rule, read afresh (a consistent list), not from the index. A policy the model refuses grants
+    nothing (its own index entry fails the same way), and keeps no other policy from being folded."""
+    rules = []
+    for policy in kube.list_policies():
+        name = policy["metadata"]["name"]
+        try:
+            rules.append(
+                effective_rule(name, ClusterOnboardingPolicySpec.model_validate(policy.get("spec") or {}))
+            )
+        except ValidationError as exc:
+            log.warning(
+                "a ClusterOnboardingPolicy is not valid; it grants nothing",
+                extra={"policy": name, "error": one_line(exc)},
+            )
+    return rules
 
 
 def sync_effective_policy(
@@ -265,7 +290,11 @@ def sync_effective_policy(
 
 
 def admission_of(runtime: Runtime, target: Target, indexes: Any) -> Admission:
-    """The grant, decided now from the policies' and namespaces' indexes (on the event loop, which updates them)."""
-    rules = rules_of(runtime, indexes)
+    """The grant, decided now from both views of the policies (``rule_views``: where both allow it) and the
+    namespaces' index (on the event loop, which updates them)."""
     labels: dict[str, str] = next(iter(indexes["namespace_labels"].get(target.namespace, [])), {})
-    return admit(target.spec, target.namespace, labels, rules, adopt=target.adopt)
+    decisions = [
+        admit(target.spec, target.namespace, labels, rules, adopt=target.adopt)
+        for rules in rule_views(runtime, indexes)
+    ]
+    return functools.reduce(narrower, decisions)

@@ -146,3 +146,19 @@ def admit(
         f"grants the operator's identity with a ClusterOnboardingPolicy ({POLICY_DOC}). Nothing is written while it is not "
         "allowed.",
     )
+
+
+def narrower(first: Admission, second: Admission) -> Admission:
+    """What two decisions from two views of the policies allow together: a refusal by either, else the accounts
+    both let the operator's identity act in. The operator decides from the watch's index and from a fresh list
+    (handlers/tenancy.py: rule_views), neither of which is always the newer: a grant holds where both have it."""
+    if first.refusal is not None:
+        return first
+    if second.refusal is not None:
+        return second
+    if first.aws_accounts is None or second.aws_accounts is None or ANY in second.aws_accounts:
+        return first
+    if ANY in first.aws_accounts:
+        return second
+    both = tuple(a for a in first.aws_accounts if a in second.aws_accounts)
+    return Admission(first.allowed_by, aws_accounts=both)
