@@ -76,7 +76,9 @@ def aws_control(sandbox: Sandbox, path: str, payload: Any = None) -> Any:
 def reset_clouds(sandbox: Sandbox) -> None:
     assert sandbox.aws_endpoint
     control(sandbox.aws_endpoint, "/moto-api/reset", {})  # also stops authorizing IAM principals
-    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0, "pageSize": 100})
+    aws_control(
+        sandbox, "/_sandbox/config", {"asyncStackSeconds": 0, "pageSize": 100, "iamPropagationSeconds": 0}
+    )
     arm_control(sandbox, "/_sandbox/reset", {})
 
 
