@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from defender_operator.api.spec import AWSConnectorSpec
-from defender_operator.render.catalog import catalog
+from defender_operator.render.catalog import catalog, catalog_version
 from defender_operator.render.cloudformation import member_template
 from defender_operator.sandbox import Sandbox
 from tests.support import organization_scenario
@@ -85,6 +85,13 @@ def test_a_kill_between_creating_and_deploying_the_stackset_is_repaired(
         assert obj["status"]["organization"]["memberAccounts"] == len(members)  # not "deployed to 0"
         for member in members:  # the child OU's account too
             assert "CspmMonitorAws" in defender_roles(sandbox, member)
+        # and it says which catalog it is on (the killed pass recorded no template for the StackSet: seed 41028)
+        wait_for(
+            lambda: ((get_object(kubeconfig, namespace, "org") or {}).get("status") or {}).get("catalog"),
+            30,
+            "status.catalog",
+        )
+        assert get_object(kubeconfig, namespace, "org")["status"]["catalog"]["version"] == catalog_version()
     finally:
         aws_control(sandbox, "/_sandbox/config", {"pageSize": 100})
     delete(kubeconfig, namespace, "org")

@@ -472,6 +472,10 @@ def reconcile_organization(
             ],
             requeue_after=settings.in_progress_seconds,
         )
+    # the template the StackSet carries, as observed: a pass killed after it wrote the StackSet and before it wrote
+    # its status left none, and the catalog the object is on (rollout.written) was then never said (campaign seed
+    # 41028)
+    status.template_hash = member.sha256
     if target.deep or settled:  # level-triggered: exactly the member accounts of the targets have an instance
         wanted = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
         wanted -= set(targets.excluded_accounts)
