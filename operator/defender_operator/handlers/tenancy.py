@@ -182,9 +182,13 @@ def rule_views(runtime: Runtime, indexes: Any) -> list[list[EffectiveRule]]:
     if runtime.listed is not None:
         views.append(list(runtime.listed))
     departed = departed_rules(runtime)
-    return [
-        view + [rule for rule in departed if rule.policy not in {r.policy for r in view}] for view in views
-    ]
+    return [_with_departed(view, departed) for view in views]
+
+
+def _with_departed(view: list[EffectiveRule], departed: list[EffectiveRule]) -> list[EffectiveRule]:
+    """A view's rules, and the departed ones still in grace whose policy is not back in it."""
+    live = {rule.policy for rule in view}
+    return view + [rule for rule in departed if rule.policy not in live]
 
 
 @kopf.on.event("", "v1", "namespaces")
