@@ -9,6 +9,7 @@ instead of creating another (k8s.io/client-go/tools/record/events_cache.go, getE
 
 import base64
 import hashlib
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -113,9 +114,7 @@ def _redacted(status: dict[str, Any], namespace: str) -> dict[str, Any]:
     return {**status, "conditions": conditions} if "conditions" in status else status
 
 
-FOLD_TIMEOUT_SECONDS = (
-    30  # the policies' list and the admission parameter's read and write (handlers/tenancy.py)
-)
+FOLD_TIMEOUT_SECONDS = 30  # the policies' and namespaces' lists and the admission parameter's read and write (handlers/tenancy.py)
 
 
 class Kube:
@@ -353,6 +352,13 @@ class Kube:
             GROUP, VERSION, POLICY_PLURAL, _request_timeout=FOLD_TIMEOUT_SECONDS
         )
         return list(cast(dict[str, Any], found).get("items", []))
+
+    def list_namespace_labels(self) -> dict[str, dict[str, str]]:
+        """Every namespace's labels, listed afresh (bounded in time, as the policies' list). Read as plain JSON: the
+        client's models for every namespace of a large cluster would cost more than the labels taken from them."""
+        found = self.core.list_namespace(_preload_content=False, _request_timeout=FOLD_TIMEOUT_SECONDS)
+        items = json.loads(cast(urllib3.HTTPResponse, found).data).get("items") or []
+        return {item["metadata"]["name"]: dict(item["metadata"].get("labels") or {}) for item in items}
 
     def ensure_effective_policy(self, spec: dict[str, Any]) -> bool:
         """Make the EffectiveOnboardingPolicy ``effective`` carry ``spec``; True when it had to be written."""

@@ -68,10 +68,10 @@ class Settings(BaseSettings):
     policy_relist_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="How often the policies are listed again, whatever the watch says: a watch can go silent without "
-        "ending (an API server's watch cache stalled after a restart: campaign seed 40011), and a policy deleted then "
-        "would go on granting until the watch ends (minutes). A grant holds where both the list and the watch's view "
-        "allow it (docs/tenancy.md).",
+        description="How often the policies and the namespaces' labels are listed again, whatever the watches say: a "
+        "watch can go silent without ending (an API server's watch cache stalled after a restart: campaign seed "
+        "40011), and a policy deleted or a label taken off then would go on granting until the watch ends (minutes). "
+        "A grant holds where both the list and the watch's view allow it (docs/tenancy.md).",
     )
     policy_grace_seconds: float = Field(
         default=10.0,

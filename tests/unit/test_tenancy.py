@@ -4,7 +4,7 @@ from typing import Any
 
 from defender_operator.api.policy import ClusterOnboardingPolicySpec, effective_rule, glob_regex
 from defender_operator.api.spec import AWSConnectorSpec
-from defender_operator.reconcile.tenancy import DEFAULT, admit, narrower
+from defender_operator.reconcile.tenancy import DEFAULT, admit, admit_in_views, narrower
 from tests.support.manifests import base_manifest
 
 X, Y = "111122223333", "444455556666"
@@ -170,3 +170,28 @@ def test_a_grant_holds_where_both_views_of_the_policies_allow_it() -> None:
     assert narrower(gone, admit(s, "a", {}, [team_a])) == gone
     mine = admit(spec(aws={"secretRef": {"name": "keys"}}, azure_secret=True), "a", {}, [])
     assert narrower(mine, mine) == mine  # the tenant's own Secrets need no policy in either view
+
+
+def test_a_grant_a_namespace_label_gives_holds_where_every_view_of_the_labels_and_policies_has_it() -> None:
+    """The namespaces' watch can go silent as the policies' can (an API server's stalled watch cache): a label the
+    admin took off stays in the index, and only the list shows it gone. The operator's identity is used where every
+    view of the labels and of the policies allows it."""
+    by_label = policy(
+        "labelled",
+        namespaces={"selector": {"matchLabels": {"team": "payments"}}},
+        aws={"accountIds": [X], "ambientIdentity": True},
+    )
+    wanted = spec(azure_secret=True)
+    labelled, unlabelled = {"team": "payments"}, {"team": "other"}
+    assert admit_in_views(wanted, "p", [labelled], [[by_label]]).allowed_by == "labelled"
+    for views in ([labelled, unlabelled], [unlabelled, labelled]):  # the list or the index is the stale one
+        refused = admit_in_views(wanted, "p", views, [[by_label]])
+        assert (
+            refused.allowed_by is None
+            and refused.refusal
+            and "no ClusterOnboardingPolicy selects" in refused.refusal
+        )
+    assert admit_in_views(
+        wanted, "p", [labelled, labelled], [[by_label], []]
+    ).refusal  # a policy view refuses too
+    assert admit_in_views(wanted, "p", [unlabelled], [[]], adopt=True) == admit(wanted, "p", unlabelled, [])

@@ -3,7 +3,6 @@ cleanups that decide the grant from them, and folded into the admission policy's
 grant wakes the objects it concerns and their blocked cleanups (``reconcile/tenancy.py`` decides the grant)."""
 
 import asyncio
-import functools
 import itertools
 import logging
 import time
@@ -28,7 +27,7 @@ from ..api.policy import (
 )
 from ..kube import Kube, one_line
 from ..reconcile.model import Target
-from ..reconcile.tenancy import Admission, admit, narrower
+from ..reconcile.tenancy import Admission, admit_in_views
 from .runtime import CLEANUP_HANDLER, PROGRESS, Runtime
 
 log = logging.getLogger("defender_operator")
@@ -102,17 +101,37 @@ async def parameter_seen(memo: Any, **indexes: Any) -> None:
 
 
 async def _relist(runtime: Runtime, indexes: Any) -> None:
-    """Fold the policies again every ``policy_relist_seconds``, listed afresh. A watch can go silent without ending:
-    after an API server restart its watch caches stalled for minutes while lists still answered (campaign seed
-    40011, the sandbox's kube-apiserver 1.37 on etcd 3.5), and Kopf's watch of the policies then brought neither the
-    deletion of a policy nor anything else; objects went on using a grant that was gone. The list is a consistent
-    read, answered from etcd when the cache lags, so a fold sees the policies as they are (``rule_views``)."""
+    """Fold the policies again every ``policy_relist_seconds``, listed afresh, and list the namespaces' labels. A
+    watch can go silent without ending: after an API server restart its watch caches stalled for minutes while lists
+    still answered (campaign seed 40011, the sandbox's kube-apiserver 1.37 on etcd 3.5), and Kopf's watch of the
+    policies then brought neither the deletion of a policy nor anything else; objects went on using a grant that was
+    gone. The namespaces' watch stalls the same way, keeping a label an admin took off. A list is a consistent read,
+    answered from etcd when the cache lags, so a fold sees the policies as they are (``rule_views``), and the labels
+    too (``label_views``)."""
     while True:
         await asyncio.sleep(runtime.settings.policy_relist_seconds)
         try:
             await _refold(runtime, indexes)
         except Exception as exc:  # the API server is away: the next interval tries again
             log.warning("the policies could not be listed again", extra={"error": one_line(exc)})
+        try:
+            await _relist_namespaces(runtime, indexes)
+        except Exception as exc:
+            log.warning("the namespaces could not be listed again", extra={"error": one_line(exc)})
+
+
+async def _relist_namespaces(runtime: Runtime, indexes: Any) -> None:
+    """Keep the namespaces' labels as a fresh list shows them, beside the watch's index; the objects of a namespace
+    whose listed labels select other policies than before (the last list's, or the index's when it is new to the
+    lists) look again at once."""
+    async with runtime.folding:  # two lists at once could keep the older one
+        listed = await runtime.workers.call(runtime.kube.list_namespace_labels)
+        before, runtime.listed_labels = runtime.listed_labels or {}, listed
+    rules = [rule for view in rule_views(runtime, indexes) for rule in view]
+    for name, labels in listed.items():
+        earlier = before.get(name, _indexed_labels(indexes, name))
+        if _selecting(rules, name, earlier) != _selecting(rules, name, labels):
+            await _grants_changed(runtime, indexes, name)
 
 
 async def _grace_over(runtime: Runtime, name: str, grace: float, indexes: Any) -> None:
@@ -209,12 +228,31 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
     if before is None or before == now:
         return
     rules = [rule for view in rule_views(runtime, indexes) for rule in view]
-
-    def selecting(labels: dict[str, str]) -> set[str]:
-        return {rule.policy for rule in rules if rule.namespaces.selects(name, labels)}
-
-    if selecting(before) != selecting(now):
+    if _selecting(rules, name, before) != _selecting(rules, name, now):
+        if runtime.listed_labels is not None:  # the list must show it too (label_views): listed again now
+            try:
+                await _relist_namespaces(runtime, indexes)
+            except Exception as exc:  # the next interval lists them again
+                log.warning("the namespaces could not be listed again", extra={"error": one_line(exc)})
         await _grants_changed(runtime, indexes, name)
+
+
+def _selecting(rules: list[EffectiveRule], namespace: str, labels: dict[str, str]) -> set[str]:
+    """The policies whose namespace selector selects the namespace with these labels."""
+    return {rule.policy for rule in rules if rule.namespaces.selects(namespace, labels)}
+
+
+def _indexed_labels(indexes: Any, namespace: str) -> dict[str, str]:
+    return next(iter(indexes["namespace_labels"].get(namespace, [])), {})
+
+
+def label_views(runtime: Runtime, indexes: Any, namespace: str) -> list[dict[str, str]]:
+    """The namespace's labels the grants are decided from: the watch's index, and the last list's when they differ
+    (``_relist``: either can be the older). A namespace the last list did not have is newer than it: the index
+    alone (an object's namespace cannot be gone while the object is there)."""
+    indexed = _indexed_labels(indexes, namespace)
+    listed = (runtime.listed_labels or {}).get(namespace)
+    return [indexed] if listed is None or listed == indexed else [indexed, listed]
 
 
 async def _grants_changed(runtime: Runtime, indexes: Any, only: str | None = None) -> None:
@@ -294,11 +332,12 @@ def sync_effective_policy(
 
 
 def admission_of(runtime: Runtime, target: Target, indexes: Any) -> Admission:
-    """The grant, decided now from both views of the policies (``rule_views``: where both allow it) and the
-    namespaces' index (on the event loop, which updates them)."""
-    labels: dict[str, str] = next(iter(indexes["namespace_labels"].get(target.namespace, [])), {})
-    decisions = [
-        admit(target.spec, target.namespace, labels, rules, adopt=target.adopt)
-        for rules in rule_views(runtime, indexes)
-    ]
-    return functools.reduce(narrower, decisions)
+    """The grant, decided now where both views of the policies (``rule_views``) and of the namespace's labels
+    (``label_views``) allow it (on the event loop, which updates them)."""
+    return admit_in_views(
+        target.spec,
+        target.namespace,
+        label_views(runtime, indexes, target.namespace),
+        rule_views(runtime, indexes),
+        adopt=target.adopt,
+    )

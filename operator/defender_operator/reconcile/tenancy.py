@@ -5,7 +5,9 @@ again because admission can be bypassed (objects created before a policy changed
 installed): the operator's check is the authority. Pure: the caller passes the policies and the namespace's labels.
 """
 
+import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..api.names import ANNOTATION_ADOPT
@@ -148,10 +150,27 @@ def admit(
     )
 
 
+def admit_in_views(
+    spec: AWSConnectorSpec,
+    namespace: str,
+    label_views: Sequence[dict[str, str]],
+    rule_views: Sequence[list[EffectiveRule]],
+    adopt: bool = False,
+) -> Admission:
+    """The grant where every view of the namespace's labels and of the policies allows it (``narrower``): the
+    operator keeps each from the watch's index and from a fresh list (handlers/tenancy.py), neither of which is
+    always the newer."""
+    decisions = (
+        admit(spec, namespace, labels, rules, adopt) for rules in rule_views for labels in label_views
+    )
+    return functools.reduce(narrower, decisions)
+
+
 def narrower(first: Admission, second: Admission) -> Admission:
-    """What two decisions from two views of the policies allow together: a refusal by either, else the accounts
-    both let the operator's identity act in. The operator decides from the watch's index and from a fresh list
-    (handlers/tenancy.py: rule_views), neither of which is always the newer: a grant holds where both have it."""
+    """What two decisions from two views of the policies (or of the namespace's labels) allow together: a refusal
+    by either, else the accounts both let the operator's identity act in. The operator decides from the watch's
+    index and from a fresh list (handlers/tenancy.py: rule_views, label_views), neither of which is always the
+    newer: a grant holds where both have it."""
     if first.refusal is not None:
         return first
     if second.refusal is not None:
