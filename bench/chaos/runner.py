@@ -60,7 +60,7 @@ from defender_operator.render.catalog import catalog_version, use_catalog
 from defender_operator.sandbox import Sandbox
 
 from .replicas import Replicas
-from .schedule import ACCOUNTS, NAMES, NAMESPACES, PLAN_CHOICES, Step, slot_of
+from .schedule import ACCOUNTS, NAMES, NAMESPACES, PLAN_CHOICES, SLOTS, Step, slot_of
 
 SENTINEL_AUDIENCE = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
 ALLOWED_STALLED = {"ConnectorConflict", "ConnectorOwnedElsewhere"}
@@ -79,9 +79,19 @@ EKS_CLUSTER = "chaos-eks"
 PLATFORM_ROLE = "platform-admins"
 ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 UNMANAGED_INTERVAL = 24
-# what kill_after_aws_write waits for (the fault proxy's path pattern and method)
-STACK_WRITES = ("CreateStack|UpdateStack|DeleteStack|CreateOpenIDConnectProvider", "*")
-EKS_WRITES = (r"^/clusters/[^/]+/access-entries", "POST")  # CreateAccessEntry, AssociateAccessPolicy
+# what kill_after_aws_write waits for (the fault proxy's path pattern, on the path and the query API's action, and
+# method), by the step's slot: a stack's or a StackSet's write (CreateStack also meets CreateStackSet and
+# CreateStackInstances), an access entry made or its policy associated, a write to an identity provider (made,
+# shared, tagged, released), an access entry or its policy association deleted
+AWS_KILLS = (
+    ("CreateStack|UpdateStack|DeleteStack|CreateOpenIDConnectProvider", "*"),
+    (r"^/clusters/[^/]+/access-entries", "POST"),
+    (
+        r"(Create|Delete|Tag|Untag)OpenIDConnectProvider|(AddClientIDTo|RemoveClientIDFrom)OpenIDConnectProvider",
+        "*",
+    ),
+    (r"^/clusters/[^/]+/access-entries", "DELETE"),
+)
 CATALOG_ENV = "DEFENDER_OPERATOR_CATALOG_FILE"  # the catalogFile setting (docs/catalog-rollout.md)
 # IAM's eventual consistency (the emulator's iamPropagationSeconds, sandbox/aws/propagation.py): each account's
 # onboarding role is made as the schedule starts, so the first passes of a schedule are refused (AWSAccessDenied)
@@ -336,8 +346,7 @@ class Runner:
         """The admin's policy: the schedule's namespaces, the granted accounts whose grant is not withdrawn. Made
         again after a deletion for good, it ends that window (:meth:`_restored`)."""
         self._restored(world)
-        granted = [a for i, a in enumerate(world.accounts[:ACCOUNTS]) if i not in world.narrowed]
-        granted.append(world.accounts[MANAGEMENT])
+        granted = [world.accounts[i] for i in [*range(ACCOUNTS), MANAGEMENT] if i not in world.narrowed]
         # as the chart makes its policies: a deletion of it is a replacement (Helm's hooks)
         self._policy(world, f"chaos-{world.run}", granted, {ANNOTATION_DELETION_GRACE: "true"})
 
@@ -460,10 +469,9 @@ class Runner:
             if failed is not None:
                 world.violations.append(f"replicas: {failed}")
         elif step.op == "kill_after_aws_write":
-            # an odd slot aims at EKS: the creation of an access entry, or of its policy association (REST, POST)
-            self.operator.kill_after("aws", *(EKS_WRITES if step.slot % 2 else STACK_WRITES))
-        elif step.op == "kill_after_arm_write":
-            self.operator.kill_after("arm", "securityConnectors", "PUT")
+            self.operator.kill_after("aws", *AWS_KILLS[step.slot % len(AWS_KILLS)])
+        elif step.op == "kill_after_arm_write":  # an odd slot waits for a connector's deletion
+            self.operator.kill_after("arm", "securityConnectors", "DELETE" if step.slot % 2 else "PUT")
         elif step.op == "aws_faults":
             self.operator.inject_aws_fault(pathPattern=args["operation"], count=args["count"], **_fault(args))
         elif step.op == "arm_faults":
@@ -507,9 +515,9 @@ class Runner:
             kubectl(self.kubeconfig, "delete", "secret", "aws-keys", "-n", namespace, "--wait=false")
             world.secret_deleted.add(index)
         elif step.op == "narrow_policy":
-            self._narrow(world, int(args["account"]))
+            self._narrow(world, _policy_account(step))
         elif step.op == "widen_policy":
-            self._widen(world, int(args["account"]))
+            self._widen(world, _policy_account(step))
         elif step.op == "replace_policy":
             self._replace(world)
         elif step.op == "slow_stacks":
@@ -732,7 +740,8 @@ class Runner:
         Once every object of the account that is not paused shows it saw that (Stalled NotAllowedByPolicy, or
         CleanupBlocked while being deleted), the account's clouds are taken down to be compared when the grant is
         given back: a pass already under way when the grant went may finish its writes, a pass after may not."""
-        if index in world.narrowed or len(world.narrowed) + 1 >= ACCOUNTS:
+        ordinary = [i for i in world.narrowed if i != MANAGEMENT]
+        if index in world.narrowed or (index != MANAGEMENT and len(ordinary) + 1 >= ACCOUNTS):
             return
         self._restored(world)
         world.narrowed[index] = None
@@ -787,8 +796,8 @@ class Runner:
         the policy is made again (:meth:`_restored`, at the latest when the schedule settles)."""
         if world.policy_gone is not None:
             return
-        indexes = [i for i in range(ACCOUNTS) if i not in world.second and i not in world.narrowed] + [
-            MANAGEMENT
+        indexes = [
+            i for i in [*range(ACCOUNTS), MANAGEMENT] if i not in world.second and i not in world.narrowed
         ]
         name = f"chaos-{world.run}"
 
@@ -1425,6 +1434,14 @@ def _version(catalog: Path | None) -> str:
         return catalog_version()
     finally:
         use_catalog(None)
+
+
+def _policy_account(step: Step) -> int:
+    """The account a ``narrow_policy`` or ``widen_policy`` step withdraws or gives back: the one drawn, or the
+    organization's management account for one draw in eight (the last slot with the last account), derived so that
+    every seed keeps its draws."""
+    account = int(step.args["account"])
+    return MANAGEMENT if step.slot == SLOTS - 1 and account == ACCOUNTS - 1 else account
 
 
 def _fault(args: dict[str, Any]) -> dict[str, Any]:
