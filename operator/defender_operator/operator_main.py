@@ -125,6 +125,11 @@ def run(args: argparse.Namespace) -> int:
             # would act beside it. The pod's grace period bounds the wait (then SIGKILL, and the Lease expires).
             runtime = getattr(memo, "runtime", None)
             if runtime is not None:
+                # the relists and the policies' graces end with the leadership (their next tick would find the
+                # workers closed and log that the policies could not be listed)
+                for task in [runtime.relisting, *runtime.tasks]:
+                    if task is not None:
+                        task.cancel()
                 await asyncio.to_thread(runtime.workers.close)
                 await asyncio.to_thread(runtime.events.flush, EVENTS_FLUSH_SECONDS)
             if keeper is not None:
