@@ -169,6 +169,7 @@ class World:
     paused: set[str] = field(default_factory=set)  # uids of objects whose pause annotation is set
     organizational_unit: str = ""  # the OU of the organization's member accounts
     members: list[str] = field(default_factory=list)
+    moved: bool = False  # the last member account is out of the organizational unit (in the root)
     drifted: set[str] = field(default_factory=set)  # uids of objects one of whose roles a person deleted
     uids: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name" of every object ever created
 
@@ -278,6 +279,19 @@ class Runner:
             account = str(status["CreateAccountStatus"]["AccountId"])
             org.move_account(AccountId=account, SourceParentId=root, DestinationParentId=unit)
             world.members.append(account)
+
+    def _move_member(self, world: World) -> None:
+        """A person moves the last member account out of the organizational unit, or back in (as an admin asking
+        for a reconcile of an organization object would after reorganizing): the StackSet must then be in exactly
+        the accounts the unit holds. AWS's automatic deployment would follow the move by itself; the sandbox's
+        StackSets do not, so the operator's own reconciliation of the members is what is judged."""
+        org = aws_in(self.sandbox, world.accounts[MANAGEMENT], "organizations")
+        root = org.list_roots()["Roots"][0]["Id"]
+        source, destination = (
+            (root, world.organizational_unit) if world.moved else (world.organizational_unit, root)
+        )
+        org.move_account(AccountId=world.members[-1], SourceParentId=source, DestinationParentId=destination)
+        world.moved = not world.moved
 
     def _cluster(self, world: World, account: str) -> None:
         """The account's EKS cluster (access entries and the ConfigMap), with the platform team's entry on it."""
@@ -458,6 +472,9 @@ class Runner:
             elif obj is not None:
                 world.paused.discard(obj["metadata"]["uid"])
         elif step.op == "reconcile":
+            obj = get_object(self.kubeconfig, namespace, name)
+            if obj is not None and obj["spec"]["aws"].get("organization"):
+                self._move_member(world)
             value = f"{ANNOTATION_RECONCILE_REQUESTED_AT}={uuid.uuid4().hex}"
             kubectl(self.kubeconfig, "annotate", "awsc", "-n", namespace, name, value, "--overwrite")
         elif step.op == "kill":
@@ -1202,7 +1219,8 @@ class Runner:
             )
             for summary in page["Summaries"]
         ]
-        wanted = set(world.members) - set(organization.get("excludedAccountIds", []))
+        in_unit = world.members[:-1] if world.moved else world.members
+        wanted = set(in_unit) - set(organization.get("excludedAccountIds", []))
         current = {i["Account"] for i in instances if i["Status"] == "CURRENT"}
         problems = []
         if current != wanted or len(instances) != len(wanted):
