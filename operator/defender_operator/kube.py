@@ -114,7 +114,9 @@ def _redacted(status: dict[str, Any], namespace: str) -> dict[str, Any]:
     return {**status, "conditions": conditions} if "conditions" in status else status
 
 
-FOLD_TIMEOUT_SECONDS = 30  # the policies' and namespaces' lists and the admission parameter's read and write (handlers/tenancy.py)
+# the policies' and namespaces' lists (each page) and the admission parameter's read and write (handlers/tenancy.py)
+FOLD_TIMEOUT_SECONDS = 30
+NAMESPACE_PAGE = 500  # namespaces a page of their list holds
 
 
 class Kube:
@@ -354,11 +356,24 @@ class Kube:
         return list(cast(dict[str, Any], found).get("items", []))
 
     def list_namespace_labels(self) -> dict[str, dict[str, str]]:
-        """Every namespace's labels, listed afresh (bounded in time, as the policies' list). Read as plain JSON: the
-        client's models for every namespace of a large cluster would cost more than the labels taken from them."""
-        found = self.core.list_namespace(_preload_content=False, _request_timeout=FOLD_TIMEOUT_SECONDS)
-        items = json.loads(cast(urllib3.HTTPResponse, found).data).get("items") or []
-        return {item["metadata"]["name"]: dict(item["metadata"].get("labels") or {}) for item in items}
+        """Every namespace's labels, listed afresh: in pages of ``NAMESPACE_PAGE`` (one consistent snapshot, each
+        page bounded in time as the policies' list), each read as plain JSON and only its labels kept, so a cluster
+        of many namespaces is neither one long request nor the client's models of every namespace at once."""
+        labels: dict[str, dict[str, str]] = {}
+        token: str | None = None
+        while True:
+            found = self.core.list_namespace(
+                limit=NAMESPACE_PAGE,
+                _continue=token,
+                _preload_content=False,
+                _request_timeout=FOLD_TIMEOUT_SECONDS,
+            )
+            page = json.loads(cast(urllib3.HTTPResponse, found).data)
+            for item in page.get("items") or []:
+                labels[item["metadata"]["name"]] = dict(item["metadata"].get("labels") or {})
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return labels
 
     def ensure_effective_policy(self, spec: dict[str, Any]) -> bool:
         """Make the EffectiveOnboardingPolicy ``effective`` carry ``spec``; True when it had to be written."""

@@ -49,9 +49,7 @@ class Runtime:
     grants_seen: tuple[tuple[str, ...], ...] | None = None
     # namespace -> its labels at its last event (the index holds the new ones by the time a handler runs)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
-    folding: asyncio.Lock = field(
-        default_factory=asyncio.Lock
-    )  # one fold of the policies, or list of the namespaces, at a time
+    folding: asyncio.Lock = field(default_factory=asyncio.Lock)  # one fold of the policies at a time
     # the policies' rules as the last fold listed them (a grant holds where these and the index agree:
     # tenancy.rule_views)
     listed: list[EffectiveRule] | None = None
@@ -59,8 +57,11 @@ class Runtime:
         default_factory=dict
     )  # policy name -> when a list first showed it gone
     relisting: "asyncio.Task[None] | None" = None  # lists the policies again every policy_relist_seconds
-    # namespace -> its labels as the last list of the namespaces showed them (tenancy.label_views)
+    # namespace -> its labels as the last list of the namespaces showed them (tenancy.label_views), and when (the
+    # monotonic clock) that list began; one list at a time
     listed_labels: dict[str, dict[str, str]] | None = None
+    labels_listed_at: float = float("-inf")
+    labels_listing: asyncio.Lock = field(default_factory=asyncio.Lock)
     # policy name -> (its rule, when its grace ends) for policies deleted less than policy_grace_seconds ago
     departed: dict[str, tuple[EffectiveRule, float]] = field(default_factory=dict)
     tasks: set["asyncio.Task[None]"] = field(

@@ -120,18 +120,26 @@ async def _relist(runtime: Runtime, indexes: Any) -> None:
             log.warning("the namespaces could not be listed again", extra={"error": one_line(exc)})
 
 
-async def _relist_namespaces(runtime: Runtime, indexes: Any) -> None:
+async def _relist_namespaces(runtime: Runtime, indexes: Any) -> set[str]:
     """Keep the namespaces' labels as a fresh list shows them, beside the watch's index; the objects of a namespace
     whose listed labels select other policies than before (the last list's, or the index's when it is new to the
-    lists) look again at once."""
-    async with runtime.folding:  # two lists at once could keep the older one
+    lists) look again at once. Returns those namespaces. A caller that waited while a list began after it asked
+    takes that list (a bulk relabel, one event per namespace, costs a list or two, not one each)."""
+    asked = time.monotonic()
+    async with runtime.labels_listing:  # two lists at once could keep the older one
+        if runtime.labels_listed_at >= asked:
+            return set()
+        started = time.monotonic()
         listed = await runtime.workers.call(runtime.kube.list_namespace_labels)
-        before, runtime.listed_labels = runtime.listed_labels or {}, listed
+        before, runtime.listed_labels, runtime.labels_listed_at = runtime.listed_labels or {}, listed, started
     rules = [rule for view in rule_views(runtime, indexes) for rule in view]
+    changed = set()
     for name, labels in listed.items():
-        earlier = before.get(name, _indexed_labels(indexes, name))
-        if _selecting(rules, name, earlier) != _selecting(rules, name, labels):
+        earlier = before[name] if name in before else _indexed_labels(indexes, name)
+        if earlier != labels and _selecting(rules, name, earlier) != _selecting(rules, name, labels):
+            changed.add(name)
             await _grants_changed(runtime, indexes, name)
+    return changed
 
 
 async def _grace_over(runtime: Runtime, name: str, grace: float, indexes: Any) -> None:
@@ -222,19 +230,31 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
         return
     if type == "DELETED":
         runtime.namespace_labels.pop(name, None)
+        if runtime.listed_labels is not None:  # one made again of its name is newer than the last list
+            runtime.listed_labels.pop(name, None)
         return
     now, before = dict(labels or {}), runtime.namespace_labels.get(name)
     runtime.namespace_labels[name] = now
-    if before is None or before == now:
+    if before is None:
+        # new to this process: at its start nothing needs waking (the first passes are to come), nor in a new
+        # namespace; but one the watch brings late (it stalled) may have objects a list woke, refused then by the
+        # index that did not have it yet
+        lived = runtime.listed_labels is not None and any(ns == name for ns, _ in indexes["by_name"])
+        if lived:
+            await _grants_changed(runtime, indexes, name)
+        return
+    if before == now:
         return
     rules = [rule for view in rule_views(runtime, indexes) for rule in view]
     if _selecting(rules, name, before) != _selecting(rules, name, now):
+        woken: set[str] = set()
         if runtime.listed_labels is not None:  # the list must show it too (label_views): listed again now
             try:
-                await _relist_namespaces(runtime, indexes)
+                woken = await _relist_namespaces(runtime, indexes)
             except Exception as exc:  # the next interval lists them again
                 log.warning("the namespaces could not be listed again", extra={"error": one_line(exc)})
-        await _grants_changed(runtime, indexes, name)
+        if name not in woken:
+            await _grants_changed(runtime, indexes, name)
 
 
 def _selecting(rules: list[EffectiveRule], namespace: str, labels: dict[str, str]) -> set[str]:
