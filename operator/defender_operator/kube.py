@@ -355,15 +355,15 @@ class Kube:
         )
         return list(cast(dict[str, Any], found).get("items", []))
 
-    def list_namespace_labels(self) -> dict[str, dict[str, str]]:
-        """Every namespace's labels, listed afresh: in pages of ``NAMESPACE_PAGE`` (one consistent snapshot, each
+    def list_namespace_labels(self, page_size: int = NAMESPACE_PAGE) -> dict[str, dict[str, str]]:
+        """Every namespace's labels, listed afresh: in pages of ``page_size`` (one consistent snapshot, each
         page bounded in time as the policies' list), each read as plain JSON and only its labels kept, so a cluster
         of many namespaces is neither one long request nor the client's models of every namespace at once."""
         labels: dict[str, dict[str, str]] = {}
         token: str | None = None
         while True:
             found = self.core.list_namespace(
-                limit=NAMESPACE_PAGE,
+                limit=page_size,
                 _continue=token,
                 _preload_content=False,
                 _request_timeout=FOLD_TIMEOUT_SECONDS,

@@ -120,6 +120,27 @@ def test_the_admission_parameter_is_rewritten_only_when_a_grant_changes(
         revoke(kubeconfig, policy)
 
 
+def test_the_namespaces_labels_are_listed_in_pages_of_one_snapshot(kubeconfig: Path) -> None:
+    """The labels a grant is decided from are also listed afresh (a watch can stall, docs/tenancy.md), page by page
+    with the API server's continue tokens: every namespace once, with its labels."""
+    names = [f"pages-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    for i, name in enumerate(names):
+        kubectl(kubeconfig, "create", "namespace", name, check=True)
+        kubectl(kubeconfig, "label", "namespace", name, f"page-test={i}", check=True)
+    try:
+        out = kubectl(kubeconfig, "get", "namespaces", "-o", "json", check=True)
+        items = json.loads(out.stdout)["items"]
+        expected = {item["metadata"]["name"]: item["metadata"].get("labels") or {} for item in items}
+        # an earlier test's namespace may finish terminating between the two reads
+        going = {item["metadata"]["name"] for item in items if item["status"].get("phase") == "Terminating"}
+        listed = Kube(api_client(kubeconfig)).list_namespace_labels(page_size=2)
+        assert len(listed) > 4 and set(listed) ^ set(expected) <= going, (listed, expected)
+        assert all(listed[name] == expected[name] for name in set(listed) & set(expected))
+        assert all(listed[name]["page-test"] == str(i) for i, name in enumerate(names))
+    finally:
+        kubectl(kubeconfig, "delete", "namespace", *names, "--wait=false")
+
+
 def test_a_namespaces_own_secrets_work_without_any_policy(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
 ) -> None:
