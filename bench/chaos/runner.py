@@ -60,7 +60,16 @@ from defender_operator.render.catalog import catalog_version, use_catalog
 from defender_operator.sandbox import Sandbox
 
 from .replicas import Replicas
-from .schedule import ACCOUNTS, NAMES, NAMESPACES, PLAN_CHOICES, SLOTS, Step, slot_of
+from .schedule import (
+    ACCOUNTS,
+    NAMES,
+    NAMESPACES,
+    PLAN_CHOICES,
+    Step,
+    aws_kill_target,
+    management_drawn,
+    slot_of,
+)
 
 SENTINEL_AUDIENCE = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
 ALLOWED_STALLED = {"ConnectorConflict", "ConnectorOwnedElsewhere"}
@@ -83,15 +92,15 @@ UNMANAGED_INTERVAL = 24
 # method), by the step's slot: a stack's or a StackSet's write (CreateStack also meets CreateStackSet and
 # CreateStackInstances), an access entry made or its policy associated, a write to an identity provider (made,
 # shared, tagged, released), an access entry or its policy association deleted
-AWS_KILLS = (
-    ("CreateStack|UpdateStack|DeleteStack|CreateOpenIDConnectProvider", "*"),
-    (r"^/clusters/[^/]+/access-entries", "POST"),
-    (
+AWS_KILLS = {
+    "stack-write": ("CreateStack|UpdateStack|DeleteStack|CreateOpenIDConnectProvider", "*"),
+    "access-entry-made": (r"^/clusters/[^/]+/access-entries", "POST"),
+    "provider-write": (
         r"(Create|Delete|Tag|Untag)OpenIDConnectProvider|(AddClientIDTo|RemoveClientIDFrom)OpenIDConnectProvider",
         "*",
     ),
-    (r"^/clusters/[^/]+/access-entries", "DELETE"),
-)
+    "access-entry-deleted": (r"^/clusters/[^/]+/access-entries", "DELETE"),
+}
 CATALOG_ENV = "DEFENDER_OPERATOR_CATALOG_FILE"  # the catalogFile setting (docs/catalog-rollout.md)
 # IAM's eventual consistency (the emulator's iamPropagationSeconds, sandbox/aws/propagation.py): each account's
 # onboarding role is made as the schedule starts, so the first passes of a schedule are refused (AWSAccessDenied)
@@ -486,7 +495,7 @@ class Runner:
             if failed is not None:
                 world.violations.append(f"replicas: {failed}")
         elif step.op == "kill_after_aws_write":
-            self.operator.kill_after("aws", *AWS_KILLS[step.slot % len(AWS_KILLS)])
+            self.operator.kill_after("aws", *AWS_KILLS[aws_kill_target(step)])
         elif step.op == "kill_after_arm_write":  # an odd slot waits for a connector's deletion
             self.operator.kill_after("arm", "securityConnectors", "DELETE" if step.slot % 2 else "PUT")
         elif step.op == "aws_faults":
@@ -1455,11 +1464,8 @@ def _version(catalog: Path | None) -> str:
 
 
 def _policy_account(step: Step) -> int:
-    """The account a ``narrow_policy`` or ``widen_policy`` step withdraws or gives back: the one drawn, or the
-    organization's management account for one draw in eight (the last slot with the last account), derived so that
-    every seed keeps its draws."""
-    account = int(step.args["account"])
-    return MANAGEMENT if step.slot == SLOTS - 1 and account == ACCOUNTS - 1 else account
+    """The account a ``narrow_policy`` or ``widen_policy`` step withdraws or gives back (schedule.management_drawn)."""
+    return MANAGEMENT if management_drawn(step) else int(step.args["account"])
 
 
 def _fault(args: dict[str, Any]) -> dict[str, Any]:

@@ -95,7 +95,30 @@ class Step:
             else ""
         )
         details = " ".join(f"{k}={v}" for k, v in sorted(self.args.items()))
+        derived = DERIVED.get(self.op)  # what the runner derives from the slot (no draw of its own)
+        if derived is not None and derived(self) is not None:
+            details = f"{details} {derived(self)}".strip()
         return f"{self.op}{target}{(' ' + details) if details else ''}"
+
+
+# What a kill_after_aws_write step waits for, by slot (runner.AWS_KILLS has each one's request pattern).
+AWS_KILL_TARGETS = ("stack-write", "access-entry-made", "provider-write", "access-entry-deleted")
+DERIVED: dict[str, Any] = {
+    "kill_after_aws_write": lambda step: f"on={aws_kill_target(step)}",
+    "kill_after_arm_write": lambda step: f"on={'connector-delete' if step.slot % 2 else 'connector-put'}",
+    "narrow_policy": lambda step: "(the management account)" if management_drawn(step) else None,
+    "widen_policy": lambda step: "(the management account)" if management_drawn(step) else None,
+}
+
+
+def aws_kill_target(step: Step) -> str:
+    return AWS_KILL_TARGETS[step.slot % len(AWS_KILL_TARGETS)]
+
+
+def management_drawn(step: Step) -> bool:
+    """A narrow_policy or widen_policy step acts on the organization's management account instead of the account
+    drawn for one draw in eight (the last slot with the last account), derived so that every seed keeps its draws."""
+    return step.slot == SLOTS - 1 and int(step.args.get("account", -1)) == ACCOUNTS - 1
 
 
 OBJECT_OPS = {"create", "create_organization", "patch", "delete", "pause", "unpause", "reconcile"}
