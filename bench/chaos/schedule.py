@@ -70,6 +70,15 @@ TAIL_OPS = ("create_organization", "catalog", "slow_stacks", "failover", "delete
 # made, policy associated, deleted), derived from the slot so that every seed keeps its draws.
 AWS_FAULTY = ("CreateStack", "UpdateStack", "DescribeStacks", "CreateOpenIDConnectProvider", "AssumeRole")
 EKS_FAULTY = r"^/clusters/[^/]+/access-entries"
+# On slot 2, the organization's calls instead of each one drawn (derived the same way): the StackSet's writes and
+# reads, and the reads of the organization's structure.
+ORGANIZATION_FAULTY = {
+    "CreateStack": "CreateStackSet|CreateStackInstances|DeleteStackInstances",
+    "UpdateStack": "UpdateStackSet",
+    "DescribeStacks": "DescribeStackSet|ListStackInstances",
+    "CreateOpenIDConnectProvider": "ListAccountsForParent|ListOrganizationalUnitsForParent|ListRoots",
+    "AssumeRole": "AssumeRole",
+}
 PLAN_CHOICES: tuple[dict[str, dict[str, bool]], ...] = (
     {},
     {"servers": {"enabled": False}},
@@ -154,7 +163,7 @@ def generate(seed: int, steps: int, weights: dict[str, float] | None = None) -> 
         elif op == "aws_faults":
             drawn = rng.choice(AWS_FAULTY)
             args = {
-                "operation": EKS_FAULTY if slot % 2 else drawn,
+                "operation": EKS_FAULTY if slot % 2 else ORGANIZATION_FAULTY[drawn] if slot == 2 else drawn,
                 "status": rng.choice([400, 500, 503]),
                 "count": rng.randint(1, 6),
                 **_fault_mode(rng),
