@@ -179,6 +179,7 @@ class World:
     organizational_unit: str = ""  # the OU of the organization's member accounts
     members: list[str] = field(default_factory=list)
     moved: bool = False  # the last member account is out of the organizational unit (in the root)
+    moves: int = 0
     drifted: set[str] = field(default_factory=set)  # uids of objects one of whose roles a person deleted
     uids: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name" of every object ever created
 
@@ -220,6 +221,7 @@ class Runner:
             # the foreign actors' steps that found something to act on (a forger needs a foreign resource)
             outcome.counts["foreign stacks made"] = len(world.foreign_stacks)
             outcome.counts["marks forged"] = len(world.forged)
+            outcome.counts["member accounts moved"] = world.moves
             outcome.violations += world.violations
             outcome.violations += self._outside(world)
             with outcome.timed("converge"):
@@ -229,10 +231,15 @@ class Runner:
                 for o in self._objects(world)
                 if self.upgraded and (condition(o, "Ready") or {}).get("status") == "True"
             )
-            outcome.counts["organizations judged Ready"] = sum(
-                bool(o["spec"]["aws"].get("organization"))
+            ready_organizations = [
+                o
                 for o in self._objects(world)
-                if (condition(o, "Ready") or {}).get("status") == "True"
+                if o["spec"]["aws"].get("organization")
+                and (condition(o, "Ready") or {}).get("status") == "True"
+            ]
+            outcome.counts["organizations judged Ready"] = len(ready_organizations)
+            outcome.counts["organizations judged Ready with a member moved out"] = (
+                len(ready_organizations) if world.moved else 0
             )
             outcome.counts["replicas killed at the end of their grace period"] = (
                 self.operator.slow_stops - slow
@@ -300,7 +307,7 @@ class Runner:
             (root, world.organizational_unit) if world.moved else (world.organizational_unit, root)
         )
         org.move_account(AccountId=world.members[-1], SourceParentId=source, DestinationParentId=destination)
-        world.moved = not world.moved
+        world.moved, world.moves = not world.moved, world.moves + 1
 
     def _cluster(self, world: World, account: str) -> None:
         """The account's EKS cluster (access entries and the ConfigMap), with the platform team's entry on it."""
