@@ -356,9 +356,19 @@ class Kube:
         return list(cast(dict[str, Any], found).get("items", []))
 
     def list_namespace_labels(self, page_size: int = NAMESPACE_PAGE) -> dict[str, dict[str, str]]:
-        """Every namespace's labels, listed afresh: in pages of ``page_size`` (one consistent snapshot, each
-        page bounded in time as the policies' list), each read as plain JSON and only its labels kept, so a cluster
-        of many namespaces is neither one long request nor the client's models of every namespace at once."""
+        """Every namespace's labels, listed afresh: in pages of ``page_size`` (one consistent snapshot, each page
+        bounded in time as the policies' list), each read as plain JSON and only its labels kept, so a cluster of
+        many namespaces is neither one long request nor the client's models of every namespace at once."""
+        try:
+            return self._namespace_pages(page_size)
+        except ApiException as exc:
+            if exc.status != 410:
+                raise
+            return self._namespace_pages(
+                page_size
+            )  # the pages' snapshot was compacted away meanwhile: a new one
+
+    def _namespace_pages(self, page_size: int) -> dict[str, dict[str, str]]:
         labels: dict[str, dict[str, str]] = {}
         token: str | None = None
         while True:

@@ -127,9 +127,8 @@ def run(args: argparse.Namespace) -> int:
             if runtime is not None:
                 # the relists and the policies' graces end with the leadership (their next tick would find the
                 # workers closed and log that the policies could not be listed)
-                for task in [runtime.relisting, *runtime.tasks]:
-                    if task is not None:
-                        task.cancel()
+                for task in [*runtime.relisting, *runtime.tasks]:
+                    task.cancel()
                 await asyncio.to_thread(runtime.workers.close)
                 await asyncio.to_thread(runtime.events.flush, EVENTS_FLUSH_SECONDS)
             if keeper is not None:

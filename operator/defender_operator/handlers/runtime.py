@@ -56,11 +56,12 @@ class Runtime:
     vanished: dict[str, float] = field(
         default_factory=dict
     )  # policy name -> when a list first showed it gone
-    relisting: "asyncio.Task[None] | None" = None  # lists the policies again every policy_relist_seconds
-    # namespace -> its labels as the last list of the namespaces showed them (tenancy.label_views), and when (the
-    # monotonic clock) that list began; one list at a time
+    # list the policies and the namespaces again every policy_relist_seconds
+    relisting: list["asyncio.Task[None]"] = field(default_factory=list)
+    # namespace -> its labels as the last list of the namespaces showed them (tenancy.label_views), and how many
+    # lists of them have begun; one list at a time
     listed_labels: dict[str, dict[str, str]] | None = None
-    labels_listed_at: float = float("-inf")
+    labels_lists: int = 0
     labels_listing: asyncio.Lock = field(default_factory=asyncio.Lock)
     # policy name -> (its rule, when its grace ends) for policies deleted less than policy_grace_seconds ago
     departed: dict[str, tuple[EffectiveRule, float]] = field(default_factory=dict)

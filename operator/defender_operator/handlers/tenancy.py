@@ -95,25 +95,34 @@ async def parameter_seen(memo: Any, **indexes: Any) -> None:
     the parameter went on admitting its grants (campaign seed 14000)."""
     runtime = getattr(memo, "runtime", None)
     if runtime is not None:
-        if runtime.relisting is None:
-            runtime.relisting = asyncio.create_task(_relist(runtime, indexes))
+        if not runtime.relisting:
+            runtime.relisting = [
+                asyncio.create_task(_relist(runtime, indexes)),
+                asyncio.create_task(_relist_labels(runtime, indexes)),
+            ]
         await _refold(runtime, indexes)
 
 
 async def _relist(runtime: Runtime, indexes: Any) -> None:
-    """Fold the policies again every ``policy_relist_seconds``, listed afresh, and list the namespaces' labels. A
-    watch can go silent without ending: after an API server restart its watch caches stalled for minutes while lists
-    still answered (campaign seed 40011, the sandbox's kube-apiserver 1.37 on etcd 3.5), and Kopf's watch of the
-    policies then brought neither the deletion of a policy nor anything else; objects went on using a grant that was
-    gone. The namespaces' watch stalls the same way, keeping a label an admin took off. A list is a consistent read,
-    answered from etcd when the cache lags, so a fold sees the policies as they are (``rule_views``), and the labels
-    too (``label_views``)."""
+    """Fold the policies again every ``policy_relist_seconds``, listed afresh. A watch can go silent without ending:
+    after an API server restart its watch caches stalled for minutes while lists still answered (campaign seed
+    40011, the sandbox's kube-apiserver 1.37 on etcd 3.5), and Kopf's watch of the policies then brought neither the
+    deletion of a policy nor anything else; objects went on using a grant that was gone. The list is a consistent
+    read, answered from etcd when the cache lags, so a fold sees the policies as they are (``rule_views``)."""
     while True:
         await asyncio.sleep(runtime.settings.policy_relist_seconds)
         try:
             await _refold(runtime, indexes)
         except Exception as exc:  # the API server is away: the next interval tries again
             log.warning("the policies could not be listed again", extra={"error": one_line(exc)})
+
+
+async def _relist_labels(runtime: Runtime, indexes: Any) -> None:
+    """List the namespaces' labels every ``policy_relist_seconds`` (``label_views``): their watch stalls as the
+    policies' does, keeping a label an admin took off. Apart from the policies' relist, so a slow list of many
+    namespaces never holds a policy's withdrawal back."""
+    while True:
+        await asyncio.sleep(runtime.settings.policy_relist_seconds)
         try:
             await _relist_namespaces(runtime, indexes)
         except Exception as exc:
@@ -124,21 +133,23 @@ async def _relist_namespaces(runtime: Runtime, indexes: Any) -> set[str]:
     """Keep the namespaces' labels as a fresh list shows them, beside the watch's index; the objects of a namespace
     whose listed labels select other policies than before (the last list's, or the index's when it is new to the
     lists) look again at once. Returns those namespaces. A caller that waited while a list began after it asked
-    takes that list (a bulk relabel, one event per namespace, costs a list or two, not one each)."""
-    asked = time.monotonic()
+    takes that list, and its failure too (a bulk relabel, one event per namespace, costs a list or two, not one
+    each, and a failing API server no queue of them)."""
+    asked = runtime.labels_lists  # the lists begun before this call
     async with runtime.labels_listing:  # two lists at once could keep the older one
-        if runtime.labels_listed_at >= asked:
+        if runtime.labels_lists > asked:
             return set()
-        started = time.monotonic()
+        runtime.labels_lists += 1
         listed = await runtime.workers.call(runtime.kube.list_namespace_labels)
-        before, runtime.listed_labels, runtime.labels_listed_at = runtime.listed_labels or {}, listed, started
+        before, runtime.listed_labels = runtime.listed_labels or {}, listed
     rules = [rule for view in rule_views(runtime, indexes) for rule in view]
     changed = set()
-    for name, labels in listed.items():
+    for name, labels in listed.items():  # this list's own dict: a namespace's deletion edits the next one's
         earlier = before[name] if name in before else _indexed_labels(indexes, name)
         if earlier != labels and _selecting(rules, name, earlier) != _selecting(rules, name, labels):
             changed.add(name)
-            await _grants_changed(runtime, indexes, name)
+    if changed:
+        await _grants_changed(runtime, indexes, changed)
     return changed
 
 
@@ -230,8 +241,9 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
         return
     if type == "DELETED":
         runtime.namespace_labels.pop(name, None)
-        if runtime.listed_labels is not None:  # one made again of its name is newer than the last list
-            runtime.listed_labels.pop(name, None)
+        if runtime.listed_labels is not None and name in runtime.listed_labels:
+            # one made again of its name is newer than the last list (a copy: a list's wakes may still read it)
+            runtime.listed_labels = {k: v for k, v in runtime.listed_labels.items() if k != name}
         return
     now, before = dict(labels or {}), runtime.namespace_labels.get(name)
     runtime.namespace_labels[name] = now
@@ -241,7 +253,7 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
         # index that did not have it yet
         lived = runtime.listed_labels is not None and any(ns == name for ns, _ in indexes["by_name"])
         if lived:
-            await _grants_changed(runtime, indexes, name)
+            await _grants_changed(runtime, indexes, {name})
         return
     if before == now:
         return
@@ -254,7 +266,7 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
             except Exception as exc:  # the next interval lists them again
                 log.warning("the namespaces could not be listed again", extra={"error": one_line(exc)})
         if name not in woken:
-            await _grants_changed(runtime, indexes, name)
+            await _grants_changed(runtime, indexes, {name})
 
 
 def _selecting(rules: list[EffectiveRule], namespace: str, labels: dict[str, str]) -> set[str]:
@@ -275,15 +287,15 @@ def label_views(runtime: Runtime, indexes: Any, namespace: str) -> list[dict[str
     return [indexed] if listed is None or listed == indexed else [indexed, listed]
 
 
-async def _grants_changed(runtime: Runtime, indexes: Any, only: str | None = None) -> None:
-    """What the grants allow may have changed for the objects (of namespace ``only``, or all): their loops look
-    again at once, and their cleanups a grant blocked try again."""
+async def _grants_changed(runtime: Runtime, indexes: Any, only: set[str] | None = None) -> None:
+    """What the grants allow may have changed for the objects (of the namespaces ``only``, or all): their loops
+    look again at once, and their cleanups a grant blocked try again."""
     runtime.grants_version += 1
     if only is None:
         woken = list(runtime.wakeups)
     else:
         woken = [
-            uid for (namespace, _), uids in indexes["by_name"].items() if namespace == only for uid in uids
+            uid for (namespace, _), uids in indexes["by_name"].items() if namespace in only for uid in uids
         ]
     for uid in woken:
         if uid in runtime.wakeups:
@@ -291,7 +303,7 @@ async def _grants_changed(runtime: Runtime, indexes: Any, only: str | None = Non
     # the blocked cleanups this process saw and those its status names (blocked before a restart)
     blocked = {**dict(runtime.blocked), **_first_of(indexes["cleanup_blocked"])}
     for uid, (namespace, name) in blocked.items():
-        if only is not None and namespace != only:
+        if only is not None and namespace not in only:
             continue
         try:
             await runtime.workers.call(retry_cleanup_now, runtime.kube, uid, namespace, name)
