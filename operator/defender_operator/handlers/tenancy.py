@@ -25,7 +25,7 @@ from ..api.policy import (
     EffectiveRule,
     effective_rule,
 )
-from ..kube import Kube, one_line
+from ..kube import Kube, api_server_unavailable, one_line
 from ..reconcile.model import Target
 from ..reconcile.tenancy import Admission, admit_in_views
 from .runtime import CLEANUP_HANDLER, PROGRESS, Runtime
@@ -83,7 +83,7 @@ async def policy_changed(
         task.add_done_callback(runtime.tasks.discard)
     else:  # it came back, never went, or went for good (an unannotated deletion)
         runtime.departed.pop(name, None)
-    await _refold(runtime, indexes)
+    await _refold_from_handler(runtime, indexes)
 
 
 @kopf.on.event(GROUP, VERSION, EFFECTIVE_PLURAL)
@@ -100,7 +100,22 @@ async def parameter_seen(memo: Any, **indexes: Any) -> None:
                 asyncio.create_task(_relist(runtime, indexes)),
                 asyncio.create_task(_relist_labels(runtime, indexes)),
             ]
+        await _refold_from_handler(runtime, indexes)
+
+
+async def _refold_from_handler(runtime: Runtime, indexes: Any) -> None:
+    """A fold for a watch event. An API server that is away (restarting, overloaded) is no error of the handler's:
+    the relist folds again within ``policy_relist_seconds`` (Kopf would log the exception as an error and drop the
+    event: an event handler is not retried; campaign seed 44081, two API-server restarts in a row)."""
+    try:
         await _refold(runtime, indexes)
+    except Exception as exc:
+        if not api_server_unavailable(exc):
+            raise
+        log.warning(
+            "the policies could not be folded, the API server is away; they are listed again shortly",
+            extra={"error": one_line(exc), "delay": runtime.settings.policy_relist_seconds},
+        )
 
 
 async def _relist(runtime: Runtime, indexes: Any) -> None:
