@@ -364,9 +364,8 @@ class Kube:
         except ApiException as exc:
             if exc.status != 410:
                 raise
-            return self._namespace_pages(
-                page_size
-            )  # the pages' snapshot was compacted away meanwhile: a new one
+            # the pages' snapshot was compacted away meanwhile: a new one
+            return self._namespace_pages(page_size)
 
     def _namespace_pages(self, page_size: int) -> dict[str, dict[str, str]]:
         labels: dict[str, dict[str, str]] = {}

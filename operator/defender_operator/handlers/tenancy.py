@@ -106,7 +106,7 @@ async def parameter_seen(memo: Any, **indexes: Any) -> None:
 async def _refold_from_handler(runtime: Runtime, indexes: Any) -> None:
     """A fold for a watch event. An API server that is away (restarting, overloaded) is no error of the handler's:
     the relist folds again within ``policy_relist_seconds`` (Kopf would log the exception as an error and drop the
-    event: an event handler is not retried; campaign seed 44081, two API-server restarts in a row)."""
+    event: an event handler is not retried; campaign seeds 44081 and 44102, an API-server restart)."""
     try:
         await _refold(runtime, indexes)
     except Exception as exc:
@@ -295,7 +295,7 @@ def _indexed_labels(indexes: Any, namespace: str) -> dict[str, str]:
 
 def label_views(runtime: Runtime, indexes: Any, namespace: str) -> list[dict[str, str]]:
     """The namespace's labels the grants are decided from: the watch's index, and the last list's when they differ
-    (``_relist``: either can be the older). A namespace the last list did not have is newer than it: the index
+    (``_relist_labels``: either can be the older). A namespace the last list did not have is newer than it: the index
     alone (an object's namespace cannot be gone while the object is there)."""
     indexed = _indexed_labels(indexes, namespace)
     listed = (runtime.listed_labels or {}).get(namespace)
