@@ -104,9 +104,9 @@ class Step:
             else ""
         )
         details = " ".join(f"{k}={v}" for k, v in sorted(self.args.items()))
-        derived = DERIVED.get(self.op)  # what the runner derives from the slot (no draw of its own)
-        if derived is not None and derived(self) is not None:
-            details = f"{details} {derived(self)}".strip()
+        derived = DERIVED[self.op](self) if self.op in DERIVED else None  # from the slot: no draw of its own
+        if derived is not None:
+            details = f"{details} {derived}".strip()
         return f"{self.op}{target}{(' ' + details) if details else ''}"
 
 
