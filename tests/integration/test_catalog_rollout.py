@@ -8,6 +8,7 @@ process finishes it. A watch on the objects judges the bound on every status cha
 """
 
 import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -202,5 +203,99 @@ def test_a_new_catalog_reaches_50_objects_in_bounded_batches_halts_at_a_failure_
         api.delete_collection_namespaced_custom_object(*WHERE, namespace, "awsconnectors")
         try:
             wait_for(lambda: not fleet(), 180, "the fleet's cleanup")
+        finally:
+            operator.stop()
+
+
+def test_an_object_deleted_mid_rollout_gives_its_place_back_while_its_cleanup_is_blocked(
+    sandbox: Sandbox, kubeconfig: Path, tmp_path: Path, fleet_namespace: str
+) -> None:
+    """The canary's update is refused, so the rollout halts at it; its tenant deletes it and its cleanup is refused
+    too (DeleteStack denied, as broken credentials would be), so the object stays, being deleted. Deletion cannot be
+    undone: the object is out of the rollout from its first cleanup, and the others go on at once, not when it is
+    gone (which a tenant could put off for good)."""
+    namespace = fleet_namespace
+    api = client.CustomObjectsApi(api_client(kubeconfig))
+    canary, others = "first", ["second", "third"]
+    old, new = catalog_version(), _version(changed_catalog(tmp_path / "catalog.json"))
+
+    def get(name: str) -> dict[str, Any]:
+        found: dict[str, Any] = api.get_namespaced_custom_object(*WHERE, namespace, "awsconnectors", name)
+        return found
+
+    first = start_operator(sandbox, tmp_path / "first", namespaces=[namespace])
+    try:
+        for name in [canary, *others]:
+            api.create_namespaced_custom_object(
+                *WHERE, namespace, "awsconnectors", manifest(namespace, name, plans={})
+            )
+        for name in [canary, *others]:
+            wait_for(lambda n=name: _ready(get(n)), 120, f"{name} Ready on the packaged catalog")
+    finally:
+        first.stop()
+    stack = _status(get(canary), "aws")["stackName"]
+
+    operator = prepared_operator(
+        sandbox,
+        tmp_path / "second",
+        namespaces=[namespace],
+        extra_env={
+            "DEFENDER_OPERATOR_CATALOG_FILE": str(tmp_path / "catalog.json"),
+            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_BATCH": "1",
+            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_PAUSE_SECONDS": "0.5",
+            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_CANARIES": f"{namespace}/{canary}",
+        },
+    )
+    for action in ("UpdateStack", "DeleteStack"):  # the canary's calls only
+        operator.inject_aws_fault(
+            pathPattern=f" {action}$",
+            bodyPattern=f"StackName=([^&]*/)?{re.escape(stack)}(&|/|$)",
+            status=403,
+            code="AccessDenied",
+            count=10_000,
+        )
+    try:
+        operator.start()
+
+        def halted() -> bool:
+            return all(
+                f"updating {namespace}/{canary} to it failed"
+                in (_status(get(n), "catalog") or {}).get("waiting", "")
+                for n in others
+            )
+
+        wait_for(halted, 90, "the others waiting, the rollout halted at the canary")
+        assert all((_status(get(n), "catalog") or {}).get("version") == old for n in others)
+
+        api.delete_namespaced_custom_object(*WHERE, namespace, "awsconnectors", canary)
+
+        def cleanup_blocked() -> bool:
+            stalled = [c for c in _status(get(canary), "conditions") or [] if c["type"] == "Stalled"]
+            return (
+                bool(stalled) and stalled[0]["status"] == "True" and stalled[0]["reason"] == "CleanupBlocked"
+            )
+
+        wait_for(cleanup_blocked, 60, "the canary's cleanup blocked by the refused DeleteStack")
+        for name in others:
+            wait_for(
+                lambda n=name: (_status(get(n), "catalog") or {}).get("version") == new and _ready(get(n)),
+                90,
+                f"{name} on the new catalog while the canary is still being deleted",
+            )
+        assert get(canary)["metadata"].get(
+            "deletionTimestamp"
+        )  # still there: its place was given back before
+        assert "defender_operator_catalog_rollout_halted 0.0" in operator.metrics()
+    finally:
+        operator.clear_aws_faults()
+        if operator.record is None or not operator.record.alive():
+            operator.start()
+        api.delete_collection_namespaced_custom_object(*WHERE, namespace, "awsconnectors")
+        try:
+            wait_for(
+                lambda: not api.list_namespaced_custom_object(*WHERE, namespace, "awsconnectors")["items"],
+                120,
+                "cleanup",
+            )
         finally:
             operator.stop()

@@ -2,6 +2,7 @@
 first failed update, and a restart that resumes from the statuses (reconcile/rollout.py)."""
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -295,3 +296,28 @@ def test_terraform_objects_are_never_in_the_rollout() -> None:
     ready = {"conditions": [{"type": "Ready", "status": "True"}]}
     standing = standing_of("canary/t", ready, terraform=True)
     assert fleet_of([("t", standing)], catalog_version(), Canaries("canary")) == NOBODY
+
+
+def test_an_object_being_deleted_is_out_of_the_rollout_even_while_its_cleanup_is_blocked() -> None:
+    """Deletion cannot be undone, and a cleanup can be blocked for as long as a tenant keeps its credentials broken:
+    an object being deleted holds no place in a batch, halts nothing and is no canary to wait for, in any process
+    (the fleet is read from the index, whose entry says it is being deleted)."""
+    version = catalog_version()
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    blocked = {
+        "catalog": {"version": "old", "upgrading": version},
+        "conditions": [{"type": "Stalled", "status": "True", "reason": "CleanupBlocked"}],
+    }
+    write_failed = {
+        "catalog": {"version": "old", "upgrading": version},
+        "conditions": [{"type": "Stalled", "status": "True", "reason": "StackUpdateFailed"}],
+    }
+    standings = [
+        ("u1", standing_of("ns/a", blocked, deleting=True)),
+        ("u2", standing_of("ns/b", write_failed, deleting=True)),
+        ("u3", standing_of("canary/c", ready, deleting=True)),
+    ]
+    assert fleet_of(standings, version, Canaries("canary")) == NOBODY
+    assert fleet_of(
+        [(u, replace(s, deleting=False)) for u, s in standings], version, Canaries("canary")
+    ) == Fleet(frozenset({"u1"}), ("ns/b",), ("canary/c",))

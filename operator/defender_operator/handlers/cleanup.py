@@ -97,6 +97,9 @@ async def _cleanup(runtime: Runtime, body: Any, indexes: Any) -> None:
     uid, key = meta["uid"], f"{meta['namespace']}/{meta['name']}"
     runtime.deleting.add(uid)
     runtime.wakeups.get(uid, asyncio.Event()).set()
+    # Out of the catalog rollout for good: its place in a batch is given back now, not when the object is gone (a
+    # cleanup blocked by credentials its tenant broke would otherwise hold the batch open for as long as it lasts).
+    runtime.rollout.forget(uid)
     started, grants = time.monotonic(), runtime.grants_version
 
     def admission_for(target: Target) -> Admission:

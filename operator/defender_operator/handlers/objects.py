@@ -77,12 +77,13 @@ async def by_resource(namespace: str | None, name: str, spec: Any, **_: Any) -> 
 
 @kopf.index(GROUP, VERSION, PLURAL)
 async def by_catalog(
-    namespace: str | None, name: str, uid: str, spec: Any, status: Any, **_: Any
+    namespace: str | None, name: str, uid: str, meta: Any, spec: Any, status: Any, **_: Any
 ) -> dict[str, Standing]:
-    """uid -> where the object stands with the IAM catalog (its status.catalog, Ready, Stalled): the fleet the catalog
-    rollout decides from, whichever process wrote those statuses."""
+    """uid -> where the object stands with the IAM catalog (its status.catalog, Ready, Stalled, being deleted): the
+    fleet the catalog rollout decides from, whichever process wrote those statuses."""
     terraform = (spec.get("deployment") or {}).get("method") == "Terraform"
-    return {uid: standing_of(f"{namespace}/{name}", status, terraform)}
+    deleting = bool(meta.get("deletionTimestamp"))
+    return {uid: standing_of(f"{namespace}/{name}", status, terraform, deleting)}
 
 
 def target_of(body: Any, instance: str, indexes: Any = None, spec: dict[str, Any] | None = None) -> Target:

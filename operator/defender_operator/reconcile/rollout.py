@@ -46,13 +46,18 @@ class Standing:
     stalled: bool
     paused: bool = False
     terraform: bool = False  # the user applies its roles: never in the rollout
+    deleting: bool = (
+        False  # out of the rollout for good: deletion cannot be undone, and may be blocked for long
+    )
 
 
 def namespace_of(key: str) -> str:
     return key.partition("/")[0]
 
 
-def standing_of(key: str, status: Mapping[str, Any] | None, terraform: bool = False) -> Standing:
+def standing_of(
+    key: str, status: Mapping[str, Any] | None, terraform: bool = False, deleting: bool = False
+) -> Standing:
     """The index's entry for an object, from its raw status (``stalled``: for a reason of ``WRITE_FAILURES``)."""
     status = status or {}
     found = status.get("catalog") or {}
@@ -66,6 +71,7 @@ def standing_of(key: str, status: Mapping[str, Any] | None, terraform: bool = Fa
         stalled=stalled.get("status") == "True" and stalled.get("reason") in WRITE_FAILURES,
         paused=(conditions_.get("Paused") or {}).get("status") == "True",
         terraform=terraform,
+        deleting=deleting,
     )
 
 
@@ -93,7 +99,9 @@ class Fleet:
 def fleet_of(standings: Iterable[tuple[str, Standing]], version: str, canaries: Canaries) -> Fleet:
     in_flight, failed, pending = set(), [], []
     for uid, s in standings:
-        if s.paused or s.terraform:  # left the rollout (a person paused it), or never in it
+        if (
+            s.paused or s.deleting or s.terraform
+        ):  # left the rollout (paused or being deleted), or never in it
             continue
         if s.upgrading == version:
             if s.stalled:

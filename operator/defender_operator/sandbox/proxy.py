@@ -125,9 +125,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if self.path.startswith("/_proxy/"):
             self._control(method, body)
             return
+        text = urllib.parse.unquote_plus(body.decode(errors="ignore"))
         action = dict(urllib.parse.parse_qsl(body.decode(errors="ignore"))).get("Action", "") if body else ""
         target = self.headers.get("X-Amz-Target", "")
-        rule = self.state.faults.take(method, f"{self.path} {action or target}".strip())
+        rule = self.state.faults.take(method, f"{self.path} {action or target}".strip(), text)
         if rule is not None and rule.kill_pid_file is not None:
             self._forward(method, body, action, target)  # the write takes effect...
             with contextlib.suppress(OSError, ValueError):  # ...and the caller dies before it hears of it
