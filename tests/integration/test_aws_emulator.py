@@ -168,6 +168,59 @@ def test_list_stack_sets_honours_its_status_filter(sandbox: Sandbox) -> None:
     assert names() == {"kept", "gone"}
 
 
+def test_stacksets_skip_a_closed_account_and_only_detach_its_instance(sandbox: Sandbox) -> None:
+    """API_StackInstanceComprehensiveStatus.html (SKIPPED_SUSPENDED_ACCOUNT) and AWS re:Post knowledge center
+    "cloudformation-removal-stacksets": an operation skips a closed (SUSPENDED) account, a deletion of its instance
+    fails and leaves it INOPERABLE, and only DeleteStackInstances with RetainStacks takes it out of the StackSet
+    (its stack stays). moto deployed to, updated and deleted in closed accounts as in any other. And
+    API_DeploymentTargets.html: INTERSECTION deploys to the listed accounts of the units only."""
+    management = "500012345679"
+    organizations = aws_in(sandbox, management, "organizations")
+    organizations.create_organization(FeatureSet="ALL")
+    root = organizations.list_roots()["Roots"][0]["Id"]
+    members = []
+    for i in range(3):
+        request = organizations.create_account(Email=f"c{i}@example.com", AccountName=f"c{i}")
+        members.append(
+            organizations.describe_create_account_status(
+                CreateAccountRequestId=request["CreateAccountStatus"]["Id"]
+            )["CreateAccountStatus"]["AccountId"]
+        )
+    cf = aws_in(sandbox, management, "cloudformation")
+    body = json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}})
+    cf.create_stack_set(StackSetName="closing", TemplateBody=body, PermissionModel="SERVICE_MANAGED")
+    targets = {"OrganizationalUnitIds": [root]}
+
+    def instances() -> dict[str, tuple[str, str]]:
+        listed = cf.list_stack_instances(StackSetName="closing")["Summaries"]
+        return {i["Account"]: (i["Status"], i["StackInstanceStatus"]["DetailedStatus"]) for i in listed}
+
+    cf.create_stack_instances(
+        StackSetName="closing",
+        DeploymentTargets={
+            **targets,
+            "Accounts": [members[0], members[1]],
+            "AccountFilterType": "INTERSECTION",
+        },
+        Regions=["us-east-1"],
+    )
+    assert sorted(instances()) == sorted(members[:2])  # not members[2]
+    organizations.close_account(AccountId=members[1])
+    cf.create_stack_instances(StackSetName="closing", DeploymentTargets=targets, Regions=["us-east-1"])
+    assert sorted(instances()) == sorted(members)  # the closed account got none of its own
+    assert instances()[members[1]] == ("OUTDATED", "SKIPPED_SUSPENDED_ACCOUNT")
+    gone = {**targets, "Accounts": [members[1]], "AccountFilterType": "INTERSECTION"}
+    cf.delete_stack_instances(
+        StackSetName="closing", DeploymentTargets=gone, Regions=["us-east-1"], RetainStacks=False
+    )
+    assert instances()[members[1]] == ("INOPERABLE", "INOPERABLE")
+    cf.delete_stack_instances(
+        StackSetName="closing", DeploymentTargets=gone, Regions=["us-east-1"], RetainStacks=True
+    )
+    assert sorted(instances()) == sorted([members[0], members[2]])
+    assert aws_in(sandbox, members[1], "sns").list_topics()["Topics"]  # its stack's resources stay
+
+
 def test_a_reused_request_token_is_a_retry_and_changes_nothing(sandbox: Sandbox) -> None:
     """API_UpdateStack.html, ClientRequestToken: a request with a token CloudFormation has seen is a retry."""
     create(sandbox, ClientRequestToken="attempt-1")

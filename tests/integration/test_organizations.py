@@ -146,6 +146,47 @@ def test_excluding_and_moving_accounts_removes_their_instances(
     assert all(defender_roles(sandbox, member) == [] for member in members)
 
 
+def test_a_closed_member_account_is_detached_and_holds_neither_the_members_nor_the_delete(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """An account its owner closes stays in its unit, SUSPENDED, for 90 days: StackSets skip it, a deletion of its
+    instance fails there (INOPERABLE), and no role reaches into it. The operator used to count it as leaving and
+    delete its instance on every deep pass, for ever, and its delete never finished. Now its instance is detached
+    (RetainStacks, AWS's way: the stack goes with the account), its provider is not visited, and the delete of the
+    object finishes."""
+    m, members = organization(sandbox, namespace, members=3)
+    m["spec"]["aws"]["organization"]["memberProviderRoleName"] = "DefenderProviderAdmin"
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+    assert member_accounts(kubeconfig, namespace) == 3
+    aws_in(sandbox, account_of(m), "organizations").close_account(AccountId=members[0])
+    enforce(sandbox, members[0])  # no role reaches into a closed account
+    try:
+        request_reconcile(kubeconfig, namespace, "org")
+        wait_for(
+            lambda: member_accounts(kubeconfig, namespace) == 2, 90, "the closed account's instance detached"
+        )
+        obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=90)
+        assert obj["status"]["organization"]["memberProviders"].get("failed", 0) == 0
+        removals = operator.aws_operations().get("DeleteStackInstances", 0)
+        stamp = request_reconcile(kubeconfig, namespace, "org")  # a deep pass again: nothing left to do
+        wait_for(
+            lambda: (
+                (get_object(kubeconfig, namespace, "org") or {})
+                .get("status", {})
+                .get("lastHandledReconcileAt")
+                == stamp
+            ),
+            60,
+            "the reconcile request handled",
+        )
+        assert operator.aws_operations().get("DeleteStackInstances", 0) == removals
+        delete(kubeconfig, namespace, "org")
+    finally:
+        enforce(sandbox)
+    assert all(defender_roles(sandbox, member) == [] for member in members[1:])
+
+
 def test_failing_members_show_beside_ready_and_are_retried_on_request(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
@@ -312,6 +353,19 @@ def test_members_ciem_role_trusts_the_management_oidc_role_and_a_joining_account
     wait_for(lambda: member_accounts(kubeconfig, namespace) == 3, 90, "the joining account's instance")
     wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=90)
     assert "DefenderForCloud-Ciem" in defender_roles(sandbox, late)
+    # the deployment asked for the joining account alone, not for every account of the unit again
+    cf = aws_in(sandbox, management, "cloudformation")
+    stack_set = m["spec"]["aws"]["organization"].get("stackSetName", "DefenderForCloud-Members")
+    creates = [
+        o
+        for o in cf.list_stack_set_operations(StackSetName=stack_set)["Summaries"]
+        if o["Action"] == "CREATE"
+    ]
+    last = max(creates, key=lambda o: o["CreationTimestamp"])
+    targets = cf.describe_stack_set_operation(StackSetName=stack_set, OperationId=last["OperationId"])[
+        "StackSetOperation"
+    ]["DeploymentTargets"]
+    assert targets["Accounts"] == [late] and targets["AccountFilterType"] == "INTERSECTION", targets
     delete(kubeconfig, namespace, "org")
     assert all(defender_roles(sandbox, account) == [] for account in [*members, late])
 

@@ -78,6 +78,22 @@ class ObservedStackSet:
         return sorted({s.account for s in self.states})
 
 
+# An account its owner closed stays in its organizational unit, SUSPENDED, for the 90 days AWS keeps it (PENDING_CLOSURE
+# on its way there; ``State`` says CLOSED as well): StackSets skip it (SKIPPED_SUSPENDED_ACCOUNT,
+# API_StackInstanceComprehensiveStatus.html), and its instance can only be detached, not deleted (AWS re:Post
+# knowledge center, "cloudformation-removal-stacksets": DeleteStackInstances with RetainStacks).
+CLOSED = frozenset({"SUSPENDED", "PENDING_CLOSURE", "CLOSED"})
+
+
+@dataclass(frozen=True)
+class MemberAccounts:
+    """The accounts under an organization's units: ``active`` ones a StackSet deploys to, ``closed`` ones (see
+    ``CLOSED``), whose instances the operator detaches. An account in neither (PENDING_ACTIVATION) is waited for."""
+
+    active: frozenset[str]
+    closed: frozenset[str]
+
+
 @dataclass(frozen=True)
 class Targets:
     organizational_units: list[str]
@@ -127,15 +143,21 @@ class StackSets:
         roots = call(self.organizations, "list_roots")["Roots"]
         return str(roots[0]["Id"])
 
-    def accounts_under(self, parents: list[str], management_account: str) -> set[str]:
+    def accounts_under(self, parents: list[str], management_account: str) -> MemberAccounts:
         """Every account in these OUs (or the root) and their child OUs, recursively, as a service-managed StackSet
         deploys to them; never the management account (StackSets do not deploy there)."""
-        accounts: set[str] = set()
+        active: set[str] = set()
+        closed: set[str] = set()
         pending = list(parents)
         while pending:
             parent = pending.pop()
             found = pages(self.organizations, "list_accounts_for_parent", "Accounts", ParentId=parent)
-            accounts |= {str(a["Id"]) for a in found if a.get("Status", "ACTIVE") == "ACTIVE"}
+            for a in found:
+                states = {a.get("Status", "ACTIVE"), a.get("State", "ACTIVE")}
+                if states & CLOSED:
+                    closed.add(str(a["Id"]))
+                elif states == {"ACTIVE"}:
+                    active.add(str(a["Id"]))
             children = pages(
                 self.organizations,
                 "list_organizational_units_for_parent",
@@ -143,7 +165,9 @@ class StackSets:
                 ParentId=parent,
             )
             pending += [str(ou["Id"]) for ou in children]
-        return accounts - {management_account}
+        return MemberAccounts(
+            frozenset(active - {management_account}), frozenset(closed - {management_account})
+        )
 
     def observe(self, name: str) -> ObservedStackSet | None:
         try:
@@ -189,15 +213,20 @@ class StackSets:
             )
 
     def deploy(self, name: str, targets: Targets, accounts: list[str] | None = None) -> str:
-        """Create instances in the targets' accounts; with ``accounts``, only in those (the ones still missing)."""
+        """Create instances in the targets' accounts; with ``accounts``, only in those (the ones still missing: the
+        targets' accounts narrowed to them, INTERSECTION, API_DeploymentTargets.html), so one missing account is one
+        stack operation, not one for every account of the units."""
         if self.planned is not None:
             self.planned.append(f"deploy StackSet {name} to {', '.join(targets.organizational_units)}")
             return ""
+        deployment = targets.deployment_targets()
+        if accounts:
+            deployment.update({"Accounts": accounts, "AccountFilterType": "INTERSECTION"})
         with self.writing():
             result = self._call(
                 "create_stack_instances",
                 StackSetName=name,
-                DeploymentTargets=targets.deployment_targets(),
+                DeploymentTargets=deployment,
                 Regions=[targets.region],
                 OperationPreferences=targets.preferences(),
             )
@@ -236,9 +265,10 @@ class StackSets:
                 reason = f"account {failed[0]['Account']}: {failed[0].get('StatusReason', '')}"
         return status, reason
 
-    def remove_instances(self, name: str, accounts: list[str], region: str) -> str:
+    def remove_instances(self, name: str, accounts: list[str], region: str, retain: bool = False) -> str:
         """Delete the instances of exactly these accounts, wherever they sit in the organization now (the root as
-        the OU, narrowed to the accounts), so an account moved to another OU or excluded later is found too."""
+        the OU, narrowed to the accounts), so an account moved to another OU or excluded later is found too. With
+        ``retain``, detach them and leave their stacks (the only way out for closed accounts, ``CLOSED``)."""
         with self.writing():
             result = self._call(
                 "delete_stack_instances",
@@ -249,7 +279,7 @@ class StackSets:
                     "AccountFilterType": "INTERSECTION",
                 },
                 Regions=[region],
-                RetainStacks=False,
+                RetainStacks=retain,
             )
         return str(result["OperationId"])
 

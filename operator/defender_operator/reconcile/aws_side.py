@@ -426,9 +426,14 @@ def reconcile_organization(
         status.member_providers = None
     if observed is None:
         if members is not None:  # the providers first: the member roles trust them
-            wanted = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
+            under = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
             events = _member_providers(
-                target, members, status, wanted - set(targets.excluded_accounts), ledger
+                target,
+                members,
+                status,
+                under.active - set(targets.excluded_accounts),
+                ledger,
+                closed=under.closed,
             )
         ledger.stack_set(PENDING)
         try:
@@ -477,18 +482,36 @@ def reconcile_organization(
     # 41028)
     status.template_hash = member.sha256
     if target.deep or settled:  # level-triggered: exactly the member accounts of the targets have an instance
-        wanted = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
-        wanted -= set(targets.excluded_accounts)
+        under = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
+        wanted = under.active - set(targets.excluded_accounts)
         missing = sorted(wanted - set(observed.instances))
-        extra = sorted(set(observed.instances) - wanted)
+        extra = sorted(set(observed.instances) - wanted - under.closed)
+        closed = sorted(set(observed.instances) & under.closed)
         if members is not None:
-            events += _member_providers(target, members, status, wanted, ledger, leaving=extra)
-        if extra or missing:
+            events += _member_providers(
+                target, members, status, wanted, ledger, leaving=extra, closed=under.closed
+            )
+        if extra or missing or closed:
             prove_stack_set(ledger, name, observed)
         if extra:  # excluded since, or moved out of the target OUs
             status.operation_id = stacksets.remove_instances(name, extra, targets.region) or None
             message = (
                 f"removing StackSet {name} from {len(extra)} accounts no longer targeted: {', '.join(extra)}"
+            )
+            return AwsResult(
+                Verdict("False", "StackSetUpdating", message),
+                events=[*events, Event("Normal", "StackSetUpdating", message)],
+                requeue_after=settings.in_progress_seconds,
+            )
+        if (
+            closed
+        ):  # StackSets skip a closed account: a deletion would fail there for good; detaching is AWS's way
+            status.operation_id = (
+                stacksets.remove_instances(name, closed, targets.region, retain=True) or None
+            )
+            message = (
+                f"detaching StackSet {name} from {len(closed)} closed accounts (their stacks go with the accounts): "
+                f"{', '.join(closed)}"
             )
             return AwsResult(
                 Verdict("False", "StackSetUpdating", message),
@@ -512,17 +535,22 @@ def _member_providers(
     target: Target,
     members: Callable[[str], OidcProviders],
     status: OrganizationStatus,
-    accounts: set[str],
+    accounts: frozenset[str],
     ledger: Ledger,
     leaving: list[str] | None = None,
+    closed: frozenset[str] = frozenset(),
 ) -> list[Event]:
     """What was added for the accounts that leave goes first (those that left the StackSet, and those recorded as
     reached and no longer wanted, so a release that failed is retried on every deep pass); then every wanted account
-    is set up."""
+    is set up. A closed account (``closed``) is not visited: no role can be assumed there any more, and what was
+    added goes with the account; it leaves the record."""
     microsoft = provider_specs(target)["microsoft"]
     record = ledger.recorded()
     if record is not None and record.member_accounts is not None:
-        leaving = sorted({*(leaving or []), *(set(record.member_accounts) - accounts)})
+        gone = sorted(set(record.member_accounts) & closed)
+        if gone:
+            ledger.members_released(gone)
+        leaving = sorted({*(leaving or []), *(set(record.member_accounts) - accounts - closed)})
     released, not_released, _ = release_members(members, microsoft, target.owner, leaving or [], ledger)
     providers, set_up = ensure_members(members, microsoft, target.owner, accounts, ledger)
     if not_released:  # accounts that left keep what was added until their role lets the operator in again

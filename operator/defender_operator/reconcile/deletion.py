@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.status import AWSConnectorStatus, FirstCloudWrite, OrganizationStatus
-from ..aws.stackset import StackSets
+from ..aws.stackset import MemberAccounts, StackSets
 from ..errors import RetryableError, TerminalError
 from .aws_side import prove_stack_set, provider_specs, release_provider
 from .clouds import Clouds
@@ -45,8 +45,10 @@ def _remove_stack_set(
     in_progress_seconds: float,
     events: list[Event],
     ledger: Ledger,
+    closed: frozenset[str] = frozenset(),
 ) -> Cleanup | None:
-    """Remove the member instances, then the StackSet; None once it is gone (or is not this object's)."""
+    """Remove the member instances (those of ``closed`` accounts detached, the only way AWS lets them go), then the
+    StackSet; None once it is gone (or is not this object's)."""
     org = target.spec.aws.organization
     assert org is not None
     name = org.stack_set_name
@@ -62,13 +64,21 @@ def _remove_stack_set(
                 False, f"waiting for StackSet {name} to remove its instances", in_progress_seconds, events
             )
     if observed.instances:
+        live = [a for a in observed.instances if a not in closed]
+        detach = not live
         try:
-            operation = stacksets.remove_instances(name, observed.instances, target.spec.deployment.region)
+            operation = stacksets.remove_instances(
+                name, live or observed.instances, target.spec.deployment.region, retain=detach
+            )
         except RetryableError as exc:  # StackSetBusy: another operation runs on it
             return Cleanup(False, f"waiting for StackSet {name}: {exc.message}", in_progress_seconds, events)
         status.organization = organization or OrganizationStatus()
         status.organization.operation_id = operation
-        message = f"removing StackSet {name} from {len(observed.instances)} member accounts"
+        message = (
+            f"detaching StackSet {name} from {len(observed.instances)} closed member accounts"
+            if detach
+            else f"removing StackSet {name} from {len(live)} member accounts"
+        )
         events.append(Event("Normal", "StackSetDeleting", message))
         return Cleanup(False, message, in_progress_seconds, events, status)
     stacksets.delete(name)
@@ -86,19 +96,16 @@ def released_by_orphan(blocked: bool, deleting: bool, spec: Mapping[str, Any]) -
     return blocked and deleting and spec.get("deletionPolicy") == "Orphan"
 
 
-def _member_accounts(target: Target, stacksets: StackSets) -> set[str]:
+def _member_accounts(target: Target, stacksets: StackSets, under: MemberAccounts) -> set[str]:
     """The member accounts this object may have added audiences in: those its StackSet targets (the only ones the
     grant let it assume the member role in) and those with an instance."""
     org = target.spec.aws.organization
     assert org is not None
-    wanted = stacksets.accounts_under(
-        list(org.organizational_unit_ids) or [stacksets.root()], target.spec.aws.account_id
-    )
     observed = stacksets.observe(org.stack_set_name)
     instances = (
         set(observed.instances) if observed is not None and target.owner.owns(observed.tags) else set()
     )
-    return (wanted - set(org.excluded_account_ids)) | instances
+    return set(under.active - set(org.excluded_account_ids)) | instances
 
 
 def _eks_regions(target: Target, status: AWSConnectorStatus, ledger: Ledger, partition: str) -> list[str]:
@@ -159,19 +166,30 @@ def finalize(
     terraform = target.spec.deployment.method == "Terraform"
     members_failing: list[str] = []
     refused: list[str] = []
-    if account.stacksets is not None and target.spec.aws.organization is not None and not terraform:
+    org = target.spec.aws.organization
+    if account.stacksets is not None and org is not None and not terraform:
+        stacksets = account.stacksets
+        under = stacksets.accounts_under(
+            list(org.organizational_unit_ids) or [stacksets.root()], target.spec.aws.account_id
+        )
         if account.members is not None:  # before the member roles that trust the providers go
             microsoft = provider_specs(target)["microsoft"]
             record = ledger.recorded()
             accounts = (
                 set(record.member_accounts)  # every member it reached, in the targets or not any more
                 if record is not None and record.member_accounts is not None
-                else _member_accounts(target, account.stacksets)
+                else _member_accounts(target, stacksets, under)
             )
-            released, failing, refused = release_members(account.members, microsoft, owner, accounts, ledger)
+            if accounts & under.closed:  # no role reaches into a closed account; what was added goes with it
+                ledger.members_released(sorted(accounts & under.closed))
+            released, failing, refused = release_members(
+                account.members, microsoft, owner, accounts - under.closed, ledger
+            )
             events += released
             members_failing = [f"{f.account_id}: {f.reason}" for f in failing]
-        waiting = _remove_stack_set(target, account.stacksets, status, in_progress_seconds, events, ledger)
+        waiting = _remove_stack_set(
+            target, stacksets, status, in_progress_seconds, events, ledger, under.closed
+        )
         if waiting is not None:
             return waiting
     if target.spec.aws.delegated_administrator:  # nothing was written in the management account itself

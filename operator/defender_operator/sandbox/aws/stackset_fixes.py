@@ -13,8 +13,9 @@
 - A stack instance reports its member stack's state (API_StackInstanceSummary.html): ``CURRENT``/``SUCCEEDED`` once
   the stack is complete, ``OUTDATED``/``FAILED`` with the failing resource's reason when it rolled back; moto says
   ``CURRENT``/``SUCCEEDED`` whatever happened.
-- ``DescribeStackSetOperation`` returns the ``OperationPreferences`` the operation was started with; moto drops
-  them (they are recorded, not enforced: failure tolerance does not stop a deployment here).
+- ``DescribeStackSetOperation`` returns the ``OperationPreferences`` and ``DeploymentTargets`` the operation was
+  started with (API_StackSetOperation.html); moto drops them (they are recorded, not enforced: failure tolerance
+  does not stop a deployment here).
 - ``ListStackInstances`` and ``ListStackSetOperationResults`` are paged (``MaxResults`` 1-100, ``NextToken``:
   API_ListStackInstances.html); moto returns everything at once, which hides a client that reads one page only.
 - A stack instance's resources are made by StackSets' own execution role in the member account
@@ -22,6 +23,12 @@
   with the caller's permissions, so the emulator's authorization of what CloudFormation does for its caller skips
   them (it matters where the caller's own account is a target: a delegated administrator's).
 - ``ListStackSets`` honours its ``Status`` filter (ACTIVE or DELETED); moto lists deleted stack sets either way.
+- A closed (SUSPENDED) member account is skipped by every operation (``SKIPPED_SUSPENDED_ACCOUNT``,
+  API_StackInstanceComprehensiveStatus.html): no instance is created or updated there, and deleting its instance
+  fails and leaves it ``INOPERABLE`` unless ``RetainStacks`` detaches it (AWS re:Post knowledge center,
+  "cloudformation-removal-stacksets": "To delete stack instances for closed or suspended accounts, you must perform
+  the DeleteStackInstances operation with the RetainStacks option set to true"); moto deploys to, updates and
+  deletes in closed accounts as in any other, and ignores RetainStacks.
 """
 
 from typing import Any
@@ -31,6 +38,7 @@ from moto.cloudformation.responses import CloudFormationResponse, StackSetOperat
 from moto.core.common_models import CloudFormationModel
 from moto.core.responses import ActionResult
 from moto.iam.models import iam_backends
+from moto.organizations.models import organizations_backends
 from moto.utilities.utils import get_partition
 
 from . import authorization, delays
@@ -115,7 +123,8 @@ def _create_each(
         )
     mode = deployment_targets.get("AccountFilterType", "NONE")
     listed = set(deployment_targets.get("Accounts") or [])
-    in_ous = _accounts_in(self.org_backend, ou_ids)
+    closed = _closed(self.org_backend)
+    in_ous = [a for a in _accounts_in(self.org_backend, ou_ids) if a not in closed]  # skipped there
     if mode == "DIFFERENCE":
         chosen = [a for a in in_ous if a not in listed]
     elif mode == "INTERSECTION":
@@ -151,6 +160,25 @@ def _ou_accounts(stack_set: StackSet, ou_ids: list[str]) -> list[str]:
     return _accounts_in(stack_set.instances.org_backend, ou_ids)
 
 
+def _closed(org: Any) -> set[str]:
+    """The organization's closed accounts (moto's CloseAccount makes them SUSPENDED)."""
+    return {a.id for a in org.accounts if a.status != "ACTIVE"}
+
+
+def _account_closed(account_id: str) -> bool:
+    """Whether a member account is closed, found through its organization's management account."""
+    management = organizations_backends.master_accounts.get(account_id)
+    if management is None:
+        return False
+    org = organizations_backends[management[0]][management[1]]
+    return any(a.id == account_id and a.status != "ACTIVE" for a in org.accounts)
+
+
+# (StackSet id, account) of instances whose deletion failed because the account is closed: INOPERABLE until
+# detached (RetainStacks).
+_INOPERABLE: set[tuple[str, str]] = set()
+
+
 _original_delete_instances = CloudFormationResponse.delete_stack_instances
 
 
@@ -165,8 +193,23 @@ def _delete_stack_instances(self: CloudFormationResponse) -> Any:
         accounts = [a for a in accounts if a in listed]
     elif mode == "DIFFERENCE":
         accounts = [a for a in accounts if a not in listed]
+    regions = self._get_param("Regions", [])
+    closed = _closed(stack_set.instances.org_backend)
+    if str(self._get_param("RetainStacks")).lower() == "true":  # detached: the stacks stay where they are
+        instances = stack_set.instances.stack_instances
+        for instance in [i for i in instances if i.account_id in accounts and i.region_name in regions]:
+            instances.remove(instance)
+            _INOPERABLE.discard((stack_set.id, instance.account_id))
+        accounts = []
+    else:
+        _INOPERABLE.update(
+            (stack_set.id, i.account_id)
+            for i in stack_set.instances.stack_instances
+            if i.account_id in accounts and i.account_id in closed and i.region_name in regions
+        )
+        accounts = [a for a in accounts if a not in closed]
     with authorization.acting_for(None):
-        stack_set.delete_stack_instances(accounts, self._get_param("Regions", []))
+        stack_set.delete_stack_instances(accounts, regions)
     return ActionResult({"OperationId": stack_set.operations[-1]["OperationId"]})
 
 
@@ -182,7 +225,10 @@ def _update(self: StackSet, template: str, *args: Any, **kwargs: Any) -> dict[st
 
 
 def _update_instances(self: StackSet, template: str) -> None:
+    closed = _closed(self.instances.org_backend)
     for instance in self.stack_instances:
+        if instance.account_id in closed:  # skipped: the instance keeps its template
+            continue
         instance.template = template
         instance.stack.update(template, parameters=instance.stack.resource_map.input_parameters)
 
@@ -194,7 +240,19 @@ _original_to_dict = StackInstance.to_dict
 def _instance_summary(self: StackInstance) -> dict[str, Any]:
     summary = _original_to_dict(self)
     stack_status = getattr(getattr(self, "stack", None), "status", "CREATE_COMPLETE")
-    if stack_status in _FAILED_STACK:
+    if (self.stackset_id, self.account_id) in _INOPERABLE:
+        summary.update(
+            {
+                "Status": "INOPERABLE",
+                "StatusReason": f"Account {self.account_id} is suspended: the stack instance could not be deleted",
+                "StackInstanceStatus": {"DetailedStatus": "INOPERABLE"},
+            }
+        )
+    elif _account_closed(self.account_id):
+        summary.update(
+            {"Status": "OUTDATED", "StackInstanceStatus": {"DetailedStatus": "SKIPPED_SUSPENDED_ACCOUNT"}}
+        )
+    elif stack_status in _FAILED_STACK:
         failures = [
             e
             for e in self.stack.events
@@ -231,9 +289,10 @@ def _paged(name: str) -> None:
     setattr(CloudFormationResponse, name, paged)
 
 
-# OperationPreferences of each operation, as given (moto ignores them; DescribeStackSetOperation returns them:
-# API_StackSetOperation.html), so a test can see what the operator asked for.
+# OperationPreferences and DeploymentTargets of each operation, as given (moto ignores them; DescribeStackSetOperation
+# returns them: API_StackSetOperation.html), so a test can see what the operator asked for.
 _PREFERENCES: dict[str, dict[str, Any]] = {}
+_TARGETS: dict[str, dict[str, Any]] = {}
 
 
 def _recording_preferences(name: str) -> None:
@@ -242,9 +301,12 @@ def _recording_preferences(name: str) -> None:
     def recorded(self: CloudFormationResponse) -> Any:
         result = original(self)
         preferences = self._get_param("OperationPreferences")
+        targets = self._get_param("DeploymentTargets")
         operation_id = (getattr(result, "result", None) or {}).get("OperationId")
         if preferences and operation_id:
             _PREFERENCES[operation_id] = dict(preferences)
+        if targets and operation_id:
+            _TARGETS[operation_id] = dict(targets)
         return result
 
     setattr(CloudFormationResponse, name, recorded)
@@ -256,6 +318,7 @@ _original_operation_dto = StackSetOperationDTO.__init__
 def _operation_dto(self: StackSetOperationDTO, operation: dict[str, Any], stack_set: StackSet) -> None:
     _original_operation_dto(self, operation, stack_set)
     self.operation_preferences = _PREFERENCES.get(operation["OperationId"])  # type: ignore[attr-defined]
+    self.deployment_targets = _TARGETS.get(operation["OperationId"])  # type: ignore[attr-defined]
 
 
 def _list_stack_sets(self: CloudFormationResponse) -> ActionResult:
