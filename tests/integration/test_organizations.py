@@ -700,6 +700,13 @@ def test_a_delegated_administrator_onboards_the_members_and_writes_nothing_in_th
             assert "CspmMonitorAws" in defender_roles(sandbox, member)
         body = json.dumps(connector(sandbox, m).json())
         assert f"arn:aws:iam::{management}:role/CspmMonitorAws" in body and f"::{delegate}:role/" not in body
+        # the member StackSet, all the operator writes here, says which catalog the object is on (the rollout's)
+        wait_for(
+            lambda: ((get_object(kubeconfig, namespace, "org") or {}).get("status") or {}).get("catalog"),
+            60,
+            "status.catalog",
+        )
+        assert get_object(kubeconfig, namespace, "org")["status"]["catalog"] == {"version": catalog_version()}
         delete(kubeconfig, namespace, "org")
     finally:
         enforce(sandbox)

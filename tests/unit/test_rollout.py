@@ -27,6 +27,7 @@ from defender_operator.reconcile.rollout import (
     fleet_of,
     standing_of,
     written,
+    written_before,
 )
 from defender_operator.render.catalog import catalog_version, use_catalog
 from defender_operator.render.cloudformation import member_template, stack_template
@@ -321,3 +322,27 @@ def test_an_object_being_deleted_is_out_of_the_rollout_even_while_its_cleanup_is
     assert fleet_of(
         [(u, replace(s, deleting=False)) for u, s in standings], version, Canaries("canary")
     ) == Fleet(frozenset({"u1"}), ("ns/b",), ("canary/c",))
+
+
+def test_a_delegated_administrators_member_stackset_takes_part_in_the_rollout(another_catalog: Path) -> None:
+    """From a delegated administrator the operator writes the member StackSet alone (the management account's stack
+    is its administrators'): the StackSet's template says which catalog the object is on, and a change there needs a
+    place. It used to be never in the rollout: updated at once everywhere, and never on the catalog, so a canary of
+    this kind held every other object back for good."""
+    manifest = base_manifest()["spec"]
+    manifest["aws"] = {
+        **manifest["aws"],
+        "accountId": "444455556666",
+        "organization": {"delegatedAdministratorAccountId": "777788889999"},
+    }
+    org_spec = AWSConnectorSpec.model_validate(manifest)
+    members = Rendered(member_template(org_spec)).sha256
+    status = AWSConnectorStatus(aws=AwsStatus(), organization=OrganizationStatus(template_hash=members))
+    target = Target("ns", "org", "uid", 1, org_spec, status, {})
+    assert written(target, status) and written_before(target)  # no stack of its own is needed
+    assert catalog_after(target, status, True, None) == CatalogStatus(version=catalog_version())
+    use_catalog(str(another_catalog))
+    status.catalog = CatalogStatus(version="old")
+    assert catalog_changes(target) and not written(target, status)
+    status.organization = OrganizationStatus(template_hash=Rendered(member_template(org_spec)).sha256)
+    assert written(target, status) and not catalog_changes(target)

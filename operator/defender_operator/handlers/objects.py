@@ -31,7 +31,16 @@ from ..reconcile.deletion import ORPHANED, released_by_orphan
 from ..reconcile.engine import now, reconcile, writes_ahead
 from ..reconcile.journal import WriteJournal, abandon, release_held
 from ..reconcile.model import Target, resource_keys
-from ..reconcile.rollout import Fleet, Standing, catalog_changes, fleet_of, standing_of, upgrading, waiting
+from ..reconcile.rollout import (
+    Fleet,
+    Standing,
+    catalog_changes,
+    fleet_of,
+    standing_of,
+    upgrading,
+    waiting,
+    written_before,
+)
 from ..reconcile.tenancy import Admission
 from ..render.catalog import catalog_version
 from .runtime import CLEANUP_HANDLER, PROGRESS, Runtime, runtime_of
@@ -241,8 +250,7 @@ def _may_wait(target: Target) -> bool:
         target.status.observed_generation == target.generation
         and not target.paused
         and target.spec.deployment.method != "Terraform"
-        and target.status.aws is not None
-        and target.status.aws.template_hash is not None
+        and written_before(target)
     )
 
 

@@ -121,17 +121,33 @@ class Hold:
     retry_after: float | None = None
 
 
+def _own_stack(target: Target) -> bool:
+    """Whether the operator writes the object's own stack: not from a delegated administrator, whose management
+    account's stack its administrators deploy (the member StackSet is then all the operator writes)."""
+    return target.spec.aws.delegated_administrator is None
+
+
+def written_before(target: Target) -> bool:
+    """Whether the operator has written the object's AWS side with some catalog (its status records the template):
+    the stack, or from a delegated administrator the member StackSet."""
+    status = target.status
+    if not _own_stack(target):
+        return status.organization is not None and status.organization.template_hash is not None
+    return status.aws is not None and status.aws.template_hash is not None
+
+
 def catalog_changes(target: Target) -> bool:
     """Whether writing the object's AWS side now would change what an older catalog put there: a stack (and member
     StackSet) template other than the one its status records, for a spec the status has already seen."""
     status = target.status
     if status.catalog is not None and status.catalog.version == catalog_version():
         return False  # the common case, decided without rendering
-    if status.aws is None or status.aws.template_hash is None or target.spec.deployment.method == "Terraform":
+    if not written_before(target) or target.spec.deployment.method == "Terraform":
         return False
     names = role_names.resolve(target.spec, status)  # as the AWS side renders it
     target = replace(target, spec=role_names.with_names(target.spec, names))
-    if Rendered(stack_template(target.spec)).sha256 != status.aws.template_hash:
+    written_stack = status.aws.template_hash if status.aws is not None else None
+    if _own_stack(target) and Rendered(stack_template(target.spec)).sha256 != written_stack:
         return True
     org = status.organization
     return (
@@ -148,7 +164,9 @@ def written(target: Target, status: AWSConnectorStatus) -> bool:
     if status.catalog is not None and status.catalog.version == catalog_version():
         return True
     aws = status.aws
-    if aws is None or aws.template_hash != Rendered(stack_template(target.spec)).sha256:
+    if _own_stack(target) and (
+        aws is None or aws.template_hash != Rendered(stack_template(target.spec)).sha256
+    ):
         return False
     if target.spec.aws.organization is None:
         return True
