@@ -22,7 +22,7 @@ from defender_operator.api.status import FirstCloudWrite
 from defender_operator.errors import TerminalError
 from defender_operator.handlers.objects import target_of
 from defender_operator.kube import Kube, StatusConflict
-from defender_operator.reconcile.journal import WriteJournal, release_held
+from defender_operator.reconcile.journal import WriteJournal, abandon, release_held
 from defender_operator.sandbox import Sandbox
 from tests.support.clouds import (
     arm_client,
@@ -736,6 +736,54 @@ def test_nothing_is_written_for_an_object_whose_record_was_marked_abandoned_whil
     assert found is not None and found[0]["written"] == {"aws": "2026-01-01T00:00:00Z"}, found
     kube.delete_record(uid)
     delete(kubeconfig, namespace, "gone")
+
+
+class _PassWritingMeanwhile(Kube):
+    """The API server as an abandon meets it while a pass of the gone object still runs: before each of the first
+    ``times`` writes of the record, the pass writes it (a member account's provider recorded, say), so the write
+    finds it changed."""
+
+    def __init__(self, kubeconfig: Path, times: int) -> None:
+        super().__init__(api_client(kubeconfig))
+        self.times = times
+
+    def write_record(
+        self, uid: str, spec: dict[str, Any], resource_version: str | None, labels: dict[str, str]
+    ) -> str:
+        if self.times > 0:
+            self.times -= 1
+            found = self.read_record(uid)
+            assert found is not None
+            pass_write = {**found[0], "generation": int(found[0].get("generation", 1)) + 1}
+            super().write_record(uid, pass_write, found[1], labels)
+        return super().write_record(uid, spec, resource_version, labels)
+
+
+def test_an_abandoned_objects_record_is_marked_however_often_a_running_pass_writes_it(
+    kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """An object deleted without its cleanup has its record marked abandoned (then no pass writes for it). A pass
+    still running wrote the record before each of the first marks, and the operator gave up after two: the record
+    stayed unmarked, so the pass went on writing to the clouds for a gone object. It is marked now however often."""
+    m = manifest(namespace, "busy")
+    m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
+    assert apply(kubeconfig, m).returncode == 0
+    uid = wait_condition(kubeconfig, namespace, "busy", "Paused", "True")["metadata"]["uid"]
+    record = OnboardingRecordSpec(
+        object=ObjectRef(namespace=namespace, name="busy", uid=uid),
+        instance="default",
+        written=FirstCloudWrite(aws="2026-01-01T00:00:00Z"),
+    )
+    kube = _PassWritingMeanwhile(kubeconfig, times=3)
+    Kube.write_record(kube, uid, record.model_dump(by_alias=True, exclude_none=True), None, {})
+    try:
+        assert abandon(kube, namespace, uid)
+        assert kube.times == 0  # three writes of the pass met
+        found = kube.read_record(uid)
+        assert found is not None and found[0].get("abandoned"), found
+    finally:
+        kube.delete_record(uid)
+        delete(kubeconfig, namespace, "busy")
 
 
 def test_a_claim_withdrawn_since_the_copy_was_read_is_neither_written_back_nor_trusted_for_a_write(

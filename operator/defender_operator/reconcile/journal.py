@@ -83,12 +83,16 @@ def release_held(
 def abandon(kube: Kube, namespace: str, uid: str) -> bool:
     """The object went without its cleanup (someone removed the operator's finalizer): let go of the Secrets held for
     it (they would otherwise stay Terminating for ever), and mark its record abandoned, an inventory of what may be
-    left in the clouds (a pass that writes the record meanwhile makes it read and marked again; once marked, no pass
-    writes it: ``WriteJournal._snapshot``). False when there is no record (cleanup ran, or nothing was written)."""
+    left in the clouds. Once marked, no pass writes the record or holds a Secret again (``WriteJournal._snapshot``).
+    A pass that writes the record meanwhile (holding the Secrets again first) makes it read, let go and marked again,
+    as often as it takes: it used to give up after two such writes, and an organization's pass, which writes the record
+    for each member account, then went on writing for the gone object and held its Secrets for good. A gone object's
+    passes end (no new one starts), so this ends too. False when there is no record (cleanup ran, or nothing was
+    written)."""
     found = kube.read_record(uid)
     if found is None:
         return False
-    for attempt in (1, 2):
+    while found is not None:
         record = OnboardingRecordSpec.model_validate(found[0])
         for name in sorted(raw_secret_names(record.connector)):
             kube.release_secret(namespace, name, secret_finalizer(uid))
@@ -100,10 +104,7 @@ def abandon(kube: Kube, namespace: str, uid: str) -> bool:
             kube.write_record(uid, body, found[1], record_labels(record.object.namespace, record.object.name))
             break
         except RecordConflict:
-            again = kube.read_record(uid)
-            if attempt == 2 or again is None:
-                break
-            found = again
+            found = kube.read_record(uid)
     return True
 
 
