@@ -630,6 +630,15 @@ def test_second_object_for_the_same_account_is_stalled_and_writes_nothing(
     assert f"{namespace}/first" in condition(obj, "Stalled")["message"]  # type: ignore[index]
     assert connector_puts(sandbox, "second") == []
     assert len(stacks_of(sandbox, account_of(first))) == 1
+    # from another namespace the winner is not named: a tenant learns nothing of which team onboards the account
+    other = f"{namespace}-o"
+    kubectl(kubeconfig, "create", "namespace", other, check=True)
+    assert apply(kubeconfig, manifest(other, "third", account=account_of(first))).returncode == 0
+    obj = wait_condition(kubeconfig, other, "third", "Stalled", "True", reason="ConnectorConflict")
+    message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+    assert "an object in another namespace already onboards" in message and namespace not in message, message
+    delete(kubeconfig, other, "third")
+    kubectl(kubeconfig, "delete", "namespace", other, "--wait=false")
     delete(kubeconfig, namespace, "second")
     assert connector(sandbox, first, "first").status_code == 200  # deleting the duplicate touched nothing
     assert len(stacks_of(sandbox, account_of(first))) == 1

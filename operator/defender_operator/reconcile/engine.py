@@ -36,7 +36,7 @@ from .eks_side import discovery_on, made_entries, reconcile_eks, regions_of, rem
 from .ledger import UNRECORDED_LEDGER, CloudName, Ledger
 from .model import Event, Outcome, Result, Target
 from .proofs import moment
-from .tenancy import Admission
+from .tenancy import Admission, named_for
 
 # Refusals of access that may have been given a moment ago: IAM's changes take seconds to be in effect everywhere (AWS
 # IAM User Guide, "Troubleshoot IAM", "Changes that I make are not always immediately visible"), Azure role
@@ -244,8 +244,8 @@ def reconcile(
         aws = AwsResult(Verdict("False", "NotAllowedByPolicy", admission.refusal))
     elif conflict_with:
         message = (
-            f"{conflict_with} already onboards AWS account {target.spec.aws.account_id} into subscription "
-            f"{target.spec.azure.subscription_id}; nothing is written for this object"
+            f"{named_for(conflict_with, target.key)} already onboards AWS account {target.spec.aws.account_id} "
+            f"into subscription {target.spec.azure.subscription_id}; nothing is written for this object"
         )
         stalled = Verdict("True", "ConnectorConflict", message)
         aws = AwsResult(Verdict("False", "ConnectorConflict", message))

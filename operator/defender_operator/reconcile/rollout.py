@@ -29,6 +29,7 @@ from ..render.document import Rendered
 from . import conditions, role_names
 from .conditions import Verdict
 from .model import Target
+from .tenancy import named_for
 
 # Stalled reasons that say the catalog's write itself failed: the update was refused or rolled back. Any other stall
 # (a refusal by policy, a conflict, credentials gone) is not the catalog's doing: the object leaves the rollout.
@@ -49,10 +50,6 @@ class Standing:
     deleting: bool = (
         False  # out of the rollout for good: deletion cannot be undone, and may be blocked for long
     )
-
-
-def namespace_of(key: str) -> str:
-    return key.partition("/")[0]
 
 
 def standing_of(
@@ -235,11 +232,11 @@ class CatalogRollout:
             if self.halted:
                 return self._hold(
                     uid,
-                    f"the rollout of catalog {version} is halted: updating {_named(failed[0], key)} to it failed (see "
+                    f"the rollout of catalog {version} is halted: updating {named_for(failed[0], key)} to it failed (see "
                     "its Stalled condition); it resumes once that object is Ready, paused or deleted",
                 )
             if key not in self.canaries and fleet.canaries_pending:
-                pending = ", ".join(_named(k, key) for k in fleet.canaries_pending[:3])
+                pending = ", ".join(named_for(k, key) for k in fleet.canaries_pending[:3])
                 return self._hold(uid, f"waiting for the canaries to run catalog {version} first: {pending}")
             # updates the statuses say are under way (a process before this one started them) are this batch's
             self._in_flight |= fleet.in_flight - self._finished - self._gone
@@ -325,9 +322,3 @@ class CatalogRollout:
         with self._lock:
             wakes, self._wakes = self._wakes, []
         return wakes
-
-
-def _named(key: str, asking: str) -> str:
-    """Another object's name for a message in the status of ``asking``: only within its own namespace (a tenant's
-    status never names another namespace's objects)."""
-    return key if namespace_of(key) == namespace_of(asking) else "an object in another namespace"

@@ -181,3 +181,10 @@ def narrower(first: Admission, second: Admission) -> Admission:
         return second
     both = tuple(a for a in first.aws_accounts if a in second.aws_accounts)
     return Admission(first.allowed_by, aws_accounts=both)
+
+
+def named_for(key: str, asking: str) -> str:
+    """Another object's "namespace/name" for a message in the status of ``asking`` ("namespace/name"): only within
+    its own namespace. A tenant's status never names another namespace's objects (it would tell any tenant which
+    accounts other teams onboard, and under which names)."""
+    return key if key.partition("/")[0] == asking.partition("/")[0] else "an object in another namespace"
