@@ -356,6 +356,10 @@ def test_members_ciem_role_trusts_the_management_oidc_role_and_a_joining_account
     # the deployment asked for the joining account alone, not for every account of the unit again
     cf = aws_in(sandbox, management, "cloudformation")
     stack_set = m["spec"]["aws"]["organization"].get("stackSetName", "DefenderForCloud-Members")
+    assert cf.describe_stack_set(StackSetName=stack_set)["StackSet"]["AutoDeployment"] == {
+        "Enabled": True,
+        "RetainStacksOnAccountRemoval": False,
+    }
     creates = [
         o
         for o in cf.list_stack_set_operations(StackSetName=stack_set)["Summaries"]
@@ -401,6 +405,30 @@ def test_an_existing_provider_in_a_member_account_gets_defenders_audiences_throu
     )
     for member in members:  # the member stacks referenced the providers instead of creating one
         assert "CspmMonitorAws" in defender_roles(sandbox, member)
+    # No automatic deployment: an instance CloudFormation made in a joining account before the operator set up its
+    # provider would fail (IAM refuses a trust in a provider that does not exist); the deep pass deploys there once
+    # the provider is. A StackSet made with it on (by an operator before this choice) is turned off.
+    cf = aws_in(sandbox, account_of(m), "cloudformation")
+    stack_set = "DefenderForCloud-Members"
+    made = cf.describe_stack_set(StackSetName=stack_set)["StackSet"]
+    assert made["AutoDeployment"] == {"Enabled": False}
+    cf.update_stack_set(
+        StackSetName=stack_set,
+        TemplateBody=made["TemplateBody"],
+        Tags=made["Tags"],
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+        PermissionModel="SERVICE_MANAGED",
+        AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
+    )
+    request_reconcile(kubeconfig, namespace, "org")
+    wait_for(
+        lambda: (
+            cf.describe_stack_set(StackSetName=stack_set)["StackSet"]["AutoDeployment"] == {"Enabled": False}
+        ),
+        60,
+        "automatic deployment turned off again",
+    )
+    wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=90)
     m["spec"]["aws"]["organization"]["excludedAccountIds"] = [members[0]]
     assert apply(kubeconfig, m).returncode == 0
     wait_for(lambda: member_accounts(kubeconfig, namespace) == 1, 90, "the excluded account's instance to go")

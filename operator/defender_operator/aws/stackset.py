@@ -71,6 +71,7 @@ class ObservedStackSet:
     template_hash: str | None
     tags: dict[str, str]
     states: list[InstanceState]
+    auto_deployment: bool = True  # AutoDeployment.Enabled, as DescribeStackSet says
 
     @property
     def instances(self) -> list[str]:
@@ -101,6 +102,16 @@ class Targets:
     region: str
     failure_tolerance_percentage: int = 100
     max_concurrent_percentage: int = 25
+    # CloudFormation's automatic deployment to accounts that join the units (API_AutoDeployment.html). Off where the
+    # member roles trust a provider the operator sets up first (memberProviderRoleName): an instance made before the
+    # provider fails, IAM refusing a trust policy that names a provider that does not exist; the operator's deep
+    # pass then deploys to joining accounts once their provider is there.
+    auto_deployment: bool = True
+
+    def auto_deployment_setting(self) -> dict[str, bool]:
+        if not self.auto_deployment:
+            return {"Enabled": False}
+        return {"Enabled": True, "RetainStacksOnAccountRemoval": False}
 
     def preferences(self) -> dict[str, int]:
         """OperationPreferences of every operation (API_StackSetOperationPreferences.html)."""
@@ -193,9 +204,10 @@ class StackSets:
                 )
                 for s in summaries
             ],
+            auto_deployment=bool((stack_set.get("AutoDeployment") or {}).get("Enabled", True)),
         )
 
-    def create(self, name: str, body: str, template_hash: str, owner: Owner) -> None:
+    def create(self, name: str, body: str, template_hash: str, owner: Owner, targets: Targets) -> None:
         if self.planned is not None:
             self.planned.append(f"create StackSet {name} (template {template_hash[:12]})")
             return
@@ -207,7 +219,7 @@ class StackSets:
                 TemplateBody=body,
                 Capabilities=CAPABILITIES,
                 PermissionModel="SERVICE_MANAGED",
-                AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
+                AutoDeployment=targets.auto_deployment_setting(),
                 ManagedExecution={"Active": True},
                 Tags=tag_list({HASH_TAG: template_hash, **owner.tags()}),
             )
@@ -243,7 +255,7 @@ class StackSets:
                 TemplateBody=body,
                 Capabilities=CAPABILITIES,
                 PermissionModel="SERVICE_MANAGED",
-                AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False},
+                AutoDeployment=targets.auto_deployment_setting(),
                 Tags=tag_list({HASH_TAG: template_hash, **owner.tags()}),
                 OperationPreferences=targets.preferences(),
             )

@@ -419,6 +419,7 @@ def reconcile_organization(
         region=target.spec.deployment.region,
         failure_tolerance_percentage=org.failure_tolerance_percentage,
         max_concurrent_percentage=org.max_concurrent_percentage,
+        auto_deployment=org.member_provider_role_name is None,
     )
     observed = stacksets.observe(name)
     events: list[Event] = []
@@ -437,7 +438,7 @@ def reconcile_organization(
             )
         ledger.stack_set(PENDING)
         try:
-            stacksets.create(name, member.compact, member.sha256, owner)
+            stacksets.create(name, member.compact, member.sha256, owner, targets)
         except TerminalError as exc:
             if TRUSTED_ACCESS_MESSAGE in exc.message.lower():
                 message = (
@@ -464,7 +465,12 @@ def reconcile_organization(
     status.stack_set_id, status.member_accounts = observed.stack_set_id, len(observed.instances)
     if adopting:
         ledger.adopted(observed.stack_set_id)
-    if adopting or observed.template_hash != member.sha256:
+    if (
+        adopting
+        or observed.template_hash != member.sha256
+        or observed.auto_deployment
+        != targets.auto_deployment  # e.g. made before memberProviderRoleName turned it off
+    ):
         prove_stack_set(ledger, name, observed)
         status.operation_id = stacksets.update(name, member.compact, member.sha256, owner, targets) or None
         status.template_hash = member.sha256

@@ -23,6 +23,8 @@
   with the caller's permissions, so the emulator's authorization of what CloudFormation does for its caller skips
   them (it matters where the caller's own account is a target: a delegated administrator's).
 - ``ListStackSets`` honours its ``Status`` filter (ACTIVE or DELETED); moto lists deleted stack sets either way.
+- ``DescribeStackSet`` returns the ``AutoDeployment`` the StackSet was created or last updated with
+  (API_StackSet.html); moto drops it. (Recorded, not acted on: no instance is made when an account joins a unit.)
 - A closed (SUSPENDED) member account is skipped by every operation (``SKIPPED_SUSPENDED_ACCOUNT``,
   API_StackInstanceComprehensiveStatus.html): no instance is created or updated there, and deleting its instance
   fails and leaves it ``INOPERABLE`` unless ``RetainStacks`` detaches it (AWS re:Post knowledge center,
@@ -329,8 +331,26 @@ def _list_stack_sets(self: CloudFormationResponse) -> ActionResult:
     return ActionResult({"Summaries": [s for s in stack_sets if wanted is None or s.status == wanted]})
 
 
+def _recording_auto_deployment(name: str) -> None:
+    original = getattr(CloudFormationResponse, name)
+
+    def recorded(self: CloudFormationResponse) -> Any:
+        result = original(self)
+        setting = self._get_param("AutoDeployment")
+        if setting:
+            stack_set = self.cloudformation_backend.describe_stack_set(self._get_param("StackSetName"))
+            stack_set.auto_deployment = {  # type: ignore[attr-defined]
+                key: str(value).lower() == "true" for key, value in dict(setting).items()
+            }
+        return result
+
+    setattr(CloudFormationResponse, name, recorded)
+
+
 def apply() -> None:
     CloudFormationResponse.list_stack_sets = _list_stack_sets  # type: ignore[method-assign]
+    for name in ("create_stack_set", "update_stack_set"):
+        _recording_auto_deployment(name)
     for name in ("create_stack_instances", "update_stack_set"):
         _recording_preferences(name)
     StackSetOperationDTO.__init__ = _operation_dto  # type: ignore[method-assign]
