@@ -206,6 +206,8 @@ def test_stacksets_skip_a_closed_account_and_only_detach_its_instance(sandbox: S
     )
     assert sorted(instances()) == sorted(members[:2])  # not members[2]
     organizations.close_account(AccountId=members[1])
+    closed = organizations.describe_account(AccountId=members[1])["Account"]
+    assert (closed["Status"], closed["State"]) == ("SUSPENDED", "CLOSED")
     cf.create_stack_instances(StackSetName="closing", DeploymentTargets=targets, Regions=["us-east-1"])
     assert sorted(instances()) == sorted(members)  # the closed account got none of its own
     assert instances()[members[1]] == ("OUTDATED", "SKIPPED_SUSPENDED_ACCOUNT")

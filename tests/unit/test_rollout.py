@@ -346,3 +346,16 @@ def test_a_delegated_administrators_member_stackset_takes_part_in_the_rollout(an
     assert catalog_changes(target) and not written(target, status)
     status.organization = OrganizationStatus(template_hash=Rendered(member_template(org_spec)).sha256)
     assert written(target, status) and not catalog_changes(target)
+
+
+def test_a_pass_that_ends_after_its_objects_deletion_began_does_not_take_its_place_or_halt_the_rollout() -> (
+    None
+):
+    """Cleanup gives the place back as it begins; a pass admitted before may still be running, and its end (a failed
+    update, say) must not put the object back into the batch or halt the rollout for it."""
+    gate, _ = rollout(batch=1, pause=0)
+    assert gate.admit("a", "ns/a", NOBODY) is None
+    gate.forget("a")  # its deletion began
+    gate.settled("a", "ns/a", upgrading(), failed())
+    assert not gate.halted
+    assert gate.admit("b", "ns/b", NOBODY) is None

@@ -9,7 +9,7 @@ account all the same (API_CreateStackSet.html, ``CallAs``).
 """
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +71,7 @@ class ObservedStackSet:
     template_hash: str | None
     tags: dict[str, str]
     states: list[InstanceState]
-    auto_deployment: bool = True  # AutoDeployment.Enabled, as DescribeStackSet says
+    auto_deployment: bool | None = None  # AutoDeployment.Enabled, as DescribeStackSet says (None: not said)
 
     @property
     def instances(self) -> list[str]:
@@ -79,20 +79,37 @@ class ObservedStackSet:
         return sorted({s.account for s in self.states})
 
 
-# An account its owner closed stays in its organizational unit, SUSPENDED, for the 90 days AWS keeps it (PENDING_CLOSURE
-# on its way there; ``State`` says CLOSED as well): StackSets skip it (SKIPPED_SUSPENDED_ACCOUNT,
-# API_StackInstanceComprehensiveStatus.html), and its instance can only be detached, not deleted (AWS re:Post
-# knowledge center, "cloudformation-removal-stacksets": DeleteStackInstances with RetainStacks).
-CLOSED = frozenset({"SUSPENDED", "PENDING_CLOSURE", "CLOSED"})
+def standing(account: dict[str, Any]) -> str:
+    """ "active", "closed" or "waiting", from an Organizations ``Account``. ``State`` (AWS Organizations User Guide,
+    "Monitor the state of your AWS accounts"): ACTIVE; CLOSED, an account its owner closed, kept for 90 days; and
+    PENDING_ACTIVATION, SUSPENDED (restricted by AWS, which may reinstate it) and PENDING_CLOSURE (still functional),
+    which are waited for: neither deployed to nor let go. Without ``State``, the older ``Status``: a closed account is
+    SUSPENDED there (API_CloseAccount.html: PENDING_CLOSURE, then SUSPENDED once closed), which cannot be told from a
+    suspension by AWS."""
+    state = account.get("State")
+    if state is not None:
+        return {"ACTIVE": "active", "CLOSED": "closed"}.get(str(state), "waiting")
+    return {"ACTIVE": "active", "SUSPENDED": "closed"}.get(str(account.get("Status", "ACTIVE")), "waiting")
 
 
 @dataclass(frozen=True)
 class MemberAccounts:
-    """The accounts under an organization's units: ``active`` ones a StackSet deploys to, ``closed`` ones (see
-    ``CLOSED``), whose instances the operator detaches. An account in neither (PENDING_ACTIVATION) is waited for."""
+    """Accounts of the organization by ``standing``. StackSets skip a closed account (SKIPPED_SUSPENDED_ACCOUNT,
+    API_StackInstanceComprehensiveStatus.html) and cannot delete its instance, which can only be detached (AWS re:Post
+    knowledge center, "cloudformation-removal-stacksets": DeleteStackInstances with RetainStacks)."""
 
-    active: frozenset[str]
-    closed: frozenset[str]
+    active: frozenset[str] = frozenset()
+    closed: frozenset[str] = frozenset()
+    waiting: frozenset[str] = frozenset()
+
+    def __or__(self, other: "MemberAccounts") -> "MemberAccounts":
+        return MemberAccounts(
+            self.active | other.active, self.closed | other.closed, self.waiting | other.waiting
+        )
+
+    @property
+    def known(self) -> frozenset[str]:
+        return self.active | self.closed | self.waiting
 
 
 @dataclass(frozen=True)
@@ -157,18 +174,18 @@ class StackSets:
     def accounts_under(self, parents: list[str], management_account: str) -> MemberAccounts:
         """Every account in these OUs (or the root) and their child OUs, recursively, as a service-managed StackSet
         deploys to them; never the management account (StackSets do not deploy there)."""
-        active: set[str] = set()
-        closed: set[str] = set()
+        found: dict[str, list[str]] = {"active": [], "closed": [], "waiting": []}
         pending = list(parents)
         while pending:
             parent = pending.pop()
-            found = pages(self.organizations, "list_accounts_for_parent", "Accounts", ParentId=parent)
-            for a in found:
-                states = {a.get("Status", "ACTIVE"), a.get("State", "ACTIVE")}
-                if states & CLOSED:
-                    closed.add(str(a["Id"]))
-                elif states == {"ACTIVE"}:
-                    active.add(str(a["Id"]))
+            try:
+                accounts = pages(self.organizations, "list_accounts_for_parent", "Accounts", ParentId=parent)
+            except AwsClientError as exc:
+                if exc.code != "ParentNotFoundException":
+                    raise
+                continue  # a unit deleted since (it was empty then): none of its accounts are there any more
+            for a in accounts:
+                found[standing(a)].append(str(a["Id"]))
             children = pages(
                 self.organizations,
                 "list_organizational_units_for_parent",
@@ -177,8 +194,24 @@ class StackSets:
             )
             pending += [str(ou["Id"]) for ou in children]
         return MemberAccounts(
-            frozenset(active - {management_account}), frozenset(closed - {management_account})
+            *(frozenset(found[k]) - {management_account} for k in ("active", "closed", "waiting"))
         )
+
+    def described(self, accounts: Iterable[str]) -> MemberAccounts:
+        """The standing of accounts the units' listing did not name (moved out of the targets, or out of the
+        organization), one DescribeAccount each: there are few. An account no longer in the organization counts as
+        closed: StackSets cannot reach it, so its instance can only be detached."""
+        found: dict[str, list[str]] = {"active": [], "closed": [], "waiting": []}
+        for account in accounts:
+            try:
+                described = call(self.organizations, "describe_account", AccountId=account)["Account"]
+            except AwsClientError as exc:
+                if exc.code != "AccountNotFoundException":
+                    raise
+                found["closed"].append(account)
+                continue
+            found[standing(described)].append(account)
+        return MemberAccounts(*(frozenset(found[k]) for k in ("active", "closed", "waiting")))
 
     def observe(self, name: str) -> ObservedStackSet | None:
         try:
@@ -204,7 +237,7 @@ class StackSets:
                 )
                 for s in summaries
             ],
-            auto_deployment=bool((stack_set.get("AutoDeployment") or {}).get("Enabled", True)),
+            auto_deployment=(stack_set.get("AutoDeployment") or {}).get("Enabled"),
         )
 
     def create(self, name: str, body: str, template_hash: str, owner: Owner, targets: Targets) -> None:

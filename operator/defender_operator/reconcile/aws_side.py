@@ -20,7 +20,7 @@ from ..aws.eks import EksClusters
 from ..aws.managed_nodes import ManagedNodes
 from ..aws.oidc import OidcProviders, ProviderSpec
 from ..aws.stack import ObservedStack, Stacks
-from ..aws.stackset import TRUSTED_ACCESS_MESSAGE, ObservedStackSet, StackSets, Targets
+from ..aws.stackset import TRUSTED_ACCESS_MESSAGE, MemberAccounts, ObservedStackSet, StackSets, Targets
 from ..errors import TerminalError
 from ..ownership import Owner, describe_owner
 from ..render.catalog import catalog
@@ -429,12 +429,7 @@ def reconcile_organization(
         if members is not None:  # the providers first: the member roles trust them
             under = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
             events = _member_providers(
-                target,
-                members,
-                status,
-                under.active - set(targets.excluded_accounts),
-                ledger,
-                closed=under.closed,
+                target, members, status, under.active - set(targets.excluded_accounts), ledger, under=under
             )
         ledger.stack_set(PENDING)
         try:
@@ -465,11 +460,12 @@ def reconcile_organization(
     status.stack_set_id, status.member_accounts = observed.stack_set_id, len(observed.instances)
     if adopting:
         ledger.adopted(observed.stack_set_id)
+    # automatic deployment other than wanted: e.g. made before memberProviderRoleName turned it off (not said: left)
+    automatic = observed.auto_deployment
     if (
         adopting
         or observed.template_hash != member.sha256
-        or observed.auto_deployment
-        != targets.auto_deployment  # e.g. made before memberProviderRoleName turned it off
+        or automatic not in (None, targets.auto_deployment)
     ):
         prove_stack_set(ledger, name, observed)
         status.operation_id = stacksets.update(name, member.compact, member.sha256, owner, targets) or None
@@ -488,15 +484,19 @@ def reconcile_organization(
     # 41028)
     status.template_hash = member.sha256
     if target.deep or settled:  # level-triggered: exactly the member accounts of the targets have an instance
-        under = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
-        wanted = under.active - set(targets.excluded_accounts)
-        missing = sorted(wanted - set(observed.instances))
-        extra = sorted(set(observed.instances) - wanted - under.closed)
-        closed = sorted(set(observed.instances) & under.closed)
+        targeted = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
+        wanted = targeted.active - set(targets.excluded_accounts)
+        instances = set(observed.instances)
+        record = ledger.recorded() if members is not None else None
+        reached = set(record.member_accounts or []) if record is not None else set()
+        unknown = (instances | reached) - targeted.known  # moved out of the units, or out of the organization
+        under = targeted | stacksets.described(sorted(unknown)) if unknown else targeted  # their standing too
+        missing = sorted(wanted - instances)
+        # an account waited for (suspended by AWS, closing) is neither deployed to nor let go
+        extra = sorted(instances - wanted - under.closed - under.waiting)
+        closed = sorted(instances & under.closed)
         if members is not None:
-            events += _member_providers(
-                target, members, status, wanted, ledger, leaving=extra, closed=under.closed
-            )
+            events += _member_providers(target, members, status, wanted, ledger, leaving=extra, under=under)
         if extra or missing or closed:
             prove_stack_set(ledger, name, observed)
         if extra:  # excluded since, or moved out of the target OUs
@@ -543,20 +543,22 @@ def _member_providers(
     status: OrganizationStatus,
     accounts: frozenset[str],
     ledger: Ledger,
+    *,
+    under: MemberAccounts,
     leaving: list[str] | None = None,
-    closed: frozenset[str] = frozenset(),
 ) -> list[Event]:
     """What was added for the accounts that leave goes first (those that left the StackSet, and those recorded as
     reached and no longer wanted, so a release that failed is retried on every deep pass); then every wanted account
-    is set up. A closed account (``closed``) is not visited: no role can be assumed there any more, and what was
-    added goes with the account; it leaves the record."""
+    is set up. A closed account is not visited: no role can be assumed there any more, and what was added goes with
+    the account; it leaves the record. One waited for (suspended by AWS, closing) is left as it is."""
     microsoft = provider_specs(target)["microsoft"]
     record = ledger.recorded()
     if record is not None and record.member_accounts is not None:
-        gone = sorted(set(record.member_accounts) & closed)
+        gone = sorted(set(record.member_accounts) & under.closed)
         if gone:
             ledger.members_released(gone)
-        leaving = sorted({*(leaving or []), *(set(record.member_accounts) - accounts - closed)})
+        stay = accounts | under.closed | under.waiting
+        leaving = sorted({*(leaving or []), *(set(record.member_accounts) - stay)})
     released, not_released, _ = release_members(members, microsoft, target.owner, leaving or [], ledger)
     providers, set_up = ensure_members(members, microsoft, target.owner, accounts, ledger)
     if not_released:  # accounts that left keep what was added until their role lets the operator in again

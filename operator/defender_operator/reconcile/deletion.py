@@ -45,10 +45,10 @@ def _remove_stack_set(
     in_progress_seconds: float,
     events: list[Event],
     ledger: Ledger,
-    closed: frozenset[str] = frozenset(),
 ) -> Cleanup | None:
-    """Remove the member instances (those of ``closed`` accounts detached, the only way AWS lets them go), then the
-    StackSet; None once it is gone (or is not this object's)."""
+    """Remove the member instances, then the StackSet; None once it is gone (or is not this object's). The instances
+    of closed accounts, of accounts gone from the organization and of those whose removal failed in an account that
+    is not active (suspended by AWS) are detached: the only way AWS lets them go (``MemberAccounts``)."""
     org = target.spec.aws.organization
     assert org is not None
     name = org.stack_set_name
@@ -64,7 +64,10 @@ def _remove_stack_set(
                 False, f"waiting for StackSet {name} to remove its instances", in_progress_seconds, events
             )
     if observed.instances:
-        live = [a for a in observed.instances if a not in closed]
+        standing = _standing(target, stacksets, set(observed.instances))
+        inoperable = {s.account for s in observed.states if s.status == "INOPERABLE"}
+        unreachable = standing.closed | (inoperable - standing.active)
+        live = [a for a in observed.instances if a not in unreachable]
         detach = not live
         try:
             operation = stacksets.remove_instances(
@@ -75,7 +78,7 @@ def _remove_stack_set(
         status.organization = organization or OrganizationStatus()
         status.organization.operation_id = operation
         message = (
-            f"detaching StackSet {name} from {len(observed.instances)} closed member accounts"
+            f"detaching StackSet {name} from {len(observed.instances)} closed or unreachable member accounts"
             if detach
             else f"removing StackSet {name} from {len(live)} member accounts"
         )
@@ -94,6 +97,19 @@ def released_by_orphan(blocked: bool, deleting: bool, spec: Mapping[str, Any]) -
     grant withdrawn), it is being deleted, and its user switched it to ``deletionPolicy: Orphan``, the documented way
     out. Read from the raw spec, so no parsing ever stands between a delete and Orphan."""
     return blocked and deleting and spec.get("deletionPolicy") == "Orphan"
+
+
+def _standing(target: Target, stacksets: StackSets, accounts: set[str]) -> MemberAccounts:
+    """The standing of the targets' accounts and of ``accounts``: one listing of the units (only when there is
+    something to decide: a cleanup attempt that has no member account left reads no organization), the accounts it
+    did not name described."""
+    org = target.spec.aws.organization
+    assert org is not None
+    under = stacksets.accounts_under(
+        list(org.organizational_unit_ids) or [stacksets.root()], target.spec.aws.account_id
+    )
+    unknown = accounts - under.known
+    return under | stacksets.described(sorted(unknown)) if unknown else under
 
 
 def _member_accounts(target: Target, stacksets: StackSets, under: MemberAccounts) -> set[str]:
@@ -169,27 +185,26 @@ def finalize(
     org = target.spec.aws.organization
     if account.stacksets is not None and org is not None and not terraform:
         stacksets = account.stacksets
-        under = stacksets.accounts_under(
-            list(org.organizational_unit_ids) or [stacksets.root()], target.spec.aws.account_id
-        )
         if account.members is not None:  # before the member roles that trust the providers go
             microsoft = provider_specs(target)["microsoft"]
             record = ledger.recorded()
-            accounts = (
-                set(record.member_accounts)  # every member it reached, in the targets or not any more
-                if record is not None and record.member_accounts is not None
-                else _member_accounts(target, stacksets, under)
-            )
-            if accounts & under.closed:  # no role reaches into a closed account; what was added goes with it
-                ledger.members_released(sorted(accounts & under.closed))
+            if record is not None and record.member_accounts is not None:
+                accounts = set(
+                    record.member_accounts
+                )  # every member it reached, in the targets or not any more
+                standing = _standing(target, stacksets, accounts) if accounts else MemberAccounts()
+            else:  # an object from before the record kept them
+                standing = _standing(target, stacksets, set())
+                accounts = _member_accounts(target, stacksets, standing)
+            closed = sorted(accounts & standing.closed)
+            if closed:  # no role reaches into a closed account; what was added goes with it
+                ledger.members_released(closed)
             released, failing, refused = release_members(
-                account.members, microsoft, owner, accounts - under.closed, ledger
+                account.members, microsoft, owner, accounts - standing.closed, ledger
             )
             events += released
             members_failing = [f"{f.account_id}: {f.reason}" for f in failing]
-        waiting = _remove_stack_set(
-            target, stacksets, status, in_progress_seconds, events, ledger, under.closed
-        )
+        waiting = _remove_stack_set(target, stacksets, status, in_progress_seconds, events, ledger)
         if waiting is not None:
             return waiting
     if target.spec.aws.delegated_administrator:  # nothing was written in the management account itself

@@ -265,6 +265,10 @@ class CatalogRollout:
         stalled = conditions.get(status.conditions, "Stalled")
         paused = conditions.get(status.conditions, "Paused")
         with self._lock:
+            if (
+                uid in self._gone
+            ):  # a pass that ended after its object's deletion began: it left the rollout then
+                return
             was = (
                 uid in self._in_flight
                 or uid in self._failed

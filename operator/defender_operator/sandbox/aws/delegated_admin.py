@@ -14,7 +14,8 @@ AWS, as the emulator now behaves:
   (hashicorp/terraform-provider-aws#37069 quotes AWS's answer).
 - A delegated administrator (of any service) may read the organization: "This operation can be called only from
   the organization's management account or by a member account that is a delegated administrator"
-  (AWS Organizations API Reference, ListAccountsForParent, ListOrganizationalUnitsForParent, ListRoots); moto
+  (AWS Organizations API Reference, DescribeAccount, ListAccountsForParent, ListOrganizationalUnitsForParent,
+  ListRoots); moto
   answers a member's ListRoots from the management account but its OUs' listings from the member's own, empty,
   organization.
 - A call without it (``SELF``) acts on the caller's own account: a service-managed StackSet created there by any
@@ -43,6 +44,7 @@ _original_organizations = OrganizationsResponse.organizations_backend
 # Organizations reads a delegated administrator may make (and the operator does).
 DELEGATED_READS = frozenset(
     {
+        "DescribeAccount",
         "DescribeOrganization",
         "ListRoots",
         "ListAccountsForParent",

@@ -25,7 +25,10 @@
 - ``ListStackSets`` honours its ``Status`` filter (ACTIVE or DELETED); moto lists deleted stack sets either way.
 - ``DescribeStackSet`` returns the ``AutoDeployment`` the StackSet was created or last updated with
   (API_StackSet.html); moto drops it. (Recorded, not acted on: no instance is made when an account joins a unit.)
-- A closed (SUSPENDED) member account is skipped by every operation (``SKIPPED_SUSPENDED_ACCOUNT``,
+- An account closed with ``CloseAccount`` has ``Status`` SUSPENDED and ``State`` CLOSED (API_CloseAccount.html;
+  AWS Organizations User Guide, "Monitor the state of your AWS accounts": SUSPENDED is the state of an account AWS
+  restricted); moto says SUSPENDED for both.
+- A closed member account is skipped by every operation (``SKIPPED_SUSPENDED_ACCOUNT``,
   API_StackInstanceComprehensiveStatus.html): no instance is created or updated there, and deleting its instance
   fails and leaves it ``INOPERABLE`` unless ``RetainStacks`` detaches it (AWS re:Post knowledge center,
   "cloudformation-removal-stacksets": "To delete stack instances for closed or suspended accounts, you must perform
@@ -40,7 +43,7 @@ from moto.cloudformation.responses import CloudFormationResponse, StackSetOperat
 from moto.core.common_models import CloudFormationModel
 from moto.core.responses import ActionResult
 from moto.iam.models import iam_backends
-from moto.organizations.models import organizations_backends
+from moto.organizations.models import FakeAccount, organizations_backends
 from moto.utilities.utils import get_partition
 
 from . import authorization, delays
@@ -347,7 +350,16 @@ def _recording_auto_deployment(name: str) -> None:
     setattr(CloudFormationResponse, name, recorded)
 
 
+def _close(self: FakeAccount) -> None:
+    _original_close(self)
+    self.state = "CLOSED"
+
+
+_original_close = FakeAccount.close
+
+
 def apply() -> None:
+    FakeAccount.close = _close  # type: ignore[method-assign]
     CloudFormationResponse.list_stack_sets = _list_stack_sets  # type: ignore[method-assign]
     for name in ("create_stack_set", "update_stack_set"):
         _recording_auto_deployment(name)
