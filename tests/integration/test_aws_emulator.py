@@ -152,6 +152,22 @@ def test_a_role_removed_by_an_update_and_added_back_by_the_next_is_created_again
     assert roles() == everything and listed() == resources
 
 
+def _organization(sandbox: Sandbox, management: str, prefix: str, members: int) -> tuple[Any, str, list[str]]:
+    """An organization of ``management`` with ``members`` accounts at its root: its client, root and accounts."""
+    organizations = aws_in(sandbox, management, "organizations")
+    organizations.create_organization(FeatureSet="ALL")
+    root = organizations.list_roots()["Roots"][0]["Id"]
+    accounts = []
+    for i in range(members):
+        request = organizations.create_account(Email=f"{prefix}{i}@example.com", AccountName=f"{prefix}{i}")
+        accounts.append(
+            organizations.describe_create_account_status(
+                CreateAccountRequestId=request["CreateAccountStatus"]["Id"]
+            )["CreateAccountStatus"]["AccountId"]
+        )
+    return organizations, str(root), accounts
+
+
 def test_list_stack_sets_honours_its_status_filter(sandbox: Sandbox) -> None:
     """API_ListStackSets.html: Status (ACTIVE | DELETED) filters the stack sets listed; moto ignored it."""
     cf = aws_client(sandbox, "cloudformation")
@@ -175,17 +191,7 @@ def test_stacksets_skip_a_closed_account_and_only_detach_its_instance(sandbox: S
     (its stack stays). moto deployed to, updated and deleted in closed accounts as in any other. And
     API_DeploymentTargets.html: INTERSECTION deploys to the listed accounts of the units only."""
     management = "500012345679"
-    organizations = aws_in(sandbox, management, "organizations")
-    organizations.create_organization(FeatureSet="ALL")
-    root = organizations.list_roots()["Roots"][0]["Id"]
-    members = []
-    for i in range(3):
-        request = organizations.create_account(Email=f"c{i}@example.com", AccountName=f"c{i}")
-        members.append(
-            organizations.describe_create_account_status(
-                CreateAccountRequestId=request["CreateAccountStatus"]["Id"]
-            )["CreateAccountStatus"]["AccountId"]
-        )
+    organizations, root, members = _organization(sandbox, management, "c", 3)
     cf = aws_in(sandbox, management, "cloudformation")
     body = json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}})
     cf.create_stack_set(StackSetName="closing", TemplateBody=body, PermissionModel="SERVICE_MANAGED")
@@ -452,17 +458,7 @@ def test_a_delegated_administrator_runs_the_management_accounts_stacksets(sandbo
     DELEGATED_ADMIN``; they live in the management account. Unregistered, without the caller's
     ``organizations:ListDelegatedAdministrators``, or without ``CallAs``, AWS refuses (sandbox/aws/delegated_admin.py)."""
     management = "500012345678"
-    organizations = aws_in(sandbox, management, "organizations")
-    organizations.create_organization(FeatureSet="ALL")
-    root = organizations.list_roots()["Roots"][0]["Id"]
-    members = []
-    for i in range(2):
-        request = organizations.create_account(Email=f"d{i}@example.com", AccountName=f"d{i}")
-        members.append(
-            organizations.describe_create_account_status(
-                CreateAccountRequestId=request["CreateAccountStatus"]["Id"]
-            )["CreateAccountStatus"]["AccountId"]
-        )
+    organizations, root, members = _organization(sandbox, management, "d", 2)
     delegate = members[0]
     cf = aws_in(sandbox, delegate, "cloudformation")
     body = json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}})

@@ -24,7 +24,7 @@ from defender_operator.sandbox import Sandbox
 from tests.support.catalogs import ADDED_ACTION, changed_catalog
 from tests.support.kube import api_client, kubectl, wait_for
 from tests.support.onboarding import account_of, aws_in, manifest, request_reconcile
-from tests.support.operator import prepared_operator, start_operator
+from tests.support.operator import OperatorProcess, prepared_operator, start_operator
 
 FLEET = 50
 BATCH = 10
@@ -105,6 +105,23 @@ def _ready(obj: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in _status(obj, "conditions") or [])
 
 
+def _rolling_out(
+    sandbox: Sandbox, tmp_path: Path, namespace: str, batch: int, canary: str
+) -> OperatorProcess:
+    """An operator (not started) with the changed catalog of ``tmp_path``, batches of ``batch``, ``canary`` first."""
+    return prepared_operator(
+        sandbox,
+        tmp_path / "second",
+        namespaces=[namespace],
+        extra_env={
+            "DEFENDER_OPERATOR_CATALOG_FILE": str(tmp_path / "catalog.json"),
+            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_BATCH": str(batch),
+            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_PAUSE_SECONDS": "0.5",
+            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_CANARIES": f"{namespace}/{canary}",
+        },
+    )
+
+
 def test_a_new_catalog_reaches_50_objects_in_bounded_batches_halts_at_a_failure_and_resumes_after_a_restart(
     sandbox: Sandbox, kubeconfig: Path, tmp_path: Path, fleet_namespace: str
 ) -> None:
@@ -138,17 +155,7 @@ def test_a_new_catalog_reaches_50_objects_in_bounded_batches_halts_at_a_failure_
         first.stop()
 
     # 2. the new catalog, with the canary's updates refused (AccessDenied, as an SCP would) until the cause is gone
-    operator = prepared_operator(
-        sandbox,
-        tmp_path / "second",
-        namespaces=[namespace],
-        extra_env={
-            "DEFENDER_OPERATOR_CATALOG_FILE": str(tmp_path / "catalog.json"),
-            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_BATCH": str(BATCH),
-            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_PAUSE_SECONDS": "0.5",
-            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_CANARIES": f"{namespace}/{canary}",
-        },
-    )
+    operator = _rolling_out(sandbox, tmp_path, namespace, BATCH, canary)
     operator.inject_aws_fault(pathPattern="UpdateStack", status=403, code="AccessDenied", count=10_000)
     judge = Judge(api, namespace, new, canary)
     judge.start()
@@ -235,17 +242,7 @@ def test_an_object_deleted_mid_rollout_gives_its_place_back_while_its_cleanup_is
         first.stop()
     stack = _status(get(canary), "aws")["stackName"]
 
-    operator = prepared_operator(
-        sandbox,
-        tmp_path / "second",
-        namespaces=[namespace],
-        extra_env={
-            "DEFENDER_OPERATOR_CATALOG_FILE": str(tmp_path / "catalog.json"),
-            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_BATCH": "1",
-            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_PAUSE_SECONDS": "0.5",
-            "DEFENDER_OPERATOR_CATALOG_ROLLOUT_CANARIES": f"{namespace}/{canary}",
-        },
-    )
+    operator = _rolling_out(sandbox, tmp_path, namespace, 1, canary)
     for action in ("UpdateStack", "DeleteStack"):  # the canary's calls only
         operator.inject_aws_fault(
             pathPattern=f" {action}$",
