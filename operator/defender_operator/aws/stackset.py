@@ -171,9 +171,13 @@ class StackSets:
         roots = call(self.organizations, "list_roots")["Roots"]
         return str(roots[0]["Id"])
 
-    def accounts_under(self, parents: list[str], management_account: str) -> MemberAccounts:
+    def accounts_under(
+        self, parents: list[str], management_account: str, missing_ok: bool = False
+    ) -> MemberAccounts:
         """Every account in these OUs (or the root) and their child OUs, recursively, as a service-managed StackSet
-        deploys to them; never the management account (StackSets do not deploy there)."""
+        deploys to them; never the management account (StackSets do not deploy there). ``missing_ok``: a unit that
+        does not exist is skipped (a cleanup, after the unit was deleted: it was empty then); otherwise it is the
+        error it is (a unit id mistyped in the spec)."""
         found: dict[str, list[str]] = {"active": [], "closed": [], "waiting": []}
         pending = list(parents)
         while pending:
@@ -181,9 +185,9 @@ class StackSets:
             try:
                 accounts = pages(self.organizations, "list_accounts_for_parent", "Accounts", ParentId=parent)
             except AwsClientError as exc:
-                if exc.code != "ParentNotFoundException":
+                if not missing_ok or exc.code != "ParentNotFoundException":
                     raise
-                continue  # a unit deleted since (it was empty then): none of its accounts are there any more
+                continue
             for a in accounts:
                 found[standing(a)].append(str(a["Id"]))
             children = pages(
@@ -199,8 +203,9 @@ class StackSets:
 
     def described(self, accounts: Iterable[str]) -> MemberAccounts:
         """The standing of accounts the units' listing did not name (moved out of the targets, or out of the
-        organization), one DescribeAccount each: there are few. An account no longer in the organization counts as
-        closed: StackSets cannot reach it, so its instance can only be detached."""
+        organization), one DescribeAccount each: there are few. An account no longer in the organization is waited
+        for: a StackSet operation addressed through the organization's root cannot reach it, so neither a removal
+        nor a detachment would take its instance away (it would be tried again on every pass)."""
         found: dict[str, list[str]] = {"active": [], "closed": [], "waiting": []}
         for account in accounts:
             try:
@@ -208,7 +213,7 @@ class StackSets:
             except AwsClientError as exc:
                 if exc.code != "AccountNotFoundException":
                     raise
-                found["closed"].append(account)
+                found["waiting"].append(account)
                 continue
             found[standing(described)].append(account)
         return MemberAccounts(*(frozenset(found[k]) for k in ("active", "closed", "waiting")))

@@ -65,7 +65,11 @@ def _remove_stack_set(
             )
     if observed.instances:
         standing = _standing(target, stacksets, set(observed.instances))
-        inoperable = {s.account for s in observed.states if s.status == "INOPERABLE"}
+        inoperable = {  # a removal failed there, or was skipped: the account is suspended
+            s.account
+            for s in observed.states
+            if s.status == "INOPERABLE" or s.detailed == "SKIPPED_SUSPENDED_ACCOUNT"
+        }
         unreachable = standing.closed | (inoperable - standing.active)
         live = [a for a in observed.instances if a not in unreachable]
         detach = not live
@@ -106,7 +110,7 @@ def _standing(target: Target, stacksets: StackSets, accounts: set[str]) -> Membe
     org = target.spec.aws.organization
     assert org is not None
     under = stacksets.accounts_under(
-        list(org.organizational_unit_ids) or [stacksets.root()], target.spec.aws.account_id
+        list(org.organizational_unit_ids) or [stacksets.root()], target.spec.aws.account_id, missing_ok=True
     )
     unknown = accounts - under.known
     return under | stacksets.described(sorted(unknown)) if unknown else under
