@@ -472,11 +472,16 @@ def test_a_member_role_that_does_not_work_shows_on_members_ready_and_recovers(
         providers = obj["status"]["organization"]["memberProviders"]
         assert providers["failed"] == 2 and providers["ready"] == 0, providers
         assert {f["accountId"] for f in providers["failing"]} == set(members)
+        # no instance where the provider its roles trust is not there (IAM would refuse them): deployed once it is
+        assert member_accounts(kubeconfig, namespace) == 0
         assert "DefenderProviderAdmin" in condition(obj, "MembersReady")["message"]  # type: ignore[index]
         assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
     finally:
         enforce(sandbox)  # the role works now
     request_reconcile(kubeconfig, namespace, "org")
+    wait_for(
+        lambda: member_accounts(kubeconfig, namespace) == 2, 90, "the instances, once the providers are there"
+    )
     obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
     assert obj["status"]["organization"]["memberProviders"]["ready"] == 2
     delete(kubeconfig, namespace, "org")

@@ -8,7 +8,7 @@ of about forty IAM reads every pass for a fully enabled account (docs/design-dec
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -426,11 +426,17 @@ def reconcile_organization(
     if members is None:
         status.member_providers = None
     if observed is None:
+        deploying: Targets | None = targets
         if members is not None:  # the providers first: the member roles trust them
             under = stacksets.accounts_under(targets.organizational_units, target.spec.aws.account_id)
-            events = _member_providers(
-                target, members, status, under.active - set(targets.excluded_accounts), ledger, under=under
-            )
+            wanted = under.active - set(targets.excluded_accounts)
+            events, not_ready = _member_providers(target, members, status, wanted, ledger, under=under)
+            if not_ready:  # deployed to once their provider is, by a deep pass
+                deploying = replace(
+                    targets, excluded_accounts=sorted({*targets.excluded_accounts, *not_ready})
+                )
+            if not wanted - not_ready:
+                deploying = None
         ledger.stack_set(PENDING)
         try:
             stacksets.create(name, member.compact, member.sha256, owner, targets)
@@ -442,14 +448,15 @@ def reconcile_organization(
                 )
                 raise TerminalError("OrganizationsAccessDisabled", message) from None
             raise
-        status.operation_id = stacksets.deploy(name, targets) or None
+        status.operation_id = (stacksets.deploy(name, deploying) if deploying is not None else "") or None
         status.template_hash = member.sha256
+        deployment = (
+            f"deploying StackSet {name} to {', '.join(targets.organizational_units)}"
+            if deploying is not None
+            else f"created StackSet {name}; it deploys to each member account once its identity provider is set up"
+        )
         return AwsResult(
-            Verdict(
-                "False",
-                "StackSetDeploying",
-                f"deploying StackSet {name} to {', '.join(targets.organizational_units)}",
-            ),
+            Verdict("False", "StackSetDeploying", deployment),
             events=[
                 *events,
                 Event("Normal", "StackSetCreated", f"created StackSet {name} for the member accounts"),
@@ -496,7 +503,11 @@ def reconcile_organization(
         extra = sorted(instances - wanted - under.closed - under.waiting)
         closed = sorted(instances & under.closed)
         if members is not None:
-            events += _member_providers(target, members, status, wanted, ledger, leaving=extra, under=under)
+            set_up, not_ready = _member_providers(
+                target, members, status, wanted, ledger, leaving=extra, under=under
+            )
+            events += set_up
+            missing = [account for account in missing if account not in not_ready]
         if extra or missing or closed:
             prove_stack_set(ledger, name, observed)
         if extra:  # excluded since, or moved out of the target OUs
@@ -546,11 +557,13 @@ def _member_providers(
     *,
     under: MemberAccounts,
     leaving: list[str] | None = None,
-) -> list[Event]:
+) -> tuple[list[Event], frozenset[str]]:
     """What was added for the accounts that leave goes first (those that left the StackSet, and those recorded as
     reached and no longer wanted, so a release that failed is retried on every deep pass); then every wanted account
     is set up. A closed account is not visited: no role can be assumed there any more, and what was added goes with
-    the account; it leaves the record. One waited for (suspended by AWS, closing) is left as it is."""
+    the account; it leaves the record. One waited for (suspended by AWS, closing) is left as it is. Returns the
+    events and the wanted accounts whose provider is not ready: no instance is deployed there yet (its roles would
+    trust a provider that does not exist, which IAM refuses)."""
     microsoft = provider_specs(target)["microsoft"]
     record = ledger.recorded()
     if record is not None and record.member_accounts is not None:
@@ -560,7 +573,7 @@ def _member_providers(
         stay = accounts | under.closed | under.waiting
         leaving = sorted({*(leaving or []), *(set(record.member_accounts) - stay)})
     released, not_released, _ = release_members(members, microsoft, target.owner, leaving or [], ledger)
-    providers, set_up = ensure_members(members, microsoft, target.owner, accounts, ledger)
+    providers, set_up, not_ready = ensure_members(members, microsoft, target.owner, accounts, ledger)
     if not_released:  # accounts that left keep what was added until their role lets the operator in again
         providers = providers.model_copy(
             update={
@@ -569,7 +582,7 @@ def _member_providers(
             }
         )
     status.member_providers = providers
-    return released + set_up
+    return released + set_up, not_ready
 
 
 FAILING_SHOWN = 20  # failing accounts named on status, whatever the size of the organization

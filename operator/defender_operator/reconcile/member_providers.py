@@ -30,8 +30,9 @@ def ensure_members(
     owner: Owner,
     accounts: Iterable[str],
     ledger: Ledger = UNRECORDED_LEDGER,
-) -> tuple[MemberProviders, list[Event]]:
-    """Defender's provider, with its audiences, in each of ``accounts``; how many are ready, and where it failed.
+) -> tuple[MemberProviders, list[Event], frozenset[str]]:
+    """Defender's provider, with its audiences, in each of ``accounts``; how many are ready, and where it failed
+    (every such account, last: the StackSet deploys there only once its provider is ready).
     The accounts reached through the member role (those the grant allows) are recorded in the ledger before any
     change in them, in one write; audiences added to a provider this object did not create are recorded first too."""
     ready, shared, created, added, failing = 0, 0, 0, 0, []
@@ -59,7 +60,7 @@ def ensure_members(
         done.append(f"created in {created}")
     if added:
         done.append(f"Defender's audiences added in {added}")
-    return status, _event(done)
+    return status, _event(done), frozenset(member.account_id for member in failing)
 
 
 def release_members(
