@@ -520,9 +520,8 @@ def reconcile_organization(
                 events=[*events, Event("Normal", "StackSetUpdating", message)],
                 requeue_after=settings.in_progress_seconds,
             )
-        if (
-            closed
-        ):  # StackSets skip a closed account: a deletion would fail there for good; detaching is AWS's way
+        # StackSets skip a closed account: a deletion would fail there for good; detaching is AWS's way
+        if closed:
             status.operation_id = (
                 stacksets.remove_instances(name, closed, targets.region, retain=True) or None
             )
