@@ -80,7 +80,7 @@ class ObservedStackSet:
 
 
 def standing(account: dict[str, Any]) -> str:
-    """ "active", "closed" or "waiting", from an Organizations ``Account``. ``State`` (AWS Organizations User Guide,
+    """How an Organizations ``Account`` counts: "active", "closed" or "waiting". ``State`` (AWS Organizations User Guide,
     "Monitor the state of your AWS accounts"): ACTIVE; CLOSED, an account its owner closed, kept for 90 days; and
     PENDING_ACTIVATION, SUSPENDED (restricted by AWS, which may reinstate it) and PENDING_CLOSURE (still functional),
     which are waited for: neither deployed to nor let go. Without ``State``, the older ``Status``: a closed account is
@@ -318,7 +318,7 @@ class StackSets:
     def remove_instances(self, name: str, accounts: list[str], region: str, retain: bool = False) -> str:
         """Delete the instances of exactly these accounts, wherever they sit in the organization now (the root as
         the OU, narrowed to the accounts), so an account moved to another OU or excluded later is found too. With
-        ``retain``, detach them and leave their stacks (the only way out for closed accounts, ``CLOSED``)."""
+        ``retain``, detach them and leave their stacks (the only way out for closed accounts: ``MemberAccounts``)."""
         with self.writing():
             result = self._call(
                 "delete_stack_instances",

@@ -47,8 +47,8 @@ def _remove_stack_set(
     ledger: Ledger,
 ) -> Cleanup | None:
     """Remove the member instances, then the StackSet; None once it is gone (or is not this object's). The instances
-    of closed accounts, of accounts gone from the organization and of those whose removal failed in an account that
-    is not active (suspended by AWS) are detached: the only way AWS lets them go (``MemberAccounts``)."""
+    of closed accounts, and of accounts that are not active where a removal failed or was skipped (suspended by AWS),
+    are detached: the only way AWS lets them go (``MemberAccounts``)."""
     org = target.spec.aws.organization
     assert org is not None
     name = org.stack_set_name
@@ -193,9 +193,8 @@ def finalize(
             microsoft = provider_specs(target)["microsoft"]
             record = ledger.recorded()
             if record is not None and record.member_accounts is not None:
-                accounts = set(
-                    record.member_accounts
-                )  # every member it reached, in the targets or not any more
+                # every member it reached, in the targets or not any more
+                accounts = set(record.member_accounts)
                 standing = _standing(target, stacksets, accounts) if accounts else MemberAccounts()
             else:  # an object from before the record kept them
                 standing = _standing(target, stacksets, set())
