@@ -279,9 +279,8 @@ def test_an_object_deleted_mid_rollout_gives_its_place_back_while_its_cleanup_is
                 90,
                 f"{name} on the new catalog while the canary is still being deleted",
             )
-        assert get(canary)["metadata"].get(
-            "deletionTimestamp"
-        )  # still there: its place was given back before
+        # still there: its place was given back before it was gone
+        assert get(canary)["metadata"].get("deletionTimestamp")
         assert "defender_operator_catalog_rollout_halted 0.0" in operator.metrics()
     finally:
         operator.clear_aws_faults()

@@ -47,9 +47,8 @@ class Standing:
     stalled: bool
     paused: bool = False
     terraform: bool = False  # the user applies its roles: never in the rollout
-    deleting: bool = (
-        False  # out of the rollout for good: deletion cannot be undone, and may be blocked for long
-    )
+    # out of the rollout for good: deletion cannot be undone, and may be blocked for long
+    deleting: bool = False
 
 
 def standing_of(
@@ -96,9 +95,7 @@ class Fleet:
 def fleet_of(standings: Iterable[tuple[str, Standing]], version: str, canaries: Canaries) -> Fleet:
     in_flight, failed, pending = set(), [], []
     for uid, s in standings:
-        if (
-            s.paused or s.deleting or s.terraform
-        ):  # left the rollout (paused or being deleted), or never in it
+        if s.paused or s.deleting or s.terraform:  # left the rollout (paused, being deleted), or never in it
             continue
         if s.upgrading == version:
             if s.stalled:
@@ -265,9 +262,8 @@ class CatalogRollout:
         stalled = conditions.get(status.conditions, "Stalled")
         paused = conditions.get(status.conditions, "Paused")
         with self._lock:
-            if (
-                uid in self._gone
-            ):  # a pass that ended after its object's deletion began: it left the rollout then
+            # a pass that ended after its object's deletion began: the object left the rollout then
+            if uid in self._gone:
                 return
             was = (
                 uid in self._in_flight
