@@ -41,6 +41,7 @@ from tests.support.onboarding import (
     member_connector,
     onboarded,
     organization_ou,
+    reconcile_handled,
     request_reconcile,
     stacks_of,
 )
@@ -280,14 +281,7 @@ def test_a_reconcile_requested_while_the_stack_is_busy_still_looks_for_drift_onc
         iam.delete_role(RoleName="DefenderForCloud-DefenderForServers")
         request = request_reconcile(kubeconfig, namespace, "acme")
         wait_for(
-            lambda: (
-                (get_object(kubeconfig, namespace, "acme") or {})
-                .get("status", {})
-                .get("lastHandledReconcileAt")
-                == request
-            ),
-            30,
-            "the request to be handled",
+            lambda: reconcile_handled(kubeconfig, namespace, "acme", request), 30, "the request to be handled"
         )
     finally:
         aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})

@@ -26,6 +26,7 @@ from tests.support.onboarding import (
     delete,
     manifest,
     member_connector,
+    reconcile_handled,
     request_reconcile,
     stacks_of,
 )
@@ -177,12 +178,7 @@ def test_a_closed_member_account_is_detached_and_holds_neither_the_members_nor_t
         removals = operator.aws_operations().get("DeleteStackInstances", 0)
         stamp = request_reconcile(kubeconfig, namespace, "org")  # a deep pass again: nothing left to do
         wait_for(
-            lambda: (
-                (get_object(kubeconfig, namespace, "org") or {})
-                .get("status", {})
-                .get("lastHandledReconcileAt")
-                == stamp
-            ),
+            lambda: reconcile_handled(kubeconfig, namespace, "org", stamp),
             60,
             "the reconcile request handled",
         )

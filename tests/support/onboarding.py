@@ -130,6 +130,12 @@ def delete(kubeconfig: Path, namespace: str, name: str) -> None:
     wait_gone(kubeconfig, namespace, name)
 
 
+def reconcile_handled(kubeconfig: Path, namespace: str, name: str, request: str) -> bool:
+    """The reconcile that ``request`` (a stamp from ``request_reconcile``) asked for has been handled."""
+    status = (get_object(kubeconfig, namespace, name) or {}).get("status", {})
+    return bool(status.get("lastHandledReconcileAt") == request)
+
+
 def drift_checked(kubeconfig: Path, namespace: str, request: str, name: str = "acme") -> bool:
     """The drift check that reconcile ``request`` (a stamp from ``request_reconcile``) started has finished: the
     request was handled and no detection is under way. (Not a new ``lastDriftCheck``: it has a resolution of a
