@@ -45,8 +45,10 @@ def _remove_stack_set(
     in_progress_seconds: float,
     events: list[Event],
     ledger: Ledger,
+    listed: MemberAccounts | None = None,
 ) -> Cleanup | None:
-    """Remove the member instances, then the StackSet; None once it is gone (or is not this object's). The instances
+    """Remove the member instances, then the StackSet; None once it is gone (or is not this object's). ``listed``:
+    the standing this cleanup attempt already read (the organization is not listed twice). The instances
     of closed accounts, and of accounts that are not active where a removal failed or was skipped (suspended by AWS),
     are detached: the only way AWS lets them go (``MemberAccounts``)."""
     org = target.spec.aws.organization
@@ -64,7 +66,7 @@ def _remove_stack_set(
                 False, f"waiting for StackSet {name} to remove its instances", in_progress_seconds, events
             )
     if observed.instances:
-        standing = _standing(target, stacksets, set(observed.instances))
+        standing = _standing(target, stacksets, set(observed.instances), listed)
         inoperable = {  # a removal failed there, or was skipped: the account is suspended
             s.account
             for s in observed.states
@@ -103,14 +105,22 @@ def released_by_orphan(blocked: bool, deleting: bool, spec: Mapping[str, Any]) -
     return blocked and deleting and spec.get("deletionPolicy") == "Orphan"
 
 
-def _standing(target: Target, stacksets: StackSets, accounts: set[str]) -> MemberAccounts:
+def _standing(
+    target: Target, stacksets: StackSets, accounts: set[str], listed: MemberAccounts | None = None
+) -> MemberAccounts:
     """The standing of the targets' accounts and of ``accounts``: one listing of the units (only when there is
-    something to decide: a cleanup attempt that has no member account left reads no organization), the accounts it
-    did not name described."""
+    something to decide: a cleanup attempt that has no member account left reads no organization; ``listed``, one
+    this attempt read already), the accounts it did not name described."""
     org = target.spec.aws.organization
     assert org is not None
-    under = stacksets.accounts_under(
-        list(org.organizational_unit_ids) or [stacksets.root()], target.spec.aws.account_id, missing_ok=True
+    under = (
+        listed
+        if listed is not None
+        else stacksets.accounts_under(
+            list(org.organizational_unit_ids) or [stacksets.root()],
+            target.spec.aws.account_id,
+            missing_ok=True,
+        )
     )
     unknown = accounts - under.known
     return under | stacksets.described(sorted(unknown)) if unknown else under
@@ -189,16 +199,18 @@ def finalize(
     org = target.spec.aws.organization
     if account.stacksets is not None and org is not None and not terraform:
         stacksets = account.stacksets
+        listed: MemberAccounts | None = None
         if account.members is not None:  # before the member roles that trust the providers go
             microsoft = provider_specs(target)["microsoft"]
             record = ledger.recorded()
             if record is not None and record.member_accounts is not None:
                 # every member it reached, in the targets or not any more
                 accounts = set(record.member_accounts)
-                standing = _standing(target, stacksets, accounts) if accounts else MemberAccounts()
+                standing = listed = _standing(target, stacksets, accounts) if accounts else None
             else:  # an object from before the record kept them
-                standing = _standing(target, stacksets, set())
+                standing = listed = _standing(target, stacksets, set())
                 accounts = _member_accounts(target, stacksets, standing)
+            standing = standing or MemberAccounts()
             closed = sorted(accounts & standing.closed)
             if closed:  # no role reaches into a closed account; what was added goes with it
                 ledger.members_released(closed)
@@ -207,7 +219,7 @@ def finalize(
             )
             events += released
             members_failing = [f"{f.account_id}: {f.reason}" for f in failing]
-        waiting = _remove_stack_set(target, stacksets, status, in_progress_seconds, events, ledger)
+        waiting = _remove_stack_set(target, stacksets, status, in_progress_seconds, events, ledger, listed)
         if waiting is not None:
             return waiting
     if target.spec.aws.delegated_administrator:  # nothing was written in the management account itself
