@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         "policies by deleting and creating them on every upgrade (docs/tenancy.md). Any other deletion, and an edit "
         "that narrows a policy, apply at once; 0: every deletion too.",
     )
+    claim_grace_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long an AWSConnector that has written nothing and is not Ready keeps other objects of the "
+        "same AWS account and subscription waiting (ConnectorConflict); after that, the first of them to write holds "
+        "the account. Any tenant can create an object for any account with credentials that never work: without "
+        "this bound, it would hold the account from the team granted it (docs/tenancy.md).",
+    )
     backoff_base_seconds: float = Field(default=5.0, gt=0, description="First delay after a retryable error.")
     backoff_max_seconds: float = Field(
         default=600.0, gt=0, description="Longest delay after repeated errors."

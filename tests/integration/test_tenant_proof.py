@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ DEFAULT_TENANT = "99999999-8888-7777-6666-555555555555"
 OTHER_TENANT = "77777777-6666-5555-4444-333333333333"
 OTHER_SUBSCRIPTION = "22222222-3333-4444-5555-666666666666"
 SENTINEL_AUDIENCE = "api://1462b192-27f7-4cb9-8523-0f4ecb54b47e"
+CLAIM_GRACE = 20  # how long an object that never wrote keeps others of its account and subscription waiting
 SKEW = (
     1.0  # the operator's allowed clock skew here; foreign resources are made more than this before the object
 )
@@ -60,6 +62,7 @@ def operator(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "DEFENDER_OPERATOR_CLOCK_SKEW_SECONDS": str(SKEW),
         "DEFENDER_OPERATOR_RESYNC_SECONDS": "300",
         "DEFENDER_OPERATOR_POLICY_RELIST_SECONDS": "2",
+        "DEFENDER_OPERATOR_CLAIM_GRACE_SECONDS": str(CLAIM_GRACE),
     }
     with module_operator(sandbox, tmp_path_factory, "tenant-proof-operator", extra_env=env) as running:
         yield running
@@ -841,6 +844,71 @@ def test_the_loser_of_a_conflict_is_looked_at_again_as_soon_as_the_winner_goes(
     wait_condition(kubeconfig, namespace, "loser", "Ready", "True", timeout=60)
     kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "loser", "--wait=false", check=True)
     wait_gone(kubeconfig, namespace, "loser")
+
+
+def test_an_object_with_credentials_that_never_work_holds_an_account_only_for_the_claim_grace(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """Any tenant may create an object for any account with a Secret of its own. One that never works, created
+    before the object of the team the admin granted the account, held the account for as long as it existed (the
+    granted object Stalled, ConnectorConflict). It now holds it for the claim grace only; once the granted object has
+    written, the squatter stays out even with credentials that work."""
+    squatting, granted = bare_namespace(kubeconfig), bare_namespace(kubeconfig)
+    user = tenant(sandbox, kubeconfig, squatting)
+    (tmp_path / "id").write_bytes(b"AKIA\xff\xfeNEVERWORKS")
+    kubectl(
+        user, "create", "secret", "generic", "aws-keys", "-n", squatting, f"--from-file=accessKeyId={tmp_path / 'id'}",
+        "--from-literal=secretAccessKey=tenant-own-secret-access-key", check=True,
+    )  # fmt: skip
+    kubectl(
+        user, "create", "secret", "generic", "azure-app", "-n", squatting,
+        "--from-literal=clientId=tenant-app", "--from-literal=clientSecret=sandbox", check=True,
+    )  # fmt: skip
+    victim = manifest(granted, "payments")
+    account = account_of(victim)
+    squat = own_secrets(manifest(squatting, "squat", account=account))
+    policy = grant(kubeconfig, [granted], account)
+    try:
+        assert apply(user, squat).returncode == 0
+        held = wait_condition(
+            kubeconfig, squatting, "squat", "Stalled", "True", reason="CredentialsSecretInvalid"
+        )
+        assert apply(kubeconfig, victim).returncode == 0
+        ready = wait_condition(kubeconfig, granted, "payments", "Ready", "True", timeout=CLAIM_GRACE + 120)
+        # not before the squatter's claim lapsed (the API server's and the operator's clocks are this machine's)
+        lapsed = stamp_seconds(held["metadata"]["creationTimestamp"]) + CLAIM_GRACE
+        assert stamp_seconds(condition(ready, "Ready")["lastTransitionTime"]) >= lapsed - 1  # type: ignore[index]
+        squatter = get_object(kubeconfig, squatting, "squat")
+        assert squatter is not None and "firstCloudWrite" not in squatter["status"]
+        assert record_of(kubeconfig, squatter["metadata"]["uid"]) is None
+        # the squatter's credentials work now: the object that wrote keeps the account
+        kubectl(
+            user, "create", "secret", "generic", "working-keys", "-n", squatting,
+            "--from-literal=accessKeyId=AKIATENANTOWNKEYS", "--from-literal=secretAccessKey=tenant-own-secret", check=True,
+        )  # fmt: skip
+        kubectl(
+            user, "patch", "awsc", "-n", squatting, "squat", "--type=merge",
+            "-p", json.dumps({"spec": {"aws": {"credentials": {"secretRef": {"name": "working-keys"}}}}}), check=True,
+        )  # fmt: skip
+        obj = wait_condition(kubeconfig, squatting, "squat", "Stalled", "True", reason="ConnectorConflict")
+        message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+        assert "an object in another namespace already onboards" in message and granted not in message, (
+            message
+        )
+        assert "firstCloudWrite" not in obj["status"]
+        assert len(stacks_of(sandbox, account)) == 1 and connector(sandbox, squat).status_code == 404
+        kubectl(user, "delete", "awsc", "-n", squatting, "squat", "--wait=false", check=True)
+        wait_gone(kubeconfig, squatting, "squat")
+        wait_condition(kubeconfig, granted, "payments", "Ready", "True")
+        kubectl(kubeconfig, "delete", "awsc", "-n", granted, "payments", "--wait=false", check=True)
+        wait_gone(kubeconfig, granted, "payments")
+        assert left_behind(sandbox, victim) == {}
+    finally:
+        revoke(kubeconfig, policy)
+
+
+def stamp_seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def test_a_namespace_relabelled_out_of_and_back_into_a_grant_is_acted_on_at_once(

@@ -8,6 +8,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -26,7 +27,7 @@ from ..api.spec import AWSConnectorSpec
 from ..api.status import AWSConnectorStatus
 from ..kube import StatusConflict, api_server_unavailable, one_line
 from ..reconcile import conditions
-from ..reconcile.claims import claim_rank, conflict_with, onboarding_key
+from ..reconcile.claims import Claim, Ticket, claim_of, conflict_with, onboarding_key, written_claims
 from ..reconcile.deletion import ORPHANED, released_by_orphan
 from ..reconcile.engine import now, reconcile, writes_ahead
 from ..reconcile.journal import WriteJournal, abandon, release_held
@@ -52,9 +53,9 @@ log = logging.getLogger("defender_operator")
 @kopf.index(GROUP, VERSION, PLURAL)
 async def by_account(
     namespace: str | None, name: str, spec: Any, meta: Any, status: Any, **_: Any
-) -> dict[str, tuple[str, str]]:
-    """AWS account and subscription -> (claim rank, "namespace/name") of every object onboarding it."""
-    return {onboarding_key(spec): (claim_rank(meta, status), f"{namespace}/{name}")}
+) -> dict[str, Claim]:
+    """AWS account and subscription -> the claim of every object onboarding it."""
+    return {onboarding_key(spec): claim_of(namespace, name, meta, status)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -153,6 +154,7 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
         runtime.deep_checked.pop(uid, None)
         runtime.catalogs.pop(uid, None)
         runtime.rollout.forget(uid)
+        runtime.claims.forget(uid)
         _update_objects_gauge(runtime)
         metrics.forget_object(meta["namespace"], meta["name"], str(spec.get("aws", {}).get("accountId", "")))
         if uid not in runtime.cleaned and await runtime.workers.call(
@@ -164,8 +166,8 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
             )
         runtime.cleaned.discard(uid)
         # the conflict is over: the objects that lost the account to this one look again
-        for _rank, ref in indexes["by_account"].get(onboarding_key(spec), []):
-            loser_namespace, _slash, loser_name = str(ref).partition("/")
+        for claim in indexes["by_account"].get(onboarding_key(spec), []):
+            loser_namespace, _slash, loser_name = claim.ref.partition("/")
             for other in indexes["by_name"].get((loser_namespace, loser_name), []):
                 if other != uid and other in runtime.wakeups:
                     runtime.wakeups[other].set()
@@ -279,19 +281,36 @@ async def _one_pass_of(runtime: Runtime, body: Any, indexes: Any) -> float:
     except ValueError as exc:  # the CRD prevents this; a stale CRD might not
         log.error("invalid spec", extra={"object": f"{meta['namespace']}/{meta['name']}", "error": str(exc)})
         return runtime.settings.resync_seconds
-    conflict = conflict_with(indexes["by_account"], body["spec"], target.namespace, target.name)
+    key = onboarding_key(body["spec"])
+    conflict = conflict_with(
+        indexes["by_account"],
+        body["spec"],
+        target.uid,
+        datetime.now(UTC),
+        runtime.settings.claim_grace_seconds,
+    )
     try:
-        return await runtime.workers.exclusive(
+        delay = await runtime.workers.exclusive(
             target.uid,
             _pass,
             runtime,
             target,
             str(meta["resourceVersion"]),
-            conflict,
-            # the grant (and the fleet, for an object the catalog rollout may hold) as they are when the slot is
-            # free, not before; read on the event loop, which is what changes the indexes
-            late=lambda: (admission_of(runtime, target, indexes), _fleet(runtime, target, indexes)),
+            conflict.holder if conflict is not None else None,
+            # the grant (and the fleet, for an object the catalog rollout may hold, and the claims of the objects
+            # that wrote for its onboarding) as they are when the slot is free, not before; read on the event loop,
+            # which is what changes the indexes
+            late=lambda: (
+                admission_of(runtime, target, indexes),
+                _fleet(runtime, target, indexes),
+                Ticket(
+                    runtime.claims, key, target.uid, target.key, written_claims(indexes["by_account"], key)
+                ),
+            ),
         )
+        if conflict is not None and conflict.lapses_in is not None:
+            return min(delay, conflict.lapses_in + 1)  # look again when the holder's claim lapses
+        return delay
     except StatusConflict:
         # The object changed again while a refused status write was retried (a person editing it, say): look again
         # soon, from a newer copy. Nothing is lost: a cloud write is made only after its record was written, and
@@ -321,17 +340,17 @@ def _pass(
     target: Target,
     version: str,
     conflict: str | None,
-    late: tuple[Admission, Fleet | None],
+    late: tuple[Admission, Fleet | None, Ticket],
 ) -> float:
     """One pass in a worker thread, under the object's lock: reconcile, then write status and Events. ``version``
     is the resourceVersion of the copy ``target`` was read from."""
     if target.uid in runtime.deleting:  # cleanup began while this pass waited for the lock
         return runtime.settings.resync_seconds
-    admission, fleet = late
+    admission, fleet, ticket = late
     started = time.monotonic()
     target = replace(target, deep=_deep_due(runtime, target))
     journal = WriteJournal(
-        runtime.kube, target, version, admission.allowed_by, runtime.settings.clock_skew_seconds
+        runtime.kube, target, version, admission.allowed_by, runtime.settings.clock_skew_seconds, ticket
     )
     before = target.status.catalog
     if fleet is not None and not conflict and not admission.refusal and catalog_changes(target):

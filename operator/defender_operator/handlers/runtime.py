@@ -17,6 +17,7 @@ from ..api.names import (
 from ..api.policy import EffectiveRule
 from ..event_recorder import EventRecorder
 from ..kube import Kube
+from ..reconcile.claims import ClaimBook
 from ..reconcile.clouds import Clouds
 from ..reconcile.rollout import CatalogRollout
 from ..settings import Settings
@@ -36,6 +37,7 @@ class Runtime:
     instance: str
     events: EventRecorder
     rollout: CatalogRollout
+    claims: ClaimBook = field(default_factory=ClaimBook)  # who writes for an onboarding (reconcile/claims.py)
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)  # uids whose cleanup has begun: no pass starts any more
     cleaned: set[str] = field(default_factory=set)  # uids whose cleanup ended (their record is gone with it)

@@ -30,13 +30,14 @@ from .aws_side import (
     reconcile_organization,
 )
 from .azure_side import AzureResult, reconcile_azure
+from .claims import conflict_message
 from .clouds import Clouds
 from .conditions import Verdict
 from .eks_side import discovery_on, made_entries, reconcile_eks, regions_of, remove_entries
 from .ledger import UNRECORDED_LEDGER, CloudName, Ledger
 from .model import Event, Outcome, Result, Target
 from .proofs import moment
-from .tenancy import Admission, named_for
+from .tenancy import Admission
 
 # Refusals of access that may have been given a moment ago: IAM's changes take seconds to be in effect everywhere (AWS
 # IAM User Guide, "Troubleshoot IAM", "Changes that I make are not always immediately visible"), Azure role
@@ -243,9 +244,8 @@ def reconcile(
         stalled = Verdict("True", "NotAllowedByPolicy", admission.refusal)
         aws = AwsResult(Verdict("False", "NotAllowedByPolicy", admission.refusal))
     elif conflict_with:
-        message = (
-            f"{named_for(conflict_with, target.key)} already onboards AWS account {target.spec.aws.account_id} "
-            f"into subscription {target.spec.azure.subscription_id}; nothing is written for this object"
+        message = conflict_message(
+            conflict_with, target.key, target.spec.aws.account_id, target.spec.azure.subscription_id
         )
         stalled = Verdict("True", "ConnectorConflict", message)
         aws = AwsResult(Verdict("False", "ConnectorConflict", message))

@@ -36,6 +36,7 @@ from ..api.status import AWSConnectorStatus, FirstCloudWrite
 from ..errors import TerminalError
 from ..kube import Kube, RecordConflict, SecretDeleting, StatusConflict
 from . import role_names
+from .claims import Ticket, conflict_message
 from .ledger import CloudName, Unrecorded
 from .model import Target
 from .proofs import Proof, moment
@@ -265,8 +266,12 @@ class WriteJournal:
         version: str,
         allowed_by: str | None = None,
         skew_seconds: float = 120,
+        ticket: Ticket | None = None,
     ) -> None:
         self.kube, self.target, self.version, self.allowed_by = kube, target, version, allowed_by
+        self.ticket = (
+            ticket  # the object's place in the claim book (claims.py); None: no other object to refuse
+        )
         self.book = RecordBook(kube, target, skew_seconds)
         self.stored = target.status  # the status of the object at self.version, as far as this pass knows
         self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
@@ -500,6 +505,8 @@ class WriteJournal:
             # record made later from the status (``RecordBook.fresh``) never takes the withdrawn claim.
             release_held(self.kube, self.target.namespace, self.target.uid, empty.connector, empty)
             self.book.record, self.book.version = None, None
+            if self.ticket is not None:
+                self.ticket.release()
 
     @contextlib.contextmanager
     def __call__(self, cloud: CloudName) -> Iterator[None]:
@@ -548,6 +555,7 @@ class WriteJournal:
         """Record ``clouds`` as about to be written: in the OnboardingRecord, then in ``status`` (None: no status
         write of its own, see ``__call__``). The status write raises when the object is gone: nothing is written
         for an object no cleanup will follow."""
+        self._claim()
         stamp = now()
         record = self._snapshot(clouds, stamp)
         for cloud in clouds:
@@ -555,6 +563,20 @@ class WriteJournal:
                 self.new.add(cloud)
         if status is not None:
             self._put(status, lambda: self._known, must_exist=True)
+
+    def _claim(self) -> None:
+        """Before an object's first record of a write: take its onboarding in the claim book, or stop (nothing
+        recorded, nothing written) when another object holds it. The rank decided that this object may try; the book
+        decides, at the last moment, that it alone writes."""
+        if self.ticket is None or self.written.aws or self.written.azure:
+            return
+        holder = self.ticket.take()
+        if holder is not None:
+            spec = self.target.spec
+            raise TerminalError(
+                "ConnectorConflict",
+                conflict_message(holder, self.target.key, spec.aws.account_id, spec.azure.subscription_id),
+            )
 
     def _put(
         self,
