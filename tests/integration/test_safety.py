@@ -22,6 +22,7 @@ from defender_operator.api.status import FirstCloudWrite
 from defender_operator.errors import TerminalError
 from defender_operator.handlers.objects import target_of
 from defender_operator.kube import Kube, StatusConflict
+from defender_operator.reconcile.claims import ClaimBook, Ticket, onboarding_key
 from defender_operator.reconcile.journal import WriteJournal, abandon, release_held
 from defender_operator.sandbox import Sandbox
 from tests.support.clouds import (
@@ -655,6 +656,44 @@ def test_a_status_built_from_an_old_copy_never_erases_a_first_write_record(
     records = live["status"]["firstCloudWrite"]
     assert records["aws"] == "2026-01-01T00:00:00Z" and records["azure"], records
     assert journal.new == {"azure"}
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_a_first_write_refused_by_the_claim_book_records_nothing_and_a_withdrawn_one_gives_the_claim_back(
+    kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The claim book (reconcile/claims.py) decides at the last moment which of the objects trying for one account
+    and subscription writes: the journal asks it before the first record of a write. Refused, the pass records
+    nothing, holds no Secret and stops with ConnectorConflict; a pass whose writes the cloud all refused withdraws
+    its record and gives its claim back, so the object that never wrote holds nothing."""
+    m = manifest(namespace)
+    m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "acme", "Paused", "True")
+    kube, target, uid = Kube(api_client(kubeconfig)), target_of(obj, "default"), obj["metadata"]["uid"]
+    key = onboarding_key(m["spec"])
+    book = ClaimBook()
+    assert book.take(key, "another-uid", f"{namespace}/first", ()) is None
+    refused = WriteJournal(
+        kube, target, obj["metadata"]["resourceVersion"], ticket=Ticket(book, key, uid, target.key, ())
+    )
+    with pytest.raises(TerminalError) as stopped, refused("aws"):
+        pytest.fail("the write was made")
+    assert stopped.value.reason == "ConnectorConflict" and f"{namespace}/first" in str(stopped.value)
+    assert kubectl(kubeconfig, "get", "onboardingrecord", uid).returncode != 0
+    live = get_object(kubeconfig, namespace, "acme")
+    assert live is not None and "firstCloudWrite" not in live["status"]
+
+    book.forget("another-uid")
+    trying = WriteJournal(
+        kube, target, live["metadata"]["resourceVersion"], ticket=Ticket(book, key, uid, target.key, ())
+    )
+    with pytest.raises(TerminalError), trying("aws"):
+        raise TerminalError("AWSAccessDenied", "the cloud refused the write")
+    assert book.take(key, "third-uid", f"{namespace}/third", ()) == target.key  # held while the pass runs
+    trying.finish(target.status.model_copy(deep=True))
+    assert book.take(key, "third-uid", f"{namespace}/third", ()) is None  # withdrawn: given back
+    assert kubectl(kubeconfig, "get", "onboardingrecord", uid).returncode != 0
     delete(kubeconfig, namespace, "acme")
 
 
