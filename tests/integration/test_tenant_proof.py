@@ -873,6 +873,9 @@ def test_an_object_with_credentials_that_never_work_holds_an_account_only_for_th
         held = wait_condition(
             kubeconfig, squatting, "squat", "Stalled", "True", reason="CredentialsSecretInvalid"
         )
+        # created in a later second (creationTimestamp's resolution), so the squatter is the older object
+        created = stamp_seconds(held["metadata"]["creationTimestamp"])
+        wait_for(lambda: time.time() >= created + 1.5, 5, "the next second")
         assert apply(kubeconfig, victim).returncode == 0
         ready = wait_condition(kubeconfig, granted, "payments", "Ready", "True", timeout=CLAIM_GRACE + 120)
         # not before the squatter's claim lapsed (the API server's and the operator's clocks are this machine's)
