@@ -22,7 +22,7 @@ from defender_operator.api.status import FirstCloudWrite
 from defender_operator.errors import TerminalError
 from defender_operator.handlers.objects import target_of
 from defender_operator.kube import Kube, StatusConflict
-from defender_operator.reconcile.claims import ClaimBook, Ticket, onboarding_key
+from defender_operator.reconcile.claims import Claim, ClaimBook, Ticket, onboarding_key
 from defender_operator.reconcile.journal import WriteJournal, abandon, release_held
 from defender_operator.sandbox import Sandbox
 from tests.support.clouds import (
@@ -663,9 +663,10 @@ def test_a_first_write_refused_by_the_claim_book_records_nothing_and_a_withdrawn
     kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
     """The claim book (reconcile/claims.py) decides at the last moment which of the objects trying for one account
-    and subscription writes: the journal asks it before the first record of a write. Refused, the pass records
-    nothing, holds no Secret and stops with ConnectorConflict; a pass whose writes the cloud all refused withdraws
-    its record and gives its claim back, so the object that never wrote holds nothing."""
+    and subscription writes: the journal asks it before a write while the status shows none. Refused (another object
+    holds it, or another object's record has a write its status does not show: its process died in between), the
+    pass records nothing, holds no Secret and stops with ConnectorConflict; a pass whose writes the cloud all refused,
+    or that stopped before its record, gives its claim back at its end, so an object that never wrote holds nothing."""
     m = manifest(namespace)
     m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
     assert apply(kubeconfig, m).returncode == 0
@@ -684,7 +685,27 @@ def test_a_first_write_refused_by_the_claim_book_records_nothing_and_a_withdrawn
     live = get_object(kubeconfig, namespace, "acme")
     assert live is not None and "firstCloudWrite" not in live["status"]
 
+    # another object whose status says it wrote nothing, but whose record has a write: its process died in between
+    other = "dead-process-uid"
+    died = OnboardingRecordSpec(
+        object=ObjectRef(namespace=namespace, name="other", uid=other),
+        instance="default",
+        written=FirstCloudWrite(aws="2026-01-01T00:00:00Z"),
+    )
+    kube.write_record(other, died.model_dump(by_alias=True, exclude_none=True), None, {})
     book.forget("another-uid")
+    others = (Claim(other, f"{namespace}/other", "2026-01-01T00:00:00Z", written=False, ready=False),)
+    refused = WriteJournal(
+        kube, target, obj["metadata"]["resourceVersion"], ticket=Ticket(book, key, uid, target.key, others)
+    )
+    with pytest.raises(TerminalError) as stopped, refused("aws"):
+        pytest.fail("the write was made")
+    assert stopped.value.reason == "ConnectorConflict" and f"{namespace}/other" in str(stopped.value)
+    refused.settle()
+    assert book.take(key, "third-uid", f"{namespace}/third", ()) is None  # nothing held by the refused one
+    book.forget("third-uid")
+    kube.delete_record(other)
+
     trying = WriteJournal(
         kube, target, live["metadata"]["resourceVersion"], ticket=Ticket(book, key, uid, target.key, ())
     )
@@ -692,9 +713,58 @@ def test_a_first_write_refused_by_the_claim_book_records_nothing_and_a_withdrawn
         raise TerminalError("AWSAccessDenied", "the cloud refused the write")
     assert book.take(key, "third-uid", f"{namespace}/third", ()) == target.key  # held while the pass runs
     trying.finish(target.status.model_copy(deep=True))
+    trying.settle()
     assert book.take(key, "third-uid", f"{namespace}/third", ()) is None  # withdrawn: given back
     assert kubectl(kubeconfig, "get", "onboardingrecord", uid).returncode != 0
+    book.forget("third-uid")
+
+    # a pass that took the claim and stopped before its record (the object went without its cleanup meanwhile: its
+    # record marked abandoned) gives it back
+    gone = OnboardingRecordSpec(
+        object=ObjectRef(namespace=namespace, name="acme", uid=uid),
+        instance="default",
+        abandoned="2026-01-01T00:00:00Z",
+    )
+    kube.write_record(uid, gone.model_dump(by_alias=True, exclude_none=True), None, {})
+    stopping = WriteJournal(
+        kube, target, live["metadata"]["resourceVersion"], ticket=Ticket(book, key, uid, target.key, ())
+    )
+    with pytest.raises(TerminalError), stopping("aws"):
+        pytest.fail("the write was made")
+    assert (
+        book.take(key, "third-uid", f"{namespace}/third", ()) == target.key
+    )  # taken before the record was read
+    stopping.settle()
+    assert book.take(key, "third-uid", f"{namespace}/third", ()) is None
+    kube.delete_record(uid)
     delete(kubeconfig, namespace, "acme")
+
+
+def test_an_announcement_whose_status_write_fails_leaves_no_write_in_the_record(
+    kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The record of a first write is made before the status that names it, both before the cloud write. When that
+    status write fails (the object gone meanwhile, or changed twice over by someone patching it in a loop), nothing
+    was written in a cloud: a record kept then would hold a write never made, which later passes take into the
+    status (the record keeps its earlier moment), so the object would rank for good as one that wrote, holding its
+    account and subscription from every other object whatever its credentials."""
+    m = manifest(namespace, "gone")
+    m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "gone", "Paused", "True")
+    kube, uid = Kube(api_client(kubeconfig)), obj["metadata"]["uid"]
+    journal = WriteJournal(kube, target_of(obj, "default"), obj["metadata"]["resourceVersion"])
+    unfinalized = '[{"op": "remove", "path": "/metadata/finalizers"}]'
+    kubectl(
+        kubeconfig, "patch", "awsc", "-n", namespace, "gone", "--type=json", "-p", unfinalized, check=True
+    )
+    kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "gone", check=True)
+    with pytest.raises((ApiException, StatusConflict)), journal("aws"):  # the object is gone
+        pytest.fail("the write was made")
+    found = kube.read_record(uid)
+    assert found is None or not (found[0].get("written") or {}).get("aws"), found
+    if found is not None:
+        kube.delete_record(uid)
 
 
 def test_a_pass_never_writes_its_status_onto_a_new_object_of_the_same_name(

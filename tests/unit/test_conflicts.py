@@ -13,9 +13,10 @@ from defender_operator.handlers.objects import by_account
 from defender_operator.reconcile.claims import (
     Claim,
     ClaimBook,
+    Ticket,
+    claims_of,
     conflict_with,
     onboarding_key,
-    written_claims,
 )
 
 SPEC = {
@@ -153,13 +154,16 @@ def test_the_book_refuses_when_another_objects_status_says_it_wrote() -> None:
         entry("first", "2026-11-30T10:00:00Z", "aaaa", WROTE), entry("next", "2026-11-30T10:00:05Z", "bbbb")
     )
     book = ClaimBook()
-    assert book.take(KEY, "bbbb", "team/next", written_claims(idx, KEY)) == "team/first"
-    assert book.take(KEY, "aaaa", "team/first", written_claims(idx, KEY)) is None
+    assert Ticket(book, KEY, "bbbb", "team/next", claims_of(idx, KEY)).take() == "team/first"
+    first = Ticket(book, KEY, "aaaa", "team/first", claims_of(idx, KEY))
+    assert first.take() is None and first.unwritten() == [c for c in idx[KEY] if c.uid == "bbbb"]
 
 
 # Objects trying at once (a pass decides from the index, and writes a while later), from views of the index that lag
-# (a watch's), with credentials that work or not, across the grace and restarts: never two objects that wrote for
-# one onboarding.
+# (a watch's), with credentials that work or not, across the grace, restarts and a process dying between an
+# OnboardingRecord and the status that names it: never two objects with a write recorded for one onboarding. The
+# steps follow WriteJournal: the claim is asked before a write while the status shows none, then the records of the
+# objects the status shows as unwritten; a pass ends by giving back a claim it took without a recorded write.
 Step = tuple[str, int, int, bool]  # (kind, object, how many index versions old its view is, credentials work)
 
 
@@ -168,7 +172,7 @@ Step = tuple[str, int, int, bool]  # (kind, object, how many index versions old 
     st.lists(
         st.tuples(
             st.sampled_from(
-                ["check", "check", "check", "write", "write", "write", "tick", "delete", "restart"]
+                ["check", "check", "check", "write", "write", "write", "tick", "delete", "restart", "die"]
             ),
             st.integers(0, 2),
             st.integers(0, 2),
@@ -188,13 +192,25 @@ Step = tuple[str, int, int, bool]  # (kind, object, how many index versions old 
         ("write", 1, 0, True),
     ]
 )
+# and the one the records are for: a process dies between an object's record and its status, the next one leads
+@example(
+    [
+        ("check", 0, 0, False),
+        ("die", 0, 0, False),
+        ("tick", 0, 0, False),
+        ("check", 1, 0, False),
+        ("write", 1, 0, True),
+        ("check", 0, 0, False),
+        ("write", 0, 0, True),
+    ]
+)
 def test_whatever_the_views_and_the_clock_only_one_object_ever_writes_for_an_onboarding(
     steps: list[Step],
 ) -> None:
     book = ClaimBook()
     uids = ["u0", "u1", "u2"]
     created = {uid: T0 + timedelta(seconds=i) for i, uid in enumerate(uids)}
-    live, written, ready = set(uids), set[str](), set[str]()
+    live, recorded, written, ready = set(uids), set[str](), set[str](), set[str]()
     trying: dict[str, dict[str, list[Claim]]] = {}  # uid -> the view its pass went ahead on
     at = T0
     history: list[dict[str, list[Claim]]] = []
@@ -213,6 +229,18 @@ def test_whatever_the_views_and_the_clock_only_one_object_ever_writes_for_an_onb
             ]
         }
 
+    def claimed(uid: str, seen: dict[str, list[Claim]]) -> bool:
+        """WriteJournal._claim: the book, then the records of the others the status shows as unwritten."""
+        if uid in written:
+            return True
+        ticket = Ticket(book, KEY, uid, f"ns/{uid}", claims_of(seen, KEY))
+        if ticket.take() is not None:
+            return False
+        if any(other.uid in recorded for other in ticket.unwritten()):
+            ticket.release()
+            return False
+        return True
+
     history.append(current())
     for kind, which, lag, works in steps:
         uid = uids[which]
@@ -224,22 +252,28 @@ def test_whatever_the_views_and_the_clock_only_one_object_ever_writes_for_an_onb
             book, trying, history = ClaimBook(), {}, [current()]
         elif kind == "delete" and uid in live:
             live.discard(uid)
-            written.discard(uid)  # its cleanup removed what it wrote
+            recorded.discard(uid)  # its cleanup removed what it wrote
+            written.discard(uid)
             trying.pop(uid, None)
             book.forget(uid)
         elif kind == "check" and uid in live:
             seen = history[max(0, len(history) - 1 - lag)]
             if conflict_with(seen, SPEC, uid, at, GRACE) is None:
                 trying[uid] = seen
+        elif kind == "die" and uid in trying:  # its record made, the process dies before its status
+            if claimed(uid, trying[uid]):
+                recorded.add(uid)
+            book, trying, history = ClaimBook(), {}, [current()]
         elif kind == "write" and uid in trying:
             seen = trying.pop(uid)
-            if uid in written:
-                ready.add(uid)
-            elif book.take(KEY, uid, f"ns/{uid}", written_claims(seen, KEY)) is None:
+            if claimed(uid, seen):
                 if works:
+                    recorded.add(uid)
                     written.add(uid)
                     ready.add(uid)
-                else:
-                    book.release(KEY, uid)  # the write was refused: the record is withdrawn
+                elif uid not in written:  # refused: the record this pass made is withdrawn
+                    recorded.discard(uid)
+            if uid not in recorded:
+                book.release(KEY, uid)  # WriteJournal.settle
         history.append(current())
-        assert len(written) <= 1, (written, steps)
+        assert len(recorded) <= 1, (recorded, steps)

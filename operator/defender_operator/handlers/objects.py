@@ -27,7 +27,7 @@ from ..api.spec import AWSConnectorSpec
 from ..api.status import AWSConnectorStatus
 from ..kube import StatusConflict, api_server_unavailable, one_line
 from ..reconcile import conditions
-from ..reconcile.claims import Claim, Ticket, claim_of, conflict_with, onboarding_key, written_claims
+from ..reconcile.claims import Claim, Ticket, claim_of, claims_of, conflict_with, onboarding_key
 from ..reconcile.deletion import ORPHANED, released_by_orphan
 from ..reconcile.engine import now, reconcile, writes_ahead
 from ..reconcile.journal import WriteJournal, abandon, release_held
@@ -303,11 +303,13 @@ async def _one_pass_of(runtime: Runtime, body: Any, indexes: Any) -> float:
             late=lambda: (
                 admission_of(runtime, target, indexes),
                 _fleet(runtime, target, indexes),
-                Ticket(
-                    runtime.claims, key, target.uid, target.key, written_claims(indexes["by_account"], key)
-                ),
+                Ticket(runtime.claims, key, target.uid, target.key, claims_of(indexes["by_account"], key)),
             ),
         )
+        if target.uid not in indexes["by_name"].get((target.namespace, target.name), []):
+            runtime.claims.forget(
+                target.uid
+            )  # gone while the pass ran: what it took in the claim book goes too
         if conflict is not None and conflict.lapses_in is not None:
             return min(delay, conflict.lapses_in + 1)  # look again when the holder's claim lapses
         return delay
@@ -352,53 +354,58 @@ def _pass(
     journal = WriteJournal(
         runtime.kube, target, version, admission.allowed_by, runtime.settings.clock_skew_seconds, ticket
     )
-    before = target.status.catalog
-    if fleet is not None and not conflict and not admission.refusal and catalog_changes(target):
-        hold = runtime.rollout.admit(target.uid, target.key, fleet)
+    try:
+        before = target.status.catalog
+        if fleet is not None and not conflict and not admission.refusal and catalog_changes(target):
+            hold = runtime.rollout.admit(target.uid, target.key, fleet)
+            metrics.ROLLOUT_HALTED.set(1 if runtime.rollout.halted else 0)
+            status = target.status.model_copy(deep=True)
+            status.catalog = waiting(before, hold) if hold is not None else upgrading(before)
+            # written before anything is read or written in a cloud: over this copy only (a held pass read nothing), and
+            # an update it admits is counted by the next process even if this one dies right after making it
+            journal.checkpoint(status)
+            if hold is not None:
+                log.info("waiting for its turn in the catalog rollout", extra={"object": target.key})
+                return runtime.jittered(hold.retry_after or runtime.settings.resync_seconds)
+            target = replace(target, status=status)
+        if target.status.observed_generation != target.generation and not target.paused:
+            target = replace(target, status=_announced(target))
+            journal.announce(target.status, writes_ahead(target, conflict, admission))
+        outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
+        journal.finish(outcome.status)
+        runtime.rollout.settled(target.uid, target.key, before, outcome.status)
         metrics.ROLLOUT_HALTED.set(1 if runtime.rollout.halted else 0)
-        status = target.status.model_copy(deep=True)
-        status.catalog = waiting(before, hold) if hold is not None else upgrading(before)
-        # written before anything is read or written in a cloud: over this copy only (a held pass read nothing), and
-        # an update it admits is counted by the next process even if this one dies right after making it
-        journal.checkpoint(status)
-        if hold is not None:
-            log.info("waiting for its turn in the catalog rollout", extra={"object": target.key})
-            return runtime.jittered(hold.retry_after or runtime.settings.resync_seconds)
-        target = replace(target, status=status)
-    if target.status.observed_generation != target.generation and not target.paused:
-        target = replace(target, status=_announced(target))
-        journal.announce(target.status, writes_ahead(target, conflict, admission))
-    outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
-    journal.finish(outcome.status)
-    runtime.rollout.settled(target.uid, target.key, before, outcome.status)
-    metrics.ROLLOUT_HALTED.set(1 if runtime.rollout.halted else 0)
-    runtime.catalogs[target.uid] = outcome.status.catalog.version if outcome.status.catalog else None
-    for event in outcome.events:
-        runtime.events.record(target.namespace, target.name, target.uid, event)
-    ready = conditions.get(outcome.status.conditions, "Ready")
-    runtime.ready[target.uid] = ready.status if ready else "Unknown"
-    _update_objects_gauge(runtime)
-    metrics.set_ready(target.namespace, target.name, target.spec.aws.account_id, runtime.ready[target.uid])
-    result = outcome.result
-    metrics.count_result(result)
-    fields = {
-        "object": target.key,
-        "result": result,
-        "ready": ready.status if ready else "Unknown",
-        "reason": ready.reason if ready else "",
-        "duration": round(time.monotonic() - started, 3),
-    }
-    if result == "error":
-        runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
-        delay = runtime.backoff(target.uid)
-        log.warning("retryable error; backing off", extra={**fields, "delay": round(delay, 1)})
-        return delay
-    runtime.failures.pop(target.uid, None)
-    runtime.forget_idle()
-    if target.deep and ready is not None and ready.status == "True":
-        runtime.deep_checked[target.uid] = time.monotonic()
-    log.info("reconciled", extra={**fields, "deep": target.deep})
-    return runtime.jittered(outcome.requeue_after)
+        runtime.catalogs[target.uid] = outcome.status.catalog.version if outcome.status.catalog else None
+        for event in outcome.events:
+            runtime.events.record(target.namespace, target.name, target.uid, event)
+        ready = conditions.get(outcome.status.conditions, "Ready")
+        runtime.ready[target.uid] = ready.status if ready else "Unknown"
+        _update_objects_gauge(runtime)
+        metrics.set_ready(
+            target.namespace, target.name, target.spec.aws.account_id, runtime.ready[target.uid]
+        )
+        result = outcome.result
+        metrics.count_result(result)
+        fields = {
+            "object": target.key,
+            "result": result,
+            "ready": ready.status if ready else "Unknown",
+            "reason": ready.reason if ready else "",
+            "duration": round(time.monotonic() - started, 3),
+        }
+        if result == "error":
+            runtime.failures[target.uid] = runtime.failures.get(target.uid, 0) + 1
+            delay = runtime.backoff(target.uid)
+            log.warning("retryable error; backing off", extra={**fields, "delay": round(delay, 1)})
+            return delay
+        runtime.failures.pop(target.uid, None)
+        runtime.forget_idle()
+        if target.deep and ready is not None and ready.status == "True":
+            runtime.deep_checked[target.uid] = time.monotonic()
+        log.info("reconciled", extra={**fields, "deep": target.deep})
+        return runtime.jittered(outcome.requeue_after)
+    finally:
+        journal.settle()  # a claim this pass took and recorded no write with is given back, however it ended
 
 
 def _deep_due(runtime: Runtime, target: Target) -> bool:

@@ -13,7 +13,9 @@ acts; the others are Stalled with ``ConnectorConflict``. Two parts decide it:
 - **The book** says who writes. Before an object's first cloud write, it takes the onboarding in the book, an
   in-process compare-and-set (the operator acts only while it leads, so one process decides): a second object is
   refused there, whatever its view of the rank was. The book knows this process's claims; the claims of objects
-  that wrote before it started are in their status, which the caller passes in from its index.
+  that wrote before it started are in their status, which the caller passes in from its index, or, for a process
+  that died between an OnboardingRecord and the status that names it, in their record, which the journal reads for
+  the onboarding's other objects whose status says they wrote nothing.
 
 Pure but for the book's lock: the Kopf layer keeps the index these functions read.
 """
@@ -55,7 +57,7 @@ def claim_of(
         uid=str(meta.get("uid")),
         ref=f"{namespace}/{name}",
         created=str(meta.get("creationTimestamp")),
-        written=bool(status.get("firstCloudWrite")),
+        written=any((status.get("firstCloudWrite") or {}).values()),
         ready=ready,
     )
 
@@ -84,13 +86,16 @@ def _may_lapse(claim: Claim) -> bool:
     return not claim.written and not claim.ready
 
 
+WROTE, WAITING, LAPSED = 0, 1, 2  # a claim's tier in the rank, strongest first
+
+
 def _rank(claim: Claim, asking: str, at: datetime, grace: float) -> tuple[int, str, str]:
     if claim.written:
-        tier = 0
+        tier = WROTE
     elif claim.uid != asking and _may_lapse(claim) and _age(claim, at) >= grace:
-        tier = 2
+        tier = LAPSED
     else:
-        tier = 1
+        tier = WAITING
     return tier, claim.created, claim.uid
 
 
@@ -99,18 +104,19 @@ def conflict_with(
 ) -> Conflict | None:
     """The object with the strongest claim on the same account and subscription, if it is not this one (see the
     module's docstring)."""
-    claims = sorted(index.get(onboarding_key(spec), []), key=lambda c: _rank(c, uid, at, grace))
-    if not claims or claims[0].uid == uid:
+    claims = list(index.get(onboarding_key(spec), []))
+    if not claims:
         return None
-    first = claims[0]
+    first = min(claims, key=lambda c: _rank(c, uid, at, grace))
+    if first.uid == uid or _rank(first, uid, at, grace)[0] == LAPSED:
+        return None  # first, or only lapsed claims ahead (this object is not in the index yet, say)
     lapses_in = max(0.0, grace - _age(first, at)) if _may_lapse(first) else None
     return Conflict(first.ref, lapses_in)
 
 
-def written_claims(index: Mapping[str, Iterable[Claim]], key: str) -> tuple[tuple[str, str], ...]:
-    """(uid, ref) of every object of an onboarding whose status says it has written: what the book checks besides
-    its own claims."""
-    return tuple((c.uid, c.ref) for c in index.get(key, []) if c.written)
+def claims_of(index: Mapping[str, Iterable[Claim]], key: str) -> tuple[Claim, ...]:
+    """Every object's claim on an onboarding, as the index has them: what a ticket checks besides the book."""
+    return tuple(index.get(key, []))
 
 
 class ClaimBook:
@@ -148,16 +154,23 @@ class ClaimBook:
 
 @dataclass(frozen=True)
 class Ticket:
-    """One object's way to take, and give back, its onboarding in the book during a pass."""
+    """One object's way to take, and give back, its onboarding in the book during a pass. ``others``: the claims of
+    the onboarding's objects as the index had them when the pass got its worker slot."""
 
     book: ClaimBook
     key: str
     uid: str
     ref: str
-    written: tuple[tuple[str, str], ...]
+    others: tuple[Claim, ...]
 
     def take(self) -> str | None:
-        return self.book.take(self.key, self.uid, self.ref, self.written)
+        written = [(c.uid, c.ref) for c in self.others if c.written]
+        return self.book.take(self.key, self.uid, self.ref, written)
+
+    def unwritten(self) -> list[Claim]:
+        """The other objects whose status says they wrote nothing: one of them may still have a write in its
+        OnboardingRecord, made by a process that died before its status said so (the caller reads their records)."""
+        return [c for c in self.others if c.uid != self.uid and not c.written]
 
     def release(self) -> None:
         self.book.release(self.key, self.uid)

@@ -269,9 +269,9 @@ class WriteJournal:
         ticket: Ticket | None = None,
     ) -> None:
         self.kube, self.target, self.version, self.allowed_by = kube, target, version, allowed_by
-        self.ticket = (
-            ticket  # the object's place in the claim book (claims.py); None: no other object to refuse
-        )
+        # the object's place in the claim book (claims.py); None: no other object to refuse
+        self.ticket = ticket
+        self._claimed = False  # this pass took its onboarding in the claim book
         self.book = RecordBook(kube, target, skew_seconds)
         self.stored = target.status  # the status of the object at self.version, as far as this pass knows
         self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
@@ -499,17 +499,29 @@ class WriteJournal:
                 empty = record
         status.first_cloud_write = self.record
         if self.new or _dump(self.stored) != _dump(status):
-            self._put(status, lambda: self.record)
+            # A withdrawal the status does not show would rank the object as one that wrote for good: tried harder
+            # than other writes against changes to the object meanwhile (each try reads the live object first).
+            self._put(status, lambda: self.record, attempts=5 if withdrawn else 2)
         if empty is not None:
             # Never wrote: no record, no Secret held. Only once the status no longer claims a write, so that a
             # record made later from the status (``RecordBook.fresh``) never takes the withdrawn claim.
             release_held(self.kube, self.target.namespace, self.target.uid, empty.connector, empty)
             self.book.record, self.book.version = None, None
-            if self.ticket is not None:
-                self.ticket.release()
+
+    def settle(self) -> None:
+        """At the end of the pass, however it ended: a claim it took in the claim book is given back unless the
+        OnboardingRecord, the authority, now has a write (then the object ranks as one that wrote, and keeps it until
+        it is gone or its writes are withdrawn by a later pass). A pass that failed before its record, whose writes
+        were all refused, or whose object went without its cleanup holds nothing after it."""
+        if self.ticket is None or not self._claimed:
+            return
+        record = self.book.record if self.book.loaded else None
+        if record is None or record.abandoned is not None or not (record.written.aws or record.written.azure):
+            self.ticket.release()
 
     @contextlib.contextmanager
     def __call__(self, cloud: CloudName) -> Iterator[None]:
+        self._claim()
         if not self._recorded(cloud):
             # The status needs its own write only while it does not yet rank the object as one that has written
             # (the module's docstring). For an object gone since, the write is in its record, which the operator
@@ -562,21 +574,59 @@ class WriteJournal:
             if getattr(record.written, cloud) == stamp:  # not found recorded by an earlier pass meanwhile
                 self.new.add(cloud)
         if status is not None:
-            self._put(status, lambda: self._known, must_exist=True)
+            try:
+                self._put(status, lambda: self._known, must_exist=True)
+            except BaseException:
+                # Nothing was written in a cloud yet: a record kept for this call would be a write never made, which
+                # the next passes would take into the status (the record keeps an earlier moment), ranking the object
+                # as one that wrote for good, credentials that never work and all.
+                self._withdraw({cloud for cloud in clouds if cloud in self.new})
+                raise
+
+    def _withdraw(self, clouds: set[str]) -> None:
+        """Take ``clouds``, recorded in this pass and not written, out of the record again (best effort: the pass is
+        failing already)."""
+        if not clouds:
+            return
+        try:
+            self.book.change(lambda r: r.model_copy(update={"written": self._without(r.written, clouds)}))
+        except Exception:  # the pass's own error is the one to report; the record stays as it was
+            return
+        self.new -= clouds
+        self.written = self._without(self.written, clouds)
 
     def _claim(self) -> None:
-        """Before an object's first record of a write: take its onboarding in the claim book, or stop (nothing
-        recorded, nothing written) when another object holds it. The rank decided that this object may try; the book
-        decides, at the last moment, that it alone writes."""
-        if self.ticket is None or self.written.aws or self.written.azure:
-            return
-        holder = self.ticket.take()
+        """Before a write while the status shows none: take the object's onboarding in the claim book, or stop
+        (nothing recorded, nothing written) when another object holds it. The rank decided that this object may try;
+        the book decides, at the last moment, that it alone writes. ``settle`` gives it back at the pass's end
+        unless a write is recorded."""
+        claimed = self.stored.first_cloud_write
+        if self.ticket is None or self._claimed or (claimed is not None and (claimed.aws or claimed.azure)):
+            return  # taken in this pass, or the status ranks the object as one that wrote: no other may write
+        # Asked whether or not the OnboardingRecord has a write: one made by a process that died before the status
+        # said so is in no other object's view, and another object may have gone ahead meanwhile.
+        holder = self.ticket.take() or self._recorded_elsewhere()
         if holder is not None:
             spec = self.target.spec
             raise TerminalError(
                 "ConnectorConflict",
                 conflict_message(holder, self.target.key, spec.aws.account_id, spec.azure.subscription_id),
             )
+        self._claimed = True
+
+    def _recorded_elsewhere(self) -> str | None:
+        """Taken in the book: unless another object of the onboarding has a write in its OnboardingRecord that its
+        status does not show (its process died in between), which keeps its claim (given back here)."""
+        assert self.ticket is not None
+        for other in self.ticket.unwritten():
+            found = self.kube.read_record(other.uid)
+            if found is None:
+                continue
+            record = OnboardingRecordSpec.model_validate(found[0])
+            if record.abandoned is None and (record.written.aws or record.written.azure):
+                self.ticket.release()
+                return other.ref
+        return None
 
     def _put(
         self,
