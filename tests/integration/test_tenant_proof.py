@@ -150,8 +150,22 @@ def tenant_secrets(kubeconfig: Path, namespace: str, **aws: str) -> None:
         kubeconfig, "create", "secret", "generic", "aws-keys", "-n", namespace,
         *[f"--from-literal={k}={v}" for k, v in keys.items()], check=True,
     )  # fmt: skip
+    azure_app(kubeconfig, namespace)
+
+
+def binary_keys(user: Path, namespace: str, name: str, tmp_path: Path) -> None:
+    """AWS keys that are not text (an access key id of raw bytes): credentials that never work."""
+    (tmp_path / name).write_bytes(b"AKIA\xff\xfe\x00BINARY")
     kubectl(
-        kubeconfig, "create", "secret", "generic", "azure-app", "-n", namespace,
+        user, "create", "secret", "generic", name, "-n", namespace, f"--from-file=accessKeyId={tmp_path / name}",
+        "--from-literal=secretAccessKey=tenant-own-secret-access-key", check=True,
+    )  # fmt: skip
+
+
+def azure_app(user: Path, namespace: str) -> None:
+    """The tenant's own Azure app (the sandbox's Entra takes any)."""
+    kubectl(
+        user, "create", "secret", "generic", "azure-app", "-n", namespace,
         "--from-literal=clientId=tenant-app", "--from-literal=clientSecret=sandbox", check=True,
     )  # fmt: skip
 
@@ -374,21 +388,14 @@ def test_credentials_that_are_not_one_line_of_text_are_refused_with_a_reason_and
 ) -> None:
     namespace = bare_namespace(kubeconfig)
     user = tenant(sandbox, kubeconfig, namespace)
-    (tmp_path / "id").write_bytes(b"AKIA\xff\xfe\x00BINARY")
-    kubectl(
-        user, "create", "secret", "generic", "binary", "-n", namespace, f"--from-file=accessKeyId={tmp_path / 'id'}",
-        "--from-literal=secretAccessKey=tenant-own-secret-access-key", check=True,
-    )  # fmt: skip
+    binary_keys(user, namespace, "binary", tmp_path)
     token = "FQoGZXIvYXdzEJrSECRETTOKEN"
     kubectl(
         user, "create", "secret", "generic", "broken-token", "-n", namespace,
         "--from-literal=accessKeyId=AKIATENANTOWNKEYS", "--from-literal=secretAccessKey=tenant-own-secret-access-key",
         f"--from-literal=sessionToken={token[:10]}\n{token[10:]}", check=True,
     )  # fmt: skip
-    kubectl(
-        user, "create", "secret", "generic", "azure-app", "-n", namespace,
-        "--from-literal=clientId=tenant-app", "--from-literal=clientSecret=sandbox", check=True,
-    )  # fmt: skip
+    azure_app(user, namespace)
     for secret in ("binary", "broken-token"):
         m = manifest(namespace, secret)
         m["spec"]["aws"]["credentials"]["secretRef"] = {"name": secret}
@@ -855,15 +862,8 @@ def test_an_object_with_credentials_that_never_work_holds_an_account_only_for_th
     written, the squatter stays out even with credentials that work."""
     squatting, granted = bare_namespace(kubeconfig), bare_namespace(kubeconfig)
     user = tenant(sandbox, kubeconfig, squatting)
-    (tmp_path / "id").write_bytes(b"AKIA\xff\xfeNEVERWORKS")
-    kubectl(
-        user, "create", "secret", "generic", "aws-keys", "-n", squatting, f"--from-file=accessKeyId={tmp_path / 'id'}",
-        "--from-literal=secretAccessKey=tenant-own-secret-access-key", check=True,
-    )  # fmt: skip
-    kubectl(
-        user, "create", "secret", "generic", "azure-app", "-n", squatting,
-        "--from-literal=clientId=tenant-app", "--from-literal=clientSecret=sandbox", check=True,
-    )  # fmt: skip
+    binary_keys(user, squatting, "aws-keys", tmp_path)
+    azure_app(user, squatting)
     victim = manifest(granted, "payments")
     account = account_of(victim)
     squat = own_secrets(manifest(squatting, "squat", account=account))
