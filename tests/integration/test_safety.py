@@ -767,6 +767,47 @@ def test_an_announcement_whose_status_write_fails_leaves_no_write_in_the_record(
         kube.delete_record(uid)
 
 
+def test_a_write_mark_the_record_no_longer_has_leaves_the_status_and_never_skips_the_claim(
+    kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """A pass withdrew its record of a first write (the cloud refused it) and could not take the mark out of the
+    status (the write refused or timed out). Left there, the mark ranked the object as one that wrote for good (a
+    squatter with credentials that never work holding another team's account), and let its passes write without
+    asking the claim book. The record is the authority: the next pass that writes nothing and ends not Ready drops
+    the mark and lets the empty record and its Secrets go, and a write asks the book unless the record has one."""
+    m = manifest(namespace, "stale")
+    m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "stale", "Paused", "True")
+    kube, uid = Kube(api_client(kubeconfig)), obj["metadata"]["uid"]
+    withdrawn = OnboardingRecordSpec(
+        object=ObjectRef(namespace=namespace, name="stale", uid=uid), instance="default"
+    )
+    kube.write_record(uid, withdrawn.model_dump(by_alias=True, exclude_none=True), None, {})
+    marked = {**obj["status"], "firstCloudWrite": {"aws": "2026-01-01T00:00:00Z"}}
+    kube.write_status(namespace, "stale", marked, obj["metadata"]["resourceVersion"], uid=uid)
+    live = get_object(kubeconfig, namespace, "stale")
+    assert live is not None and live["status"]["firstCloudWrite"]["aws"]
+    target = target_of(live, "default")
+    key = onboarding_key(m["spec"])
+
+    book = ClaimBook()
+    assert book.take(key, "another-uid", f"{namespace}/first", ()) is None
+    writing = WriteJournal(
+        kube, target, live["metadata"]["resourceVersion"], ticket=Ticket(book, key, uid, target.key, ())
+    )
+    with pytest.raises(TerminalError) as stopped, writing("aws"):
+        pytest.fail("the write was made on the status's word")
+    assert stopped.value.reason == "ConnectorConflict"
+
+    ending = WriteJournal(kube, target, live["metadata"]["resourceVersion"])
+    ending.finish(target.status.model_copy(deep=True))  # a pass that wrote nothing, not Ready (Paused)
+    after = get_object(kubeconfig, namespace, "stale")
+    assert after is not None and "firstCloudWrite" not in after["status"], after["status"]
+    assert kube.read_record(uid) is None
+    delete(kubeconfig, namespace, "stale")
+
+
 def test_a_pass_never_writes_its_status_onto_a_new_object_of_the_same_name(
     kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:

@@ -370,7 +370,11 @@ def _pass(
             target = replace(target, status=status)
         if target.status.observed_generation != target.generation and not target.paused:
             target = replace(target, status=_announced(target))
-            journal.announce(target.status, writes_ahead(target, conflict, admission))
+            # Another object asks for the same onboarding: its first write is recorded at the write, after the
+            # sign-in, not ahead, so an object whose credentials never work never ranks, even for a moment, as one that
+            # wrote (nor takes the claim book from the object that can write).
+            ahead = () if ticket.contested() else writes_ahead(target, conflict, admission)
+            journal.announce(target.status, ahead)
         outcome = reconcile(target, runtime.clouds, runtime.settings, conflict, journal, admission)
         journal.finish(outcome.status)
         runtime.rollout.settled(target.uid, target.key, before, outcome.status)
@@ -403,6 +407,8 @@ def _pass(
         if target.deep and ready is not None and ready.status == "True":
             runtime.deep_checked[target.uid] = time.monotonic()
         log.info("reconciled", extra={**fields, "deep": target.deep})
+        if journal.refused:  # another object was about to write: look again soon, it may not have
+            return min(runtime.jittered(outcome.requeue_after), runtime.settings.in_progress_seconds)
         return runtime.jittered(outcome.requeue_after)
     finally:
         journal.settle()  # a claim this pass took and recorded no write with is given back, however it ended

@@ -167,6 +167,10 @@ class Ticket:
         written = [(c.uid, c.ref) for c in self.others if c.written]
         return self.book.take(self.key, self.uid, self.ref, written)
 
+    def contested(self) -> bool:
+        """Another object asks for the same onboarding."""
+        return any(c.uid != self.uid for c in self.others)
+
     def unwritten(self) -> list[Claim]:
         """The other objects whose status says they wrote nothing: one of them may still have a write in its
         OnboardingRecord, made by a process that died before its status said so (the caller reads their records)."""

@@ -272,6 +272,7 @@ class WriteJournal:
         # the object's place in the claim book (claims.py); None: no other object to refuse
         self.ticket = ticket
         self._claimed = False  # this pass took its onboarding in the claim book
+        self.refused = False  # the claim book refused this pass: another object was about to write, or wrote
         self.book = RecordBook(kube, target, skew_seconds)
         self.stored = target.status  # the status of the object at self.version, as far as this pass knows
         self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
@@ -497,6 +498,8 @@ class WriteJournal:
             )
             if not (record.written.aws or record.written.azure):
                 empty = record
+        elif self._marks_to_check(status):
+            empty = self._marks_from_record()
         status.first_cloud_write = self.record
         if self.new or _dump(self.stored) != _dump(status):
             # A withdrawal the status does not show would rank the object as one that wrote for good: tried harder
@@ -507,6 +510,26 @@ class WriteJournal:
             # record made later from the status (``RecordBook.fresh``) never takes the withdrawn claim.
             release_held(self.kube, self.target.namespace, self.target.uid, empty.connector, empty)
             self.book.record, self.book.version = None, None
+
+    def _marks_to_check(self, status: AWSConnectorStatus) -> bool:
+        """A pass that wrote nothing and ends not Ready while the status says the object wrote: the mark may be one a
+        failed pass could not take out of the status after withdrawing it from the record (the status write refused
+        or timed out), which would rank the object as one that wrote for good. Checked against the record then (a
+        read, for stalled objects only: a Ready object's passes read nothing more)."""
+        ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions)
+        return not self.effective and bool(self.written.aws or self.written.azure) and not ready
+
+    def _marks_from_record(self) -> OnboardingRecordSpec | None:
+        """Keep the status's marks the record has (the authority; an object without a record keeps its status's, as
+        objects from before records did). Returns the record when it has no write left (the caller lets it and its
+        Secrets go once the status says so too)."""
+        record = self.book.load()
+        if record is None or record.abandoned is not None:
+            return None
+        for cloud in ("aws", "azure"):
+            if getattr(record.written, cloud) is None:
+                setattr(self.written, cloud, None)
+        return None if (record.written.aws or record.written.azure) else record
 
     def settle(self) -> None:
         """At the end of the pass, however it ended: a claim it took in the claim book is given back unless the
@@ -600,13 +623,14 @@ class WriteJournal:
         (nothing recorded, nothing written) when another object holds it. The rank decided that this object may try;
         the book decides, at the last moment, that it alone writes. ``settle`` gives it back at the pass's end
         unless a write is recorded."""
-        claimed = self.stored.first_cloud_write
-        if self.ticket is None or self._claimed or (claimed is not None and (claimed.aws or claimed.azure)):
-            return  # taken in this pass, or the status ranks the object as one that wrote: no other may write
-        # Asked whether or not the OnboardingRecord has a write: one made by a process that died before the status
-        # said so is in no other object's view, and another object may have gone ahead meanwhile.
+        if self.ticket is None or self._claimed:
+            return
+        record = self.book.load()  # read anyway by the write that follows
+        if record is not None and record.abandoned is None and (record.written.aws or record.written.azure):
+            return  # the authority says it wrote: another object asking is refused by this record
         holder = self.ticket.take() or self._recorded_elsewhere()
         if holder is not None:
+            self.refused = True
             spec = self.target.spec
             raise TerminalError(
                 "ConnectorConflict",
