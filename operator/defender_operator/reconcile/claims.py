@@ -10,8 +10,8 @@ acts; the others are Stalled with ``ConnectorConflict``. Two parts decide it:
   (any tenant can create an object for any account with a Secret of its own that never works; without the lapse,
   the first such object would hold the account from the team granted it for as long as it exists). An object never
   counts itself lapsed, so it goes on trying as well; several may then try at once.
-- **The book** says who writes. Before an object's first cloud write, it takes the onboarding in the book, an
-  in-process compare-and-set (the operator acts only while it leads, so one process decides): a second object is
+- **The book** says who writes. Before a write while its OnboardingRecord shows none, an object takes the onboarding
+  in the book, an in-process compare-and-set (the operator acts only while it leads, so one process decides): a second object is
   refused there, whatever its view of the rank was. The book knows this process's claims; the claims of objects
   that wrote before it started are in their status, which the caller passes in from its index, or, for a process
   that died between an OnboardingRecord and the status that names it, in their record, which the journal reads for
@@ -140,7 +140,8 @@ class ClaimBook:
             return None
 
     def release(self, key: str, uid: str) -> None:
-        """The object's writes were all withdrawn (the clouds refused them): it holds nothing again."""
+        """The pass that took it recorded no write (it stopped first, or the clouds refused every write): the object
+        holds nothing again."""
         with self._lock:
             if self._holders.get(key, ("", ""))[0] == uid:
                 del self._holders[key]
