@@ -31,8 +31,9 @@ def _stop_operators(state: Path) -> None:
 
 
 @contextlib.contextmanager
-def bench_sandbox() -> Iterator[Sandbox]:
-    state = binaries.cache_dir() / "bench-sandbox"
+def bench_sandbox(name: str = "bench-sandbox") -> Iterator[Sandbox]:
+    """The sandbox under ``name`` in the cache: one per benchmark process running at once (a campaign's lanes)."""
+    state = binaries.cache_dir() / name
     _stop_operators(state)  # left by a run that was killed before its teardown
     box = sandbox_module.up(state)
     try:

@@ -1,12 +1,16 @@
-"""``python -m bench.chaos --seed S --schedules N [--steps K] [--hours H] [--replicas R] [--shrink] [--weight OP=W]``:
-a campaign on its own sandbox, the operator as R replicas in leader election (default 2, as the chart runs it).
-``--weight`` (repeatable) aims a campaign at some operations (e.g. ``create_organization=6``); a seed's schedule
-depends on the weights, so a campaign is reproduced with the same ones.
+"""``python -m bench.chaos --seed S --schedules N [--steps K] [--hours H] [--replicas R] [--lanes L] [--shrink]
+[--weight OP=W]``: a campaign on its own sandbox, the operator as R replicas in leader election (default 2, as the
+chart runs it). ``--weight`` (repeatable) aims a campaign at some operations (e.g. ``create_organization=6``); a
+seed's schedule depends on the weights, so a campaign is reproduced with the same ones.
 
 Schedule i uses seed S+i. Every schedule is printed as a step list with its verdict; a failing one is shrunk (with
 ``--shrink``) and written out as a regression case under tests/integration/chaos_cases/, which the test suite
 replays. The summary counts schedules, steps, operations by kind and violations. It stops by itself after N
 schedules or H hours, whichever comes first.
+
+``--lanes L`` runs the campaign as L processes at once, each with its own sandbox and operators, the seeds dealt
+among them (:mod:`.lanes`): a schedule mostly waits on the operator and the clouds, so lanes multiply what an hour
+covers on a machine with cores to spare; the summary is the lanes' together.
 """
 
 import argparse
@@ -18,12 +22,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.support.kube import wait_for
 from tests.support.operator import start_operator
 
 from bench.sandbox import bench_sandbox, operator_state
 
+from .lanes import LANE_SANDBOX, run_lanes
 from .replicas import LEASE_ENV, PACE_ENV
 from .runner import Runner
 from .schedule import WEIGHTS, Step, describe, generate, to_json
@@ -64,38 +70,75 @@ def main() -> int:
         default=2,
         help="operator processes; more than one: leader election on a Lease",
     )
+    parser.add_argument(
+        "--lanes", type=int, default=1, help="schedules run at once, each lane on its own sandbox"
+    )
+    parser.add_argument(
+        "--lane", type=int, help=argparse.SUPPRESS
+    )  # a lane's process: its seeds, its sandbox
     args = parser.parse_args()
     weights = {op: float(w) for op, _, w in (item.partition("=") for item in args.weight)}
     if unknown := set(weights) - set(WEIGHTS):
         parser.error(f"--weight: no such operation {sorted(unknown)}; they are {sorted(WEIGHTS)}")
-    deadline = time.monotonic() + args.hours * 3600
+    if args.lanes < 1:
+        parser.error("--lanes: at least 1")
+    seeds = [args.seed + i for i in range(args.schedules)]
+    if args.lanes > 1 and args.lane is None:
+        summary = {
+            "firstSeed": args.seed,
+            "weights": weights,
+            **run_lanes(sys.argv[1:], args.seed, args.lanes),
+        }
+    else:
+        lane = 0 if args.lane is None else args.lane
+        mine = seeds[lane :: args.lanes]
+        name = "bench-sandbox" if args.lane is None else LANE_SANDBOX.format(lane=args.lane)
+        summary = campaign(mine, args.steps, args.hours, args.replicas, args.shrink, weights, name)
+        summary = {"firstSeed": args.seed, "weights": weights, **summary}
+    if args.lane is None:
+        print(json.dumps(summary, indent=1))
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary, indent=1) + "\n")
+    return 1 if summary["violations"] or summary.get("lanesFailed") else 0
+
+
+def campaign(
+    seeds: list[int],
+    step_count: int,
+    hours: float,
+    replicas: int,
+    shrinking: bool,
+    weights: dict[str, float],
+    sandbox: str,
+) -> dict[str, Any]:
+    """Run the schedules of ``seeds`` in turn on one sandbox, until done or ``hours`` have passed; their summary."""
+    deadline = time.monotonic() + hours * 3600
     totals: dict[str, int] = {}
     seconds: dict[str, float] = {}
     failures: list[Failure] = []
     done = steps_run = 0
-    with bench_sandbox() as box:
+    with bench_sandbox(sandbox) as box:
         env = {
             "DEFENDER_OPERATOR_RESYNC_SECONDS": "8",
             "DEFENDER_OPERATOR_IN_PROGRESS_SECONDS": "1",
             **PACE_ENV,
         }
-        if args.replicas > 1:
+        if replicas > 1:
             lease = {"DEFENDER_OPERATOR_LEASE_NAME": f"chaos-{uuid.uuid4().hex[:6]}"}
             env |= {**LEASE_ENV, **lease, "DEFENDER_OPERATOR_LEASE_NAMESPACE": "default"}
         operators = [
             start_operator(
                 box, operator_state(box, f"chaos-{i}-"), arm_proxy=True, wait_ready=False, extra_env=env
             )
-            for i in range(args.replicas)
+            for i in range(replicas)
         ]
         for operator in operators:  # Ready whether or not it leads (readiness is not leadership)
             wait_for(operator.ready, 60, "an operator replica's /readyz")
         runner = Runner(box, box.control_plane.kubeconfig, *operators)
-        for i in range(args.schedules):
+        for seed in seeds:
             if time.monotonic() > deadline:
                 break
-            seed = args.seed + i
-            steps = generate(seed, args.steps, weights)
+            steps = generate(seed, step_count, weights)
             try:
                 outcome = runner.run(seed, steps)
             except (
@@ -123,7 +166,7 @@ def main() -> int:
                 print(f"    ! {violation}", flush=True)
             if outcome.violations:
                 kept = steps
-                if args.shrink:
+                if shrinking:
 
                     def still_fails(candidate: list[Step], seed: int = seed) -> bool:
                         return bool(runner.run(seed, candidate).violations)
@@ -139,9 +182,7 @@ def main() -> int:
                     + "\n"
                 )
                 failures.append(Failure(seed, list(outcome.violations), case))
-    summary = {
-        "firstSeed": args.seed,
-        "weights": weights,
+    return {
         "schedules": done,
         "steps": steps_run,
         "operations": dict(sorted(totals.items())),
@@ -149,10 +190,6 @@ def main() -> int:
         "violations": sum(len(f.violations) for f in failures),
         "failingSeeds": [f.seed for f in failures],
     }
-    print(json.dumps(summary, indent=1))
-    if args.summary:
-        Path(args.summary).write_text(json.dumps(summary, indent=1) + "\n")
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":
