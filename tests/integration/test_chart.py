@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,9 +173,9 @@ def test_names_labels_spread_network_policy_extra_objects_and_policy_readers() -
     assert spread["topologyKey"] == "kubernetes.io/hostname"
     assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
-    assert policy["spec"]["ingress"][0]["from"] == [
-        {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
-    ]
+    assert policy["spec"]["ingress"][0]["from"][0] == {
+        "namespaceSelector": {"matchLabels": {"name": "monitoring"}}
+    }
     assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} >= {53, 443}
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"] == ["defender-operator-x"]
     assert not [d for d in docs if d["metadata"]["name"].endswith("-policy-reader")]
@@ -183,9 +184,26 @@ def test_names_labels_spread_network_policy_extra_objects_and_policy_readers() -
     (deployment,) = [d for d in renamed if d["kind"] == "Deployment"]
     assert deployment["metadata"]["name"] == "defender-operator-dfc"
     assert deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "dfc"
-    # helm test: a hook pod that reads the operator's metrics through its Service
-    (probe,) = [d for d in template() if d["kind"] == "Pod"]
+    # helm test: a hook pod of its own that reads the operator's metrics through their Service, let in by the
+    # NetworkPolicy; what it runs is run against a real operator in test_operator_with_the_chart_rbac_reconciles_to_ready
+    (probe,) = [d for d in docs if d["kind"] == "Pod"]
     assert probe["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    labels = probe["metadata"]["labels"].items()
+    for selector in (
+        deployment["spec"]["selector"]["matchLabels"],
+        service["spec"]["selector"],
+        policy["spec"]["podSelector"]["matchLabels"],
+    ):
+        assert not selector.items() <= labels, "the test pod would be one of the operator's pods"
+    assert any(
+        peer.get("podSelector", {}).get("matchLabels", {}).items() <= labels
+        for peer in policy["spec"]["ingress"][0]["from"]
+    )
+    namespace, port = service["metadata"]["namespace"], service["spec"]["ports"][0]["port"]
+    url = f"http://{service['metadata']['name']}.{namespace}:{port}/metrics"
+    assert f'url = "{url}"' in probe["spec"]["containers"][0]["args"][0]
+    assert not [d for d in template("--set", "metrics.service.enabled=false") if d["kind"] == "Pod"]
 
 
 def test_the_packaged_chart_installs_on_the_api_server(kubeconfig: Path, tmp_path: Path) -> None:
@@ -314,6 +332,17 @@ def test_operator_with_the_chart_rbac_reconciles_to_ready(
     ):
         # the series are updated just after the status write that the wait above saw
         wait_for(lambda series=series: series in chart_operator.metrics(), 30, f"{series} on /metrics")
+    # `helm test`'s script, as the chart renders it, against this operator (kwok runs no container)
+    (probe,) = [d for d in template() if d["kind"] == "Pod"]
+    script = re.sub(
+        r"http://[^/]+/",
+        f"http://127.0.0.1:{chart_operator.metrics_port}/",
+        probe["spec"]["containers"][0]["args"][0],
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (run.returncode, run.stdout) == (0, "metrics served\n"), run.stderr
     kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "rbac", "--wait=false", check=True)
     wait_gone(kubeconfig, namespace, "rbac", timeout=90)
     log = chart_operator.log()

@@ -20,6 +20,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 {{- end }}
 
+{{/* The `helm test` pod's: the release's, never the operator pods' selector (templates/tests). */}}
+{{- define "defender-operator.testLabels" -}}
+app.kubernetes.io/name: {{ include "defender-operator.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- define "defender-operator.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "defender-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
