@@ -1,25 +1,29 @@
 """Production lifecycle (issue 27) on a control loop: install, upgrade, roll out, drain and uninstall the chart as a
 cluster does it, on a fresh control plane of its own (no CRDs beforehand, as a first install meets it) with
-kube-controller-manager, kube-scheduler and kwok's simulated nodes. No container runs: kwok makes a scheduled pod
-run and be Ready; the operator processes run outside, as everywhere in these tests, one per pod (POD_NAME), and
-act as their pods would (the test stops a process when its pod is evicted)."""
+kube-controller-manager, kube-scheduler and kwok's simulated nodes. No container runs: the operator processes run
+outside, one per pod (POD_NAME), started, probed and stopped by the tests' kubelet (tests/support/kubelet.py), so a
+pod is Ready when its process's /readyz says so, and a rollout, `helm --wait` and the PodDisruptionBudget wait on
+the operator's own readiness."""
 
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 import tarfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from defender_operator.api.names import SECRET_FINALIZER_PREFIX
 from defender_operator.sandbox import Sandbox, binaries, controlplane, processes
 from defender_operator.sandbox.controlplane import ControlPlane
-from tests.support.kube import kubectl, wait_for
+from tests.support.kube import apply, kubectl, list_objects, wait_for
+from tests.support.kubelet import PROBED, Kubelet
+from tests.support.onboarding import manifest, own_secrets, tenant_secrets
+from tests.support.operator import wait_condition
 from tests.support.paths import REPO
 
 pytestmark = pytest.mark.integration
@@ -28,6 +32,10 @@ CHART = REPO / "charts" / "defender-operator"
 RELEASE, NAMESPACE = "defender-operator", "defender-operator"
 PREVIOUS = "c0aa31e"  # the chart as released before issue 27 (git history; docs/development.md)
 NODES = ("node-a", "node-b", "node-c")
+PODS_PROBED = (
+    "--set-json",
+    f"podAnnotations={json.dumps(PROBED)}",
+)  # the tests' kubelet runs and probes them
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +54,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         yield plane
     finally:
         processes.stop_recorded(state)
+
+
+@pytest.fixture
+def kubelet(sandbox: Sandbox, cluster: ControlPlane, tmp_path: Path) -> Iterator[Kubelet]:
+    running = Kubelet(
+        cluster.kubeconfig, NAMESPACE, lambda pod: start_for_pod(sandbox, cluster, tmp_path, pod)
+    )
+    try:
+        yield running
+    finally:
+        running.close()
 
 
 def ready_nodes(kubeconfig: Path) -> int:
@@ -105,13 +124,13 @@ def previous_chart(tmp_path: Path) -> Path:
 
 
 def test_a_first_install_with_policies_settles_and_the_uninstall_procedure_leaves_nothing(
-    cluster: ControlPlane,
+    cluster: ControlPlane, kubelet: Kubelet
 ) -> None:
     kubeconfig = cluster.kubeconfig
     policies = {"payments": {"namespaces": {"names": ["payments"]}, "aws": {"accountIds": ["111122223333"]}}}
     installed = helm(
         kubeconfig, "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace", "--wait",
-        "--timeout", "180s", "--set-json", f"onboardingPolicies={json.dumps(policies)}",
+        "--timeout", "180s", "--set-json", f"onboardingPolicies={json.dumps(policies)}", *PODS_PROBED,
     )  # fmt: skip
     assert installed.returncode == 0, installed.stderr  # in one step: helm/helm#9395 would refuse the policy
     assert kubectl(kubeconfig, "get", "clusteronboardingpolicy", "payments").returncode == 0
@@ -119,8 +138,26 @@ def test_a_first_install_with_policies_settles_and_the_uninstall_procedure_leave
     assert len(running) == 2 and len({p["spec"]["nodeName"] for p in running}) == 2, (
         "both replicas on one node"
     )
-    # The documented uninstall (docs/operations.md, "Uninstall"): no AWSConnector is left, then the release, the
-    # policies made from values, the CRDs.
+    # Ready from their own /readyz: the leader's and the standby's (readiness is not leadership)
+    assert {p["metadata"]["name"] for p in running} == {n for n, c in kubelet.containers.items() if c.ready}
+    # An object onboarded with its namespace's own Secrets, which the operator holds while cleanup may need them
+    tenant = f"tenant-{uuid.uuid4().hex[:6]}"
+    kubectl(kubeconfig, "create", "namespace", tenant, check=True)
+    tenant_secrets(kubeconfig, tenant)
+    assert apply(kubeconfig, own_secrets(manifest(tenant, name="uninstalled"))).returncode == 0
+    wait_condition(kubeconfig, tenant, "uninstalled", "Ready", "True", timeout=120)
+    assert any(
+        f.startswith(SECRET_FINALIZER_PREFIX) for f in secret_finalizers(kubeconfig, tenant, "aws-keys")
+    )
+    # The documented uninstall (docs/operations.md, "Uninstall"): every AWSConnector deleted while the operator
+    # runs (its cleanup done, its Secrets let go, its record gone), then the release, the policies made from
+    # values, the CRDs; nothing is left stuck.
+    kubectl(kubeconfig, "delete", "awsc", "--all", "-A", "--wait=false", check=True)
+    wait_for(lambda: not list_objects(kubeconfig, tenant), 120, "every AWSConnector to go")
+    for secret in ("aws-keys", "azure-app"):
+        assert not secret_finalizers(kubeconfig, tenant, secret)
+    records = kubectl(kubeconfig, "get", "onboardingrecords", "-o", "name", check=True).stdout
+    assert not records.strip(), records
     assert helm(kubeconfig, "uninstall", RELEASE, "-n", NAMESPACE, "--wait").returncode == 0
     kubectl(
         kubeconfig,
@@ -136,55 +173,76 @@ def test_a_first_install_with_policies_settles_and_the_uninstall_procedure_leave
     left = kubectl(kubeconfig, "get", "crd", "-o", "name", check=True).stdout
     assert "defender-operator.io" not in left
     wait_for(lambda: not pods(kubeconfig), 60, "the pods to go")
+    kubectl(
+        kubeconfig, "delete", "namespace", tenant, "--timeout=60s", check=True
+    )  # nothing holds its Secrets
+
+
+def secret_finalizers(kubeconfig: Path, namespace: str, name: str) -> list[str]:
+    found = kubectl(kubeconfig, "get", "secret", name, "-n", namespace, "-o", "json", check=True).stdout
+    return list(json.loads(found)["metadata"].get("finalizers", []))
 
 
 def test_an_upgrade_from_the_previous_chart_a_rollout_restart_and_a_drain_of_the_leaders_node_complete(
-    sandbox: Sandbox, cluster: ControlPlane, tmp_path: Path
+    cluster: ControlPlane, kubelet: Kubelet, tmp_path: Path
 ) -> None:
     kubeconfig = cluster.kubeconfig
     old = helm(
         kubeconfig, "install", RELEASE, str(previous_chart(tmp_path)), "-n", NAMESPACE, "--create-namespace",
-        "--wait", "--timeout", "180s",
+        "--wait", "--timeout", "180s", *PODS_PROBED,
     )  # fmt: skip
     assert old.returncode == 0, old.stderr
+    # Each new pod is Ready only once its process says so, while the old leader still holds the Lease: a
+    # standby that waited for the Lease would never be Ready, and the rollout (maxUnavailable 0) would stall.
     upgraded = helm(
-        kubeconfig, "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--wait", "--timeout", "180s"
+        kubeconfig,
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--wait",
+        "--timeout",
+        "180s",
+        *PODS_PROBED,
     )
     assert upgraded.returncode == 0, upgraded.stderr
     rolled_out(kubeconfig)
     kubectl(kubeconfig, "rollout", "restart", "deployment", RELEASE, "-n", NAMESPACE, check=True)
     rolled_out(kubeconfig)
-    # One operator process per pod, as the kubelet would run them; they elect a leader on the chart's Lease.
     running = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods(kubeconfig)}
     assert len(running) == 2
-    operators = {name: start_for_pod(sandbox, cluster, tmp_path, name) for name in running}
+    # the old pods' last leader released the Lease on its way out; a new pod's process takes it
+    leader_pod = wait_for(
+        lambda: next((p for p in running if (lease_holder(kubeconfig) or "").startswith(f"{p}_")), None),
+        60,
+        "a new pod to lead",
+    )
     try:
-        holder = wait_for(lambda: lease_holder(kubeconfig), 60, "a leader")
-        leader_pod = holder.rsplit("_", 1)[0]
-        assert leader_pod in running
+        # The PodDisruptionBudget lets the leader's pod go only while the standby is Ready; the evicted pod's
+        # process gets SIGTERM from the kubelet and releases the Lease as it exits.
         drained = kubectl(
             kubeconfig, "drain", running[leader_pod], "--ignore-daemonsets", "--delete-emptydir-data",
             "--timeout=300s", timeout=330,
         )  # fmt: skip
-        assert drained.returncode == 0, drained.stderr  # the PodDisruptionBudget allows it
-        # The evicted pod's process gets SIGTERM, as from its kubelet: it releases the Lease as it exits.
-        os.killpg(operators[leader_pod].pid, signal.SIGTERM)
+        assert drained.returncode == 0, drained.stderr
         standby = next(name for name in running if name != leader_pod)
         wait_for(
             lambda: (lease_holder(kubeconfig) or "").startswith(f"{standby}_"), 30, "the standby to take over"
         )
-        rolled_out(kubeconfig)  # the ReplicaSet put a replacement on another node
+        rolled_out(kubeconfig)  # the ReplicaSet put a replacement on another node, Ready as a standby
         assert all(p["spec"]["nodeName"] != running[leader_pod] for p in pods(kubeconfig))
     finally:
-        for record in operators.values():
-            if record.alive():
-                os.killpg(record.pid, signal.SIGKILL)
         kubectl(kubeconfig, "uncordon", running[leader_pod])
 
 
-def start_for_pod(sandbox: Sandbox, cluster: ControlPlane, tmp_path: Path, pod: str) -> processes.Recorded:
+def start_for_pod(
+    sandbox: Sandbox, cluster: ControlPlane, tmp_path: Path, pod: str
+) -> tuple[processes.Recorded, int]:
+    """The operator as pod ``pod`` runs it, and the port of its /readyz."""
     state = tmp_path / pod
     state.mkdir()
+    probe_port = processes.free_port()
     env = {
         **sandbox.env(),
         "KUBECONFIG": str(cluster.kubeconfig),
@@ -196,9 +254,10 @@ def start_for_pod(sandbox: Sandbox, cluster: ControlPlane, tmp_path: Path, pod: 
         "DEFENDER_OPERATOR_RENEW_DEADLINE_SECONDS": "4",
         "DEFENDER_OPERATOR_RETRY_PERIOD_SECONDS": "1",
         "DEFENDER_OPERATOR_METRICS_PORT": str(processes.free_port()),
-        "DEFENDER_OPERATOR_PROBE_PORT": str(processes.free_port()),
+        "DEFENDER_OPERATOR_PROBE_PORT": str(probe_port),
     }
-    return processes.start(state, "operator", [sys.executable, "-m", "defender_operator.cli", "run"], env=env)
+    argv = [sys.executable, "-m", "defender_operator.cli", "run"]
+    return processes.start(state, "operator", argv, env=env), probe_port
 
 
 def lease_holder(kubeconfig: Path) -> str | None:

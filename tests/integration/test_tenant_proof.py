@@ -32,12 +32,15 @@ from tests.support.onboarding import (
     MS_PROVIDER,
     account_of,
     aws_in,
+    azure_app,
     connector,
     defender_roles,
     manifest,
     organization_ou,
+    own_secrets,
     request_reconcile,
     stacks_of,
+    tenant_secrets,
 )
 from tests.support.operator import OperatorProcess, module_operator, wait_condition, wait_gone
 from tests.support.policies import OPT_OUT, bare_namespace, effective_policies, grant
@@ -143,16 +146,6 @@ def left_behind(sandbox: Sandbox, m: dict[str, Any]) -> dict[str, Any]:
     return {kind: what for kind, what in found.items() if what}
 
 
-def tenant_secrets(kubeconfig: Path, namespace: str, **aws: str) -> None:
-    """The tenant's own AWS keys (the role is assumed with them) and Azure app, as Secrets in its namespace."""
-    keys = {"accessKeyId": "AKIATENANTOWNKEYS", "secretAccessKey": "tenant-own-secret-access-key", **aws}
-    kubectl(
-        kubeconfig, "create", "secret", "generic", "aws-keys", "-n", namespace,
-        *[f"--from-literal={k}={v}" for k, v in keys.items()], check=True,
-    )  # fmt: skip
-    azure_app(kubeconfig, namespace)
-
-
 def binary_keys(user: Path, namespace: str, name: str, tmp_path: Path) -> None:
     """AWS keys that are not text (an access key id of raw bytes): credentials that never work."""
     (tmp_path / name).write_bytes(b"AKIA\xff\xfe\x00BINARY")
@@ -160,20 +153,6 @@ def binary_keys(user: Path, namespace: str, name: str, tmp_path: Path) -> None:
         user, "create", "secret", "generic", name, "-n", namespace, f"--from-file=accessKeyId={tmp_path / name}",
         "--from-literal=secretAccessKey=tenant-own-secret-access-key", check=True,
     )  # fmt: skip
-
-
-def azure_app(user: Path, namespace: str) -> None:
-    """The tenant's own Azure app (the sandbox's Entra takes any)."""
-    kubectl(
-        user, "create", "secret", "generic", "azure-app", "-n", namespace,
-        "--from-literal=clientId=tenant-app", "--from-literal=clientSecret=sandbox", check=True,
-    )  # fmt: skip
-
-
-def own_secrets(m: dict[str, Any]) -> dict[str, Any]:
-    m["spec"]["aws"]["credentials"]["secretRef"] = {"name": "aws-keys"}
-    m["spec"]["azure"]["credentialsSecretRef"] = {"name": "azure-app"}
-    return m
 
 
 # --- 1. CIEM is a grant of its own --------------------------------------------------------------------------------------

@@ -164,3 +164,27 @@ def organization_ou(
         organizations.move_account(AccountId=account, SourceParentId=root, DestinationParentId=ou)
         accounts.append(account)
     return ou, accounts
+
+
+def tenant_secrets(kubeconfig: Path, namespace: str, **aws: str) -> None:
+    """The tenant's own AWS keys (the role is assumed with them) and Azure app, as Secrets in its namespace."""
+    keys = {"accessKeyId": "AKIATENANTOWNKEYS", "secretAccessKey": "tenant-own-secret-access-key", **aws}
+    kubectl(
+        kubeconfig, "create", "secret", "generic", "aws-keys", "-n", namespace,
+        *[f"--from-literal={k}={v}" for k, v in keys.items()], check=True,
+    )  # fmt: skip
+    azure_app(kubeconfig, namespace)
+
+
+def azure_app(user: Path, namespace: str) -> None:
+    """The tenant's own Azure app (the sandbox's Entra takes any)."""
+    kubectl(
+        user, "create", "secret", "generic", "azure-app", "-n", namespace,
+        "--from-literal=clientId=tenant-app", "--from-literal=clientSecret=sandbox", check=True,
+    )  # fmt: skip
+
+
+def own_secrets(m: dict[str, Any]) -> dict[str, Any]:
+    m["spec"]["aws"]["credentials"]["secretRef"] = {"name": "aws-keys"}
+    m["spec"]["azure"]["credentialsSecretRef"] = {"name": "azure-app"}
+    return m
