@@ -181,7 +181,7 @@ def cmd_azure_setup(args: argparse.Namespace) -> int:
         document = azure_role_configuration()
     elif not args.subscription:
         print("error: --subscription is required for the role definition", file=sys.stderr)
-        return 2
+        return USAGE  # a usage error, as argparse's own (not 2: `plan --detailed-exitcode`'s "changes")
     else:
         document = operator_azure_role(args.subscription, args.resource_group)
     print(json.dumps(document, indent=2))
