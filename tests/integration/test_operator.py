@@ -895,13 +895,48 @@ def plan_command(env: dict[str, str], manifest_file: Path, *flags: str) -> subpr
     )
 
 
-def test_metrics_have_controller_runtimes_meanings(operator: OperatorProcess) -> None:
-    """Runs last in this module: earlier tests made passes of every kind (success, requeue_after, terminal)."""
+def metric_values(operator: OperatorProcess) -> dict[str, float]:
+    """One scrape of the operator's /metrics: series (name and labels) -> value."""
     values: dict[str, float] = {}
     for line in operator.metrics().splitlines():
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
             values[name] = float(value)
+    return values
+
+
+def test_the_workqueue_metrics_time_a_pass_in_progress_and_count_its_retries(
+    kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """controller-runtime's meanings, seen happen: a pass held up by a slow cloud call shows in
+    ``workqueue_unfinished_work_seconds`` and ``workqueue_longest_running_processor_seconds`` while it runs, and a
+    pass that fails for a retryable reason counts one in ``workqueue_retries_total``."""
+    q = 'name="awsconnector"'
+    retries = metric_values(operator)[f"workqueue_retries_total{{{q}}}"]
+    operator.inject_aws_fault(pathPattern="AssumeRole", latency=20, count=1)  # the first pass waits 20 s
+    # throttled for longer than one pass's tries (the SDK's four, and more): a pass fails, and is retried
+    operator.inject_aws_fault(pathPattern="CreateStack", count=12, status=400)
+    assert apply(kubeconfig, manifest(namespace)).returncode == 0
+
+    def in_progress() -> dict[str, float] | None:
+        values = metric_values(operator)
+        return values if values[f"workqueue_longest_running_processor_seconds{{{q}}}"] >= 2 else None
+
+    values = wait_for(in_progress, 18, "the slow pass to show as running for 2 s")
+    longest = values[f"workqueue_longest_running_processor_seconds{{{q}}}"]
+    # every pass in progress, summed (each gauge reads the clock as the scrape reaches it: a millisecond apart)
+    assert values[f"workqueue_unfinished_work_seconds{{{q}}}"] >= longest - 0.1
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=120)
+    assert metric_values(operator)[f"workqueue_retries_total{{{q}}}"] > retries, (
+        operator.aws_faulted(),
+        operator.aws_operations(),
+    )
+    delete(kubeconfig, namespace, "acme")
+
+
+def test_metrics_have_controller_runtimes_meanings(operator: OperatorProcess) -> None:
+    """Runs last in this module: earlier tests made passes of every kind (success, requeue_after, terminal)."""
+    values = metric_values(operator)
     c = 'controller="awsconnector"'
     assert f'controller_runtime_reconcile_total{{{c},result="requeue"}}' in values  # pre-created, even at 0
     assert f"controller_runtime_reconcile_panics_total{{{c}}}" in values
