@@ -184,6 +184,51 @@ def test_list_stack_sets_honours_its_status_filter(sandbox: Sandbox) -> None:
     assert names() == {"kept", "gone"}
 
 
+def test_a_stackset_runs_one_operation_at_a_time_until_its_member_stacks_are_complete(
+    sandbox: Sandbox,
+) -> None:
+    """API_CreateStackInstances.html (and every StackSet write): OperationInProgressException, "Only one operation
+    can be performed for a stack set at a given time"; an operation runs until the member stacks it touched are
+    complete. moto said SUCCEEDED at once and deleted a member stack still being created, whose resources the
+    pending creation then made anyway: a member account kept Defender's roles with no StackSet left (campaign seed
+    53120)."""
+    management = "500012345680"
+    _, root, members = _organization(sandbox, management, "o", 2)
+    cf = aws_in(sandbox, management, "cloudformation")
+    body = json.dumps({"Resources": {"Role": {"Type": "AWS::IAM::Role", "Properties": {
+        "RoleName": "OneAtATime", "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": []}}}}})  # fmt: skip
+    cf.create_stack_set(StackSetName="serial", TemplateBody=body, PermissionModel="SERVICE_MANAGED",
+                        Capabilities=NAMED_IAM)  # fmt: skip
+    aws_control(
+        sandbox, "/_sandbox/config", {"asyncStackSeconds": 5}
+    )  # room for the calls below, on a busy machine
+    targets = {"DeploymentTargets": {"OrganizationalUnitIds": [root]}, "Regions": ["us-east-1"]}
+    created = cf.create_stack_instances(StackSetName="serial", **targets)["OperationId"]
+
+    def state(operation: str) -> str:
+        found = cf.describe_stack_set_operation(StackSetName="serial", OperationId=operation)
+        return str(found["StackSetOperation"]["Status"])
+
+    assert state(created) == "RUNNING"
+    for refused in (
+        lambda: cf.delete_stack_instances(StackSetName="serial", RetainStacks=False, **targets),
+        lambda: cf.update_stack_set(StackSetName="serial", TemplateBody=body, Capabilities=NAMED_IAM),
+        lambda: cf.delete_stack_set(StackSetName="serial"),
+    ):
+        with pytest.raises(ClientError) as info:
+            refused()
+        assert info.value.response["Error"]["Code"] == "OperationInProgressException"
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+    wait_for(lambda: state(created) == "SUCCEEDED", 30, "the creation to finish")
+    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
+    deleted = cf.delete_stack_instances(StackSetName="serial", RetainStacks=False, **targets)["OperationId"]
+    assert state(deleted) == "SUCCEEDED"
+    cf.delete_stack_set(StackSetName="serial")
+    for member in members:  # nothing made after its deletion
+        roles = aws_in(sandbox, member, "iam").list_roles()["Roles"]
+        assert "OneAtATime" not in [r["RoleName"] for r in roles]
+
+
 def test_stacksets_skip_a_closed_account_and_only_detach_its_instance(sandbox: Sandbox) -> None:
     """API_StackInstanceComprehensiveStatus.html (SKIPPED_SUSPENDED_ACCOUNT) and AWS re:Post knowledge center
     "cloudformation-removal-stacksets": an operation skips a closed (SUSPENDED) account, a deletion of its instance

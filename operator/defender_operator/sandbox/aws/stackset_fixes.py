@@ -23,6 +23,13 @@
   with the caller's permissions, so the emulator's authorization of what CloudFormation does for its caller skips
   them (it matters where the caller's own account is a target: a delegated administrator's).
 - ``ListStackSets`` honours its ``Status`` filter (ACTIVE or DELETED); moto lists deleted stack sets either way.
+- One operation at a time (API_CreateStackInstances.html and every other StackSet write: "OperationInProgressException:
+  Another operation is currently in progress for this stack set. Only one operation can be performed for a stack
+  set at a given time", HTTP 409): an operation runs until the member stacks it touched are complete, so
+  ``DescribeStackSetOperation`` says ``RUNNING`` while one of them is in progress (with a stack delay configured),
+  and ``CreateStackInstances``, ``DeleteStackInstances``, ``UpdateStackSet`` and ``DeleteStackSet`` are refused
+  meanwhile. moto reports every operation ``SUCCEEDED`` at once and deletes a member stack still being created,
+  whose resources the pending creation then makes anyway, in an account no StackSet reaches any more.
 - ``DescribeStackSet`` returns the ``AutoDeployment`` the StackSet was created or last updated with
   (API_StackSet.html); moto drops it. (Recorded, not acted on: no instance is made when an account joins a unit.)
 - An account closed with ``CloseAccount`` has ``Status`` SUSPENDED and ``State`` CLOSED (API_CloseAccount.html;
@@ -38,6 +45,7 @@
 
 from typing import Any
 
+from moto.cloudformation.exceptions import CloudFormationError
 from moto.cloudformation.models import StackInstance, StackInstances, StackSet
 from moto.cloudformation.responses import CloudFormationResponse, StackSetOperationDTO
 from moto.core.common_models import CloudFormationModel
@@ -317,11 +325,40 @@ def _recording_preferences(name: str) -> None:
     setattr(CloudFormationResponse, name, recorded)
 
 
+class OperationInProgress(CloudFormationError):
+    code = "OperationInProgressException"
+
+
+def _busy(stack_set: StackSet) -> bool:
+    """Its operation still runs: a member stack it touched is in progress."""
+    return any(
+        str(getattr(getattr(i, "stack", None), "status", "")).endswith("_IN_PROGRESS")
+        for i in stack_set.instances.stack_instances
+    )
+
+
+def _one_operation_at_a_time(name: str) -> None:
+    original = getattr(CloudFormationResponse, name)
+
+    def refused_while_busy(self: CloudFormationResponse) -> Any:
+        try:
+            stack_set = self.cloudformation_backend.describe_stack_set(self._get_param("StackSetName"))
+        except Exception:  # no such StackSet: moto's own answer
+            return original(self)
+        if _busy(stack_set):
+            raise OperationInProgress(f"Another Operation on StackSet {stack_set.id} is in progress")
+        return original(self)
+
+    setattr(CloudFormationResponse, name, refused_while_busy)
+
+
 _original_operation_dto = StackSetOperationDTO.__init__
 
 
 def _operation_dto(self: StackSetOperationDTO, operation: dict[str, Any], stack_set: StackSet) -> None:
     _original_operation_dto(self, operation, stack_set)
+    if operation is stack_set.operations[-1] and _busy(stack_set):  # only the last one can still run
+        self.status = "RUNNING"
     self.operation_preferences = _PREFERENCES.get(operation["OperationId"])  # type: ignore[attr-defined]
     self.deployment_targets = _TARGETS.get(operation["OperationId"])  # type: ignore[attr-defined]
 
@@ -373,3 +410,5 @@ def apply() -> None:
     StackInstance.to_dict = _instance_summary  # type: ignore[method-assign]
     for name in ("list_stack_instances", "list_stack_set_operation_results"):
         _paged(name)
+    for name in ("create_stack_instances", "delete_stack_instances", "update_stack_set", "delete_stack_set"):
+        _one_operation_at_a_time(name)
