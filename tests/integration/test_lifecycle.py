@@ -5,11 +5,9 @@ outside, one per pod (POD_NAME), started, probed and stopped by the tests' kubel
 pod is Ready when its process's /readyz says so, and a rollout, `helm --wait` and the PodDisruptionBudget wait on
 the operator's own readiness."""
 
-import io
 import json
 import subprocess
 import sys
-import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +28,9 @@ pytestmark = pytest.mark.integration
 
 CHART = REPO / "charts" / "defender-operator"
 RELEASE, NAMESPACE = "defender-operator", "defender-operator"
-PREVIOUS = "c0aa31e"  # the chart as released before issue 27 (git history; docs/development.md)
+# The chart as released before issue 27 (commit c0aa31e), packaged (`helm package`) so that a clone without that
+# history (a shallow one) upgrades from it too.
+PREVIOUS = REPO / "tests" / "integration" / "charts" / "defender-operator-0.1.0-c0aa31e.tgz"
 NODES = ("node-a", "node-b", "node-c")
 PODS_PROBED = (
     "--set-json",
@@ -108,21 +108,6 @@ def rolled_out(kubeconfig: Path) -> None:
     assert status.returncode == 0, status.stdout + status.stderr
 
 
-def previous_chart(tmp_path: Path) -> Path:
-    """The chart as it was at PREVIOUS, from the repository's own history."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", PREVIOUS, "charts/defender-operator"],
-        capture_output=True,
-        check=False,
-    )
-    assert archive.returncode == 0, (
-        f"git archive {PREVIOUS}: {archive.stderr.decode()} (a full clone is needed)"
-    )
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(tmp_path, filter="data")
-    return tmp_path / "charts" / "defender-operator"
-
-
 def test_a_first_install_with_policies_settles_and_the_uninstall_procedure_leaves_nothing(
     cluster: ControlPlane, kubelet: Kubelet
 ) -> None:
@@ -184,11 +169,11 @@ def secret_finalizers(kubeconfig: Path, namespace: str, name: str) -> list[str]:
 
 
 def test_an_upgrade_from_the_previous_chart_a_rollout_restart_and_a_drain_of_the_leaders_node_complete(
-    cluster: ControlPlane, kubelet: Kubelet, tmp_path: Path
+    cluster: ControlPlane, kubelet: Kubelet
 ) -> None:
     kubeconfig = cluster.kubeconfig
     old = helm(
-        kubeconfig, "install", RELEASE, str(previous_chart(tmp_path)), "-n", NAMESPACE, "--create-namespace",
+        kubeconfig, "install", RELEASE, str(PREVIOUS), "-n", NAMESPACE, "--create-namespace",
         "--wait", "--timeout", "180s", *PODS_PROBED,
     )  # fmt: skip
     assert old.returncode == 0, old.stderr

@@ -17,6 +17,7 @@ from defender_operator.sandbox import Sandbox
 from tests.support import organization_scenario
 from tests.support.account_admin import enforce, operator_role
 from tests.support.clouds import arm_client, arm_control, aws_control, connector_url, send
+from tests.support.gitops import health
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
 from tests.support.onboarding import (
     account_of,
@@ -207,11 +208,18 @@ def test_failing_members_show_beside_ready_and_are_retried_on_request(
     assert failing["accountId"] == members[1] and "already exists" in failing["reason"]
     assert condition(obj, "Ready")["status"] == "True"  # type: ignore[index]  # the management account itself
     assert condition(obj, "Stalled")["status"] == "False"  # type: ignore[index]
+    # where people look: `kubectl get` (the MEMBERS column) and Argo CD's health message
+    assert organization_status["progress"] == "2/3"
+    table = kubectl(kubeconfig, "get", "awsc", "org", "-n", namespace, check=True).stdout.splitlines()
+    assert table[1].split()[table[0].split().index("MEMBERS")] == "2/3", table
+    healthy, message = health(obj)
+    assert healthy == "Healthy" and "members: MembersFailing" in message, message
     iam.delete_role(RoleName="CspmMonitorAws")  # a person fixes the cause...
     request_reconcile(kubeconfig, namespace, "org")
     obj = wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
     assert obj["status"]["organization"]["instances"]["current"] == 3
     assert obj["status"]["organization"]["failingAccounts"] == []
+    assert obj["status"]["organization"]["progress"] == "3/3"
     delete(kubeconfig, namespace, "org")
 
 

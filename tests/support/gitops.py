@@ -10,11 +10,23 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from lupa import LuaRuntime
+
 from defender_operator.sandbox import binaries
 
 from .paths import REPO
 
 SOURCE = REPO / "tools" / "gitops-check"
+ARGOCD = REPO / "charts" / "defender-operator" / "gitops" / "argocd" / "defender-operator.io" / "AWSConnector"
+
+
+def health(obj: dict[str, Any]) -> tuple[str, str]:
+    """Argo CD's health of ``obj`` by the chart's health.lua, in lupa (gopher-lua agrees: test_gitops.py)."""
+    lua = LuaRuntime(unpack_returned_tuples=True)
+    script = (ARGOCD / "health.lua").read_text()
+    check = lua.eval(f"function(obj)\n{script}\nend")
+    result = check(lua.table_from(obj, recursive=True))
+    return str(result["status"]), str(result["message"])
 
 
 def gitops_check() -> Path:

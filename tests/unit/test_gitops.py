@@ -5,21 +5,11 @@ from typing import Any
 
 import pytest
 import yaml
-from lupa import LuaRuntime
 
-from tests.support.gitops import argocd_health, kstatus
+from tests.support.gitops import ARGOCD, argocd_health, health, kstatus
 from tests.support.paths import REPO
 
 GITOPS = REPO / "charts" / "defender-operator" / "gitops"
-ARGOCD = GITOPS / "argocd" / "defender-operator.io" / "AWSConnector"
-
-
-def health(obj: dict[str, Any]) -> tuple[str, str]:
-    lua = LuaRuntime(unpack_returned_tuples=True)
-    script = (ARGOCD / "health.lua").read_text()
-    check = lua.eval(f"function(obj)\n{script}\nend")
-    result = check(lua.table_from(obj, recursive=True))
-    return str(result["status"]), str(result["message"])
 
 
 CASES = yaml.safe_load((ARGOCD / "health_test.yaml").read_text())["tests"]
