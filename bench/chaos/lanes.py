@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 LANE_SANDBOX = "bench-sandbox-lane-{lane}"
+TEARDOWN_SECONDS = 60.0
 
 
 def run_lanes(argv: list[str], seed: int, lanes: int) -> dict[str, Any]:
@@ -33,7 +34,14 @@ def run_lanes(argv: list[str], seed: int, lanes: int) -> dict[str, Any]:
             for lane, summary in enumerate(summaries):
                 command = [sys.executable, "-m", "bench.chaos", *argv, "--seed", str(seed)]
                 command += ["--lane", str(lane), "--summary", str(summary)]
-                child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                child = subprocess.Popen(  # a session of its own: an interrupt reaches it once, from here
+                    command,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    errors="replace",
+                    start_new_session=True,
+                )
                 assert child.stdout is not None
                 relay = threading.Thread(target=relay_schedules, args=(child.stdout, sys.stdout, lock))
                 relay.start()
@@ -41,10 +49,15 @@ def run_lanes(argv: list[str], seed: int, lanes: int) -> dict[str, Any]:
             for child, relay in children:
                 child.wait()
                 relay.join()
-        finally:  # interrupted: every lane stops too, and tears its sandbox down
+        finally:  # interrupted: every lane stops too, and tears its sandbox down (a minute at most, then it dies)
             for child, _ in children:
                 if child.poll() is None:
                     child.send_signal(signal.SIGINT)
+            for child, _ in children:
+                try:
+                    child.wait(timeout=TEARDOWN_SECONDS)
+                except subprocess.TimeoutExpired:
+                    child.kill()
                     child.wait()
         parts = {lane: json.loads(s.read_text()) for lane, s in enumerate(summaries) if s.exists()}
     return merge(parts, lanes)

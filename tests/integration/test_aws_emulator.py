@@ -220,10 +220,30 @@ def test_a_stackset_runs_one_operation_at_a_time_until_its_member_stacks_are_com
         assert info.value.response["Error"]["Code"] == "OperationInProgressException"
         assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
     wait_for(lambda: state(created) == "SUCCEEDED", 30, "the creation to finish")
-    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
     deleted = cf.delete_stack_instances(StackSetName="serial", RetainStacks=False, **targets)["OperationId"]
     assert state(deleted) == "SUCCEEDED"
     cf.delete_stack_set(StackSetName="serial")
+    # With ManagedExecution (the operator's StackSets have it), another operation is queued, not refused, and
+    # starts once the one before it has finished: the deletion never overtakes the creation.
+    cf.create_stack_set(StackSetName="queued", TemplateBody=body, PermissionModel="SERVICE_MANAGED",
+                        Capabilities=NAMED_IAM, ManagedExecution={"Active": True})  # fmt: skip
+    assert cf.describe_stack_set(StackSetName="queued")["StackSet"]["ManagedExecution"] == {"Active": True}
+    created = cf.create_stack_instances(StackSetName="queued", **targets)["OperationId"]
+    deleted = cf.delete_stack_instances(StackSetName="queued", RetainStacks=False, **targets)["OperationId"]
+
+    def queued_state(operation: str) -> str:
+        found = cf.describe_stack_set_operation(StackSetName="queued", OperationId=operation)
+        return str(found["StackSetOperation"]["Status"])
+
+    assert (queued_state(created), queued_state(deleted)) == ("RUNNING", "QUEUED")
+    with pytest.raises(ClientError) as info:
+        cf.delete_stack_set(StackSetName="queued")  # no operation: refused, not queued
+    assert info.value.response["Error"]["Code"] == "OperationInProgressException"
+    wait_for(lambda: queued_state(deleted) == "SUCCEEDED", 30, "the queued deletion to run")
+    assert queued_state(created) == "SUCCEEDED"
+    assert cf.list_stack_instances(StackSetName="queued")["Summaries"] == []
+    cf.delete_stack_set(StackSetName="queued")
+    aws_control(sandbox, "/_sandbox/config", {"asyncStackSeconds": 0})
     for member in members:  # nothing made after its deletion
         roles = aws_in(sandbox, member, "iam").list_roles()["Roles"]
         assert "OneAtATime" not in [r["RoleName"] for r in roles]

@@ -83,7 +83,11 @@ class Kubelet:
             for kind in ("ContainersReady", "Ready")
         ]
         pod = self._core.read_namespaced_pod(name, self._namespace)
-        statuses = [{"name": c.name, "ready": ready} for c in pod.spec.containers]
+        # the list has no merge key (a patch replaces it whole): kwok's entries, with only `ready` changed
+        statuses = [
+            {**self._core.api_client.sanitize_for_serialization(c), "ready": ready}
+            for c in pod.status.container_statuses or []
+        ]
         body = {"status": {"conditions": conditions, "containerStatuses": statuses}}
         self._core.patch_namespaced_pod_status(name, self._namespace, body)
         container.ready = ready

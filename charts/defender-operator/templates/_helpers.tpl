@@ -22,7 +22,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{/* The `helm test` pod's: the release's, never the operator pods' selector (templates/tests). */}}
 {{- define "defender-operator.testLabels" -}}
-app.kubernetes.io/name: {{ include "defender-operator.name" . }}-test
+app.kubernetes.io/name: {{ include "defender-operator.name" . | trunc 58 | trimSuffix "-" }}-test
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}

@@ -45,6 +45,7 @@ TRANSIENT = {
 # Another operation runs on the StackSet (one of ours, or automatic deployment to an account that joined an OU):
 # try again later (API_CreateStackInstances.html, OperationInProgressException).
 BUSY = {"OperationInProgressException"}
+STACK_SET_BUSY = "StackSetBusy"  # the reason of the RetryableError a BUSY refusal raises
 CREDENTIALS = {
     "InvalidClientTokenId",
     "UnrecognizedClientException",
@@ -78,7 +79,7 @@ def call(aws_client: Any, operation: str, **kwargs: Any) -> Any:
                 "AWSCredentialsRejected", f"AWS rejected the credentials: {code}: {message}"
             ) from None
         if code in BUSY:
-            raise RetryableError("StackSetBusy", f"{service}:{operation}: {message}") from None
+            raise RetryableError(STACK_SET_BUSY, f"{service}:{operation}: {message}") from None
         if code in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}:
             raise TerminalError("AWSAccessDenied", f"{service}:{operation} was denied: {message}") from None
         raise AwsClientError(code, message, service, operation) from None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.status import AWSConnectorStatus, FirstCloudWrite, OrganizationStatus
+from ..aws.api import STACK_SET_BUSY
 from ..aws.stackset import MemberAccounts, StackSets
 from ..errors import RetryableError, TerminalError
 from .aws_side import prove_stack_set, provider_specs, release_provider
@@ -79,7 +80,9 @@ def _remove_stack_set(
             operation = stacksets.remove_instances(
                 name, live or observed.instances, target.spec.deployment.region, retain=detach
             )
-        except RetryableError as exc:  # StackSetBusy: another operation runs on it
+        except RetryableError as exc:
+            if exc.reason != STACK_SET_BUSY:
+                raise  # throttled, unreachable: backed off from like any failed cleanup
             return Cleanup(False, f"waiting for StackSet {name}: {exc.message}", in_progress_seconds, events)
         status.organization = organization or OrganizationStatus()
         status.organization.operation_id = operation
@@ -90,7 +93,13 @@ def _remove_stack_set(
         )
         events.append(Event("Normal", "StackSetDeleting", message))
         return Cleanup(False, message, in_progress_seconds, events, status)
-    stacksets.delete(name)
+    try:
+        stacksets.delete(name)
+    except RetryableError as exc:
+        if exc.reason != STACK_SET_BUSY:
+            raise
+        # an operation started meanwhile (another cluster's, a person's): DeleteStackSet is refused until it ends
+        return Cleanup(False, f"waiting for StackSet {name}: {exc.message}", in_progress_seconds, events)
     events.append(Event("Normal", "StackSetDeleted", f"deleted StackSet {name}"))
     return None
 

@@ -40,6 +40,21 @@ def later(action: Callable[[], None]) -> None:
     timer.start()
 
 
+def after(seconds: float, action: Callable[[], None]) -> None:
+    """Run ``action`` once after ``seconds`` under the lock, whatever the configured delay (a queue's next look);
+    cancelled with the other pending work on a reset."""
+
+    def run() -> None:
+        with LOCK:
+            action()
+
+    timer = threading.Timer(seconds, run)
+    timer.daemon = True
+    Settings.timers[:] = [t for t in Settings.timers if t.is_alive()]
+    Settings.timers.append(timer)
+    timer.start()
+
+
 def cancel_pending() -> None:
     for timer in Settings.timers:
         timer.cancel()

@@ -23,26 +23,22 @@
   with the caller's permissions, so the emulator's authorization of what CloudFormation does for its caller skips
   them (it matters where the caller's own account is a target: a delegated administrator's).
 - ``ListStackSets`` honours its ``Status`` filter (ACTIVE or DELETED); moto lists deleted stack sets either way.
-- One operation at a time (API_CreateStackInstances.html and every other StackSet write: "OperationInProgressException:
-  Another operation is currently in progress for this stack set. Only one operation can be performed for a stack
-  set at a given time", HTTP 409): an operation runs until the member stacks it touched are complete, so
-  ``DescribeStackSetOperation`` says ``RUNNING`` while one of them is in progress (with a stack delay configured),
-  and ``CreateStackInstances``, ``DeleteStackInstances``, ``UpdateStackSet`` and ``DeleteStackSet`` are refused
-  meanwhile. moto reports every operation ``SUCCEEDED`` at once and deletes a member stack still being created,
-  whose resources the pending creation then makes anyway, in an account no StackSet reaches any more.
-- ``DescribeStackSet`` returns the ``AutoDeployment`` the StackSet was created or last updated with
-  (API_StackSet.html); moto drops it. (Recorded, not acted on: no instance is made when an account joins a unit.)
-- An account closed with ``CloseAccount`` has ``Status`` SUSPENDED and ``State`` CLOSED (API_CloseAccount.html;
-  AWS Organizations User Guide, "Monitor the state of your AWS accounts": SUSPENDED is the state of an account AWS
-  restricted); moto says SUSPENDED for both.
-- A closed member account is skipped by every operation (``SKIPPED_SUSPENDED_ACCOUNT``,
-  API_StackInstanceComprehensiveStatus.html): no instance is created or updated there, and deleting its instance
-  fails and leaves it ``INOPERABLE`` unless ``RetainStacks`` detaches it (AWS re:Post knowledge center,
-  "cloudformation-removal-stacksets": "To delete stack instances for closed or suspended accounts, you must perform
-  the DeleteStackInstances operation with the RetainStacks option set to true"); moto deploys to, updates and
-  deletes in closed accounts as in any other, and ignores RetainStacks.
+- One operation at a time: an operation runs until the member stacks it touched are complete, so
+  ``DescribeStackSetOperation`` says ``RUNNING`` while one of them is in progress (with a stack delay configured).
+  Meanwhile a StackSet with ``ManagedExecution`` active queues every other operation (``CreateStackInstances``,
+  ``DeleteStackInstances``, ``UpdateStackSet``): ``QUEUED``, then started in request order once the StackSet is free
+  (API_ManagedExecution.html: "StackSets ... queues conflicting operations. After conflicting operations finish,
+  StackSets starts queued operations in request order"; "If there are already running or queued operations,
+  StackSets queues all incoming operations"); without it they are refused (API_CreateStackInstances.html and the
+  other writes: "OperationInProgressException: Another operation is currently in progress for this stack set. Only
+  one operation can be performed for a stack set at a given time", HTTP 409), and ``DeleteStackSet`` is refused
+  either way (it is no operation). moto reports every operation ``SUCCEEDED`` at once, ignores ``ManagedExecution``,
+  and deletes a member stack still being created, whose resources the pending creation then makes anyway, in an
+  account no StackSet reaches any more.
 """
 
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from moto.cloudformation.exceptions import CloudFormationError
@@ -329,27 +325,92 @@ class OperationInProgress(CloudFormationError):
     code = "OperationInProgressException"
 
 
+QUEUE_POLL_SECONDS = 0.2
+_QUEUED: dict[
+    str, list[Callable[[], None]]
+] = {}  # StackSet id -> operations waiting to start, in request order
+_STARTED: dict[str, dict[str, Any]] = {}  # StackSet id -> the operation that started last
+
+
 def _busy(stack_set: StackSet) -> bool:
-    """Its operation still runs: a member stack it touched is in progress."""
+    """Its last operation still runs: a member stack it touched is in progress."""
     return any(
         str(getattr(getattr(i, "stack", None), "status", "")).endswith("_IN_PROGRESS")
         for i in stack_set.instances.stack_instances
     )
 
 
-def _one_operation_at_a_time(name: str) -> None:
+def _start(stack_set: StackSet, run: Callable[[], Any], operation_id: str | None = None) -> Any:
+    """Run an operation now; ``operation_id``: the id it was queued under, which the operation keeps."""
+    before = len(stack_set.operations)
+    result = run()
+    if len(stack_set.operations) > before:
+        operation = stack_set.operations[-1]
+        if operation_id is not None:
+            del stack_set.operations[-1]
+            placeholder = next(o for o in stack_set.operations if o["OperationId"] == operation_id)
+            for recorded in (_PREFERENCES, _TARGETS):
+                if operation["OperationId"] in recorded:
+                    recorded[operation_id] = recorded.pop(operation["OperationId"])
+            placeholder.update({**operation, "OperationId": operation_id})
+            operation = placeholder
+        _STARTED[stack_set.id] = operation
+    return result
+
+
+def _drain(stack_set: StackSet) -> None:
+    """Start the queued operations one at a time, each once the one before it has finished."""
+    queue = _QUEUED.get(stack_set.id)
+    if not queue:
+        return
+    if not _busy(stack_set):
+        queue.pop(0)()
+    if queue:
+        delays.after(QUEUE_POLL_SECONDS, lambda: _drain(stack_set))
+
+
+def _one_operation_at_a_time(name: str, action: str | None) -> None:
+    """``action``: the operation's kind (CREATE, DELETE, UPDATE); None for DeleteStackSet, which is no operation."""
     original = getattr(CloudFormationResponse, name)
 
-    def refused_while_busy(self: CloudFormationResponse) -> Any:
+    def one_at_a_time(self: CloudFormationResponse) -> Any:
         try:
             stack_set = self.cloudformation_backend.describe_stack_set(self._get_param("StackSetName"))
         except Exception:  # no such StackSet: moto's own answer
             return original(self)
-        if _busy(stack_set):
+        if not _busy(stack_set) and not _QUEUED.get(stack_set.id):
+            return _start(stack_set, lambda: original(self))
+        if action is None or not getattr(stack_set, "managed_active", False):
             raise OperationInProgress(f"Another Operation on StackSet {stack_set.id} is in progress")
-        return original(self)
+        operation_id = str(uuid.uuid4())
+        stack_set._create_operation(operation_id=operation_id, action=action, status="QUEUED")
+        queue = _QUEUED.setdefault(stack_set.id, [])
+        principal = authorization.current()
 
-    setattr(CloudFormationResponse, name, refused_while_busy)
+        def start() -> None:
+            with authorization.acting_for(principal):
+                _start(stack_set, lambda: original(self), operation_id)
+
+        queue.append(start)
+        if len(queue) == 1:
+            delays.after(QUEUE_POLL_SECONDS, lambda: _drain(stack_set))
+        return ActionResult({"OperationId": operation_id})
+
+    setattr(CloudFormationResponse, name, one_at_a_time)
+
+
+def _recording_managed_execution(name: str) -> None:
+    original = getattr(CloudFormationResponse, name)
+
+    def recorded(self: CloudFormationResponse) -> Any:
+        result = original(self)
+        setting = self._get_param("ManagedExecution")
+        if setting:
+            stack_set = self.cloudformation_backend.describe_stack_set(self._get_param("StackSetName"))
+            stack_set.managed_active = str(dict(setting).get("Active")).lower() == "true"  # type: ignore[attr-defined]
+        return result
+
+    setattr(CloudFormationResponse, name, recorded)
 
 
 _original_operation_dto = StackSetOperationDTO.__init__
@@ -357,7 +418,9 @@ _original_operation_dto = StackSetOperationDTO.__init__
 
 def _operation_dto(self: StackSetOperationDTO, operation: dict[str, Any], stack_set: StackSet) -> None:
     _original_operation_dto(self, operation, stack_set)
-    if operation is stack_set.operations[-1] and _busy(stack_set):  # only the last one can still run
+    if operation is _STARTED.get(stack_set.id) and _busy(
+        stack_set
+    ):  # only the last one started can still run
         self.status = "RUNNING"
     self.operation_preferences = _PREFERENCES.get(operation["OperationId"])  # type: ignore[attr-defined]
     self.deployment_targets = _TARGETS.get(operation["OperationId"])  # type: ignore[attr-defined]
@@ -410,5 +473,15 @@ def apply() -> None:
     StackInstance.to_dict = _instance_summary  # type: ignore[method-assign]
     for name in ("list_stack_instances", "list_stack_set_operation_results"):
         _paged(name)
-    for name in ("create_stack_instances", "delete_stack_instances", "update_stack_set", "delete_stack_set"):
-        _one_operation_at_a_time(name)
+    StackSet.managed_execution = property(  # type: ignore[method-assign,assignment]
+        lambda self: {"Active": getattr(self, "managed_active", False)}
+    )
+    for name in ("create_stack_set", "update_stack_set"):
+        _recording_managed_execution(name)
+    for name, action in (
+        ("create_stack_instances", "CREATE"),
+        ("delete_stack_instances", "DELETE"),
+        ("update_stack_set", "UPDATE"),
+        ("delete_stack_set", None),
+    ):
+        _one_operation_at_a_time(name, action)
