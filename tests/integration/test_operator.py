@@ -920,7 +920,7 @@ def test_the_workqueue_metrics_time_a_pass_in_progress_and_count_its_retries(
     pass that fails for a retryable reason counts one in ``workqueue_retries_total``."""
     q = 'name="awsconnector"'
     retries = metric_values(operator)[f"workqueue_retries_total{{{q}}}"]
-    operator.inject_aws_fault(pathPattern="AssumeRole", latency=20, count=1)  # the first pass waits 20 s
+    operator.inject_aws_fault(pathPattern="AssumeRole", latency=10, count=1)  # the first pass waits 10 s
     # throttled for longer than one pass's tries (the SDK's four, and more): a pass fails, and is retried
     operator.inject_aws_fault(pathPattern="CreateStack", count=12, status=400)
     assert apply(kubeconfig, manifest(namespace)).returncode == 0
@@ -929,7 +929,7 @@ def test_the_workqueue_metrics_time_a_pass_in_progress_and_count_its_retries(
         values = metric_values(operator)
         return values if values[f"workqueue_longest_running_processor_seconds{{{q}}}"] >= 2 else None
 
-    values = wait_for(in_progress, 18, "the slow pass to show as running for 2 s")
+    values = wait_for(in_progress, 9, "the slow pass to show as running for 2 s")
     longest = values[f"workqueue_longest_running_processor_seconds{{{q}}}"]
     # every pass in progress, summed (each gauge reads the clock as the scrape reaches it: a millisecond apart)
     assert values[f"workqueue_unfinished_work_seconds{{{q}}}"] >= longest - 0.1
