@@ -399,28 +399,13 @@ def _one_operation_at_a_time(name: str, action: str | None) -> None:
     setattr(CloudFormationResponse, name, one_at_a_time)
 
 
-def _recording_managed_execution(name: str) -> None:
-    original = getattr(CloudFormationResponse, name)
-
-    def recorded(self: CloudFormationResponse) -> Any:
-        result = original(self)
-        setting = self._get_param("ManagedExecution")
-        if setting:
-            stack_set = self.cloudformation_backend.describe_stack_set(self._get_param("StackSetName"))
-            stack_set.managed_active = str(dict(setting).get("Active")).lower() == "true"  # type: ignore[attr-defined]
-        return result
-
-    setattr(CloudFormationResponse, name, recorded)
-
-
 _original_operation_dto = StackSetOperationDTO.__init__
 
 
 def _operation_dto(self: StackSetOperationDTO, operation: dict[str, Any], stack_set: StackSet) -> None:
     _original_operation_dto(self, operation, stack_set)
-    if operation is _STARTED.get(stack_set.id) and _busy(
-        stack_set
-    ):  # only the last one started can still run
+    # only the operation that started last can still run
+    if operation is _STARTED.get(stack_set.id) and _busy(stack_set):
         self.status = "RUNNING"
     self.operation_preferences = _PREFERENCES.get(operation["OperationId"])  # type: ignore[attr-defined]
     self.deployment_targets = _TARGETS.get(operation["OperationId"])  # type: ignore[attr-defined]
@@ -434,17 +419,23 @@ def _list_stack_sets(self: CloudFormationResponse) -> ActionResult:
     return ActionResult({"Summaries": [s for s in stack_sets if wanted is None or s.status == wanted]})
 
 
-def _recording_auto_deployment(name: str) -> None:
+def _recording_settings(name: str) -> None:
+    """``AutoDeployment`` and ``ManagedExecution`` as the StackSet was created or last updated with them (moto
+    drops both: DescribeStackSet returns them, API_StackSet.html, and the latter decides whether a busy StackSet
+    queues or refuses)."""
     original = getattr(CloudFormationResponse, name)
 
     def recorded(self: CloudFormationResponse) -> Any:
         result = original(self)
-        setting = self._get_param("AutoDeployment")
-        if setting:
+        auto, managed = self._get_param("AutoDeployment"), self._get_param("ManagedExecution")
+        if auto or managed:
             stack_set = self.cloudformation_backend.describe_stack_set(self._get_param("StackSetName"))
+        if auto:
             stack_set.auto_deployment = {  # type: ignore[attr-defined]
-                key: str(value).lower() == "true" for key, value in dict(setting).items()
+                key: str(value).lower() == "true" for key, value in dict(auto).items()
             }
+        if managed:
+            stack_set.managed_active = str(dict(managed).get("Active")).lower() == "true"  # type: ignore[attr-defined]
         return result
 
     setattr(CloudFormationResponse, name, recorded)
@@ -462,7 +453,7 @@ def apply() -> None:
     FakeAccount.close = _close  # type: ignore[method-assign]
     CloudFormationResponse.list_stack_sets = _list_stack_sets  # type: ignore[method-assign]
     for name in ("create_stack_set", "update_stack_set"):
-        _recording_auto_deployment(name)
+        _recording_settings(name)
     for name in ("create_stack_instances", "update_stack_set"):
         _recording_preferences(name)
     StackSetOperationDTO.__init__ = _operation_dto  # type: ignore[method-assign]
@@ -476,8 +467,6 @@ def apply() -> None:
     StackSet.managed_execution = property(  # type: ignore[method-assign,assignment]
         lambda self: {"Active": getattr(self, "managed_active", False)}
     )
-    for name in ("create_stack_set", "update_stack_set"):
-        _recording_managed_execution(name)
     for name, action in (
         ("create_stack_instances", "CREATE"),
         ("delete_stack_instances", "DELETE"),
