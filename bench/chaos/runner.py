@@ -28,6 +28,7 @@ paused objects resumed, the operator running):
 A violation is a sentence saying which invariant and what was seen.
 """
 
+import contextlib
 import itertools
 import json
 import tempfile
@@ -42,7 +43,14 @@ from typing import Any
 
 from tests.support.account_admin import ensure_role
 from tests.support.catalogs import ADDED_ACTION, changed_catalog
-from tests.support.clouds import arm_client, aws_control, connector_url, foreign_connector_body, send
+from tests.support.clouds import (
+    arm_client,
+    aws_control,
+    connector_url,
+    delete_role_by_hand,
+    foreign_connector_body,
+    send,
+)
 from tests.support.kube import apply, condition, get_object, kubectl, list_objects, restart_apiserver
 from tests.support.onboarding import MS_PROVIDER, aws_in, defender_roles, manifest
 from tests.support.operator import OperatorProcess
@@ -640,14 +648,8 @@ class Runner:
         world.drifted.add(uid)
         role = roles[which % len(roles)]
         iam = aws_in(self.sandbox, account, "iam")
-        try:
-            for attached in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
-                iam.detach_role_policy(RoleName=role, PolicyArn=attached["PolicyArn"])
-            for inline in iam.list_role_policies(RoleName=role)["PolicyNames"]:
-                iam.delete_role_policy(RoleName=role, PolicyName=inline)
-            iam.delete_role(RoleName=role)
-        except iam.exceptions.NoSuchEntityException:
-            pass  # deleted meanwhile (by its stack)
+        with contextlib.suppress(iam.exceptions.NoSuchEntityException):  # deleted meanwhile (by its stack)
+            delete_role_by_hand(iam, role)
 
     def _note_orphan(self, world: World, namespace: str, name: str) -> None:
         obj = get_object(self.kubeconfig, namespace, name)

@@ -13,7 +13,7 @@ from defender_operator.render.cloudformation import stack_template
 from defender_operator.render.document import Rendered
 from defender_operator.sandbox import Sandbox, emulators, processes
 from tests.support.account_admin import administrator, ec2_instance, enforce, ensure_role, instance_profile
-from tests.support.clouds import aws_client, aws_control, reset_clouds
+from tests.support.clouds import aws_client, aws_control, delete_role_by_hand, reset_clouds
 from tests.support.kube import wait_for
 from tests.support.manifests import base_manifest
 from tests.support.onboarding import assumed, aws_in
@@ -437,6 +437,66 @@ def test_drift_aware_change_set_reverts_drift(sandbox: Sandbox) -> None:
     wait_for(lambda: status(sandbox, "s") == "UPDATE_COMPLETE", 10, "UPDATE_COMPLETE")
     assert iam.list_attached_role_policies(RoleName="CspmMonitorAws")["AttachedPolicies"]
     assert iam.get_role(RoleName="DefenderForCloud-DefenderForServers")["Role"]
+    detection = cf.detect_stack_drift(StackName="s")["StackDriftDetectionId"]
+    assert (
+        cf.describe_stack_drift_detection_status(StackDriftDetectionId=detection)["StackDriftStatus"]
+        == "IN_SYNC"
+    )
+
+
+def test_an_update_that_meets_a_role_deleted_by_hand_fails_its_rollback_until_the_role_is_skipped(
+    sandbox: Sandbox,
+) -> None:
+    """CloudFormation cannot update a role someone deleted, nor put it back in the rollback: the stack is left
+    UPDATE_ROLLBACK_FAILED and refuses updates (User Guide, troubleshooting, "Update rollback failed"), until
+    ContinueUpdateRollback skips the role (API_ContinueUpdateRollback.html), whose drift is then NOT_CHECKED
+    (API_StackResourceDrift.html). A drift-aware change set reads the live roles, so one with the new template makes
+    the role again and updates the rest. moto raised the role's error from UpdateStack instead."""
+    create(sandbox)
+    cf, iam = aws_client(sandbox, "cloudformation"), aws_client(sandbox, "iam")
+    keep = [{"ParameterKey": "OidcProviderArn", "UsePreviousValue": True}]
+    delete_role_by_hand(iam, "CspmMonitorAws")
+    least = template(access="LeastPrivilege")  # changes CspmMonitorRole, among others
+    cf.update_stack(StackName="s", TemplateBody=least, Parameters=keep, Capabilities=NAMED_IAM)
+    wait_for(lambda: status(sandbox, "s") == "UPDATE_ROLLBACK_FAILED", 30, "UPDATE_ROLLBACK_FAILED")
+    events = cf.describe_stack_events(StackName="s")["StackEvents"]  # newest first
+    failed = [e for e in events if e["ResourceStatus"] == "UPDATE_FAILED"]
+    assert [(e["LogicalResourceId"], e["PhysicalResourceId"]) for e in failed] == [
+        ("CspmMonitorRole", "CspmMonitorAws"),  # its rollback
+        ("CspmMonitorRole", "CspmMonitorAws"),  # its update
+    ]
+    with pytest.raises(ClientError) as refused:
+        cf.update_stack(StackName="s", TemplateBody=least, Parameters=keep, Capabilities=NAMED_IAM)
+    assert "UPDATE_ROLLBACK_FAILED state and can not be updated" in refused.value.response["Error"]["Message"]
+    with pytest.raises(ClientError):  # only what failed may be skipped
+        cf.continue_update_rollback(StackName="s", ResourcesToSkip=["DefenderForServersRole"])
+    cf.continue_update_rollback(StackName="s", ResourcesToSkip=["CspmMonitorRole"])
+    wait_for(lambda: status(sandbox, "s") == "UPDATE_ROLLBACK_COMPLETE", 30, "UPDATE_ROLLBACK_COMPLETE")
+    detection = cf.detect_stack_drift(StackName="s")["StackDriftDetectionId"]
+    assert (
+        cf.describe_stack_drift_detection_status(StackDriftDetectionId=detection)["StackDriftStatus"]
+        == "IN_SYNC"
+    )
+    skipped = cf.describe_stack_resource_drifts(StackName="s")["StackResourceDrifts"]
+    assert {d["LogicalResourceId"]: d["StackResourceDriftStatus"] for d in skipped}["CspmMonitorRole"] == (
+        "NOT_CHECKED"
+    )
+    change_set = cf.create_change_set(
+        StackName="s",
+        ChangeSetName="update-and-repair",
+        ChangeSetType="UPDATE",
+        TemplateBody=least,
+        DeploymentMode="REVERT_DRIFT",
+        Parameters=keep,
+        Capabilities=NAMED_IAM,
+        Tags=[{"Key": "t", "Value": "least"}],
+    )["Id"]
+    cf.execute_change_set(ChangeSetName=change_set)
+    wait_for(lambda: status(sandbox, "s") == "UPDATE_COMPLETE", 30, "UPDATE_COMPLETE")
+    stack = cf.describe_stacks(StackName="s")["Stacks"][0]
+    assert stack["Tags"] == [{"Key": "t", "Value": "least"}]
+    assert cf.get_template(StackName="s")["TemplateBody"] == json.loads(least)
+    assert iam.get_role(RoleName="CspmMonitorAws")["Role"]
     detection = cf.detect_stack_drift(StackName="s")["StackDriftDetectionId"]
     assert (
         cf.describe_stack_drift_detection_status(StackDriftDetectionId=detection)["StackDriftStatus"]

@@ -15,6 +15,7 @@ import yaml
 
 from defender_operator.api.names import ANNOTATION_PAUSED, FINALIZER
 from defender_operator.api.spec import AWSConnectorSpec
+from defender_operator.aws.stack import HASH_TAG
 from defender_operator.render import render
 from defender_operator.sandbox import Sandbox
 from tests.support.account_admin import ec2_instance, instance_profile
@@ -26,6 +27,7 @@ from tests.support.clouds import (
     arm_requests,
     aws_control,
     connector_url,
+    delete_role_by_hand,
     send,
 )
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
@@ -299,6 +301,35 @@ def test_a_reconcile_requested_while_the_stack_is_busy_still_looks_for_drift_onc
     )
     wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
     delete(kubeconfig, namespace, "acme")
+
+
+def test_an_update_that_meets_a_role_deleted_by_hand_makes_it_again(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """A person deletes a role and, before the hourly drift check finds it, the spec changes that role (a catalog
+    rollout does the same: campaign seed 285180). CloudFormation's update fails on the missing role and so does its
+    rollback: UPDATE_ROLLBACK_FAILED. The role is the object's and its template says what it is, so no person is
+    needed: the operator finishes the rollback without it and updates through a drift-aware change set that makes it
+    again, and the object is Ready on the new template."""
+    m, _ = onboarded(kubeconfig, namespace)
+    account = account_of(m)
+    iam = aws_in(sandbox, account, "iam")
+    delete_role_by_hand(iam, "CspmMonitorAws")
+    m["spec"]["access"] = "LeastPrivilege"  # CspmMonitorRole: inline policies instead of ReadOnlyAccess
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
+    repaired = wait_events(kubeconfig, namespace, "acme", {"DriftRepaired"})
+    assert any("rollback failed on them" in e["message"] for e in repaired if e["reason"] == "DriftRepaired")
+    assert not obj["status"]["aws"].get("skippedRoles")
+    role = iam.get_role(RoleName="CspmMonitorAws")["Role"]
+    assert iam.list_role_policies(RoleName="CspmMonitorAws")["PolicyNames"]
+    assert not iam.list_attached_role_policies(RoleName="CspmMonitorAws")["AttachedPolicies"]
+    assert obj["status"]["aws"]["roles"]["cspmMonitor"] == role["Arn"]
+    (stack,) = stacks_of(sandbox, account)
+    assert stack["StackStatus"] == "UPDATE_COMPLETE"
+    assert {t["Key"]: t["Value"] for t in stack["Tags"]}[HASH_TAG] == obj["status"]["aws"]["templateHash"]
+    delete(kubeconfig, namespace, "acme")
+    assert "CspmMonitorAws" not in [r["RoleName"] for r in iam.list_roles()["Roles"]]
 
 
 def test_out_of_band_changes_are_repaired(

@@ -109,3 +109,13 @@ def foreign_connector_body(account: str, tags: dict[str, str] | None = None) -> 
         },
         "tags": {"team": "payments"} if tags is None else tags,
     }
+
+
+def delete_role_by_hand(iam: Any, role: str) -> None:
+    """A person deletes a role with IAM, as the console does: its managed and inline policies first (IAM refuses to
+    delete a role that has any). Its stack does not know: only drift detection, or an update that meets it, does."""
+    for attached in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+        iam.detach_role_policy(RoleName=role, PolicyArn=attached["PolicyArn"])
+    for inline in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        iam.delete_role_policy(RoleName=role, PolicyName=inline)
+    iam.delete_role(RoleName=role)

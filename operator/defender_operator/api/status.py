@@ -96,6 +96,12 @@ class AwsStatus(StatusModel):
     repair_change_set_id: str | None = Field(
         default=None, description="Drift-aware change set that is putting drifted roles back."
     )
+    skipped_roles: list[str] = Field(
+        default_factory=list,
+        description="Roles of the stack deleted outside the operator that an update's rollback failed on and was "
+        "finished without (ContinueUpdateRollback); the next update is a drift-aware change set that makes them "
+        "again.",
+    )
 
 
 class EksCluster(StatusModel):

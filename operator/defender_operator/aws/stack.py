@@ -59,10 +59,12 @@ class Stacks:
         cloudformation: Any,
         planned: list[str] | None = None,
         writing: Writing = unrecorded,
+        iam: Any = None,
     ) -> None:
         """With ``planned``, writes are not made but described there (``defender-operator plan``);
-        ``writing`` wraps every call that changes something (the operator records that it wrote)."""
-        self.cf, self.planned, self.writing = cloudformation, planned, writing
+        ``writing`` wraps every call that changes something (the operator records that it wrote); ``iam`` (the same
+        account's) tells whether a role of the stack still exists."""
+        self.cf, self.planned, self.writing, self.iam = cloudformation, planned, writing, iam
 
     @property
     def dry_run(self) -> bool:
@@ -182,6 +184,46 @@ class Stacks:
         first = failures[-1]
         return f"{first['LogicalResourceId']}: {first.get('ResourceStatusReason', first['ResourceStatus'])}"
 
+    # --- a rollback that failed --------------------------------------------------------------------------------------
+
+    def roles_gone_in_failed_rollback(self, stack_id: str) -> list[str]:
+        """The logical ids of the resources the latest rollback failed on (UPDATE_FAILED since the stack's last
+        UPDATE_ROLLBACK_IN_PROGRESS, DescribeStackEvents newest first), if each is a role that no longer exists in
+        IAM: someone deleted it, and CloudFormation, which still believes in it, can neither update nor restore it
+        (User Guide, troubleshooting, "Update rollback failed"). Empty when any failed for another reason (a person
+        has to look) or none is named."""
+        events = call(self.cf, "describe_stack_events", StackName=stack_id)["StackEvents"]
+        failed: dict[str, str] = {}
+        for event in events:
+            if event["LogicalResourceId"] == event.get("StackName"):
+                if event["ResourceStatus"] == "UPDATE_ROLLBACK_IN_PROGRESS":
+                    break
+                continue
+            if event["ResourceStatus"] == "UPDATE_FAILED":
+                if event["ResourceType"] != "AWS::IAM::Role" or not event.get("PhysicalResourceId"):
+                    return []
+                failed[event["LogicalResourceId"]] = event["PhysicalResourceId"]
+        for role in failed.values():
+            try:
+                call(self.iam, "get_role", RoleName=role)
+            except AwsClientError as exc:
+                if exc.code == "NoSuchEntity":
+                    continue
+                raise
+            return []  # it exists: its rollback failed for another reason
+        return sorted(failed)
+
+    def continue_rollback(self, stack_id: str, skipping: list[str]) -> None:
+        """Finish a failed rollback without the resources ``skipping`` (API_ContinueUpdateRollback.html)."""
+        with self.writing():
+            call(
+                self.cf,
+                "continue_update_rollback",
+                StackName=stack_id,
+                ResourcesToSkip=skipping,
+                ClientRequestToken=idempotency_token("rollback"),
+            )
+
     # --- drift -------------------------------------------------------------------------------------------------------
 
     def start_drift_detection(self, name: str) -> str:
@@ -207,32 +249,49 @@ class Stacks:
             ),
         )
 
-    def start_drift_repair(self, name: str, parameters: dict[str, str]) -> str:
+    def start_drift_repair(
+        self, name: str, parameters: dict[str, str], template: tuple[str, str, Owner] | None = None
+    ) -> str:
         """A drift-aware change set that puts drifted resources back to the template
-        (docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/drift-aware-change-sets.html)."""
+        (docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/drift-aware-change-sets.html): the stack's own
+        template, or ``template`` (body, hash, owner), which the change set deploys as UpdateStack would, over the
+        live resources rather than over what CloudFormation believes they are."""
+        if template is None:
+            changes: dict[str, Any] = {
+                "StackName": name,
+                "UsePreviousTemplate": True,
+                "Parameters": [{"ParameterKey": k, "UsePreviousValue": True} for k in sorted(parameters)],
+                "Capabilities": CAPABILITIES,
+            }
+        else:
+            body, template_hash, owner = template
+            changes = self._template(name, body, template_hash, parameters, owner)
         with self.writing():
             result = call(
                 self.cf,
                 "create_change_set",
-                StackName=name,
+                **changes,
                 ChangeSetName=idempotency_token("repair"),
                 ChangeSetType="UPDATE",
-                UsePreviousTemplate=True,
                 DeploymentMode="REVERT_DRIFT",
-                Parameters=[{"ParameterKey": k, "UsePreviousValue": True} for k in sorted(parameters)],
-                Capabilities=CAPABILITIES,
                 ClientToken=idempotency_token("repair"),
             )
         return str(result["Id"])
 
     def change_set_status(self, change_set_id: str) -> tuple[str, str]:
-        """(Status, StatusReason) of a change set; ("GONE", "") when it no longer exists."""
+        """(Status, StatusReason) of a change set; ("GONE", "") when it no longer exists or can no longer be
+        executed (executed already: a pass that died after ExecuteChangeSet and before its status was written)."""
         try:
             result = call(self.cf, "describe_change_set", ChangeSetName=change_set_id)
         except AwsClientError as exc:
             if exc.code in ("ChangeSetNotFound", "ChangeSetNotFoundException", "ValidationError"):
                 return "GONE", ""
             raise
+        if (
+            result["Status"] == "CREATE_COMPLETE"
+            and result.get("ExecutionStatus", "AVAILABLE") != "AVAILABLE"
+        ):
+            return "GONE", ""
         return str(result["Status"]), str(result.get("StatusReason") or "")
 
     def execute_change_set(self, change_set_id: str) -> None:

@@ -298,6 +298,10 @@ def _reconcile_stack(
             Verdict("False", "StackInProgress", f"stack {status.stack_name} is {stack.status}"),
             requeue_after=settings.in_progress_seconds,
         )
+    if stack.status == "UPDATE_ROLLBACK_FAILED":
+        gone = stacks.roles_gone_in_failed_rollback(stack.stack_id)
+        if gone:
+            return _finish_rollback_without(target, stacks, stack, status, gone, settings, ledger)
     if stack.status in NEEDS_A_PERSON:
         reason = why_failed(target, stacks, stack)
         message = f"stack {status.stack_name} is {stack.status}: {reason}. Fix the cause in AWS, then request a reconcile."
@@ -307,6 +311,12 @@ def _reconcile_stack(
     if stack.status == "ROLLBACK_COMPLETE":
         return _after_failed_create(target, stacks, stack, status, template_hash, settings, ledger)
 
+    if status.skipped_roles:
+        if stack.status == "UPDATE_ROLLBACK_COMPLETE":
+            return _update_making_roles_again(
+                target, stacks, stack, status, body, template_hash, parameters, settings, ledger
+            )
+        status.skipped_roles = []  # updated since (a pass that died after executing the change set)
     retry_failed = target.reconcile_requested or status.failed_template_hash != template_hash
     if (
         stack.status == "UPDATE_ROLLBACK_COMPLETE"
@@ -677,6 +687,101 @@ def failure_hint(reason: str, role_policies: str) -> str:
 def why_failed(target: Target, stacks: Stacks, stack: ObservedStack) -> str:
     return failure_hint(
         stacks.first_failure(stack.stack_id) or stack.status_reason, target.spec.aws.role_policies
+    )
+
+
+def _finish_rollback_without(
+    target: Target,
+    stacks: Stacks,
+    stack: ObservedStack,
+    status: AwsStatus,
+    gone: list[str],
+    settings: Settings,
+    ledger: Ledger,
+) -> AwsResult:
+    """UPDATE_ROLLBACK_FAILED on roles someone deleted (an update changed a role that was gone, and its rollback
+    could not restore it either): nothing a person must decide, the roles are this object's and their template says
+    what they are. The rollback is finished without them, and the next update makes them again
+    (``_update_making_roles_again``)."""
+    name = status.stack_name or ""
+    ledger.proof("aws").check(stack.created, stack.stack_id, f"stack {name}")
+    stacks.continue_rollback(stack.stack_id, gone)
+    status.stack_status = "UPDATE_ROLLBACK_IN_PROGRESS"
+    status.skipped_roles = sorted({*status.skipped_roles, *gone})
+    _drift_repaired("role")
+    message = (
+        f"roles of stack {name} were deleted outside the operator: {', '.join(gone)}; an update met them and its "
+        "rollback failed on them, so the rollback is finished without them and the update makes them again"
+    )
+    return AwsResult(
+        Verdict("False", "RepairingDrift", message),
+        events=[Event("Warning", "DriftRepaired", message)],
+        requeue_after=settings.in_progress_seconds,
+    )
+
+
+def _update_making_roles_again(
+    target: Target,
+    stacks: Stacks,
+    stack: ObservedStack,
+    status: AwsStatus,
+    body: str,
+    template_hash: str,
+    parameters: dict[str, str],
+    settings: Settings,
+    ledger: Ledger,
+) -> AwsResult:
+    """The update after a rollback finished without deleted roles: CloudFormation still believes in them (their
+    drift is NOT_CHECKED, API_StackResourceDrift.html), so UpdateStack would fail on them again. A drift-aware
+    change set with this object's template reads the live roles instead: it makes the missing ones and updates the
+    rest (docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/drift-aware-change-sets.html)."""
+    name = status.stack_name or ""
+    if status.repair_change_set_id:
+        state, why = stacks.change_set_status(status.repair_change_set_id)
+        if state in ("CREATE_PENDING", "CREATE_IN_PROGRESS"):
+            return AwsResult(
+                Verdict(
+                    "False", "RepairingDrift", f"preparing the update of {name} that makes its roles again"
+                ),
+                requeue_after=settings.in_progress_seconds,
+            )
+        if state == "CREATE_COMPLETE":
+            stacks.execute_change_set(status.repair_change_set_id)
+            status.repair_change_set_id, status.skipped_roles = None, []
+            status.stack_status, status.template_hash = "UPDATE_IN_PROGRESS", template_hash
+            status.failed_template_hash = None
+            message = (
+                f"updating stack {name} to template {template_hash[:12]}, making its deleted roles again"
+            )
+            return AwsResult(
+                Verdict("False", "StackUpdating", f"CloudFormation is updating stack {name}"),
+                events=[Event("Normal", "StackUpdating", message)],
+                requeue_after=settings.in_progress_seconds,
+            )
+        if state == "FAILED":
+            stacks.delete_change_set(status.repair_change_set_id)
+            status.failed_template_hash = template_hash
+        status.repair_change_set_id = None
+        if state == "FAILED":
+            message = f"the update of stack {name} that makes its deleted roles again could not be prepared: {why}. Fix the cause, then request a reconcile."
+            return AwsResult(
+                Verdict("False", "StackUpdateFailed", message),
+                stalled=Verdict("True", "StackUpdateFailed", message),
+                events=[Event("Warning", "StackUpdateFailed", message)],
+            )
+    if status.failed_template_hash == template_hash and not target.reconcile_requested:
+        message = f"the update of stack {name} that makes its deleted roles again could not be prepared. Fix the cause, then request a reconcile."
+        return AwsResult(
+            Verdict("False", "StackUpdateFailed", message),
+            stalled=Verdict("True", "StackUpdateFailed", message),
+        )
+    ledger.proof("aws").check(stack.created, stack.stack_id, f"stack {name}")
+    status.repair_change_set_id = stacks.start_drift_repair(
+        name, parameters, (body, template_hash, target.owner)
+    )
+    return AwsResult(
+        Verdict("False", "RepairingDrift", f"preparing the update of {name} that makes its roles again"),
+        requeue_after=settings.in_progress_seconds,
     )
 
 

@@ -103,7 +103,7 @@ class Clouds:
         return AwsAccount(
             account=account,
             partition=partition,
-            stacks=Stacks(cloudformation, self.planned, hook),
+            stacks=Stacks(cloudformation, self.planned, hook, iam=iam),
             providers=OidcProviders(iam, partition, account, self.planned, hook),
             iam=iam,
             eks=EksClusters(partial(clients.client, "eks"), partition, self.planned, hook),

@@ -18,6 +18,14 @@
   updated"). moto finishes every operation inside the API call.
 - Removed resources: an update that drops a resource deletes it and forgets it, so a later update that adds it back
   creates it again (moto kept the deleted resource in the stack and re-created nothing, reporting UPDATE_COMPLETE).
+- A failed rollback: an update that meets a resource deleted outside CloudFormation fails it, and its rollback fails
+  on it again ("CloudFormation doesn't know the database was deleted, it assumes that the database instance still
+  exists and attempts to roll back to it, causing the update rollback to fail", User Guide, troubleshooting, "Update
+  rollback failed"): the stack ends in UPDATE_ROLLBACK_FAILED, refuses updates, and ContinueUpdateRollback finishes
+  the rollback, skipping the resources named in ResourcesToSkip, which must be in UPDATE_FAILED
+  (.../APIReference/API_ContinueUpdateRollback.html); drift detection then reports them NOT_CHECKED
+  (API_StackResourceDrift.html, "StackResourceDriftStatus"). moto raised the rollback's error from UpdateStack itself
+  and has no ContinueUpdateRollback.
 """
 
 import json
@@ -124,13 +132,29 @@ _current = threading.local()
 
 
 def _tracking(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Remember the resource being made or changed (the one that failed when an operation raises), and which
+    resources of the operation are failing now: moto tries the others and retries them before it gives up."""
+
     def create(logical_id: str, resource_json: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         resource_type = resource_json.get("Type", "")
         name = resource_json.get("Properties", {}).get(_NAME_PROPERTIES.get(resource_type, ""), logical_id)
         _current.resource = (logical_id, resource_type, name)
-        return original(logical_id, resource_json, *args, **kwargs)
+        failing: dict[str, tuple[str, str, Exception]] = getattr(_current, "failing", {})
+        try:
+            result = original(logical_id, resource_json, *args, **kwargs)
+        except Exception as exc:
+            failing[logical_id] = (resource_type, name, exc)
+            raise
+        failing.pop(logical_id, None)
+        return result
 
     return create
+
+
+def _track_from_scratch() -> dict[str, tuple[str, str, Exception]]:
+    _current.resource, _current.failing = ("", "", ""), {}
+    failing: dict[str, tuple[str, str, Exception]] = _current.failing
+    return failing
 
 
 def _failed() -> tuple[str, str, str]:
@@ -148,13 +172,15 @@ def _reason(exc: Exception, resource_type: str, name: str) -> str:
     return f"{message} (Service: {service}, Status Code: 400, Error Code: {code})"
 
 
-def _resource_event(stack: Stack, logical_id: str, resource_type: str, status: str, reason: str) -> None:
+def _resource_event(
+    stack: Stack, logical_id: str, resource_type: str, status: str, reason: str, physical_id: str = ""
+) -> None:
     stack.events.append(
         Event(
             stack_id=stack.stack_id,
             stack_name=stack.name,
             logical_resource_id=logical_id,
-            physical_resource_id="",
+            physical_resource_id=physical_id,
             resource_type=resource_type,
             resource_status=status,
             resource_status_reason=reason,
@@ -216,41 +242,107 @@ def _update(
         self.tags = tags
 
     def update() -> None:
-        _current.resource = ("", "", "")
+        _track_from_scratch()
         try:
             self.events, events = [], self.events  # moto's update adds its own events; keep ours only
             try:
-                _original_update(self, template, role_arn, parameters, None)
                 if getattr(self, "revert_drift", False):
+                    # a drift-aware change set: what drifted or was deleted is put back first, then the template
+                    # (a new one too) is applied over it
                     from .drift import revert_role_drift
 
                     revert_role_drift(self)
+                _original_update(self, template, role_arn, parameters, None)
             finally:
                 self.events = events
                 self.revert_drift = False  # type: ignore[attr-defined]
+            self.skipped_resources = set()  # type: ignore[attr-defined]  # updated since: checked for drift again
             self.status = "UPDATE_COMPLETE"
             self._add_stack_event("UPDATE_COMPLETE")
         except Exception as exc:
             logical_id, resource_type, name = _failed()
             _resource_event(
-                self, logical_id, resource_type, "UPDATE_FAILED", _reason(exc, resource_type, name)
+                self, logical_id, resource_type, "UPDATE_FAILED", _reason(exc, resource_type, name), name
             )
             self.status = "UPDATE_ROLLBACK_IN_PROGRESS"
             self._add_stack_event(
                 "UPDATE_ROLLBACK_IN_PROGRESS",
                 resource_status_reason=f"The following resource(s) failed to update: [{logical_id}].",
             )
-            try:
-                # "a previous working state": template, parameters and stack tags as they were before the update
-                self.template, self.tags = previous_template, previous_tags
-                self._parse_template()
-                self.resource_map.update(self.template_dict, previous_parameters)
-                self.output_map = self._create_output_map()
-            finally:
-                self.status = "UPDATE_ROLLBACK_COMPLETE"
-                self._add_stack_event("UPDATE_ROLLBACK_COMPLETE")
+            # "a previous working state": template, parameters and stack tags as they were before the update
+            self.template, self.tags = previous_template, previous_tags
+            self._parse_template()
+            self.rollback_parameters = previous_parameters  # type: ignore[attr-defined]
+            _roll_back(self, lambda: self.resource_map.update(self.template_dict, previous_parameters))
 
     later(update)
+
+
+def _roll_back(stack: Stack, roll_back: Callable[[], None]) -> None:
+    """Run a rollback's changes: UPDATE_ROLLBACK_COMPLETE, or UPDATE_ROLLBACK_FAILED with an UPDATE_FAILED event for
+    each resource that could not be put back (remembered for ContinueUpdateRollback)."""
+    failing = _track_from_scratch()
+    try:
+        roll_back()
+    except Exception:
+        for logical_id, (resource_type, name, exc) in sorted(failing.items()):
+            _resource_event(
+                stack, logical_id, resource_type, "UPDATE_FAILED", _reason(exc, resource_type, name), name
+            )
+        stack.rollback_failed = dict(failing)  # type: ignore[attr-defined]
+        stack.status = "UPDATE_ROLLBACK_FAILED"
+        stack._add_stack_event(
+            "UPDATE_ROLLBACK_FAILED",
+            resource_status_reason=f"The following resource(s) failed to update: [{', '.join(sorted(failing))}].",
+        )
+        return
+    stack.rollback_failed = {}  # type: ignore[attr-defined]
+    stack.output_map = stack._create_output_map()
+    stack.status = "UPDATE_ROLLBACK_COMPLETE"
+    stack._add_stack_event("UPDATE_ROLLBACK_COMPLETE")
+
+
+def _continue_update_rollback(self: CloudFormationResponse) -> ActionResult:
+    """Finish a failed rollback: the resources it failed on are tried again, but for those in ResourcesToSkip, which
+    CloudFormation marks as rolled back without touching them (API_ContinueUpdateRollback.html)."""
+    stack = self.cloudformation_backend.get_stack(self._get_param("StackName"))
+    if stack.status != "UPDATE_ROLLBACK_FAILED":
+        raise ValidationError(
+            stack.stack_id,
+            message=f"Stack {stack.stack_id} is in {stack.status} state and can not continue its update rollback.",
+        )
+    failed: dict[str, tuple[str, str, Exception]] = getattr(stack, "rollback_failed", {})
+    skip = set(self._get_param("ResourcesToSkip", []) or [])
+    if skip - set(failed):
+        raise ValidationError(
+            stack.stack_id,
+            message=f"Resources [{', '.join(sorted(skip - set(failed)))}] are not in UPDATE_FAILED state and "
+            "can not be skipped.",
+        )
+    stack.status = "UPDATE_ROLLBACK_IN_PROGRESS"
+    stack._add_stack_event("UPDATE_ROLLBACK_IN_PROGRESS", resource_status_reason="User Initiated")
+    parameters = getattr(stack, "rollback_parameters", None)
+
+    def put_back() -> None:
+        resources = stack.resource_map
+        for logical_id in sorted(set(failed) - skip):
+            resources._parsed_resources[logical_id] = parsing.parse_and_update_resource(
+                logical_id,
+                resources._resource_json_map[logical_id],
+                resources,
+                stack.account_id,
+                stack.region_name,
+            )
+        if parameters:
+            resources.input_parameters = parameters
+
+    def finish() -> None:
+        _roll_back(stack, put_back)
+        if stack.status == "UPDATE_ROLLBACK_COMPLETE":
+            stack.skipped_resources = getattr(stack, "skipped_resources", set()) | skip  # type: ignore[attr-defined]
+
+    later(finish)
+    return ActionResult({})
 
 
 _original_backend_delete = CloudFormationBackend.delete_stack
@@ -333,9 +425,10 @@ _original_update_stack = CloudFormationResponse.update_stack
 
 
 def _update_stack(self: CloudFormationResponse) -> Any:
-    """An update of a stack that is still in progress is refused before anything else is checked."""
+    """An update of a stack that is still in progress, or whose rollback failed, is refused before anything else is
+    checked."""
     stack = self.cloudformation_backend.get_stack(self._get_param("StackName"))
-    if stack.status.endswith("_IN_PROGRESS"):
+    if stack.status.endswith("_IN_PROGRESS") or stack.status == "UPDATE_ROLLBACK_FAILED":
         raise ValidationError(
             stack.stack_id,
             message=f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated.",
@@ -345,6 +438,7 @@ def _update_stack(self: CloudFormationResponse) -> Any:
 
 def apply() -> None:
     CloudFormationResponse.update_stack = _update_stack  # type: ignore[method-assign]
+    CloudFormationResponse.continue_update_rollback = _continue_update_rollback  # type: ignore[attr-defined]
     for name in ("create_stack", "update_stack", "create_stack_set", "update_stack_set"):
         _with_capability_check(name)
     for name in ("create_stack", "update_stack"):

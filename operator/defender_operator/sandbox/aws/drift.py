@@ -68,8 +68,12 @@ def _live_role(account_id: str, region: str, name: str) -> dict[str, Any] | None
     }
 
 
-def resource_drifts(stack: Any) -> list[dict[str, Any]]:
+def resource_drifts(stack: Any, live: bool = False) -> list[dict[str, Any]]:
+    """Each resource's drift as DetectStackDrift reports it: a resource skipped by ContinueUpdateRollback is
+    NOT_CHECKED (API_StackResourceDrift.html). ``live``: as a drift-aware change set reads the live resources,
+    skipped or not."""
     drifts = []
+    skipped: set[str] = set() if live else getattr(stack, "skipped_resources", set())
     now = datetime.now(UTC)
     resource_map = stack.resource_map
     for logical_id, resource_json in resource_map._resource_json_map.items():
@@ -85,7 +89,7 @@ def resource_drifts(stack: Any) -> list[dict[str, Any]]:
             "Timestamp": now,
             "PropertyDifferences": [],
         }
-        if resource_type != "AWS::IAM::Role":
+        if resource_type != "AWS::IAM::Role" or logical_id in skipped:
             entry["StackResourceDriftStatus"] = "NOT_CHECKED"
             drifts.append(entry)
             continue
@@ -153,7 +157,7 @@ def revert_role_drift(stack: Any) -> None:
     """Put every drifted or deleted role of the stack back to its template definition."""
     from moto.iam.models import Role
 
-    for entry in resource_drifts(stack):
+    for entry in resource_drifts(stack, live=True):
         if entry["StackResourceDriftStatus"] not in ("MODIFIED", "DELETED"):
             continue
         logical_id = entry["LogicalResourceId"]
@@ -183,7 +187,7 @@ def _create_change_set(self: CloudFormationResponse) -> ActionResult:
     change_set.deployment_mode = "REVERT_DRIFT"  # type: ignore[attr-defined]
     drifted = [
         d
-        for d in resource_drifts(change_set.stack)
+        for d in resource_drifts(change_set.stack, live=True)
         if d["StackResourceDriftStatus"] in ("MODIFIED", "DELETED")
     ]
     if drifted and change_set.status == "FAILED":
@@ -203,7 +207,13 @@ def _execute_change_set(backend: Any, change_set_name: str, stack_name: str | No
     stack = backend.stacks[change_set.stack_id]
     stack.revert_drift = getattr(change_set, "deployment_mode", None) == "REVERT_DRIFT"
     change_set.execution_status = "EXECUTE_COMPLETE"
-    stack.update(change_set.template, change_set.role_arn, parameters=change_set.parameters)
+    # the change set's stack tags, when it has any (UpdateStack's rule: none given, the stack's are kept)
+    stack.update(
+        change_set.template,
+        change_set.role_arn,
+        parameters=change_set.parameters,
+        tags=change_set.tags or None,
+    )
 
 
 _original_execute: Any = None
