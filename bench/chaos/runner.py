@@ -101,7 +101,11 @@ UNMANAGED_INTERVAL = 24
 # CreateStackInstances), an access entry made or its policy associated, a write to an identity provider (made,
 # shared, tagged, released), an access entry or its policy association deleted
 AWS_KILLS = {
-    "stack-write": ("CreateStack|UpdateStack|DeleteStack|CreateOpenIDConnectProvider", "*"),
+    "stack-write": (
+        "CreateStack|UpdateStack|DeleteStack|ContinueUpdateRollback|CreateChangeSet|ExecuteChangeSet"
+        "|CreateOpenIDConnectProvider",
+        "*",
+    ),
     "access-entry-made": (r"^/clusters/[^/]+/access-entries", "POST"),
     "provider-write": (
         r"(Create|Delete|Tag|Untag)OpenIDConnectProvider|(AddClientIDTo|RemoveClientIDFrom)OpenIDConnectProvider",

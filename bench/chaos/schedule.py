@@ -79,6 +79,12 @@ ORGANIZATION_FAULTY = {
     "CreateOpenIDConnectProvider": "ListAccountsForParent|ListOrganizationalUnitsForParent|ListRoots",
     "AssumeRole": "AssumeRole",
 }
+# On the other even slots, each drawn operation with the stack's writes of the same kind: the change sets of drift
+# repair, and the rollback the operator finishes when an update met roles deleted by hand.
+STACK_FAULTY = {
+    "CreateStack": "CreateStack|CreateChangeSet",
+    "UpdateStack": "UpdateStack|ExecuteChangeSet|ContinueUpdateRollback",
+}
 PLAN_CHOICES: tuple[dict[str, dict[str, bool]], ...] = (
     {},
     {"servers": {"enabled": False}},
@@ -163,7 +169,11 @@ def generate(seed: int, steps: int, weights: dict[str, float] | None = None) -> 
         elif op == "aws_faults":
             drawn = rng.choice(AWS_FAULTY)
             args = {
-                "operation": EKS_FAULTY if slot % 2 else ORGANIZATION_FAULTY[drawn] if slot == 2 else drawn,
+                "operation": EKS_FAULTY
+                if slot % 2
+                else ORGANIZATION_FAULTY[drawn]
+                if slot == 2
+                else STACK_FAULTY.get(drawn, drawn),
                 "status": rng.choice([400, 500, 503]),
                 "count": rng.randint(1, 6),
                 **_fault_mode(rng),

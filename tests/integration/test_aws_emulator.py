@@ -470,8 +470,23 @@ def test_an_update_that_meets_a_role_deleted_by_hand_fails_its_rollback_until_th
     assert "UPDATE_ROLLBACK_FAILED state and can not be updated" in refused.value.response["Error"]["Message"]
     with pytest.raises(ClientError):  # only what failed may be skipped
         cf.continue_update_rollback(StackName="s", ResourcesToSkip=["DefenderForServersRole"])
-    cf.continue_update_rollback(StackName="s", ResourcesToSkip=["CspmMonitorRole"])
+    with pytest.raises(ClientError):  # nor may the stack be changed through a change set
+        cf.create_change_set(
+            StackName="s",
+            ChangeSetName="no",
+            ChangeSetType="UPDATE",
+            TemplateBody=least,
+            Parameters=keep,
+            Capabilities=NAMED_IAM,
+        )
+    cf.continue_update_rollback(StackName="s", ResourcesToSkip=["CspmMonitorRole"], ClientRequestToken="t1")
     wait_for(lambda: status(sandbox, "s") == "UPDATE_ROLLBACK_COMPLETE", 30, "UPDATE_ROLLBACK_COMPLETE")
+    # a retry of the same request (its response lost) is answered as the request was, and changes nothing
+    cf.continue_update_rollback(StackName="s", ResourcesToSkip=["CspmMonitorRole"], ClientRequestToken="t1")
+    with pytest.raises(ClientError):  # a new request: the stack's rollback is no longer failed
+        cf.continue_update_rollback(
+            StackName="s", ResourcesToSkip=["CspmMonitorRole"], ClientRequestToken="t2"
+        )
     detection = cf.detect_stack_drift(StackName="s")["StackDriftDetectionId"]
     assert (
         cf.describe_stack_drift_detection_status(StackDriftDetectionId=detection)["StackDriftStatus"]
@@ -491,8 +506,21 @@ def test_an_update_that_meets_a_role_deleted_by_hand_fails_its_rollback_until_th
         Capabilities=NAMED_IAM,
         Tags=[{"Key": "t", "Value": "least"}],
     )["Id"]
+    other = cf.create_change_set(
+        StackName="s",
+        ChangeSetName="other",
+        ChangeSetType="UPDATE",
+        TemplateBody=least,
+        Parameters=keep,
+        Capabilities=NAMED_IAM,
+    )["Id"]
     cf.execute_change_set(ChangeSetName=change_set)
     wait_for(lambda: status(sandbox, "s") == "UPDATE_COMPLETE", 30, "UPDATE_COMPLETE")
+    with pytest.raises(ClientError) as executed:  # once is all
+        cf.execute_change_set(ChangeSetName=change_set)
+    assert executed.value.response["Error"]["Code"] == "InvalidChangeSetStatus"
+    with pytest.raises(ClientError):  # the stack's other change sets are deleted (API_ExecuteChangeSet.html)
+        cf.describe_change_set(ChangeSetName=other)
     stack = cf.describe_stacks(StackName="s")["Stacks"][0]
     assert stack["Tags"] == [{"Key": "t", "Value": "least"}]
     assert cf.get_template(StackName="s")["TemplateBody"] == json.loads(least)

@@ -320,7 +320,7 @@ def test_an_update_that_meets_a_role_deleted_by_hand_makes_it_again(
     obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
     repaired = wait_events(kubeconfig, namespace, "acme", {"DriftRepaired"})
     assert any("rollback failed on them" in e["message"] for e in repaired if e["reason"] == "DriftRepaired")
-    assert not obj["status"]["aws"].get("skippedRoles")
+    assert obj["status"]["aws"]["rolesRemadeFor"] == obj["status"]["aws"]["templateHash"]
     role = iam.get_role(RoleName="CspmMonitorAws")["Role"]
     assert iam.list_role_policies(RoleName="CspmMonitorAws")["PolicyNames"]
     assert not iam.list_attached_role_policies(RoleName="CspmMonitorAws")["AttachedPolicies"]
@@ -330,6 +330,36 @@ def test_an_update_that_meets_a_role_deleted_by_hand_makes_it_again(
     assert {t["Key"]: t["Value"] for t in stack["Tags"]}[HASH_TAG] == obj["status"]["aws"]["templateHash"]
     delete(kubeconfig, namespace, "acme")
     assert "CspmMonitorAws" not in [r["RoleName"] for r in iam.list_roles()["Roles"]]
+
+
+def test_killed_right_after_finishing_the_rollback_and_after_executing_the_change_set(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """As above, with the operator killed right after ContinueUpdateRollback and again right after ExecuteChangeSet,
+    before either pass wrote its status: the stack's own events, not a record of the operator's, say which roles
+    the rollback was finished without, so the restarted operator still makes them again."""
+    m, _ = onboarded(kubeconfig, namespace)
+    account = account_of(m)
+    iam = aws_in(sandbox, account, "iam")
+    delete_role_by_hand(iam, "CspmMonitorAws")
+    operator.kill_after("aws", "ContinueUpdateRollback")
+    m["spec"]["access"] = "LeastPrivilege"
+    assert apply(kubeconfig, m).returncode == 0
+    wait_for(lambda: not operator.record or not operator.record.alive(), 60, "the operator to be killed")
+    assert stacks_of(sandbox, account)[0]["StackStatus"] == "UPDATE_ROLLBACK_COMPLETE"
+    operator.kill_after("aws", "ExecuteChangeSet")
+    operator.start()
+    wait_for(
+        lambda: not operator.record or not operator.record.alive(), 60, "the operator to be killed again"
+    )
+    operator.start()
+    obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True", timeout=90)
+    role = iam.get_role(RoleName="CspmMonitorAws")["Role"]
+    assert obj["status"]["aws"]["roles"]["cspmMonitor"] == role["Arn"]
+    assert not iam.list_attached_role_policies(RoleName="CspmMonitorAws")["AttachedPolicies"]
+    (stack,) = stacks_of(sandbox, account)
+    assert {t["Key"]: t["Value"] for t in stack["Tags"]}[HASH_TAG] == obj["status"]["aws"]["templateHash"]
+    delete(kubeconfig, namespace, "acme")
 
 
 def test_out_of_band_changes_are_repaired(

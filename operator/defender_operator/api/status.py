@@ -96,11 +96,11 @@ class AwsStatus(StatusModel):
     repair_change_set_id: str | None = Field(
         default=None, description="Drift-aware change set that is putting drifted roles back."
     )
-    skipped_roles: list[str] = Field(
-        default_factory=list,
-        description="Roles of the stack deleted outside the operator that an update's rollback failed on and was "
-        "finished without (ContinueUpdateRollback); the next update is a drift-aware change set that makes them "
-        "again.",
+    roles_remade_for: str | None = Field(
+        default=None,
+        description="Template hash of the last update that made again roles deleted outside the operator, after an "
+        "update's rollback had failed on them: if that update fails on deleted roles again, the object is Stalled "
+        "rather than trying once more.",
     )
 
 

@@ -34,6 +34,22 @@ class ObservedStack:
 
 
 @dataclass(frozen=True)
+class ChangeSetState:
+    """What DescribeChangeSet says of a change set the operator made."""
+
+    status: (
+        str  # CREATE_PENDING, CREATE_IN_PROGRESS, CREATE_COMPLETE, FAILED; or GONE (see change_set_status)
+    )
+    reason: str = ""
+    template_hash: str | None = None  # the template hash tag the change set gives the stack, if any
+
+    @property
+    def empty(self) -> bool:
+        """FAILED because there was nothing to change (CloudFormation's StatusReason, API_DescribeChangeSet.html)."""
+        return self.status == "FAILED" and "didn't contain changes" in self.reason
+
+
+@dataclass(frozen=True)
 class DriftResult:
     """A finished drift detection: which resources differ from the template."""
 
@@ -187,19 +203,29 @@ class Stacks:
     # --- a rollback that failed --------------------------------------------------------------------------------------
 
     def roles_gone_in_failed_rollback(self, stack_id: str) -> list[str]:
-        """The logical ids of the resources the latest rollback failed on (UPDATE_FAILED since the stack's last
-        UPDATE_ROLLBACK_IN_PROGRESS, DescribeStackEvents newest first), if each is a role that no longer exists in
-        IAM: someone deleted it, and CloudFormation, which still believes in it, can neither update nor restore it
-        (User Guide, troubleshooting, "Update rollback failed"). Empty when any failed for another reason (a person
-        has to look) or none is named."""
+        """The logical ids of the resources the stack's latest failed rollback failed on, if each is a role that no
+        longer exists in IAM: someone deleted it, and CloudFormation, which still believes in it, could neither
+        update nor restore it (User Guide, troubleshooting, "Update rollback failed"). Read from the stack's events
+        (newest first; a rollback continued since, ``UPDATE_ROLLBACK_COMPLETE``, still names them), so that no
+        record of the operator's can be lost between ContinueUpdateRollback and the next pass. Empty when the
+        latest operation is no such rollback, or when any resource failed for another reason (a person must look)."""
         events = call(self.cf, "describe_stack_events", StackName=stack_id)["StackEvents"]
         failed: dict[str, str] = {}
+        collecting = False
         for event in events:
             if event["LogicalResourceId"] == event.get("StackName"):
-                if event["ResourceStatus"] == "UPDATE_ROLLBACK_IN_PROGRESS":
-                    break
+                state = event["ResourceStatus"]
+                if collecting and state == "UPDATE_ROLLBACK_IN_PROGRESS":
+                    break  # the start of the rollback that failed
+                if state == "UPDATE_ROLLBACK_FAILED":
+                    collecting = True
+                elif not collecting and state not in (
+                    "UPDATE_ROLLBACK_COMPLETE",
+                    "UPDATE_ROLLBACK_IN_PROGRESS",
+                ):
+                    return []  # the latest operation is something else
                 continue
-            if event["ResourceStatus"] == "UPDATE_FAILED":
+            if collecting and event["ResourceStatus"] == "UPDATE_FAILED":
                 if event["ResourceType"] != "AWS::IAM::Role" or not event.get("PhysicalResourceId"):
                     return []
                 failed[event["LogicalResourceId"]] = event["PhysicalResourceId"]
@@ -213,16 +239,26 @@ class Stacks:
             return []  # it exists: its rollback failed for another reason
         return sorted(failed)
 
-    def continue_rollback(self, stack_id: str, skipping: list[str]) -> None:
-        """Finish a failed rollback without the resources ``skipping`` (API_ContinueUpdateRollback.html)."""
-        with self.writing():
-            call(
-                self.cf,
-                "continue_update_rollback",
-                StackName=stack_id,
-                ResourcesToSkip=skipping,
-                ClientRequestToken=idempotency_token("rollback"),
-            )
+    def continue_rollback(self, stack_id: str, skipping: list[str]) -> bool:
+        """Finish a failed rollback without the resources ``skipping`` (API_ContinueUpdateRollback.html); False when
+        the stack is no longer UPDATE_ROLLBACK_FAILED (another replica or a person continued it first)."""
+        if self.planned is not None:
+            self.planned.append(f"continue the rollback of stack {stack_id} without {', '.join(skipping)}")
+            return True
+        try:
+            with self.writing():
+                call(
+                    self.cf,
+                    "continue_update_rollback",
+                    StackName=stack_id,
+                    ResourcesToSkip=skipping,
+                    ClientRequestToken=idempotency_token("rollback"),
+                )
+        except AwsClientError as exc:
+            if exc.code == "ValidationError":
+                return False
+            raise
+        return True
 
     # --- drift -------------------------------------------------------------------------------------------------------
 
@@ -256,6 +292,9 @@ class Stacks:
         (docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/drift-aware-change-sets.html): the stack's own
         template, or ``template`` (body, hash, owner), which the change set deploys as UpdateStack would, over the
         live resources rather than over what CloudFormation believes they are."""
+        if self.planned is not None:
+            self.planned.append(f"create a drift-aware change set for stack {name}")
+            return ""
         if template is None:
             changes: dict[str, Any] = {
                 "StackName": name,
@@ -278,27 +317,37 @@ class Stacks:
             )
         return str(result["Id"])
 
-    def change_set_status(self, change_set_id: str) -> tuple[str, str]:
-        """(Status, StatusReason) of a change set; ("GONE", "") when it no longer exists or can no longer be
-        executed (executed already: a pass that died after ExecuteChangeSet and before its status was written)."""
+    def change_set_status(self, change_set_id: str) -> ChangeSetState:
+        """A change set's Status, StatusReason and template hash tag; GONE when it no longer exists or can no longer
+        be executed (executed already: a pass that died after ExecuteChangeSet and before its status was written;
+        or made obsolete by another update of the stack)."""
         try:
             result = call(self.cf, "describe_change_set", ChangeSetName=change_set_id)
         except AwsClientError as exc:
             if exc.code in ("ChangeSetNotFound", "ChangeSetNotFoundException", "ValidationError"):
-                return "GONE", ""
+                return ChangeSetState("GONE")
             raise
         if (
             result["Status"] == "CREATE_COMPLETE"
             and result.get("ExecutionStatus", "AVAILABLE") != "AVAILABLE"
         ):
-            return "GONE", ""
-        return str(result["Status"]), str(result.get("StatusReason") or "")
+            return ChangeSetState("GONE")
+        tags = {t["Key"]: t["Value"] for t in result.get("Tags") or []}
+        return ChangeSetState(
+            str(result["Status"]), str(result.get("StatusReason") or ""), tags.get(HASH_TAG)
+        )
 
     def execute_change_set(self, change_set_id: str) -> None:
+        if self.planned is not None:
+            self.planned.append(f"execute change set {change_set_id}")
+            return
         with self.writing():
             call(self.cf, "execute_change_set", ChangeSetName=change_set_id)
 
     def delete_change_set(self, change_set_id: str) -> None:
+        if self.planned is not None:
+            self.planned.append(f"delete change set {change_set_id}")
+            return
         try:
             with self.writing():
                 call(self.cf, "delete_change_set", ChangeSetName=change_set_id)

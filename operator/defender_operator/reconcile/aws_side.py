@@ -298,10 +298,10 @@ def _reconcile_stack(
             Verdict("False", "StackInProgress", f"stack {status.stack_name} is {stack.status}"),
             requeue_after=settings.in_progress_seconds,
         )
-    if stack.status == "UPDATE_ROLLBACK_FAILED":
+    if stack.status == "UPDATE_ROLLBACK_FAILED" and not adopting:
         gone = stacks.roles_gone_in_failed_rollback(stack.stack_id)
-        if gone:
-            return _finish_rollback_without(target, stacks, stack, status, gone, settings, ledger)
+        if gone and (status.roles_remade_for != template_hash or target.reconcile_requested):
+            return _finish_rollback_without(stacks, stack, status, gone, settings, ledger)
     if stack.status in NEEDS_A_PERSON:
         reason = why_failed(target, stacks, stack)
         message = f"stack {status.stack_name} is {stack.status}: {reason}. Fix the cause in AWS, then request a reconcile."
@@ -311,12 +311,17 @@ def _reconcile_stack(
     if stack.status == "ROLLBACK_COMPLETE":
         return _after_failed_create(target, stacks, stack, status, template_hash, settings, ledger)
 
-    if status.skipped_roles:
-        if stack.status == "UPDATE_ROLLBACK_COMPLETE":
-            return _update_making_roles_again(
-                target, stacks, stack, status, body, template_hash, parameters, settings, ledger
-            )
-        status.skipped_roles = []  # updated since (a pass that died after executing the change set)
+    if (
+        stack.status == "UPDATE_ROLLBACK_COMPLETE"
+        and not adopting
+        and (status.roles_remade_for != template_hash or target.reconcile_requested)
+        and stacks.roles_gone_in_failed_rollback(stack.stack_id)
+    ):
+        remaking = _update_making_roles_again(
+            target, stacks, stack, status, body, template_hash, parameters, settings, ledger
+        )
+        if remaking is not None:
+            return remaking
     retry_failed = target.reconcile_requested or status.failed_template_hash != template_hash
     if (
         stack.status == "UPDATE_ROLLBACK_COMPLETE"
@@ -691,7 +696,6 @@ def why_failed(target: Target, stacks: Stacks, stack: ObservedStack) -> str:
 
 
 def _finish_rollback_without(
-    target: Target,
     stacks: Stacks,
     stack: ObservedStack,
     status: AwsStatus,
@@ -701,21 +705,24 @@ def _finish_rollback_without(
 ) -> AwsResult:
     """UPDATE_ROLLBACK_FAILED on roles someone deleted (an update changed a role that was gone, and its rollback
     could not restore it either): nothing a person must decide, the roles are this object's and their template says
-    what they are. The rollback is finished without them, and the next update makes them again
-    (``_update_making_roles_again``)."""
+    what they are. The rollback is finished without them, and the next pass updates through a change set that makes
+    them again (``_update_making_roles_again``), once per template (``status.aws.rolesRemadeFor``)."""
     name = status.stack_name or ""
     ledger.proof("aws").check(stack.created, stack.stack_id, f"stack {name}")
-    stacks.continue_rollback(stack.stack_id, gone)
-    status.stack_status = "UPDATE_ROLLBACK_IN_PROGRESS"
-    status.skipped_roles = sorted({*status.skipped_roles, *gone})
-    _drift_repaired("role")
-    message = (
-        f"roles of stack {name} were deleted outside the operator: {', '.join(gone)}; an update met them and its "
-        "rollback failed on them, so the rollback is finished without them and the update makes them again"
-    )
+    events = []
+    if stacks.continue_rollback(stack.stack_id, gone):
+        status.stack_status = "UPDATE_ROLLBACK_IN_PROGRESS"
+        message = (
+            f"roles of stack {name} were deleted outside the operator: {', '.join(gone)}; an update met them and "
+            "its rollback failed on them, so the rollback is finished without them and the update makes them again"
+        )
+        events.append(Event("Warning", "DriftRepaired", message))
+        _drift_repaired("role")
     return AwsResult(
-        Verdict("False", "RepairingDrift", message),
-        events=[Event("Warning", "DriftRepaired", message)],
+        Verdict(
+            "False", "RepairingDrift", f"finishing the rollback of stack {name} without its deleted roles"
+        ),
+        events=events,
         requeue_after=settings.in_progress_seconds,
     )
 
@@ -730,24 +737,27 @@ def _update_making_roles_again(
     parameters: dict[str, str],
     settings: Settings,
     ledger: Ledger,
-) -> AwsResult:
+) -> AwsResult | None:
     """The update after a rollback finished without deleted roles: CloudFormation still believes in them (their
     drift is NOT_CHECKED, API_StackResourceDrift.html), so UpdateStack would fail on them again. A drift-aware
-    change set with this object's template reads the live roles instead: it makes the missing ones and updates the
-    rest (docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/drift-aware-change-sets.html)."""
+    change set with this object's template reads the live resources instead, which makes the missing roles and
+    updates the rest (docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/drift-aware-change-sets.html; the
+    page does not say so of a skipped resource in as many words, docs/design-decisions.md). None: nothing to do
+    here after all (the change set found nothing to change)."""
     name = status.stack_name or ""
+    preparing = AwsResult(
+        Verdict(
+            "False", "RepairingDrift", f"preparing the update of {name} that makes its deleted roles again"
+        ),
+        requeue_after=settings.in_progress_seconds,
+    )
     if status.repair_change_set_id:
-        state, why = stacks.change_set_status(status.repair_change_set_id)
-        if state in ("CREATE_PENDING", "CREATE_IN_PROGRESS"):
-            return AwsResult(
-                Verdict(
-                    "False", "RepairingDrift", f"preparing the update of {name} that makes its roles again"
-                ),
-                requeue_after=settings.in_progress_seconds,
-            )
-        if state == "CREATE_COMPLETE":
+        change_set = stacks.change_set_status(status.repair_change_set_id)
+        if change_set.status in ("CREATE_PENDING", "CREATE_IN_PROGRESS"):
+            return preparing
+        if change_set.status == "CREATE_COMPLETE" and change_set.template_hash == template_hash:
             stacks.execute_change_set(status.repair_change_set_id)
-            status.repair_change_set_id, status.skipped_roles = None, []
+            status.repair_change_set_id, status.roles_remade_for = None, template_hash
             status.stack_status, status.template_hash = "UPDATE_IN_PROGRESS", template_hash
             status.failed_template_hash = None
             message = (
@@ -758,19 +768,27 @@ def _update_making_roles_again(
                 events=[Event("Normal", "StackUpdating", message)],
                 requeue_after=settings.in_progress_seconds,
             )
-        if state == "FAILED":
+        if change_set.status != "GONE":  # failed, or made for another template (the spec changed meanwhile)
             stacks.delete_change_set(status.repair_change_set_id)
-            status.failed_template_hash = template_hash
         status.repair_change_set_id = None
-        if state == "FAILED":
-            message = f"the update of stack {name} that makes its deleted roles again could not be prepared: {why}. Fix the cause, then request a reconcile."
+        if change_set.empty:
+            return None
+        if change_set.status == "FAILED":
+            status.failed_template_hash = template_hash
+            message = (
+                f"the update of stack {name} that makes its deleted roles again could not be prepared: "
+                f"{change_set.reason}. Fix the cause, then request a reconcile."
+            )
             return AwsResult(
                 Verdict("False", "StackUpdateFailed", message),
                 stalled=Verdict("True", "StackUpdateFailed", message),
                 events=[Event("Warning", "StackUpdateFailed", message)],
             )
     if status.failed_template_hash == template_hash and not target.reconcile_requested:
-        message = f"the update of stack {name} that makes its deleted roles again could not be prepared. Fix the cause, then request a reconcile."
+        message = (
+            f"the update of stack {name} that makes its deleted roles again could not be prepared. Fix the cause, "
+            "then request a reconcile."
+        )
         return AwsResult(
             Verdict("False", "StackUpdateFailed", message),
             stalled=Verdict("True", "StackUpdateFailed", message),
@@ -779,10 +797,7 @@ def _update_making_roles_again(
     status.repair_change_set_id = stacks.start_drift_repair(
         name, parameters, (body, template_hash, target.owner)
     )
-    return AwsResult(
-        Verdict("False", "RepairingDrift", f"preparing the update of {name} that makes its roles again"),
-        requeue_after=settings.in_progress_seconds,
-    )
+    return preparing
 
 
 def _after_failed_create(
@@ -848,7 +863,7 @@ def _check_drift(
     if target.reconcile_requested and status.drift_detection_id:
         status.drift_detection_id = None  # it may predate the request: look again from now
     if status.repair_change_set_id:
-        state, _why = stacks.change_set_status(status.repair_change_set_id)
+        state = stacks.change_set_status(status.repair_change_set_id).status
         if state == "CREATE_COMPLETE":
             stacks.execute_change_set(status.repair_change_set_id)
             status.repair_change_set_id = None

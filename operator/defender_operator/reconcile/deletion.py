@@ -259,6 +259,10 @@ def finalize(
         return Cleanup(True, "cleaned up; Terraform-managed roles are yours to destroy", events=events)
     if stack is not None and owner.owns(stack.tags):
         ledger.proof("aws").check(stack.created, stack.stack_id, f"stack {stack_name}")
+        if stack.in_progress and stack.status != "DELETE_IN_PROGRESS":
+            # CloudFormation refuses to delete a stack in the middle of an update or a rollback: wait for it
+            message = f"waiting for stack {stack_name} to finish {stack.status} before deleting it"
+            return Cleanup(False, message, in_progress_seconds, events)
         if stack.status != "DELETE_IN_PROGRESS":
             account.stacks.delete(stack.stack_id)
             if stack.status == "DELETE_FAILED":

@@ -8,8 +8,8 @@
   UPDATE_ROLLBACK_COMPLETE with the previous template, parameters and stack tags restored; a failed delete ends in DELETE_FAILED
   (.../UserGuide/using-cfn-describing-stacks.html, "Stack status codes"). moto raises the resource's error from the
   API call instead and leaves half-created resources behind.
-- Idempotency tokens: a CreateStack or UpdateStack that carries a ClientRequestToken the stack has already seen is a
-  retry of that request, answered with the stack's id and applied no second time
+- Idempotency tokens: a CreateStack, UpdateStack or ContinueUpdateRollback that carries a ClientRequestToken the
+  stack has already seen is a retry of that request, answered with the stack's id and applied no second time
   (.../APIReference/API_UpdateStack.html, "ClientRequestToken": "so that CloudFormation knows that you're not
   attempting to update a stack with the same name"). moto ignores the token, which would hide a client that reuses
   one token for a new attempt (the attempt would silently do nothing in AWS).
@@ -325,6 +325,8 @@ def _continue_update_rollback(self: CloudFormationResponse) -> ActionResult:
 
     def put_back() -> None:
         resources = stack.resource_map
+        if parameters:
+            resources.input_parameters = parameters
         for logical_id in sorted(set(failed) - skip):
             resources._parsed_resources[logical_id] = parsing.parse_and_update_resource(
                 logical_id,
@@ -333,8 +335,6 @@ def _continue_update_rollback(self: CloudFormationResponse) -> ActionResult:
                 stack.account_id,
                 stack.region_name,
             )
-        if parameters:
-            resources.input_parameters = parameters
 
     def finish() -> None:
         _roll_back(stack, put_back)
@@ -441,7 +441,7 @@ def apply() -> None:
     CloudFormationResponse.continue_update_rollback = _continue_update_rollback  # type: ignore[attr-defined]
     for name in ("create_stack", "update_stack", "create_stack_set", "update_stack_set"):
         _with_capability_check(name)
-    for name in ("create_stack", "update_stack"):
+    for name in ("create_stack", "update_stack", "continue_update_rollback"):
         _with_request_token(name)
     parsing.parse_and_create_resource = _tracking(parsing.parse_and_create_resource)
     parsing.parse_and_update_resource = _tracking(parsing.parse_and_update_resource)

@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from moto.cloudformation.exceptions import CloudFormationError, ValidationError
 from moto.cloudformation.parsing import clean_json
 from moto.cloudformation.responses import CloudFormationResponse
 from moto.core.responses import ActionResult
@@ -178,12 +179,29 @@ def revert_role_drift(stack: Any) -> None:
 _original_create_change_set = CloudFormationResponse.create_change_set
 
 
+class InvalidChangeSetStatus(CloudFormationError):
+    code = "InvalidChangeSetStatus"
+
+
 def _create_change_set(self: CloudFormationResponse) -> ActionResult:
-    if self._get_param("DeploymentMode") != "REVERT_DRIFT":
-        return _original_create_change_set(self)
-    self._validate_different_update = lambda *args: None  # type: ignore[method-assign]
+    if self._get_param("ChangeSetType", "CREATE") == "UPDATE":
+        # a stack that cannot be updated gets no update change set either
+        stack = self.cloudformation_backend.get_stack(self._get_param("StackName"))
+        if stack.status.endswith("_IN_PROGRESS") or stack.status == "UPDATE_ROLLBACK_FAILED":
+            raise ValidationError(
+                stack.stack_id,
+                message=f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated.",
+            )
+    reverting = self._get_param("DeploymentMode") == "REVERT_DRIFT"
+    if reverting:
+        self._validate_different_update = lambda *args: None  # type: ignore[method-assign]
     result = _original_create_change_set(self)
     change_set = self.cloudformation_backend.change_sets[result.result["Id"]]  # type: ignore[index]
+    if change_set.change_set_type == "UPDATE":
+        # DescribeChangeSet gives the change set's tags as a list of Key/Value, which moto's dict serialises as []
+        change_set.tags = [{"Key": k, "Value": v} for k, v in (change_set.tags or {}).items()]  # type: ignore[assignment]
+    if not reverting:
+        return result
     change_set.deployment_mode = "REVERT_DRIFT"  # type: ignore[attr-defined]
     drifted = [
         d
@@ -204,15 +222,31 @@ def _execute_change_set(backend: Any, change_set_name: str, stack_name: str | No
     if change_set.change_set_type != "UPDATE":
         _original_execute(backend, change_set_name, stack_name)
         return
+    if change_set.execution_status != "AVAILABLE":  # executed already, or obsolete
+        raise InvalidChangeSetStatus(
+            f"ChangeSet [{change_set.change_set_id}] cannot be executed in its current execution status of "
+            f"[{change_set.execution_status}]"
+        )
     stack = backend.stacks[change_set.stack_id]
+    if stack.status.endswith("_IN_PROGRESS") or stack.status == "UPDATE_ROLLBACK_FAILED":
+        raise InvalidChangeSetStatus(
+            f"ChangeSet [{change_set.change_set_id}] cannot be executed while the stack is {stack.status}"
+        )
+    # "CloudFormation deletes all other change sets associated with the stack because they aren't valid for the
+    # updated stack" (API_ExecuteChangeSet.html)
+    for other in [
+        k for k, c in backend.change_sets.items() if c.stack_id == stack.stack_id and c is not change_set
+    ]:
+        del backend.change_sets[other]
     stack.revert_drift = getattr(change_set, "deployment_mode", None) == "REVERT_DRIFT"
     change_set.execution_status = "EXECUTE_COMPLETE"
     # the change set's stack tags, when it has any (UpdateStack's rule: none given, the stack's are kept)
+    tags = {t["Key"]: t["Value"] for t in change_set.tags or []}
     stack.update(
         change_set.template,
         change_set.role_arn,
         parameters=change_set.parameters,
-        tags=change_set.tags or None,
+        tags=tags or None,
     )
 
 
