@@ -158,8 +158,11 @@ def test_objects_that_never_wrote_are_released_at_once(
         wait_condition(kubeconfig, namespace, "mismatch", "Stalled", "True", reason="AccountMismatch")
         wait_condition(kubeconfig, namespace, "missing", "Stalled", "True", reason="CredentialsSecretMissing")
         wait_condition(kubeconfig, namespace, "denied", "Stalled", "True", reason="AWSAccessDenied")
+        # all three before any is deleted: a deletion gives back its object's claim in the account, which wakes the
+        # others, and a pass of theirs records a write it is about to try (a busy run saw it)
         for name in ("mismatch", "missing", "denied"):
             assert "firstCloudWrite" not in get_object(kubeconfig, namespace, name)["status"]  # type: ignore[index]
+        for name in ("mismatch", "missing", "denied"):
             kubectl(kubeconfig, "delete", "awsc", "-n", namespace, name, "--wait=false", check=True)
         for name in ("mismatch", "missing", "denied"):
             wait_gone(kubeconfig, namespace, name, timeout=45)  # not a 10-minute retry loop
