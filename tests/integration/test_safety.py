@@ -43,6 +43,7 @@ from tests.support.onboarding import (
     defender_roles,
     delete,
     drift_checked,
+    fresh_account,
     manifest,
     onboarded,
     request_reconcile,
@@ -442,7 +443,9 @@ def test_another_teams_connector_of_the_same_name_is_never_touched(
 ) -> None:
     m = manifest(namespace)
     url = connector_url("acme", m["spec"]["azure"]["resourceGroup"])
-    theirs = "300011112222"
+    theirs = (
+        fresh_account()
+    )  # not a fixed id: their connector is left in place, and would onboard it for others
     made = send(arm_client(sandbox), "PUT", url, foreign_connector_body(theirs))
     assert made.status_code == 201
     assert apply(kubeconfig, m).returncode == 0

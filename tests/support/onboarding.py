@@ -18,9 +18,15 @@ _accounts = itertools.count(200011112222)
 MS_PROVIDER = "sts.windows.net/33e01921-4d64-4f8c-a055-5bdaffd5e33d/"
 
 
+def fresh_account() -> str:
+    """An AWS account id no other test of this process uses: a connector's account is unique in a subscription
+    (Defender refuses a second connector for it), and each worker's ARM emulator outlives the tests it serves."""
+    return str(next(_accounts))
+
+
 def manifest(namespace: str, name: str = "acme", account: str | None = None, **spec: Any) -> dict[str, Any]:
     """A manifest for a fresh account, reached by assuming a role in it (moto honours that across accounts)."""
-    account = account or str(next(_accounts))
+    account = account or fresh_account()
     m = base_manifest(name, namespace, account)
     m["spec"]["aws"]["credentials"] = {"roleArn": f"arn:aws:iam::{account}:role/defender-onboarding"}
     m["spec"]["azure"]["resourceGroup"] = f"rg-{namespace}"
