@@ -15,6 +15,12 @@ from .api import AwsClientError, call
 HASH_TAG = "defender-operator-template-hash"
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
 FAILED_RESOURCE_STATES = {"CREATE_FAILED", "UPDATE_FAILED", "DELETE_FAILED"}
+# The stack events of a continued rollback after the one that failed, newest first (User Guide, "Stack status codes")
+ROLLBACK_ENDING = {
+    "UPDATE_ROLLBACK_COMPLETE",
+    "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS",
+    "UPDATE_ROLLBACK_IN_PROGRESS",
+}
 
 
 @dataclass(frozen=True)
@@ -219,10 +225,7 @@ class Stacks:
                     break  # the start of the rollback that failed
                 if state == "UPDATE_ROLLBACK_FAILED":
                     collecting = True
-                elif not collecting and state not in (
-                    "UPDATE_ROLLBACK_COMPLETE",
-                    "UPDATE_ROLLBACK_IN_PROGRESS",
-                ):
+                elif not collecting and state not in ROLLBACK_ENDING:
                     return []  # the latest operation is something else
                 continue
             if collecting and event["ResourceStatus"] == "UPDATE_FAILED":

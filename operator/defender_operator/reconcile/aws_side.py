@@ -301,6 +301,10 @@ def _reconcile_stack(
     if stack.status == "UPDATE_ROLLBACK_FAILED" and not adopting:
         gone = stacks.roles_gone_in_failed_rollback(stack.stack_id)
         if gone and (status.roles_remade_for != template_hash or target.reconcile_requested):
+            if target.reconcile_requested:
+                status.roles_remade_for = (
+                    None  # a person asks for another try: the next pass makes them again
+                )
             return _finish_rollback_without(stacks, stack, status, gone, settings, ledger)
     if stack.status in NEEDS_A_PERSON:
         reason = why_failed(target, stacks, stack)
@@ -314,7 +318,11 @@ def _reconcile_stack(
     if (
         stack.status == "UPDATE_ROLLBACK_COMPLETE"
         and not adopting
-        and (status.roles_remade_for != template_hash or target.reconcile_requested)
+        and (
+            status.roles_remade_for != template_hash
+            or target.reconcile_requested
+            or status.repair_change_set_id  # one under way (a person's request started it)
+        )
         and stacks.roles_gone_in_failed_rollback(stack.stack_id)
     ):
         remaking = _update_making_roles_again(
@@ -357,6 +365,10 @@ def _reconcile_stack(
         ledger.adopted(stack.stack_id)
     elif changed:
         ledger.proof("aws").check(stack.created, stack.stack_id, f"stack {status.stack_name}")
+    if changed and status.repair_change_set_id:
+        # a change set made for what the stack was (a drift repair, an older template) must not run after this update
+        stacks.delete_change_set(status.repair_change_set_id)
+        status.repair_change_set_id = None
     if changed and stacks.update(status.stack_name or "", body, template_hash, parameters, owner):
         status.stack_status, status.template_hash = "UPDATE_IN_PROGRESS", template_hash
         status.failed_template_hash = None
@@ -710,7 +722,14 @@ def _finish_rollback_without(
     name = status.stack_name or ""
     ledger.proof("aws").check(stack.created, stack.stack_id, f"stack {name}")
     events = []
-    if stacks.continue_rollback(stack.stack_id, gone):
+    if not stacks.continue_rollback(stack.stack_id, gone):
+        again = stacks.observe(name)
+        if again is not None and again.status == "UPDATE_ROLLBACK_FAILED":  # refused, not overtaken
+            message = f"stack {name} is UPDATE_ROLLBACK_FAILED and CloudFormation refused to finish the rollback without its deleted roles ({', '.join(gone)}). Fix it in AWS, then request a reconcile."
+            return AwsResult(
+                Verdict("False", "StackFailed", message), stalled=Verdict("True", "StackFailed", message)
+            )
+    else:
         status.stack_status = "UPDATE_ROLLBACK_IN_PROGRESS"
         message = (
             f"roles of stack {name} were deleted outside the operator: {', '.join(gone)}; an update met them and "
