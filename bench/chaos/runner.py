@@ -759,16 +759,27 @@ class Runner:
         return f"cluster-{out.stdout.strip()}"
 
     def _sentinel(self, world: World, account: str) -> None:
+        """Sentinel joins the account's Microsoft identity provider, or makes it. The operator races it as it would
+        in AWS (it may make or delete the provider between Sentinel's two calls), so a refused call is tried again."""
         iam = aws_in(self.sandbox, account, "iam")
         arn = f"arn:aws:iam::{account}:oidc-provider/{MS_PROVIDER}"
-        try:
-            iam.add_client_id_to_open_id_connect_provider(
-                OpenIDConnectProviderArn=arn, ClientID=SENTINEL_AUDIENCE
-            )
-        except iam.exceptions.NoSuchEntityException:
-            iam.create_open_id_connect_provider(
-                Url=f"https://{MS_PROVIDER}", ClientIDList=[SENTINEL_AUDIENCE], ThumbprintList=["0" * 40]
-            )
+        for _ in range(5):
+            try:
+                iam.add_client_id_to_open_id_connect_provider(
+                    OpenIDConnectProviderArn=arn, ClientID=SENTINEL_AUDIENCE
+                )
+                break
+            except iam.exceptions.NoSuchEntityException:
+                pass
+            try:
+                iam.create_open_id_connect_provider(
+                    Url=f"https://{MS_PROVIDER}", ClientIDList=[SENTINEL_AUDIENCE], ThumbprintList=["0" * 40]
+                )
+                break
+            except iam.exceptions.EntityAlreadyExistsException:
+                pass
+        else:
+            raise RuntimeError(f"Sentinel could not join or make the identity provider in {account}")
         world.sentinel_accounts.add(account)
         world.touched.add(account)
 
