@@ -287,10 +287,8 @@ def install_crd(plane: ControlPlane, crd: dict[str, Any]) -> None:
 
 
 def apply_admission(plane: ControlPlane, objects: list[dict[str, Any]]) -> None:
-    """Server-side apply admissionregistration.k8s.io/v1 objects (the ValidatingAdmissionPolicy and its binding)."""
+    """Server-side apply admissionregistration.k8s.io/v1 objects (the admission policies and their bindings)."""
     for obj in objects:
-        plural = {"ValidatingAdmissionPolicy": "validatingadmissionpolicies"}.get(
-            obj["kind"], "validatingadmissionpolicybindings"
-        )
+        plural = f"{obj['kind'].lower()}s".replace("policys", "policies")
         path = f"/apis/admissionregistration.k8s.io/v1/{plural}/{obj['metadata']['name']}"
         api_request(plane, "PATCH", f"{path}?fieldManager=defender-operator-sandbox&force=true", obj)
