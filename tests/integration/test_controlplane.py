@@ -27,8 +27,21 @@ def namespace(kubeconfig: Path) -> Iterator[str]:
     kubectl(kubeconfig, "create", "namespace", name, check=True)
     kubectl(kubeconfig, "create", "namespace", "security")  # the examples' namespace (may exist already)
     yield name
-    # No operator runs in this module: the objects it leaves would be onboarded by the next module's operator.
+    # No operator runs in this module: the objects it leaves would be onboarded by the next module's operator, and
+    # they carry the operator's finalizer from the admission policy, so it is taken off first (they wrote nothing).
     for space in (name, "security"):
+        names = kubectl(kubeconfig, "get", "awsconnectors", "-n", space, "-o", "name").stdout.split()
+        for obj in names:
+            kubectl(
+                kubeconfig,
+                "patch",
+                obj,
+                "-n",
+                space,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+            )
         kubectl(kubeconfig, "delete", "awsconnectors", "--all", "-n", space, "--wait=false")
 
 
