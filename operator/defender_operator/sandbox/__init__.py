@@ -115,6 +115,7 @@ def up(state: Path, *, emulators: bool = True, async_stack_seconds: float = 0.0)
     """Start the sandbox in ``state`` (after cleaning up whatever an earlier run left there)."""
     from ..api.admission import admission_objects, finalizer_objects
     from ..api.crd import all_definitions
+    from ..api.names import API_VERSION, KIND, PLURAL
 
     down(state)
     state.mkdir(parents=True)
@@ -129,6 +130,7 @@ def up(state: Path, *, emulators: bool = True, async_stack_seconds: float = 0.0)
             controlplane.apply_admission(plane, admission_objects())
             # and every new AWSConnector is created with the operator's finalizer (the sandbox's operator watches all)
             controlplane.apply_admission(plane, finalizer_objects())
+            controlplane.wait_mutable(plane, API_VERSION, KIND, PLURAL)
             sandbox = Sandbox(state=state, control_plane=plane, **(clouds.result() if clouds else {}))
         sandbox.save()
         return sandbox
