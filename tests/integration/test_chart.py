@@ -54,7 +54,7 @@ def test_helm_lint_is_clean() -> None:
 
 
 def test_the_chart_carries_the_generated_crds_and_admission_policy() -> None:
-    for name in ("awsconnectors.yaml", "onboardingpolicies.yaml", "admission.yaml", "finalizer.yaml"):
+    for name in ("awsconnectors.yaml", "onboardingpolicies.yaml", "admission.yaml"):
         assert (CHART / "files" / name).read_text() == (REPO / "crds" / name).read_text()
     docs = template()
     crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
@@ -88,30 +88,6 @@ def test_the_chart_carries_the_generated_crds_and_admission_policy() -> None:
     assert policy["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation"
     assert policy["metadata"]["annotations"]["defender-operator.io/deletion-grace"] == "true"
     assert not [d for d in template("--set", "crds.enabled=false") if d["kind"] == "CustomResourceDefinition"]
-
-
-def test_the_finalizer_policy_where_the_cluster_has_it_and_only_in_the_watched_namespaces() -> None:
-    """Issue 29: the MutatingAdmissionPolicy that gives new AWSConnectors the operator's finalizer is rendered only
-    for a cluster that serves it (Kubernetes 1.36 and later: Helm's capabilities, which Argo CD and Flux pass too),
-    and with watchNamespaces only for those namespaces, under the release's own names: an object elsewhere would keep
-    a finalizer no operator of this release removes."""
-    has = ("--api-versions", "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy")
-    kinds = {"MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"}
-    assert not kinds & {d["kind"] for d in template()}
-    assert not kinds & {d["kind"] for d in template(*has, "--set", "finalizerPolicy.enabled=false")}
-    everywhere = {d["kind"]: d for d in template(*has) if d["kind"] in kinds}
-    assert everywhere["MutatingAdmissionPolicyBinding"]["spec"] == {
-        "policyName": everywhere["MutatingAdmissionPolicy"]["metadata"]["name"]
-    }
-    shard = {
-        d["kind"]: d for d in template(*has, "--set-json", 'watchNamespaces=["a","b"]') if d["kind"] in kinds
-    }
-    policy, binding = shard["MutatingAdmissionPolicy"], shard["MutatingAdmissionPolicyBinding"]
-    assert policy["metadata"]["name"].startswith("defender-operator-")
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
-        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["a", "b"]}
-    ]
 
 
 def test_deployment_is_locked_down() -> None:
@@ -239,7 +215,6 @@ def test_the_packaged_chart_installs_on_the_api_server(kubeconfig: Path, tmp_pat
     rendered = helm(
         "template", "defender-operator", str(archive), "--namespace", RELEASE_NAMESPACE,
         "--kube-version", binaries.KUBERNETES_VERSION.lstrip("v"),
-        "--api-versions", "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy",  # as the sandbox serves it
         "--set-json", 'onboardingPolicies={"packaged":{"namespaces":{"names":["payments"]}}}',
     )  # fmt: skip
     assert rendered.returncode == 0, rendered.stderr

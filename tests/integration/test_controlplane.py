@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from defender_operator.api.names import FINALIZER, GROUP, PLURAL, VERSION
+from defender_operator.api.names import GROUP, PLURAL, VERSION
 from defender_operator.sandbox import Sandbox, binaries
 from tests.support.gitops import kstatus
 from tests.support.kube import api_client, apply, kubectl
@@ -27,21 +27,8 @@ def namespace(kubeconfig: Path) -> Iterator[str]:
     kubectl(kubeconfig, "create", "namespace", name, check=True)
     kubectl(kubeconfig, "create", "namespace", "security")  # the examples' namespace (may exist already)
     yield name
-    # No operator runs in this module: the objects it leaves would be onboarded by the next module's operator, and
-    # they carry the operator's finalizer from the admission policy, so it is taken off first (they wrote nothing).
+    # No operator runs in this module: the objects it leaves would be onboarded by the next module's operator.
     for space in (name, "security"):
-        names = kubectl(kubeconfig, "get", "awsconnectors", "-n", space, "-o", "name").stdout.split()
-        for obj in names:
-            kubectl(
-                kubeconfig,
-                "patch",
-                obj,
-                "-n",
-                space,
-                "--type=merge",
-                "-p",
-                '{"metadata":{"finalizers":null}}',
-            )
         kubectl(kubeconfig, "delete", "awsconnectors", "--all", "-n", space, "--wait=false")
 
 
@@ -157,30 +144,6 @@ def test_an_object_nobody_has_looked_at_is_in_progress_for_kstatus(kubeconfig: P
     )
     assert obj["status"] == {"observedGeneration": 0}
     assert kstatus([obj]) == ["InProgress"]
-
-
-def test_every_object_is_created_with_the_operators_finalizer(kubeconfig: Path, namespace: str) -> None:
-    """Issue 29: the API server gives a new AWSConnector the operator's finalizer (a MutatingAdmissionPolicy), so
-    the operator does not PATCH it in, one write less per new object; no operator runs here. A finalizer of someone
-    else's is kept, ours is never doubled, and an object that exists is not touched (CREATE only)."""
-
-    def finalizers(name: str) -> list[str]:
-        out = kubectl(kubeconfig, "get", "awsc", "-n", namespace, name, "-o", "json", check=True).stdout
-        return list(json.loads(out)["metadata"].get("finalizers") or [])
-
-    plain, kept, ours = (base_manifest(n, namespace) for n in ("fin-plain", "fin-kept", "fin-ours"))
-    kept["metadata"]["finalizers"] = ["example.com/keep"]
-    ours["metadata"]["finalizers"] = [FINALIZER]
-    for m in (plain, kept, ours):
-        assert apply(kubeconfig, m).returncode == 0
-    assert finalizers("fin-plain") == [FINALIZER]
-    assert finalizers("fin-kept") == ["example.com/keep", FINALIZER]
-    assert finalizers("fin-ours") == [FINALIZER]
-    kubectl(kubeconfig, "patch", "awsc", "-n", namespace, "fin-plain", "--type=json", "-p",
-            '[{"op": "remove", "path": "/metadata/finalizers"}]', check=True)  # fmt: skip
-    assert finalizers("fin-plain") == []
-    kubectl(kubeconfig, "patch", "awsc", "-n", namespace, "fin-kept", "--type=merge", "-p",
-            json.dumps({"metadata": {"finalizers": None}}), check=True)  # fmt: skip
 
 
 def test_explain_teaches_the_fields(kubeconfig: Path) -> None:

@@ -17,7 +17,6 @@ from .names import (
     API_VERSION,
     EFFECTIVE_KIND,
     EFFECTIVE_NAME,
-    FINALIZER,
     GROUP,
     PLURAL,
 )
@@ -26,7 +25,6 @@ from .spec import AWSConnectorSpec
 POLICY_NAME = f"{PLURAL}.{GROUP}"
 FROZEN_NAME = f"{PLURAL}-deleting.{GROUP}"
 HANDLER_STATE_NAME = f"{PLURAL}-handler-state.{GROUP}"
-FINALIZER_NAME = f"{PLURAL}-finalizer.{GROUP}"
 USER_ANNOTATIONS = (ANNOTATION_ADOPT, ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT)
 
 
@@ -225,45 +223,6 @@ def handler_state_binding() -> dict[str, Any]:
     return _binding(HANDLER_STATE_NAME)
 
 
-def finalizer_policy() -> dict[str, Any]:
-    """Every AWSConnector is created with the operator's finalizer, so the operator need not add it with a write of
-    its own: one PATCH less per new object, and no pass waits for it (issue 29, docs/performance.md). Kopf adds the
-    finalizer itself where it is missing, so this policy is an optimization only: it fails open (``Ignore``), and a
-    cluster without MutatingAdmissionPolicy (before Kubernetes 1.36) or without this policy behaves as before. It
-    gives a tenant nothing: anyone who may create an AWSConnector may name this finalizer, or remove it, already."""
-    expression = (
-        f"has(object.metadata.finalizers) ? "
-        f"[JSONPatch{{op: 'add', path: '/metadata/finalizers/-', value: '{FINALIZER}'}}] : "
-        f"[JSONPatch{{op: 'add', path: '/metadata/finalizers', value: ['{FINALIZER}']}}]"
-    )
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingAdmissionPolicy",
-        "metadata": {"name": FINALIZER_NAME, "labels": dict(_LABELS)},
-        "spec": {
-            "failurePolicy": "Ignore",
-            "matchConstraints": _on("CREATE"),
-            "matchConditions": [
-                {
-                    "name": "without-the-finalizer",
-                    "expression": f"!has(object.metadata.finalizers) || !('{FINALIZER}' in object.metadata.finalizers)",
-                }
-            ],
-            "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": expression}}],
-            "reinvocationPolicy": "Never",
-        },
-    }
-
-
-def finalizer_binding() -> dict[str, Any]:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingAdmissionPolicyBinding",
-        "metadata": {"name": FINALIZER_NAME, "labels": dict(_LABELS)},
-        "spec": {"policyName": FINALIZER_NAME},
-    }
-
-
 _LABELS = {"app.kubernetes.io/part-of": "defender-operator"}
 
 
@@ -302,10 +261,3 @@ def admission_objects() -> list[dict[str, Any]]:
         handler_state_policy(),
         handler_state_binding(),
     ]
-
-
-def finalizer_objects() -> list[dict[str, Any]]:
-    """The MutatingAdmissionPolicy that gives new AWSConnectors the finalizer, and its binding (crds/finalizer.yaml,
-    the chart where the cluster has the API, the sandbox). Apart from the others: Kubernetes before 1.36 has no
-    MutatingAdmissionPolicy, and the binding is narrowed to the namespaces an operator watches."""
-    return [finalizer_policy(), finalizer_binding()]

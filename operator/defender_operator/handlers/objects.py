@@ -261,8 +261,7 @@ async def _one_pass_of(runtime: Runtime, body: Any, indexes: Any) -> float:
     if meta.get("deletionTimestamp") or meta.get("uid") in runtime.deleting:
         return runtime.settings.resync_seconds
     if FINALIZER not in (meta.get("finalizers") or []):
-        # The finalizer comes first (from the admission policy at creation, or Kopf's PATCH); until then a write
-        # could outlive an object deleted at once.
+        # Kopf adds the finalizer first; until then a write could outlive an object deleted at once.
         return runtime.settings.in_progress_seconds
     forged = [key for key in PROGRESS.make_keys(CLEANUP_HANDLER) if key in (meta.get("annotations") or {})]
     if forged:

@@ -113,9 +113,8 @@ def down(state: Path, keep_logs: Path | None = None) -> list[str]:
 
 def up(state: Path, *, emulators: bool = True, async_stack_seconds: float = 0.0) -> Sandbox:
     """Start the sandbox in ``state`` (after cleaning up whatever an earlier run left there)."""
-    from ..api.admission import admission_objects, finalizer_objects
+    from ..api.admission import admission_objects
     from ..api.crd import all_definitions
-    from ..api.names import API_VERSION, KIND, PLURAL
 
     down(state)
     state.mkdir(parents=True)
@@ -128,9 +127,6 @@ def up(state: Path, *, emulators: bool = True, async_stack_seconds: float = 0.0)
                 controlplane.install_crd(plane, crd)
             # As the chart installs it: AWSConnectors that no ClusterOnboardingPolicy allows are refused at apply.
             controlplane.apply_admission(plane, admission_objects())
-            # and every new AWSConnector is created with the operator's finalizer (the sandbox's operator watches all)
-            controlplane.apply_admission(plane, finalizer_objects())
-            controlplane.wait_mutable(plane, API_VERSION, KIND, PLURAL)
             sandbox = Sandbox(state=state, control_plane=plane, **(clouds.result() if clouds else {}))
         sandbox.save()
         return sandbox

@@ -286,29 +286,11 @@ def install_crd(plane: ControlPlane, crd: dict[str, Any]) -> None:
     raise ControlPlaneError(f"CRD {name} not Established after {READY_TIMEOUT:.0f}s")
 
 
-def wait_mutable(plane: ControlPlane, api_version: str, kind: str, plural: str) -> None:
-    """Wait until a create of ``kind`` passes the mutating admission policies. A MutatingAdmissionPolicy applies its
-    patch with the resource's schema, which the API server loads from the CRD's OpenAPI a moment after the CRD is
-    Established; until then it refuses every create of the kind (503 ServiceUnavailable: "Resource kind ... not
-    found. There can be a delay ..."), its failurePolicy notwithstanding. A server-side dry run of an empty object:
-    any answer but that 503 (the schema's refusal of the empty spec, usually) means admission knows the kind."""
-    path = f"/apis/{api_version}/namespaces/default/{plural}?dryRun=All"
-    body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "sandbox-probe"}, "spec": {}}
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            api_request(plane, "POST", path, body)
-            return
-        except ControlPlaneError as exc:
-            if ": 503 " not in str(exc):
-                return
-        time.sleep(0.1)
-    raise ControlPlaneError(f"{kind} not admitted after {READY_TIMEOUT:.0f}s")
-
-
 def apply_admission(plane: ControlPlane, objects: list[dict[str, Any]]) -> None:
-    """Server-side apply admissionregistration.k8s.io/v1 objects (the admission policies and their bindings)."""
+    """Server-side apply admissionregistration.k8s.io/v1 objects (the ValidatingAdmissionPolicy and its binding)."""
     for obj in objects:
-        plural = f"{obj['kind'].lower()}s".replace("policys", "policies")
+        plural = {"ValidatingAdmissionPolicy": "validatingadmissionpolicies"}.get(
+            obj["kind"], "validatingadmissionpolicybindings"
+        )
         path = f"/apis/admissionregistration.k8s.io/v1/{plural}/{obj['metadata']['name']}"
         api_request(plane, "PATCH", f"{path}?fieldManager=defender-operator-sandbox&force=true", obj)
