@@ -551,10 +551,13 @@ class Runner:
                 ]
                 for stack in stacks:
                     # the operator may start an update between the listing and the delete (a pass under way, a
-                    # catalog rollout): CloudFormation refuses the delete then, and the person leaves it (seed 56401's
-                    # lane met the same race in another step)
-                    with contextlib.suppress(ClientError):
+                    # catalog rollout): CloudFormation refuses the delete then (ValidationError, "... state and can
+                    # not be deleted"), and the person leaves it (seed 56401's lane met the same race in another step)
+                    try:
                         cf.delete_stack(StackName=stack["StackId"])
+                    except ClientError as exc:
+                        if exc.response["Error"]["Code"] != "ValidationError":
+                            raise
         elif step.op == "delete_role":
             self._delete_role(world, namespace, name, int(args["role"]))
         elif step.op == "rotate_secret":
