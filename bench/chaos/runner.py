@@ -352,8 +352,15 @@ class Runner:
             return {}
         found = {}
         for principal in eks.list_access_entries(clusterName=EKS_CLUSTER)["accessEntries"]:
-            entry = eks.describe_access_entry(clusterName=EKS_CLUSTER, principalArn=principal)["accessEntry"]
-            policies = eks.list_associated_access_policies(clusterName=EKS_CLUSTER, principalArn=principal)
+            try:
+                entry = eks.describe_access_entry(clusterName=EKS_CLUSTER, principalArn=principal)[
+                    "accessEntry"
+                ]
+                policies = eks.list_associated_access_policies(
+                    clusterName=EKS_CLUSTER, principalArn=principal
+                )
+            except eks.exceptions.ResourceNotFoundException:
+                continue  # deleted since the listing (the operator may still act): not there
             found[principal] = (
                 tuple(sorted((entry.get("tags") or {}).items())),
                 tuple(sorted(p["policyArn"] for p in policies["associatedAccessPolicies"])),
@@ -660,7 +667,10 @@ class Runner:
         world.drifted.add(uid)
         role = roles[which % len(roles)]
         iam = aws_in(self.sandbox, account, "iam")
-        with contextlib.suppress(iam.exceptions.NoSuchEntityException):  # deleted meanwhile (by its stack)
+        # deleted meanwhile (by its stack), or given a policy meanwhile (an update of its stack): the person gives up
+        with contextlib.suppress(
+            iam.exceptions.NoSuchEntityException, iam.exceptions.DeleteConflictException
+        ):
             delete_role_by_hand(iam, role)
 
     def _note_orphan(self, world: World, namespace: str, name: str) -> None:
@@ -771,7 +781,8 @@ class Runner:
 
     def _sentinel(self, world: World, account: str) -> None:
         """Sentinel joins the account's Microsoft identity provider, or makes it. The operator races it as it would
-        in AWS (it may make or delete the provider between Sentinel's two calls), so a refused call is tried again."""
+        in AWS (it may make or delete the provider between Sentinel's two calls), so a refused call is tried again;
+        only a join or a make that succeeded is recorded."""
         iam = aws_in(self.sandbox, account, "iam")
         arn = f"arn:aws:iam::{account}:oidc-provider/{MS_PROVIDER}"
         for _ in range(5):
@@ -790,7 +801,7 @@ class Runner:
             except iam.exceptions.EntityAlreadyExistsException:
                 pass
         else:
-            raise RuntimeError(f"Sentinel could not join or make the identity provider in {account}")
+            return  # the operator made and deleted it again five times over: Sentinel has not joined
         world.sentinel_accounts.add(account)
         world.touched.add(account)
 
@@ -1007,7 +1018,10 @@ class Runner:
         iam = aws_in(self.sandbox, account, "iam")
         providers = []
         for entry in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
-            found = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=entry["Arn"])
+            try:
+                found = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=entry["Arn"])
+            except iam.exceptions.NoSuchEntityException:
+                continue  # deleted since the listing: not there
             tags = sorted((t["Key"], t["Value"]) for t in found.get("Tags", []))
             providers.append((entry["Arn"], sorted(found["ClientIDList"]), tags))
         connectors = sorted(
@@ -1236,12 +1250,16 @@ class Runner:
     def _stack_sets(self, account: str) -> list[dict[str, Any]]:
         """The account's StackSets that are not deleted, described (template, tags)."""
         cf = aws_in(self.sandbox, account, "cloudformation")
-        return [
-            cf.describe_stack_set(StackSetName=summary["StackSetName"])["StackSet"]
-            for page in cf.get_paginator("list_stack_sets").paginate()
-            for summary in page["Summaries"]
-            if summary["Status"] != "DELETED"
-        ]
+        found = []
+        for page in cf.get_paginator("list_stack_sets").paginate():
+            for summary in page["Summaries"]:
+                if summary["Status"] == "DELETED":
+                    continue
+                try:
+                    found.append(cf.describe_stack_set(StackSetName=summary["StackSetName"])["StackSet"])
+                except cf.exceptions.StackSetNotFoundException:
+                    continue  # deleted since the listing: not there
+        return found
 
     def _members(self, world: World, obj: dict[str, Any], key: str) -> list[str]:
         """A Ready organization object has one StackSet of its own, current in exactly the member accounts its
@@ -1349,7 +1367,10 @@ class Runner:
                         f"leak: access entry of {principal} on {EKS_CLUSTER} of deleted {world.uids[uid]}"
                     )
             for entry in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
-                found = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=entry["Arn"])
+                try:
+                    found = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=entry["Arn"])
+                except iam.exceptions.NoSuchEntityException:
+                    continue  # deleted since the listing: nothing left
                 users = {
                     t["Value"].split("/", 1)[-1]
                     for t in found.get("Tags", [])
