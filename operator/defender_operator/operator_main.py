@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     ready_flag = threading.Event()
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(quiet_watch_close)
+        install_exit_handler()
         stop = _Stop()
         heartbeat = asyncio.create_task(_heartbeat(probes))
         elector = _elector(settings) if settings.leader_election else None
@@ -151,13 +151,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def install_exit_handler() -> None:
+    """The running loop reports through :func:`quiet_watch_close`."""
+    asyncio.get_running_loop().set_exception_handler(quiet_watch_close)
+
+
 def quiet_watch_close(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """asyncio's exception handler, but for one case: a watch stream of Kopf's that asyncio closes as the process
     exits. A stop that comes while Kopf is starting its watches (a rolling update stopping a new leader that has just
     taken the Lease) can leave one open, and asyncio's closing of it at exit then fails inside Kopf
     (``kopf/_cogs/clients/watching.py``: "generator didn't stop after athrow()"). The process is exiting and nothing
     is lost, so it is one WARNING line with its traceback at DEBUG, not an ERROR with a traceback that reads like a
-    crash on a rollout (campaign seed 285180 met it). Everything else goes to asyncio's default handler."""
+    crash on a rollout (the suite's chaos seed 285180 met it). Everything else goes to asyncio's default handler."""
     agen = context.get("asyncgen")
     code = getattr(agen, "ag_code", None)
     kopfs = code is not None and f"{os.sep}kopf{os.sep}" in code.co_filename
