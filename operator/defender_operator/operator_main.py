@@ -25,6 +25,7 @@ from . import handlers, kube_session, logs, metrics
 from .kube import load_config
 from .leader import LeaderElector
 from .render.catalog import use_catalog
+from .served import Insights
 from .settings import Settings, settings_from
 
 log = logging.getLogger("defender_operator")
@@ -109,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
                 keeper = asyncio.create_task(elector.keep_or_exit())
             leading.set(1)
             watcher = asyncio.create_task(_mark_ready(ready_flag, probes))
+            memo.insights = (
+                Insights()
+            )  # what Kopf serves; start-up makes sure it is all the operator's resources
             stop.kopf = True
             await kopf.operator(
                 clusterwide=not settings.namespaces,
@@ -117,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
                 memo=memo,
                 ready_flag=ready_flag,
                 registry=kopf.get_default_registry(),
+                insights=memo.insights,
             )
         finally:
             heartbeat.cancel()

@@ -14,6 +14,7 @@ from ..kube import Kube, api_server_unavailable, load_config, one_line
 from ..reconcile.clouds import Clouds
 from ..reconcile.rollout import Canaries, CatalogRollout
 from ..render.catalog import catalog_version
+from ..served import keep_served
 from ..settings import Settings
 from ..workers import Workers
 from .runtime import Runtime, configure_kopf
@@ -75,6 +76,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             operator.catalog_rollout_tolerated_failures,
         ),
     )
+    # in Kopf's context (its API calls need it), ended with the runtime's other tasks
+    served = asyncio.create_task(keep_served(memo.insights, settings, kopf.get_default_registry()))
+    memo.runtime.tasks.add(served)
+    served.add_done_callback(memo.runtime.tasks.discard)
     metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(operator.workers)
     metrics.precreate()
     log.info(
