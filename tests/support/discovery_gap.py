@@ -50,8 +50,13 @@ class DiscoveryGap:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP | {"content-length"}}
-                if path == "/apis":
-                    headers["Accept"] = "application/json"  # the plain APIGroupList, not aggregated discovery
+                if (
+                    path == "/apis"
+                ):  # the plain APIGroupList (not aggregated discovery), uncompressed, to rewrite
+                    headers = {
+                        k: v for k, v in headers.items() if k.lower() not in ("accept", "accept-encoding")
+                    }
+                    headers["Accept"] = "application/json"
                 upstream = http.client.HTTPSConnection(parts.hostname, parts.port, context=context)
                 try:
                     upstream.request(self.command, self.path, body=body, headers=headers)
