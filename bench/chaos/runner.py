@@ -499,12 +499,21 @@ class Runner:
             )
         elif step.op in ("pause", "unpause"):
             value = f"{ANNOTATION_PAUSED}=true" if step.op == "pause" else f"{ANNOTATION_PAUSED}-"
-            kubectl(self.kubeconfig, "annotate", "awsc", "-n", namespace, name, value, "--overwrite")
+            before = get_object(self.kubeconfig, namespace, name)
+            annotate = ("annotate", "awsc", "-n", namespace, name, value, "--overwrite")
+            annotated = kubectl(self.kubeconfig, *annotate).returncode == 0
             obj = get_object(self.kubeconfig, namespace, name)
-            if obj is not None and step.op == "pause":
-                world.paused.add(obj["metadata"]["uid"])
-                if obj["metadata"].get("deletionTimestamp"):  # paused while its deletion is under way
-                    world.orphans[obj["metadata"]["uid"]] = f"{namespace}/{name}"
+            if before is not None and annotated and step.op == "pause":
+                uid = before["metadata"]["uid"]
+                world.paused.add(uid)
+                # paused while its deletion is under way: read before, or after, or gone by then (the operator lets
+                # a paused object go at once, before the second read: seed 60000)
+                if (
+                    obj is None
+                    or obj["metadata"].get("deletionTimestamp")
+                    or before["metadata"].get("deletionTimestamp")
+                ):
+                    world.orphans[uid] = f"{namespace}/{name}"
             elif obj is not None:
                 world.paused.discard(obj["metadata"]["uid"])
         elif step.op == "reconcile":
