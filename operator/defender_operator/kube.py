@@ -78,6 +78,11 @@ class StatusConflict(Exception):
     """The object changed since the resourceVersion a status write was based on."""
 
 
+class ObjectGone(Exception):
+    """A status write that had to land found the object gone: deleted (its finalizer removed by hand, or by another
+    process's cleanup) or another object under its name."""
+
+
 class RecordConflict(Exception):
     """The OnboardingRecord changed (or was created) since it was read."""
 
@@ -146,7 +151,7 @@ class Kube:
         :class:`StatusConflict`): a status built from an old copy of the object never overwrites what was written
         after that copy, a pass's ``firstCloudWrite`` record above all, without reading the object before every
         write. Returns the object's new resourceVersion; None when the object is gone (deleted meanwhile, or another
-        one has its name: nothing to report on), unless ``must_exist``: then the refusal is raised."""
+        one has its name: nothing to report on), unless ``must_exist``: then :class:`ObjectGone` is raised."""
         patch: list[dict[str, Any]] = [
             {"op": "test", "path": "/metadata/uid", "value": uid},
             {"op": "add", "path": "/status", "value": _redacted(status, namespace)},
@@ -164,7 +169,9 @@ class Kube:
                 ) from None
             # 422: a failed test (another object has the name), or a status the schema refuses (raised)
             gone = exc.status == 404 or (exc.status == 422 and self.live_status(namespace, name, uid) is None)
-            if gone and not must_exist:
+            if gone:
+                if must_exist:
+                    raise ObjectGone(f"{namespace}/{name} (uid {uid}) is gone") from None
                 return None
             raise
         return str(cast(dict[str, Any], answer)["metadata"]["resourceVersion"])

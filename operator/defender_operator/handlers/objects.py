@@ -25,7 +25,7 @@ from ..api.names import (
 )
 from ..api.spec import AWSConnectorSpec
 from ..api.status import AWSConnectorStatus
-from ..kube import StatusConflict, api_server_unavailable, one_line
+from ..kube import ObjectGone, StatusConflict, api_server_unavailable, one_line
 from ..reconcile import conditions
 from ..reconcile.claims import Claim, Ticket, claim_of, claims_of, conflict_with, onboarding_key
 from ..reconcile.deletion import ORPHANED, released_by_orphan
@@ -313,6 +313,12 @@ async def _one_pass_of(runtime: Runtime, body: Any, indexes: Any) -> float:
         if conflict is not None and conflict.lapses_in is not None:
             return min(delay, conflict.lapses_in + 1)  # look again when the holder's claim lapses
         return delay
+    except ObjectGone:
+        # Deleted while the pass ran (its finalizer removed by hand, say), before the write the pass was about to
+        # make: not made, and a record the pass made for it alone went again (``WriteJournal._record``).
+        log.info("the object went while its pass ran; it wrote nothing more", extra={"object": target.key})
+        runtime.claims.forget(target.uid)
+        return runtime.settings.resync_seconds
     except StatusConflict:
         # The object changed again while a refused status write was retried (a person editing it, say): look again
         # soon, from a newer copy. Nothing is lost: a cloud write is made only after its record was written, and

@@ -34,7 +34,7 @@ from ..api.record import ObjectRef, OnboardingRecordSpec, SharedAudiences, recor
 from ..api.spec import AWSConnectorSpec
 from ..api.status import AWSConnectorStatus, FirstCloudWrite
 from ..errors import TerminalError
-from ..kube import Kube, RecordConflict, SecretDeleting, StatusConflict
+from ..kube import Kube, ObjectGone, RecordConflict, SecretDeleting, StatusConflict
 from . import role_names
 from .claims import Ticket, conflict_message
 from .ledger import CloudName, Unrecorded
@@ -588,8 +588,10 @@ class WriteJournal:
 
     def _record(self, status: AWSConnectorStatus | None, clouds: tuple[CloudName, ...]) -> None:
         """Record ``clouds`` as about to be written: in the OnboardingRecord, then in ``status`` (None: no status
-        write of its own, see ``__call__``). The status write raises when the object is gone: nothing is written
-        for an object no cleanup will follow."""
+        write of its own, see ``__call__``). The status write raises :class:`ObjectGone` when the object is gone:
+        nothing is written for an object no cleanup will follow, and a record this leaves with no write is deleted
+        (with the Secrets it held), since the operator marks a gone object's record as it goes, which may be before
+        this pass made it (the campaign's seed 62200)."""
         self._claim()
         stamp = now()
         record = self._snapshot(clouds, stamp)
@@ -599,12 +601,23 @@ class WriteJournal:
         if status is not None:
             try:
                 self._put(status, lambda: self._known, must_exist=True)
-            except BaseException:
+            except BaseException as exc:
                 # Nothing was written in a cloud yet: a record kept for this call would be a write never made, which
                 # the next passes would take into the status (the record keeps an earlier moment), ranking the object
                 # as one that wrote for good, credentials that never work and all.
                 self._withdraw({cloud for cloud in clouds if cloud in self.new})
+                if isinstance(exc, ObjectGone):
+                    self._let_go_if_empty()
                 raise
+
+    def _let_go_if_empty(self) -> None:
+        """The object is gone and this pass's record has no write: an inventory of nothing, which no cleanup and no
+        later pass would ever delete. It goes, and the Secrets held for it are let go."""
+        record = self.book.record if self.book.loaded else None
+        if record is None or record.written.aws or record.written.azure:
+            return  # nothing recorded here, or a write of an earlier pass: the record stays, marked abandoned
+        release_held(self.kube, self.target.namespace, self.target.uid, record.connector, record)
+        self.book.record, self.book.version = None, None
 
     def _withdraw(self, clouds: set[str]) -> None:
         """Take ``clouds``, recorded in this pass and not written, out of the record again (best effort: the pass is
@@ -672,7 +685,7 @@ class WriteJournal:
                 live = self.kube.live_status(namespace, name, self.target.uid)
                 if live is None:
                     if must_exist:
-                        raise
+                        raise ObjectGone(f"{namespace}/{name} (uid {self.target.uid}) is gone") from None
                     return  # deleted meanwhile: nothing to report on
                 found, self.version = live
                 self._merge(found.get("firstCloudWrite") or {})

@@ -1,8 +1,16 @@
-"""A proxy between the operator and the sandbox's API server that leaves the operator's API group out of discovery
-until the test reveals it, as a kube-apiserver that has just started does for a moment: it answers ``/apis`` before
-its CRD informer has synced and the custom resources' discovery is installed (kubernetes/kubernetes#71218; the
-chaos campaign's seed 59299 met it after an API-server restart). Everything else passes through unchanged,
-watches streamed. The operator talks plain HTTP to it; it talks to the API server as the sandbox's admin."""
+"""A proxy between the operator and the sandbox's API server that holds open the moments a test needs, so that it
+does not depend on timing luck:
+
+- it can leave the operator's API group out of discovery until the test reveals it, as a kube-apiserver that has
+  just started does for a moment: it answers ``/apis`` before its CRD informer has synced and the custom resources'
+  discovery is installed (kubernetes/kubernetes#71218; the chaos campaign's seed 59299 met it after an API-server
+  restart);
+- it can hold the operator's requests of one kind (a method and a part of the path) until the test lets them go,
+  so that the test acts while the operator's call is under way (the campaign's seed 62200: an object gone between
+  its first pass's record and its status).
+
+Everything else passes through unchanged, watches streamed. The operator talks plain HTTP to it; it talks to the API
+server as the sandbox's admin."""
 
 import http.client
 import json
@@ -27,15 +35,39 @@ HOP = {
 }
 
 
-class DiscoveryGap:
-    def __init__(self, plane: ControlPlane, group: str, state: Path) -> None:
+class Hold:
+    """Requests held at the proxy: ``reached`` is set when the first arrives; each waits until :meth:`release`."""
+
+    def __init__(self, method: str, fragment: str, naming: str) -> None:
+        self.method, self.fragment, self.naming = method, fragment, naming.encode()
+        self.reached, self._released = threading.Event(), threading.Event()
+
+    def matches(self, method: str, path: str, body: bytes | None) -> bool:
+        return (
+            method == self.method
+            and self.fragment in path
+            and self.naming in (body or b"")
+            and not self._released.is_set()
+        )
+
+    def wait(self) -> None:
+        self.reached.set()
+        self._released.wait(timeout=300)  # a test that never lets go fails on its own bound first
+
+    def release(self) -> None:
+        self._released.set()
+
+
+class ApiProxy:
+    def __init__(self, plane: ControlPlane, state: Path, hidden_group: str | None = None) -> None:
         parts = urlsplit(plane.server)
         assert parts.hostname and parts.port
         context = ssl.create_default_context(cafile=str(plane.ca_file))
         context.load_cert_chain(str(plane.pki / "admin.crt"), str(plane.pki / "admin.key"))
-        self.group = group
-        self.hiding = True
-        gap = self
+        self.group = hidden_group
+        self.hiding = hidden_group is not None
+        self.holds: list[Hold] = []
+        proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: object) -> None:
@@ -44,11 +76,14 @@ class DiscoveryGap:
             def _forward(self) -> None:
                 path = self.path.split("?")[0].rstrip("/")
                 # the group's own discovery documents: /apis/<group> and /apis/<group>/<version>
-                if gap.hiding and path.startswith(f"/apis/{gap.group}") and path.count("/") <= 3:
+                if proxy.hiding and path.startswith(f"/apis/{proxy.group}") and path.count("/") <= 3:
                     self.send_error(404)
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                for hold in proxy.holds:
+                    if hold.matches(self.command, path, body):
+                        hold.wait()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP | {"content-length"}}
                 if (
                     path == "/apis"
@@ -61,9 +96,9 @@ class DiscoveryGap:
                 try:
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
-                    if gap.hiding and path == "/apis" and response.status == 200:
+                    if proxy.hiding and path == "/apis" and response.status == 200:
                         groups = json.loads(response.read())
-                        groups["groups"] = [g for g in groups["groups"] if g["name"] != gap.group]
+                        groups["groups"] = [g for g in groups["groups"] if g["name"] != proxy.group]
                         payload = json.dumps(groups).encode()
                         self.send_response(200)
                         self.send_header("Content-Type", "application/json")
@@ -88,18 +123,18 @@ class DiscoveryGap:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="discovery-gap").start()
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="api-proxy").start()
         url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.kubeconfig = state / "discovery-gap.kubeconfig"
+        self.kubeconfig = state / "api-proxy.kubeconfig"
         self.kubeconfig.write_text(
             json.dumps(
                 {
                     "apiVersion": "v1",
                     "kind": "Config",
-                    "clusters": [{"name": "gap", "cluster": {"server": url}}],
-                    "users": [{"name": "gap", "user": {}}],
-                    "contexts": [{"name": "gap", "context": {"cluster": "gap", "user": "gap"}}],
-                    "current-context": "gap",
+                    "clusters": [{"name": "proxy", "cluster": {"server": url}}],
+                    "users": [{"name": "proxy", "user": {}}],
+                    "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}],
+                    "current-context": "proxy",
                 }
             )
         )
@@ -108,6 +143,15 @@ class DiscoveryGap:
         """The API server's discovery now lists the group, as it does once its CRD informer has synced."""
         self.hiding = False
 
+    def hold(self, method: str, fragment: str, naming: str) -> Hold:
+        """Hold the operator's ``method`` requests whose path has ``fragment`` and whose body has ``naming`` (the
+        test's namespace, say: other tests' objects pass) until the test releases them."""
+        hold = Hold(method, fragment, naming)
+        self.holds.append(hold)
+        return hold
+
     def close(self) -> None:
+        for hold in self.holds:
+            hold.release()
         self.server.shutdown()
         self.server.server_close()
