@@ -146,6 +146,13 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
     uid = meta.get("uid")
     signature = _signature(meta)
     if type == "DELETED":
+        if uid in runtime.wakeups:
+            # Its loop still runs: Kopf stops an object's daemon when it sees the deletion begin, and an object can
+            # go with no deletion seen (a delete that raced the finalizer's addition, kubernetes/kubernetes#110521;
+            # its finalizer removed by hand, then deleted, between two watch events). Ended here, or it would pass
+            # for ever over the last copy, making records for the gone object (the campaign's seed 62200).
+            runtime.gone.add(uid)
+            runtime.wakeups[uid].set()
         runtime.seen.pop(uid, None)
         runtime.ready.pop(uid, None)
         runtime.workers.forget(uid)
@@ -207,13 +214,19 @@ async def reconcile_loop(body: Any, uid: str, stopped: Any, memo: Any, **kwargs:
     runtime = runtime_of(memo)
     wakeup = runtime.wakeups.setdefault(uid, asyncio.Event())
     try:
-        while not stopped:
+        while not stopped and uid not in runtime.gone:
             wakeup.clear()
             delay = await _one_pass(runtime, body, kwargs)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), timeout=delay)
+        if uid in runtime.gone:
+            log.info(
+                "the object is gone with no deletion seen; its loop ends",
+                extra={"object": f"{body['metadata']['namespace']}/{body['metadata']['name']}"},
+            )
     finally:
         runtime.wakeups.pop(uid, None)
+        runtime.gone.discard(uid)
 
 
 async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
@@ -258,7 +271,11 @@ def _may_wait(target: Target) -> bool:
 
 async def _one_pass_of(runtime: Runtime, body: Any, indexes: Any) -> float:
     meta = body["metadata"]
-    if meta.get("deletionTimestamp") or meta.get("uid") in runtime.deleting:
+    if (
+        meta.get("deletionTimestamp")
+        or meta.get("uid") in runtime.deleting
+        or meta.get("uid") in runtime.gone
+    ):
         return runtime.settings.resync_seconds
     if FINALIZER not in (meta.get("finalizers") or []):
         # Kopf adds the finalizer first; until then a write could outlive an object deleted at once.
@@ -352,7 +369,9 @@ def _pass(
 ) -> float:
     """One pass in a worker thread, under the object's lock: reconcile, then write status and Events. ``version``
     is the resourceVersion of the copy ``target`` was read from."""
-    if target.uid in runtime.deleting:  # cleanup began while this pass waited for the lock
+    if (
+        target.uid in runtime.deleting or target.uid in runtime.gone
+    ):  # cleanup began, or it went, during the wait
         return runtime.settings.resync_seconds
     admission, fleet, ticket = late
     started = time.monotonic()
