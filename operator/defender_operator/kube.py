@@ -193,15 +193,23 @@ class Kube:
             return None
         return dict(obj.get("status") or {}), str(obj["metadata"]["resourceVersion"])
 
-    def remove_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
-        """Drop ``finalizer`` from the object (a JSON patch that tests the list first, so a concurrent change wins)."""
-        obj = cast(
-            dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        )
+    def remove_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> None:
+        """Drop ``finalizer`` from the object ``uid``, not from another made under its name since (a JSON patch that
+        tests the uid and the list first, so a concurrent change wins)."""
+        try:
+            obj = cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
         finalizers = list(obj["metadata"].get("finalizers") or [])
-        if finalizer not in finalizers:
+        if obj["metadata"].get("uid") != uid or finalizer not in finalizers:
             return
-        patch = [
+        patch: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": uid},
             {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
             {
                 "op": "replace",

@@ -935,6 +935,11 @@ def test_a_pass_never_writes_its_status_onto_a_new_object_of_the_same_name(
         kube.write_status(namespace, "swap", old_status, uid=old["metadata"]["uid"], must_exist=True)
     live = get_object(kubeconfig, namespace, "swap")
     assert live is not None and live["status"].get("allowedBy") is None, live["status"]
+    kube.remove_finalizer(
+        namespace, "swap", old["metadata"]["uid"], FINALIZER
+    )  # the old object's Orphan release
+    live = get_object(kubeconfig, namespace, "swap")
+    assert live is not None and FINALIZER in live["metadata"]["finalizers"], live["metadata"]
     delete(kubeconfig, namespace, "swap")
 
 

@@ -188,7 +188,7 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
             runtime.events.record(namespace, name, uid, ORPHANED)
             await runtime.workers.call(release_held, runtime.kube, namespace, uid, dict(spec))
             runtime.cleaned.add(uid)
-            await runtime.workers.call(runtime.kube.remove_finalizer, namespace, name, FINALIZER)
+            await runtime.workers.call(runtime.kube.remove_finalizer, namespace, name, uid, FINALIZER)
 
 
 def _update_objects_gauge(runtime: Runtime) -> None:
