@@ -79,8 +79,18 @@ class StatusConflict(Exception):
 
 
 class ObjectGone(Exception):
-    """A status write that had to land found the object gone: deleted (its finalizer removed by hand, or by another
-    process's cleanup) or another object under its name."""
+    """A status write that had to land found the object gone: deleted without its cleanup (its finalizer removed by
+    hand, or a delete that raced the finalizer's addition: kubernetes/kubernetes#110521), or another object under
+    its name."""
+
+
+def _names(exc: ApiException, name: str) -> bool:
+    """Whether a 404 is the API server's answer that the object ``name`` does not exist."""
+    try:
+        details = json.loads(exc.body or "{}").get("details") or {}
+    except (TypeError, ValueError):
+        return False
+    return bool(details.get("name") == name and details.get("kind") == PLURAL)
 
 
 class RecordConflict(Exception):
@@ -167,8 +177,11 @@ class Kube:
                 raise StatusConflict(
                     f"{namespace}/{name} changed since resourceVersion {resource_version}"
                 ) from None
-            # 422: a failed test (another object has the name), or a status the schema refuses (raised)
-            gone = exc.status == 404 or (exc.status == 422 and self.live_status(namespace, name, uid) is None)
+            # 422: a failed test (another object has the name), or a status the schema refuses (raised). A write that
+            # must land believes only a 404 that names the object (not one of a resource not served yet).
+            gone = (exc.status == 404 and (not must_exist or _names(exc, name))) or (
+                exc.status == 422 and self.live_status(namespace, name, uid) is None
+            )
             if gone:
                 if must_exist:
                     raise ObjectGone(f"{namespace}/{name} (uid {uid}) is gone") from None

@@ -897,7 +897,8 @@ def test_a_pass_never_writes_its_status_onto_a_new_object_of_the_same_name(
     again under the same name meets a conflict on its next status write; the live object it then reads is another
     one (another uid), so the pass has nothing to report on. Without the uid check, its retry wrote the old object's
     status, first-write records included, onto the new one. A cleanup's status write (unconditional) tests the uid
-    in the patch itself, so it never lands on the new object either."""
+    in the patch itself, so it never lands on the new object either, nor does the old object's Orphan release take
+    the new one's finalizer."""
     m = manifest(namespace, "swap")
     m["metadata"]["annotations"] = {ANNOTATION_PAUSED: "true"}  # the operator leaves it alone once Paused
     assert apply(kubeconfig, m).returncode == 0

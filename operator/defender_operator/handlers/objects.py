@@ -168,7 +168,8 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
             abandon, runtime.kube, meta["namespace"], uid
         ):
             log.warning(
-                "the object went without its cleanup (its finalizer was removed): its record is marked abandoned",
+                "the object went without its cleanup (its finalizer removed, or a delete raced its addition): "
+                "its record is marked abandoned",
                 extra={"object": f"{meta['namespace']}/{meta['name']}", "record": uid},
             )
         runtime.cleaned.discard(uid)
@@ -271,11 +272,7 @@ def _may_wait(target: Target) -> bool:
 
 async def _one_pass_of(runtime: Runtime, body: Any, indexes: Any) -> float:
     meta = body["metadata"]
-    if (
-        meta.get("deletionTimestamp")
-        or meta.get("uid") in runtime.deleting
-        or meta.get("uid") in runtime.gone
-    ):
+    if meta.get("deletionTimestamp") or meta.get("uid") in runtime.deleting:
         return runtime.settings.resync_seconds
     if FINALIZER not in (meta.get("finalizers") or []):
         # Kopf adds the finalizer first; until then a write could outlive an object deleted at once.
