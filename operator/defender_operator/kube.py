@@ -193,6 +193,13 @@ class Kube:
         """The status and resourceVersion the API server has now of the object ``uid`` (None when it is gone, also
         when another object has its name now: deleted without its cleanup and made again, so a status built for
         the old one, or a write conditional on the version returned, never lands on the new one)."""
+        obj = self._live(namespace, name, uid)
+        if obj is None:
+            return None
+        return dict(obj.get("status") or {}), str(obj["metadata"]["resourceVersion"])
+
+    def _live(self, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
+        """The object ``uid`` as the API server has it now; None when it is gone or another object has its name."""
         try:
             obj = cast(
                 dict[str, Any],
@@ -202,24 +209,14 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        if obj["metadata"].get("uid") != uid:
-            return None
-        return dict(obj.get("status") or {}), str(obj["metadata"]["resourceVersion"])
+        return obj if obj["metadata"].get("uid") == uid else None
 
     def remove_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> None:
         """Drop ``finalizer`` from the object ``uid``, not from another made under its name since (a JSON patch that
         tests the uid and the list first, so a concurrent change wins)."""
-        try:
-            obj = cast(
-                dict[str, Any],
-                self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return
-            raise
-        finalizers = list(obj["metadata"].get("finalizers") or [])
-        if obj["metadata"].get("uid") != uid or finalizer not in finalizers:
+        obj = self._live(namespace, name, uid)
+        finalizers = list(obj["metadata"].get("finalizers") or []) if obj is not None else []
+        if finalizer not in finalizers:
             return
         patch: list[dict[str, Any]] = [
             {"op": "test", "path": "/metadata/uid", "value": uid},
