@@ -16,6 +16,7 @@ covers on a machine with cores to spare; the summary is the lanes' together.
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -145,10 +146,7 @@ def campaign(
                 Exception
             ):  # the harness gave up waiting (or broke): keep what the operators said, then stop
                 print(f"--- seed {seed}: the harness failed\n{describe(steps)}", flush=True)
-                for n, process in enumerate(operators):
-                    kept = Path(tempfile.gettempdir()) / f"chaos-seed-{seed}-replica-{n}.log"
-                    kept.write_text(process.log())
-                    print(f"    replica {n}'s log: {kept}", flush=True)
+                _keep_logs(seed, operators, box)
                 raise
             done, steps_run = done + 1, steps_run + len(steps)
             for op, n in outcome.counts.items():
@@ -165,6 +163,9 @@ def campaign(
             for violation in outcome.violations:
                 print(f"    ! {violation}", flush=True)
             if outcome.violations:
+                _keep_logs(
+                    seed, operators, box
+                )  # the lane's sandbox, its logs with it, goes when the run ends
                 kept = steps
                 if shrinking:
 
@@ -190,6 +191,17 @@ def campaign(
         "violations": sum(len(f.violations) for f in failures),
         "failingSeeds": [f.seed for f in failures],
     }
+
+
+def _keep_logs(seed: int, operators: list[Any], box: Any) -> None:
+    """Copy what the replicas and the control plane said to the temporary directory, where it outlives the run."""
+    kept = Path(tempfile.gettempdir()) / f"chaos-seed-{seed}"
+    kept.mkdir(exist_ok=True)
+    for n, process in enumerate(operators):
+        (kept / f"replica-{n}.log").write_text(process.log())
+    for log in Path(box.control_plane.state).glob("*.log"):
+        shutil.copy(log, kept / log.name)
+    print(f"    the replicas' and the control plane's logs: {kept}", flush=True)
 
 
 if __name__ == "__main__":
