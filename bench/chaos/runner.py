@@ -421,7 +421,9 @@ class Runner:
         }
         made = apply(self.kubeconfig, policy)
         assert made.returncode == 0, made.stderr
-        self._wait(lambda: sorted(self._effective().get(name, [])) == sorted(accounts), 30)
+        # as long as a grant takes to be acknowledged: on a busy machine a fail-over may fall in it, and a new leader
+        # may lose its Lease again at once (seed 64064: no leader for 33 s)
+        self._wait(lambda: sorted(self._effective().get(name, [])) == sorted(accounts), ACKNOWLEDGE_SECONDS)
 
     def _replace(self, world: World) -> None:
         """What ``helm upgrade`` does to a hook with ``before-hook-creation``: delete it, then create it again."""
