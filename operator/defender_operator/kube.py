@@ -211,29 +211,53 @@ class Kube:
             raise
         return obj if obj["metadata"].get("uid") == uid else None
 
+    def add_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> str | None:
+        """Put ``finalizer`` on the object ``uid`` (not on another made under its name since); None when it is on it
+        now or the object is gone, else why the API server refused (an object whose namespace is gone may be read
+        but not changed: ``NamespaceLifecycle`` answers 404 naming the namespace)."""
+        return self._change_finalizers(
+            namespace, name, uid, lambda f: f if finalizer in f else [*f, finalizer]
+        )
+
     def remove_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> None:
-        """Drop ``finalizer`` from the object ``uid``, not from another made under its name since (a JSON patch that
-        tests the uid and the list first, so a concurrent change wins)."""
+        """Drop ``finalizer`` from the object ``uid``, not from another made under its name since (left on when the
+        API server refuses: the object is still there to be released again)."""
+        self._change_finalizers(namespace, name, uid, lambda f: [x for x in f if x != finalizer])
+
+    def _change_finalizers(
+        self, namespace: str, name: str, uid: str, change: Callable[[list[str]], list[str]]
+    ) -> str | None:
+        """A JSON patch that tests the uid and the list it changes first (the resourceVersion when there is no list),
+        so a concurrent change wins and the next event decides again. None when done, unneeded, the object is gone
+        or changed meanwhile; the API server's reason when it refused with a 404 that does not name the object."""
         obj = self._live(namespace, name, uid)
-        finalizers = list(obj["metadata"].get("finalizers") or []) if obj is not None else []
-        if finalizer not in finalizers:
-            return
+        if obj is None:
+            return None
+        meta = obj["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        wanted = change(finalizers)
+        if wanted == finalizers:
+            return None
+        guard = (
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers}
+            if "finalizers" in meta
+            else {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+        )
         patch: list[dict[str, Any]] = [
             {"op": "test", "path": "/metadata/uid", "value": uid},
-            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
-            {
-                "op": "replace",
-                "path": "/metadata/finalizers",
-                "value": [f for f in finalizers if f != finalizer],
-            },
+            guard,
+            {"op": "add", "path": "/metadata/finalizers", "value": wanted},
         ]
         try:
             self.custom.patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
             )
         except ApiException as exc:
+            if exc.status == 404 and not _names(exc, name):
+                return one_line(exc)
             if exc.status not in (404, 422):  # gone, or changed meanwhile (the next event decides again)
                 raise
+        return None
 
     def remove_annotations(self, namespace: str, name: str, uid: str, annotations: Iterable[str]) -> None:
         """Drop ``annotations`` from the object ``uid`` (not another object of its name), those still there."""

@@ -36,11 +36,13 @@ HOP = {
 
 
 class Hold:
-    """Requests held at the proxy: ``reached`` is set when the first arrives; each waits until :meth:`release`."""
+    """Requests held at the proxy: ``reached`` is set when the first arrives; each waits until :meth:`release`, and
+    the API server's answers to them are in ``answers`` (their statuses, in order)."""
 
     def __init__(self, method: str, fragment: str, naming: str) -> None:
         self.method, self.fragment, self.naming = method, fragment, naming.encode()
         self.reached, self._released = threading.Event(), threading.Event()
+        self.answers: list[int] = []
 
     def matches(self, method: str, path: str, body: bytes | None) -> bool:
         return (
@@ -81,9 +83,9 @@ class ApiProxy:
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                for hold in proxy.holds:
-                    if hold.matches(self.command, path, body):
-                        hold.wait()
+                held = [hold for hold in proxy.holds if hold.matches(self.command, path, body)]
+                for hold in held:
+                    hold.wait()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP | {"content-length"}}
                 if (
                     path == "/apis"
@@ -106,6 +108,8 @@ class ApiProxy:
                         self.end_headers()
                         self.wfile.write(payload)
                         return
+                    for hold in held:
+                        hold.answers.append(response.status)
                     self.send_response(response.status)
                     for key, value in response.getheaders():
                         if key.lower() not in HOP | {"content-length"}:

@@ -228,6 +228,7 @@ async def reconcile_loop(body: Any, uid: str, stopped: Any, memo: Any, **kwargs:
     finally:
         runtime.wakeups.pop(uid, None)
         runtime.gone.discard(uid)
+        runtime.unfinalized.pop(uid, None)
 
 
 async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
@@ -270,13 +271,46 @@ def _may_wait(target: Target) -> bool:
     )
 
 
+async def _without_finalizer(runtime: Runtime, meta: Any) -> float:
+    """Kopf puts the finalizer on first, and a pass writes nothing until then (a write could outlive an object deleted
+    at once). Kopf does it on the object's first event and tries again only on its next one, which may never come:
+    right after an API-server restart, the namespace controller may not find this API in discovery and finalize a
+    namespace being deleted with the object still in it (kubernetes/kubernetes#127977; campaign seed 64033), and the
+    API server then refuses every change of an object whose namespace does not exist, Kopf's too (404). Made again
+    under its name, the namespace holds the object again, with no event. So a pass that finds the finalizer still
+    missing on an object it already saw without one puts it on itself: that change is the event the loop goes on
+    from, and until it can be made (the namespace is back), the pass tries again at the in-progress pace."""
+    uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
+    if uid not in runtime.unfinalized:
+        runtime.unfinalized[uid] = False  # seen once without it: Kopf's patch may still be on its way
+        return runtime.settings.in_progress_seconds
+    try:
+        refused = await runtime.workers.call(runtime.kube.add_finalizer, namespace, name, uid, FINALIZER)
+    except Exception as exc:
+        if not api_server_unavailable(exc):
+            raise
+        return runtime.settings.in_progress_seconds
+    if refused is None:
+        log.info(
+            "the finalizer was still missing a pass after the object was seen; put on",
+            extra={"object": f"{namespace}/{name}"},
+        )
+    elif not runtime.unfinalized[uid]:  # said once: the namespace may stay gone for good
+        runtime.unfinalized[uid] = True
+        log.warning(
+            "the finalizer cannot be put on; the object waits for its namespace to be made again",
+            extra={"object": f"{namespace}/{name}", "error": refused},
+        )
+    return runtime.settings.in_progress_seconds
+
+
 async def _one_pass_of(runtime: Runtime, body: Any, indexes: Any) -> float:
     meta = body["metadata"]
     if meta.get("deletionTimestamp") or meta.get("uid") in runtime.deleting:
         return runtime.settings.resync_seconds
     if FINALIZER not in (meta.get("finalizers") or []):
-        # Kopf adds the finalizer first; until then a write could outlive an object deleted at once.
-        return runtime.settings.in_progress_seconds
+        return await _without_finalizer(runtime, meta)
+    runtime.unfinalized.pop(meta["uid"], None)
     forged = [key for key in PROGRESS.make_keys(CLEANUP_HANDLER) if key in (meta.get("annotations") or {})]
     if forged:
         # Cleanup's state on an object not being deleted was not written by Kopf: Kopf would believe it on delete
