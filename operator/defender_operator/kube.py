@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, cast
 
 import urllib3
@@ -84,13 +85,37 @@ class ObjectGone(Exception):
     its name."""
 
 
-def _names(exc: ApiException, name: str) -> bool:
-    """Whether a 404 is the API server's answer that the object ``name`` does not exist."""
+def _details(exc: ApiException) -> dict[str, Any]:
+    """The ``details`` of the API server's Status answer (what a 404 says is not there); empty when there are none."""
     try:
         details = json.loads(exc.body or "{}").get("details") or {}
-    except (TypeError, ValueError):
-        return False
+    except (TypeError, ValueError, AttributeError):
+        return {}
+    return details if isinstance(details, dict) else {}
+
+
+def _names(exc: ApiException, name: str) -> bool:
+    """Whether a 404 is the API server's answer that the object ``name`` does not exist."""
+    details = _details(exc)
     return bool(details.get("name") == name and details.get("kind") == PLURAL)
+
+
+def _namespace_gone(exc: ApiException, namespace: str) -> bool:
+    """Whether a 404 is the API server's answer that the object's namespace does not exist: ``NamespaceLifecycle``
+    refuses every change of an object left in a namespace that is gone (only its deletion passes)."""
+    details = _details(exc)
+    return exc.status == 404 and details.get("name") == namespace and details.get("kind") == "namespaces"
+
+
+class FinalizerChange(Enum):
+    """What became of a change of an object's finalizers."""
+
+    DONE = "done"
+    UNNEEDED = (
+        "unneeded"  # already so, the object gone, another object under its name, or (to add) being deleted
+    )
+    RACED = "raced"  # the object changed meanwhile: the next event decides again
+    NAMESPACE_GONE = "namespace gone"
 
 
 class RecordConflict(Exception):
@@ -211,33 +236,35 @@ class Kube:
             raise
         return obj if obj["metadata"].get("uid") == uid else None
 
-    def add_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> str | None:
-        """Put ``finalizer`` on the object ``uid`` (not on another made under its name since); None when it is on it
-        now or the object is gone, else why the API server refused (an object whose namespace is gone may be read
-        but not changed: ``NamespaceLifecycle`` answers 404 naming the namespace)."""
+    def add_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> FinalizerChange:
+        """Put ``finalizer`` on the object ``uid`` (not on another made under its name since, nor on one being
+        deleted, where the API server refuses a new finalizer)."""
         return self._change_finalizers(
-            namespace, name, uid, lambda f: f if finalizer in f else [*f, finalizer]
+            namespace, name, uid, lambda f: f if finalizer in f else [*f, finalizer], adding=True
         )
 
-    def remove_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> None:
-        """Drop ``finalizer`` from the object ``uid``, not from another made under its name since (left on when the
-        API server refuses: the object is still there to be released again)."""
-        self._change_finalizers(namespace, name, uid, lambda f: [x for x in f if x != finalizer])
+    def remove_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> FinalizerChange:
+        """Drop ``finalizer`` from the object ``uid``, not from another made under its name since."""
+        return self._change_finalizers(namespace, name, uid, lambda f: [x for x in f if x != finalizer])
 
     def _change_finalizers(
-        self, namespace: str, name: str, uid: str, change: Callable[[list[str]], list[str]]
-    ) -> str | None:
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        change: Callable[[list[str]], list[str]],
+        adding: bool = False,
+    ) -> FinalizerChange:
         """A JSON patch that tests the uid and the list it changes first (the resourceVersion when there is no list),
-        so a concurrent change wins and the next event decides again. None when done, unneeded, the object is gone
-        or changed meanwhile; the API server's reason when it refused with a 404 that does not name the object."""
+        so a concurrent change wins and the next event decides again."""
         obj = self._live(namespace, name, uid)
-        if obj is None:
-            return None
+        if obj is None or (adding and obj["metadata"].get("deletionTimestamp")):
+            return FinalizerChange.UNNEEDED
         meta = obj["metadata"]
         finalizers = list(meta.get("finalizers") or [])
         wanted = change(finalizers)
         if wanted == finalizers:
-            return None
+            return FinalizerChange.UNNEEDED
         guard = (
             {"op": "test", "path": "/metadata/finalizers", "value": finalizers}
             if "finalizers" in meta
@@ -253,11 +280,28 @@ class Kube:
                 GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
             )
         except ApiException as exc:
-            if exc.status == 404 and not _names(exc, name):
-                return one_line(exc)
-            if exc.status not in (404, 422):  # gone, or changed meanwhile (the next event decides again)
+            if _namespace_gone(exc, namespace):
+                return FinalizerChange.NAMESPACE_GONE
+            if exc.status not in (404, 422):
                 raise
-        return None
+            return FinalizerChange.RACED
+        return FinalizerChange.DONE
+
+    def delete_object(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the object ``uid`` (a precondition: never another made under its name since); gone already is
+        done."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone, or another object of its name (the precondition failed)
+                raise
 
     def remove_annotations(self, namespace: str, name: str, uid: str, annotations: Iterable[str]) -> None:
         """Drop ``annotations`` from the object ``uid`` (not another object of its name), those still there."""

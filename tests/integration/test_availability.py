@@ -220,8 +220,8 @@ def test_shards_split_the_namespaces_each_with_its_own_lease(
         manifests = [manifest(space, f"acme-{i}") for space in spaces for i in range(2)]
         assert apply(kubeconfig, manifests).returncode == 0
         for m in manifests:
-            wait_for(
-                lambda m=m: ready(kubeconfig, m["metadata"]["namespace"], m["metadata"]["name"]), 60, "Ready"
+            wait_for(  # a bound for a hang, not a speed: two operators' first passes on a busy machine
+                lambda m=m: ready(kubeconfig, m["metadata"]["namespace"], m["metadata"]["name"]), 180, "Ready"
             )
         for shard, space in zip(shards, spaces, strict=True):
             own = {f"{space}/acme-0", f"{space}/acme-1"}

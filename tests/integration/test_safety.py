@@ -457,7 +457,7 @@ def test_an_object_gone_with_no_deletion_seen_while_its_first_pass_records_leave
         operator.start()
 
 
-def test_an_object_left_in_a_namespace_finalized_without_it_is_onboarded_once_the_namespace_is_made_again(
+def test_an_object_left_in_a_namespace_finalized_without_it_is_deleted_as_the_namespace_deletion_asked(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
     """The campaign's seed 64033: a namespace was deleted with a new object in it as the API server restarted; the
@@ -465,33 +465,41 @@ def test_an_object_left_in_a_namespace_finalized_without_it_is_onboarded_once_th
     namespace (kubernetes/kubernetes#127977), so the object stayed in etcd. Kopf's patch putting its finalizer on was
     refused (404: the API server changes nothing in a namespace that does not exist), and Kopf tries again only on
     the object's next event. The tenant made the namespace again: the object was there again, with no event, and
-    neither finalizer nor status came for good. Here the proxy holds Kopf's patch while the namespace, and only it,
-    is taken out of etcd, so the test does not depend on timing."""
+    neither finalizer nor status came for good. The operator now deletes such an object, as the namespace's deletion
+    asked, before anything is written for it. Here the proxy holds Kopf's patch while the namespace, and only it, is
+    taken out of etcd, so the test does not depend on timing."""
     proxy = ApiProxy(sandbox.control_plane, tmp_path)
     held = proxy.hold("PATCH", f"/namespaces/{namespace}/awsconnectors/acme", FINALIZER)
     own_kubeconfig = operator.kubeconfig
     try:
         operator.kill()
         operator.kubeconfig = proxy.kubeconfig
+        mark = len(operator.log())
         operator.start()
         m = manifest(namespace)
         assert apply(kubeconfig, m).returncode == 0
         assert held.reached.wait(60), "Kopf did not put its finalizer on"
         delete_from_etcd(sandbox, f"/registry/namespaces/{namespace}")
-        wait_for(
-            lambda: kubectl(kubeconfig, "get", "namespace", namespace).returncode != 0,
-            30,
-            "the namespace to go",
-        )
-        obj = get_object(kubeconfig, namespace, "acme")  # read, though its namespace is gone
+
+        def refused_for_its_namespace() -> (
+            bool
+        ):  # admission's view of namespaces, not only etcd's, has it gone
+            touch = kubectl(
+                kubeconfig, "annotate", "awsc", "-n", namespace, "acme", "probe=1", "--dry-run=server"
+            )  # fmt: skip
+            return touch.returncode != 0 and f'namespaces "{namespace}" not found' in touch.stderr
+
+        wait_for(refused_for_its_namespace, 30, "the API server to refuse changes in the namespace gone")
+        obj = get_object(kubeconfig, namespace, "acme")  # still there to be read
         assert obj is not None and not obj["metadata"].get("finalizers"), obj
         held.release()
-        wait_for(lambda: 404 in held.answers, 30, "Kopf's patch to be refused")
-        kubectl(kubeconfig, "create", "namespace", namespace, check=True)
-        wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
-        assert "the finalizer was still missing a pass after the object was seen; put on" in operator.log()
-        delete(kubeconfig, namespace, "acme")
+        wait_gone(kubeconfig, namespace, "acme")
+        assert 404 in held.answers, held.answers
+        assert "the object's namespace is gone with the object left in it; deleted" in operator.log()[mark:]
         assert not stacks_of(sandbox, account_of(m))
+        assert connector(sandbox, m).status_code == 404
+        kubectl(kubeconfig, "create", "namespace", namespace, check=True)
+        assert get_object(kubeconfig, namespace, "acme") is None
     finally:
         operator.kill()
         operator.kubeconfig = own_kubeconfig

@@ -25,7 +25,7 @@ from ..api.names import (
 )
 from ..api.spec import AWSConnectorSpec
 from ..api.status import AWSConnectorStatus
-from ..kube import ObjectGone, StatusConflict, api_server_unavailable, one_line
+from ..kube import FinalizerChange, ObjectGone, StatusConflict, api_server_unavailable, one_line
 from ..reconcile import conditions
 from ..reconcile.claims import Claim, Ticket, claim_of, claims_of, conflict_with, onboarding_key
 from ..reconcile.deletion import ORPHANED, released_by_orphan
@@ -189,7 +189,17 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
             runtime.events.record(namespace, name, uid, ORPHANED)
             await runtime.workers.call(release_held, runtime.kube, namespace, uid, dict(spec))
             runtime.cleaned.add(uid)
-            await runtime.workers.call(runtime.kube.remove_finalizer, namespace, name, uid, FINALIZER)
+            removed = await runtime.workers.call(
+                runtime.kube.remove_finalizer, namespace, name, uid, FINALIZER
+            )
+            if (
+                removed is FinalizerChange.NAMESPACE_GONE
+            ):  # refused: nothing changes an object in a namespace gone
+                log.warning(
+                    "released, but its namespace is gone with it left in it: its finalizer stays until a namespace "
+                    "of that name is made again and the object is changed",
+                    extra={"object": f"{namespace}/{name}"},
+                )
 
 
 def _update_objects_gauge(runtime: Runtime) -> None:
@@ -228,7 +238,7 @@ async def reconcile_loop(body: Any, uid: str, stopped: Any, memo: Any, **kwargs:
     finally:
         runtime.wakeups.pop(uid, None)
         runtime.gone.discard(uid)
-        runtime.unfinalized.pop(uid, None)
+        runtime.unfinalized.discard(uid)
 
 
 async def _one_pass(runtime: Runtime, body: Any, indexes: Any) -> float:
@@ -275,31 +285,34 @@ async def _without_finalizer(runtime: Runtime, meta: Any) -> float:
     """Kopf puts the finalizer on first, and a pass writes nothing until then (a write could outlive an object deleted
     at once). Kopf does it on the object's first event and tries again only on its next one, which may never come:
     right after an API-server restart, the namespace controller may not find this API in discovery and finalize a
-    namespace being deleted with the object still in it (kubernetes/kubernetes#127977; campaign seed 64033), and the
-    API server then refuses every change of an object whose namespace does not exist, Kopf's too (404). Made again
-    under its name, the namespace holds the object again, with no event. So a pass that finds the finalizer still
-    missing on an object it already saw without one puts it on itself: that change is the event the loop goes on
-    from, and until it can be made (the namespace is back), the pass tries again at the in-progress pace."""
+    namespace being deleted with the object still in it (kubernetes/kubernetes#127977; campaign seed 64033). The API
+    server then refuses every change of an object whose namespace does not exist, Kopf's patch too, and the object
+    stays in etcd, to come back with no event if a namespace of that name is made again. So a pass that finds the
+    finalizer still missing on an object it already saw without one puts it on itself; refused because the namespace
+    is gone, it deletes the object, as the namespace's deletion asked (only a deletion passes then), which leaves
+    nothing: nothing was written for an object without the finalizer."""
     uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
+    key = f"{namespace}/{name}"
     if uid not in runtime.unfinalized:
-        runtime.unfinalized[uid] = False  # seen once without it: Kopf's patch may still be on its way
+        runtime.unfinalized.add(uid)  # seen once without it: Kopf's patch may still be on its way
         return runtime.settings.in_progress_seconds
     try:
-        refused = await runtime.workers.call(runtime.kube.add_finalizer, namespace, name, uid, FINALIZER)
+        outcome = await runtime.workers.call(runtime.kube.add_finalizer, namespace, name, uid, FINALIZER)
+        if outcome is FinalizerChange.NAMESPACE_GONE:
+            await runtime.workers.call(runtime.kube.delete_object, namespace, name, uid)
+            log.warning(
+                "the object's namespace is gone with the object left in it; deleted, as the namespace's deletion "
+                "asked (nothing had been written for it)",
+                extra={"object": key},
+            )
+            return runtime.settings.resync_seconds
     except Exception as exc:
         if not api_server_unavailable(exc):
             raise
         return runtime.settings.in_progress_seconds
-    if refused is None:
+    if outcome is FinalizerChange.DONE:
         log.info(
-            "the finalizer was still missing a pass after the object was seen; put on",
-            extra={"object": f"{namespace}/{name}"},
-        )
-    elif not runtime.unfinalized[uid]:  # said once: the namespace may stay gone for good
-        runtime.unfinalized[uid] = True
-        log.warning(
-            "the finalizer cannot be put on; the object waits for its namespace to be made again",
-            extra={"object": f"{namespace}/{name}", "error": refused},
+            "the finalizer was still missing a pass after the object was seen; put on", extra={"object": key}
         )
     return runtime.settings.in_progress_seconds
 
@@ -310,7 +323,7 @@ async def _one_pass_of(runtime: Runtime, body: Any, indexes: Any) -> float:
         return runtime.settings.resync_seconds
     if FINALIZER not in (meta.get("finalizers") or []):
         return await _without_finalizer(runtime, meta)
-    runtime.unfinalized.pop(meta["uid"], None)
+    runtime.unfinalized.discard(meta["uid"])
     forged = [key for key in PROGRESS.make_keys(CLEANUP_HANDLER) if key in (meta.get("annotations") or {})]
     if forged:
         # Cleanup's state on an object not being deleted was not written by Kopf: Kopf would believe it on delete

@@ -43,9 +43,8 @@ class Runtime:
     cleaned: set[str] = field(default_factory=set)  # uids whose cleanup ended (their record is gone with it)
     # uids gone from the API server while their loop ran, with no deletion Kopf saw (so Kopf never stops that loop)
     gone: set[str] = field(default_factory=set)
-    # uids a pass saw without Kopf's finalizer -> whether the refusal to put it on was logged (handlers/objects.py:
-    # _without_finalizer)
-    unfinalized: dict[str, bool] = field(default_factory=dict)
+    # uids a pass saw without Kopf's finalizer (handlers/objects.py: _without_finalizer)
+    unfinalized: set[str] = field(default_factory=set)
     # uid -> (namespace, name) of objects whose cleanup is blocked (cannot reach a cloud, or the grant refuses it)
     blocked: dict[str, tuple[str, str]] = field(default_factory=dict)
     # counts changes of what the grants allow (a policy, or which policies select a namespace), for blocked cleanups

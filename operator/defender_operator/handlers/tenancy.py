@@ -296,7 +296,8 @@ def _indexed_labels(indexes: Any, namespace: str) -> dict[str, str]:
 def label_views(runtime: Runtime, indexes: Any, namespace: str) -> list[dict[str, str]]:
     """The namespace's labels the grants are decided from: the watch's index, and the last list's when they differ
     (``_relist_labels``: either can be the older). A namespace the last list did not have is newer than it: the index
-    alone (an object's namespace cannot be gone while the object is there)."""
+    alone (an object outlives its namespace only where the namespace controller missed it, kubernetes/kubernetes#127977,
+    and it is not onboarded there: ``objects._without_finalizer``)."""
     indexed = _indexed_labels(indexes, namespace)
     listed = (runtime.listed_labels or {}).get(namespace)
     return [indexed] if listed is None or listed == indexed else [indexed, listed]
