@@ -100,11 +100,18 @@ def _names(exc: ApiException, name: str) -> bool:
     return bool(details.get("name") == name and details.get("kind") == PLURAL)
 
 
-def _namespace_gone(exc: ApiException, namespace: str) -> bool:
+def namespace_gone(exc: BaseException, namespace: str) -> bool:
     """Whether a 404 is the API server's answer that the object's namespace does not exist: ``NamespaceLifecycle``
     refuses every change of an object left in a namespace that is gone (only its deletion passes)."""
+    if not isinstance(exc, ApiException) or exc.status != 404:
+        return False
     details = _details(exc)
-    return exc.status == 404 and details.get("name") == namespace and details.get("kind") == "namespaces"
+    return details.get("name") == namespace and details.get("kind") == "namespaces"
+
+
+def _pointer(key: str) -> str:
+    """``key`` as one step of a JSON pointer (RFC 6901): an annotation's name has slashes."""
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 class FinalizerChange(Enum):
@@ -280,16 +287,16 @@ class Kube:
                 GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
             )
         except ApiException as exc:
-            if _namespace_gone(exc, namespace):
+            if namespace_gone(exc, namespace):
                 return FinalizerChange.NAMESPACE_GONE
             if exc.status not in (404, 422):
                 raise
             return FinalizerChange.RACED
         return FinalizerChange.DONE
 
-    def delete_object(self, namespace: str, name: str, uid: str) -> None:
-        """Delete the object ``uid`` (a precondition: never another made under its name since); gone already is
-        done."""
+    def delete_object(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete the object ``uid`` (a precondition: never another made under its name since); False when it was
+        gone already, or another object has its name."""
         try:
             self.custom.delete_namespaced_custom_object(
                 GROUP,
@@ -302,24 +309,51 @@ class Kube:
         except ApiException as exc:
             if exc.status not in (404, 409):  # gone, or another object of its name (the precondition failed)
                 raise
+            return False
+        return True
 
     def remove_annotations(self, namespace: str, name: str, uid: str, annotations: Iterable[str]) -> None:
         """Drop ``annotations`` from the object ``uid`` (not another object of its name), those still there."""
         for annotation in annotations:
-            patch = [
-                {"op": "test", "path": "/metadata/uid", "value": uid},
-                {
-                    "op": "remove",
-                    "path": f"/metadata/annotations/{annotation.replace('~', '~0').replace('/', '~1')}",
-                },
-            ]
-            try:
-                self.custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
-                )
-            except ApiException as exc:
-                if exc.status not in (404, 422):  # gone; another object of the name, or no such annotation
-                    raise
+            self._patch_tested(
+                namespace,
+                name,
+                uid,
+                {"op": "remove", "path": f"/metadata/annotations/{_pointer(annotation)}"},
+            )
+
+    def touch(self, namespace: str, name: str, uid: str, annotation: str, value: str) -> None:
+        """Set ``annotation`` on the object ``uid`` (not another object of its name): a change, which the watch
+        brings Kopf as an event of the object."""
+        obj = self._live(namespace, name, uid)
+        if obj is None:
+            return
+        if obj["metadata"].get("annotations") is None:
+            self._patch_tested(
+                namespace,
+                name,
+                uid,
+                {"op": "add", "path": "/metadata/annotations", "value": {annotation: value}},
+            )
+        else:
+            self._patch_tested(
+                namespace,
+                name,
+                uid,
+                {"op": "add", "path": f"/metadata/annotations/{_pointer(annotation)}", "value": value},
+            )
+
+    def _patch_tested(self, namespace: str, name: str, uid: str, operation: dict[str, Any]) -> None:
+        """One JSON patch operation on the object ``uid``; nothing when it is gone, another object has its name, or
+        the operation does not apply (no such annotation)."""
+        patch = [{"op": "test", "path": "/metadata/uid", "value": uid}, operation]
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 422):
+                raise
 
     # --- the operator's own records (api/record.py) -----------------------------------------------------------------
 

@@ -458,53 +458,107 @@ def test_an_object_gone_with_no_deletion_seen_while_its_first_pass_records_leave
 
 
 def test_an_object_left_in_a_namespace_finalized_without_it_is_deleted_as_the_namespace_deletion_asked(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The campaign's seed 64033: a new object, its namespace deleted at once as the API server restarted, while a
+    killed leader's replacement was starting. The namespace controller, whose discovery did not list this API yet,
+    deleted nothing of it and finalized the namespace (kubernetes/kubernetes#127977): the object stayed in etcd.
+    The new leader's Kopf could not put its finalizer on (404: the API server changes nothing in a namespace that
+    does not exist) and tries again only on the object's next event. The tenant made the namespace again: the object
+    was there again, with no event, and neither finalizer nor status came for good. The operator now deletes such
+    an object, as the namespace's deletion asked, before anything is written for it. Here the operator is down while
+    the namespace, and only it, is taken out of etcd, as in the schedule."""
+    operator.kill()
+    mark = len(operator.log())
+    try:
+        m = manifest(namespace)
+        assert apply(kubeconfig, m).returncode == 0
+        delete_from_etcd(sandbox, f"/registry/namespaces/{namespace}")
+        wait_for(
+            lambda: refused_for_its_namespace(kubeconfig, namespace), 30, "changes in the namespace refused"
+        )
+    finally:
+        operator.start()
+    wait_gone(kubeconfig, namespace, "acme")  # read though its namespace is gone: it was there until now
+    assert "the object's namespace is gone with the object left in it; deleted" in operator.log()[mark:]
+    assert not stacks_of(sandbox, account_of(m))
+    assert connector(sandbox, m).status_code == 404
+    kubectl(kubeconfig, "create", "namespace", namespace, check=True)
+    assert get_object(kubeconfig, namespace, "acme") is None
+
+
+def test_an_onboarded_object_its_namespace_deletion_missed_is_cleaned_up_and_goes_with_the_namespace_back(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The same race with an onboarded object: the namespace goes (taken out of etcd as the namespace controller's
+    finalizing takes it) and the object stays, not even being deleted, its stack and connector onboarded for a
+    namespace that no longer exists. The operator sees the namespace go with the object in it and deletes the
+    object, as the namespace's deletion asked: its cleanup runs, and its finalizer, which nothing can take off while
+    the namespace is gone, comes off once a namespace of its name is made again."""
+    m, _ = onboarded(kubeconfig, namespace)
+    mark = len(operator.log())
+    delete_from_etcd(sandbox, f"/registry/namespaces/{namespace}")
+    wait_for(
+        lambda: "its namespace was deleted without it; deleted" in operator.log()[mark:],
+        60,
+        "the operator to delete the object its namespace's deletion left",
+    )
+    wait_for(lambda: not stacks_of(sandbox, account_of(m)), 120, "the cleanup to delete the stack")
+    left = get_object(kubeconfig, namespace, "acme")
+    assert left is not None and left["metadata"].get("deletionTimestamp"), left
+    kubectl(kubeconfig, "create", "namespace", namespace, check=True)
+    wait_gone(kubeconfig, namespace, "acme")
+    assert connector(sandbox, m).status_code == 404
+    assert "Traceback" not in operator.log()[mark:], operator.log()[mark:][-3000:]
+
+
+def test_an_object_whose_namespace_went_as_its_cleanup_ended_goes_once_the_namespace_is_made_again(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
-    """The campaign's seed 64033: a namespace was deleted with a new object in it as the API server restarted; the
-    namespace controller, whose discovery did not list this API yet, deleted nothing of it and finalized the
-    namespace (kubernetes/kubernetes#127977), so the object stayed in etcd. Kopf's patch putting its finalizer on was
-    refused (404: the API server changes nothing in a namespace that does not exist), and Kopf tries again only on
-    the object's next event. The tenant made the namespace again: the object was there again, with no event, and
-    neither finalizer nor status came for good. The operator now deletes such an object, as the namespace's deletion
-    asked, before anything is written for it. Here the proxy holds Kopf's patch while the namespace, and only it, is
-    taken out of etcd, so the test does not depend on timing."""
+    """Seed 64033's race one step later: the namespace controller finalized the namespace without an object whose
+    cleanup was under way (kubernetes/kubernetes#127977). The cleanup ended, and Kopf's patch taking the finalizer
+    off was refused (404: nothing in a namespace that does not exist can change), so the object stayed, being
+    deleted, with its finalizer; Kopf tries again only on the object's next event, and a namespace made again under
+    its name brings none: the object would be Terminating there for good, and hold that namespace's next deletion.
+    The operator touches it then. The proxy holds Kopf's patch while the namespace alone is taken out of etcd."""
     proxy = ApiProxy(sandbox.control_plane, tmp_path)
-    held = proxy.hold("PATCH", f"/namespaces/{namespace}/awsconnectors/acme", FINALIZER)
     own_kubeconfig = operator.kubeconfig
     try:
         operator.kill()
         operator.kubeconfig = proxy.kubeconfig
         mark = len(operator.log())
         operator.start()
-        m = manifest(namespace)
-        assert apply(kubeconfig, m).returncode == 0
-        assert held.reached.wait(60), "Kopf did not put its finalizer on"
+        m, _ = onboarded(kubeconfig, namespace)
+        # Kopf's patches are JSON patches: the one that takes the finalizer off names its path
+        held = proxy.hold("PATCH", f"/namespaces/{namespace}/awsconnectors/acme", "/metadata/finalizers")
+        kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+        assert held.reached.wait(180), "Kopf never took its finalizer off"
         delete_from_etcd(sandbox, f"/registry/namespaces/{namespace}")
-
-        def refused_for_its_namespace() -> (
-            bool
-        ):  # admission's view of namespaces, not only etcd's, has it gone
-            touch = kubectl(
-                kubeconfig, "annotate", "awsc", "-n", namespace, "acme", "probe=1", "--dry-run=server"
-            )  # fmt: skip
-            return touch.returncode != 0 and f'namespaces "{namespace}" not found' in touch.stderr
-
-        wait_for(refused_for_its_namespace, 30, "the API server to refuse changes in the namespace gone")
-        obj = get_object(kubeconfig, namespace, "acme")  # still there to be read
-        assert obj is not None and not obj["metadata"].get("finalizers"), obj
+        wait_for(
+            lambda: refused_for_its_namespace(kubeconfig, namespace), 30, "changes in the namespace refused"
+        )
         held.release()
-        wait_gone(kubeconfig, namespace, "acme")
-        assert 404 in held.answers, held.answers
-        assert "the object's namespace is gone with the object left in it; deleted" in operator.log()[mark:]
-        assert not stacks_of(sandbox, account_of(m))
-        assert connector(sandbox, m).status_code == 404
+        wait_for(lambda: 404 in held.answers, 30, "Kopf's patch to be refused")
+        left = get_object(kubeconfig, namespace, "acme")
+        assert left is not None and left["metadata"].get("deletionTimestamp"), left
+        assert FINALIZER in left["metadata"]["finalizers"], left["metadata"]
+        assert not stacks_of(sandbox, account_of(m))  # its cleanup had ended
         kubectl(kubeconfig, "create", "namespace", namespace, check=True)
-        assert get_object(kubeconfig, namespace, "acme") is None
+        wait_gone(kubeconfig, namespace, "acme")
+        assert "touched, so its cleanup ends" in operator.log()[mark:]
+        assert connector(sandbox, m).status_code == 404
     finally:
         operator.kill()
         operator.kubeconfig = own_kubeconfig
         proxy.close()
         operator.start()
+
+
+def refused_for_its_namespace(kubeconfig: Path, namespace: str) -> bool:
+    """Admission's view of the namespaces, not only etcd's, has ``namespace`` gone: a change of its object is
+    refused (a dry run, which goes through admission and stores nothing)."""
+    touch = kubectl(kubeconfig, "annotate", "awsc", "-n", namespace, "acme", "probe=1", "--dry-run=server")
+    return touch.returncode != 0 and f'namespaces "{namespace}" not found' in touch.stderr
 
 
 def delete_from_etcd(sandbox: Sandbox, key: str) -> None:

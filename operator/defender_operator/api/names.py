@@ -13,6 +13,9 @@ FINALIZER = f"{GROUP}/finalizer"
 ANNOTATION_PAUSED = f"{GROUP}/paused"
 ANNOTATION_RECONCILE_REQUESTED_AT = f"{GROUP}/reconcile-requested-at"
 ANNOTATION_ADOPT = f"{GROUP}/adopt"
+# The operator's nudge: set on an object being deleted when a namespace of its name is made again after one finalized
+# without it (handlers/tenancy.py: _touch_left_behind), so that Kopf sees an event of it and ends its cleanup.
+ANNOTATION_TOUCHED = f"{GROUP}/touched-at"
 # On a ClusterOnboardingPolicy: a deletion of it is a replacement (the chart's policies are Helm hooks, deleted and
 # created again on every upgrade), so its grants outlive it for policy_grace_seconds unless it comes back
 ANNOTATION_DELETION_GRACE = f"{GROUP}/deletion-grace"

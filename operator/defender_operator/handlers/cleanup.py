@@ -16,7 +16,7 @@ from ..api.names import (
 )
 from ..api.status import AWSConnectorStatus
 from ..errors import CloudError, RetryableError, TerminalError
-from ..kube import api_server_unavailable, one_line
+from ..kube import api_server_unavailable, namespace_gone, one_line
 from ..reconcile import conditions
 from ..reconcile.cleanup_step import cleanup_step
 from ..reconcile.conditions import Verdict
@@ -74,6 +74,17 @@ async def cleanup(body: Any, memo: Any, **indexes: Any) -> None:
     except kopf.TemporaryError:
         raise
     except Exception as exc:
+        namespace = body["metadata"]["namespace"]
+        if namespace_gone(exc, namespace):
+            # Finalized without this object (kubernetes/kubernetes#127977): nothing of it can change until a
+            # namespace of its name exists again, which touches it (handlers/tenancy.py: _touch_left_behind)
+            log.warning(
+                "cleanup: the object's namespace is gone; it ends once a namespace of its name is made again",
+                extra={"object": f"{namespace}/{body['metadata']['name']}"},
+            )
+            raise kopf.TemporaryError(
+                "cleanup: the object's namespace is gone", delay=runtime.settings.resync_seconds
+            ) from None
         if not api_server_unavailable(exc):
             raise
         # A control-plane upgrade or an unreachable API server (a record, a Secret or the status could not be read or

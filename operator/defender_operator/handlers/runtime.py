@@ -43,6 +43,9 @@ class Runtime:
     cleaned: set[str] = field(default_factory=set)  # uids whose cleanup ended (their record is gone with it)
     # uids gone from the API server while their loop ran, with no deletion Kopf saw (so Kopf never stops that loop)
     gone: set[str] = field(default_factory=set)
+    # namespaces deleted while objects of theirs were still being deleted (finalized without them:
+    # handlers/tenancy.py: _touch_left_behind)
+    left_behind: set[str] = field(default_factory=set)
     # uids a pass saw without Kopf's finalizer (handlers/objects.py: _without_finalizer)
     unfinalized: set[str] = field(default_factory=set)
     # uid -> (namespace, name) of objects whose cleanup is blocked (cannot reach a cloud, or the grant refuses it)

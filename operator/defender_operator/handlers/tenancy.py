@@ -7,6 +7,7 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from ..api.names import (
     ANNOTATION_DELETION_GRACE,
+    ANNOTATION_TOUCHED,
     EFFECTIVE_PLURAL,
     GROUP,
     POLICY_PLURAL,
@@ -250,7 +252,9 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
     objects look again at once (a grant a label gives or takes applies now, not at their next resync), blocked
     cleanups there too. Labels that change no policy's selection (a GitOps tool's, Pod Security's) wake nothing, nor
     does a namespace seen for the first time (at start, or new: nothing lives in it yet). The labels are kept, not
-    the selection: a policy changed since would make a kept selection stale."""
+    the selection: a policy changed since would make a kept selection stale. A namespace deleted with objects still
+    in it, and one made again where such objects wait, are kubernetes/kubernetes#127977's: ``_delete_left_behind``,
+    ``_touch_left_behind``."""
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
@@ -259,6 +263,12 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
         if runtime.listed_labels is not None and name in runtime.listed_labels:
             # one made again of its name is newer than the last list (a copy: a list's wakes may still read it)
             runtime.listed_labels = {k: v for k, v in runtime.listed_labels.items() if k != name}
+        left = _left_in(indexes, name)
+        if left:  # the namespace controller finalized it without them: kubernetes/kubernetes#127977
+            runtime.left_behind.add(name)
+            await _delete_left_behind(
+                runtime, name, [(uid, key) for uid, key, deleting in left if not deleting]
+            )
         return
     now, before = dict(labels or {}), runtime.namespace_labels.get(name)
     runtime.namespace_labels[name] = now
@@ -269,6 +279,9 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
         lived = runtime.listed_labels is not None and any(ns == name for ns, _ in indexes["by_name"])
         if lived:
             await _grants_changed(runtime, indexes, {name})
+        if lived or name in runtime.left_behind:
+            runtime.left_behind.discard(name)
+            await _touch_left_behind(runtime, indexes, name)
         return
     if before == now:
         return
@@ -282,6 +295,61 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
                 log.warning("the namespaces could not be listed again", extra={"error": one_line(exc)})
         if name not in woken:
             await _grants_changed(runtime, indexes, {name})
+
+
+def _left_in(indexes: Any, namespace: str) -> list[tuple[str, str, bool]]:
+    """(uid, namespace/name, being deleted) of the objects of ``namespace``, as the index has them."""
+    return [
+        (uid, standing.key, standing.deleting)
+        for uid, standings in indexes["by_catalog"].items()
+        for standing in standings
+        if standing.key.startswith(f"{namespace}/")
+    ]
+
+
+async def _delete_left_behind(runtime: Runtime, namespace: str, left: list[tuple[str, str]]) -> None:
+    """The namespace is gone and these objects of it are not even being deleted: the namespace controller, whose
+    discovery did not list this API (right after an API-server restart), finalized it without touching them. Its
+    deletion asked for theirs: they are deleted now (only a deletion passes for an object whose namespace is gone),
+    so their cleanup runs; their finalizers come off once a namespace of that name exists again
+    (``_touch_left_behind``). An index that lags a namespace deleted the usual way only names objects gone already,
+    which the deletion's precondition leaves alone."""
+    for uid, key in left:
+        try:
+            if await runtime.workers.call(runtime.kube.delete_object, namespace, key.split("/", 1)[1], uid):
+                log.warning(
+                    "its namespace was deleted without it; deleted, as the namespace's deletion asked",
+                    extra={"object": key},
+                )
+        except Exception as exc:  # its loop meets it again: objects._without_finalizer, or a refused write
+            log.warning(
+                "an object its namespace's deletion left could not be deleted",
+                extra={"object": key, "error": one_line(exc)},
+            )
+
+
+async def _touch_left_behind(runtime: Runtime, indexes: Any, namespace: str) -> None:
+    """A namespace new to this process that already holds objects being deleted was made again under the name of one
+    the namespace controller finalized without them (kubernetes/kubernetes#127977, right after an API-server restart).
+    While it was gone the API server refused every change of them, Kopf's removal of the finalizer after cleanup too,
+    and Kopf tries again only on an object's next event, which the namespace's return does not bring: a touch is that
+    event, and cleanup ends. (An object not being deleted has its loop: ``objects._without_finalizer``.)"""
+    left = [(uid, key) for uid, key, deleting in _left_in(indexes, namespace) if deleting]
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    for uid, key in left:
+        try:
+            await runtime.workers.call(
+                runtime.kube.touch, namespace, key.split("/", 1)[1], uid, ANNOTATION_TOUCHED, stamp
+            )
+            log.info(
+                "its namespace was made again while it was being deleted; touched, so its cleanup ends",
+                extra={"object": key},
+            )
+        except Exception as exc:  # the object's next event, or the next process's listing, ends it
+            log.warning(
+                "an object left in a namespace made again could not be touched",
+                extra={"object": key, "error": one_line(exc)},
+            )
 
 
 def _selecting(rules: list[EffectiveRule], namespace: str, labels: dict[str, str]) -> set[str]:
