@@ -294,6 +294,16 @@ class Kube:
             return FinalizerChange.RACED
         return FinalizerChange.DONE
 
+    def namespace_exists(self, name: str) -> bool:
+        """Whether the namespace ``name`` exists now (a read from etcd, not a cache)."""
+        try:
+            self.core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def delete_object(self, namespace: str, name: str, uid: str) -> bool:
         """Delete the object ``uid`` (a precondition: never another made under its name since); False when it was
         gone already, or another object has its name."""

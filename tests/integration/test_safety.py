@@ -512,6 +512,33 @@ def test_an_onboarded_object_its_namespace_deletion_missed_is_cleaned_up_and_goe
     assert "Traceback" not in operator.log()[mark:], operator.log()[mark:][-3000:]
 
 
+def test_an_onboarded_object_whose_namespace_went_while_no_operator_watched_is_found_by_the_namespaces_list(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """As above, but the namespace goes while the operator is down (a fail-over, a rollout): no process sees it go.
+    The namespaces' list, every ``policy_relist_seconds``, does not have it while an object of it is there; once a
+    read confirms it is gone, the object is deleted and cleaned up, and goes when the namespace is made again."""
+    m, _ = onboarded(kubeconfig, namespace)
+    operator.kill()
+    mark = len(operator.log())
+    try:
+        delete_from_etcd(sandbox, f"/registry/namespaces/{namespace}")
+        wait_for(
+            lambda: refused_for_its_namespace(kubeconfig, namespace), 30, "changes in the namespace refused"
+        )
+    finally:
+        operator.start()
+    wait_for(  # the first list comes policy_relist_seconds (30 s) after the start
+        lambda: "its namespace was deleted without it; deleted" in operator.log()[mark:],
+        120,
+        "the namespaces' list to find the object its namespace's deletion left",
+    )
+    wait_for(lambda: not stacks_of(sandbox, account_of(m)), 120, "the cleanup to delete the stack")
+    kubectl(kubeconfig, "create", "namespace", namespace, check=True)
+    wait_gone(kubeconfig, namespace, "acme")
+    assert connector(sandbox, m).status_code == 404
+
+
 def test_an_object_whose_namespace_went_as_its_cleanup_ended_goes_once_the_namespace_is_made_again(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:

@@ -43,9 +43,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The operator's permissions: exactly what it calls (docs/operations.md, "RBAC"). */}}
 {{- define "defender-operator.rules" -}}
+# delete: only an object its namespace's deletion missed (kubernetes/kubernetes#127977), which nothing else can change
 - apiGroups: [defender-operator.io]
   resources: [awsconnectors]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch, patch, delete]
 - apiGroups: [defender-operator.io]
   resources: [awsconnectors/status]
   verbs: [get, patch]

@@ -167,7 +167,32 @@ async def _relist_namespaces(runtime: Runtime, indexes: Any) -> set[str]:
             changed.add(name)
     if changed:
         await _grants_changed(runtime, indexes, changed)
+    await _sweep_left_behind(runtime, indexes, listed)
     return changed
+
+
+async def _sweep_left_behind(runtime: Runtime, indexes: Any, listed: dict[str, dict[str, str]]) -> None:
+    """Objects whose namespace a fresh list does not have: deleted without them (kubernetes/kubernetes#127977) while
+    this process did not see it go (it started after, or its watch was away). Each such namespace is read first (a
+    list is a snapshot: an object made since in a namespace made since is no such object), then dealt with as a
+    deletion seen: ``_delete_left_behind``, and ``_touch_left_behind`` when a namespace of its name comes back."""
+    strays = {
+        standing.key.split("/", 1)[0]
+        for standings in indexes["by_catalog"].values()
+        for standing in standings
+    }
+    for namespace in sorted(strays - set(listed)):
+        try:
+            if await runtime.workers.call(runtime.kube.namespace_exists, namespace):
+                continue
+        except Exception as exc:  # the next list looks again
+            log.warning(
+                "a namespace could not be read", extra={"namespace": namespace, "error": one_line(exc)}
+            )
+            continue
+        runtime.left_behind.add(namespace)
+        left = [(uid, key) for uid, key, deleting in _left_in(indexes, namespace) if not deleting]
+        await _delete_left_behind(runtime, namespace, left)
 
 
 async def _grace_over(runtime: Runtime, name: str, grace: float, indexes: Any) -> None:
