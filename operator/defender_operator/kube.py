@@ -332,31 +332,31 @@ class Kube:
                 {"op": "remove", "path": f"/metadata/annotations/{_pointer(annotation)}"},
             )
 
-    def touch(self, namespace: str, name: str, uid: str, annotation: str, value: str) -> None:
+    def touch(self, namespace: str, name: str, uid: str, annotation: str, value: str) -> bool:
         """Set ``annotation`` on the object ``uid`` (not another object of its name): a change, which the watch
-        brings Kopf as an event of the object."""
+        brings Kopf as an event of the object. False when it is gone (or changed meanwhile: an event came anyway)."""
         obj = self._live(namespace, name, uid)
         if obj is None:
-            return
-        if obj["metadata"].get("annotations") is None:
-            self._patch_tested(
-                namespace,
-                name,
-                uid,
+            return False
+        if obj["metadata"].get("annotations") is None:  # made only if still absent: never over another's map
+            operations = [
+                {
+                    "op": "test",
+                    "path": "/metadata/resourceVersion",
+                    "value": obj["metadata"]["resourceVersion"],
+                },
                 {"op": "add", "path": "/metadata/annotations", "value": {annotation: value}},
-            )
+            ]
         else:
-            self._patch_tested(
-                namespace,
-                name,
-                uid,
-                {"op": "add", "path": f"/metadata/annotations/{_pointer(annotation)}", "value": value},
-            )
+            operations = [
+                {"op": "add", "path": f"/metadata/annotations/{_pointer(annotation)}", "value": value}
+            ]
+        return self._patch_tested(namespace, name, uid, *operations)
 
-    def _patch_tested(self, namespace: str, name: str, uid: str, operation: dict[str, Any]) -> None:
-        """One JSON patch operation on the object ``uid``; nothing when it is gone, another object has its name, or
-        the operation does not apply (no such annotation)."""
-        patch = [{"op": "test", "path": "/metadata/uid", "value": uid}, operation]
+    def _patch_tested(self, namespace: str, name: str, uid: str, *operations: dict[str, Any]) -> bool:
+        """JSON patch operations on the object ``uid``; False, changing nothing, when it is gone, another object has
+        its name, or the operations do not apply (no such annotation, a changed version)."""
+        patch = [{"op": "test", "path": "/metadata/uid", "value": uid}, *operations]
         try:
             self.custom.patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
@@ -364,6 +364,8 @@ class Kube:
         except ApiException as exc:
             if exc.status not in (404, 422):
                 raise
+            return False
+        return True
 
     # --- the operator's own records (api/record.py) -----------------------------------------------------------------
 

@@ -15,15 +15,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from defender_operator.credentials import CredentialFactory
-from defender_operator.event_recorder import EventRecorder
 from defender_operator.handlers.runtime import Runtime
 from defender_operator.handlers.tenancy import policy_changed
-from defender_operator.kube import Kube
-from defender_operator.reconcile.clouds import Clouds
-from defender_operator.reconcile.rollout import Canaries, CatalogRollout
-from defender_operator.settings import Settings
-from defender_operator.workers import Workers
+from tests.support.runtime import handler_runtime, memo_of
 
 INDEXES: dict[str, Any] = {"policies": {}, "namespace_labels": {}, "by_name": {}, "cleanup_blocked": {}}
 
@@ -60,23 +54,13 @@ def api_server(status: int | None) -> Iterator[str]:
 
 
 def runtime_at(host: str) -> Runtime:
-    settings = Settings()
     configuration = client.Configuration()
     configuration.host, configuration.retries = host, False
-    kube = Kube(client.ApiClient(configuration))
-    return Runtime(
-        settings=settings,
-        kube=kube,
-        clouds=Clouds(settings, CredentialFactory(settings, kube.read_secret)),
-        workers=Workers(2),
-        instance="unit",
-        events=EventRecorder(kube),
-        rollout=CatalogRollout(1, 0.0, Canaries("")),
-    )
+    return handler_runtime(client.ApiClient(configuration))
 
 
 def changed(runtime: Runtime) -> None:
-    memo = type("Memo", (), {"runtime": runtime})()
+    memo = memo_of(runtime)
     spec = {"namespaces": {"names": ["a"]}}
     asyncio.run(policy_changed(name="p", spec=spec, meta={}, type="MODIFIED", memo=memo, **INDEXES))
 

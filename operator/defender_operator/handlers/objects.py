@@ -307,9 +307,11 @@ async def _without_finalizer(runtime: Runtime, meta: Any) -> float:
             )
             return runtime.settings.resync_seconds
     except Exception as exc:
-        if not api_server_unavailable(exc):
-            raise
-        return runtime.settings.in_progress_seconds
+        if api_server_unavailable(exc):
+            return runtime.settings.in_progress_seconds
+        # refused (with watchNamespaces, a Role gone with its namespace): looked at again on the resync interval
+        log.warning("the finalizer could not be put on", extra={"object": key, "error": one_line(exc)})
+        return runtime.settings.resync_seconds
     if outcome is FinalizerChange.DONE:
         log.info(
             "the finalizer was still missing a pass after the object was seen; put on", extra={"object": key}

@@ -173,26 +173,41 @@ async def _relist_namespaces(runtime: Runtime, indexes: Any) -> set[str]:
 
 async def _sweep_left_behind(runtime: Runtime, indexes: Any, listed: dict[str, dict[str, str]]) -> None:
     """Objects whose namespace a fresh list does not have: deleted without them (kubernetes/kubernetes#127977) while
-    this process did not see it go (it started after, or its watch was away). Each such namespace is read first (a
-    list is a snapshot: an object made since in a namespace made since is no such object), then dealt with as a
-    deletion seen: ``_delete_left_behind``, and ``_touch_left_behind`` when a namespace of its name comes back."""
+    this process did not see it go (it started after, or its watch was away): dealt with as a deletion seen
+    (``_left_behind_in``). And the objects being deleted of a namespace that went without them and is listed again:
+    touched, if the namespace's return was not seen (``_touch_left_behind``)."""
     strays = {
         standing.key.split("/", 1)[0]
         for standings in indexes["by_catalog"].values()
         for standing in standings
     }
     for namespace in sorted(strays - set(listed)):
-        try:
-            if await runtime.workers.call(runtime.kube.namespace_exists, namespace):
-                continue
-        except Exception as exc:  # the next list looks again
-            log.warning(
-                "a namespace could not be read", extra={"namespace": namespace, "error": one_line(exc)}
-            )
-            continue
-        runtime.left_behind.add(namespace)
-        left = [(uid, key) for uid, key, deleting in _left_in(indexes, namespace) if not deleting]
-        await _delete_left_behind(runtime, namespace, left)
+        await _left_behind_in(runtime, indexes, namespace)
+    for namespace in sorted(runtime.left_behind & set(listed)):
+        if await _touch_left_behind(runtime, indexes, namespace):
+            runtime.left_behind.discard(namespace)
+
+
+async def _left_behind_in(runtime: Runtime, indexes: Any, namespace: str) -> None:
+    """The namespace's watch or list says it went; objects of it are still there if the namespace controller
+    finalized it without them (its discovery did not list this API, right after an API-server restart:
+    kubernetes/kubernetes#127977). Whether it is gone is read again, after the objects are taken from the index: the
+    watch may be minutes late, and a namespace made again since holds the new namespace's objects, never to be
+    deleted here; an object the index had before a read that finds no namespace is one it left (no object can be
+    made in a namespace that does not exist)."""
+    left = _left_in(indexes, namespace)
+    alive = [(uid, key) for uid, key, deleting in left if not deleting]
+    if not left or (namespace in runtime.left_behind and not alive):
+        return
+    try:
+        if await runtime.workers.call(runtime.kube.namespace_exists, namespace):
+            return
+    except Exception as exc:  # the next list looks again
+        log.warning("a namespace could not be read", extra={"namespace": namespace, "error": one_line(exc)})
+        return
+    runtime.left_behind.add(namespace)
+    runtime.namespace_labels.pop(namespace, None)  # one made again of its name is new to this process
+    await _delete_left_behind(runtime, namespace, alive)
 
 
 async def _grace_over(runtime: Runtime, name: str, grace: float, indexes: Any) -> None:
@@ -288,12 +303,7 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
         if runtime.listed_labels is not None and name in runtime.listed_labels:
             # one made again of its name is newer than the last list (a copy: a list's wakes may still read it)
             runtime.listed_labels = {k: v for k, v in runtime.listed_labels.items() if k != name}
-        left = _left_in(indexes, name)
-        if left:  # the namespace controller finalized it without them: kubernetes/kubernetes#127977
-            runtime.left_behind.add(name)
-            await _delete_left_behind(
-                runtime, name, [(uid, key) for uid, key, deleting in left if not deleting]
-            )
+        await _left_behind_in(runtime, indexes, name)
         return
     now, before = dict(labels or {}), runtime.namespace_labels.get(name)
     runtime.namespace_labels[name] = now
@@ -304,9 +314,8 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
         lived = runtime.listed_labels is not None and any(ns == name for ns, _ in indexes["by_name"])
         if lived:
             await _grants_changed(runtime, indexes, {name})
-        if lived or name in runtime.left_behind:
+        if (lived or name in runtime.left_behind) and await _touch_left_behind(runtime, indexes, name):
             runtime.left_behind.discard(name)
-            await _touch_left_behind(runtime, indexes, name)
         return
     if before == now:
         return
@@ -353,28 +362,33 @@ async def _delete_left_behind(runtime: Runtime, namespace: str, left: list[tuple
             )
 
 
-async def _touch_left_behind(runtime: Runtime, indexes: Any, namespace: str) -> None:
-    """A namespace new to this process that already holds objects being deleted was made again under the name of one
-    the namespace controller finalized without them (kubernetes/kubernetes#127977, right after an API-server restart).
+async def _touch_left_behind(runtime: Runtime, indexes: Any, namespace: str) -> bool:
+    """A namespace (new to this process, or listed again) that holds objects being deleted was made again under the
+    name of one the namespace controller finalized without them (kubernetes/kubernetes#127977, right after an API-server restart).
     While it was gone the API server refused every change of them, Kopf's removal of the finalizer after cleanup too,
     and Kopf tries again only on an object's next event, which the namespace's return does not bring: a touch is that
     event, and cleanup ends. (An object not being deleted has its loop: ``objects._without_finalizer``.)"""
     left = [(uid, key) for uid, key, deleting in _left_in(indexes, namespace) if deleting]
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    done = True
     for uid, key in left:
         try:
-            await runtime.workers.call(
+            touched = await runtime.workers.call(
                 runtime.kube.touch, namespace, key.split("/", 1)[1], uid, ANNOTATION_TOUCHED, stamp
             )
-            log.info(
-                "its namespace was made again while it was being deleted; touched, so its cleanup ends",
-                extra={"object": key},
-            )
-        except Exception as exc:  # the object's next event, or the next process's listing, ends it
+        except Exception as exc:  # the next list of the namespaces tries again
             log.warning(
                 "an object left in a namespace made again could not be touched",
                 extra={"object": key, "error": one_line(exc)},
             )
+            done = False
+            continue
+        if touched:
+            log.info(
+                "its namespace was made again while it was being deleted; touched, so its cleanup ends",
+                extra={"object": key},
+            )
+    return done
 
 
 def _selecting(rules: list[EffectiveRule], namespace: str, labels: dict[str, str]) -> set[str]:
