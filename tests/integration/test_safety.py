@@ -12,6 +12,7 @@ import json
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -436,12 +437,7 @@ def test_an_object_gone_with_no_deletion_seen_while_its_first_pass_records_leave
     takes it (its finalizer on, no deletionTimestamp), so the test does not depend on timing."""
     proxy = ApiProxy(sandbox.control_plane, tmp_path)
     held = proxy.hold("POST", "/onboardingrecords", namespace)
-    own_kubeconfig = operator.kubeconfig
-    try:
-        operator.kill()
-        operator.kubeconfig = proxy.kubeconfig
-        mark = len(operator.log())
-        operator.start()
+    with through(proxy, operator) as mark:
         assert apply(kubeconfig, manifest(namespace)).returncode == 0
         assert held.reached.wait(60), "the first pass made no record"
         obj = get_object(kubeconfig, namespace, "acme")
@@ -454,11 +450,6 @@ def test_an_object_gone_with_no_deletion_seen_while_its_first_pass_records_leave
         assert Kube(api_client(kubeconfig)).read_record(obj["metadata"]["uid"]) is None
         log = operator.log()[mark:]
         assert "Traceback" not in log and "failed unexpectedly" not in log, log[-3000:]
-    finally:
-        operator.kill()
-        operator.kubeconfig = own_kubeconfig
-        proxy.close()
-        operator.start()
 
 
 def test_an_object_left_in_a_namespace_finalized_without_it_is_deleted_as_the_namespace_deletion_asked(
@@ -553,12 +544,7 @@ def test_an_object_whose_namespace_went_as_its_cleanup_ended_goes_once_the_names
     its name brings none: the object would be Terminating there for good, and hold that namespace's next deletion.
     The operator touches it then. The proxy holds Kopf's patch while the namespace alone is taken out of etcd."""
     proxy = ApiProxy(sandbox.control_plane, tmp_path)
-    own_kubeconfig = operator.kubeconfig
-    try:
-        operator.kill()
-        operator.kubeconfig = proxy.kubeconfig
-        mark = len(operator.log())
-        operator.start()
+    with through(proxy, operator) as mark:
         m, _ = onboarded(kubeconfig, namespace)
         # Kopf's patches are JSON patches: the one that takes the finalizer off names its path
         held = proxy.hold("PATCH", f"/namespaces/{namespace}/awsconnectors/acme", "/metadata/finalizers")
@@ -578,11 +564,6 @@ def test_an_object_whose_namespace_went_as_its_cleanup_ended_goes_once_the_names
         wait_gone(kubeconfig, namespace, "acme")
         assert "touched, so its cleanup ends" in operator.log()[mark:]
         assert connector(sandbox, m).status_code == 404
-    finally:
-        operator.kill()
-        operator.kubeconfig = own_kubeconfig
-        proxy.close()
-        operator.start()
 
 
 def test_a_late_deletion_of_a_namespace_made_again_since_deletes_nothing_of_the_new_one(
@@ -612,6 +593,24 @@ def refused_for_its_namespace(kubeconfig: Path, namespace: str) -> bool:
     refused (a dry run, which goes through admission and stores nothing)."""
     touch = kubectl(kubeconfig, "annotate", "awsc", "-n", namespace, "acme", "probe=1", "--dry-run=server")
     return touch.returncode != 0 and f'namespaces "{namespace}" not found' in touch.stderr
+
+
+@contextmanager
+def through(proxy: ApiProxy, operator: OperatorProcess) -> Iterator[int]:
+    """The module's operator, started again to talk to the API server through ``proxy`` (the offset of its log
+    then), and started again as it was after, whatever failed."""
+    own_kubeconfig = operator.kubeconfig
+    try:
+        operator.kill()
+        operator.kubeconfig = proxy.kubeconfig
+        mark = len(operator.log())
+        operator.start()
+        yield mark
+    finally:
+        operator.kill()
+        operator.kubeconfig = own_kubeconfig
+        proxy.close()
+        operator.start()
 
 
 def delete_from_etcd(sandbox: Sandbox, key: str) -> None:
