@@ -184,6 +184,34 @@ def test_list_stack_sets_honours_its_status_filter(sandbox: Sandbox) -> None:
     assert names() == {"kept", "gone"}
 
 
+def test_a_stackset_name_is_unique_and_a_retry_with_its_token_makes_no_second(sandbox: Sandbox) -> None:
+    """API_CreateStackSet.html: ClientRequestToken, which the SDK fills in and sends again on its retries, "so that
+    CloudFormation knows that you're not attempting to create another StackSet with the same name", and
+    NameAlreadyExistsException. moto made one more StackSet of the name per call (the campaign's seed 65218)."""
+    cf = aws_client(sandbox, "cloudformation")
+    body = json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}})
+    first = cf.create_stack_set(StackSetName="once", TemplateBody=body, ClientRequestToken="try-1")[
+        "StackSetId"
+    ]
+    retried = cf.create_stack_set(StackSetName="once", TemplateBody=body, ClientRequestToken="try-1")
+    assert retried["StackSetId"] == first
+    with pytest.raises(ClientError) as refused:
+        cf.create_stack_set(StackSetName="once", TemplateBody=body)  # a token of its own: another creation
+    assert refused.value.response["Error"]["Code"] == "NameAlreadyExistsException"
+
+    def active() -> list[str]:
+        listed = cf.list_stack_sets(Status="ACTIVE")["Summaries"]
+        return [s["StackSetId"] for s in listed if s["StackSetName"] == "once"]
+
+    assert active() == [first]
+    cf.delete_stack_set(StackSetName="once")
+    again = cf.create_stack_set(StackSetName="once", TemplateBody=body)[
+        "StackSetId"
+    ]  # a deleted one's name is free
+    assert active() == [again] and again != first
+    cf.delete_stack_set(StackSetName="once")
+
+
 def test_a_stackset_runs_one_operation_at_a_time_until_its_member_stacks_are_complete(
     sandbox: Sandbox,
 ) -> None:

@@ -101,6 +101,29 @@ def test_a_kill_between_creating_and_deploying_the_stackset_is_repaired(
         assert defender_roles(sandbox, member) == []
 
 
+def test_a_stackset_creation_whose_answer_was_lost_makes_one_stackset_and_it_goes_with_the_object(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The campaign's seed 65218: answers to CreateStackSet were lost after it took effect, and the SDK retried it
+    with the request's token, which CloudFormation answers as it did the first (API_CreateStackSet.html,
+    ClientRequestToken). The emulator made a StackSet per retry, and the object's deletion, which deletes the one
+    of its name, left the others. Any retry, the SDK's or the next pass's, must end with one StackSet."""
+    m, members = organization(sandbox, namespace, members=1)
+    operator.reset_aws_operations()
+    operator.inject_aws_fault(pathPattern="CreateStackSet", drop=True, after=True, count=2)
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+        wait_condition(kubeconfig, namespace, "org", "MembersReady", "True", timeout=120)
+    finally:
+        operator.clear_aws_faults()
+    assert operator.aws_operations().get("CreateStackSet", 0) >= 2  # the lost answer's request was sent again
+    cf = aws_in(sandbox, account_of(m), "cloudformation")
+    assert len(cf.list_stack_sets(Status="ACTIVE")["Summaries"]) == 1
+    delete(kubeconfig, namespace, "org")
+    assert cf.list_stack_sets(Status="ACTIVE")["Summaries"] == []
+    assert defender_roles(sandbox, members[0]) == []
+
+
 def test_a_busy_stackset_is_retried_not_stalled(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:

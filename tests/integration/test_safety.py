@@ -227,6 +227,41 @@ def test_broken_credentials_after_writing_block_cleanup_visibly_and_orphan_relea
     assert [s["StackStatus"] for s in stacks_of(sandbox, account_of(m))] == ["CREATE_COMPLETE"]
 
 
+def test_a_secret_deleted_before_the_pass_that_signed_in_with_it_held_it_is_not_what_cleanup_needs(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    """The campaign's seed 65159: an onboarded object's spec switched to the tenant's own keys, and the tenant
+    deleted that Secret while the pass that had signed in with it was putting the finalizer on that holds it for
+    cleanup. The API server's 404 was taken for held: the record then named a Secret that did not exist, cleanup
+    stayed blocked on it for good, and the stack, the provider's audience and the record were left behind. Now the
+    pass writes nothing with a Secret it could not hold: the record keeps the spec that wrote until now, whose
+    credentials clean up. The proxy holds the finalizer's patch while the Secret is deleted."""
+    m, _ = onboarded(kubeconfig, namespace)
+    kubectl(
+        kubeconfig, "create", "secret", "generic", "aws-keys", "-n", namespace,
+        "--from-literal=accessKeyId=AKIAEXAMPLEKEYS", "--from-literal=secretAccessKey=example-secret-key",
+        check=True,
+    )  # fmt: skip
+    proxy = ApiProxy(sandbox.control_plane, tmp_path)
+    held = proxy.hold("PATCH", f"/namespaces/{namespace}/secrets/aws-keys", "in-use-by-")
+    with through(proxy, operator):
+        m["spec"]["aws"]["credentials"]["secretRef"] = {"name": "aws-keys"}
+        m["spec"]["scanIntervalHours"] = 24  # a connector update: the pass writes, and holds the Secret first
+        assert apply(kubeconfig, m).returncode == 0
+        assert held.reached.wait(60), "the pass held no Secret"
+        kubectl(kubeconfig, "delete", "secret", "aws-keys", "-n", namespace, check=True)
+        held.release()
+        obj = wait_condition(
+            kubeconfig, namespace, "acme", "Stalled", "True", reason="CredentialsSecretMissing"
+        )
+        assert held.answers == [404], held.answers
+        found = Kube(api_client(kubeconfig)).read_record(obj["metadata"]["uid"])
+        assert found is not None and "secretRef" not in found[0]["connector"]["aws"]["credentials"], found
+        kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
+        wait_gone(kubeconfig, namespace, "acme", timeout=60)
+    assert left_behind(sandbox, m) == {}
+
+
 def test_apply_then_delete_at_once_leaves_nothing(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:

@@ -294,19 +294,13 @@ class WriteJournal:
             raise _object_gone()
         recorded = raw_secret_names(before.connector) if before is not None else set()
         for name in sorted(needed):
-            try:
-                self.kube.hold_secret(self.target.namespace, name, finalizer)
-            except SecretDeleting as exc:
+            refusal = self._hold(name, finalizer)
+            if refusal is not None:
                 # Held in this call for no record: let go again, or a later spec that no longer names them would
                 # leave them held for ever (the release of Secrets a spec stops naming reads the record).
                 for held in sorted(needed - recorded - {name}):
                     self.kube.release_secret(self.target.namespace, held, finalizer)
-                raise TerminalError(
-                    "CredentialsSecretDeleting",
-                    f"{exc}: the operator needs it to clean up what it writes, so it writes nothing with it. "
-                    "Create the Secret again under another name, point the spec at it, and update Secrets in place "
-                    "(kubectl apply) rather than deleting and re-creating them.",
-                ) from None
+                raise refusal
 
         def edit(record: OnboardingRecordSpec) -> OnboardingRecordSpec:
             if record.abandoned is not None:  # marked since it was read: found on a conflict's second read
@@ -340,6 +334,26 @@ class WriteJournal:
             for name in sorted(gone):
                 self.kube.release_secret(self.target.namespace, name, finalizer)
         return record
+
+    def _hold(self, name: str, finalizer: str) -> TerminalError | None:
+        """Hold one of the spec's Secrets for cleanup; the refusal to write when it cannot be held. A Secret the pass
+        signed in with may be deleted before it is held: a record naming it would leave cleanup blocked for good on
+        a Secret that does not exist (the campaign's seed 65159), where the record's earlier spec, with the
+        credentials that wrote until now, can clean up."""
+        namespace = self.target.namespace
+        try:
+            if self.kube.hold_secret(namespace, name, finalizer):
+                return None
+            reason, problem = "CredentialsSecretMissing", f"Secret {namespace}/{name} does not exist"
+            way_out = "Create it again"
+        except SecretDeleting as exc:
+            reason, problem = "CredentialsSecretDeleting", str(exc)
+            way_out = "Create the Secret again under another name, point the spec at it"
+        return TerminalError(
+            reason,
+            f"{problem}: the operator needs it to clean up what it writes, so it writes nothing with it. "
+            f"{way_out}, and update Secrets in place (kubectl apply) rather than deleting and re-creating them.",
+        )
 
     def proof(self, cloud: CloudName) -> Proof:
         return self.book.proof(cloud)

@@ -23,6 +23,14 @@
   with the caller's permissions, so the emulator's authorization of what CloudFormation does for its caller skips
   them (it matters where the caller's own account is a target: a delegated administrator's).
 - ``ListStackSets`` honours its ``Status`` filter (ACTIVE or DELETED); moto lists deleted stack sets either way.
+- A StackSet's name is unique among the account's StackSets that are not deleted, and ``CreateStackSet`` is
+  idempotent on its ``ClientRequestToken``, which the SDK fills in when the caller does not and sends again on each of
+  its own retries (API_CreateStackSet.html: "Specify this token if you plan to retry requests so that CloudFormation
+  knows that you're not attempting to create another StackSet with the same name"; errors:
+  ``NameAlreadyExistsException``, "The specified name is already in use"). moto makes one more StackSet of the same
+  name for every call, so an answer lost on the way back (the campaign's seed 65218: the SDK retried a
+  ``CreateStackSet`` whose answer was dropped) left StackSets no one knew of, which the deletion of the one known
+  left behind.
 - One operation at a time: an operation runs until the member stacks it touched are complete, so
   ``DescribeStackSetOperation`` says ``RUNNING`` while one of them is in progress (with a stack delay configured).
   Meanwhile a StackSet with ``ManagedExecution`` active queues every other operation (``CreateStackInstances``,
@@ -325,6 +333,29 @@ class OperationInProgress(CloudFormationError):
     code = "OperationInProgressException"
 
 
+class NameAlreadyExists(CloudFormationError):
+    code = "NameAlreadyExistsException"
+
+
+def _created_once() -> None:
+    """``CreateStackSet``: a retry of a request already applied (its token) answers as the first did; any other
+    creation of a name in use is refused."""
+    original = CloudFormationResponse.create_stack_set
+
+    def create(self: CloudFormationResponse) -> Any:
+        name, token = self._get_param("StackSetName"), self._get_param("ClientRequestToken")
+        for stack_set in self.cloudformation_backend.stacksets.values():
+            if stack_set.name == name and stack_set.status != "DELETED":
+                if token and getattr(stack_set, "request_token", None) == token:
+                    return ActionResult({"StackSetId": stack_set.id})
+                raise NameAlreadyExists("The specified name is already in use.")
+        result = original(self)
+        self.cloudformation_backend.describe_stack_set(name).request_token = token  # type: ignore[attr-defined]
+        return result
+
+    CloudFormationResponse.create_stack_set = create  # type: ignore[method-assign]
+
+
 QUEUE_POLL_SECONDS = 0.2
 _QUEUED: dict[
     str, list[Callable[[], None]]
@@ -454,6 +485,7 @@ def apply() -> None:
     CloudFormationResponse.list_stack_sets = _list_stack_sets  # type: ignore[method-assign]
     for name in ("create_stack_set", "update_stack_set"):
         _recording_settings(name)
+    _created_once()
     for name in ("create_stack_instances", "update_stack_set"):
         _recording_preferences(name)
     StackSetOperationDTO.__init__ = _operation_dto  # type: ignore[method-assign]
