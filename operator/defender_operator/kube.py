@@ -36,6 +36,7 @@ from .api.names import (
     VERSION,
 )
 from .api.record import record_labels
+from .errors import RetryableError
 from .logs import REDACTOR
 from .reconcile.model import Event
 
@@ -131,6 +132,12 @@ class RecordConflict(Exception):
 
 class SecretDeleting(Exception):
     """A Secret the object's credentials come from is being deleted: it can no longer be held for cleanup."""
+
+
+def _secret_busy(namespace: str, name: str) -> RetryableError:
+    """A Secret whose finalizers could not be set in three tries: someone keeps changing it (a controller that
+    writes it, or deletes and makes it again). Nothing is wrong with it: the pass or cleanup tries again later."""
+    return RetryableError("CredentialsSecretBusy", f"Secret {namespace}/{name} kept changing; trying again")
 
 
 _BUSY = {429, 500, 502, 503, 504}
@@ -430,8 +437,9 @@ class Kube:
         """Put ``finalizer`` on the Secret, so it outlives a delete (of itself or of its namespace) until cleanup has
         used it. False when the Secret does not exist, also when it went as the finalizer was put on (the campaign's
         seed 65159: taken for held, the record named a Secret that cleanup then could not find);
-        :class:`SecretDeleting` when it is being deleted (the API server takes no new finalizer then). Only
-        ``metadata.finalizers`` is changed (a JSON patch that tests the list it replaces)."""
+        :class:`SecretDeleting` when it is being deleted (the API server takes no new finalizer then); retryable
+        when it kept changing. Only ``metadata.finalizers`` is changed (a JSON patch that tests the list it
+        replaces)."""
         for _ in range(3):
             try:
                 secret = self.core.read_namespaced_secret(name, namespace)
@@ -450,10 +458,11 @@ class Kube:
                 namespace, name, meta.resource_version, [*finalizers, finalizer]
             ):
                 return True
-        raise SecretDeleting(f"Secret {namespace}/{name} keeps changing; try again")
+        raise _secret_busy(namespace, name)
 
     def release_secret(self, namespace: str, name: str, finalizer: str) -> None:
-        """Take ``finalizer`` off the Secret (nothing when it is not there)."""
+        """Take ``finalizer`` off the Secret (nothing when it is not there). Retryable when the Secret kept changing:
+        a finalizer given up on silently would keep it, and its namespace, Terminating for good."""
         for _ in range(3):
             try:
                 secret = self.core.read_namespaced_secret(name, namespace)
@@ -468,6 +477,7 @@ class Kube:
             after = [f for f in finalizers if f != finalizer]
             if self._patch_secret_finalizers(namespace, name, secret.metadata.resource_version, after):
                 return
+        raise _secret_busy(namespace, name)
 
     def _patch_secret_finalizers(
         self, namespace: str, name: str, version: str | None, after: list[str]

@@ -255,6 +255,10 @@ def test_a_secret_deleted_before_the_pass_that_signed_in_with_it_held_it_is_not_
             kubeconfig, namespace, "acme", "Stalled", "True", reason="CredentialsSecretMissing"
         )
         assert held.answers == [404], held.answers
+        message = condition(obj, "Stalled")["message"]  # type: ignore[index]
+        assert f"spec.aws.credentials.secretRef: Secret {namespace}/aws-keys does not exist" in message, (
+            message
+        )
         found = Kube(api_client(kubeconfig)).read_record(obj["metadata"]["uid"])
         assert found is not None and "secretRef" not in found[0]["connector"]["aws"]["credentials"], found
         kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)

@@ -33,7 +33,7 @@ from ..api.names import SECRET_FINALIZER_PREFIX
 from ..api.record import ObjectRef, OnboardingRecordSpec, SharedAudiences, record_labels
 from ..api.spec import AWSConnectorSpec
 from ..api.status import AWSConnectorStatus, FirstCloudWrite
-from ..errors import TerminalError
+from ..errors import CloudError, RetryableError, TerminalError
 from ..kube import Kube, ObjectGone, RecordConflict, SecretDeleting, StatusConflict
 from . import role_names
 from .claims import Ticket, conflict_message
@@ -335,24 +335,36 @@ class WriteJournal:
                 self.kube.release_secret(self.target.namespace, name, finalizer)
         return record
 
-    def _hold(self, name: str, finalizer: str) -> TerminalError | None:
-        """Hold one of the spec's Secrets for cleanup; the refusal to write when it cannot be held. A Secret the pass
-        signed in with may be deleted before it is held: a record naming it would leave cleanup blocked for good on
-        a Secret that does not exist (the campaign's seed 65159), where the record's earlier spec, with the
-        credentials that wrote until now, can clean up."""
+    def _hold(self, name: str, finalizer: str) -> CloudError | None:
+        """Hold one of the spec's Secrets for cleanup; why nothing may be written when it cannot be held. A Secret
+        the spec names may be gone by now, even one the pass signed in with: a record naming it would leave cleanup
+        blocked for good on a Secret that does not exist (the campaign's seed 65159), where the record's earlier
+        spec, with the credentials that wrote until now, can clean up."""
         namespace = self.target.namespace
+        spec = self.target.spec
+        refs = (
+            (
+                "spec.aws.credentials.secretRef",
+                spec.aws.credentials.secret_ref if spec.aws.credentials else None,
+            ),
+            ("spec.azure.credentialsSecretRef", spec.azure.credentials_secret_ref),
+        )
+        fields = " and ".join(field for field, ref in refs if ref is not None and ref.name == name)
         try:
             if self.kube.hold_secret(namespace, name, finalizer):
                 return None
             reason, problem = "CredentialsSecretMissing", f"Secret {namespace}/{name} does not exist"
-            way_out = "Create it again"
+            way_out = "Create it, or point the spec at one that exists"
         except SecretDeleting as exc:
             reason, problem = "CredentialsSecretDeleting", str(exc)
-            way_out = "Create the Secret again under another name, point the spec at it"
+            way_out = "Create the Secret again under another name and point the spec at it"
+        except RetryableError as exc:  # it kept changing: nothing wrong with it
+            return exc
         return TerminalError(
             reason,
-            f"{problem}: the operator needs it to clean up what it writes, so it writes nothing with it. "
-            f"{way_out}, and update Secrets in place (kubectl apply) rather than deleting and re-creating them.",
+            f"{fields}: {problem}. The operator holds the Secrets it writes with until cleanup has used them, so it "
+            f"writes nothing with this one. {way_out}; update Secrets in place (kubectl apply) rather than deleting "
+            "and re-creating them.",
         )
 
     def proof(self, cloud: CloudName) -> Proof:
