@@ -1511,12 +1511,16 @@ class Runner:
                 "--type=json", "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]',
             )  # fmt: skip
 
-    @staticmethod
-    def _wait(predicate: Any, seconds: float) -> None:
+    def _wait(self, predicate: Any, seconds: float) -> None:
+        """Wait for ``predicate``, starting again any replica that exited meanwhile, as its kubelet would: a leader
+        that cannot renew its Lease in time exits by design, and on a machine busy enough (four lanes' control
+        planes starting at once) both replicas did so within seconds while the harness waited for the first
+        schedule's policy (seed 66002)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if predicate():
                 return
+            self._ensure_operator()
             time.sleep(0.2)
         raise TimeoutError("the chaos harness waited in vain")
 
