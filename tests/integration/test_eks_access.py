@@ -203,6 +203,45 @@ def test_turning_discovery_off_removes_the_operators_entries(
     delete(kubeconfig, namespace, "off")
 
 
+def test_turning_discovery_off_removes_the_entries_the_record_names_when_the_status_lost_them(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The campaign's seed 67071: discovery turned off by a plan change right after onboarding, and the pass that met
+    the change started from a status without the entry it had just made (a status written from an older copy of the
+    object loses it): the entry stayed for good, with the object Ready. The record, which names every entry before
+    it is made, is the authority. Here the status loses it while the operator is down, as such a write leaves it."""
+    m = manifest(namespace, "lost")
+    account = str(m["spec"]["aws"]["accountId"])
+    m["spec"]["aws"]["eksAccessEntries"] = "Manage"
+    cluster(sandbox, account, "us-east-1", "zeta", "API")
+    assert apply(kubeconfig, m).returncode == 0
+    assert eks_status(kubeconfig, namespace, "lost", 1)["granted"] == 1
+    assert discovery_role(account) in entries(sandbox, account, "us-east-1", "zeta")
+    operator.kill()
+    try:
+        kubectl(
+            kubeconfig, "patch", "awsc", "lost", "-n", namespace, "--subresource=status", "--type=json",
+            "-p", json.dumps([{"op": "remove", "path": "/status/eks"}]), check=True,
+        )  # fmt: skip
+        m["spec"]["plans"] = {
+            "containers": {"kubernetesDiscovery": {"enabled": False}}
+        }  # Defender CSPM is off too
+        assert apply(kubeconfig, m).returncode == 0
+    finally:
+        operator.start()
+    generation = get_object(kubeconfig, namespace, "lost")["metadata"]["generation"]  # type: ignore[index]
+
+    def done() -> bool:
+        status = (get_object(kubeconfig, namespace, "lost") or {}).get("status") or {}
+        return status.get("observedGeneration") == generation and discovery_role(account) not in entries(
+            sandbox, account, "us-east-1", "zeta"
+        )
+
+    wait_for(done, 60, "the entry the record names to go")
+    wait_condition(kubeconfig, namespace, "lost", "Ready", "True")
+    delete(kubeconfig, namespace, "lost")
+
+
 def test_an_identity_without_eks_permissions_keeps_onboarding_ready_and_says_why(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:

@@ -155,10 +155,13 @@ def _ciem(target: Target, clouds: Clouds) -> Verdict | None:
 def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus, ledger: Ledger) -> list[Event]:
     """EKS reachability on deep passes, once onboarding is Ready; its failures stay on status.eks."""
     if not discovery_on(target.spec):
-        # Turned off: the entries made for it go, as with any role it no longer needs.
+        # Turned off: the entries made for it go, as with any role it no longer needs. Those the status shows, and,
+        # on a deep pass (the one that meets the change), those the record names: the record is the authority, and
+        # a status can lose them (written from a copy older than the pass that made them: the campaign's seed
+        # 67071, where the entry then stayed for good with the object Ready).
         events: list[Event] = []
-        if made_entries(status.eks):
-            record = ledger.recorded()
+        record = ledger.recorded() if made_entries(status.eks) or target.deep else None
+        if made_entries(status.eks) or (record is not None and (record.eks_entries or record.eks_regions)):
             regions = sorted(
                 {*regions_of(target.spec, account.partition), *(record.eks_regions if record else [])}
             )
@@ -171,10 +174,10 @@ def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus, ledger
                     account.account,
                     regions,
                     ledger.proof("aws"),
-                    ledger.recorded(),
+                    record,
                 )
             except CloudError as exc:
-                status.eks = status.eks.model_copy(update={"error": exc.message})
+                status.eks = (status.eks or EksStatus()).model_copy(update={"error": exc.message})
                 return []
             ledger.eks_regions_cleared(regions)
         status.eks = None
