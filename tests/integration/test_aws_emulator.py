@@ -168,6 +168,26 @@ def _organization(sandbox: Sandbox, management: str, prefix: str, members: int) 
     return organizations, str(root), accounts
 
 
+def test_a_parameter_an_update_no_longer_declares_is_gone_from_the_stack(sandbox: Sandbox) -> None:
+    """API_Stack.html: a stack's Parameters are its template's. moto kept the ones an update's template dropped, so
+    the operator, comparing the stack's parameters with its own, updated again after every update (CIEM turned
+    off, its provider's parameter gone from the template)."""
+    cf = aws_client(sandbox, "cloudformation")
+
+    def template(*names: str) -> str:
+        declared = {name: {"Type": "String"} for name in names}
+        return json.dumps({"Parameters": declared, "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}})
+
+    def value(name: str) -> dict[str, str]:
+        return {"ParameterKey": name, "ParameterValue": name.lower()}
+
+    cf.create_stack(StackName="dropped", TemplateBody=template("A", "B"), Parameters=[value("A"), value("B")])
+    cf.update_stack(StackName="dropped", TemplateBody=template("A"), Parameters=[value("A")])
+    wait_for(lambda: status(sandbox, "dropped") == "UPDATE_COMPLETE", 30, "the update")
+    assert cf.describe_stacks(StackName="dropped")["Stacks"][0]["Parameters"] == [value("A")]
+    cf.delete_stack(StackName="dropped")
+
+
 def test_list_stack_sets_honours_its_status_filter(sandbox: Sandbox) -> None:
     """API_ListStackSets.html: Status (ACTIVE | DELETED) filters the stack sets listed; moto ignored it."""
     cf = aws_client(sandbox, "cloudformation")

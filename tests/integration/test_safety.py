@@ -266,6 +266,36 @@ def test_a_secret_deleted_before_the_pass_that_signed_in_with_it_held_it_is_not_
     assert left_behind(sandbox, m) == {}
 
 
+def test_turning_ciem_off_releases_its_provider_when_the_status_lost_it(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The shape of the campaign's seed 67071 (an access entry), met by CIEM's identity provider in a review: CIEM
+    turned off, and the pass that meets the change starts from a status that lost the provider (written from a copy
+    older than the pass that made it). Only the status named it, so it stayed for good, the object Ready, and cleanup
+    missed it too. Here the status loses it while the operator is down."""
+    m = manifest(namespace)
+    tenant = m["spec"]["azure"]["tenantId"]
+    m["spec"]["plans"] = {"cspm": {"enabled": True, "ciem": {"enabled": True, "oidcSubject": tenant}}}
+    assert apply(kubeconfig, m).returncode == 0
+    obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    ciem = obj["status"]["aws"]["ciemOidcProvider"]["arn"]
+    assert ciem in providers_in(sandbox, account_of(m))
+    operator.kill()
+    try:
+        kubectl(
+            kubeconfig, "patch", "awsc", "acme", "-n", namespace, "--subresource=status", "--type=json",
+            "-p", json.dumps([{"op": "remove", "path": "/status/aws/ciemOidcProvider"}]), check=True,
+        )  # fmt: skip
+        m["spec"]["plans"] = {"cspm": {"enabled": True, "ciem": {"enabled": False}}}
+        assert apply(kubeconfig, m).returncode == 0
+    finally:
+        operator.start()
+    wait_for(lambda: ciem not in providers_in(sandbox, account_of(m)), 60, "CIEM's provider to go")
+    wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+    delete(kubeconfig, namespace, "acme")
+    assert left_behind(sandbox, m) == {}
+
+
 def test_apply_then_delete_at_once_leaves_nothing(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:

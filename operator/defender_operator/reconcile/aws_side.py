@@ -171,6 +171,18 @@ def provider_specs(target: Target) -> dict[str, ProviderSpec]:
     return specs
 
 
+def ciem_provider_arn(target: Target, account: AwsAccount) -> str:
+    """The identity provider CIEM uses in the account: its Entra tenant's, whether or not the spec has CIEM on."""
+    return f"arn:{account.partition}:iam::{account.account}:oidc-provider/{ciem_oidc_host(target.spec)}"
+
+
+def _ciem_recorded(ledger: Ledger) -> bool:
+    """Whether the spec the operator last wrote with, in the record, has CIEM on."""
+    record = ledger.recorded()
+    cspm = ((record.connector.get("plans") or {}).get("cspm") or {}) if record is not None else {}
+    return bool(cspm.get("enabled") and (cspm.get("ciem") or {}).get("enabled"))
+
+
 def role_arns_from_outputs(target: Target, outputs: dict[str, str]) -> dict[str, str] | None:
     """The ARN of every role the spec needs, from the stack outputs; None if one is missing."""
     arns = {}
@@ -208,9 +220,14 @@ def reconcile_aws(
                 ledger,
                 first=status.ciem_oidc_provider is None,
             )
-        elif status.ciem_oidc_provider is not None:
-            # CIEM turned off: this object no longer needs its provider.
-            release_provider(account.providers, status.ciem_oidc_provider.arn, owner, events, ledger)
+        elif status.ciem_oidc_provider is not None or (target.deep and _ciem_recorded(ledger)):
+            # CIEM turned off: this object no longer needs its provider, the one status shows or, when a status
+            # written from an older copy lost it (the shape of the campaign's seed 67071), the one its tenant's CIEM
+            # uses, on a deep pass that finds CIEM on in the record's spec. release_provider takes away only what
+            # the mark, the proof and the record say this object added.
+            shown = status.ciem_oidc_provider
+            arn = shown.arn if shown is not None else ciem_provider_arn(target, account)
+            release_provider(account.providers, arn, owner, events, ledger)
             status.ciem_oidc_provider = None
     assert status.oidc_provider is not None
     parameters = {OIDC_PARAMETER: status.oidc_provider.arn}

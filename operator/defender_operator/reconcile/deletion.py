@@ -22,7 +22,7 @@ from ..api.status import AWSConnectorStatus, FirstCloudWrite, OrganizationStatus
 from ..aws.api import STACK_SET_BUSY
 from ..aws.stackset import MemberAccounts, StackSets
 from ..errors import RetryableError, TerminalError
-from .aws_side import prove_stack_set, provider_specs, release_provider
+from .aws_side import ciem_provider_arn, prove_stack_set, provider_specs, release_provider
 from .clouds import Clouds
 from .eks_side import made_entries, regions_of, remove_entries
 from .ledger import UNRECORDED_LEDGER, Ledger
@@ -273,9 +273,11 @@ def finalize(
                 events.append(Event("Normal", "StackDeleting", f"deleting stack {stack_name}"))
         return Cleanup(False, f"waiting for stack {stack_name} to be deleted", in_progress_seconds, events)
 
-    # The providers this object's own spec uses (the Microsoft one of its account, its CIEM tenant's) and those its
-    # status recorded: not every provider that carries its user tag, which anyone who may tag can put anywhere.
+    # The providers this object's own spec uses (the Microsoft one of its account, its CIEM tenant's, CIEM on or off:
+    # a status can lose the one CIEM used before it was turned off) and those its status recorded: not every
+    # provider that carries its user tag, which anyone who may tag can put anywhere.
     ours = {spec.arn(account.partition, account.account) for spec in provider_specs(target).values()}
+    ours.add(ciem_provider_arn(target, account))
     recorded = status.aws
     ours |= (
         {p.arn for p in (recorded.oidc_provider, recorded.ciem_oidc_provider) if p is not None}

@@ -253,6 +253,7 @@ def _update(
 
                     revert_role_drift(self)
                 _original_update(self, template, role_arn, parameters, None)
+                _only_declared_parameters(self)
             finally:
                 self.events = events
                 self.revert_drift = False  # type: ignore[attr-defined]
@@ -276,6 +277,16 @@ def _update(
             _roll_back(self, lambda: self.resource_map.update(self.template_dict, previous_parameters))
 
     later(update)
+
+
+def _only_declared_parameters(stack: Stack) -> None:
+    """A stack has the parameters its template declares (API_Stack.html, ``Parameters``); moto kept those an update's
+    template no longer declares, so DescribeStacks went on listing them, and a caller comparing the stack's parameters
+    with the ones it sends found a change after every update (a CIEM provider's parameter, with CIEM turned off)."""
+    declared = set((stack.template_dict or {}).get("Parameters") or {})
+    for kept in (stack.resource_map.resolved_parameters, stack.resource_map.input_parameters):
+        for key in [k for k in kept if k not in declared]:
+            del kept[key]
 
 
 def _roll_back(stack: Stack, roll_back: Callable[[], None]) -> None:
