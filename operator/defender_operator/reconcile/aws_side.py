@@ -7,6 +7,7 @@ per ``drift_check_seconds`` rather than by reading every role each pass: three C
 of about forty IAM reads every pass for a fully enabled account (docs/design-decisions.md, "Drift").
 """
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -176,11 +177,17 @@ def ciem_provider_arn(target: Target, account: AwsAccount) -> str:
     return f"arn:{account.partition}:iam::{account.account}:oidc-provider/{ciem_oidc_host(target.spec)}"
 
 
-def _ciem_recorded(ledger: Ledger) -> bool:
-    """Whether the spec the operator last wrote with, in the record, has CIEM on."""
+def _recorded_ciem_provider(target: Target, account: AwsAccount, ledger: Ledger) -> str | None:
+    """The provider CIEM used under the spec the operator last wrote with (the record's: its tenant, which the spec
+    may have changed since), when that spec had CIEM on; never the Microsoft provider the object still uses."""
     record = ledger.recorded()
-    cspm = ((record.connector.get("plans") or {}).get("cspm") or {}) if record is not None else {}
-    return bool(cspm.get("enabled") and (cspm.get("ciem") or {}).get("enabled"))
+    connector = record.connector if record is not None else {}
+    cspm = (connector.get("plans") or {}).get("cspm") or {}
+    tenant = (connector.get("azure") or {}).get("tenantId")
+    if not (cspm.get("enabled") and (cspm.get("ciem") or {}).get("enabled") and tenant):
+        return None
+    arn = f"arn:{account.partition}:iam::{account.account}:oidc-provider/sts.windows.net/{tenant}/"
+    return None if arn == provider_specs(target)["microsoft"].arn(account.partition, account.account) else arn
 
 
 def role_arns_from_outputs(target: Target, outputs: dict[str, str]) -> dict[str, str] | None:
@@ -208,6 +215,12 @@ def reconcile_aws(
         ("ciem" in specs) == (status.ciem_oidc_provider is not None)
     )
     if target.deep or not known:
+        # read before this pass's first write, which records its own spec (CIEM off) in place of the one it had
+        lost_ciem = (
+            _recorded_ciem_provider(target, account, ledger)
+            if target.deep and "ciem" not in specs and status.ciem_oidc_provider is None
+            else None
+        )
         status.oidc_provider = ensure_provider(
             account.providers, specs["microsoft"], owner, events, ledger, first=status.oidc_provider is None
         )
@@ -220,15 +233,16 @@ def reconcile_aws(
                 ledger,
                 first=status.ciem_oidc_provider is None,
             )
-        elif status.ciem_oidc_provider is not None or (target.deep and _ciem_recorded(ledger)):
-            # CIEM turned off: this object no longer needs its provider, the one status shows or, when a status
-            # written from an older copy lost it (the shape of the campaign's seed 67071), the one its tenant's CIEM
-            # uses, on a deep pass that finds CIEM on in the record's spec. release_provider takes away only what
-            # the mark, the proof and the record say this object added.
-            shown = status.ciem_oidc_provider
-            arn = shown.arn if shown is not None else ciem_provider_arn(target, account)
-            release_provider(account.providers, arn, owner, events, ledger)
+        elif status.ciem_oidc_provider is not None:
+            # CIEM turned off: this object no longer needs its provider.
+            release_provider(account.providers, status.ciem_oidc_provider.arn, owner, events, ledger)
             status.ciem_oidc_provider = None
+        elif lost_ciem is not None:
+            # The same, where a status written from an older copy lost the provider (the shape of the campaign's seed
+            # 67071): the one the record's spec had CIEM use. release_provider takes away only what the mark, the
+            # proof and the record say this object added; a provider it may not even read it did not make.
+            with contextlib.suppress(TerminalError):  # refused: turning CIEM off still ends a stall it caused
+                release_provider(account.providers, lost_ciem, owner, events, ledger)
     assert status.oidc_provider is not None
     parameters = {OIDC_PARAMETER: status.oidc_provider.arn}
     if status.ciem_oidc_provider is not None:

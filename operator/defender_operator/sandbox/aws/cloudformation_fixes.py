@@ -308,6 +308,7 @@ def _roll_back(stack: Stack, roll_back: Callable[[], None]) -> None:
         )
         return
     stack.rollback_failed = {}  # type: ignore[attr-defined]
+    _only_declared_parameters(stack)  # a parameter the failed update's template added goes with it
     stack.output_map = stack._create_output_map()
     # CloudFormation removes what the failed update made, then completes ("Stack status codes")
     stack._add_stack_event("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS")
