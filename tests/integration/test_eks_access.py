@@ -12,7 +12,7 @@ import pytest
 from defender_operator.sandbox import Sandbox
 from tests.support.kube import apply, get_object, kubectl, wait_for
 from tests.support.onboarding import aws_in, delete, manifest, request_reconcile, stacks_of
-from tests.support.operator import OperatorProcess, module_operator, wait_condition
+from tests.support.operator import OperatorProcess, changed_with_status_lost, module_operator, wait_condition
 
 pytestmark = pytest.mark.integration
 
@@ -217,18 +217,10 @@ def test_turning_discovery_off_removes_the_entries_the_record_names_when_the_sta
     assert apply(kubeconfig, m).returncode == 0
     assert eks_status(kubeconfig, namespace, "lost", 1)["granted"] == 1
     assert discovery_role(account) in entries(sandbox, account, "us-east-1", "zeta")
-    operator.kill()
-    try:
-        kubectl(
-            kubeconfig, "patch", "awsc", "lost", "-n", namespace, "--subresource=status", "--type=json",
-            "-p", json.dumps([{"op": "remove", "path": "/status/eks"}]), check=True,
-        )  # fmt: skip
-        m["spec"]["plans"] = {
-            "containers": {"kubernetesDiscovery": {"enabled": False}}
-        }  # Defender CSPM is off too
-        assert apply(kubeconfig, m).returncode == 0
-    finally:
-        operator.start()
+    m["spec"]["plans"] = {
+        "containers": {"kubernetesDiscovery": {"enabled": False}}
+    }  # Defender CSPM is off too
+    changed_with_status_lost(operator, kubeconfig, m, "/status/eks")
     generation = get_object(kubeconfig, namespace, "lost")["metadata"]["generation"]  # type: ignore[index]
 
     def done() -> bool:

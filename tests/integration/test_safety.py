@@ -58,6 +58,7 @@ from tests.support.onboarding import (
 from tests.support.operator import (
     STACK_PENDING,
     OperatorProcess,
+    changed_with_status_lost,
     module_operator,
     wait_condition,
     wait_events,
@@ -280,16 +281,8 @@ def test_turning_ciem_off_releases_its_provider_when_the_status_lost_it(
     obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
     ciem = obj["status"]["aws"]["ciemOidcProvider"]["arn"]
     assert ciem in providers_in(sandbox, account_of(m))
-    operator.kill()
-    try:
-        kubectl(
-            kubeconfig, "patch", "awsc", "acme", "-n", namespace, "--subresource=status", "--type=json",
-            "-p", json.dumps([{"op": "remove", "path": "/status/aws/ciemOidcProvider"}]), check=True,
-        )  # fmt: skip
-        m["spec"]["plans"] = {"cspm": {"enabled": True, "ciem": {"enabled": False}}}
-        assert apply(kubeconfig, m).returncode == 0
-    finally:
-        operator.start()
+    m["spec"]["plans"] = {"cspm": {"enabled": True, "ciem": {"enabled": False}}}
+    changed_with_status_lost(operator, kubeconfig, m, "/status/aws/ciemOidcProvider")
     wait_for(lambda: ciem not in providers_in(sandbox, account_of(m)), 60, "CIEM's provider to go")
     wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
     delete(kubeconfig, namespace, "acme")
