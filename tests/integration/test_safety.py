@@ -262,8 +262,7 @@ def test_a_secret_deleted_before_the_pass_that_signed_in_with_it_held_it_is_not_
         )
         found = Kube(api_client(kubeconfig)).read_record(obj["metadata"]["uid"])
         assert found is not None and "secretRef" not in found[0]["connector"]["aws"]["credentials"], found
-        kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
-        wait_gone(kubeconfig, namespace, "acme", timeout=60)
+        delete(kubeconfig, namespace, "acme")  # cleanup signs in with the credentials that wrote
     assert left_behind(sandbox, m) == {}
 
 
