@@ -20,9 +20,11 @@ does.
 """
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -142,40 +144,61 @@ class LeaderElector:
                 log.warning("lease unavailable", extra={"error": one_line(exc)})
             await asyncio.sleep(self.retry_period)
 
-    async def keep(self) -> None:
-        """Renew until the process ends; raise :class:`LeadershipLost` as soon as a renewal has not succeeded within
+    def keep(self, stopped: threading.Event) -> None:
+        """Renew until ``stopped`` is set; raise :class:`LeadershipLost` as soon as a renewal has not succeeded within
         the deadline, whatever the reason: a refusal, another holder, an error of any kind (an unreachable API
         server raises urllib3's errors, not ``OSError``), or no answer at all (no request outlives the deadline, as
-        client-go bounds a renewal by it)."""
-        last = time.monotonic()
-        reason = "the renew deadline passed"
-        while True:
-            await asyncio.sleep(self.retry_period)
-            left = self.renew_deadline - (time.monotonic() - last)
-            if left > 0:
-                try:
-                    renewed = await asyncio.wait_for(asyncio.to_thread(self._try, left), timeout=left)
-                except TimeoutError:
-                    reason = "the API server did not answer within the renew deadline"
-                except Exception as exc:  # any failure to renew is one
-                    reason = one_line(exc)
-                else:
-                    if not renewed:
-                        raise LeadershipLost("another process holds the lease")
-                    last = time.monotonic()
-                    continue
-            if time.monotonic() - last > self.renew_deadline:
-                raise LeadershipLost(reason)
+        client-go bounds a renewal by it).
 
-    async def keep_or_exit(self) -> None:
-        """:meth:`keep`, and stop the whole process at once when leadership is lost (worker threads cannot be
-        cancelled, and a standby may take the Lease once it expires)."""
+        It runs on threads of its own, never on the event loop: a loop kept busy for seconds by work that is not
+        wrong (a start-up's imports, a backlog's listing, on a busy machine) would miss renewals, and the leader
+        would exit. In CI both replicas of a test lost their Lease that way while starting, one after the other, as
+        client-go's renewals run in a goroutine of their own for the same reason."""
+        attempts = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lease-renewal")
         try:
-            await self.keep()
-        except LeadershipLost as exc:
-            log.error("leader election lost; exiting", extra={"reason": str(exc), "holder": self.holder})
-            logging.shutdown()
-            os._exit(1)
+            last = time.monotonic()
+            reason = "the renew deadline passed"
+            while not stopped.wait(self.retry_period):
+                left = self.renew_deadline - (time.monotonic() - last)
+                if left > 0:
+                    try:
+                        renewed = attempts.submit(self._try, left).result(timeout=left)
+                    except TimeoutError:
+                        reason = "the API server did not answer within the renew deadline"
+                    except Exception as exc:  # any failure to renew is one
+                        reason = one_line(exc)
+                    else:
+                        if not renewed:
+                            raise LeadershipLost("another process holds the lease")
+                        last = time.monotonic()
+                        continue
+                if time.monotonic() - last > self.renew_deadline:
+                    raise LeadershipLost(reason)
+        finally:
+            attempts.shutdown(wait=False)  # an attempt that never answers must not hold the exit up
+
+    def keep_or_exit(self) -> Callable[[], None]:
+        """Start :meth:`keep` on a thread of its own, stopping the whole process at once when leadership is lost
+        (worker threads cannot be cancelled, and a standby may take the Lease once it expires). Returns what stops
+        the renewals, waiting for the one under way, so that a release after it is not undone by it."""
+        stopped = threading.Event()
+
+        def renew() -> None:
+            try:
+                self.keep(stopped)
+            except LeadershipLost as exc:
+                log.error("leader election lost; exiting", extra={"reason": str(exc), "holder": self.holder})
+                logging.shutdown()
+                os._exit(1)
+
+        thread = threading.Thread(target=renew, name="lease-keeper", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            stopped.set()
+            thread.join(self.renew_deadline)
+
+        return stop
 
     def release(self) -> None:
         """On a clean shutdown: let a standby take over at once (renewTime in the past, holder cleared)."""

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         stop = _Stop()
         heartbeat = asyncio.create_task(_heartbeat(probes))
         elector = _elector(settings) if settings.leader_election else None
-        keeper = watcher = None
+        keeper: Callable[[], None] | None = None  # stops the Lease's renewals
+        watcher = None
         leading = metrics.LEADER.labels(settings.lease_name)
         try:
             if elector is not None:
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 leading.set(0)
                 probes.ready.set()
                 await elector.acquire()
-                keeper = asyncio.create_task(elector.keep_or_exit())
+                keeper = elector.keep_or_exit()
             leading.set(1)
             watcher = asyncio.create_task(_mark_ready(ready_flag, probes))
             memo.insights = (
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                 await asyncio.to_thread(runtime.workers.close)
                 await asyncio.to_thread(runtime.events.flush, EVENTS_FLUSH_SECONDS)
             if keeper is not None:
-                keeper.cancel()
+                await asyncio.to_thread(keeper)
             if elector is not None:  # a signal during acquire() may have met a take already under way
                 await asyncio.to_thread(elector.release)
 

@@ -536,7 +536,11 @@ def test_an_object_left_in_a_namespace_finalized_without_it_is_deleted_as_the_na
     finally:
         operator.start()
     wait_gone(kubeconfig, namespace, "acme")  # read though its namespace is gone: it was there until now
-    assert "the object's namespace is gone with the object left in it; deleted" in operator.log()[mark:]
+    wait_for(  # logged once the deletion has answered, which may be after the object is seen gone
+        lambda: "the object's namespace is gone with the object left in it; deleted" in operator.log()[mark:],
+        30,
+        "the operator to say it deleted the object",
+    )
     assert not stacks_of(sandbox, account_of(m))
     assert connector(sandbox, m).status_code == 404
     kubectl(kubeconfig, "create", "namespace", namespace, check=True)

@@ -2,8 +2,8 @@
 a standby may take over (two leaders would reconcile the same objects at once). Real sockets and the real
 Kubernetes client: an API server that refuses connections, and one that accepts them and never answers."""
 
-import asyncio
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -34,16 +34,16 @@ def elector(port: int) -> LeaderElector:
 
 def lost_after(leader: LeaderElector) -> tuple[float, str]:
     """Seconds until ``keep`` gave up, and why (at most 10 s: a keep that never returns fails the test)."""
-
-    async def keep() -> tuple[float, str]:
-        started = time.monotonic()
+    stopped = threading.Event()
+    timer = threading.Timer(10, stopped.set)
+    timer.start()
+    started = time.monotonic()
+    try:
         with pytest.raises(LeadershipLost) as lost:
-            await asyncio.wait_for(leader.keep(), 10)
-        return time.monotonic() - started, str(lost.value)
-
-    # Measured inside the loop: asyncio.run then waits for the request's thread, which the operator does not (it
-    # exits at once).
-    return asyncio.run(keep())
+            leader.keep(stopped)
+    finally:
+        timer.cancel()
+    return time.monotonic() - started, str(lost.value)
 
 
 @pytest.fixture
