@@ -442,3 +442,35 @@ def test_with_terraform_the_entries_the_operator_made_still_go_on_delete(
 
 def condition_message(obj: dict[str, Any], kind: str) -> str:
     return str(next(c["message"] for c in obj["status"]["conditions"] if c["type"] == kind))
+
+
+def test_an_access_entry_refused_for_a_passing_reason_is_made_soon_not_on_the_hourly_check(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """The campaign's seed 68051: EKS dropped the connection of every CreateAccessEntry of a new object's first pass,
+    more times than the SDK retries. Onboarding was Ready with status.eks.error, and EKS was looked at again only on
+    the next deep pass, which a Ready object has every deep_check_seconds (15 minutes here): the entry stayed missing
+    long after EKS answered again. A failure that passes now brings the next deep pass with backoff."""
+    m = manifest(namespace, "dropped")
+    account = str(m["spec"]["aws"]["accountId"])
+    m["spec"]["aws"]["eksAccessEntries"] = "Manage"
+    cluster(sandbox, account, "us-east-1", "kappa", "API")
+    operator.reset_aws_operations()
+    # more than one pass's SDK retries: the first pass fails for sure, and the fault ends by itself
+    operator.inject_aws_fault(
+        pathPattern=r"^/clusters/kappa/access-entries$", method="POST", drop=True, count=8
+    )
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+        wait_for(lambda: operator.aws_faulted() >= 8, 120, "every dropped CreateAccessEntry")
+    finally:
+        operator.clear_aws_faults()
+
+    def granted() -> bool:
+        eks = ((get_object(kubeconfig, namespace, "dropped") or {}).get("status") or {}).get("eks") or {}
+        return any(c["name"] == "kappa" and c["access"] == "Granted" for c in eks.get("clusters") or [])
+
+    wait_for(granted, 90, "the entry Granted once EKS answers again")  # 15 minutes without the fix
+    assert entries(sandbox, account, "us-east-1", "kappa") == [discovery_role(account)]
+    delete(kubeconfig, namespace, "dropped")
+    assert entries(sandbox, account, "us-east-1", "kappa") == []

@@ -487,7 +487,8 @@ def _pass(
 
 def _deep_due(runtime: Runtime, target: Target) -> bool:
     """A deep pass (providers and health too) when nothing is known yet, something changed, a person asked, the
-    object is not Ready, or deep_check_seconds have passed."""
+    object is not Ready, the last pass failed for a reason that passes (it may have been in a part only deep passes
+    look at, EKS's access entries: the campaign's seed 68051), or deep_check_seconds have passed."""
     last = runtime.deep_checked.get(target.uid)
     ready = conditions.get(target.status.conditions, "Ready")
     return (
@@ -495,6 +496,7 @@ def _deep_due(runtime: Runtime, target: Target) -> bool:
         or time.monotonic() - last >= runtime.settings.deep_check_seconds
         or target.status.observed_generation != target.generation
         or target.reconcile_requested
+        or target.uid in runtime.failures
         or ready is None
         or ready.status != "True"
     )

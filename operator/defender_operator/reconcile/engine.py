@@ -152,8 +152,13 @@ def _ciem(target: Target, clouds: Clouds) -> Verdict | None:
     return prerequisites.ciem_verdict(target.spec, found)
 
 
-def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus, ledger: Ledger) -> list[Event]:
-    """EKS reachability on deep passes, once onboarding is Ready; its failures stay on status.eks."""
+def _eks(
+    target: Target, account: AwsAccount, status: AWSConnectorStatus, ledger: Ledger
+) -> tuple[list[Event], bool]:
+    """EKS reachability on deep passes, once onboarding is Ready: its events, and whether it failed for a reason
+    that passes (throttling, 5xx, dropped connections). Its failures stay on status.eks; one that passes makes the
+    pass a retryable error, so that the next deep pass comes with backoff and not on the hourly check (the
+    campaign's seed 68051: a new object was Ready with an error and no access entry for an hour)."""
     if not discovery_on(target.spec):
         # Turned off: the entries made for it go, as with any role it no longer needs. Those the status shows, and,
         # on a deep pass (the one that meets the change), those the record names: the record is the authority, and
@@ -178,21 +183,21 @@ def _eks(target: Target, account: AwsAccount, status: AWSConnectorStatus, ledger
                 )
             except CloudError as exc:
                 status.eks = (status.eks or EksStatus()).model_copy(update={"error": exc.message})
-                return []
+                return [], exc.retryable
             ledger.eks_regions_cleared(regions)
         status.eks = None
-        return events
+        return events, False
     if not target.deep and status.eks is not None:
-        return []
+        return [], False
     try:
         result = reconcile_eks(
             target.spec, target.owner, account.eks, account.partition, account.account, ledger
         )
     except CloudError as exc:
         status.eks = (status.eks or EksStatus()).model_copy(update={"error": exc.message})
-        return []
+        return [], exc.retryable
     status.eks = result.status
-    return result.events
+    return result.events, False
 
 
 def writes_ahead(
@@ -306,7 +311,10 @@ def reconcile(
 
     # EKS clusters of the management account are out of reach of a delegated administrator's credentials
     if account is not None and azure is not None and azure.verdict.status == "True" and not delegated:
-        events += _eks(target, account, status, ledger)
+        eks_events, eks_passing = _eks(target, account, status, ledger)
+        events += eks_events
+        if eks_passing and stalled is None:
+            result = "error"
     if target.spec.deployment.method != "Terraform":
         status.catalog = rollout.catalog_after(target, status, aws.verdict.status == "True", stalled)
     azure_verdict = azure.verdict if azure else WAITING_FOR_AWS
