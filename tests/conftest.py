@@ -26,13 +26,23 @@ def sandbox_state(worker_id: str) -> Path:
 
 
 # The tests' own grant: every namespace may have AWSConnectors use the operator's identity, except namespaces labeled
-# to opt out (the tenancy tests' own). The quickstart applies examples/policy.yaml, the narrow one a user would.
+# to opt out (the tenancy tests' own). The quickstart applies examples/policy.yaml, the narrow one a user would. Every
+# namespace carries kubernetes.io/metadata.name (the API server sets it); asking for it keeps a selector made of
+# DoesNotExist alone from selecting a namespace that is gone, which has no labels at all: the operator's cleanup of an
+# object left in one must not depend on such a selector (test_safety.py, the campaign's seed 67162).
 TEST_POLICY = {
     "apiVersion": "defender-operator.io/v1alpha1",
     "kind": "ClusterOnboardingPolicy",
     "metadata": {"name": "sandbox-tests"},
     "spec": {
-        "namespaces": {"selector": {"matchExpressions": [{"key": OPT_OUT, "operator": "DoesNotExist"}]}},
+        "namespaces": {
+            "selector": {
+                "matchExpressions": [
+                    {"key": OPT_OUT, "operator": "DoesNotExist"},
+                    {"key": "kubernetes.io/metadata.name", "operator": "Exists"},
+                ]
+            }
+        },
         "aws": {
             "accountIds": ["*"],
             "roleArns": ["arn:aws:iam::*:role/*"],

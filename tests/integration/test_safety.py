@@ -11,6 +11,7 @@ import base64
 import json
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,6 +65,7 @@ from tests.support.operator import (
     wait_events,
     wait_gone,
 )
+from tests.support.policies import OPT_OUT, effective_policies, policy_body
 from tests.support.runtime import handler_runtime, memo_of
 
 # No test here asserts a refusal of the admission policy (which fails open for up to 30 s after the API-server restart
@@ -597,6 +599,52 @@ def test_an_onboarded_object_whose_namespace_went_while_no_operator_watched_is_f
     kubectl(kubeconfig, "create", "namespace", namespace, check=True)
     wait_gone(kubeconfig, namespace, "acme")
     assert connector(sandbox, m).status_code == 404
+
+
+def test_an_object_whose_namespace_went_without_it_is_cleaned_up_under_the_policy_that_selected_it_by_label(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """The campaign's seed 67162: as above, but the grant selects the namespace by a label, which went with the
+    namespace. Cleanup found no policy selecting a namespace without labels and was blocked (NotAllowedByPolicy);
+    Kopf, which can keep no retry while the namespace is gone, never tried again, and the stack, the connector and
+    the record stayed. A verifiably gone namespace's cleanup is now allowed by the policy the record says allowed
+    the last write, and the object goes once its namespace is made again with its labels."""
+    label = f"team-{uuid.uuid4().hex[:6]}"
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    labels = {label: "yes", OPT_OUT: "true"}  # only this test's policy applies
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}}
+    assert apply(kubeconfig, body).returncode == 0
+    m = manifest(namespace)
+    policy = policy_body(f"grant-{uuid.uuid4().hex[:6]}", [], account_of(m))
+    policy["spec"]["namespaces"] = {"selector": {"matchLabels": {label: "yes"}}}
+    assert apply(kubeconfig, policy).returncode == 0
+    name = policy["metadata"]["name"]
+    try:
+        wait_for(lambda: name in effective_policies(kubeconfig), 30, "the policy folded")
+        assert apply(kubeconfig, m).returncode == 0
+        obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+        assert obj["status"]["allowedBy"] == name, obj["status"]
+        operator.kill()
+        mark = len(operator.log())
+        try:
+            delete_from_etcd(sandbox, f"/registry/namespaces/{namespace}")
+            wait_for(
+                lambda: refused_for_its_namespace(kubeconfig, namespace),
+                30,
+                "changes in the namespace refused",
+            )
+        finally:
+            operator.start()
+        # found by the namespaces' list (policy_relist_seconds, 30 s), deleted, cleaned up under the policy
+        wait_for(lambda: not stacks_of(sandbox, account_of(m)), 150, "the cleanup to delete the stack")
+        assert connector(sandbox, m).status_code == 404
+        assert "cleanup blocked" not in operator.log()[mark:]
+        assert apply(kubeconfig, body).returncode == 0  # the admin makes the namespace again, labels and all
+        wait_gone(kubeconfig, namespace, "acme")
+        assert Kube(api_client(kubeconfig)).read_record(obj["metadata"]["uid"]) is None
+    finally:
+        kubectl(kubeconfig, "delete", "clusteronboardingpolicy", name, "--ignore-not-found")
+        kubectl(kubeconfig, "delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
 
 
 def test_an_object_whose_namespace_went_as_its_cleanup_ended_goes_once_the_namespace_is_made_again(

@@ -4,7 +4,7 @@ from typing import Any
 
 from defender_operator.api.policy import ClusterOnboardingPolicySpec, effective_rule, glob_regex
 from defender_operator.api.spec import AWSConnectorSpec
-from defender_operator.reconcile.tenancy import DEFAULT, admit, admit_in_views, narrower
+from defender_operator.reconcile.tenancy import DEFAULT, admit, admit_in_views, admit_left_behind, narrower
 from tests.support.manifests import base_manifest
 
 X, Y = "111122223333", "444455556666"
@@ -195,3 +195,23 @@ def test_a_grant_a_namespace_label_gives_holds_where_every_view_of_the_labels_an
         wanted, "p", [labelled, labelled], [[by_label], []]
     ).refusal  # a policy view refuses too
     assert admit_in_views(wanted, "p", [unlabelled], [[]], adopt=True) == admit(wanted, "p", unlabelled, [])
+
+
+def test_a_gone_namespaces_cleanup_is_allowed_by_the_recorded_policy_alone_and_as_it_is_now() -> None:
+    """A namespace finalized without its objects (kubernetes/kubernetes#127977) has no labels left: the policy the
+    record says allowed the last write decides, without its namespace selector, and with everything else it says."""
+    by_label = {**TEAM_A_BODY, "namespaces": {"selector": {"matchLabels": {"team": "a"}}}}
+    team = policy("team-a", **by_label)
+    other = policy("other", **{**by_label, "namespaces": {"selector": {}}})
+    wanted = spec(aws={"roleArn": ROLE_X}, resourceGroup="defender-a")
+    assert admit(wanted, "a", {}, [team]).refusal  # no labels: the selector selects nothing
+    assert admit_left_behind(wanted, "a", [[team]], "team-a").allowed_by == "team-a"
+    assert admit_left_behind(wanted, "a", [[team], [team]], "team-a").aws_accounts == (X,)
+    # only the recorded policy: another that would allow it (it selects every namespace) does not count
+    assert admit_left_behind(wanted, "a", [[other]], "team-a").refusal
+    assert admit_left_behind(wanted, "a", [[team, other]], None).refusal
+    # the recorded policy as it is now: narrowed to another account, it allows nothing here
+    narrowed = policy("team-a", **{**by_label, "aws": {**by_label["aws"], "accountIds": [Y]}})
+    assert admit_left_behind(wanted, "a", [[narrowed]], "team-a").refusal
+    # and in every view: gone from one (deleted, its grace over), it allows nothing
+    assert admit_left_behind(wanted, "a", [[team], []], "team-a").refusal

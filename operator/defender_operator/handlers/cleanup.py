@@ -23,10 +23,10 @@ from ..reconcile.conditions import Verdict
 from ..reconcile.deletion import Cleanup
 from ..reconcile.engine import now
 from ..reconcile.model import Event, Target
-from ..reconcile.tenancy import Admission
+from ..reconcile.tenancy import Admission, admit_left_behind
 from .objects import dump_status, status_without_kopf, target_of
 from .runtime import CLEANUP_HANDLER, Runtime, runtime_of
-from .tenancy import admission_of
+from .tenancy import admission_of, rule_views
 
 log = logging.getLogger("defender_operator")
 
@@ -113,12 +113,31 @@ async def _cleanup(runtime: Runtime, body: Any, indexes: Any) -> None:
     runtime.rollout.forget(uid)
     started, grants = time.monotonic(), runtime.grants_version
 
-    def admission_for(target: Target) -> Admission:
-        return admission_of(runtime, target, indexes)
+    def admission_for(target: Target, allowed_by: str | None) -> Admission:
+        admission = admission_of(runtime, target, indexes)
+        if admission.refusal is None:
+            return admission
+        try:
+            gone = not runtime.kube.namespace_exists(target.namespace)  # read now, from etcd
+        except Exception as exc:  # the refusal stands: cleanup is tried again
+            log.warning("a namespace could not be read", extra={"object": key, "error": one_line(exc)})
+            return admission
+        if not gone:
+            return admission
+        seen["namespace_gone"] = True
+        return admit_left_behind(
+            target.spec, target.namespace, rule_views(runtime, indexes), allowed_by, target.adopt
+        )
 
     seen: dict[str, Any] = {"body": body}
     try:
-        result = await runtime.workers.exclusive(uid, _finalize, runtime, body, admission_for, seen)
+        try:
+            result = await runtime.workers.exclusive(uid, _finalize, runtime, body, admission_for, seen)
+        finally:
+            if seen.get("namespace_gone"):
+                # While the namespace is gone Kopf can neither keep a retry nor take the finalizer off: the object is
+                # touched when a namespace of its name is made again (tenancy._touch_left_behind), and this ends then
+                runtime.left_behind.add(meta["namespace"])
     except CloudError as exc:
         await _blocked(runtime, seen["body"], exc, grants)
         return  # not reached: _blocked raises

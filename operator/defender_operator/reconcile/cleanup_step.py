@@ -28,12 +28,13 @@ def cleanup_step(
     namespace: str,
     live_spec: dict[str, Any],
     target_for: Callable[[dict[str, Any] | None], Target],
-    admission_for: Callable[[Target], Admission],
+    admission_for: Callable[[Target, str | None], Admission],
     in_progress_seconds: float,
     skew_seconds: float,
 ) -> Cleanup:
     """``target_for(spec)``: the object as a pass sees it with ``spec`` (None: its own spec, for an object from
-    before records). ``admission_for(target)``: the grant as it is now."""
+        before records). ``admission_for(target, allowed_by)``: the grant as it is now (``allowed_by``: the policy the record
+    says allowed the last write)."""
     live_policy = live_spec.get("deletionPolicy", "Delete")
     if live_policy == "Orphan":
         release_held(kube, namespace, uid, live_spec)
@@ -53,7 +54,7 @@ def cleanup_step(
         target = target_for(None)
     written = target.status.first_cloud_write
     if written is not None and (written.aws or written.azure) and target.spec.deletion_policy == "Delete":
-        admission = admission_for(target)
+        admission = admission_for(target, record.allowed_by if record is not None else None)
         if admission.refusal:
             raise TerminalError("NotAllowedByPolicy", admission.refusal)
         member_allowed = admission.allows_account

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..api.names import ANNOTATION_ADOPT
-from ..api.policy import ANY, EffectiveRule
+from ..api.policy import ANY, EffectiveRule, NamespaceSelection
 from ..api.spec import AWSConnectorSpec
 
 DEFAULT = "Default"
@@ -164,6 +164,31 @@ def admit_in_views(
         admit(spec, namespace, labels, rules, adopt) for rules in rule_views for labels in label_views
     )
     return functools.reduce(narrower, decisions)
+
+
+def admit_left_behind(
+    spec: AWSConnectorSpec,
+    namespace: str,
+    rule_views: Sequence[list[EffectiveRule]],
+    allowed_by: str | None,
+    adopt: bool = False,
+) -> Admission:
+    """The cleanup grant of an object whose namespace is gone without it (the namespace controller finalized it
+    while its discovery did not list this API: kubernetes/kubernetes#127977; the campaign's seed 67162). No labels
+    remain to select the namespace by, so no policy that selects by label could allow the cleanup, and it would stay
+    blocked, what it made left in the clouds. The policy the operator's record says allowed the last write
+    (``allowed_by``) decides instead, as if it still selected the namespace: only that policy, as it is now, with
+    everything else it says (accounts, roles, tenants), and only for a cleanup, which removes only what carries the
+    object's mark and the record proves. No tenant can bring this about: a namespace is deleted by whoever may delete
+    namespaces, and the caller checks that it is gone."""
+    if allowed_by is None or allowed_by == DEFAULT:
+        return admit(spec, namespace, {}, [], adopt)
+    here = NamespaceSelection(names=[namespace])
+    views = [
+        [rule.model_copy(update={"namespaces": here}) for rule in view if rule.policy == allowed_by]
+        for view in rule_views
+    ]
+    return admit_in_views(spec, namespace, [{}], views, adopt)
 
 
 def narrower(first: Admission, second: Admission) -> Admission:
