@@ -34,7 +34,7 @@ from ..render.cloudformation import (
 )
 from ..render.document import Rendered
 from ..render.iam import role_documents
-from ..render.placeholders import ciem_oidc_host
+from ..render.placeholders import ciem_oidc_host, tenant_oidc_host
 from ..settings import Settings
 from .conditions import Verdict
 from .ledger import UNRECORDED_LEDGER, Ledger
@@ -172,9 +172,9 @@ def provider_specs(target: Target) -> dict[str, ProviderSpec]:
     return specs
 
 
-def ciem_provider_arn(target: Target, account: AwsAccount) -> str:
-    """The identity provider CIEM uses in the account: its Entra tenant's, whether or not the spec has CIEM on."""
-    return f"arn:{account.partition}:iam::{account.account}:oidc-provider/{ciem_oidc_host(target.spec)}"
+def ciem_provider_arn(tenant_id: str, account: AwsAccount) -> str:
+    """The identity provider CIEM uses in the account for an Entra tenant, whether or not a spec has CIEM on."""
+    return f"arn:{account.partition}:iam::{account.account}:oidc-provider/{tenant_oidc_host(tenant_id)}"
 
 
 def _recorded_ciem_provider(target: Target, account: AwsAccount, ledger: Ledger) -> str | None:
@@ -186,7 +186,7 @@ def _recorded_ciem_provider(target: Target, account: AwsAccount, ledger: Ledger)
     tenant = (connector.get("azure") or {}).get("tenantId")
     if not (cspm.get("enabled") and (cspm.get("ciem") or {}).get("enabled") and tenant):
         return None
-    arn = f"arn:{account.partition}:iam::{account.account}:oidc-provider/sts.windows.net/{tenant}/"
+    arn = ciem_provider_arn(tenant, account)
     return None if arn == provider_specs(target)["microsoft"].arn(account.partition, account.account) else arn
 
 

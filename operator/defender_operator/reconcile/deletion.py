@@ -277,7 +277,7 @@ def finalize(
     # a status can lose the one CIEM used before it was turned off) and those its status recorded: not every
     # provider that carries its user tag, which anyone who may tag can put anywhere.
     ours = {spec.arn(account.partition, account.account) for spec in provider_specs(target).values()}
-    ours.add(ciem_provider_arn(target, account))
+    ours.add(ciem_provider_arn(target.spec.azure.tenant_id, account))
     recorded = status.aws
     ours |= (
         {p.arn for p in (recorded.oidc_provider, recorded.ciem_oidc_provider) if p is not None}

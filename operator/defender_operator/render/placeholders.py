@@ -28,7 +28,12 @@ def data_collection_external_id(spec: AWSConnectorSpec) -> str:
 
 
 def ciem_oidc_host(spec: AWSConnectorSpec) -> str:
-    return f"sts.windows.net/{spec.azure.tenant_id}/"
+    return tenant_oidc_host(spec.azure.tenant_id)
+
+
+def tenant_oidc_host(tenant_id: str) -> str:
+    """The issuer host of an Entra tenant's tokens, which CIEM's identity provider trusts."""
+    return f"sts.windows.net/{tenant_id}/"
 
 
 def literals(spec: AWSConnectorSpec) -> dict[str, str]:
