@@ -172,7 +172,7 @@ class LeaderElector:
                             raise LeadershipLost("another process holds the lease")
                         last = time.monotonic()
                         continue
-                if time.monotonic() - last > self.renew_deadline:
+                if time.monotonic() - last > self.renew_deadline and not stopped.is_set():
                     raise LeadershipLost(reason)
         finally:
             attempts.shutdown(wait=False)  # an attempt that never answers must not hold the exit up
@@ -186,8 +186,11 @@ class LeaderElector:
         def renew() -> None:
             try:
                 self.keep(stopped)
-            except LeadershipLost as exc:
-                log.error("leader election lost; exiting", extra={"reason": str(exc), "holder": self.holder})
+            except BaseException as exc:  # renewals that end for any reason but a stop end the leadership
+                if stopped.is_set():
+                    return
+                reason = str(exc) if isinstance(exc, LeadershipLost) else one_line(exc)
+                log.error("leader election lost; exiting", extra={"reason": reason, "holder": self.holder})
                 logging.shutdown()
                 os._exit(1)
 

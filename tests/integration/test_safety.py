@@ -601,6 +601,58 @@ def test_an_onboarded_object_whose_namespace_went_while_no_operator_watched_is_f
     assert connector(sandbox, m).status_code == 404
 
 
+@contextmanager
+def granted_by_label(kubeconfig: Path) -> Iterator[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """A namespace only a policy of this test grants, selecting it by a label: (the namespace, the policy, a
+    manifest for it); both deleted afterwards."""
+    label = f"team-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": f"t-{uuid.uuid4().hex[:8]}", "labels": {label: "yes", OPT_OUT: "true"}},
+    }
+    assert apply(kubeconfig, body).returncode == 0
+    m = manifest(body["metadata"]["name"])
+    policy = policy_body(f"grant-{uuid.uuid4().hex[:6]}", [], account_of(m))
+    policy["spec"]["namespaces"] = {"selector": {"matchLabels": {label: "yes"}}}
+    try:
+        folded(kubeconfig, policy)
+        yield body, policy, m
+    finally:
+        kubectl(
+            kubeconfig, "delete", "clusteronboardingpolicy", policy["metadata"]["name"], "--ignore-not-found"
+        )
+        kubectl(
+            kubeconfig, "delete", "namespace", body["metadata"]["name"], "--ignore-not-found", "--wait=false"
+        )
+
+
+def folded(kubeconfig: Path, policy: dict[str, Any]) -> None:
+    assert apply(kubeconfig, policy).returncode == 0
+    name = policy["metadata"]["name"]
+    wait_for(lambda: name in effective_policies(kubeconfig), 30, f"{name} folded")
+
+
+def logged(operator: OperatorProcess, mark: int, message: str, key: str) -> bool:
+    """Whether the operator logged ``message`` for the object ``key`` since ``mark``."""
+    lines = (json.loads(line) for line in operator.log()[mark:].splitlines() if line.startswith("{"))
+    return any(line["message"] == message and line.get("object") == key for line in lines)
+
+
+def namespace_lost(sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str) -> int:
+    """The namespace, and only it, taken out of etcd while the operator is down; the offset of its log then."""
+    operator.kill()
+    mark = len(operator.log())
+    try:
+        delete_from_etcd(sandbox, f"/registry/namespaces/{namespace}")
+        wait_for(
+            lambda: refused_for_its_namespace(kubeconfig, namespace), 30, "changes in the namespace refused"
+        )
+    finally:
+        operator.start()
+    return mark
+
+
 def test_an_object_whose_namespace_went_without_it_is_cleaned_up_under_the_policy_that_selected_it_by_label(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
 ) -> None:
@@ -608,43 +660,65 @@ def test_an_object_whose_namespace_went_without_it_is_cleaned_up_under_the_polic
     namespace. Cleanup found no policy selecting a namespace without labels and was blocked (NotAllowedByPolicy);
     Kopf, which can keep no retry while the namespace is gone, never tried again, and the stack, the connector and
     the record stayed. A verifiably gone namespace's cleanup is now allowed by the policy the record says allowed
-    the last write, and the object goes once its namespace is made again with its labels."""
-    label = f"team-{uuid.uuid4().hex[:6]}"
-    namespace = f"t-{uuid.uuid4().hex[:8]}"
-    labels = {label: "yes", OPT_OUT: "true"}  # only this test's policy applies
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}}
-    assert apply(kubeconfig, body).returncode == 0
-    m = manifest(namespace)
-    policy = policy_body(f"grant-{uuid.uuid4().hex[:6]}", [], account_of(m))
-    policy["spec"]["namespaces"] = {"selector": {"matchLabels": {label: "yes"}}}
-    assert apply(kubeconfig, policy).returncode == 0
-    name = policy["metadata"]["name"]
-    try:
-        wait_for(lambda: name in effective_policies(kubeconfig), 30, "the policy folded")
+    the last write. The record stays until the namespace is made again (with its labels), when the object goes."""
+    with granted_by_label(kubeconfig) as (body, policy, m):
+        namespace = body["metadata"]["name"]
         assert apply(kubeconfig, m).returncode == 0
         obj = wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
-        assert obj["status"]["allowedBy"] == name, obj["status"]
-        operator.kill()
-        mark = len(operator.log())
-        try:
-            delete_from_etcd(sandbox, f"/registry/namespaces/{namespace}")
-            wait_for(
-                lambda: refused_for_its_namespace(kubeconfig, namespace),
-                30,
-                "changes in the namespace refused",
-            )
-        finally:
-            operator.start()
+        assert obj["status"]["allowedBy"] == policy["metadata"]["name"], obj["status"]
+        mark = namespace_lost(sandbox, kubeconfig, operator, namespace)
         # found by the namespaces' list (policy_relist_seconds, 30 s), deleted, cleaned up under the policy
-        wait_for(lambda: not stacks_of(sandbox, account_of(m)), 150, "the cleanup to delete the stack")
+        key = f"{namespace}/acme"
+        # its steps taken by the handler itself: Kopf can keep no retry while the namespace is gone
+        wait_for(lambda: logged(operator, mark, "cleaned up", key), 150, "the cleanup to end")
+        assert not stacks_of(sandbox, account_of(m))
         assert connector(sandbox, m).status_code == 404
-        assert "cleanup blocked" not in operator.log()[mark:]
+        assert not logged(operator, mark, "cleanup blocked", key)
+        uid = obj["metadata"]["uid"]
+        # kept while the object must stay: the cleanup that ends it acts on the record's spec, not on the object's
+        assert Kube(api_client(kubeconfig)).read_record(uid) is not None
         assert apply(kubeconfig, body).returncode == 0  # the admin makes the namespace again, labels and all
         wait_gone(kubeconfig, namespace, "acme")
-        assert Kube(api_client(kubeconfig)).read_record(obj["metadata"]["uid"]) is None
-    finally:
-        kubectl(kubeconfig, "delete", "clusteronboardingpolicy", name, "--ignore-not-found")
-        kubectl(kubeconfig, "delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
+        assert Kube(api_client(kubeconfig)).read_record(uid) is None
+
+
+def test_a_policy_that_never_selected_a_gone_namespace_does_not_allow_the_cleanup_of_an_object_left_there(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess
+) -> None:
+    """A review of the fix above: a gone namespace has no labels, and a selector made of DoesNotExist (or NotIn, or
+    {}) alone selects a namespace without labels. Such a policy, which never selected the namespace, allowed the
+    cleanup before the recorded one was asked. Here the admin narrowed the recorded policy to another account, and a
+    policy for every namespace not opted out would allow the account: the cleanup stays blocked."""
+    with granted_by_label(kubeconfig) as (body, policy, m):
+        namespace = body["metadata"]["name"]
+        assert apply(kubeconfig, m).returncode == 0
+        wait_condition(kubeconfig, namespace, "acme", "Ready", "True")
+        broad = policy_body(f"broad-{uuid.uuid4().hex[:6]}", [], account_of(m))
+        broad["spec"]["namespaces"] = {
+            "selector": {"matchExpressions": [{"key": OPT_OUT, "operator": "DoesNotExist"}]}
+        }
+        narrowed = json.loads(json.dumps(policy))
+        narrowed["spec"]["aws"]["accountIds"] = [fresh_account()]
+        try:
+            folded(kubeconfig, broad)
+            assert apply(kubeconfig, narrowed).returncode == 0
+            wait_condition(kubeconfig, namespace, "acme", "Ready", "False", reason="NotAllowedByPolicy")
+            mark = namespace_lost(sandbox, kubeconfig, operator, namespace)
+            key = f"{namespace}/acme"
+            wait_for(lambda: logged(operator, mark, "cleanup blocked", key), 150, "the cleanup to be refused")
+            assert stacks_of(sandbox, account_of(m)) and connector(sandbox, m).status_code == 200
+        finally:
+            kubectl(
+                kubeconfig,
+                "delete",
+                "clusteronboardingpolicy",
+                broad["metadata"]["name"],
+                "--ignore-not-found",
+            )
+        folded(kubeconfig, policy)  # the grant given back and the namespace made again: the object goes
+        assert apply(kubeconfig, body).returncode == 0
+        wait_gone(kubeconfig, namespace, "acme")
+        assert not stacks_of(sandbox, account_of(m))
 
 
 def test_an_object_whose_namespace_went_as_its_cleanup_ended_goes_once_the_namespace_is_made_again(

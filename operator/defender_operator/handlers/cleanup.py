@@ -23,12 +23,15 @@ from ..reconcile.conditions import Verdict
 from ..reconcile.deletion import Cleanup
 from ..reconcile.engine import now
 from ..reconcile.model import Event, Target
-from ..reconcile.tenancy import Admission, admit_left_behind
+from ..reconcile.tenancy import Admission, admit_in_views, admit_left_behind
 from .objects import dump_status, status_without_kopf, target_of
 from .runtime import CLEANUP_HANDLER, Runtime, runtime_of
-from .tenancy import admission_of, rule_views
+from .tenancy import label_views, rule_views
 
 log = logging.getLogger("defender_operator")
+
+# how long a cleanup takes its own steps while the object's namespace is gone (Kopf can keep no retry then)
+LEFT_BEHIND_CLEANUP_SECONDS = 1800.0
 
 
 def _left_behind(status: AWSConnectorStatus) -> str:
@@ -52,6 +55,8 @@ def _finalize(runtime: Runtime, body: Any, admission_for: Any, seen: dict[str, A
     meta = body["metadata"]
     live = runtime.kube.live_status(meta["namespace"], meta["name"], meta["uid"])
     current = {**body, "status": live[0]} if live is not None else body
+    if "progress" in seen:  # a namespace that is gone takes no status: the last step's, carried here
+        current = {**current, "status": seen["progress"]}
     seen["body"] = current
     return cleanup_step(
         runtime.kube,
@@ -113,38 +118,56 @@ async def _cleanup(runtime: Runtime, body: Any, indexes: Any) -> None:
     runtime.rollout.forget(uid)
     started, grants = time.monotonic(), runtime.grants_version
 
-    def admission_for(target: Target, allowed_by: str | None) -> Admission:
-        admission = admission_of(runtime, target, indexes)
-        if admission.refusal is None:
-            return admission
-        try:
-            gone = not runtime.kube.namespace_exists(target.namespace)  # read now, from etcd
-        except Exception as exc:  # the refusal stands: cleanup is tried again
-            log.warning("a namespace could not be read", extra={"object": key, "error": one_line(exc)})
-            return admission
-        if not gone:
-            return admission
+    views: dict[str, Any] = {}
+
+    def admission_for(target: Target, allowed_by: str | None, namespace_gone: bool) -> Admission:
+        if not namespace_gone:
+            return admit_in_views(
+                target.spec, target.namespace, views["labels"], views["rules"], adopt=target.adopt
+            )
+        # No labels are left to select it by: a selector that matches none (DoesNotExist, NotIn, {}) would allow it,
+        # one that never selected the namespace too. Only the policy that allowed the last write decides.
         seen["namespace_gone"] = True
-        return admit_left_behind(
-            target.spec, target.namespace, rule_views(runtime, indexes), allowed_by, target.adopt
-        )
+        return admit_left_behind(target.spec, target.namespace, views["rules"], allowed_by, target.adopt)
 
     seen: dict[str, Any] = {"body": body}
-    try:
+    left_behind_until = time.monotonic() + LEFT_BEHIND_CLEANUP_SECONDS
+    while True:
+        # the grant's views, taken here on the event loop, where Kopf changes its indexes (the worker thread that
+        # runs the step could meet them mid-change)
+        views.update(
+            rules=rule_views(runtime, indexes), labels=label_views(runtime, indexes, meta["namespace"])
+        )
         try:
-            result = await runtime.workers.exclusive(uid, _finalize, runtime, body, admission_for, seen)
-        finally:
-            if seen.get("namespace_gone"):
-                # While the namespace is gone Kopf can neither keep a retry nor take the finalizer off: the object is
-                # touched when a namespace of its name is made again (tenancy._touch_left_behind), and this ends then
-                runtime.left_behind.add(meta["namespace"])
-    except CloudError as exc:
-        await _blocked(runtime, seen["body"], exc, grants)
-        return  # not reached: _blocked raises
-    except ValueError as exc:  # an object from before records whose spec the operator cannot read
-        invalid = TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}")
-        await _blocked(runtime, seen["body"], invalid, grants)
-        return
+            try:
+                result = await runtime.workers.exclusive(uid, _finalize, runtime, body, admission_for, seen)
+            finally:
+                if seen.get("namespace_gone"):
+                    # While the namespace is gone Kopf can neither keep a retry nor take the finalizer off: the
+                    # object is touched when a namespace of its name is made again (tenancy._touch_left_behind)
+                    runtime.left_behind.add(meta["namespace"])
+        except RetryableError as exc:
+            if seen.get("namespace_gone") and time.monotonic() < left_behind_until:
+                runtime.failures[uid] = runtime.failures.get(uid, 0) + 1
+                await asyncio.sleep(runtime.backoff(uid))
+                continue
+            await _blocked(runtime, seen["body"], exc, grants)
+            return  # not reached: _blocked raises
+        except CloudError as exc:
+            await _blocked(runtime, seen["body"], exc, grants)
+            return  # not reached: _blocked raises
+        except ValueError as exc:  # an object from before records whose spec the operator cannot read
+            invalid = TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}")
+            await _blocked(runtime, seen["body"], invalid, grants)
+            return
+        if result.done or not seen.get("namespace_gone") or time.monotonic() >= left_behind_until:
+            break
+        # Kopf could keep no retry (nor post an Event) for an object whose namespace is gone: this handler takes the
+        # steps itself, so that what the object made is gone from the clouds whether or not the namespace comes back
+        log.info("cleanup goes on while its namespace is gone", extra={"object": key, "step": result.message})
+        if result.status is not None:
+            seen["progress"] = dump_status(result.status)
+        await asyncio.sleep(max(result.retry_after, runtime.settings.in_progress_seconds))
     runtime.blocked.pop(uid, None)
     namespace, name = meta["namespace"], meta["name"]
     for event in result.events:

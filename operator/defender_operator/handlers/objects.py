@@ -5,6 +5,8 @@ a time in a worker slot (``reconcile/engine.py`` decides what a pass does)."""
 import asyncio
 import contextlib
 import logging
+import math
+import random
 import time
 from collections import Counter
 from dataclasses import replace
@@ -120,6 +122,8 @@ def status_without_kopf(status: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(status).items() if k in AWSConnectorStatus.model_fields or k in _ALIASES}
 
 
+# deep passes in a row, with backoff, after EKS failed for a reason that passes; then the deep check's interval
+EKS_RETRIES = 5
 _ALIASES = {f.alias for f in AWSConnectorStatus.model_fields.values() if f.alias}
 
 
@@ -159,6 +163,7 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
         runtime.deleting.discard(uid)
         runtime.blocked.pop(uid, None)
         runtime.deep_checked.pop(uid, None)
+        runtime.eks_retries.pop(uid, None)
         runtime.catalogs.pop(uid, None)
         runtime.rollout.forget(uid)
         runtime.claims.forget(uid)
@@ -478,17 +483,36 @@ def _pass(
         if target.deep and ready is not None and ready.status == "True":
             runtime.deep_checked[target.uid] = time.monotonic()
         log.info("reconciled", extra={**fields, "deep": target.deep})
+        delay = runtime.jittered(outcome.requeue_after)
         if journal.refused:  # another object was about to write: look again soon, it may not have
-            return min(runtime.jittered(outcome.requeue_after), runtime.settings.in_progress_seconds)
-        return runtime.jittered(outcome.requeue_after)
+            delay = min(delay, runtime.settings.in_progress_seconds)
+        return min(delay, _eks_retry_after(runtime, target, outcome.eks_retry))
     finally:
         journal.settle()  # a claim this pass took and recorded no write with is given back, however it ended
 
 
+def _eks_retry_after(runtime: Runtime, target: Target, failed: bool) -> float:
+    """After a deep pass: how soon the next should come for EKS, which failed in it for a reason that passes
+    (``failed``). With backoff, EKS_RETRIES times in a row; then on the deep check's interval, as for a refusal: EKS
+    throttling an account for long gets no more calls from the operator than before."""
+    if not target.deep:
+        return math.inf
+    if not failed:
+        runtime.eks_retries.pop(target.uid, None)
+        return math.inf
+    tries = runtime.eks_retries[target.uid] = runtime.eks_retries.get(target.uid, 0) + 1
+    if tries > EKS_RETRIES:
+        return math.inf
+    ceiling = min(
+        runtime.settings.backoff_max_seconds, runtime.settings.backoff_base_seconds * 2 ** (tries - 1)
+    )
+    return random.uniform(ceiling / 2, ceiling)
+
+
 def _deep_due(runtime: Runtime, target: Target) -> bool:
     """A deep pass (providers and health too) when nothing is known yet, something changed, a person asked, the
-    object is not Ready, the last pass failed for a reason that passes (it may have been in a part only deep passes
-    look at, EKS's access entries: the campaign's seed 68051), or deep_check_seconds have passed."""
+    object is not Ready, EKS failed on the last deep pass for a reason that passes (a few times, with backoff: the
+    campaign's seed 68051), or deep_check_seconds have passed."""
     last = runtime.deep_checked.get(target.uid)
     ready = conditions.get(target.status.conditions, "Ready")
     return (
@@ -496,7 +520,7 @@ def _deep_due(runtime: Runtime, target: Target) -> bool:
         or time.monotonic() - last >= runtime.settings.deep_check_seconds
         or target.status.observed_generation != target.generation
         or target.reconcile_requested
-        or target.uid in runtime.failures
+        or 0 < runtime.eks_retries.get(target.uid, 0) <= EKS_RETRIES
         or ready is None
         or ready.status != "True"
     )

@@ -78,6 +78,9 @@ class Runtime:
         default_factory=set
     )  # the graces' timers, kept from the collector
     deep_checked: dict[str, float] = field(default_factory=dict)  # uid -> when its last deep pass ended
+    eks_retries: dict[str, int] = field(
+        default_factory=dict
+    )  # uid -> deep passes in a row EKS failed in, passing
     last_forget: float = 0.0
 
     def forget_idle(self) -> None:

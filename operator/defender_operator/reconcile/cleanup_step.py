@@ -12,8 +12,8 @@ from dataclasses import replace
 from typing import Any
 
 from ..api.record import OnboardingRecordSpec
-from ..errors import TerminalError
-from ..kube import Kube
+from ..errors import RetryableError, TerminalError
+from ..kube import Kube, one_line
 from .clouds import Clouds
 from .deletion import Cleanup, finalize
 from .journal import CleanupLedger, release_held
@@ -28,13 +28,14 @@ def cleanup_step(
     namespace: str,
     live_spec: dict[str, Any],
     target_for: Callable[[dict[str, Any] | None], Target],
-    admission_for: Callable[[Target, str | None], Admission],
+    admission_for: Callable[[Target, str | None, bool], Admission],
     in_progress_seconds: float,
     skew_seconds: float,
 ) -> Cleanup:
     """``target_for(spec)``: the object as a pass sees it with ``spec`` (None: its own spec, for an object from
-        before records). ``admission_for(target, allowed_by)``: the grant as it is now (``allowed_by``: the policy the record
-    says allowed the last write)."""
+    before records). ``admission_for(target, allowed_by, namespace_gone)``: the grant as it is now (``allowed_by``:
+    the policy the record says allowed the last write; ``namespace_gone``: a read found the namespace gone, the
+    object left in it: kubernetes/kubernetes#127977)."""
     live_policy = live_spec.get("deletionPolicy", "Delete")
     if live_policy == "Orphan":
         release_held(kube, namespace, uid, live_spec)
@@ -53,8 +54,10 @@ def cleanup_step(
     else:  # nothing recorded, or an object from before records: its own spec, under the same grant
         target = target_for(None)
     written = target.status.first_cloud_write
+    gone = False
     if written is not None and (written.aws or written.azure) and target.spec.deletion_policy == "Delete":
-        admission = admission_for(target, record.allowed_by if record is not None else None)
+        gone = _namespace_gone(kube, namespace)
+        admission = admission_for(target, record.allowed_by if record is not None else None, gone)
         if admission.refusal:
             raise TerminalError("NotAllowedByPolicy", admission.refusal)
         member_allowed = admission.allows_account
@@ -62,6 +65,19 @@ def cleanup_step(
         member_allowed = Admission(None).allows_account
     ledger = CleanupLedger(kube, target, record, skew_seconds)
     result = finalize(target, clouds, in_progress_seconds, ledger, member_allowed=member_allowed)
-    if result.done:
+    if result.done and not gone:
         release_held(kube, target.namespace, target.uid, live_spec, record)
+    # In a namespace that is gone the finalizer cannot come off: the object stays until a namespace of its name is
+    # made again, and so does its record, so that the cleanup that ends then acts on the record's spec, not on one
+    # patched into the object since (by the new namespace's tenant) under a grant no recorded write had.
     return result
+
+
+def _namespace_gone(kube: Kube, namespace: str) -> bool:
+    """Whether the namespace is gone, read now (not from a cache): the grant cannot be decided without it."""
+    try:
+        return not kube.namespace_exists(namespace)
+    except Exception as exc:
+        raise RetryableError(
+            "NamespaceUnreadable", f"namespace {namespace} could not be read: {one_line(exc)}"
+        ) from exc

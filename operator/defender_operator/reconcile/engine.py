@@ -156,9 +156,9 @@ def _eks(
     target: Target, account: AwsAccount, status: AWSConnectorStatus, ledger: Ledger
 ) -> tuple[list[Event], bool]:
     """EKS reachability on deep passes, once onboarding is Ready: its events, and whether it failed for a reason
-    that passes (throttling, 5xx, dropped connections). Its failures stay on status.eks; one that passes makes the
-    pass a retryable error, so that the next deep pass comes with backoff and not on the hourly check (the
-    campaign's seed 68051: a new object was Ready with an error and no access entry for an hour)."""
+    that passes (throttling, 5xx, dropped connections). Its failures stay on status.eks; for one that passes the
+    next deep pass comes soon (``Outcome.eks_retry``), not on the deep check's interval (the campaign's seed 68051:
+    a new object was Ready with an error and no access entry long after EKS answered again)."""
     if not discovery_on(target.spec):
         # Turned off: the entries made for it go, as with any role it no longer needs. Those the status shows, and,
         # on a deep pass (the one that meets the change), those the record names: the record is the authority, and
@@ -243,6 +243,7 @@ def reconcile(
     result: Result = "success"
     requeue = settings.resync_seconds
     stage = "aws"
+    eks_retry = False
     members: Verdict | None = None  # the member StackSet (management accounts)
     account: AwsAccount | None = None
     delegated = target.spec.aws.delegated_administrator is not None
@@ -311,10 +312,8 @@ def reconcile(
 
     # EKS clusters of the management account are out of reach of a delegated administrator's credentials
     if account is not None and azure is not None and azure.verdict.status == "True" and not delegated:
-        eks_events, eks_passing = _eks(target, account, status, ledger)
+        eks_events, eks_retry = _eks(target, account, status, ledger)
         events += eks_events
-        if eks_passing and stalled is None:
-            result = "error"
     if target.spec.deployment.method != "Terraform":
         status.catalog = rollout.catalog_after(target, status, aws.verdict.status == "True", stalled)
     azure_verdict = azure.verdict if azure else WAITING_FOR_AWS
@@ -366,4 +365,5 @@ def reconcile(
         events=events + _transition_events(target.status, status),
         requeue_after=requeue,
         result=result,
+        eks_retry=eks_retry,
     )

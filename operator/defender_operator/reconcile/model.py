@@ -72,12 +72,15 @@ Result = Literal["success", "requeue_after", "error", "terminal"]
 
 @dataclass
 class Outcome:
-    """The new status, the events to post, and when to look again."""
+    """The new status, the events to post, and when to look again. ``eks_retry``: EKS, which only deep passes look
+    at, failed for a reason that passes (throttling, 5xx, a dropped connection): the next deep pass should come
+    soon, not on the deep check's interval."""
 
     status: AWSConnectorStatus
     events: list[Event]
     requeue_after: float
     result: Result
+    eks_retry: bool = False
 
 
 def resource_keys(namespace: str, name: str, spec: Mapping[str, Any]) -> list[str]:
