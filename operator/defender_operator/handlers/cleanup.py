@@ -46,12 +46,16 @@ def _left_behind(status: AWSConnectorStatus) -> str:
     return ", ".join(things) or "whatever the operator wrote before its first status update"
 
 
-def _finalize(runtime: Runtime, body: Any, admission_for: Any, seen: dict[str, Any]) -> Cleanup:
+def _finalize(
+    runtime: Runtime, body: Any, admission_for: Any, seen: dict[str, Any], views: dict[str, Any]
+) -> Cleanup:
     """One step of cleanup in a worker thread (``reconcile/cleanup_step.py`` decides what it acts on), from the status
     the object has now: the handler's body is the one of the event the deletion brought, and a pass that held the
     object's lock until now may have written since, above all withdrawn a first write it had announced and not made
     (a status that still claimed it would have cleanup sign in with credentials that never worked, and stay blocked).
-    ``seen["body"]`` is left holding that body, for what the handler writes after."""
+    ``seen["body"]`` is left holding that body, for what the handler writes after. ``views``: the grant's views, taken
+    on the event loop once the worker slot was held."""
+    seen["views"] = views
     meta = body["metadata"]
     live = runtime.kube.live_status(meta["namespace"], meta["name"], meta["uid"])
     current = {**body, "status": live[0]} if live is not None else body
@@ -118,9 +122,8 @@ async def _cleanup(runtime: Runtime, body: Any, indexes: Any) -> None:
     runtime.rollout.forget(uid)
     started, grants = time.monotonic(), runtime.grants_version
 
-    views: dict[str, Any] = {}
-
     def admission_for(target: Target, allowed_by: str | None, namespace_gone: bool) -> Admission:
+        views = seen["views"]
         if not namespace_gone:
             return admit_in_views(
                 target.spec, target.namespace, views["labels"], views["rules"], adopt=target.adopt
@@ -130,37 +133,57 @@ async def _cleanup(runtime: Runtime, body: Any, indexes: Any) -> None:
         seen["namespace_gone"] = True
         return admit_left_behind(target.spec, target.namespace, views["rules"], allowed_by, target.adopt)
 
+    def views_now() -> dict[str, Any]:
+        """The grant's views, taken on the event loop, where Kopf changes its indexes (a worker thread could meet
+        them mid-change), once the worker slot is held (a pass may hold the object's lock for minutes)."""
+        return {
+            "rules": rule_views(runtime, indexes),
+            "labels": label_views(runtime, indexes, meta["namespace"]),
+        }
+
     seen: dict[str, Any] = {"body": body}
     left_behind_until = time.monotonic() + LEFT_BEHIND_CLEANUP_SECONDS
+    gone_seen = False  # a step of this call found the namespace gone: Kopf can keep no retry of an error then
     while True:
-        # the grant's views, taken here on the event loop, where Kopf changes its indexes (the worker thread that
-        # runs the step could meet them mid-change)
-        views.update(
-            rules=rule_views(runtime, indexes), labels=label_views(runtime, indexes, meta["namespace"])
-        )
+        seen["namespace_gone"] = False
         try:
             try:
-                result = await runtime.workers.exclusive(uid, _finalize, runtime, body, admission_for, seen)
+                result = await runtime.workers.exclusive(
+                    uid, _finalize, runtime, body, admission_for, seen, late=views_now
+                )
             finally:
-                if seen.get("namespace_gone"):
+                gone_seen = gone_seen or seen["namespace_gone"]
+                if seen["namespace_gone"]:
                     # While the namespace is gone Kopf can neither keep a retry nor take the finalizer off: the
                     # object is touched when a namespace of its name is made again (tenancy._touch_left_behind)
                     runtime.left_behind.add(meta["namespace"])
-        except RetryableError as exc:
-            if seen.get("namespace_gone") and time.monotonic() < left_behind_until:
+        except Exception as exc:
+            passing = isinstance(exc, RetryableError) or api_server_unavailable(exc)
+            if passing and gone_seen and time.monotonic() < left_behind_until:
                 runtime.failures[uid] = runtime.failures.get(uid, 0) + 1
                 await asyncio.sleep(runtime.backoff(uid))
                 continue
-            await _blocked(runtime, seen["body"], exc, grants)
-            return  # not reached: _blocked raises
-        except CloudError as exc:
-            await _blocked(runtime, seen["body"], exc, grants)
-            return  # not reached: _blocked raises
-        except ValueError as exc:  # an object from before records whose spec the operator cannot read
-            invalid = TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}")
-            await _blocked(runtime, seen["body"], invalid, grants)
-            return
-        if result.done or not seen.get("namespace_gone") or time.monotonic() >= left_behind_until:
+            if isinstance(exc, CloudError):
+                await _blocked(runtime, seen["body"], exc, grants)
+            if isinstance(
+                exc, ValueError
+            ):  # an object from before records whose spec the operator cannot read
+                invalid = TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}")
+                await _blocked(runtime, seen["body"], invalid, grants)
+            raise  # _blocked raises: reached for the others (an API server that did not answer, in cleanup())
+        if result.namespace_gone:
+            gone_seen = True
+            runtime.left_behind.add(meta["namespace"])
+        if result.parked:
+            # Done in the clouds; the finalizer cannot come off until the namespace is made again, when the object
+            # is touched and this handler, run once more, finds nothing to do and lets it go.
+            runtime.blocked.pop(uid, None)
+            log.info(
+                "cleaned up; the object goes once a namespace of its name is made again",
+                extra={"object": key, "duration": round(time.monotonic() - started, 3)},
+            )
+            raise kopf.TemporaryError(result.message, delay=runtime.jittered(runtime.settings.resync_seconds))
+        if result.done or not result.namespace_gone or time.monotonic() >= left_behind_until:
             break
         # Kopf could keep no retry (nor post an Event) for an object whose namespace is gone: this handler takes the
         # steps itself, so that what the object made is gone from the clouds whether or not the namespace comes back

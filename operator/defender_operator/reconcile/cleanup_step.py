@@ -12,11 +12,12 @@ from dataclasses import replace
 from typing import Any
 
 from ..api.record import OnboardingRecordSpec
+from ..api.status import FirstCloudWrite
 from ..errors import RetryableError, TerminalError
 from ..kube import Kube, one_line
 from .clouds import Clouds
 from .deletion import Cleanup, finalize
-from .journal import CleanupLedger, release_held
+from .journal import CleanupLedger, RecordBook, release_held
 from .model import Event, Target
 from .tenancy import Admission
 
@@ -54,9 +55,8 @@ def cleanup_step(
     else:  # nothing recorded, or an object from before records: its own spec, under the same grant
         target = target_for(None)
     written = target.status.first_cloud_write
-    gone = False
+    gone = _namespace_gone(kube, namespace)
     if written is not None and (written.aws or written.azure) and target.spec.deletion_policy == "Delete":
-        gone = _namespace_gone(kube, namespace)
         admission = admission_for(target, record.allowed_by if record is not None else None, gone)
         if admission.refusal:
             raise TerminalError("NotAllowedByPolicy", admission.refusal)
@@ -65,12 +65,27 @@ def cleanup_step(
         member_allowed = Admission(None).allows_account
     ledger = CleanupLedger(kube, target, record, skew_seconds)
     result = finalize(target, clouds, in_progress_seconds, ledger, member_allowed=member_allowed)
-    if result.done and not gone:
+    if not result.done:
+        return replace(result, namespace_gone=gone)
+    if not gone:
         release_held(kube, target.namespace, target.uid, live_spec, record)
+        return result
     # In a namespace that is gone the finalizer cannot come off: the object stays until a namespace of its name is
-    # made again, and so does its record, so that the cleanup that ends then acts on the record's spec, not on one
-    # patched into the object since (by the new namespace's tenant) under a grant no recorded write had.
-    return result
+    # made again, and so does its record, with no write left in it. The cleanup that ends the object then acts on
+    # the record's spec (not on one patched in since, by the new namespace's tenant), needs no grant, and finds
+    # nothing to do.
+    if record is not None and (record.written.aws or record.written.azure):
+        RecordBook(kube, target, skew_seconds).change(
+            lambda r: r.model_copy(update={"written": FirstCloudWrite()})
+        )
+    return Cleanup(
+        False,
+        "cleaned up; the object goes once a namespace of its name is made again",
+        in_progress_seconds,
+        result.events,
+        namespace_gone=True,
+        parked=True,
+    )
 
 
 def _namespace_gone(kube: Kube, namespace: str) -> bool:

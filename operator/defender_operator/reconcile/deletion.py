@@ -37,6 +37,10 @@ class Cleanup:
     retry_after: float = 0.0
     events: list[Event] = field(default_factory=list)
     status: AWSConnectorStatus | None = None  # progress to record while cleanup is not done
+    # a read found the object's namespace gone (kubernetes/kubernetes#127977): the API server keeps no status of it
+    namespace_gone: bool = False
+    # all cleaned up, in a namespace that is gone: the finalizer can come off only once one of its name is made again
+    parked: bool = False
 
 
 def _remove_stack_set(
