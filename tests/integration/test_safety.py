@@ -581,15 +581,7 @@ def test_an_onboarded_object_whose_namespace_went_while_no_operator_watched_is_f
     The namespaces' list, every ``policy_relist_seconds``, does not have it while an object of it is there; once a
     read confirms it is gone, the object is deleted and cleaned up, and goes when the namespace is made again."""
     m, _ = onboarded(kubeconfig, namespace)
-    operator.kill()
-    mark = len(operator.log())
-    try:
-        delete_from_etcd(sandbox, f"/registry/namespaces/{namespace}")
-        wait_for(
-            lambda: refused_for_its_namespace(kubeconfig, namespace), 30, "changes in the namespace refused"
-        )
-    finally:
-        operator.start()
+    mark = namespace_lost(sandbox, kubeconfig, operator, namespace)
     wait_for(  # the first list comes policy_relist_seconds (30 s) after the start
         lambda: "its namespace was deleted without it; deleted" in operator.log()[mark:],
         120,
