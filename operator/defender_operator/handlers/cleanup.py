@@ -165,9 +165,7 @@ async def _cleanup(runtime: Runtime, body: Any, indexes: Any) -> None:
                 continue
             if isinstance(exc, CloudError):
                 await _blocked(runtime, seen["body"], exc, grants)
-            if isinstance(
-                exc, ValueError
-            ):  # an object from before records whose spec the operator cannot read
+            if isinstance(exc, ValueError):  # an object from before records whose spec cannot be read
                 invalid = TerminalError("InvalidSpec", f"the spec cannot be read: {one_line(exc)}")
                 await _blocked(runtime, seen["body"], invalid, grants)
             raise  # _blocked raises: reached for the others (an API server that did not answer, in cleanup())
