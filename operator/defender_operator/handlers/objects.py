@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 from collections import Counter
 from dataclasses import replace
@@ -501,12 +500,7 @@ def _eks_retry_after(runtime: Runtime, target: Target, failed: bool) -> float:
         runtime.eks_retries.pop(target.uid, None)
         return math.inf
     tries = runtime.eks_retries[target.uid] = runtime.eks_retries.get(target.uid, 0) + 1
-    if tries > EKS_RETRIES:
-        return math.inf
-    ceiling = min(
-        runtime.settings.backoff_max_seconds, runtime.settings.backoff_base_seconds * 2 ** (tries - 1)
-    )
-    return random.uniform(ceiling / 2, ceiling)
+    return math.inf if tries > EKS_RETRIES else runtime.backoff_delay(tries)
 
 
 def _deep_due(runtime: Runtime, target: Target) -> bool:

@@ -104,7 +104,10 @@ class Runtime:
     def backoff(self, uid: str) -> float:
         """Exponential backoff with full jitter after consecutive failures (each one counted as a retry)."""
         metrics.RETRIES.labels(metrics.CONTROLLER).inc()
-        attempts = self.failures.get(uid, 0)
+        return self.backoff_delay(self.failures.get(uid, 0))
+
+    def backoff_delay(self, attempts: int) -> float:
+        """The delay after ``attempts`` failures in a row: doubling from the base up to the maximum, jittered."""
         ceiling = min(
             self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2 ** max(attempts - 1, 0)
         )
