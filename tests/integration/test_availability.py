@@ -19,7 +19,15 @@ from defender_operator.sandbox import Sandbox
 from tests.support.clouds import aws_control
 from tests.support.forwarder import forwarder
 from tests.support.kube import apply, condition, get_object, kubectl, wait_for
-from tests.support.onboarding import account_of, connector, delete, manifest, stacks_of
+from tests.support.onboarding import (
+    account_of,
+    connector,
+    delete,
+    manifest,
+    paused_first,
+    resumed_with_a_change,
+    stacks_of,
+)
 from tests.support.operator import STACK_PENDING, OperatorProcess, start_operator, wait_condition, wait_gone
 
 pytestmark = pytest.mark.integration
@@ -265,9 +273,10 @@ def test_an_api_server_outage_is_an_error_to_back_off_from_not_a_panic(
         operator = start_operator(sandbox, tmp_path / "operator", kubeconfig=cut_off, namespaces=[namespace])
         try:
             # The first pass waits 8 s in AWS: time enough to cut it off before it records its first Azure write.
-            operator.inject_aws_fault(pathPattern="AssumeRole", latency=8, count=1)
             m = manifest(namespace)
-            assert apply(kubeconfig, m).returncode == 0
+            paused_first(kubeconfig, m)  # then a new generation, announced (a new object's pass is not)
+            operator.inject_aws_fault(pathPattern="AssumeRole", latency=8, count=1)
+            resumed_with_a_change(kubeconfig, namespace, "acme")
             announced = wait_condition(kubeconfig, namespace, "acme", "Reconciling", "True", timeout=15)
             assert announced["status"]["firstCloudWrite"]["aws"]  # the pass began, its AWS writes recorded
             link.cut()

@@ -53,7 +53,9 @@ from tests.support.onboarding import (
     fresh_account,
     manifest,
     onboarded,
+    paused_first,
     request_reconcile,
+    resumed_with_a_change,
     stacks_of,
 )
 from tests.support.operator import (
@@ -359,18 +361,20 @@ def test_killed_right_after_a_create_write(
 def test_killed_after_the_announcement_with_credentials_that_never_work_blocks_cleanup_until_orphaned(
     sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
 ) -> None:
-    """The price of recording the first AWS write in the announcement (docs/design-decisions.md): the operator dies
-    after that status write and before its pass ends, and the credentials never work again, so nothing can show
-    whether a write was made. Cleanup does not guess: it reports CleanupBlocked with the way out, Orphan releases
-    the object, and nothing was left in AWS."""
+    """The price of recording the first AWS write in a new generation's announcement (docs/design-decisions.md): the
+    operator dies after that status write and before its pass ends, and the credentials never work again, so nothing
+    can show whether a write was made. Cleanup does not guess: it reports CleanupBlocked with the way out, Orphan
+    releases the object, and nothing was left in AWS. (A new object has no announcement: see the next test.)"""
     m = manifest(namespace)
+    paused_first(kubeconfig, m)  # a status to announce in, and no cloud call to race the kill
     operator.kill_after("aws", "AssumeRole")  # the first cloud call after the announcement
     operator.inject_aws_fault(pathPattern="AssumeRole", status=403, code="AccessDenied", count=1000)
     try:
-        assert apply(kubeconfig, m).returncode == 0
+        resumed_with_a_change(kubeconfig, namespace, "acme")
         wait_for(lambda: not operator.record or not operator.record.alive(), 30, "the operator to be killed")
         announced = get_object(kubeconfig, namespace, "acme")
         assert announced is not None and announced["status"]["firstCloudWrite"]["aws"], announced["status"]
+        assert announced["status"]["observedGeneration"] == 2
         operator.start()
         wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="AWSAccessDenied")
         kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
@@ -383,6 +387,30 @@ def test_killed_after_the_announcement_with_credentials_that_never_work_blocks_c
             kubeconfig, "patch", "awsc", "-n", namespace, "acme", "--type", "merge",
             "-p", '{"spec":{"deletionPolicy":"Orphan"}}', check=True,
         )  # fmt: skip
+        wait_gone(kubeconfig, namespace, "acme", timeout=30)
+    finally:
+        operator.clear_aws_faults()
+    assert left_behind(sandbox, m) == {}
+
+
+def test_killed_in_a_new_objects_first_pass_with_credentials_that_never_work_leaves_nothing_to_wait_on(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """A new object has no status to announce in: its first AWS write is recorded at the write, after the sign-in.
+    An operator killed in that first pass with credentials that never work leaves no record and no status, so the
+    delete ends at once, where an announcement would have left cleanup blocked on a write never made."""
+    m = manifest(namespace)
+    operator.kill_after("aws", "AssumeRole")  # the first cloud call of the first pass
+    operator.inject_aws_fault(pathPattern="AssumeRole", status=403, code="AccessDenied", count=1000)
+    try:
+        assert apply(kubeconfig, m).returncode == 0
+        wait_for(lambda: not operator.record or not operator.record.alive(), 30, "the operator to be killed")
+        killed = get_object(kubeconfig, namespace, "acme")
+        assert killed is not None and not killed.get("status"), killed.get("status")
+        assert Kube(api_client(kubeconfig)).read_record(killed["metadata"]["uid"]) is None
+        operator.start()
+        wait_condition(kubeconfig, namespace, "acme", "Stalled", "True", reason="AWSAccessDenied")
+        kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "acme", "--wait=false", check=True)
         wait_gone(kubeconfig, namespace, "acme", timeout=30)
     finally:
         operator.clear_aws_faults()
@@ -1188,6 +1216,14 @@ def test_an_announcement_whose_status_write_fails_leaves_no_write_in_the_record(
     )
     kubectl(kubeconfig, "delete", "awsc", "-n", namespace, "gone", check=True)
     with pytest.raises(ObjectGone), journal("aws"):
+        pytest.fail("the write was made")
+    assert kube.read_record(uid) is None
+    # a copy with no status yet (a new object's first pass: no status write ahead, the object read instead)
+    unannounced = WriteJournal(
+        kube, target_of({**obj, "status": {}}, "default"), obj["metadata"]["resourceVersion"]
+    )
+    assert unannounced.unannounced
+    with pytest.raises(ObjectGone), unannounced("aws"):
         pytest.fail("the write was made")
     assert kube.read_record(uid) is None
 

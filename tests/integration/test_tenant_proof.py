@@ -38,7 +38,9 @@ from tests.support.onboarding import (
     manifest,
     organization_ou,
     own_secrets,
+    paused_first,
     request_reconcile,
+    resumed_with_a_change,
     stacks_of,
     tenant_secrets,
 )
@@ -341,12 +343,13 @@ def test_a_first_write_announced_and_never_made_leaves_a_delete_nothing_to_wait_
     namespace = bare_namespace(kubeconfig)
     m = manifest(namespace)
     policy = grant(kubeconfig, [namespace], account_of(m))
+    paused_first(kubeconfig, m)  # then a new generation, announced (a new object's pass is not)
     # every AssumeRole is held 6 s, then refused: the write the pass announced never happens
     operator.inject_aws_fault(
         pathPattern="AssumeRole", latency=6, status=403, code="AccessDenied", count=1000
     )
     try:
-        assert apply(kubeconfig, m).returncode == 0
+        resumed_with_a_change(kubeconfig, namespace, "acme")
 
         def announced() -> str | None:
             obj = get_object(kubeconfig, namespace, "acme") or {}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from defender_operator.sandbox import binaries, processes
@@ -82,6 +82,38 @@ def get_object(kubeconfig: Path, namespace: str, name: str) -> dict[str, Any] | 
     except (ApiException, urllib3.exceptions.HTTPError):
         return None
     return cast(dict[str, Any], found)
+
+
+def list_version(kubeconfig: Path, namespace: str) -> str:
+    """The resourceVersion of the namespace's AWSConnectors now: where :func:`changes_between` starts."""
+    api = _custom_objects(str(kubeconfig), kubeconfig.stat().st_mtime_ns)
+    found = api.list_namespaced_custom_object("defender-operator.io", "v1alpha1", namespace, "awsconnectors")
+    return str(found["metadata"]["resourceVersion"])
+
+
+def changes_between(
+    kubeconfig: Path, namespace: str, name: str, since: str, until: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every write to the AWSConnector ``name`` after resourceVersion ``since`` up to the one that made ``until``,
+    as the API server replays them to a watch started at ``since``: each write is one event, none coalesced."""
+    api = client.CustomObjectsApi(api_client(kubeconfig))
+    found: list[tuple[str, dict[str, Any]]] = []
+    stream = watch.Watch()
+    for event in stream.stream(
+        api.list_namespaced_custom_object,
+        "defender-operator.io",
+        "v1alpha1",
+        namespace,
+        "awsconnectors",
+        resource_version=since,
+        field_selector=f"metadata.name={name}",
+        timeout_seconds=30,
+    ):
+        found.append((str(event["type"]), event["object"]))
+        if event["object"]["metadata"]["resourceVersion"] == until:
+            stream.stop()
+    assert found and found[-1][1]["metadata"]["resourceVersion"] == until, found
+    return found
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:

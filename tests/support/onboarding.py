@@ -1,12 +1,13 @@
 """Onboarding scenarios as users drive them: manifests for fresh accounts, kubectl, and looks into both clouds."""
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
 import boto3
 
-from defender_operator.api.names import ANNOTATION_RECONCILE_REQUESTED_AT
+from defender_operator.api.names import ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
 from defender_operator.sandbox import Sandbox
 
 from .clouds import arm_client, aws_client, connector_url, send
@@ -112,6 +113,32 @@ def onboarded(
     m = manifest(namespace, name, **spec)
     assert apply(kubeconfig, m).returncode == 0
     return m, wait_condition(kubeconfig, namespace, name, "Ready", "True")
+
+
+def paused_first(kubeconfig: Path, m: dict[str, Any]) -> None:
+    """Apply ``m`` paused and wait until it says so: an object with a status and no cloud call made, whose next pass
+    (:func:`resumed_with_a_change`) is a new generation's, announced before any cloud call. A new object's first pass
+    announces nothing: it has no status yet."""
+    m["metadata"]["annotations"] = {**(m["metadata"].get("annotations") or {}), ANNOTATION_PAUSED: "true"}
+    assert apply(kubeconfig, m).returncode == 0
+    wait_condition(kubeconfig, m["metadata"]["namespace"], m["metadata"]["name"], "Paused", "True")
+
+
+def resumed_with_a_change(kubeconfig: Path, namespace: str, name: str) -> None:
+    """Unpause the object and change its spec in one write: its next pass announces generation 2."""
+    change = {"metadata": {"annotations": {ANNOTATION_PAUSED: None}}, "spec": {"scanIntervalHours": 12}}
+    kubectl(
+        kubeconfig,
+        "patch",
+        "awsc",
+        "-n",
+        namespace,
+        name,
+        "--type=merge",
+        "-p",
+        json.dumps(change),
+        check=True,
+    )
 
 
 def request_reconcile(kubeconfig: Path, namespace: str, name: str) -> str:

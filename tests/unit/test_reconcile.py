@@ -7,7 +7,7 @@ import pytest
 
 from defender_operator.api.names import ANNOTATION_ADOPT, ANNOTATION_PAUSED, ANNOTATION_RECONCILE_REQUESTED_AT
 from defender_operator.api.spec import AWSConnectorSpec
-from defender_operator.api.status import AWSConnectorStatus, FirstCloudWrite
+from defender_operator.api.status import AWSConnectorStatus, AzureStatus, FirstCloudWrite
 from defender_operator.aws.stack import idempotency_token
 from defender_operator.azure.connector import HealthIssueReport, HealthReport, ObservedConnector, comparable
 from defender_operator.errors import TerminalError
@@ -17,12 +17,13 @@ from defender_operator.reconcile.azure_side import check_owned, desired_body, he
 from defender_operator.reconcile.conditions import Verdict
 from defender_operator.reconcile.deletion import released_by_orphan
 from defender_operator.reconcile.engine import (
+    _told,
     _transition_events,
     plans_summary,
     stalled_requeue,
     writes_ahead,
 )
-from defender_operator.reconcile.model import Target
+from defender_operator.reconcile.model import Event, Target
 from defender_operator.reconcile.tenancy import Admission
 from defender_operator.render.cloudformation import stack_template
 from defender_operator.render.connector import connector_body, default_role_arns
@@ -272,3 +273,24 @@ def test_a_refusal_of_access_is_looked_at_again_soon_then_less_often(
         f"2026-12-06T10:{lasted // 60:02d}:{lasted % 60:02d}Z" if lasted < 3600 else "2026-12-06T11:00:00Z"
     )
     assert stalled_requeue(reason, since, stamp, settings) == again
+
+
+def test_a_first_onboarding_posts_its_warnings_and_what_it_takes_over_not_what_it_makes() -> None:
+    made = [
+        Event("Normal", "IdentityProviderCreated", "created identity provider"),
+        Event("Normal", "StackCreating", "creating stack"),
+        Event("Normal", "ConnectorCreated", "created security connector"),
+        Event("Normal", "Ready", "onboarded"),
+    ]
+    told = [
+        Event("Warning", "PrerequisitesMissing", "plans off"),
+        Event("Normal", "IdentityProviderShared", "added audiences"),
+        Event("Normal", "ConnectorAdopted", "took over"),
+    ]
+    assert _told(AWSConnectorStatus(), made + told) == told
+    waiting = AWSConnectorStatus(
+        azure=AzureStatus(connector_name="c")
+    )  # a stack still being made: no connector
+    assert _told(waiting, made + told) == told
+    onboarded = AWSConnectorStatus(azure=AzureStatus(connector_id="/subscriptions/s/providers/x/c"))
+    assert _told(onboarded, made + told) == made + told  # a change to an onboarding that exists

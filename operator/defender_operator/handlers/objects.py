@@ -443,7 +443,11 @@ def _pass(
                 log.info("waiting for its turn in the catalog rollout", extra={"object": target.key})
                 return runtime.jittered(hold.retry_after or runtime.settings.resync_seconds)
             target = replace(target, status=status)
-        if target.status.observed_generation != target.generation and not target.paused:
+        if (
+            target.status.observed_generation != target.generation
+            and not target.paused
+            and not journal.unannounced  # a new object: its first status is its first pass's result
+        ):
             target = replace(target, status=_announced(target))
             # Another object asks for the same onboarding: its first write is recorded at the write, after the
             # sign-in, not ahead, so an object whose credentials never work never ranks, even for a moment, as one that

@@ -105,6 +105,29 @@ def _transition_events(before: AWSConnectorStatus, after: AWSConnectorStatus) ->
     return events
 
 
+# what a first onboarding makes, and its first Ready: told by the status alone (``_told``)
+FIRST_ONBOARDING_QUIET = frozenset(
+    {
+        "IdentityProviderCreated",
+        "StackCreating",
+        "StackSetCreated",
+        "ConnectorCreated",
+        "AccessEntryCreated",
+        "Ready",
+    }
+)
+
+
+def _told(before: AWSConnectorStatus, events: list[Event]) -> list[Event]:
+    """The Events a pass posts. Until the object's connector first exists (a first onboarding), the status tells what
+    is being made and when it is Ready, and each Event would be one more write to the API server for every new object,
+    many at once when a backlog starts (four of a new object's ten writes were these): its Warnings are posted, and
+    what it takes over or shares, not what it creates. Every change to an onboarding that exists is an Event."""
+    if before.azure is not None and before.azure.connector_id:
+        return events
+    return [e for e in events if e.type == "Warning" or e.reason not in FIRST_ONBOARDING_QUIET]
+
+
 def _with_organization(account: AwsResult, members: AwsResult) -> AwsResult:
     """The management account's own result, with the members' events and the sooner requeue; the members' state goes
     to its own condition (MembersReady), so Ready says whether the management account itself is onboarded."""
@@ -360,9 +383,10 @@ def reconcile(
         result, requeue = "terminal", stalled_requeue(stalled.reason, since, stamp, settings)
     elif result == "success" and ready is not None and ready.status != "True":
         result, requeue = "requeue_after", min(requeue, settings.in_progress_seconds)
+    events += _transition_events(target.status, status)
     return Outcome(
         status=status,
-        events=events + _transition_events(target.status, status),
+        events=_told(target.status, events),
         requeue_after=requeue,
         result=result,
         eks_retry=eks_retry,

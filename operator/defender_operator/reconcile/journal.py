@@ -9,7 +9,10 @@ Two records are kept, in this order, before the first write of a pass:
 2. ``status.firstCloudWrite``, the same moments where users and the claim ranking (``claims.py``) see them. Only
    the first of them needs its own status write before the cloud write: the ranking asks only whether the object has
    written anywhere, and the record is what cleanup reads, so a later cloud's first moment goes into the status with
-   the pass's result (an object's first Azure write costs one status write less).
+   the pass's result (an object's first Azure write costs one status write less). An object with no status at all
+   (a new one) gets none before its first pass's result: the record alone is written ahead, then the object is read
+   to make sure it is still there, as the status write would have (the claim ranking of another process finds the
+   write in the record, ``_recorded_elsewhere``). A new object costs one record write per cloud and one status write.
 
 A record made in this pass for writes that the cloud all refused (a terminal error: nothing changed) is withdrawn
 at the end of the pass, so an object whose first write was denied is still one that never wrote anything.
@@ -277,6 +280,9 @@ class WriteJournal:
         self.stored = target.status  # the status of the object at self.version, as far as this pass knows
         self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
         self.new: set[str] = set()  # clouds recorded in this pass
+        # no status at all: the pass's result is the object's first status, and nothing is written in it before
+        self.unannounced = not _dump(target.status)
+        self._live = False  # the object was found still there after this pass's record was written
         self.effective: set[str] = set()  # clouds with a write that took effect (or may have) in this pass
         self._snapshot_current = False  # the record holds this pass's spec
 
@@ -572,12 +578,13 @@ class WriteJournal:
     def __call__(self, cloud: CloudName) -> Iterator[None]:
         self._claim()
         if not self._recorded(cloud):
-            # The status needs its own write only while it does not yet rank the object as one that has written
-            # (the module's docstring). For an object gone since, the write is in its record, which the operator
-            # marks abandoned: an inventory of what is left.
+            # The status needs its own write only while it does not yet rank the object as one that has written,
+            # and never for an object with no status yet (the module's docstring). For an object gone since, the
+            # write is in its record, which the operator marks abandoned: an inventory of what is left.
             claimed = self.stored.first_cloud_write
             ranked = claimed is not None and bool(claimed.aws or claimed.azure)
-            self._record(None if ranked else self.stored.model_copy(deep=True), (cloud,))
+            quiet = ranked or self.unannounced
+            self._record(None if quiet else self.stored.model_copy(deep=True), (cloud,))
         elif not self._snapshot_current:
             self._snapshot()
         try:
@@ -614,19 +621,23 @@ class WriteJournal:
 
     def _record(self, status: AWSConnectorStatus | None, clouds: tuple[CloudName, ...]) -> None:
         """Record ``clouds`` as about to be written: in the OnboardingRecord, then in ``status`` (None: no status
-        write of its own, see ``__call__``). The status write raises :class:`ObjectGone` when the object is gone:
-        nothing is written for an object no cleanup will follow, and a record this leaves with no write is deleted
-        (with the Secrets it held), since the operator marks a gone object's record as it goes, which may be before
-        this pass made it (the campaign's seed 62200)."""
+        write of its own, see ``__call__``). The status write, or for an object with no status yet a read of it,
+        raises :class:`ObjectGone` when the object is gone: nothing is written for an object no cleanup will
+        follow, and a record this leaves with no write is deleted (with the Secrets it held), since the operator
+        marks a gone object's record as it goes, which may be before this pass made it (the campaign's seed
+        62200). Once the record has a write, a deletion seen later finds it there."""
         self._claim()
         stamp = now()
         record = self._snapshot(clouds, stamp)
         for cloud in clouds:
             if getattr(record.written, cloud) == stamp:  # not found recorded by an earlier pass meanwhile
                 self.new.add(cloud)
-        if status is not None:
+        if status is not None or (self.unannounced and not self._live):
             try:
-                self._put(status, lambda: self._known, must_exist=True)
+                if status is not None:
+                    self._put(status, lambda: self._known, must_exist=True)
+                else:
+                    self._still_there()
             except BaseException as exc:
                 # Nothing was written in a cloud yet: a record kept for this call would be a write never made, which
                 # the next passes would take into the status (the record keeps an earlier moment), ranking the object
@@ -635,6 +646,13 @@ class WriteJournal:
                 if isinstance(exc, ObjectGone):
                     self._let_go_if_empty()
                 raise
+
+    def _still_there(self) -> None:
+        """What the announcing status write tells by its success, for an object that has none: it still exists."""
+        t = self.target
+        if self.kube.live_status(t.namespace, t.name, t.uid) is None:
+            raise ObjectGone(f"{t.namespace}/{t.name} (uid {t.uid}) is gone")
+        self._live = True
 
     def _let_go_if_empty(self) -> None:
         """The object is gone and this pass's record has no write: an inventory of nothing, which no cleanup and no
