@@ -23,6 +23,7 @@ from defender_operator.reconcile.engine import (
     stalled_requeue,
     writes_ahead,
 )
+from defender_operator.reconcile.journal import unwritten
 from defender_operator.reconcile.model import Event, Target
 from defender_operator.reconcile.tenancy import Admission
 from defender_operator.render.cloudformation import stack_template
@@ -294,3 +295,11 @@ def test_a_first_onboarding_posts_its_warnings_and_what_it_takes_over_not_what_i
     assert _told(waiting, made + told) == told
     onboarded = AWSConnectorStatus(azure=AzureStatus(connector_id="/subscriptions/s/providers/x/c"))
     assert _told(onboarded, made + told) == made + told  # a change to an onboarding that exists
+
+
+def test_a_status_is_unwritten_until_the_operator_writes_anything_in_it() -> None:
+    assert unwritten(AWSConnectorStatus.model_validate({}))
+    assert unwritten(AWSConnectorStatus.model_validate({"observedGeneration": 0}))  # the CRD's default
+    assert not unwritten(AWSConnectorStatus.model_validate({"observedGeneration": 1}))
+    assert not unwritten(AWSConnectorStatus.model_validate({"firstCloudWrite": {"aws": T0}}))
+    assert not unwritten(AWSConnectorStatus(plans="CSPM"))

@@ -280,8 +280,8 @@ class WriteJournal:
         self.stored = target.status  # the status of the object at self.version, as far as this pass knows
         self.written = (target.status.first_cloud_write or FirstCloudWrite()).model_copy()
         self.new: set[str] = set()  # clouds recorded in this pass
-        # no status at all: the pass's result is the object's first status, and nothing is written in it before
-        self.unannounced = not _dump(target.status)
+        # no status yet: the pass's result is the object's first status, and nothing is written in it before
+        self.unannounced = unwritten(target.status)
         self._live = False  # the object was found still there after this pass's record was written
         self.effective: set[str] = set()  # clouds with a write that took effect (or may have) in this pass
         self._snapshot_current = False  # the record holds this pass's spec
@@ -762,6 +762,12 @@ def _object_gone() -> TerminalError:
         "the object went without its cleanup (its finalizer was removed) while a pass ran: nothing more is written "
         "for it; its OnboardingRecord lists what was",
     )
+
+
+def unwritten(status: AWSConnectorStatus) -> bool:
+    """The operator never wrote the object's status: nothing in it but what the CRD defaults (observedGeneration
+    0)."""
+    return not status.observed_generation and not any(_dump(status).values())
 
 
 def _dump(status: AWSConnectorStatus) -> dict[str, Any]:
