@@ -228,6 +228,20 @@ class Kube:
             raise
         return str(cast(dict[str, Any], answer)["metadata"]["resourceVersion"])
 
+    def still_there(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether the object ``uid`` exists, believing only a 404 that names it, as a status write that must land
+        does (not one of a resource not served yet, right after an API-server restart: raised)."""
+        try:
+            obj = cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+            )
+        except ApiException as exc:
+            if exc.status == 404 and _names(exc, name):
+                return False
+            raise
+        return bool(obj["metadata"].get("uid") == uid)
+
     def live_status(self, namespace: str, name: str, uid: str) -> tuple[dict[str, Any], str] | None:
         """The status and resourceVersion the API server has now of the object ``uid`` (None when it is gone, also
         when another object has its name now: deleted without its cleanup and made again, so a status built for

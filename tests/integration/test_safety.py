@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from defender_operator.handlers.objects import target_of
 from defender_operator.handlers.tenancy import _sweep_left_behind, namespace_relabelled
 from defender_operator.kube import Kube, ObjectGone, StatusConflict
 from defender_operator.reconcile.claims import Claim, ClaimBook, Ticket, onboarding_key
-from defender_operator.reconcile.journal import WriteJournal, abandon, release_held
+from defender_operator.reconcile.journal import WriteJournal, abandon, recorded_spec, release_held
 from defender_operator.reconcile.rollout import Standing
 from defender_operator.sandbox import Sandbox
 from tests.support.api_proxy import ApiProxy
@@ -1228,6 +1229,48 @@ def test_an_announcement_whose_status_write_fails_leaves_no_write_in_the_record(
     with pytest.raises(ObjectGone), unannounced("aws"):
         pytest.fail("the write was made")
     assert kube.read_record(uid) is None
+
+
+def test_an_object_whose_status_lost_its_first_write_ranks_by_its_record_ahead_of_an_older_one(
+    sandbox: Sandbox, kubeconfig: Path, operator: OperatorProcess, namespace: str
+) -> None:
+    """A new object's first write shows in its status only with its first pass's result, which a kill right after
+    the write loses: the write is in its OnboardingRecord alone. An older object for the same account and
+    subscription then ranked ahead of it by the claims in the index, and both stood Stalled in ConnectorConflict
+    (the older one refused by the newer one's record) until the claim grace had passed (helper-48's review). A pass
+    ranked behind another asks its own record: the newer object wrote, so it goes on, and the older one is refused."""
+    older = manifest(namespace, "older")
+    newer = manifest(namespace, "newer", account=account_of(older))
+    paused_first(kubeconfig, older)
+    born = get_object(kubeconfig, namespace, "older")["metadata"]["creationTimestamp"]  # type: ignore[index]
+    # creationTimestamp has whole seconds, and a tie goes by uid: the newer object is made in a later second
+    wait_for(
+        lambda: datetime.now(UTC) >= datetime.fromisoformat(born) + timedelta(seconds=1), 5, "a new second"
+    )
+    paused_first(kubeconfig, newer)  # ranked behind the older one while neither status shows a write
+    obj = get_object(kubeconfig, namespace, "newer")
+    assert obj is not None and obj["metadata"]["creationTimestamp"] > born
+    kube, uid = Kube(api_client(kubeconfig)), obj["metadata"]["uid"]
+    # what a first pass killed right after its first AWS write leaves: the record of the write, no mark in the status
+    killed = OnboardingRecordSpec(
+        object=ObjectRef(namespace=namespace, name="newer", uid=uid),
+        instance="default",
+        written=FirstCloudWrite(
+            aws=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        ),
+        connector=recorded_spec(target_of(obj, "default")),
+    )
+    kube.write_record(uid, killed.model_dump(by_alias=True, mode="json", exclude_none=True), None, {})
+    for name in ("older", "newer"):
+        kubectl(kubeconfig, "annotate", "awsc", "-n", namespace, name, f"{ANNOTATION_PAUSED}-", check=True)
+    ready = wait_condition(kubeconfig, namespace, "newer", "Ready", "True")
+    assert ready["status"]["firstCloudWrite"]["aws"] == killed.written.aws
+    refused = wait_condition(kubeconfig, namespace, "older", "Stalled", "True", reason="ConnectorConflict")
+    assert f"{namespace}/newer" in condition(refused, "Stalled")["message"]  # type: ignore[index]
+    assert len(stacks_of(sandbox, account_of(older))) == 1
+    delete(kubeconfig, namespace, "older")
+    delete(kubeconfig, namespace, "newer")
+    assert left_behind(sandbox, newer) == {}
 
 
 def test_a_write_mark_the_record_no_longer_has_leaves_the_status_and_never_skips_the_claim(

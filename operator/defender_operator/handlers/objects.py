@@ -28,7 +28,15 @@ from ..api.spec import AWSConnectorSpec
 from ..api.status import AWSConnectorStatus
 from ..kube import FinalizerChange, ObjectGone, StatusConflict, api_server_unavailable, one_line
 from ..reconcile import conditions
-from ..reconcile.claims import Claim, Ticket, claim_of, claims_of, conflict_with, onboarding_key
+from ..reconcile.claims import (
+    Claim,
+    Ticket,
+    claim_of,
+    claims_of,
+    conflict_among,
+    conflict_with,
+    onboarding_key,
+)
 from ..reconcile.deletion import ORPHANED, released_by_orphan
 from ..reconcile.engine import now, reconcile, writes_ahead
 from ..reconcile.journal import WriteJournal, abandon, release_held
@@ -430,6 +438,14 @@ def _pass(
         runtime.kube, target, version, admission.allowed_by, runtime.settings.clock_skew_seconds, ticket
     )
     try:
+        if conflict is not None and journal.restore_unshown_write():
+            # Ranked behind another by its status, which lost its write (a kill before its first pass's result): its
+            # record says it wrote, so it ranks as an object that did, as every other object's book already counts it.
+            claims = [replace(c, written=True) if c.uid == target.uid else c for c in ticket.others]
+            found = conflict_among(
+                claims, target.uid, datetime.now(UTC), runtime.settings.claim_grace_seconds
+            )
+            conflict = found.holder if found is not None else None
         before = target.status.catalog
         if fleet is not None and not conflict and not admission.refusal and catalog_changes(target):
             hold = runtime.rollout.admit(target.uid, target.key, fleet)

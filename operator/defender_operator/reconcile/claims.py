@@ -13,9 +13,11 @@ acts; the others are Stalled with ``ConnectorConflict``. Two parts decide it:
 - **The book** says who writes. Before a write while its OnboardingRecord shows none, an object takes the onboarding
   in the book, an in-process compare-and-set (the operator acts only while it leads, so one process decides): a second object is
   refused there, whatever its view of the rank was. The book knows this process's claims; the claims of objects
-  that wrote before it started are in their status, which the caller passes in from its index, or, for a process
-  that died between an OnboardingRecord and the status that names it, in their record, which the journal reads for
-  the onboarding's other objects whose status says they wrote nothing.
+  that wrote before it started are in their status, which the caller passes in from its index, or, for a write
+  whose status was not written (a new object's first pass shows its writes only in its result, which a kill or a
+  failure can lose), in their record, which the journal reads for the onboarding's other objects whose status says
+  they wrote nothing. Such an object, ranked behind another by the index, asks its own record too, and ranks as one
+  that wrote if it has the write.
 
 Pure but for the book's lock: the Kopf layer keeps the index these functions read.
 """
@@ -104,7 +106,11 @@ def conflict_with(
 ) -> Conflict | None:
     """The object with the strongest claim on the same account and subscription, if it is not this one (see the
     module's docstring)."""
-    claims = list(index.get(onboarding_key(spec), []))
+    return conflict_among(list(index.get(onboarding_key(spec), [])), uid, at, grace)
+
+
+def conflict_among(claims: list[Claim], uid: str, at: datetime, grace: float) -> Conflict | None:
+    """:func:`conflict_with` over one onboarding's claims."""
     if not claims:
         return None
     first = min(claims, key=lambda c: _rank(c, uid, at, grace))

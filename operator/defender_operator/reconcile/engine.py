@@ -112,7 +112,6 @@ FIRST_ONBOARDING_QUIET = frozenset(
         "StackCreating",
         "StackSetCreated",
         "ConnectorCreated",
-        "AccessEntryCreated",
         "Ready",
     }
 )
@@ -121,8 +120,9 @@ FIRST_ONBOARDING_QUIET = frozenset(
 def _told(before: AWSConnectorStatus, events: list[Event]) -> list[Event]:
     """The Events a pass posts. Until the object's connector first exists (a first onboarding), the status tells what
     is being made and when it is Ready, and each Event would be one more write to the API server for every new object,
-    many at once when a backlog starts (four of a new object's ten writes were these): its Warnings are posted, and
-    what it takes over or shares, not what it creates. Every change to an onboarding that exists is an Event."""
+    many at once when a backlog starts (four of a new object's ten writes were these): its Warnings are posted, what
+    it takes over or shares, and the access it gives to EKS clusters, not what it creates. Every change to an
+    onboarding that exists is an Event."""
     if before.azure is not None and before.azure.connector_id:
         return events
     return [e for e in events if e.type == "Warning" or e.reason not in FIRST_ONBOARDING_QUIET]

@@ -11,8 +11,10 @@ Two records are kept, in this order, before the first write of a pass:
    written anywhere, and the record is what cleanup reads, so a later cloud's first moment goes into the status with
    the pass's result (an object's first Azure write costs one status write less). An object with no status at all
    (a new one) gets none before its first pass's result: the record alone is written ahead, then the object is read
-   to make sure it is still there, as the status write would have (the claim ranking of another process finds the
-   write in the record, ``_recorded_elsewhere``). A new object costs one record write per cloud and one status write.
+   to make sure it is still there, as the status write would have. Until that result, the book keeps the claim in
+   this process, another process's book finds the write in the record (``_recorded_elsewhere``), and a pass of the
+   object that the index ranks behind another (its result lost to a kill) asks its own record
+   (``restore_unshown_write``). A new object costs one record write per cloud and one status write.
 
 A record made in this pass for writes that the cloud all refused (a terminal error: nothing changed) is withdrawn
 at the end of the pass, so an object whose first write was denied is still one that never wrote anything.
@@ -650,9 +652,23 @@ class WriteJournal:
     def _still_there(self) -> None:
         """What the announcing status write tells by its success, for an object that has none: it still exists."""
         t = self.target
-        if self.kube.live_status(t.namespace, t.name, t.uid) is None:
+        if not self.kube.still_there(t.namespace, t.name, t.uid):
             raise ObjectGone(f"{t.namespace}/{t.name} (uid {t.uid}) is gone")
         self._live = True
+
+    def restore_unshown_write(self) -> bool:
+        """Whether the OnboardingRecord, the authority, has a write of this object that its status does not show:
+        the status write that would have (the first pass's result, for a new object) was lost to a kill or a
+        failure. If so, this pass's status shows it again. Read only for a pass that the claims in the index rank
+        behind another object."""
+        shown = self.stored.first_cloud_write
+        if shown is not None and (shown.aws or shown.azure):
+            return False
+        record = self.book.load()
+        if record is None or record.abandoned is not None or not (record.written.aws or record.written.azure):
+            return False
+        self.written = record.written.model_copy()
+        return True
 
     def _let_go_if_empty(self) -> None:
         """The object is gone and this pass's record has no write: an inventory of nothing, which no cleanup and no
