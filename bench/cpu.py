@@ -25,8 +25,8 @@ from tests.support.clouds import arm_control, arm_requests
 from tests.support.kube import kubectl
 from tests.support.operator import OperatorProcess
 
-from bench.converge import bench_namespace, converge, manifest, operator_with_defaults, warm_emulators
 from bench.direct_client import onboard_all
+from bench.fleet import bench_namespace, converge, manifest, operator_with_defaults, warm_emulators
 from bench.sandbox import bench_sandbox
 
 TICK = os.sysconf("SC_CLK_TCK")
