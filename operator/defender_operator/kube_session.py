@@ -50,7 +50,8 @@ async def login(memo: Any, **kwargs: Any) -> kopf.AiohttpSession | None:
 
 
 def connection_limit(operator: Settings) -> int:
-    """One connection per watch Kopf keeps: AWSConnectors cluster-wide or in each watched namespace, and the
-    cluster-scoped onboarding policies and namespaces (indexes); then the requests' share."""
-    watches = (len(operator.namespaces) or 1) + 2
+    """One connection per watch Kopf keeps: AWSConnectors cluster-wide or in each watched namespace, and the three
+    cluster-scoped kinds (ClusterOnboardingPolicies, the EffectiveOnboardingPolicy, namespaces); then the requests'
+    share."""
+    watches = (len(operator.namespaces) or 1) + 3
     return watches + operator.kube_connections

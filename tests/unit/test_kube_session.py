@@ -15,9 +15,10 @@ from defender_operator.settings import Settings
 
 
 def test_every_watch_has_its_connection_and_the_requests_keep_their_share() -> None:
-    assert connection_limit(Settings()) == 3 + 12  # AWSConnectors cluster-wide, policies, namespaces
+    # AWSConnectors cluster-wide, ClusterOnboardingPolicies, the EffectiveOnboardingPolicy, namespaces
+    assert connection_limit(Settings()) == 4 + 12
     many = Settings(namespaces=[f"team-{i}" for i in range(40)], kube_connections=4)
-    assert connection_limit(many) == 40 + 2 + 4
+    assert connection_limit(many) == 40 + 3 + 4
 
 
 def _kubeconfig(path: Path, token: str) -> None:
@@ -63,8 +64,8 @@ def test_the_session_carries_kopfs_credentials_under_the_limit_and_refused_ones_
     memo = SimpleNamespace(settings=Settings(namespaces=["a", "b"]))
 
     _kubeconfig(kubeconfig, "first-token")
-    assert asyncio.run(_login(memo)) == (2 + 2 + 12, "Bearer first-token", "https://127.0.0.1:6443")
+    assert asyncio.run(_login(memo)) == (2 + 3 + 12, "Bearer first-token", "https://127.0.0.1:6443")
     # Kopf calls the handler again after a 401: the same token again would be refused again, for ever
     assert asyncio.run(_login(memo)) is None
     _kubeconfig(kubeconfig, "rotated-token")
-    assert asyncio.run(_login(memo)) == (16, "Bearer rotated-token", "https://127.0.0.1:6443")
+    assert asyncio.run(_login(memo)) == (17, "Bearer rotated-token", "https://127.0.0.1:6443")

@@ -70,14 +70,16 @@ async def by_account(
 @kopf.index(GROUP, VERSION, PLURAL)
 async def cleanup_blocked(
     namespace: str | None, name: str, uid: str, meta: Any, status: Any, **_: Any
-) -> dict[str, tuple[str, str]] | None:
+) -> dict[str, tuple[str, str]]:
     """uid -> (namespace, name) of every object whose status says its cleanup is blocked: the ones a change of the
-    grants tries again, whichever process saw them blocked."""
+    grants tries again, whichever process saw them blocked. An object that is not (or no longer) blocked gives an
+    empty mapping, which takes it out: Kopf keeps an object's earlier entry when its handler gives None, so a cleanup
+    once blocked would be woken on every change of the grants until the object is gone."""
     if not meta.get("deletionTimestamp"):  # the common case, decided without reading the status
-        return None
+        return {}
     stalled = [c for c in (status or {}).get("conditions") or [] if c.get("type") == "Stalled"]
     if not stalled or stalled[0].get("reason") != "CleanupBlocked":
-        return None
+        return {}
     return {uid: (str(namespace), name)}
 
 
