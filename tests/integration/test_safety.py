@@ -25,6 +25,7 @@ from defender_operator.api.record import ObjectRef, OnboardingRecordSpec
 from defender_operator.api.spec import RoleNames
 from defender_operator.api.status import FirstCloudWrite
 from defender_operator.errors import TerminalError
+from defender_operator.handlers.indexes import indexes_of
 from defender_operator.handlers.objects import target_of
 from defender_operator.handlers.tenancy import _sweep_left_behind, namespace_relabelled
 from defender_operator.kube import Kube, ObjectGone, StatusConflict
@@ -791,11 +792,13 @@ def test_a_late_deletion_of_a_namespace_made_again_since_deletes_nothing_of_the_
     _, obj = onboarded(kubeconfig, namespace)
     uid = obj["metadata"]["uid"]
     standing = Standing(f"{namespace}/acme", None, None, True, False)
-    indexes = {"by_catalog": {uid: [standing]}, "by_name": {(namespace, "acme"): [uid]}, "policies": {}}
+    index = {("by_catalog", uid): [standing], ("by_name", (namespace, "acme")): [uid]}
+    indexes = {"awsconnectors": index, "policies": {}}
     runtime = handler_runtime(api_client(kubeconfig))
     memo = memo_of(runtime)
     asyncio.run(namespace_relabelled(name=namespace, labels={}, type="DELETED", memo=memo, **indexes))
-    asyncio.run(_sweep_left_behind(runtime, indexes, {}))  # a list taken before the namespace was made again
+    # a list taken before the namespace was made again
+    asyncio.run(_sweep_left_behind(runtime, indexes_of(indexes), {}))
     live = get_object(kubeconfig, namespace, "acme")
     assert live is not None and not live["metadata"].get("deletionTimestamp"), live["metadata"]
     assert namespace not in runtime.left_behind

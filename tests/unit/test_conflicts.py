@@ -2,14 +2,13 @@
 connector per pair); the other is Stalled with ConnectorConflict and writes nothing. An object that never writes
 holds the pair only for the claim grace; whoever then tries, only one writes (the claim book)."""
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from defender_operator.handlers.objects import by_account
+from defender_operator.handlers.indexes import by_account
 from defender_operator.reconcile.claims import (
     Claim,
     ClaimBook,
@@ -32,7 +31,7 @@ READY = {"conditions": [{"type": "Ready", "status": "True"}]}
 
 def entry(name: str, created: str, uid: str, status: dict[str, Any] | None = None) -> tuple[str, Claim]:
     meta = {"creationTimestamp": created, "uid": uid}
-    entries = asyncio.run(by_account(namespace="team", name=name, spec=SPEC, meta=meta, status=status or {}))
+    entries = by_account("team", name, uid, meta, SPEC, status or {})
     ((key, value),) = entries.items()
     return key, value
 

@@ -19,7 +19,7 @@ from defender_operator.handlers.runtime import Runtime
 from defender_operator.handlers.tenancy import policy_changed
 from tests.support.runtime import handler_runtime, memo_of
 
-INDEXES: dict[str, Any] = {"policies": {}, "namespace_labels": {}, "by_name": {}, "cleanup_blocked": {}}
+INDEXES: dict[str, Any] = {"policies": {}, "namespace_labels": {}, "awsconnectors": {}}
 
 
 @contextmanager

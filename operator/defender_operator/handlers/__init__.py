@@ -13,10 +13,10 @@ remove and ends at once, whatever its credentials. The grant is decided when a w
 cleanups alike.
 
 Modules: ``runtime`` (what the handlers share, Kopf's settings), ``startup``, ``tenancy`` (policies and namespaces),
-``objects`` (the AWSConnectors' indexes, wake-ups and reconcile loop) and ``cleanup`` (deletion). Importing this
-package registers every handler with Kopf.
+``indexes`` (what the handlers look up about the other AWSConnectors), ``objects`` (the AWSConnectors' wake-ups and
+reconcile loop) and ``cleanup`` (deletion). Importing this package registers every handler with Kopf.
 """
 
-from . import cleanup, objects, startup, tenancy
+from . import cleanup, indexes, objects, startup, tenancy
 
-__all__ = ["cleanup", "objects", "startup", "tenancy"]
+__all__ = ["cleanup", "indexes", "objects", "startup", "tenancy"]

@@ -24,6 +24,7 @@ from ..reconcile.deletion import Cleanup
 from ..reconcile.engine import now
 from ..reconcile.model import Event, Target
 from ..reconcile.tenancy import Admission, admit_in_views, admit_left_behind
+from .indexes import indexes_of
 from .objects import dump_status, status_without_kopf, target_of
 from .runtime import CLEANUP_HANDLER, Runtime, runtime_of
 from .tenancy import label_views, rule_views
@@ -79,7 +80,7 @@ def _finalize(
 async def cleanup(body: Any, memo: Any, **indexes: Any) -> None:
     runtime = runtime_of(memo)
     try:
-        await _cleanup(runtime, body, indexes)
+        await _cleanup(runtime, body, indexes_of(indexes))
     except kopf.TemporaryError:
         raise
     except Exception as exc:

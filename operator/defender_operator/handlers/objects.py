@@ -1,6 +1,6 @@
-"""The Kopf layer for AWSConnectors: the indexes the passes read (claims, names, declared resources), the event
-handler that wakes an object's loop when something it acts on changed, and the daemon that runs the loop, one pass at
-a time in a worker slot (``reconcile/engine.py`` decides what a pass does)."""
+"""The Kopf layer for AWSConnectors: the event handler that wakes an object's loop when something it acts on changed,
+and the daemon that runs the loop, one pass at a time in a worker slot (``reconcile/engine.py`` decides what a pass
+does). What they look up about the other objects is in ``indexes.py``."""
 
 import asyncio
 import contextlib
@@ -29,9 +29,7 @@ from ..api.status import AWSConnectorStatus
 from ..kube import FinalizerChange, ObjectGone, StatusConflict, api_server_unavailable, one_line
 from ..reconcile import conditions
 from ..reconcile.claims import (
-    Claim,
     Ticket,
-    claim_of,
     claims_of,
     conflict_among,
     conflict_with,
@@ -40,71 +38,22 @@ from ..reconcile.claims import (
 from ..reconcile.deletion import ORPHANED, released_by_orphan
 from ..reconcile.engine import now, reconcile, writes_ahead
 from ..reconcile.journal import WriteJournal, abandon, release_held
-from ..reconcile.model import Target, resource_keys
+from ..reconcile.model import Target
 from ..reconcile.rollout import (
     Fleet,
-    Standing,
     catalog_changes,
     fleet_of,
-    standing_of,
     upgrading,
     waiting,
     written_before,
 )
 from ..reconcile.tenancy import Admission
 from ..render.catalog import catalog_version
+from .indexes import indexes_of
 from .runtime import CLEANUP_HANDLER, PROGRESS, Runtime, runtime_of
 from .tenancy import admission_of
 
 log = logging.getLogger("defender_operator")
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-async def by_account(
-    namespace: str | None, name: str, spec: Any, meta: Any, status: Any, **_: Any
-) -> dict[str, Claim]:
-    """AWS account and subscription -> the claim of every object onboarding it."""
-    return {onboarding_key(spec): claim_of(namespace, name, meta, status)}
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-async def cleanup_blocked(
-    namespace: str | None, name: str, uid: str, meta: Any, status: Any, **_: Any
-) -> dict[str, tuple[str, str]]:
-    """uid -> (namespace, name) of every object whose status says its cleanup is blocked: the ones a change of the
-    grants tries again, whichever process saw them blocked. An object that is not (or no longer) blocked gives an
-    empty mapping, which takes it out: Kopf keeps an object's earlier entry when its handler gives None, so a cleanup
-    once blocked would be woken on every change of the grants until the object is gone."""
-    if not meta.get("deletionTimestamp"):  # the common case, decided without reading the status
-        return {}
-    stalled = [c for c in (status or {}).get("conditions") or [] if c.get("type") == "Stalled"]
-    if not stalled or stalled[0].get("reason") != "CleanupBlocked":
-        return {}
-    return {uid: (str(namespace), name)}
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-async def by_name(namespace: str | None, name: str, uid: str, **_: Any) -> dict[tuple[str, str], str]:
-    """(namespace, name) -> uid of every AWSConnector: whose loop to wake when the winner of a conflict goes."""
-    return {(str(namespace), name): uid}
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-async def by_resource(namespace: str | None, name: str, spec: Any, **_: Any) -> dict[str, str]:
-    """Each stack, StackSet and connector a live AWSConnector's spec declares -> "namespace/name": adoption never
-    takes over what another live object declares, whatever the resource's tags say (``aws_side.live_holder``)."""
-    return {key: f"{namespace}/{name}" for key in resource_keys(str(namespace), name, spec)}
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-async def by_catalog(
-    namespace: str | None, name: str, uid: str, meta: Any, spec: Any, status: Any, **_: Any
-) -> dict[str, Standing]:
-    """uid -> where the object stands with the IAM catalog (its status.catalog, Ready, Stalled, being deleted): the
-    fleet the catalog rollout decides from, whichever process wrote those statuses."""
-    terraform = (spec.get("deployment") or {}).get("method") == "Terraform"
-    deleting = bool(meta.get("deletionTimestamp"))
-    return {uid: standing_of(f"{namespace}/{name}", status, terraform, deleting)}
 
 
 def target_of(body: Any, instance: str, indexes: Any = None, spec: dict[str, Any] | None = None) -> Target:
@@ -188,9 +137,10 @@ async def wake(body: Any, meta: Any, spec: Any, memo: Any, type: str | None, **i
             )
         runtime.cleaned.discard(uid)
         # the conflict is over: the objects that lost the account to this one look again
-        for claim in indexes["by_account"].get(onboarding_key(spec), []):
+        parts = indexes_of(indexes)
+        for claim in parts["by_account"].get(onboarding_key(spec), []):
             loser_namespace, _slash, loser_name = claim.ref.partition("/")
-            for other in indexes["by_name"].get((loser_namespace, loser_name), []):
+            for other in parts["by_name"].get((loser_namespace, loser_name), []):
                 if other != uid and other in runtime.wakeups:
                     runtime.wakeups[other].set()
     elif runtime.seen.get(uid) != signature:
@@ -238,10 +188,11 @@ def dump_status(status: AWSConnectorStatus) -> dict[str, Any]:
 async def reconcile_loop(body: Any, uid: str, stopped: Any, memo: Any, **kwargs: Any) -> None:
     runtime = runtime_of(memo)
     wakeup = runtime.wakeups.setdefault(uid, asyncio.Event())
+    indexes = indexes_of(kwargs)  # live: Kopf keeps them current for the loop's whole life
     try:
         while not stopped and uid not in runtime.gone:
             wakeup.clear()
-            delay = await _one_pass(runtime, body, kwargs)
+            delay = await _one_pass(runtime, body, indexes)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), timeout=delay)
         if uid in runtime.gone:

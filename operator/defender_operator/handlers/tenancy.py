@@ -30,6 +30,7 @@ from ..api.policy import (
 from ..kube import Kube, api_server_unavailable, one_line
 from ..reconcile.model import Target
 from ..reconcile.tenancy import Admission, admit_in_views
+from .indexes import indexes_of
 from .runtime import CLEANUP_HANDLER, PROGRESS, Runtime
 
 log = logging.getLogger("defender_operator")
@@ -68,6 +69,7 @@ async def policy_changed(
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
+    indexes = indexes_of(indexes)
     grace = runtime.settings.policy_grace_seconds
     replaced = (meta.get("annotations") or {}).get(ANNOTATION_DELETION_GRACE) == "true"
     # Kopf handles each policy object's events in order, but two objects of one name (the one Helm deleted, the one
@@ -97,6 +99,7 @@ async def parameter_seen(memo: Any, **indexes: Any) -> None:
     the parameter went on admitting its grants (campaign seed 14000)."""
     runtime = getattr(memo, "runtime", None)
     if runtime is not None:
+        indexes = indexes_of(indexes)
         if not runtime.relisting:
             runtime.relisting = [
                 asyncio.create_task(_relist(runtime, indexes)),
@@ -298,6 +301,7 @@ async def namespace_relabelled(name: str, labels: Any, type: str | None, memo: A
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         return
+    indexes = indexes_of(indexes)
     if type == "DELETED":
         runtime.namespace_labels.pop(name, None)
         if runtime.listed_labels is not None and name in runtime.listed_labels:
