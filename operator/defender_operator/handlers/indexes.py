@@ -12,9 +12,11 @@ object's finalizer and first status come back as events).
 A part reads like an index of its own (``indexes_of``): a mapping of its keys to the values of every object that has
 the key. Kopf keeps the index current: an object's entries are replaced on each of its events and dropped when it
 goes. A part that fails for an object (a spec only a stale CRD lets through) fails the handler: Kopf logs it and keeps
-the object's earlier entries, as it did for each of the five handlers, so a claim or a declared resource is never
-dropped because a spec could not be read (another object would then see no conflict, and could adopt what this one
-declares)."""
+the object's earlier entries in every part, so a claim or a declared resource is never dropped because a spec could
+not be read (another object would then see no conflict, and could adopt what this one declares). Five handlers kept
+the other parts current meanwhile; one keeps them as they were, which touches only that object (its name, its
+catalog standing and its blocked cleanup wait for a spec that can be read; with such a spec it writes nothing in
+either cloud, as ``target_of`` cannot read it either)."""
 
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
