@@ -188,7 +188,9 @@ class World:
     # while being deleted (a paused object's deletion skips cleanup by design: docs/troubleshooting.md,
     # PausedNotCleanedUp)
     orphans: dict[str, str] = field(default_factory=dict)
-    paused: set[str] = field(default_factory=set)  # uids of objects whose pause annotation is set
+    # uids of objects whose pause annotation is set -> the earliest lastTransitionTime of a Paused=True condition that
+    # shows the operator saw this pause (None: any; the object showed Paused=True already when paused, see _pause)
+    paused: dict[str, str | None] = field(default_factory=dict)
     organizational_unit: str = ""  # the OU of the organization's member accounts
     members: list[str] = field(default_factory=list)
     moved: bool = False  # the last member account is out of the organizational unit (in the root)
@@ -511,13 +513,15 @@ class Runner:
             )
         elif step.op in ("pause", "unpause"):
             value = f"{ANNOTATION_PAUSED}=true" if step.op == "pause" else f"{ANNOTATION_PAUSED}-"
+            since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
             before = get_object(self.kubeconfig, namespace, name)
             annotate = ("annotate", "awsc", "-n", namespace, name, value, "--overwrite")
             annotated = kubectl(self.kubeconfig, *annotate).returncode == 0
             obj = get_object(self.kubeconfig, namespace, name)
             if before is not None and annotated and step.op == "pause":
                 uid = before["metadata"]["uid"]
-                world.paused.add(uid)
+                if uid not in world.paused:
+                    world.paused[uid] = _pause_seen_since(before, since)
                 # paused while its deletion is under way: read before, or after, or gone by then (the operator lets
                 # a paused object go at once, before the second read: seed 60000)
                 if (
@@ -527,7 +531,7 @@ class Runner:
                 ):
                     world.orphans[uid] = f"{namespace}/{name}"
             elif obj is not None:
-                world.paused.discard(obj["metadata"]["uid"])
+                world.paused.pop(obj["metadata"]["uid"], None)
         elif step.op == "reconcile":
             obj = get_object(self.kubeconfig, namespace, name)
             asked = [(namespace, name)]
@@ -1009,14 +1013,20 @@ class Runner:
         world.unlabelled.discard(index)
 
     def _acknowledged(self, world: World, which: Any, shows: Any) -> bool:
-        """Within the bound, every object ``which`` selects that is not paused is gone or ``shows`` it."""
+        """Within the bound, every object ``which`` selects is gone or ``shows`` it, or, if paused, shows that the
+        operator saw its pause: a pass under way when it was paused may still write (seed 73239: the discovery
+        role's access entry, after the grant was withdrawn), and one object's passes never overlap, so a pass that
+        showed the pause ran after it. A paused object writes nothing more, whatever is withdrawn."""
+
+        def acknowledged(obj: dict[str, Any]) -> bool:
+            uid = obj["metadata"]["uid"]
+            if uid not in world.paused:
+                return bool(shows(obj))
+            return _shows_pause(obj, world.paused[uid])
+
         deadline = time.monotonic() + ACKNOWLEDGE_SECONDS
         while time.monotonic() < deadline:
-            if all(
-                shows(obj)
-                for obj in self._objects(world)
-                if which(obj) and obj["metadata"]["uid"] not in world.paused
-            ):
+            if all(acknowledged(obj) for obj in self._objects(world) if which(obj)):
                 return True
             time.sleep(1)
         return False
@@ -1570,6 +1580,26 @@ def _stalled(obj: dict[str, Any]) -> tuple[str, str, str]:
     """The Stalled condition as written (a reason or message that changes while it stays True keeps its time)."""
     stalled = condition(obj, "Stalled") or {}
     return (str(stalled.get("reason")), str(stalled.get("message")), str(stalled.get("lastTransitionTime")))
+
+
+def _pause_seen_since(obj: dict[str, Any], since: datetime) -> str | None:
+    """The earliest lastTransitionTime of a Paused=True condition that shows the operator saw a pause made at
+    ``since``: a later one (it writes Paused=True in the first pass after the annotation, and takes it off in the
+    first pass after its removal). If the object shows Paused=True already, it either was never seen unpaused (no
+    pass ran in between: the condition keeps its time, and nothing was written) or a pass that began unpaused is
+    still under way; the two cannot be told apart from outside, so any Paused=True counts (None), which may miss
+    that pass's writes but never blames the operator for a pass it did not run."""
+    if (condition(obj, "Paused") or {}).get("status") == "True":
+        return None
+    return since.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _shows_pause(obj: dict[str, Any], since: str | None) -> bool:
+    """Paused=True, from a pass after the pause (:func:`_pause_seen_since`)."""
+    paused = condition(obj, "Paused") or {}
+    return paused.get("status") == "True" and (
+        since is None or str(paused.get("lastTransitionTime")) >= since
+    )
 
 
 def _own(obj: dict[str, Any]) -> bool:

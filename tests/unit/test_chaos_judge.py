@@ -4,6 +4,7 @@ import json
 from datetime import UTC, datetime
 
 from bench.chaos.replicas import overlaps
+from bench.chaos.runner import _pause_seen_since, _shows_pause
 from bench.chaos.schedule import TAIL_OPS, WEIGHTS, generate
 
 
@@ -86,3 +87,23 @@ def test_weights_aim_a_campaign_at_an_operation_and_an_organizations_draws_keep_
     changed = [i for i, (a, b) in enumerate(zip(with_organizations, as_waits, strict=True)) if a != b]
     assert [with_organizations[i].op for i in changed] == ["create_organization"] * 2
     assert {as_waits[i].op for i in changed} == {"wait"}
+
+
+def paused_at(stamp: str | None) -> dict[str, object]:
+    """An object whose status shows Paused=True since ``stamp`` (None: no Paused condition)."""
+    conditions = [] if stamp is None else [{"type": "Paused", "status": "True", "lastTransitionTime": stamp}]
+    return {"metadata": {"uid": "u"}, "status": {"conditions": conditions}}
+
+
+def test_a_pause_counts_as_seen_only_from_a_pass_after_it() -> None:
+    """Seed 73239: the judge took a paused object's clouds as still from the pause on, while a pass begun before it
+    was still writing; a paused object now acknowledges a withdrawal by showing a Paused condition written after."""
+    paused = datetime(2026, 12, 8, 4, 14, 55, tzinfo=UTC)
+    since = _pause_seen_since(paused_at(None), paused)
+    assert since == "2026-12-08T04:14:55Z"
+    assert not _shows_pause(paused_at(None), since)  # the pass under way has not ended
+    assert not _shows_pause(paused_at("2026-12-08T04:10:00Z"), since)  # a Paused from an earlier pause
+    assert _shows_pause(paused_at("2026-12-08T04:14:56Z"), since)
+    # already Paused=True when paused again: no pass after it need change the condition's time, so any counts
+    assert _pause_seen_since(paused_at("2026-12-08T04:10:00Z"), paused) is None
+    assert _shows_pause(paused_at("2026-12-08T04:10:00Z"), None)
