@@ -518,8 +518,9 @@ class Runner:
             annotate = ("annotate", "awsc", "-n", namespace, name, value, "--overwrite")
             annotated = kubectl(self.kubeconfig, *annotate).returncode == 0
             obj = get_object(self.kubeconfig, namespace, name)
-            if before is not None and annotated and step.op == "pause":
-                uid = before["metadata"]["uid"]
+            read = before or obj
+            if read is not None and annotated and step.op == "pause":
+                uid = read["metadata"]["uid"]
                 if uid not in world.paused:
                     world.paused[uid] = _pause_seen_since(before, since)
                 # paused while its deletion is under way: read before, or after, or gone by then (the operator lets
@@ -527,11 +528,11 @@ class Runner:
                 if (
                     obj is None
                     or obj["metadata"].get("deletionTimestamp")
-                    or before["metadata"].get("deletionTimestamp")
+                    or (before or {}).get("metadata", {}).get("deletionTimestamp")
                 ):
                     world.orphans[uid] = f"{namespace}/{name}"
-            elif obj is not None:
-                world.paused.pop(obj["metadata"]["uid"], None)
+            elif read is not None and annotated:
+                world.paused.pop(read["metadata"]["uid"], None)
         elif step.op == "reconcile":
             obj = get_object(self.kubeconfig, namespace, name)
             asked = [(namespace, name)]
@@ -870,7 +871,9 @@ class Runner:
             """A Stalled of this withdrawal, not one left from before it; or a refusal left from before it in a
             namespace that is gone (seed 73268: a namespace whose deletion an API-server restart ended without
             deleting the object; the operator decides on such an object from a namespace with no labels, which
-            no policy selects, so it was refused before and stays so, with the same Stalled, and writes nothing)."""
+            no policy selects, so it was refused before and stays so, with the same Stalled, and writes nothing;
+            a pass admitted while the namespace still had its labels whose status write then failed could still
+            write, which the judge would then report, not miss)."""
             stalled = condition(obj, "Stalled") or {}
             if stalled.get("reason") not in seen:
                 return False
@@ -1029,7 +1032,11 @@ class Runner:
             uid = obj["metadata"]["uid"]
             if uid not in world.paused:
                 return bool(shows(obj))
-            return _shows_pause(obj, world.paused[uid])
+            # Being deleted, a paused object gets no pass (its deletion lets it go), and one whose namespace is
+            # gone may never get one that writes its status: neither has a pass under way that could write.
+            deleting = obj["metadata"].get("deletionTimestamp") and shows(obj)
+            gone = self._namespace_gone(world, obj["metadata"]["namespace"])
+            return bool(_shows_pause(obj, world.paused[uid]) or deleting or gone)
 
         deadline = time.monotonic() + ACKNOWLEDGE_SECONDS
         while time.monotonic() < deadline:
@@ -1596,14 +1603,16 @@ def _stalled(obj: dict[str, Any]) -> tuple[str, str, str]:
     return (str(stalled.get("reason")), str(stalled.get("message")), str(stalled.get("lastTransitionTime")))
 
 
-def _pause_seen_since(obj: dict[str, Any], since: datetime) -> str | None:
+def _pause_seen_since(obj: dict[str, Any] | None, since: datetime) -> str | None:
     """The earliest lastTransitionTime of a Paused=True condition that shows the operator saw a pause made at
     ``since``: a later one (it writes Paused=True in the first pass after the annotation, and takes it off in the
     first pass after its removal). If the object shows Paused=True already, it either was never seen unpaused (no
     pass ran in between: the condition keeps its time, and nothing was written) or a pass that began unpaused is
-    still under way; the two cannot be told apart from outside, so any Paused=True counts (None), which may miss
-    that pass's writes but never blames the operator for a pass it did not run."""
-    if (condition(obj, "Paused") or {}).get("status") == "True":
+    still under way; the two cannot be told apart from outside, so any Paused=True counts (None). The judge may
+    then take the account's clouds down while that pass (begun before a withdrawal, so allowed to finish) still
+    writes, and report its write: a false violation, never a missed one, and only for an object unpaused and paused
+    again within one pass. ``obj`` None (not read): the next Paused=True counts from ``since``."""
+    if obj is not None and (condition(obj, "Paused") or {}).get("status") == "True":
         return None
     return since.strftime("%Y-%m-%dT%H:%M:%SZ")
 
